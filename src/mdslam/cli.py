@@ -1,0 +1,67 @@
+"""Command-line interface: ``mdslam data``, ``mdslam train``, ``mdslam predict``, ``mdslam book``.
+
+Each subcommand is declared by one ``_add_<name>`` function below and calls
+into the package; no science lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+
+# ----------------------------------------------------------------------------- data
+def _cmd_data(args: argparse.Namespace) -> int:
+    from . import datasets
+
+    if args.action == "list":
+        for d in datasets.REGISTRY.values():
+            print(f"{d.name:36s} {len(d.files):3d} file(s)  {d.description[:80]}")
+        return 0
+    if args.action == "markdown":
+        print(datasets.registry_markdown())
+        return 0
+    # fetch
+    names = datasets.names() if args.names == ["all"] else args.names
+    status = 0
+    for name in names:
+        try:
+            paths = datasets.fetch(name, progress=True)
+        except (KeyError, datasets.DatasetError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        where = paths[0].parent if len(paths) > 1 else paths[0]
+        print(f"{name}: {len(paths)} file(s) verified at {where}")
+    return status
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="list or fetch registered datasets")
+    p.add_argument("action", choices=["list", "fetch", "markdown"])
+    p.add_argument("names", nargs="*", default=["all"], help="dataset names (default: all)")
+    p.set_defaults(func=_cmd_data)
+
+
+# ----------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mdslam", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mdslam {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, obj in sorted(globals().items()):
+        if name.startswith("_add_") and callable(obj):
+            obj(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
