@@ -207,48 +207,99 @@ def _read_cds(paths: list[Path]):
     return Table.read(paths[0], format="cds")
 
 
+def _parse_vizier_column(values: list[str]):
+    """Parse one VizieR text column: int64 (masked where empty), float (NaN where empty) or str."""
+    from astropy.table import MaskedColumn
+
+    filled = [v for v in values if v]
+    try:
+        ints = [int(v) for v in filled]
+        if len(filled) == len(values):
+            return np.array(ints, dtype=np.int64)
+        data = np.array([int(v) if v else 0 for v in values], dtype=np.int64)
+        return MaskedColumn(data, mask=[not v for v in values])
+    except ValueError:
+        pass
+    try:
+        return np.array([float(v) if v else np.nan for v in values])
+    except ValueError:
+        return np.array(values)
+
+
 def _read_vizier_tsv(paths: list[Path]):
-    """VizieR TSV: '#' comments, then header, units and dashes lines."""
+    """VizieR ASCII output ('|' or tab separated): '#' comments, then blocks of
+    header, units and dashes lines followed by rows.
+
+    Blocks sharing a header (several cone queries saved in one file) are
+    stacked; when blocks differ, the group with the most rows is returned.
+    Units are kept; empty cells become NaN in numeric columns."""
     from astropy.table import Table
 
-    lines = [ln for ln in Path(paths[0]).read_text().splitlines() if ln and not ln.startswith("#")]
-    header = lines[0].split("\t")
-    units = lines[1].split("\t")
-    body = [ln for ln in lines[3:] if ln.strip()]
-    cols = list(zip(*[ln.split("\t") for ln in body])) if body else [[] for _ in header]
+    groups: dict[tuple[str, ...], tuple[list[str], list[list[str]]]] = {}
+    lines = Path(paths[0]).read_text().splitlines()
+    header: tuple[str, ...] | None = None
+    sep = "|"
+    i = 0
+    while i < len(lines):
+        ln = lines[i]
+        if not ln.strip() or ln.startswith("#"):
+            i += 1
+            continue
+        if i + 2 < len(lines) and lines[i + 2].lstrip().startswith("---"):
+            # a header line, its units line and its dashes line
+            sep = "|" if "|" in ln else "\t"
+            header = tuple(h.strip() for h in ln.split(sep))
+            units = [u.strip() for u in lines[i + 1].split(sep)]
+            groups.setdefault(header, (units, []))
+            i += 3
+            continue
+        if header is not None:
+            row = [v.strip() for v in ln.split(sep)]
+            if len(row) == len(header):
+                groups[header][1].append(row)
+        i += 1
+    if not groups:
+        raise DatasetError(f"{paths[0]}: no VizieR table found")
+    header, (units, rows) = max(groups.items(), key=lambda kv: len(kv[1][1]))
     tab = Table()
-    for name, unit, values in zip(header, units, cols):
-        values = [v.strip() for v in values]
-        arr: np.ndarray
-        try:
-            arr = np.array([int(v) for v in values], dtype=np.int64)
-        except ValueError:
+    for k, name in enumerate(header):
+        if not name or name in tab.colnames:
+            continue
+        tab[name] = _parse_vizier_column([r[k] for r in rows])
+        if k < len(units) and units[k]:
             try:
-                arr = np.array([float(v) if v else np.nan for v in values])
-            except ValueError:
-                arr = np.array(values)
-        tab[name.strip()] = arr
-        if unit.strip():
-            try:
-                tab[name.strip()].unit = unit.strip()
+                tab[name].unit = units[k]
             except ValueError:
                 pass
     return tab
 
 
 def _read_templates(paths: list[Path]):
-    """Template spectra: {template name: Table(wave [Angstrom], flux, unc)}."""
+    """Template spectra: {template name: Table(wave [Angstrom], flux, unc)}.
+
+    The files are whitespace-separated columns wave, flux, unc (some rows carry
+    a fourth column, which is ignored)."""
     import astropy.units as u
     from astropy.table import Table
 
     out = {}
     for path in paths:
-        data = np.genfromtxt(path, comments="#", invalid_raise=False)
-        data = data[np.all(np.isfinite(data[:, :2]), axis=1)]
-        tab = Table(
-            [data[:, 0], data[:, 1], data[:, 2] if data.shape[1] > 2 else np.full(len(data), np.nan)],
-            names=("wave", "flux", "unc"),
-        )
+        rows = []
+        for ln in Path(path).read_text().splitlines():
+            parts = ln.split()
+            if not parts or ln.lstrip().startswith("#"):
+                continue
+            try:
+                vals = [float(v) for v in parts[:3]]
+            except ValueError:
+                continue
+            if len(vals) == 2:
+                vals.append(np.nan)
+            rows.append(vals)
+        data = np.array(rows, dtype=float)
+        data = data[np.isfinite(data[:, 0]) & np.isfinite(data[:, 1])]
+        data = data[np.argsort(data[:, 0])]
+        tab = Table([data[:, 0], data[:, 1], data[:, 2]], names=("wave", "flux", "unc"))
         tab["wave"].unit = u.AA
         tab.meta["file"] = Path(path).name
         out[Path(path).stem] = tab
@@ -522,9 +573,9 @@ _DATASETS: list[Dataset] = [
     _one("hyades_gaiadr2_cone_full", "catalogs/hyades_gaiadr2_cone_full.csv",
          "ed45d9f782e52b749624b5e7967a1173f70ecff54c520adce9cb497f081cdbc6",
          f"{_HYAD}/5a53e257c921a3803622517c79169f597c90ff9b/gaia_vizier_allhyads_full.csv",
-         description="Raw Gaia DR2 results around the Hyades candidates",
+         description="Raw Gaia DR2 (VizieR I/345/gaia2) cone results around the Hyades candidates, all columns (VizieR '|' format, several blocks)",
          source="GitHub stephtdouglas/Hyades_C13", citation="Douglas et al. 2019; Gaia DR2",
-         license="repository copy of public Gaia data", loader=_read_csv, tags=("hyades",)),
+         license="repository copy of public Gaia data", loader=_read_vizier_tsv, tags=("hyades",)),
     _one("carmenes_cif20", "catalogs/carmenes_cif20_mother.csv",
          "3d4160d5f7efc8f4fa2ba9096de30967fa4b6fbea5f27316e5d625bd4cf6e696",
          "https://raw.githubusercontent.com/ccifuentesr/CARMENES-V/216db5ae97bd58da5fe163b3b86f61fac91c42c7/cif20.Mother.v01.csv",
