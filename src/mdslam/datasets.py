@@ -524,7 +524,7 @@ _DATASETS: list[Dataset] = [
          loader=_read_csv, tags=("b20",)),
     _one("birky2020_full_results", "catalogs/birky2020_full_results.fits.gz",
          "62104c4afdedc65942945f39f2e6ab853364d2012253fcdcbe17d562cd4c55e7", f"{_BIRKY_RES}/full_sample_results.fits.gz",
-         description="B20 Cannon results with exact int64 GAIA_ID (join on APOGEE_ID)",
+         description="B20 Cannon results (FITS). Its int64 GAIA_ID column does NOT belong to its rows (only 16 of 14,827 agree with Table 6): join on APOGEE_ID only",
          source="GitHub jbirky/Mdwarf_project cannon_runs/publish_results", citation="Birky et al. 2020, ApJ 892, 31",
          license="repository copy", loader=_read_fits_table, tags=("b20",)),
     _one("birky2020_table3_binaries", "catalogs/birky2020_table3_binaries.csv.gz",
@@ -711,7 +711,7 @@ def load(name: str, **kwargs: Any) -> Any:
     if ds.loader is None:
         return paths
     out = ds.loader(paths)
-    if hasattr(out, "meta") and isinstance(getattr(out, "meta"), dict):
+    if hasattr(out, "meta") and isinstance(out.meta, dict):
         out.meta.setdefault("dataset", ds.name)
         out.meta.setdefault("citation", ds.citation)
     return out

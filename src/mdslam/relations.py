@@ -1,0 +1,539 @@
+"""The papers' formulas as pure functions: uncertainty laws, calibrations, Mann relations, extinction.
+
+Every function takes numpy arrays (or scalars) and returns numpy arrays of the
+broadcast shape; none reads or keeps state. Equation numbers refer to Qiu et al.
+2025 (BOSS M dwarfs, "Q25") unless stated; Li et al. 2021 (LAMOST M dwarfs) is
+"L21".
+
+Slips in the printed equations, and what is implemented instead:
+
+- Q25 eq. 12 prints ``dX^2 + eX^2``; Mann et al. 2015 (erratum 2016, Table 2,
+  BP-RP with J-H) is ``a + bX + cX^2 + dX^3 + eX^4 + f(J-H) + g(J-H)^2``.
+- Q25 eq. 13 prints ``+ (0.0168)2``; Mann et al. 2015 is
+  ``R = 1.9515 - 0.3520 M_Ks + 0.01680 M_Ks^2``.
+- Q25 sec. 4.2 says eqs. 6-8 give 0.19 dex / 132 K / 0.1 dex "at SNR = 15";
+  those numbers are the values at SNR = 10 (as the conclusions say):
+  0.34 * 10**-0.25 = 0.191, 388.88 * 10**-0.47 = 131.8, 0.13 * 10**-0.13 = 0.096.
+- Q25 eq. 11 (Niu et al. 2023) does not say whether the broken power law is
+  added to or subtracted from the LAMOST [Fe/H]; see :func:`niu2023_corrected_feh`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = [
+    "SNR_UNCERTAINTY_COEFFS",
+    "ASPCAP_CORRECTION_COEFFS",
+    "NIU2023_TEFF_BREAK",
+    "NIU2023_VALID_TEFF",
+    "MANN2015_TEFF_COEFFS",
+    "MANN2015_RADIUS_COEFFS",
+    "MANN2019_MASS_COEFFS",
+    "MANN2019_MASS_ZP",
+    "BABUSIAUX2018_COEFFS",
+    "WANG_CHEN2019_RATIOS",
+    "power_law",
+    "snr_uncertainty",
+    "logg_from_mass_radius",
+    "aspcap_feh_correction",
+    "calibrate_aspcap_feh",
+    "aspcap_design_matrix",
+    "fit_aspcap_correction",
+    "niu2023_correction",
+    "niu2023_corrected_feh",
+    "mann2015_teff",
+    "mann2015_radius",
+    "mann2019_mass",
+    "absolute_magnitude",
+    "av_from_ebv",
+    "gaia_extinction_coefficients",
+    "gaia_extinction",
+]
+
+# --------------------------------------------------------------------------- #
+# Q25 eqs. 6-8: uncertainty as a power law of the spectral SNR
+# --------------------------------------------------------------------------- #
+#: ``label -> (a, b)`` of ``sigma = a * SNR**b`` (Q25 eqs. 6, 7, 8); sigma in dex,
+#: K and dex. Calibrated on BOSS spectra with SNR ~ 2.3-19.3 (extrapolated outside).
+SNR_UNCERTAINTY_COEFFS: dict[str, tuple[float, float]] = {
+    "feh": (0.34, -0.25),
+    "teff": (388.88, -0.47),
+    "logg": (0.13, -0.13),
+}
+
+_LABEL_ALIASES = {
+    "feh": "feh", "fe_h": "feh", "[fe/h]": "feh", "fe/h": "feh", "m_h": "feh", "[m/h]": "feh",
+    "teff": "teff", "t_eff": "teff",
+    "logg": "logg", "log_g": "logg", "log g": "logg",
+}
+
+
+def power_law(snr: ArrayLike, a: float, b: float) -> np.ndarray:
+    """Power law ``a * snr**b`` (the form of Q25 eqs. 6-8).
+
+    Parameters
+    ----------
+    snr : array_like
+        Signal-to-noise ratio per pixel (dimensionless), any shape.
+    a, b : float
+        Amplitude (unit of the label) and exponent.
+
+    Returns
+    -------
+    ndarray
+        ``a * snr**b``, same shape as ``snr``.
+    """
+    return a * np.asarray(snr, dtype=float) ** b
+
+
+def snr_uncertainty(snr: ArrayLike, label: str) -> np.ndarray:
+    """Published SLAM uncertainty at a given BOSS SNR (Q25 eqs. 6-8).
+
+    ``sigma_[Fe/H] = 0.34 SNR^-0.25`` (dex, eq. 6),
+    ``sigma_Teff = 388.88 SNR^-0.47`` (K, eq. 7),
+    ``sigma_logg = 0.13 SNR^-0.13`` (dex, eq. 8).
+
+    Parameters
+    ----------
+    snr : array_like
+        BOSS pipeline SNR, any shape. The laws were fitted over SNR ~ 2.3-19.3.
+    label : str
+        ``"feh"`` (also ``"fe_h"``, ``"[Fe/H]"``), ``"teff"`` or ``"logg"``.
+
+    Returns
+    -------
+    ndarray
+        Uncertainty in dex (feh, logg) or K (teff), same shape as ``snr``.
+    """
+    key = _LABEL_ALIASES.get(str(label).strip().lower())
+    if key is None:
+        raise ValueError(f"unknown label {label!r}; use one of 'feh', 'teff', 'logg'")
+    a, b = SNR_UNCERTAINTY_COEFFS[key]
+    return power_law(snr, a, b)
+
+
+# --------------------------------------------------------------------------- #
+# Q25 eq. 9: surface gravity from mass and radius
+# --------------------------------------------------------------------------- #
+def logg_from_mass_radius(mass: ArrayLike, radius: ArrayLike) -> np.ndarray:
+    """Surface gravity from mass and radius, Q25 eq. 9.
+
+    ``log g = 4.438 + log10(M/Msun) - 2 log10(R/Rsun)`` (4.438 = log g of the Sun, cgs).
+
+    Parameters
+    ----------
+    mass : array_like
+        Stellar mass in solar masses.
+    radius : array_like
+        Stellar radius in solar radii.
+
+    Returns
+    -------
+    ndarray
+        log10(g / cm s^-2), broadcast shape of the inputs.
+    """
+    return 4.438 + np.log10(np.asarray(mass, float)) - 2.0 * np.log10(np.asarray(radius, float))
+
+
+# --------------------------------------------------------------------------- #
+# Q25 eq. 10: ASPCAP [Fe/H] calibration
+# --------------------------------------------------------------------------- #
+#: Coefficients of Q25 eq. 10 in the order of :func:`aspcap_design_matrix`:
+#: ``x^2, y^2, x*y, x, y, 1`` with ``x = Teff/1000 K``, ``y = [Fe/H]_ASPCAP``.
+ASPCAP_CORRECTION_COEFFS: np.ndarray = np.array([-0.427, -0.158, 0.431, 2.767, -2.156, -4.405])
+
+
+def aspcap_design_matrix(teff: ArrayLike, feh: ArrayLike) -> np.ndarray:
+    """Design matrix of the eq. 10 quadratic: columns ``x^2, y^2, xy, x, y, 1``.
+
+    Parameters
+    ----------
+    teff : array_like, shape (n,)
+        ASPCAP Teff in K (``x = teff / 1000``).
+    feh : array_like, shape (n,)
+        ASPCAP [Fe/H] in dex (``y``).
+
+    Returns
+    -------
+    ndarray, shape (n, 6)
+    """
+    x = np.atleast_1d(np.asarray(teff, float)) / 1000.0
+    y = np.atleast_1d(np.asarray(feh, float))
+    x, y = np.broadcast_arrays(x, y)
+    return np.stack([x**2, y**2, x * y, x, y, np.ones_like(x)], axis=-1)
+
+
+def aspcap_feh_correction(teff: ArrayLike, feh: ArrayLike,
+                          coeffs: Sequence[float] | None = None) -> np.ndarray:
+    """Correction to add to ASPCAP [Fe/H] of M dwarfs, Q25 eq. 10.
+
+    ``Delta[Fe/H]_cal = -0.427 x^2 - 0.158 y^2 + 0.431 xy + 2.767 x - 2.156 y - 4.405``
+    with ``x = Teff_ASPCAP / 1000 K`` and ``y = [Fe/H]_ASPCAP``. The sign follows
+    Q25 Fig. 10: ``[Fe/H]_corr = [Fe/H]_ASPCAP + Delta_cal`` brings ASPCAP onto the
+    SLAM (FGK-companion) scale.
+
+    Parameters
+    ----------
+    teff : array_like
+        ASPCAP effective temperature in K.
+    feh : array_like
+        ASPCAP [Fe/H] in dex.
+    coeffs : sequence of 6 floats, optional
+        Coefficients (x^2, y^2, xy, x, y, 1); default the published ones
+        (:data:`ASPCAP_CORRECTION_COEFFS`), or a refit from :func:`fit_aspcap_correction`.
+
+    Returns
+    -------
+    ndarray
+        Correction in dex, broadcast shape of ``teff`` and ``feh``.
+    """
+    c = ASPCAP_CORRECTION_COEFFS if coeffs is None else np.asarray(coeffs, float)
+    x = np.asarray(teff, float) / 1000.0
+    y = np.asarray(feh, float)
+    return c[0] * x**2 + c[1] * y**2 + c[2] * x * y + c[3] * x + c[4] * y + c[5]
+
+
+def calibrate_aspcap_feh(teff: ArrayLike, feh: ArrayLike,
+                         coeffs: Sequence[float] | None = None) -> np.ndarray:
+    """ASPCAP [Fe/H] put on the Q25 scale: ``feh + aspcap_feh_correction(teff, feh)`` (dex)."""
+    return np.asarray(feh, float) + aspcap_feh_correction(teff, feh, coeffs)
+
+
+def fit_aspcap_correction(teff: ArrayLike, feh_aspcap: ArrayLike, feh_ref: ArrayLike,
+                          sigma: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Refit the eq. 10 quadratic by (weighted) linear least squares.
+
+    Fits ``feh_ref - feh_aspcap = c . [x^2, y^2, xy, x, y, 1]``.
+
+    Parameters
+    ----------
+    teff : array_like, shape (n,)
+        ASPCAP Teff in K.
+    feh_aspcap : array_like, shape (n,)
+        ASPCAP [Fe/H] in dex.
+    feh_ref : array_like, shape (n,)
+        Reference [Fe/H] on the target scale (e.g. SLAM, or B20's FGK-calibrated
+        Cannon [Fe/H]) in dex.
+    sigma : array_like, shape (n,), optional
+        Uncertainty of each difference (dex). Without it the fit is unweighted and
+        the covariance is scaled by the residual variance.
+
+    Returns
+    -------
+    coeffs : ndarray, shape (6,)
+        In the order of :data:`ASPCAP_CORRECTION_COEFFS`.
+    cov : ndarray, shape (6, 6)
+        Covariance of ``coeffs``; ``sqrt(diag(cov))`` are the 1-sigma errors.
+        With ``sigma`` given it is ``(A^T W A)^-1`` scaled by the reduced chi^2 when
+        that exceeds 1.
+
+    Raises
+    ------
+    ValueError
+        With fewer than 7 finite rows (6 coefficients plus one degree of freedom).
+    """
+    a = aspcap_design_matrix(teff, feh_aspcap)
+    d = np.asarray(feh_ref, float) - np.asarray(feh_aspcap, float)
+    w = np.ones_like(d) if sigma is None else 1.0 / np.asarray(sigma, float) ** 2
+    ok = np.all(np.isfinite(a), axis=1) & np.isfinite(d) & np.isfinite(w) & (w > 0)
+    a, d, w = a[ok], d[ok], w[ok]
+    n, p = a.shape
+    if n <= p:
+        raise ValueError(f"need more than {p} finite rows to fit eq. 10, got {n}")
+    sw = np.sqrt(w)
+    coeffs, *_ = np.linalg.lstsq(a * sw[:, None], d * sw, rcond=None)
+    resid = d - a @ coeffs
+    chi2_red = float(np.sum(w * resid**2) / (n - p))
+    cov = np.linalg.inv(a.T @ (a * w[:, None]))
+    if sigma is None:
+        cov = cov * chi2_red
+    elif chi2_red > 1:
+        cov = cov * chi2_red
+    return coeffs, cov
+
+
+# --------------------------------------------------------------------------- #
+# Q25 eq. 11: Niu et al. 2023 temperature correction of LAMOST [Fe/H]
+# --------------------------------------------------------------------------- #
+NIU2023_TEFF_BREAK = 5281.4
+#: Teff range (K) over which Niu et al. 2023 calibrated the broken power law.
+NIU2023_VALID_TEFF = (4000.0, 7000.0)
+
+
+def niu2023_correction(teff: ArrayLike, outside: str = "nan") -> np.ndarray:
+    """Temperature-dependent bias of LAMOST DR [Fe/H] (Niu et al. 2023; Q25 eq. 11).
+
+    ``Delta = 0.358 (Teff/5281.4)^-2.404 - 0.4`` for ``Teff >= 5281.4 K`` and
+    ``Delta = 0.358 (Teff/5281.4)^1.254 - 0.4`` below. ``Delta`` is negative
+    everywhere: -0.042 dex at the 5281.4 K peak, about -0.15 dex at 4000 K and
+    -0.22 dex at 7000 K. It is the bias of the measured value (see
+    :func:`niu2023_corrected_feh` for the sign convention adopted).
+
+    Parameters
+    ----------
+    teff : array_like
+        LAMOST Teff of the FGK star in K.
+    outside : {"nan", "extrapolate"}
+        What to return outside the calibrated 4000 < Teff < 7000 K: NaN (default)
+        or the extrapolated power law.
+
+    Returns
+    -------
+    ndarray
+        Delta in dex, same shape as ``teff``.
+    """
+    if outside not in ("nan", "extrapolate"):
+        raise ValueError(f"outside must be 'nan' or 'extrapolate', got {outside!r}")
+    t = np.asarray(teff, float)
+    r = t / NIU2023_TEFF_BREAK
+    with np.errstate(invalid="ignore", divide="ignore"):
+        delta = np.where(t >= NIU2023_TEFF_BREAK, 0.358 * r**-2.404, 0.358 * r**1.254) - 0.4
+    if outside == "nan":
+        lo, hi = NIU2023_VALID_TEFF
+        delta = np.where((t > lo) & (t < hi), delta, np.nan)
+    return delta
+
+
+def niu2023_corrected_feh(feh: ArrayLike, teff: ArrayLike, outside: str = "nan") -> np.ndarray:
+    """LAMOST FGK [Fe/H] corrected for the Niu et al. 2023 temperature trend (Q25 eq. 11).
+
+    Convention adopted: ``[Fe/H]_niu = [Fe/H]_LAMOST - Delta(Teff)``, i.e. ``Delta``
+    is read as the bias of the measured [Fe/H] and is removed. Q25's appendix
+    does not print the sign; the reasons for this reading are
+
+    * Niu et al. found that LAMOST under-estimates [Fe/H] of dwarfs away from
+      ~5300 K; ``Delta`` is most negative for the coolest and hottest stars, so
+      subtracting it raises their [Fe/H] (by 0.15 dex at 4000 K);
+    * in Q25 Fig. 12 the primary-minus-secondary difference becomes flat in Teff
+      once each star's own ``Delta`` is removed, which holds for ``feh - Delta``
+      (a cooler secondary measured too low is raised more than its primary);
+    * Q25 sec. 5 and Qiu et al. 2024 find FGK-calibrated M dwarf [Fe/H] higher
+      than ASPCAP's by 0.1-0.24 dex, consistent with an upward correction.
+
+    Parameters
+    ----------
+    feh : array_like
+        LAMOST [Fe/H] in dex.
+    teff : array_like
+        LAMOST Teff in K (valid 4000-7000 K).
+    outside : {"nan", "extrapolate"}
+        Passed to :func:`niu2023_correction`.
+
+    Returns
+    -------
+    ndarray
+        Corrected [Fe/H] in dex; NaN outside the valid Teff range by default.
+    """
+    return np.asarray(feh, float) - niu2023_correction(teff, outside=outside)
+
+
+# --------------------------------------------------------------------------- #
+# Q25 eqs. 12-14: Mann et al. Teff, radius and mass relations
+# --------------------------------------------------------------------------- #
+#: a..g of Q25 eq. 12 (Mann et al. 2015/2016, BP-RP and J-H).
+MANN2015_TEFF_COEFFS: tuple[float, ...] = (3.172, -2.475, 1.082, -0.2231, 0.01738, 0.08776, 0.04355)
+#: Constant, linear, quadratic coefficients of Q25 eq. 13 (Mann et al. 2015, R from M_Ks).
+MANN2015_RADIUS_COEFFS: tuple[float, float, float] = (1.9515, -0.3520, 0.01680)
+#: a_0..a_5 of Q25 eq. 14 (Mann et al. 2019, n=5, BIC 86 row of their Table 6).
+MANN2019_MASS_COEFFS: tuple[float, ...] = (-0.642, -0.208, -8.43e-4, 7.87e-3, 1.42e-4, -2.13e-4)
+MANN2019_MASS_ZP = 7.5
+
+
+def mann2015_teff(bp_rp: ArrayLike, j_h: ArrayLike) -> np.ndarray:
+    """Teff from Gaia BP-RP and 2MASS J-H, Q25 eq. 12 (Mann et al. 2015, 2016 erratum).
+
+    ``Teff / 3500 K = a + bX + cX^2 + dX^3 + eX^4 + f(J-H) + g(J-H)^2`` with
+    ``X = BP - RP`` and the coefficients of :data:`MANN2015_TEFF_COEFFS`
+    (scatter 49 K). The paper prints ``dX^2 + eX^2``, a typo for ``dX^3 + eX^4``.
+
+    Parameters
+    ----------
+    bp_rp : array_like
+        Gaia BP - RP colour in mag.
+    j_h : array_like
+        2MASS J - H colour in mag.
+
+    Returns
+    -------
+    ndarray
+        Teff in K.
+    """
+    a, b, c, d, e, f, g = MANN2015_TEFF_COEFFS
+    x = np.asarray(bp_rp, float)
+    jh = np.asarray(j_h, float)
+    return 3500.0 * (a + b * x + c * x**2 + d * x**3 + e * x**4 + f * jh + g * jh**2)
+
+
+def mann2015_radius(mks: ArrayLike) -> np.ndarray:
+    """Radius from absolute 2MASS Ks, Q25 eq. 13 (Mann et al. 2015, scatter 2.89%).
+
+    ``R / Rsun = 1.9515 - 0.3520 M_Ks + 0.01680 M_Ks^2`` (the paper's "+ (0.0168)2"
+    is a typo). Mann et al. calibrate it for 4.6 < M_Ks < 9.8.
+
+    Parameters
+    ----------
+    mks : array_like
+        Absolute Ks magnitude in mag.
+
+    Returns
+    -------
+    ndarray
+        Radius in solar radii.
+    """
+    c0, c1, c2 = MANN2015_RADIUS_COEFFS
+    m = np.asarray(mks, float)
+    return c0 + c1 * m + c2 * m**2
+
+
+def mann2019_mass(mks: ArrayLike) -> np.ndarray:
+    """Mass from absolute 2MASS Ks, Q25 eq. 14 (Mann et al. 2019, n = 5).
+
+    ``log10(M / Msun) = sum_{i=0}^{5} a_i (M_Ks - 7.5)^i`` with the coefficients of
+    :data:`MANN2019_MASS_COEFFS`; Mann et al. calibrate it for 4 < M_Ks < 11.
+
+    Parameters
+    ----------
+    mks : array_like
+        Absolute Ks magnitude in mag.
+
+    Returns
+    -------
+    ndarray
+        Mass in solar masses.
+    """
+    dm = np.asarray(mks, float) - MANN2019_MASS_ZP
+    logm = sum(a * dm**i for i, a in enumerate(MANN2019_MASS_COEFFS))
+    return 10.0 ** np.asarray(logm, float)
+
+
+# --------------------------------------------------------------------------- #
+# Photometry: absolute magnitudes and extinction (Q25 sec. 2.2, L21 sec. 4.3)
+# --------------------------------------------------------------------------- #
+def absolute_magnitude(m: ArrayLike, parallax_mas: ArrayLike,
+                       extinction: ArrayLike = 0.0) -> np.ndarray:
+    """Absolute magnitude from apparent magnitude and parallax (Q25 sec. 2.2).
+
+    ``M = m + 5 log10(parallax / mas) - 10 - A``.
+
+    Parameters
+    ----------
+    m : array_like
+        Apparent magnitude (mag).
+    parallax_mas : array_like
+        Parallax in milliarcseconds; non-positive parallaxes give NaN.
+    extinction : array_like, optional
+        Extinction in the same band (mag), default 0.
+
+    Returns
+    -------
+    ndarray
+        Absolute magnitude in mag.
+    """
+    plx = np.asarray(parallax_mas, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logp = np.where(plx > 0, np.log10(np.where(plx > 0, plx, 1.0)), np.nan)
+    return np.asarray(m, float) + 5.0 * logp - 10.0 - np.asarray(extinction, float)
+
+
+def av_from_ebv(ebv: ArrayLike, r_v: float = 3.1) -> np.ndarray:
+    """Visual extinction ``A_V = R_V E(B-V)`` with R_V = 3.1 (Cardelli et al. 1989; Q25 sec. 2.2).
+
+    Parameters
+    ----------
+    ebv : array_like
+        Reddening E(B-V) in mag (e.g. from the Bayestar19 3-D map).
+    r_v : float
+        Total-to-selective extinction ratio.
+
+    Returns
+    -------
+    ndarray
+        A_V in mag.
+    """
+    return r_v * np.asarray(ebv, float)
+
+
+#: Gaia Collaboration, Babusiaux et al. 2018 (A&A 616, A10), eq. 1 and Table 1:
+#: ``k_X = A_X/A_0 = c1 + c2 C + c3 C^2 + c4 C^3 + c5 A0 + c6 A0^2 + c7 C A0`` with
+#: ``C = (BP-RP)_0``; rows are the coefficients c1..c7 for G, BP and RP.
+BABUSIAUX2018_COEFFS: dict[str, tuple[float, ...]] = {
+    "G": (0.9761, -0.1704, 0.0086, 0.0011, -0.0438, 0.0013, 0.0099),
+    "BP": (1.1517, -0.0871, -0.0333, 0.0173, -0.0230, 0.0006, 0.0043),
+    "RP": (0.6104, -0.0170, -0.0026, -0.0017, -0.0078, 0.00005, 0.0006),
+}
+
+#: Constant ratios A_X/A_V of Wang & Chen 2019 (ApJ 877, 116), Table 3, the
+#: extinction law L21 uses for A_G (sec. 4.3).
+WANG_CHEN2019_RATIOS: dict[str, float] = {"G": 0.789, "BP": 1.002, "RP": 0.589}
+
+
+def gaia_extinction_coefficients(bp_rp0: ArrayLike, a0: ArrayLike) -> dict[str, np.ndarray]:
+    """Colour- and extinction-dependent ``k_X = A_X / A_0`` of Babusiaux et al. 2018, eq. 1.
+
+    Gaia Collaboration 2018 fitted the polynomial to synthetic photometry of
+    spectra with 3500 K < Teff < 10000 K, so for mid and late M dwarfs it is an
+    extrapolation. For the few hundred pc distances of the papers' M dwarfs A_0
+    is small and the choice hardly matters.
+
+    Parameters
+    ----------
+    bp_rp0 : array_like
+        Intrinsic colour (BP-RP)_0 in mag.
+    a0 : array_like
+        Extinction at 550 nm (taken as A_V) in mag.
+
+    Returns
+    -------
+    dict
+        ``{"G": k_G, "BP": k_BP, "RP": k_RP}``, arrays of the broadcast shape.
+    """
+    c = np.asarray(bp_rp0, float)
+    a = np.asarray(a0, float)
+    out = {}
+    for band, (c1, c2, c3, c4, c5, c6, c7) in BABUSIAUX2018_COEFFS.items():
+        out[band] = c1 + c2 * c + c3 * c**2 + c4 * c**3 + c5 * a + c6 * a**2 + c7 * c * a
+    return out
+
+
+def gaia_extinction(a_v: ArrayLike, bp_rp: ArrayLike | None = None, method: str = "babusiaux2018",
+                    n_iter: int = 5) -> dict[str, np.ndarray]:
+    """Extinction in the Gaia G, BP and RP bands from A_V (Q25 sec. 2.2).
+
+    Parameters
+    ----------
+    a_v : array_like
+        Visual extinction in mag (e.g. ``av_from_ebv(ebv)``).
+    bp_rp : array_like, optional
+        Observed (reddened) BP-RP in mag; required for ``"babusiaux2018"``.
+    method : {"babusiaux2018", "wang_chen2019"}
+        ``"babusiaux2018"`` (what Q25 cites): the colour-dependent eq. 1 of Gaia
+        Collaboration 2018, evaluated at the intrinsic colour, found by fixed-point
+        iteration ``C0 = BP-RP - (k_BP - k_RP) A_V``. ``"wang_chen2019"``: constant
+        ratios A_G/A_V = 0.789, A_BP/A_V = 1.002, A_RP/A_V = 0.589 (Wang & Chen
+        2019, Table 3; used by L21).
+    n_iter : int
+        Iterations for the intrinsic colour (converges in 2-3 for A_V < 1).
+
+    Returns
+    -------
+    dict
+        ``{"G": A_G, "BP": A_BP, "RP": A_RP}`` in mag.
+    """
+    av = np.asarray(a_v, float)
+    if method == "wang_chen2019":
+        return {band: ratio * av for band, ratio in WANG_CHEN2019_RATIOS.items()}
+    if method != "babusiaux2018":
+        raise ValueError(f"method must be 'babusiaux2018' or 'wang_chen2019', got {method!r}")
+    if bp_rp is None:
+        raise ValueError("method 'babusiaux2018' needs the observed bp_rp colour")
+    obs = np.asarray(bp_rp, float)
+    c0 = obs
+    for _ in range(max(1, int(n_iter))):
+        k = gaia_extinction_coefficients(c0, av)
+        c0 = obs - (k["BP"] - k["RP"]) * av
+    k = gaia_extinction_coefficients(c0, av)
+    return {band: k[band] * av for band in ("G", "BP", "RP")}

@@ -1,0 +1,122 @@
+"""Cross-matches by Gaia id, APOGEE_ID and sky position: hand tables, then the real catalogues."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from mdslam import crossmatch as cm
+from mdslam import datasets
+
+
+@pytest.fixture(scope="module")
+def load(data_mirror):
+    """Load registry datasets from the offline mirror (skips without it), once per module."""
+    cache: dict[str, Table] = {}
+
+    def _load(name: str) -> Table:
+        if name not in cache:
+            cache[name] = datasets.load(name)
+        return cache[name]
+
+    return _load
+
+
+# --------------------------------------------------------------------------- #
+# hand tables
+# --------------------------------------------------------------------------- #
+def test_normalize_ids():
+    ids = np.ma.array([b" 2m00012151+5634379 ", b"2M00000000+0000000", b""], mask=[False, False, True])
+    np.testing.assert_array_equal(cm.normalize_apogee_id(ids), ["2M00012151+5634379", "2M00000000+0000000", ""])
+    g = cm.normalize_gaia_id(["Gaia DR2 3312744219987686144", "48026706557926528", "n/a"])
+    np.testing.assert_array_equal(g, [3312744219987686144, 48026706557926528, -1])
+    assert g.dtype == np.int64
+    # int64 exactness: these two ids differ by 1 and stay distinct
+    assert len(set(cm.normalize_gaia_id(np.array([2**61 + 1, 2**61 + 2], dtype=np.int64)))) == 2
+
+
+def test_match_keys_is_an_inner_join_with_duplicates():
+    il, ir = cm.match_keys(np.array(["a", "b", "c", ""]), np.array(["b", "a", "b", ""]), invalid="")
+    pairs = sorted(zip(il.tolist(), ir.tolist(), strict=True))
+    assert pairs == [(0, 1), (1, 0), (1, 2)]
+
+
+def test_match_gaia_id_exact_and_rounded():
+    left = Table({"source_id": np.array([3312744219987686144, 48026706557926528, 7], dtype=np.int64),
+                  "x": [1, 2, 3]})
+    right = Table({"source_id": np.array([48026706557926528, 3312744219987686145], dtype=np.int64),
+                   "x": [20, 10]})
+    j = cm.match_gaia_id(left, right)
+    assert len(j) == 1 and j["x_1"][0] == 2 and j["x_2"][0] == 20
+    # a float copy with 15 significant digits (as in B20's CSV) pairs with the nearest exact id
+    rounded = Table({"GAIA_ID": [3.31274421998769e18, 4.80267065579265e16], "y": [1, 2]})
+    jr = cm.match_gaia_id(rounded, left, "GAIA_ID", "source_id", rounded="left")
+    assert list(jr["y"]) == [1, 2]
+    assert list(jr["source_id"]) == [3312744219987686144, 48026706557926528]
+    jr2 = cm.match_gaia_id(left, rounded, "source_id", "GAIA_ID", rounded="right")
+    assert list(jr2["x"]) == [1, 2]
+    with pytest.raises(ValueError, match="rounded"):
+        cm.match_gaia_id(left, right, rounded="both")
+
+
+def test_match_sky_radius_and_one_to_one():
+    left = Table({"ra": [10.0, 10.0, 20.0], "dec": [0.0, 1.0 / 3600, 0.0]})
+    right = Table({"ra": [10.0 + 0.5 / 3600, 30.0], "dec": [0.0, 0.0]})
+    j = cm.match_sky(left, right, radius_arcsec=2.0)
+    # both left rows 0 and 1 are within 2" of right row 0; only the closer (0.5") is kept
+    assert len(j) == 1
+    assert j["sep_arcsec"][0] == pytest.approx(0.5, abs=1e-6)
+    j2 = cm.match_sky(left, right, radius_arcsec=2.0, one_to_one=False)
+    assert len(j2) == 2
+    # separation of row 1: sqrt(0.5^2 + 1^2) = 1.1180 arcsec
+    assert j2["sep_arcsec"][1] == pytest.approx(np.hypot(0.5, 1.0), abs=1e-6)
+    assert j2.colnames == ["ra_1", "dec_1", "ra_2", "dec_2", "sep_arcsec"]
+
+
+# --------------------------------------------------------------------------- #
+# real catalogues
+# --------------------------------------------------------------------------- #
+def test_b20_x_gaia_xp_by_apogee_id(load):
+    b20 = load("birky2020_table6_full")
+    xp = load("gaiaxp_apogee")
+    j = cm.match_apogee_id(b20, xp, "APOGEE_ID", "apogee_id")
+    assert len(j) == 152 and len(set(j["APOGEE_ID"])) == 152
+    # the same 152 by float-rounded Gaia id would be 151 pairs of which 9 are wrong stars
+    # (dense Orion and Kepler fields: neighbouring ids differ by less than the rounding)
+    jg = cm.match_gaia_id(b20, xp, "GAIA_ID", "gaiaedr3_source_id", rounded="left")
+    same = cm.normalize_apogee_id(jg["APOGEE_ID"]) == cm.normalize_apogee_id(jg["apogee_id"])
+    assert (len(jg), int(same.sum())) == (151, 142)
+
+
+def test_b20_full_results_gaia_id_is_not_the_rows_star(load):
+    t6 = load("birky2020_table6_full")
+    full = load("birky2020_full_results")
+    j = cm.match_apogee_id(t6, full, positions=("RA", "DEC", "RA", "DEC"))
+    assert len(j) == 14827
+    assert np.nanmedian(j["sep_arcsec"]) < 1.0  # same stars by APOGEE_ID
+    rel = np.abs(np.asarray(j["GAIA_ID_1"], float) - np.asarray(j["GAIA_ID_2"], float)) / np.asarray(
+        j["GAIA_ID_2"], float)
+    # ... but the int64 GAIA_ID of full_results agrees with table 6 (even to 6 digits) for only
+    # 16 of the 14,827 stars: that column is not the rows' Gaia id
+    assert int(np.sum(rel < 1e-6)) == 16
+
+
+def test_b20_x_occam(load):
+    b20 = load("birky2020_table6_full")
+    j16 = cm.match_apogee_id(b20, load("occam_member_dr16"))
+    j17 = cm.match_apogee_id(b20, load("occam_member_dr17"))
+    assert (len(j16), len(j17)) == (951, 1167)
+    assert (len(set(j16["APOGEE_ID"])), len(set(j17["APOGEE_ID"]))) == (926, 1152)
+
+
+def test_carmenes_cif03_x_cif20_by_position(load):
+    cif03 = load("carmenes_cif03")  # Gaia DR3 positions (epoch 2016.0)
+    cif20 = load("carmenes_cif20")  # Gaia DR2 positions (epoch 2015.5)
+    j = cm.match_sky(cif03, cif20, radius_arcsec=2.0, left_ra="ra", left_dec="dec",
+                     right_ra="RA_J2015", right_dec="DE_J2015")
+    assert len(j) == 2143
+    assert np.median(j["sep_arcsec"]) < 0.2
+    k1 = np.char.strip(np.asarray(j["Karmn_1"]).astype(str))
+    k2 = np.char.strip(np.asarray(j["Karmn_2"]).astype(str))
+    assert int(np.sum(k1 == k2)) == 2114

@@ -1,0 +1,136 @@
+"""Validation statistics pinned to hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mdslam import crossmatch, datasets, selection
+from mdslam import validation as val
+
+
+def test_cv_bias_and_scatter_by_hand():
+    # d = [1, 2, 3]: bias = 2; scatter = sqrt((1 + 4 + 9) / 3) = sqrt(14/3) = 2.16025
+    assert val.cv_bias([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]) == pytest.approx(2.0)
+    assert val.cv_scatter([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]) == pytest.approx(2.16025, abs=1e-5)
+
+
+def test_fit_power_law_recovers_eq7():
+    snr = np.array([2.3, 4.0, 6.0, 9.0, 13.0, 19.2])
+    a, b, cov = val.fit_power_law(snr, 388.88 * snr**-0.47)
+    assert (a, b) == pytest.approx((388.88, -0.47), rel=1e-6)
+    assert cov.shape == (2, 2)
+
+
+def test_binned_bias_scatter_equal_count_bins():
+    snr = np.arange(1.0, 61.0)
+    pred = np.zeros(60)
+    truth = np.zeros(60)
+    pred[:20] = 1.0  # the lowest-SNR third is offset by 1
+    t = val.binned_bias_scatter(snr, pred, truth, n_bins=3, min_per_bin=20)
+    assert list(t["n"]) == [20, 20, 20]
+    np.testing.assert_allclose(t["bias"], [1.0, 0.0, 0.0])
+    assert t["snr_median"][0] == pytest.approx(10.5)
+
+
+def test_robust_std_and_compare_by_hand():
+    d = np.array([1.0, 2.0, 3.0, 10.0, np.nan])
+    # |d - 2.5| = 1.5, 0.5, 0.5, 7.5 -> median 1.0 -> 1.4826
+    assert val.robust_std(d) == pytest.approx(1.4826)
+    c = val.compare(d, np.zeros(5))
+    # median 2.5; mean 4; std: deviations -3, -2, -1, 6 -> (9 + 4 + 1 + 36) / 4 = 12.5 -> 3.53553
+    assert (c.median, c.mean, c.n) == (2.5, 4.0, 4)
+    assert c.std == pytest.approx(3.535534, abs=1e-6)
+    assert c.robust_std == pytest.approx(1.4826)
+    assert c.format(".1f", "K") == "2.5 \u00b1 3.5 K (n=4)"
+    assert c.as_dict()["n"] == 4
+    empty = val.compare([np.nan], [0.0])
+    assert empty.n == 0 and np.isnan(empty.median)
+
+
+def test_binned_medians_by_hand():
+    x = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
+    dy = np.array([1.0, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 30.0])
+    t = val.binned_medians(x, dy, bins=[0.0, 2.0, 4.0])
+    assert list(t["n"]) == [4, 4]
+    # bin 0: median 2.5, std sqrt((2.25 + 0.25 + 0.25 + 2.25)/4) = sqrt(1.25) = 1.11803
+    # bin 1: median 10, mean 15, std sqrt((25*3 + 225)/4) = sqrt(75) = 8.66025, MAD 0
+    np.testing.assert_allclose(t["median"], [2.5, 10.0])
+    np.testing.assert_allclose(t["mean"], [2.5, 15.0])
+    np.testing.assert_allclose(t["std"], [1.118034, 8.660254], atol=1e-6)
+    np.testing.assert_allclose(t["robust_std"], [1.4826 * 1.0, 0.0])
+    # standard error of the median: 1.2533 * 8.660254 / sqrt(4) = 5.42695
+    assert t["median_err"][1] == pytest.approx(5.42695, abs=1e-5)
+    np.testing.assert_allclose(t["x_center"], [1.0, 3.0])
+    sparse = val.binned_medians(x, dy, bins=[0.0, 2.0, 4.0], min_count=5)
+    assert np.isnan(sparse["median"]).all() and list(sparse["n"]) == [4, 4]
+
+
+def test_fit_gaussian_recovers_width():
+    rng = np.random.default_rng(3)
+    mu, sigma, cov = val.fit_gaussian(rng.normal(1.0, 2.0, 20000))
+    assert mu == pytest.approx(1.0, abs=0.06)
+    assert sigma == pytest.approx(2.0, abs=0.06)
+    assert cov.shape == (2, 2)
+    with pytest.raises(ValueError, match="at least 3"):
+        val.fit_gaussian([1.0, 2.0])
+
+
+def test_pair_statistics_by_hand():
+    p = val.pair_statistics([0.1, 0.0, -0.2], [0.1] * 3, [0.0, 0.0, 0.0], [0.1] * 3)
+    # delta = [0.1, 0, -0.2]; sqrt(0.1^2 + 0.1^2) = 0.141421 -> normalised [0.70711, 0, -1.41421]
+    np.testing.assert_allclose(p.delta, [0.1, 0.0, -0.2])
+    np.testing.assert_allclose(p.normalized, [0.707107, 0.0, -1.414214], atol=1e-6)
+    # mean -0.033333, median 0, std sqrt((0.133333^2 + 0.033333^2 + 0.166667^2)/3) = 0.124722
+    assert (p.n, p.median, p.n_outside_3sigma) == (3, 0.0, 0)
+    assert p.mean == pytest.approx(-0.033333, abs=1e-6)
+    assert p.std == pytest.approx(0.124722, abs=1e-6)
+
+
+def test_pair_statistics_finds_overestimated_errors():
+    # quoted errors 0.1 dex per star, true scatter 0.8 x that: the L21 sec. 5.2 situation
+    rng = np.random.default_rng(7)
+    n = 5000
+    err = np.full(n, 0.1)
+    x1 = rng.normal(0, 0.08, n)
+    x2 = rng.normal(0, 0.08, n)
+    x1[:10] += 1.0  # ten non-physical pairs, > 3 sigma apart
+    p = val.pair_statistics(x1, err, x2, err)
+    assert p.sigma_fit == pytest.approx(0.8, abs=0.04)
+    assert p.norm_robust_std == pytest.approx(0.8, abs=0.04)
+    assert p.n_outside_3sigma >= 10
+
+
+def test_cluster_statistics_by_hand():
+    t = val.cluster_statistics(["A", "A", "B", " A"], [0.0, 0.2, -0.1, 0.1], [0.1, 0.1, 0.0, 0.1])
+    assert list(t["cluster"]) == ["A", "B"]
+    assert list(t["n"]) == [3, 1]
+    # A: mean(0, 0.2, 0.1) = 0.1, std sqrt((0.01 + 0.01 + 0)/3) = 0.081650; lit 0.1 +- 0
+    assert t["mean"][0] == pytest.approx(0.1)
+    assert t["std"][0] == pytest.approx(0.081650, abs=1e-6)
+    assert (t["mean_lit"][0], t["std_lit"][0]) == pytest.approx((0.1, 0.0))
+    # differences -0.1, 0.1, 0: mean 0, std 0.081650
+    assert t["mean_diff"][0] == pytest.approx(0.0, abs=1e-12)
+    assert t["std_diff"][0] == pytest.approx(0.081650, abs=1e-6)
+    # a single star has no standard deviation (L21 Table 3 prints none)
+    assert t["mean"][1] == pytest.approx(-0.1) and np.isnan(t["std"][1])
+    assert len(val.cluster_statistics(["A", "A", "B"], [0, 0, 0], [0, 0, 0], min_n=2)) == 1
+
+
+def test_cluster_table_for_b20_members_of_occam_dr16(data_mirror):
+    # L21 Table 3 layout on real catalogues: B20 Cannon [Fe/H] against the OCCAM (ASPCAP) [Fe/H]
+    # of the same stars, for B20 x OCCAM DR16 members (RV, PM > 0.01, CG_PROB > 0.5: 174 stars,
+    # 68 of them with an OCCAM [Fe/H])
+    j = crossmatch.match_apogee_id(datasets.load("birky2020_table6_full"), datasets.load("occam_member_dr16"))
+    j = j[selection.occam_members(j, feh_min=None, cg_min=0.5)]
+    t = val.cluster_statistics(j["CLUSTER"], selection.column(j, "FE_H_1"), selection.column(j, "FE_H_2"))
+    assert list(t["cluster"]) == ["Collinder 69", "IC 348", "L 1641S", "Melotte 20", "Melotte 22"]
+    assert list(t["n"]) == [12, 1, 13, 2, 40]
+    pleiades = t[t["cluster"] == "Melotte 22"][0]
+    assert pleiades["mean"] == pytest.approx(0.0455, abs=1e-4)
+    assert pleiades["mean_lit"] == pytest.approx(-0.00925, abs=1e-6)
+    assert pleiades["mean_diff"] == pytest.approx(0.0548, abs=1e-4)
+    # overall, B20 is more metal-rich than ASPCAP for these members: 0.113 +- 0.151 dex
+    c = val.compare(selection.column(j, "FE_H_1"), selection.column(j, "FE_H_2"))
+    assert c.n == 68
+    assert (c.median, c.std) == pytest.approx((0.113, 0.151), abs=1e-3)
