@@ -1,6 +1,8 @@
 # mdslam: the two commands of the README, and a few helpers.
 #   make book   set up .venv, install everything, build the book (the main job)
 #   make test   set up .venv if needed, run the test suite
+# Book helpers: make chapter CH=01 [BOOK_ARGS="-p ruwe_max 1.2"], make render,
+# make notebooks (jupytext .md -> .ipynb for Jupyter/papermill), make test-browser.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -12,8 +14,9 @@ endif
 export MPLBACKEND ?= Agg
 PYTEST_ARGS ?= -m "not slow"
 BOOK_ARGS ?=
+CH ?= 01
 
-.PHONY: install book test lint clean
+.PHONY: install book chapter render notebooks test test-browser lint clean
 
 $(BIN)/mdslam: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +29,24 @@ install: $(BIN)/mdslam
 book: install
 	$(BIN)/mdslam book $(BOOK_ARGS)
 
+# execute one chapter (papermill), then re-render the book with it
+chapter: install
+	$(BIN)/mdslam book --only $(CH) $(BOOK_ARGS)
+
+# render the executed chapters already in _build/executed (no execution)
+render: install
+	$(BIN)/mdslam book --render-only $(BOOK_ARGS)
+
+# the paired .ipynb of every chapter (generated, gitignored), for Jupyter and papermill
+notebooks: install
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.md
+
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# headless Chromium over the built book (run `make book` first)
+test-browser: install
+	MDSLAM_BOOK_HTML=$(CURDIR)/_build/html $(BIN)/python -m pytest tests/test_book.py -m browser
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

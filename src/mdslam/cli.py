@@ -46,6 +46,56 @@ def _add_data(sub) -> None:
     p.set_defaults(func=_cmd_data)
 
 
+# ----------------------------------------------------------------------------- book
+def _cmd_book(args: argparse.Namespace) -> int:
+    from . import book
+
+    params = {name: book.parse_value(value) for name, value in args.param or []}
+    try:
+        html = book.build(
+            root=args.root,
+            only=args.only,
+            parameters=params,
+            run=not args.render_only,
+            render_book=not args.no_render,
+            strict=not args.no_strict,
+            timeout=args.timeout,
+            log_output=args.log_output,
+        )
+    except book.BookError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if html is not None:
+        print(f"open {html / 'index.html'}")
+    return 0
+
+
+def _add_book(sub) -> None:
+    p = sub.add_parser(
+        "book",
+        help="execute the chapters with papermill and build the Jupyter Book",
+        description=(
+            "Execute every chapter of _toc.yml (jupytext -> papermill, into _build/executed/) "
+            "and render the book with execution off (_build/html/). Exits non-zero, naming the "
+            "chapter, if any chapter raises."
+        ),
+    )
+    p.add_argument("--only", action="append", metavar="NN",
+                   help="execute only chapter NN (repeatable, or comma-separated); the book keeps "
+                        "other chapters whose executed copy is fresh")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="papermill parameter override, e.g. -p n_max 200 -p track xp "
+                        "(given to every chapter that declares NAME)")
+    p.add_argument("--root", default=None, help="repository root (default: found from the cwd)")
+    p.add_argument("--no-render", action="store_true", help="execute the chapters, do not render")
+    p.add_argument("--render-only", action="store_true",
+                   help="render the executed copies already in _build/executed")
+    p.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
+    p.add_argument("--timeout", type=float, default=None, help="per-cell time limit in seconds")
+    p.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    p.set_defaults(func=_cmd_book)
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdslam", description=__doc__.splitlines()[0])

@@ -1,0 +1,100 @@
+"""Archive mode: the papers' real data at full scale, from the public archives.
+
+``mdslam.archive`` fetches what the offline mirror cannot hold: Gaia DR2/DR3
+astrometry, photometry, quality columns, cones and XP spectra (ADQL and
+DataLink through ``astroquery.gaia``), the published tables on VizieR
+(``astroquery.vizier``, every row), SDSS summary files and BOSS spectra from
+the Science Archive Server, LAMOST spectra and catalogues, and the published
+Li et al. (2021) catalogue.
+
+Everything goes through the dataset registry's one cache
+(:func:`mdslam.datasets.cache_dir`, ``MDSLAM_CACHE``): a result is stored
+under ``archive/<service>/...`` beside a JSON record of the query or URL that
+made it, so a rerun sends no request. The offline mirror
+(``MDSLAM_DATA_MIRROR``) is searched first, under ``archive/`` with the same
+relative paths, and ``MDSLAM_ARCHIVE_OFFLINE=1`` forbids the network.
+
+Network faults are handled in one place (:mod:`mdslam.archive._core`):
+timeouts, a few retries with exponential backoff, resumable downloads that
+never leave a truncated file in the cache, the archive's own error message
+together with the query that caused it (:class:`ArchiveError`), and offline a
+message naming what was needed and where to put it
+(:class:`ArchiveUnavailableError`). Lists of ids are fetched in cached chunks
+with a progress bar, so an interrupted run resumes.
+
+Every service address is configurable (``MDSLAM_GAIA_TAP_URL``,
+``MDSLAM_GAIA_DATA_URL``, ``MDSLAM_VIZIER_URL``, ``MDSLAM_SAS_URL``,
+``MDSLAM_LAMOST_URL``, ``MDSLAM_PAPERDATA_URL``; see :data:`ENV`): the tests
+point them at replay servers on 127.0.0.1.
+"""
+
+from ._core import (
+    DEFAULT_URLS,
+    ENV,
+    ArchiveError,
+    ArchiveUnavailableError,
+    cache_root,
+    service_url,
+)
+from .files import (
+    LAMOST_CATALOGUES,
+    LAMOST_RELEASES,
+    SDSS_FILES,
+    boss_spectra,
+    boss_spectrum,
+    decode_specobjid,
+    lamost_catalogue,
+    lamost_spectra,
+    lamost_spectrum,
+    li2021_catalogue,
+    sdss_file,
+    sdss_table,
+)
+from .gaia import (
+    DEFAULT_COLUMNS,
+    GAIA_SCHEMAS,
+    HYADES_CENTRE,
+    gaia_by_source_id,
+    gaia_cone,
+    gaia_dr2_dr3_neighbourhood,
+    gaia_query,
+    gaia_xp_sampled,
+    hyades_cone,
+)
+from .vizier import PAPER_CATALOGUES, vizier_catalog, vizier_tables
+
+__all__ = [
+    "ArchiveError",
+    "ArchiveUnavailableError",
+    "ENV",
+    "DEFAULT_URLS",
+    "service_url",
+    "cache_root",
+    # Gaia
+    "GAIA_SCHEMAS",
+    "DEFAULT_COLUMNS",
+    "HYADES_CENTRE",
+    "gaia_query",
+    "gaia_by_source_id",
+    "gaia_cone",
+    "hyades_cone",
+    "gaia_dr2_dr3_neighbourhood",
+    "gaia_xp_sampled",
+    # VizieR
+    "PAPER_CATALOGUES",
+    "vizier_tables",
+    "vizier_catalog",
+    # SDSS, LAMOST, paper data
+    "SDSS_FILES",
+    "LAMOST_RELEASES",
+    "LAMOST_CATALOGUES",
+    "sdss_file",
+    "sdss_table",
+    "boss_spectrum",
+    "boss_spectra",
+    "decode_specobjid",
+    "lamost_spectrum",
+    "lamost_spectra",
+    "lamost_catalogue",
+    "li2021_catalogue",
+]

@@ -1,0 +1,481 @@
+"""What every archive service shares: settings, errors, the cache, retries and downloads.
+
+Settings are read from the environment at call time (so a test or a user can
+point a service elsewhere without reimporting) and every public function also
+takes them as keyword arguments. Results live in the dataset registry's one
+cache, ``mdslam.datasets.cache_dir() / "archive"``, each beside a JSON file
+that records the query or URL that produced it; the offline mirror
+(``MDSLAM_DATA_MIRROR``) is searched first under the same relative path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .. import datasets
+
+T = TypeVar("T")
+
+__all__ = [
+    "ArchiveError",
+    "ArchiveUnavailableError",
+    "ENV",
+    "DEFAULT_URLS",
+    "service_url",
+    "settings",
+    "cache_root",
+    "CacheEntry",
+    "download",
+]
+
+# --------------------------------------------------------------------------- #
+# settings
+# --------------------------------------------------------------------------- #
+#: Environment variables read by this package (name -> meaning).
+ENV = {
+    "MDSLAM_GAIA_TAP_URL": "Gaia TAP service (ADQL); astroquery's GaiaClass talks to it",
+    "MDSLAM_GAIA_DATA_URL": "Gaia data server (DataLink products such as XP sampled spectra)",
+    "MDSLAM_VIZIER_URL": "VizieR server root (astroquery.vizier posts to <root>/viz-bin/votable)",
+    "MDSLAM_SAS_URL": "SDSS Science Archive Server root (the '.../sas' directory)",
+    "MDSLAM_LAMOST_URL": "LAMOST data release site root",
+    "MDSLAM_PAPERDATA_URL": "China-VO paper data root (the Li et al. 2021 catalogue)",
+    "MDSLAM_ARCHIVE_TIMEOUT": "seconds without data before a request is abandoned (default 120)",
+    "MDSLAM_ARCHIVE_RETRIES": "attempts per request, including the first (default 4)",
+    "MDSLAM_ARCHIVE_BACKOFF": "seconds before the first retry, doubled each time (default 2)",
+    "MDSLAM_ARCHIVE_OFFLINE": "if set to 1, never touch the network: cache or mirror only",
+}
+
+#: The public services' addresses, used unless the variables above say otherwise.
+DEFAULT_URLS = {
+    "gaia_tap": "https://gea.esac.esa.int/tap-server/tap",
+    "gaia_data": "https://gea.esac.esa.int/data-server/data",
+    "vizier": "https://vizier.cds.unistra.fr",
+    "sas": "https://data.sdss.org/sas",
+    "lamost": "https://www.lamost.org",
+    "paperdata": "http://paperdata.china-vo.org",
+}
+_URL_ENV = {
+    "gaia_tap": "MDSLAM_GAIA_TAP_URL",
+    "gaia_data": "MDSLAM_GAIA_DATA_URL",
+    "vizier": "MDSLAM_VIZIER_URL",
+    "sas": "MDSLAM_SAS_URL",
+    "lamost": "MDSLAM_LAMOST_URL",
+    "paperdata": "MDSLAM_PAPERDATA_URL",
+}
+
+
+def service_url(service: str, override: str | None = None) -> str:
+    """Base URL of ``service`` (a key of :data:`DEFAULT_URLS`), without trailing slash.
+
+    ``override`` wins, then the service's environment variable, then the default.
+    """
+    value = override or os.environ.get(_URL_ENV[service]) or DEFAULT_URLS[service]
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Network behaviour of one call: timeout (s), attempts, first backoff (s), offline flag."""
+
+    timeout: float
+    retries: int
+    backoff: float
+    offline: bool
+
+
+def settings(timeout: float | None = None, retries: int | None = None) -> Settings:
+    """Resolve a call's network settings from its arguments and the environment."""
+    env = os.environ
+    return Settings(
+        timeout=float(timeout if timeout is not None else env.get("MDSLAM_ARCHIVE_TIMEOUT", 120)),
+        retries=max(1, int(retries if retries is not None else env.get("MDSLAM_ARCHIVE_RETRIES", 4))),
+        backoff=float(env.get("MDSLAM_ARCHIVE_BACKOFF", 2.0)),
+        offline=env.get("MDSLAM_ARCHIVE_OFFLINE", "").strip().lower() in ("1", "true", "yes"),
+    )
+
+
+# --------------------------------------------------------------------------- #
+# errors
+# --------------------------------------------------------------------------- #
+class ArchiveError(datasets.DatasetError):
+    """An archive answered with an error, or kept failing; says what was asked.
+
+    Attributes
+    ----------
+    service : str
+        ``gaia``, ``vizier``, ``sas``, ``lamost``...
+    query : str
+        The ADQL text, VizieR request or URL that failed.
+    status : int or None
+        The HTTP status, when there was one.
+    """
+
+    def __init__(self, message: str, *, service: str = "", query: str = "", status: int | None = None):
+        super().__init__(message)
+        self.service = service
+        self.query = query
+        self.status = status
+
+
+class ArchiveUnavailableError(ArchiveError, datasets.DatasetUnavailableError):
+    """Offline (or the archive unreachable) and the result is neither cached nor mirrored."""
+
+
+class _Transient(Exception):
+    """Internal: a failure worth retrying (timeout, connection, 5xx, truncated body)."""
+
+    def __init__(self, message: str, status: int | None = None, offline: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.offline = offline
+
+
+class _Permanent(Exception):
+    """Internal: a failure retrying cannot fix (4xx, a query error, a malformed reply)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def _short(text: str, n: int = 600) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+_STATUS_RE = re.compile(r"Error (\d{3})")
+_TRANSIENT_REASONS = ("internal server error", "bad gateway", "service unavailable", "gateway timeout",
+                      "too many requests")
+
+
+def classify(exc: BaseException) -> _Transient | _Permanent:
+    """Sort an exception from requests, http.client or astroquery into retry / give up."""
+    import requests
+
+    if isinstance(exc, (_Transient, _Permanent)):
+        return exc
+    if isinstance(exc, requests.HTTPError):
+        resp = exc.response
+        status = resp.status_code if resp is not None else None
+        text = str(exc)
+        if status is None:  # astroquery's TAP layer raises HTTPError(message) without a response
+            m = _STATUS_RE.search(text)
+            status = int(m.group(1)) if m else None
+        if status is None:
+            lower = text.lower()
+            return (_Transient if any(r in lower for r in _TRANSIENT_REASONS) else _Permanent)(text)
+        if status >= 500 or status in (408, 429):
+            return _Transient(text, status)
+        return _Permanent(text, status)
+    import urllib3
+
+    if isinstance(exc, (requests.Timeout, socket.timeout, TimeoutError, urllib3.exceptions.TimeoutError)):
+        return _Transient(f"timed out ({exc})")
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError,
+                        http.client.IncompleteRead, http.client.RemoteDisconnected,
+                        zipfile.BadZipFile, gzip.BadGzipFile, EOFError,
+                        urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError)):
+        return _Transient(f"incomplete reply ({type(exc).__name__}: {exc})")
+    if isinstance(exc, (requests.ConnectionError, ConnectionError, socket.gaierror)):
+        return _Transient(f"cannot connect ({type(exc).__name__}: {exc})", offline=True)
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        return _Transient(f"{type(exc).__name__}: {exc}", offline=isinstance(exc, ConnectionError))
+    return _Permanent(f"{type(exc).__name__}: {exc}")
+
+
+def with_retries(fn: Callable[[], T], *, service: str, query: str, what: str, net: Settings,
+                 hint: str = "") -> T:
+    """Call ``fn`` until it succeeds, retrying transient failures with exponential backoff.
+
+    Raises :class:`ArchiveError` (with the server's message and ``query``) on a
+    permanent failure or when the attempts run out; :class:`ArchiveUnavailableError`
+    when every attempt failed to connect at all (offline), naming ``hint``.
+    """
+    last: _Transient | None = None
+    for attempt in range(1, net.retries + 1):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - sorted by classify
+            kind = classify(exc)
+            if isinstance(kind, _Permanent):
+                raise ArchiveError(
+                    f"{service}: {what} failed{_status(kind.status)}: {_short(str(kind))}\n"
+                    f"  query: {_short(query, 2000)}",
+                    service=service, query=query, status=kind.status,
+                ) from exc
+            last = kind
+            if attempt < net.retries:
+                time.sleep(net.backoff * 2 ** (attempt - 1))
+    assert last is not None
+    if last.offline:
+        raise ArchiveUnavailableError(
+            f"{service}: {what}: the archive cannot be reached ({_short(str(last))}) after "
+            f"{net.retries} attempt(s).\n  needed: {_short(query, 2000)}\n  {hint}",
+            service=service, query=query,
+        )
+    raise ArchiveError(
+        f"{service}: {what} failed after {net.retries} attempt(s){_status(last.status)}: "
+        f"{_short(str(last))}\n  query: {_short(query, 2000)}",
+        service=service, query=query, status=last.status,
+    )
+
+
+def _status(status: int | None) -> str:
+    return f" (HTTP {status})" if status else ""
+
+
+# --------------------------------------------------------------------------- #
+# the cache
+# --------------------------------------------------------------------------- #
+def cache_root() -> Path:
+    """``datasets.cache_dir() / "archive"``: where every archive result is kept."""
+    return datasets.cache_dir() / "archive"
+
+
+def query_key(*parts: str) -> str:
+    """A stable file-name key for a query: the first 32 hex digits of its sha256."""
+    h = hashlib.sha256("\n".join(parts).encode("utf-8"))
+    return h.hexdigest()[:32]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One archive result: ``<cache>/archive/<relpath>`` and its JSON record ``<relpath>.json``.
+
+    Parameters
+    ----------
+    relpath : str
+        Path below the ``archive`` directory, e.g. ``gaia/<key>.fits`` or
+        ``sas/dr17/apogee/.../allStar-dr17-synspec_rev1.fits``.
+    service : str
+        Service name, for messages.
+    query : str
+        The ADQL text, VizieR request or URL, stored in the JSON record.
+    """
+
+    relpath: str
+    service: str
+    query: str
+
+    @property
+    def path(self) -> Path:
+        """Where the result is (or will be) in the cache."""
+        return cache_root() / self.relpath
+
+    @property
+    def record(self) -> Path:
+        """The JSON file recording the query beside the result."""
+        return self.path.with_name(self.path.name + ".json")
+
+    @property
+    def part(self) -> Path:
+        """Where an unfinished download is written; never read as a result."""
+        return self.path.with_name(self.path.name + ".part")
+
+    def mirror_path(self) -> Path | None:
+        """The same relative path inside the offline mirror, if that file exists."""
+        mirror = datasets.mirror_dir()
+        if mirror is None:
+            return None
+        candidate = mirror / "archive" / self.relpath
+        return candidate if candidate.exists() else None
+
+    def find(self) -> Path | None:
+        """The cached (or mirrored) result, or None when it must be fetched."""
+        if self.path.exists():
+            return self.path
+        return self.mirror_path()
+
+    def commit(self, tmp: Path, **info: Any) -> Path:
+        """Move a complete, checked ``tmp`` file into place and write the JSON record."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "service": self.service,
+            "query": self.query,
+            "file": self.path.name,
+            "bytes": tmp.stat().st_size,
+            "sha256": datasets.sha256sum(tmp),
+            "retrieved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **info,
+        }
+        os.replace(tmp, self.path)
+        _atomic_write_text(self.record, json.dumps(record, indent=1, default=str) + "\n")
+        return self.path
+
+    def unavailable(self, what: str, *, manual: str = "") -> ArchiveUnavailableError:
+        """The error raised offline: what was needed and the two ways to provide it."""
+        mirror = datasets.mirror_dir()
+        where = f"{mirror / 'archive' / self.relpath}" if mirror else f"$MDSLAM_DATA_MIRROR/archive/{self.relpath}"
+        extra = f"\n  or download it by hand: {manual}" if manual else ""
+        return ArchiveUnavailableError(
+            f"{self.service}: {what} is not cached and the network is off (MDSLAM_ARCHIVE_OFFLINE) "
+            f"or unreachable.\n  needed: {_short(self.query, 2000)}\n"
+            f"  provide it by placing the result at {self.path}\n"
+            f"  or by setting {datasets.MIRROR_ENV} to a directory holding {where}{extra}",
+            service=self.service, query=self.query,
+        )
+
+    def hint(self) -> str:
+        """One line for :func:`with_retries`: where a manually obtained result must go."""
+        return (f"Offline? Place the result at {self.path} or set {datasets.MIRROR_ENV} to a "
+                f"directory holding archive/{self.relpath}.")
+
+
+@contextlib.contextmanager
+def _quiet_astropy() -> Iterator[None]:
+    """Silence VOTable/unit warnings of archive replies (they are the archive's, not ours)."""
+    import warnings
+
+    from astropy.io.votable.exceptions import VOWarning
+    from astropy.units import UnitsWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VOWarning)
+        warnings.simplefilter("ignore", UnitsWarning)
+        yield
+
+
+# --------------------------------------------------------------------------- #
+# downloads: streamed, resumable, atomic
+# --------------------------------------------------------------------------- #
+def _content_range_total(value: str | None) -> int | None:
+    m = re.match(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", value or "")
+    if not m or m.group(3) == "*":
+        return None
+    return int(m.group(3))
+
+
+def _looks_like(path: Path, kind: str | None) -> bool:
+    if kind is None:
+        return True
+    with open(path, "rb") as fh:
+        head = fh.read(80)
+    if head[:2] == b"\x1f\x8b":
+        return True  # gzip: the size check already stood guard
+    if kind == "fits":
+        return head.startswith(b"SIMPLE  =")
+    return True
+
+
+def _download_once(url: str, part: Path, net: Settings, progress: bool, desc: str) -> dict[str, Any]:
+    """One HTTP attempt: resume ``part`` with a Range request if it exists; raise on short bodies."""
+    import requests
+    from tqdm.auto import tqdm
+
+    meta_path = part.with_name(part.name + ".json")
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "mdslam-archive", "Accept-Encoding": "identity"}
+    validators: dict[str, str] = {}
+    if have and meta_path.exists():
+        validators = json.loads(meta_path.read_text())
+    if have:
+        headers["Range"] = f"bytes={have}-"
+        if validators.get("etag") or validators.get("last_modified"):
+            headers["If-Range"] = validators.get("etag") or validators["last_modified"]
+    with requests.get(url, headers=headers, stream=True, timeout=(min(net.timeout, 30.0), net.timeout)) as r:
+        if r.status_code == 416 and have:
+            # the partial file is not a prefix the server recognises: start again
+            part.unlink()
+            meta_path.unlink(missing_ok=True)
+            raise _Transient("server refused to resume (HTTP 416); restarting the download")
+        if r.status_code >= 400:
+            body = r.text[:2000] if r.headers.get("Content-Type", "").startswith(("text", "application/xml")) else ""
+            r.reason = f"{r.reason} {_short(body)}".strip()
+            r.raise_for_status()
+        if r.status_code == 206:
+            total = _content_range_total(r.headers.get("Content-Range"))
+            mode = "ab"
+        else:  # 200: the server sends everything (it ignored the Range, or nothing was there)
+            have = 0
+            total = int(r.headers["Content-Length"]) if "Content-Length" in r.headers else None
+            mode = "wb"
+        validators = {k: v for k, v in (("etag", r.headers.get("ETag")),
+                                        ("last_modified", r.headers.get("Last-Modified"))) if v}
+        part.parent.mkdir(parents=True, exist_ok=True)
+        meta_path.write_text(json.dumps(validators))
+        # keep what arrives even if the connection drops early: the size check below decides,
+        # and the bytes received are the start of the next attempt's Range request
+        r.raw.enforce_content_length = False
+        bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                   desc=desc, disable=not progress, leave=False)
+        try:
+            with open(part, mode) as fh:
+                # raw bytes as sent (a server that labels a .gz file "Content-Encoding: gzip"
+                # must not get it unpacked under a .gz name), written as they arrive (read1),
+                # so a stall or a reset loses nothing already received
+                read = getattr(r.raw, "read1", r.raw.read)
+                while block := read(1 << 16, decode_content=False):
+                    fh.write(block)
+                    bar.update(len(block))
+        finally:
+            bar.close()
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise _Transient(f"download of {url} stopped at {size} of {total} bytes")
+    return {"bytes_expected": total, **validators}
+
+
+def download(
+    url: str,
+    entry: CacheEntry,
+    *,
+    net: Settings,
+    progress: bool = True,
+    sha256: str | None = None,
+    kind: str | None = None,
+    what: str = "download",
+) -> Path:
+    """Fetch ``url`` into ``entry`` (cache hit: no request), resuming partial downloads.
+
+    The file is streamed to ``<name>.part`` (HTTP Range resumes it after an
+    interruption; ``If-Range`` restarts it if the remote file changed), its size
+    is checked against ``Content-Length``/``Content-Range``, its sha256 against
+    ``sha256`` when given and its first bytes against ``kind`` (``"fits"``),
+    and only then renamed into the cache, so a truncated file is never a
+    cache entry.
+
+    Returns
+    -------
+    Path
+        The local file (cache or mirror).
+    """
+    found = entry.find()
+    if found is not None:
+        return found
+    if net.offline:
+        raise entry.unavailable(what, manual=url)
+
+    def attempt() -> dict[str, Any]:
+        info = _download_once(url, entry.part, net, progress, desc=Path(entry.relpath).name)
+        if sha256 is not None:
+            digest = datasets.sha256sum(entry.part)
+            if digest != sha256:
+                entry.part.unlink()
+                raise _Transient(f"sha256 of the download is {digest}, expected {sha256}")
+        if not _looks_like(entry.part, kind):
+            entry.part.unlink()
+            raise _Permanent(f"{url} did not return a {kind} file (an error page?)")
+        return info
+
+    info = with_retries(attempt, service=entry.service, query=url, what=what, net=net, hint=entry.hint())
+    entry.part.with_name(entry.part.name + ".json").unlink(missing_ok=True)
+    return entry.commit(entry.part, url=url, **info)
