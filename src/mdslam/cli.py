@@ -96,6 +96,127 @@ def _add_book(sub) -> None:
     p.set_defaults(func=_cmd_book)
 
 
+# ----------------------------------------------------------------------------- train
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import numpy as np
+    from astropy.table import Table
+
+    from . import slam, slam_io
+
+    sp = slam_io.read_spectra_files(args.spectra, fmt=args.format, progress=True)
+    if sp.errors:
+        for e in sp.errors:
+            print(f"error: {e}", file=sys.stderr)
+        return 1
+    lengths = {len(f) for f in sp.flux}
+    if len(lengths) != 1:
+        print(f"error: training spectra differ in length ({sorted(lengths)}); put them on one grid",
+              file=sys.stderr)
+        return 1
+    flux = np.vstack(sp.flux)
+    ivar = None if sp.ivar is None else np.vstack(sp.ivar)
+    labels = Table.read(args.labels)
+    cols = [c.strip() for c in args.label_cols.split(",")]
+    missing = [c for c in cols if c not in labels.colnames]
+    if missing:
+        print(f"error: {args.labels} has no column(s) {missing}", file=sys.stderr)
+        return 1
+    if args.id_col:
+        key = {str(v).strip(): i for i, v in enumerate(labels[args.id_col])}
+        rows = np.array([key.get(str(i).strip(), -1) for i in sp.ids])
+        if np.all(rows < 0):
+            print(f"error: no spectrum id matches {args.labels}[{args.id_col!r}]", file=sys.stderr)
+            return 1
+    else:
+        if len(labels) != flux.shape[0]:
+            print(f"error: {len(labels)} label rows for {flux.shape[0]} spectra (use --id-col to match)",
+                  file=sys.stderr)
+            return 1
+        rows = np.arange(len(labels))
+    y = np.full((flux.shape[0], len(cols)), np.nan)
+    has = rows >= 0
+    for k, c in enumerate(cols):
+        y[has, k] = np.asarray(labels[c], float)[rows[has]]
+    keep = np.all(np.isfinite(y), axis=1)
+    print(f"training on {keep.sum()} of {flux.shape[0]} spectra ({(~keep).sum()} without finite labels), "
+          f"{flux.shape[1]} pixels")
+    units = ([u.strip() for u in args.label_units.split(",")] if args.label_units
+             else [str(labels[c].unit or "") for c in cols])
+    domain = slam.QIU2025_USABLE_RANGE if args.domain == "qiu2025" else None
+    model = slam.SLAM(C=_floats(args.C), epsilon=_floats(args.epsilon), gamma=_floats(args.gamma),
+                      cv=args.cv, random_state=args.seed, domain=domain, verbose=True)
+    model.fit(flux[keep], y[keep], None if ivar is None else ivar[keep], wavelength=sp.wavelength,
+              label_names=cols, label_units=units)
+    model.save(args.out)
+    edge = {k: float(np.mean((getattr(model, k + "_") == g.min()) | (getattr(model, k + "_") == g.max())))
+            for k, g in model.param_grid_.items() if g.size > 2}
+    print(f"wrote {args.out}: median CV-MSE {np.median(model.cv_mse_[model.pixel_usable_]):.3g} (flux^2); "
+          f"fraction of pixels on a grid edge: {edge}")
+    return 0
+
+
+def _add_train(sub) -> None:
+    from .slam import DEFAULT_C, DEFAULT_EPSILON, DEFAULT_GAMMA
+
+    def csv(t):
+        return ",".join(str(v) for v in t)
+
+    p = sub.add_parser("train", help="train a SLAM model (per-pixel SVR, k-fold CV grid search)")
+    p.add_argument("--spectra", nargs="+", required=True,
+                   help="npz / FITS table(s) of normalised flux (+ivar) on one grid")
+    p.add_argument("--format", default="auto", choices=["auto", "arrays"], help="spectra file format")
+    p.add_argument("--labels", required=True, help="table of training labels (FITS, ECSV, CSV...)")
+    p.add_argument("--label-cols", required=True, help="comma-separated label columns, e.g. teff,logg,fe_h")
+    p.add_argument("--label-units", default=None, help="comma-separated units (default: from the table)")
+    p.add_argument("--id-col", default=None, help="match label rows to spectrum ids by this column")
+    p.add_argument("--out", required=True, help="model file to write (.npz)")
+    p.add_argument("--C", default=csv(DEFAULT_C), help="grid of C (comma-separated)")
+    p.add_argument("--epsilon", default=csv(DEFAULT_EPSILON), help="grid of epsilon")
+    p.add_argument("--gamma", default=csv(DEFAULT_GAMMA), help="grid of gamma")
+    p.add_argument("--cv", type=int, default=10, help="k of the k-fold CV (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold shuffle")
+    p.add_argument("--domain", default="training", choices=["training", "qiu2025"],
+                   help="label domain for the outside-domain flags")
+    p.set_defaults(func=_cmd_train)
+
+
+# ----------------------------------------------------------------------------- predict
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import slam, slam_io
+
+    model = slam.SLAM.load(args.model)
+    model.set_params(verbose=True, low_snr=args.low_snr)
+    sp = slam_io.read_spectra_files(args.spectra, fmt=args.format, grid=model.wavelength_, progress=True)
+    for e in sp.errors:
+        print(f"warning: {e}", file=sys.stderr)
+    tab = model.predict_table(sp.flux, sp.ivar, snr=sp.snr, ids=sp.ids)
+    tab.add_column(sp.files, name="file", index=1)
+    tab.meta["model"] = str(args.model)
+    tab.write(args.out, overwrite=args.overwrite)
+    n_bad = int(np.sum(tab["flag"] & slam.FLAG_FAILED > 0))
+    print(f"wrote {args.out}: {len(tab)} spectra, {n_bad} failed, "
+          f"{int(np.sum(tab['flag'] == 0))} unflagged")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="labels for spectra with a trained SLAM model")
+    p.add_argument("--model", required=True, help="model file written by 'mdslam train'")
+    p.add_argument("--out", required=True, help="output FITS catalogue")
+    p.add_argument("spectra", nargs="+", help="spectra files (npz / FITS tables, or LAMOST/BOSS files)")
+    p.add_argument("--format", default="auto", choices=["auto", "arrays", "lamost", "boss"],
+                   help="input format; lamost/boss are preprocessed onto the model grid")
+    p.add_argument("--low-snr", type=float, default=10.0, help="flag spectra below this SNR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
+    p.set_defaults(func=_cmd_predict)
+
+
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdslam", description=__doc__.splitlines()[0])

@@ -1,0 +1,250 @@
+"""mdslam vs astroslam (the published SLAM code) on the same synthetic data, same grid, same run.
+
+Follows /work/shared/bench/astroslam/README.md: 800 training + 100 test spectra of
+1500 pixels (``make_synth.py``), a 2x2x2 grid C=(1, 10), epsilon=(0.05, 0.1),
+gamma=(0.3, 1.0) with 5-fold CV, 20 test spectra labelled (quick start + optimiser).
+astroslam runs as a subprocess in its own virtual environment (``bench_astroslam.py
+synth.npz 2 20 out/``); mdslam runs in this process, after it, on the same files.
+
+mdslam uses astroslam's folds here (``KFold(5)``, unshuffled) so that the per-pixel
+CV-MSE can be compared pixel by pixel; its own default is shuffled, seeded folds.
+
+Usage::
+
+    python benchmarks/bench_astroslam.py            # full reference comparison (~0.5-1 h)
+    python benchmarks/bench_astroslam.py --quick    # 150 px, 400 training stars (a few min)
+    python benchmarks/bench_astroslam.py --skip-astroslam   # reuse the last astroslam result
+
+Prints one line per figure (ratio = astroslam / mdslam, > 1 means mdslam is better)
+and writes ``benchmarks/results/<tag>/bench.json``.  Machine load (1-min load average
+and CPU pressure) is sampled through both runs and printed: other jobs share the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("ASTROSLAM_BENCH_DIR", "/work/shared/bench/astroslam"))
+VENV = Path(os.environ.get("ASTROSLAM_VENV", "/tmp/astroslam-venv"))
+GRID = dict(C=(1.0, 10.0), epsilon=(0.05, 0.1), gamma=(0.3, 1.0))
+N_TEST = 20
+
+
+class LoadSampler:
+    """Sample the 1-min load average and CPU pressure (PSI 'some avg10') every few seconds."""
+
+    def __init__(self, every: float = 5.0):
+        self.every = every
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            psi = np.nan
+            try:
+                line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+                psi = float(line.split("avg10=")[1].split()[0])
+            except (OSError, IndexError, ValueError):
+                pass
+            self.samples.append((os.getloadavg()[0], psi))
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+    def summary(self) -> dict:
+        a = np.array(self.samples) if self.samples else np.full((1, 2), np.nan)
+        return {"load1_mean": float(np.nanmean(a[:, 0])), "load1_max": float(np.nanmax(a[:, 0])),
+                "cpu_pressure_some_avg10_mean": float(np.nanmean(a[:, 1])) if np.isfinite(a[:, 1]).any()
+                else None, "n_samples": len(self.samples)}
+
+
+def ensure_venv() -> Path:
+    py = VENV / "bin" / "python"
+    if py.exists():
+        return py
+    print(f"creating the astroslam venv at {VENV} (README recipe)", flush=True)
+    subprocess.run(["python3", "-m", "venv", str(VENV)], check=True)
+    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-r", str(SHARED / "requirements.txt")],
+                   check=True)
+    utils = next((VENV / "lib").glob("python3.*/site-packages/slam/utils.py"))
+    text = utils.read_text().replace(
+        "from collections import OrderedDict, Set, Mapping, deque",
+        "from collections import OrderedDict, deque\nfrom collections.abc import Set, Mapping")
+    utils.write_text(text)
+    return py
+
+
+def make_data(results: Path, quick: bool) -> Path:
+    full = results / "synth.npz"
+    if not full.exists():
+        subprocess.run([sys.executable, str(SHARED / "make_synth.py"), str(full)], check=True)
+    if not quick:
+        return full
+    q = results / "synth_quick.npz"
+    if not q.exists():
+        d = dict(np.load(full))
+        pix = slice(0, None, 10)
+        out = {"wave": d["wave"][pix]}
+        for k in ("tr_flux", "tr_ivar", "tr_flux_true"):
+            out[k] = d[k][:400, pix]
+        out["tr_labels"] = d["tr_labels"][:400]
+        for k in ("te_flux", "te_ivar", "te_flux_true"):
+            out[k] = d[k][:, pix]
+        out["te_labels"] = d["te_labels"]
+        np.savez(q, **out)
+    return q
+
+
+def run_astroslam(py: Path, data: Path, outdir: Path) -> dict:
+    outdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with LoadSampler() as load, open(outdir / "astroslam.log", "w") as log:
+        subprocess.run([str(py), str(SHARED / "bench_astroslam.py"), str(data), "2", str(N_TEST), str(outdir)],
+                       check=True, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    res = json.loads((outdir / "astroslam_result.json").read_text())
+    subprocess.run([str(py), str(HERE / "_astroslam_scores.py"), str(outdir / "astroslam_model.dump"),
+                    str(outdir / "astroslam_scores.npz")], check=True, capture_output=True)
+    res["wall_s"] = wall
+    res["load"] = load.summary()
+    (outdir / "astroslam_run.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
+def run_mdslam(data: Path, outdir: Path) -> dict:
+    from sklearn.model_selection import KFold
+
+    import mdslam
+    from mdslam.slam import SLAM
+
+    d = np.load(data)
+    res = {"mdslam": mdslam.__version__, "numpy": np.__version__}
+    model = SLAM(**GRID, cv=KFold(5), tol=1e-3, verbose=False)
+    with LoadSampler() as load:
+        t0 = time.perf_counter()
+        model.fit(d["tr_flux"], d["tr_labels"], d["tr_ivar"], wavelength=d["wave"],
+                  label_names=["teff", "logg", "m_h"], label_units=["K", "dex", "dex"])
+        res["train_s"] = time.perf_counter() - t0
+        path = outdir / "mdslam_model.npz"
+        model.save(path)
+        res["model_MB"] = path.stat().st_size / 2**20
+        te_f, te_i, te_l = d["te_flux"][:N_TEST], d["te_ivar"][:N_TEST], d["te_labels"][:N_TEST]
+        model = SLAM.load(path)            # fresh: the quick-start grid is evaluated inside the timing
+        t0 = time.perf_counter()
+        tab = model.predict_table(te_f, te_i)
+        res["labels_per_spec_s"] = (time.perf_counter() - t0) / N_TEST
+        t0 = time.perf_counter()
+        tab_all = model.predict_table(d["te_flux"], d["te_ivar"])
+        res["labels_per_spec_s_100_warm"] = (time.perf_counter() - t0) / len(tab_all)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            model.predict_flux(te_l[:1])
+        res["predict_spectrum_s"] = (time.perf_counter() - t0) / 20
+    pred = np.column_stack([tab["teff"], tab["logg"], tab["m_h"]])
+    dx = pred - te_l
+    res["rms"] = np.sqrt((dx**2).mean(0)).round(4).tolist()
+    res["bias"] = dx.mean(0).round(4).tolist()
+    pred_all = np.column_stack([tab_all["teff"], tab_all["logg"], tab_all["m_h"]])
+    res["rms_100"] = np.sqrt(((pred_all - d["te_labels"]) ** 2).mean(0)).round(4).tolist()
+    res["median_formal_err"] = np.median(np.column_stack([tab["e_teff"], tab["e_logg"], tab["e_m_h"]]),
+                                         axis=0).round(4).tolist()
+    res["lm_converged"] = int(np.sum(tab["converged"]))
+    res["solver_info"] = model.solver_info_
+    for k in ("C", "epsilon", "gamma"):
+        v, c = np.unique(getattr(model, k + "_"), return_counts=True)
+        res["best_" + k] = {str(a): int(b) for a, b in zip(v, c, strict=True)}
+    res["cv_mse_scaled"] = model.cv_mse_scaled_.tolist()
+    res["cv_mse"] = model.cv_mse_.tolist()
+    res["load"] = load.summary()
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="150 pixels, 400 training stars, for development")
+    ap.add_argument("--skip-astroslam", action="store_true", help="reuse the last astroslam result")
+    ap.add_argument("--results", default=str(HERE / "results"), help="output directory (gitignored)")
+    args = ap.parse_args(argv)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    tag = "quick" if args.quick else "full"
+    outdir = results / tag
+    outdir.mkdir(exist_ok=True)
+    data = make_data(results, args.quick)
+    print(f"# data {data.name}; grid {GRID}; 5-fold CV (astroslam's unshuffled folds for both); "
+          f"{N_TEST} test spectra; {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}",
+          flush=True)
+    if args.skip_astroslam and (outdir / "astroslam_run.json").exists():
+        a = json.loads((outdir / "astroslam_run.json").read_text())
+        print("# astroslam: reusing", outdir / "astroslam_run.json", flush=True)
+    else:
+        py = ensure_venv()
+        print(f"# astroslam {VENV} running ...", flush=True)
+        a = run_astroslam(py, data, outdir)
+    print("# mdslam running ...", flush=True)
+    m = run_mdslam(data, outdir)
+    s = np.load(outdir / "astroslam_scores.npz")
+    a_cv = s["cv_mse_scaled"] * s["flux_scale"] ** 2          # flux units
+    m_cv = np.asarray(m["cv_mse"])
+    ratio_cv = m_cv / a_cv
+    a_lab = a["quick_per_spec_s"] + a["multi_per_spec_s"]
+    lines = {
+        "training time": (a["train_s"], m["train_s"], "s", 10),
+        "labels per spectrum (quick start + optimiser)": (a_lab, m["labels_per_spec_s"], "s", 100),
+        "model file size": (a["dump_MB"], m["model_MB"], "MB", 5),
+        "one forward-model spectrum": (a["predict_spectrum_s"], m["predict_spectrum_s"], "s", None),
+    }
+    print()
+    for name, (va, vm, unit, target) in lines.items():
+        tgt = "" if target is None else f"  target >= {target}x: {'met' if va / vm >= target else 'NOT met'}"
+        print(f"{name:46s} astroslam {va:10.4g} {unit:2s} mdslam {vm:10.4g} {unit:2s} ratio {va / vm:8.1f}x{tgt}")
+    print(f"{'test rms (Teff K, logg, [M/H]), 20 spectra':46s} astroslam {a['rms']}  mdslam {m['rms']}")
+    print(f"{'test bias (Teff K, logg, [M/H]), 20 spectra':46s} astroslam {a['bias']}  mdslam {m['bias']}")
+    print(f"{'CV-MSE per pixel, mdslam <= astroslam':46s} {np.mean(ratio_cv <= 1):.3f} of pixels strictly; "
+          f"{np.mean(ratio_cv <= 1.005):.3f} within 0.5%; median ratio {np.median(ratio_cv):.5f}, "
+          f"range {ratio_cv.min():.4f}-{ratio_cv.max():.4f}")
+    mz = np.load(outdir / "mdslam_model.npz")
+    agree = np.mean((s["C"] == mz["C"]) & (s["epsilon"] == mz["epsilon"]) & (s["gamma"] == mz["gamma"]))
+    print(f"{'same (C, eps, gamma) chosen as astroslam':46s} {agree:.3f} of pixels")
+    print(f"{'chosen gamma (astroslam | mdslam)':46s} "
+          f"{dict(zip(*map(lambda x: x.tolist(), np.unique(s['gamma'], return_counts=True)), strict=True))} | "
+          f"{m['best_gamma']}")
+    print(f"{'mdslam CV solves: mean ADMM iterations':46s} {m['solver_info']['cv_mean_iterations']:.0f}; "
+          f"max KKT gap {m['solver_info']['cv_max_kkt_gap']:.2g} (libsvm tol 1e-3); final fits max gap "
+          f"{m['solver_info']['refit_max_kkt_gap']:.2g}")
+    la, lm = a["load"], m["load"]
+    print(f"{'machine load during run (1-min load avg, PSI)':46s} astroslam mean {la['load1_mean']:.2f} "
+          f"max {la['load1_max']:.2f} psi {la['cpu_pressure_some_avg10_mean']}; mdslam mean "
+          f"{lm['load1_mean']:.2f} max {lm['load1_max']:.2f} psi {lm['cpu_pressure_some_avg10_mean']} "
+          f"({os.cpu_count()} cores)")
+    out = {"astroslam": a, "mdslam": {k: v for k, v in m.items() if k not in ("cv_mse", "cv_mse_scaled")},
+           "cv_mse_ratio": {"frac_le": float(np.mean(ratio_cv <= 1)),
+                            "frac_le_0.5pct": float(np.mean(ratio_cv <= 1.005)),
+                            "median": float(np.median(ratio_cv))}}
+    (outdir / "bench.json").write_text(json.dumps(out, indent=1))
+    print(f"\n# wrote {outdir / 'bench.json'}")
+    shutil.rmtree(outdir / "__pycache__", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Tests of the SLAM estimator (mdslam.slam), its batched SVR solver (mdslam.svr) and model file."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.svm import SVR
+
+from mdslam import modelfile
+from mdslam.slam import (
+    FLAG_FAILED,
+    FLAG_FEW_PIXELS,
+    FLAG_LOW_SNR,
+    FLAG_OUTSIDE_DOMAIN,
+    QIU2025_USABLE_RANGE,
+    SLAM,
+    _iter_folds,
+    describe_flag,
+)
+from mdslam.svr import KernelEig, kkt_gap, rbf_kernel, solve_svr_exact
+
+LABELS = ["teff", "logg", "fe_h"]
+UNITS = ["K", "dex", "dex"]
+
+
+def make_spectra(n, n_pix=48, snr=100.0, seed=0):
+    """Generated 'spectra': smooth nonlinear (sigmoid) line depths in 3 labels, plus noise.
+
+    Returns flux (n, n_pix), ivar (n, n_pix), labels (n, 3), noiseless flux.
+    """
+    rng = np.random.default_rng(seed)
+    lab = np.column_stack([rng.uniform(3100, 4100, n), rng.uniform(4.5, 5.1, n), rng.uniform(-0.8, 0.4, n)])
+    t = (lab[:, 0:1] - 3600) / 500
+    g = (lab[:, 1:2] - 4.8) / 0.3
+    m = (lab[:, 2:3] + 0.2) / 0.6
+    c = np.random.default_rng(12345).normal(0, 1, (6, n_pix))
+    z = c[0] * t + 0.6 * c[1] * g + 0.8 * c[2] * m + 0.4 * c[3] * t * m + 0.3 * c[4] * t**2 + 0.3 * c[5] * g * t
+    f0 = 1.0 - 0.5 / (1.0 + np.exp(-z))
+    snr = np.broadcast_to(np.asarray(snr, float), (n,))[:, None]
+    flux = f0 + rng.normal(0, 1, f0.shape) / snr
+    ivar = np.broadcast_to(snr**2, f0.shape).copy()
+    return flux, ivar, lab, f0
+
+
+@pytest.fixture(scope="module")
+def trained():
+    flux, ivar, lab, _ = make_spectra(360, seed=1)
+    model = SLAM(C=(1.0, 10.0), epsilon=(0.01, 0.05), gamma=(0.1, 0.5), cv=4, random_state=3)
+    model.fit(flux, lab, ivar, label_names=LABELS, label_units=UNITS, wavelength=np.linspace(6000, 9000, 48))
+    return model, (flux, ivar, lab)
+
+
+# --------------------------------------------------------------------- the solver
+def _sk_duals(K, Y, C, eps, tol=1e-10, sample_weight=None):
+    B, b = [], []
+    for y in Y:
+        s = SVR(kernel="precomputed", C=C, epsilon=eps, tol=tol).fit(K, y, sample_weight=sample_weight)
+        beta = np.zeros(K.shape[0])
+        beta[s.support_] = s.dual_coef_[0]
+        B.append(beta)
+        b.append(s.intercept_[0])
+    return np.array(B), np.array(b)
+
+
+@pytest.mark.parametrize("gamma,C,eps", [(0.3, 1.0, 0.05), (1.0, 10.0, 0.1)])
+def test_batched_solver_reaches_libsvm_optimum(gamma, C, eps):
+    """Dual objective <= libsvm's (tol 1e-10) for every target; fitted values agree."""
+    flux, _, lab, _ = make_spectra(200, n_pix=12, seed=2)
+    X = (lab - lab.mean(0)) / lab.std(0)
+    Y = ((flux - flux.mean(0)) / flux.std(0)).T
+    K = rbf_kernel(X, X, gamma)
+    ke = KernelEig.from_kernel(K)
+    sol = solve_svr_exact(ke, Y, C, eps, tol=1e-3, final_tol=1e-9)
+    Bs, bs = _sk_duals(K, Y, C, eps)
+
+    def dual_objective(B):
+        return 0.5 * np.einsum("pi,ij,pj->p", B, K, B) - (Y * B).sum(1) + eps * np.abs(B).sum(1)
+
+    assert np.all(dual_objective(sol.beta) <= dual_objective(Bs) + 1e-9)
+    assert np.all(np.abs(sol.beta.sum(1)) < 1e-8) and np.all(np.abs(sol.beta) <= C + 1e-12)
+    assert np.max(sol.gap) < 1e-9
+    f_ours = sol.beta @ K + sol.intercept[:, None]
+    f_sk = Bs @ K + bs[:, None]
+    assert np.max(np.abs(f_ours - f_sk)) < 1e-4
+
+
+def test_solver_sample_weights_match_libsvm():
+    """C_i = 0 removes sample i exactly, like libsvm's sample_weight = 0."""
+    flux, _, lab, _ = make_spectra(150, n_pix=6, seed=4)
+    X = (lab - lab.mean(0)) / lab.std(0)
+    Y = ((flux - flux.mean(0)) / flux.std(0)).T
+    w = np.ones(150)
+    w[::7] = 0.0
+    K = rbf_kernel(X, X, 0.5)
+    ke = KernelEig.from_kernel(K)
+    sol = solve_svr_exact(ke, Y, 3.0 * w[None, :], 0.05, final_tol=1e-9)
+    assert np.all(sol.beta[:, w == 0] == 0)
+    keep = w > 0
+    Bs, bs = _sk_duals(K[np.ix_(keep, keep)], Y[:, keep], 3.0, 0.05)
+    f_ours = sol.beta[:, keep] @ K[keep] + sol.intercept[:, None]
+    f_sk = Bs @ K[keep] + bs[:, None]
+    assert np.max(np.abs(f_ours - f_sk)) < 1e-4
+
+
+def test_kkt_gap_counts_equality_violation():
+    beta = np.full((1, 4), 2.0)  # all at the upper bound: sum beta != 0 is infeasible
+    gap, _ = kkt_gap(beta, np.zeros((1, 4)), np.full((1, 4), 2.0), np.full((1, 1), 0.1))
+    assert gap[0] == pytest.approx(8.0)
+
+
+# --------------------------------------------------------------------- training / forward model
+def test_forward_model_matches_sklearn_predict(trained):
+    """The kernel-expansion forward model equals sklearn SVR.predict pixel by pixel (1e-8)."""
+    model, (flux, ivar, lab) = trained
+    m = clone(model)
+    m.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+    Xs = model.X_train_
+    Ys = (flux - model.flux_mean_) / model.flux_scale_
+    rng = np.random.default_rng(0)
+    m.gamma_ = rng.choice([0.1, 0.5, 2.0], size=model.n_features_in_)   # several gamma groups
+    m.dual_coef_ = np.zeros_like(model.dual_coef_)
+    m.intercept_ = np.zeros_like(model.intercept_)
+    svrs = []
+    for j in range(model.n_features_in_):
+        s = SVR(C=3.0, epsilon=0.02, gamma=m.gamma_[j]).fit(Xs, Ys[:, j])
+        m.dual_coef_[j, s.support_] = s.dual_coef_[0]
+        m.intercept_[j] = s.intercept_[0]
+        svrs.append(s)
+    m._reset_cache()
+    th = lab[:20] + rng.normal(0, 1, (20, 3)) * [50, 0.05, 0.05]
+    th_s = (th - model.label_mean_) / model.label_scale_
+    ours = (m.predict_flux(th) - m.flux_mean_) / m.flux_scale_
+    ref = np.column_stack([s.predict(th_s) for s in svrs])
+    assert np.max(np.abs(ours - ref)) < 1e-8
+
+
+def test_jacobian_matches_finite_differences(trained):
+    model, (_, _, lab) = trained
+    th = lab[:5]
+    J = model.flux_jacobian(th)
+    for k, h in enumerate([0.5, 1e-4, 1e-4]):
+        d = np.zeros(3)
+        d[k] = h
+        fd = (model.predict_flux(th + d) - model.predict_flux(th - d)) / (2 * h)
+        assert np.allclose(fd, J[:, :, k], rtol=1e-5, atol=1e-7 * np.abs(J[:, :, k]).max())
+
+
+def test_recovers_held_out_labels(trained):
+    model, _ = trained
+    flux, ivar, lab, _ = make_spectra(60, seed=7)
+    tab = model.predict_table(flux, ivar)
+    pred = np.column_stack([tab[n] for n in LABELS])
+    rms = np.sqrt(np.mean((pred - lab) ** 2, axis=0))
+    assert rms[0] < 30.0 and rms[1] < 0.05 and rms[2] < 0.05, rms
+    assert np.all(tab["converged"])
+    assert np.all(tab["n_good_pixels"] == 48)
+    # formal errors are of the size of the scatter (same order of magnitude)
+    e = np.median(np.column_stack([tab[f"e_{n}"] for n in LABELS]), axis=0)
+    assert np.all((e > rms / 5) & (e < rms * 5)), (e, rms)
+    assert tab["teff"].unit == "K"
+    # sklearn-style predict gives the same labels as the table
+    assert np.allclose(model.predict(flux, ivar), pred)
+
+
+def test_learned_state_and_cv_mse_units(trained):
+    model, (flux, _, _) = trained
+    n_pix = flux.shape[1]
+    for name in ("C_", "epsilon_", "gamma_", "cv_mse_", "cv_md_", "cv_mse_scaled_", "intercept_"):
+        assert getattr(model, name).shape == (n_pix,)
+    assert model.dual_coef_.shape == (n_pix, 360)
+    assert model.cv_mse_grid_.shape == (n_pix, 2, 2, 2)
+    assert np.allclose(model.cv_mse_, model.cv_mse_scaled_ * model.flux_scale_**2)
+    assert np.allclose(model.cv_mse_scaled_, model.cv_mse_grid_.reshape(n_pix, -1).min(1))
+    # CV-MSE in flux units is about the noise variance (1/SNR^2 = 1e-4) or more
+    assert np.all(model.cv_mse_ > 0.5e-4) and np.median(model.cv_mse_) < 1e-3
+    assert model.solver_info_["refit_max_kkt_gap"] <= model.refit_tol
+
+
+def test_cv_mse_not_worse_than_sklearn_gridsearch():
+    """Per pixel, our CV-MSE equals a brute-force GridSearchCV on the same folds (both at tol 1e-7)."""
+    flux, ivar, lab, _ = make_spectra(160, n_pix=5, seed=5)
+    grid = dict(C=(1.0, 10.0), epsilon=(0.02, 0.1), gamma=(0.2, 1.0))
+    folds = KFold(4, shuffle=True, random_state=11)
+    model = SLAM(**grid, cv=folds, tol=1e-7).fit(flux, lab)
+    Xs = (lab - lab.mean(0)) / lab.std(0)
+    Ys = (flux - flux.mean(0)) / flux.std(0)
+    for j in range(flux.shape[1]):
+        gs = GridSearchCV(SVR(tol=1e-7), {k: list(v) for k, v in grid.items()}, cv=folds,
+                          scoring="neg_mean_squared_error").fit(Xs, Ys[:, j])
+        best_sk = -gs.best_score_
+        assert model.cv_mse_scaled_[j] <= best_sk * (1 + 1e-4)
+        assert model.cv_mse_scaled_[j] == pytest.approx(best_sk, rel=1e-4)
+        # and grid point by grid point
+        for params, score in zip(gs.cv_results_["params"], gs.cv_results_["mean_test_score"], strict=True):
+            ic = grid["C"].index(params["C"])
+            ie = grid["epsilon"].index(params["epsilon"])
+            ig = grid["gamma"].index(params["gamma"])
+            assert model.cv_mse_grid_[j, ic, ie, ig] == pytest.approx(-score, rel=1e-4)
+
+
+def test_folds_are_shuffled_and_seeded():
+    a = _iter_folds(50, 5, 0)
+    b = _iter_folds(50, 5, 0)
+    assert all(np.array_equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[0][1], np.arange(10))      # not astroslam's unshuffled blocks
+    assert sorted(np.concatenate([t for _, t in a]).tolist()) == list(range(50))
+
+
+# --------------------------------------------------------------------- prediction robustness
+def test_bad_spectra_are_flagged_not_fatal(trained):
+    model, _ = trained
+    flux, ivar, lab, _ = make_spectra(6, seed=8)
+    flux[1] = np.nan                      # all NaN
+    ivar[2] = 0.0                         # no information
+    ivar[3, :40] = 0.0                    # most pixels masked
+    spectra = [f for f in flux] + [np.ones(30)]            # wrong length
+    ivars = [v for v in ivar] + [np.ones(30)]
+    tab = model.predict_table(spectra, ivars)
+    assert len(tab) == 7
+    for i in (1, 2, 6):
+        assert tab["flag"][i] & FLAG_FAILED and np.isnan(tab["teff"][i])
+    assert tab["flag"][3] & FLAG_FEW_PIXELS and np.isfinite(tab["teff"][3])
+    for i in (0, 4, 5):
+        assert tab["flag"][i] == 0
+        assert abs(tab["teff"][i] - lab[i, 0]) < 100
+    with pytest.raises(ValueError, match="pixels but the model grid has 48"):
+        model.predict(np.ones((2, 30)))
+
+
+def test_flags_domain_and_low_snr(trained):
+    model, _ = trained
+    flux, ivar, lab, _ = make_spectra(40, snr=np.r_[np.full(20, 100.0), np.full(20, 5.0)], seed=9)
+    m = clone(model).set_params(domain=QIU2025_USABLE_RANGE)
+    m.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+    m._reset_cache()
+    tab = m.predict_table(flux, ivar)
+    low = (tab["flag"] & FLAG_LOW_SNR) > 0
+    assert np.array_equal(low, np.r_[np.zeros(20, bool), np.ones(20, bool)])
+    out_teff = (tab["teff"] < 3100) | (tab["teff"] > 3900)
+    assert np.array_equal((tab["flag"] & FLAG_OUTSIDE_DOMAIN) > 0, out_teff)
+    assert "teff outside the domain" in describe_flag(FLAG_OUTSIDE_DOMAIN, LABELS)
+
+
+# --------------------------------------------------------------------- CV labels and error law
+def test_cv_predict_and_error_law(trained):
+    model, _ = trained
+    flux, ivar, lab, _ = make_spectra(240, snr=np.geomspace(10, 200, 240), seed=10)
+    m = clone(model).set_params(cv=3)
+    m.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+    m._reset_cache()
+    cvt = m.cv_predict(flux, lab, ivar)
+    assert len(cvt) == 240 and np.array_equal(cvt["id"], np.arange(240))
+    assert np.allclose(cvt["teff_true"], lab[:, 0])
+    pred = np.column_stack([cvt[n] for n in LABELS])
+    bins = m.fit_error_law(cvt["snr"], lab, pred, n_bins=4, min_per_bin=20)
+    assert len(bins) == 4
+    a, b = m.error_law_["a"], m.error_law_["b"]
+    assert np.all(b < 0)                  # scatter falls with SNR
+    t = m.predict_table(flux[:3], ivar[:3])
+    assert np.allclose(t["e_teff_cv"], a[0] * t["snr"] ** b[0])
+
+
+# --------------------------------------------------------------------- persistence
+def test_save_load_round_trip(trained, tmp_path):
+    model, _ = trained
+    flux, ivar, _, _ = make_spectra(10, seed=11)
+    model.error_law_ = {"a": np.array([300.0, 0.1, 0.2]), "b": np.array([-0.5, -0.3, -0.2]),
+                        "cov": np.zeros((3, 2, 2)), "snr_range": (10.0, 100.0), "n_bins": 5}
+    path = tmp_path / "model.npz"
+    model.save(path)
+    again = SLAM.load(path)
+    t1 = model.predict_table(flux, ivar)
+    t2 = again.predict_table(flux, ivar)
+    for name in t1.colnames:
+        assert np.array_equal(np.asarray(t1[name]), np.asarray(t2[name]), equal_nan=True), name
+    assert again.get_params() == model.get_params()
+    assert again.label_names_ == LABELS and again.label_units_ == UNITS
+    with np.load(path, allow_pickle=False) as z:        # no object arrays anywhere
+        meta = json.loads(str(z["metadata"][()]))
+    assert meta["format"] == modelfile.FORMAT_NAME and meta["format_version"] == modelfile.FORMAT_VERSION
+    model.error_law_ = None
+
+
+def test_corrupted_and_future_model_files(trained, tmp_path):
+    model, _ = trained
+    path = tmp_path / "model.npz"
+    model.save(path)
+    data = path.read_bytes()
+    trunc = tmp_path / "truncated.npz"
+    trunc.write_bytes(data[: len(data) // 2])
+    with pytest.raises(modelfile.ModelFileError, match="corrupted or truncated"):
+        SLAM.load(trunc)
+    # future format version
+    future = tmp_path / "future.npz"
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["metadata"][()]))
+    meta["format_version"] = modelfile.FORMAT_VERSION + 1
+    arrays["metadata"] = np.array(json.dumps(meta))
+    np.savez(future, **arrays)
+    with pytest.raises(modelfile.ModelFileError, match="newer than this mdslam"):
+        SLAM.load(future)
+    # a member missing
+    partial = tmp_path / "partial.npz"
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(partial, "w") as zout:
+        for item in zin.infolist():
+            if item.filename != "dual_coef.npy":
+                zout.writestr(item, zin.read(item.filename))
+    with pytest.raises(modelfile.ModelFileError, match="dual_coef"):
+        SLAM.load(partial)
+    with pytest.raises(FileNotFoundError):
+        SLAM.load(tmp_path / "nope.npz")
+
+
+# --------------------------------------------------------------------- sklearn contract
+def test_sklearn_estimator_contract(trained):
+    model, _ = trained
+    p = model.get_params()
+    assert p["C"] == (1.0, 10.0) and p["cv"] == 4
+    c = clone(model)
+    assert not hasattr(c, "dual_coef_")
+    assert c.get_params() == p
+    c.set_params(C=(2.0,), low_snr=3.0)
+    assert c.C == (2.0,) and c.low_snr == 3.0
+    with pytest.raises(AttributeError, match="not fitted"):
+        c.predict(np.ones((1, 48)))
+    flux, ivar, lab, _ = make_spectra(60, n_pix=10, seed=12)
+    assert c.set_params(epsilon=(0.05,), gamma=(0.5,), cv=3).fit(flux, lab) is c
+    assert hasattr(c, "cv_mse_") and c.cv_mse_grid_.shape == (10, 1, 1, 1)
