@@ -39,3 +39,18 @@ def data_mirror(_mirror_env) -> Path:
             "project's data mirror (see the data README) to run tests on real data"
         )
     return path
+
+
+@pytest.fixture(scope="module")
+def load(data_mirror):
+    """Load registry datasets from the offline mirror (skips without it), once per test module."""
+    from mdslam import datasets
+
+    cache: dict = {}
+
+    def _load(name: str):
+        if name not in cache:
+            cache[name] = datasets.load(name)
+        return cache[name]
+
+    return _load

@@ -7,20 +7,6 @@ import pytest
 from astropy.table import Table
 
 from mdslam import crossmatch as cm
-from mdslam import datasets
-
-
-@pytest.fixture(scope="module")
-def load(data_mirror):
-    """Load registry datasets from the offline mirror (skips without it), once per module."""
-    cache: dict[str, Table] = {}
-
-    def _load(name: str) -> Table:
-        if name not in cache:
-            cache[name] = datasets.load(name)
-        return cache[name]
-
-    return _load
 
 
 # --------------------------------------------------------------------------- #
