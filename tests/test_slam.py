@@ -332,3 +332,51 @@ def test_sklearn_estimator_contract(trained):
     flux, ivar, lab, _ = make_spectra(60, n_pix=10, seed=12)
     assert c.set_params(epsilon=(0.05,), gamma=(0.5,), cv=3).fit(flux, lab) is c
     assert hasattr(c, "cv_mse_") and c.cv_mse_grid_.shape == (10, 1, 1, 1)
+
+
+# --------------------------------------------------------------------- command line
+def test_cli_train_and_predict(tmp_path):
+    from astropy.table import Table
+
+    from mdslam import cli
+
+    flux, ivar, lab, _ = make_spectra(160, n_pix=20, seed=13)
+    ids = np.array([f"s{i}" for i in range(160)])
+    np.savez(tmp_path / "train.npz", flux=flux, ivar=ivar, wavelength=np.linspace(6000, 9000, 20), id=ids)
+    t = Table({"ID": ids[::-1], "teff": lab[::-1, 0], "logg": lab[::-1, 1], "fe_h": lab[::-1, 2]})
+    t["teff"].unit = "K"
+    t.write(tmp_path / "labels.fits")
+    model = tmp_path / "model.npz"
+    assert cli.main(["train", "--spectra", str(tmp_path / "train.npz"), "--labels", str(tmp_path / "labels.fits"),
+                     "--label-cols", "teff,logg,fe_h", "--id-col", "ID", "--out", str(model),
+                     "--C", "1,10", "--epsilon", "0.02", "--gamma", "0.3", "--cv", "3"]) == 0
+    f2, i2, lab2, _ = make_spectra(8, n_pix=20, seed=14)
+    np.savez(tmp_path / "good.npz", flux=f2, ivar=i2)
+    np.savez(tmp_path / "short.npz", flux=f2[:2, :15], ivar=i2[:2, :15])
+    (tmp_path / "broken.npz").write_bytes(b"not a zip file")
+    cat = tmp_path / "cat.fits"
+    assert cli.main(["predict", "--model", str(model), "--out", str(cat), str(tmp_path / "good.npz"),
+                     str(tmp_path / "short.npz"), str(tmp_path / "broken.npz")]) == 0
+    out = Table.read(cat)
+    assert len(out) == 11
+    assert {"id", "file", "snr", "teff", "e_teff", "e_teff_cv", "flag"} <= set(out.colnames)
+    assert np.all(out["flag"][:8] == 0) and np.all(out["flag"][8:] & FLAG_FAILED)
+    assert np.sqrt(np.mean((np.asarray(out["teff"][:8]) - lab2[:, 0]) ** 2)) < 60
+    assert str(out["teff"].unit) == "K"
+
+
+def test_predict_table_accepts_spectra_container(trained):
+    from mdslam.spectra import Spectra
+
+    model, _ = trained
+    flux, ivar, lab, _ = make_spectra(5, seed=15)
+    mask = np.zeros_like(flux, bool)
+    mask[0, :30] = True                                     # masked pixels drop out
+    sp = Spectra(model.wavelength_, flux, ivar, mask)
+    tab = model.predict_table(sp)
+    assert list(tab["id"]) == ["0", "1", "2", "3", "4"]
+    assert tab["n_good_pixels"][0] == 18 and np.all(tab["n_good_pixels"][1:] == 48)
+    assert np.all(np.abs(tab["teff"] - lab[:, 0]) < 150)
+    off = Spectra(model.wavelength_ + 1.0, flux, ivar, mask)
+    with pytest.raises(ValueError, match="not on the model wavelength grid"):
+        model.predict_table(off)

@@ -35,16 +35,19 @@ Flags (bit values of the ``flag`` column): :data:`FLAG_BITS`.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from astropy.table import Table
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import KFold
+from threadpoolctl import threadpool_limits
 
 from . import validation
-from .svr import KernelEig, rbf_kernel, solve_svr_batch, solve_svr_exact
+from .svr import KernelEig, SVRBatchSolution, rbf_kernel, solve_svr_exact, solve_svr_staged
 
 __all__ = [
     "SLAM",
@@ -168,6 +171,11 @@ class SLAM(RegressorMixin, BaseEstimator):
         adds a regular ``m**n_label`` grid spanning the training labels.
     batch_size : int
         Spectra per vectorised LM batch.
+    n_jobs : int or None
+        Worker threads (pixel blocks in training, spectrum batches in
+        prediction).  None: all CPUs available to the process.  BLAS runs
+        single-threaded inside (multi-threaded BLAS on shared, busy cores is
+        many times slower).
     verbose : bool
         Progress bars (tqdm).
     """
@@ -177,7 +185,7 @@ class SLAM(RegressorMixin, BaseEstimator):
                  tol: float = 1e-3, refit_tol: float = 1e-6, domain=None, low_snr: float = 10.0,
                  min_good_fraction: float = 0.5, lm_max_iter: int = 100, lm_xtol: float = 1e-7,
                  lm_ftol: float = 1e-10, quick_grid: int | None = None, batch_size: int = 256,
-                 verbose: bool = False):
+                 n_jobs: int | None = None, verbose: bool = False):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -193,6 +201,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.lm_ftol = lm_ftol
         self.quick_grid = quick_grid
         self.batch_size = batch_size
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     # ------------------------------------------------------------------ training
@@ -211,7 +220,8 @@ class SLAM(RegressorMixin, BaseEstimator):
             Inverse variances; pixels with ``ivar <= 0`` or non-finite flux are
             excluded from that pixel's regression and CV (libsvm sample weight 0).
         wavelength : (n_pix,) array, optional
-            Wavelength grid (stored with the model, checked by nobody here).
+            Wavelength grid, stored with the model; spectra given to
+            :meth:`predict_table` as :class:`mdslam.spectra.Spectra` must be on it.
         label_names, label_units : sequence of str, optional
             Names (default ``label0, label1, ...``) and units of the labels.
 
@@ -219,6 +229,10 @@ class SLAM(RegressorMixin, BaseEstimator):
         -------
         self
         """
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fit(X, y, ivar, wavelength, label_names, label_units)
+
+    def _fit(self, X, y, ivar, wavelength, label_names, label_units) -> SLAM:
         flux, labels, good = self._check_training(X, y, ivar)
         n, n_pix = flux.shape
         L = labels.shape[1]
@@ -241,7 +255,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.param_grid_ = {"C": Cs, "epsilon": es, "gamma": gs}
 
         folds = _iter_folds(n, self.cv, self.random_state)
-        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose)
+        nw = _n_workers(self.n_jobs)
+        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, nw)
         with np.errstate(invalid="ignore", divide="ignore"):
             mse = sse / cnt                                   # (nC, neps, ng, n_pix)
             md = se / cnt
@@ -265,7 +280,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.X_train_ = Xs
         self.dual_coef_, self.intercept_, refit_info = _refit_all(
             Xs, Ys, good, self.C_, self.epsilon_, self.gamma_, usable, self.tol, self.refit_tol,
-            self.verbose)
+            self.verbose, nw)
         self.training_domain_ = np.column_stack([labels.min(axis=0), labels.max(axis=0)])
         self.n_train_ = n
         self.n_features_in_ = n_pix
@@ -398,7 +413,9 @@ class SLAM(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X, ivar : as for :meth:`predict`.
+        X, ivar : as for :meth:`predict`; ``X`` may also be a
+            :class:`mdslam.spectra.Spectra` on the model's wavelength grid
+            (its ivar, ``meta['id']`` and ``meta['snr']`` are then used).
         snr : (n_spec,) array, optional
             Spectral SNR for the flags and the empirical error law; default
             ``median(flux * sqrt(ivar))`` over good pixels.
@@ -413,6 +430,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         an error law), ``chi2``, ``rchi2``, ``n_good_pixels``, ``n_iter``,
         ``converged``, ``flag`` (bits: :data:`FLAG_BITS`).
         """
+        if hasattr(X, "flux") and hasattr(X, "ivar") and hasattr(X, "meta"):      # a Spectra container
+            X, ivar, ids, snr = self._from_spectra(X, ivar, ids, snr)
         res = self._infer(X, ivar, snr=snr)
         n_spec = res["labels"].shape[0]
         t = Table()
@@ -443,6 +462,23 @@ class SLAM(RegressorMixin, BaseEstimator):
         t["flag"].description = "; ".join(f"{b}: {s}" for b, s in FLAG_BITS.items())
         t.meta["LABELS"] = ",".join(self.label_names_)
         return t
+
+    def _from_spectra(self, sp, ivar, ids, snr):
+        """Arrays from a :class:`mdslam.spectra.Spectra`, checking its grid against the model's."""
+        self._check_fitted()
+        wave = np.asarray(sp.wavelength, float)
+        if wave.ndim != 1 or wave.shape != self.wavelength_.shape or not np.allclose(
+                wave, self.wavelength_, rtol=1e-9, atol=0):
+            raise ValueError("spectra are not on the model wavelength grid "
+                             f"({wave.shape} vs {self.wavelength_.shape}); use mdslam.preprocess first")
+        iv = np.asarray(sp.ivar, float) if ivar is None else ivar
+        iv = np.where(np.asarray(sp.mask, bool), 0.0, iv)
+        meta = sp.meta
+        if ids is None and "id" in meta.colnames:
+            ids = np.asarray(meta["id"])
+        if snr is None and "snr" in meta.colnames:
+            snr = np.asarray(meta["snr"], float)
+        return np.asarray(sp.flux, float), iv, ids, snr
 
     def _coerce_spectra(self, X, ivar):
         """-> flux (n, n_pix), ivar (n, n_pix) or None, bad_input (n,) bool.
@@ -551,24 +587,33 @@ class SLAM(RegressorMixin, BaseEstimator):
         flag[np.isfinite(snr) & (snr < self.low_snr)] |= FLAG_LOW_SNR
 
         idx_all = np.flatnonzero(fittable)
-        bs = max(int(self.batch_size), 1)
+        nw = _n_workers(self.n_jobs)
+        bs = max(1, min(int(self.batch_size), -(-idx_all.size // nw)))
         batches = [idx_all[i:i + bs] for i in range(0, idx_all.size, bs)]
-        for bidx in _progress(batches, self.verbose, "SLAM labels", unit="batch"):
+
+        def run(bidx):
             try:
-                out = self._lm_batch(fobs[bidx], w[bidx])
+                return self._lm_batch(fobs[bidx], w[bidx])
             except Exception as exc:  # never lose a whole batch: redo one by one
                 warnings.warn(f"batch fit failed ({exc!r}); refitting spectra one by one", stacklevel=2)
-                out = self._lm_one_by_one(fobs[bidx], w[bidx])
-            th, cov, c2, nit, conv, failed = out
-            labels[bidx] = self.label_mean_ + th * self.label_scale_
-            with np.errstate(invalid="ignore"):
-                e_formal[bidx] = np.sqrt(np.diagonal(cov, axis1=1, axis2=2)) * self.label_scale_
-            chi2[bidx] = c2
-            n_iter[bidx] = nit
-            converged[bidx] = conv
-            flag[bidx[~conv]] |= FLAG_NOT_CONVERGED
-            flag[bidx[failed]] |= FLAG_FAILED
-            labels[bidx[failed]] = np.nan
+                return self._lm_one_by_one(fobs[bidx], w[bidx])
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            self._quick_grid()                            # build the shared cache before threads start
+            with ThreadPoolExecutor(max_workers=max(1, min(nw, len(batches)))) as ex:
+                results = ex.map(run, batches)
+                for bidx, out in zip(batches, _progress(results, self.verbose, "SLAM labels", unit="batch",
+                                                        total=len(batches)), strict=True):
+                    th, cov, c2, nit, conv, failed = out
+                    labels[bidx] = self.label_mean_ + th * self.label_scale_
+                    with np.errstate(invalid="ignore"):
+                        e_formal[bidx] = np.sqrt(np.diagonal(cov, axis1=1, axis2=2)) * self.label_scale_
+                    chi2[bidx] = c2
+                    n_iter[bidx] = nit
+                    converged[bidx] = conv
+                    flag[bidx[~conv]] |= FLAG_NOT_CONVERGED
+                    flag[bidx[failed]] |= FLAG_FAILED
+                    labels[bidx[failed]] = np.nan
         dom = self.domain_array()
         with np.errstate(invalid="ignore"):
             for li in range(L):
@@ -749,8 +794,10 @@ class SLAM(RegressorMixin, BaseEstimator):
         sub.cv_mse_ = self.cv_mse_scaled_ * sub.flux_scale_**2
         sub.cv_md_ = self.cv_md_scaled_ * sub.flux_scale_
         sub.X_train_ = Xs
-        sub.dual_coef_, sub.intercept_, _ = _refit_all(Xs, Ys, good, self.C_, self.epsilon_, self.gamma_,
-                                                       sub.pixel_usable_, self.tol, self.refit_tol, False)
+        with threadpool_limits(limits=1, user_api="blas"):
+            sub.dual_coef_, sub.intercept_, _ = _refit_all(Xs, Ys, good, self.C_, self.epsilon_, self.gamma_,
+                                                           sub.pixel_usable_, self.tol, self.refit_tol, False,
+                                                           _n_workers(self.n_jobs))
         sub.training_domain_ = self.training_domain_
         sub.n_train_ = flux.shape[0]
         sub.n_features_in_ = self.n_features_in_
@@ -817,6 +864,40 @@ def _progress(it, enabled, desc, **kw):
     return tqdm(it, desc=desc, **kw)
 
 
+def _n_workers(n_jobs) -> int:
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n_jobs is None or n_jobs == 0:
+        return max(ncpu, 1)
+    if n_jobs < 0:
+        return max(ncpu + 1 + int(n_jobs), 1)
+    return int(n_jobs)
+
+
+def _solve_parallel(fn, ke, Y, C, eps, n_workers, **kw) -> SVRBatchSolution:
+    """Run a batched SVR solver on pixel blocks in threads (BLAS single-threaded inside)."""
+    P = Y.shape[0]
+    nw = max(1, min(int(n_workers), P // 8 or 1))
+    if nw == 1:
+        return fn(ke, Y, C, eps, **kw)
+    n_chunks = min(2 * nw, max(P // 64, nw))          # a few more chunks than threads: load balance
+    edges = np.linspace(0, P, n_chunks + 1).astype(int)
+
+    def rows(a, lo, hi):
+        return a[lo:hi] if np.ndim(a) >= 1 and np.shape(a)[0] == P else a
+
+    def part(k):
+        lo, hi = edges[k], edges[k + 1]
+        return fn(ke, Y[lo:hi], rows(C, lo, hi), rows(eps, lo, hi), **kw)
+
+    with ThreadPoolExecutor(max_workers=nw) as ex:
+        parts = list(ex.map(part, range(n_chunks)))
+    cat = np.concatenate
+    return SVRBatchSolution(beta=cat([p.beta for p in parts]), intercept=cat([p.intercept for p in parts]),
+                            gap=cat([p.gap for p in parts]), n_iter=cat([p.n_iter for p in parts]),
+                            converged=cat([p.converged for p in parts]),
+                            state=tuple(cat([p.state[i] for p in parts]) for i in range(3)))
+
+
 def _standardise(flux, labels, good):
     """Labels and per-pixel fluxes to mean 0, variance 1 (good pixels only; ddof=0)."""
     lm = labels.mean(axis=0)
@@ -833,7 +914,7 @@ def _standardise(flux, labels, good):
     return Xs, Ys, (lm, ls, fm, fs)
 
 
-def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose):
+def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1):
     """Accumulate per-pixel CV sums over the grid: sse, se (nC, neps, ng, n_pix), count (n_pix,)."""
     n, n_pix = Ys.shape
     sse = np.zeros((Cs.size, es.size, gs.size, n_pix))
@@ -851,7 +932,7 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose):
     for gi, k in bar:
         g = gs[gi]
         tr, te = folds[k]
-        ke = KernelEig.from_kernel(rbf_kernel(Xs[tr], Xs[tr], g))
+        ke = KernelEig.from_kernel(rbf_kernel(Xs[tr], Xs[tr], g), rel_cut=1e-10)
         Kv = rbf_kernel(Xs[tr], Xs[te], g)
         Ytr = np.ascontiguousarray(Ys[tr].T)
         gtr = good[tr].T
@@ -860,7 +941,8 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose):
         Yte = Ys[te].T
         for ci, C in enumerate(Cs):
             for ei, e in enumerate(es):
-                sol = solve_svr_batch(ke, Ytr, C if Cmask is None else C * Cmask, e, tol=tol)
+                sol = _solve_parallel(solve_svr_staged, ke, Ytr, C if Cmask is None else C * Cmask, e,
+                                      n_workers, tol=tol)
                 res = (sol.beta @ Kv + sol.intercept[:, None] - Yte) * gte
                 sse[ci, ei, gi] += (res * res).sum(axis=1)
                 se[ci, ei, gi] += res.sum(axis=1)
@@ -873,7 +955,7 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose):
     return sse, se, cnt, info
 
 
-def _refit_all(Xs, Ys, good, C_pix, eps_pix, gamma_pix, usable, tol, refit_tol, verbose):
+def _refit_all(Xs, Ys, good, C_pix, eps_pix, gamma_pix, usable, tol, refit_tol, verbose, n_workers=1):
     """Final SVR of every pixel on all training stars, exact optimum where reachable."""
     n, n_pix = Ys.shape
     dual = np.zeros((n_pix, n))
@@ -887,7 +969,7 @@ def _refit_all(Xs, Ys, good, C_pix, eps_pix, gamma_pix, usable, tol, refit_tol, 
         Y = np.ascontiguousarray(Ys[:, pix].T)
         Cb = C_pix[pix, None] * good[:, pix].T
         e = eps_pix[pix]
-        sol = solve_svr_exact(ke, Y, Cb, e, tol=tol, final_tol=refit_tol)
+        sol = _solve_parallel(solve_svr_exact, ke, Y, Cb, e, n_workers, tol=tol, final_tol=refit_tol)
         dual[pix] = sol.beta
         b[pix] = sol.intercept
         max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
