@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     for k, grid in model.param_grid_.items():
         v = getattr(model, k + "_")
         counts = {f"{g:g}": int(np.sum(v == g)) for g in grid}
-        print(f"#   chosen {k:8s} {counts}  (on grid edge: {np.mean((v == grid.min()) | (v == grid.max())):.2f})")
+        print(f"#   chosen {k:8s} {counts}  (on a grid edge: {model.grid_edge_fraction_[k]:.2f})")
 
     t0 = time.perf_counter()
     cvt = model.cv_predict(flux, y, ivar, snr=snr, ids=np.asarray(ts.labels["id"]), nested=args.nested)
@@ -76,9 +76,15 @@ def main(argv=None) -> int:
     print(f"\n# {args.k}-fold CV labels ({'nested' if args.nested else 'hyperparameters fixed per pixel'}), "
           f"{ok.sum()}/{len(ok)} stars fitted, {t_cv:.0f} s; flags: "
           f"{dict(zip(*[a.tolist() for a in np.unique(cvt['flag'], return_counts=True)], strict=True))}")
-    print(f"{'label':8s} {'CV bias':>10s} {'CV scatter':>11s} {'median e_formal':>16s}")
+    d = pred[ok] - y[ok]
+    robust = 1.4826 * np.median(np.abs(d - np.median(d, axis=0)), axis=0)
+    print(f"{'label':8s} {'CV bias':>10s} {'CV scatter':>11s} {'robust sd':>10s} {'label sd':>9s} "
+          f"{'corr':>5s} {'median e_formal':>16s}")
     for i, n in enumerate(names):
-        print(f"{n:8s} {bias[i]:10.4g} {scat[i]:11.4g} {np.nanmedian(cvt['e_' + n]):16.4g}  {units[i]}")
+        corr = np.corrcoef(pred[ok, i], y[ok, i])[0, 1]
+        print(f"{n:8s} {bias[i]:10.4g} {scat[i]:11.4g} {robust[i]:10.4g} {y[:, i].std():9.4g} {corr:5.2f} "
+              f"{np.nanmedian(cvt['e_' + n]):16.4g}  {units[i]}")
+    print("# CV scatter = sqrt(mean((pred - true)^2)) (Qiu eq. 5 as a standard deviation); robust sd = 1.4826 MAD")
 
     tab = validation.binned_bias_scatter(snr[ok], pred[ok], y[ok], n_bins=6, min_per_bin=20)
     print(f"\n# equal-count SNR bins (>= 20 stars): {len(tab)}")
@@ -103,7 +109,10 @@ def main(argv=None) -> int:
         print(f"# no power-law fit: {exc}")
     summary = {"n_stars": int(len(y)), "n_fitted": int(ok.sum()), "k": args.k, "nested": args.nested,
                "fit_s": t_fit, "cv_s": t_cv, "bias": dict(zip(names, bias.tolist(), strict=True)),
-               "scatter": dict(zip(names, scat.tolist(), strict=True)), "error_law": law,
+               "scatter": dict(zip(names, scat.tolist(), strict=True)),
+               "robust_sd": dict(zip(names, robust.tolist(), strict=True)),
+               "grid": {k: v.tolist() for k, v in model.param_grid_.items()},
+               "grid_edge_fraction": model.grid_edge_fraction_, "error_law": law,
                "solver_info": model.solver_info_, "provenance": ts.provenance}
     (out / "xp_cv_summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\n# wrote {out}")

@@ -221,6 +221,8 @@ def load_model(path):
     else:
         model.error_law_ = None
     _check_consistent(model, path)
+    from .slam import _grid_edge_fraction
+    model.grid_edge_fraction_ = _grid_edge_fraction(model)
     model._reset_cache()
     return model
 

@@ -83,12 +83,14 @@ FLAG_BITS = {
 #: Qiu et al. 2025 Table 1 "usable range" (SLAM valid), for ``SLAM(domain=...)``.
 QIU2025_USABLE_RANGE = {"fe_h": (-0.6, 0.5), "teff": (3100.0, 3900.0), "logg": (4.45, 4.95)}
 
-#: Default hyperparameter grid (standardised labels and fluxes).  Wider than
-#: astroslam's defaults at both ends of gamma: astroslam's reference grid put
-#: every pixel on its lowest gamma.
-DEFAULT_C = (0.3, 1.0, 3.0, 10.0, 30.0)
-DEFAULT_EPSILON = (0.01, 0.03, 0.1, 0.3)
-DEFAULT_GAMMA = (0.03, 0.1, 0.3, 1.0, 3.0)
+#: Default hyperparameter grid (standardised labels and fluxes), 4 x 5 x 6 = 120
+#: points.  Wide on purpose: astroslam's reference grid put every pixel on its
+#: lowest gamma.  On the real Gaia XP M dwarfs a narrower grid (C <= 30,
+#: epsilon <= 0.3, gamma >= 0.03) left 60-80 % of the pixels on an edge; with
+#: this one most choices are interior (``grid_edge_fraction_`` after ``fit``).
+DEFAULT_C = (1.0, 10.0, 100.0, 1000.0)
+DEFAULT_EPSILON = (0.01, 0.03, 0.1, 0.3, 1.0)
+DEFAULT_GAMMA = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def describe_flag(flag: int, label_names: Sequence[str] = ()) -> list[str]:
@@ -178,6 +180,38 @@ class SLAM(RegressorMixin, BaseEstimator):
         many times slower).
     verbose : bool
         Progress bars (tqdm).
+
+    Attributes
+    ----------
+    C_, epsilon_, gamma_ : (n_pix,) arrays
+        Hyperparameters chosen per pixel.
+    cv_mse_, cv_md_ : (n_pix,) arrays
+        k-fold CV mean squared error (flux^2; the model variance of Li eq. 3)
+        and mean deviation (flux; Qiu eq. 2) of the chosen SVR; ``inf``/NaN
+        for pixels without training data.
+    cv_mse_scaled_, cv_md_scaled_ : (n_pix,) arrays
+        The same in standardised flux units.
+    cv_mse_grid_ : (n_pix, n_C, n_epsilon, n_gamma) array
+        Standardised CV-MSE over the whole grid.
+    grid_edge_fraction_ : dict
+        Per hyperparameter, fraction of pixels whose choice is on a grid edge.
+    dual_coef_ : (n_pix, n_train) array
+        SVR dual coefficients ``alpha - alpha*`` (0 for non-support vectors).
+    intercept_ : (n_pix,) array
+        SVR intercepts (standardised flux).
+    X_train_ : (n_train, n_label) array
+        Standardised training labels (the support vectors of every pixel).
+    label_mean_, label_scale_, flux_mean_, flux_scale_ : arrays
+        Standardisation of labels (n_label,) and fluxes (n_pix,).
+    label_names_, label_units_ : list of str
+    wavelength_ : (n_pix,) array
+    training_domain_ : (n_label, 2) array
+        Min and max of the training labels (physical units).
+    pixel_usable_ : (n_pix,) bool array
+    error_law_ : dict or None
+        ``a``, ``b`` (n_label,) of ``sigma = a * SNR**b``, set by :meth:`fit_error_law`.
+    solver_info_ : dict
+        Mean ADMM iterations, largest KKT gaps of the CV and final fits.
     """
 
     def __init__(self, C: Sequence[float] = DEFAULT_C, epsilon: Sequence[float] = DEFAULT_EPSILON,
@@ -275,6 +309,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.cv_mse_ = self.cv_mse_scaled_ * self.flux_scale_**2
         self.cv_md_ = self.cv_md_scaled_ * self.flux_scale_
         self.pixel_usable_ = usable
+        self.grid_edge_fraction_ = _grid_edge_fraction(self)
 
         # final fits on all training stars, per gamma group
         self.X_train_ = Xs
@@ -786,7 +821,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         Xs, Ys, scalers = _standardise(flux, labels, good)
         sub.label_mean_, sub.label_scale_, sub.flux_mean_, sub.flux_scale_ = scalers
         for attr in ("label_names_", "label_units_", "wavelength_", "C_", "epsilon_", "gamma_",
-                     "param_grid_", "cv_mse_grid_", "error_law_", "solver_info_"):
+                     "param_grid_", "cv_mse_grid_", "error_law_", "solver_info_", "grid_edge_fraction_"):
             setattr(sub, attr, getattr(self, attr))
         sub.pixel_usable_ = self.pixel_usable_ & (good.sum(axis=0) > 1)
         sub.cv_mse_scaled_ = self.cv_mse_scaled_
@@ -862,6 +897,17 @@ def _progress(it, enabled, desc, **kw):
         return it
     from tqdm.auto import tqdm
     return tqdm(it, desc=desc, **kw)
+
+
+def _grid_edge_fraction(model) -> dict:
+    """Fraction of usable pixels whose chosen value is the lowest or highest of its grid (NaN: < 3 values)."""
+    out = {}
+    use = model.pixel_usable_
+    for k in ("C", "epsilon", "gamma"):
+        g = np.asarray(model.param_grid_[k])
+        v = getattr(model, k + "_")[use]
+        out[k] = float(np.mean(np.isin(v, (g.min(), g.max())))) if g.size > 2 and v.size else float("nan")
+    return out
 
 
 def _n_workers(n_jobs) -> int:
