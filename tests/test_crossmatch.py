@@ -106,3 +106,48 @@ def test_carmenes_cif03_x_cif20_by_position(load):
     k1 = np.char.strip(np.asarray(j["Karmn_1"]).astype(str))
     k2 = np.char.strip(np.asarray(j["Karmn_2"]).astype(str))
     assert int(np.sum(k1 == k2)) == 2114
+
+
+def _toy_cif():
+    # systems: 1 = M+M, 2 = K + M (listed M first), 3 = triple (left out), 4 = M + white dwarf,
+    # 0 = single star (no system)
+    return Table({
+        "ID_star": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        "ID_system": [1, 1, 2, 2, 3, 3, 3, 4, 4, 0],
+        "SpT": ["M3.0 V", "M4.5 V", "M1.0 V", "K5 V", "M2 V", "M3 V", "M4 V", "M0.0 V", "DA", "M5 V"],
+        "SpTnum": [73.0, 74.5, 71.0, 65.0, 72.0, 73.0, 74.0, 70.0, np.nan, 75.0],
+        "GaiaDR3_id": np.array([101, 102, 103, 104, 105, 106, 107, 108, 109, 110], dtype=np.int64),
+        "s01": [np.nan, 420.0, 55.5, np.nan, 10.0, 20.0, 30.0, np.nan, np.nan, np.nan],
+        "Fe_H": [0.1, 0.0, -0.2, -0.1, np.nan, np.nan, np.nan, 0.0, np.nan, 0.3],
+    })
+
+
+def test_carmenes_pairs_from_two_star_systems():
+    pairs = cm.carmenes_pairs(_toy_cif())
+    assert list(pairs["ID_system"]) == [1, 2, 4]          # the triple and the single are left out
+    assert list(pairs["kind"]) == ["M+M", "FGK+M", "other"]
+    # the FGK star is component 1 of an FGK+M pair (rows 3 then 2 of the table)
+    assert (pairs["i1"][1], pairs["i2"][1]) == (3, 2)
+    assert list(pairs["GaiaDR3_id1"]) == [101, 104, 108] and list(pairs["GaiaDR3_id2"]) == [102, 103, 109]
+    # s01 sits on one row of a pair; NaN when neither row has it
+    np.testing.assert_allclose(pairs["s01_au"], [420.0, 55.5, np.nan])
+
+
+def test_attach_component_values_by_gaia_id():
+    pairs = cm.carmenes_pairs(_toy_cif())
+    labels = Table({"id": np.array([102, 104, 999], dtype=np.int64), "fe_h": [0.2, -0.3, 9.0],
+                    "e_fe_h": [0.1, 0.2, 0.3]})
+    out = cm.attach_component_values(pairs, labels, right_col="id", value_cols=("fe_h", "e_fe_h"))
+    assert list(out["has_1"]) == [False, True, False] and list(out["has_2"]) == [True, False, False]
+    np.testing.assert_allclose(out["fe_h_1"], [np.nan, -0.3, np.nan])
+    np.testing.assert_allclose(out["fe_h_2"], [0.2, np.nan, np.nan])
+    np.testing.assert_allclose(out["e_fe_h_2"], [0.1, np.nan, np.nan])
+    assert "fe_h_1" not in pairs.colnames                     # the input is not modified
+
+
+def test_carmenes_cif03_pairs_on_the_real_catalogue(load):
+    pairs = cm.carmenes_pairs(load("carmenes_cif03"))
+    kinds = dict(zip(*np.unique(pairs["kind"], return_counts=True), strict=True))
+    assert kinds["M+M"] == 326                 # the 326 M+M pairs of the data README
+    assert kinds["FGK+M"] == 48                # F/G/K dwarf + M (the README's 72 include WD + M)
+    assert int(((pairs["kind"] == "M+M") & (pairs["s01_au"] < 3000)).sum()) == 286

@@ -144,3 +144,27 @@ def test_binned_median_map(tmp_path):
     med, xe, ye, cnt = fig.mdslam_map
     assert med.shape == (10, 10) and len(xe) == 11 and cnt.sum() == 3000
     assert np.all(np.isnan(med[cnt < 5]))
+
+
+def test_add_isochrones_overlays_tables_and_keeps_the_star_limits(tmp_path):
+    from astropy.table import Table
+
+    bp_rp = rng.uniform(1.8, 3.2, 200)
+    mg = 3.2 * bp_rp + 2.2 + rng.normal(0, 0.3, 200)
+    fig = plots.hr_diagram(bp_rp, mg, rng.uniform(-0.5, 0.3, 200), data_label=LABEL, invert_x=False)
+    limits = (fig.axes[0].get_xlim(), fig.axes[0].get_ylim())
+    isos = []
+    for age, mh, off in ((1.0, 0.0, 0.0), (5.0, -0.5, 0.8)):
+        t = Table({"BP_RP": np.linspace(1.0, 4.5, 20), "teff": np.linspace(4200, 2600, 20)})
+        t["G"] = 3.2 * t["BP_RP"] + 2.2 + off
+        t.meta.update(AGE_GYR=age, MH=mh, SOURCE="PARSEC test")
+        isos.append(t)
+    out = plots.add_isochrones(fig, isos)
+    assert out is fig
+    labels = [ln.get_label() for ln in fig.axes[0].get_lines()]
+    assert labels == ["PARSEC 1.0 Gyr, [M/H] = +0.00", "PARSEC 5.0 Gyr, [M/H] = -0.50"]
+    assert (fig.axes[0].get_xlim(), fig.axes[0].get_ylim()) == limits   # isochrones do not rescale
+    assert fig.mdslam_data_label == f"{LABEL}; isochrones: PARSEC test"
+    assert f"data: {LABEL}; isochrones: PARSEC test" in _labels_on(fig)
+    fig.savefig(tmp_path / "fig.png", dpi=40)
+    assert (tmp_path / "fig.png").stat().st_size > 1000

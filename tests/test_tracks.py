@@ -44,3 +44,95 @@ def test_train_test_split_is_a_seeded_partition():
     assert (tr == tr2).all()
     with pytest.raises(ValueError):
         tracks.train_test_split(10, test_fraction=1.5)
+
+
+# --------------------------------------------------------------------------- #
+# cached models and CV labels (synthetic training sets: no mirror needed)
+# --------------------------------------------------------------------------- #
+def _toy_training_set(n=40, n_pix=12, seed=0, track="toy", int_ids=True):
+    """Spectra that are smooth functions of (teff, fe_h): SLAM can learn them."""
+    from astropy.table import Table
+
+    from mdslam import spectra
+
+    rng = np.random.default_rng(seed)
+    teff = rng.uniform(3200, 3900, n)
+    feh = rng.uniform(-0.5, 0.3, n)
+    wave = np.linspace(6000, 9000, n_pix)
+    t = (teff - 3500) / 300
+    flux = 1 + 0.1 * np.outer(t, np.sin(wave / 500)) + 0.05 * np.outer(feh, np.cos(wave / 700))
+    flux += rng.normal(0, 0.002, flux.shape)
+    ivar = np.full(flux.shape, 1 / 0.002**2)
+    ids = np.arange(1000, 1000 + n) if int_ids else np.array([f"s{i}" for i in range(n)])
+    sp = spectra.Spectra(wave, flux, ivar, np.zeros(flux.shape, bool),
+                         Table({"id": ids.astype(str), "snr": np.full(n, 100.0)}))
+    labels = Table({"id": ids, "teff": teff, "fe_h": feh, "snr": np.full(n, 100.0)})
+    labels["teff"].unit, labels["fe_h"].unit = "K", "dex"
+    return tracks.TrainingSet(sp, labels, ["teff", "fe_h"], track, f"toy N={n}")
+
+
+TOY_GRID = dict(C=(10.0,), epsilon=(0.05,), gamma=(0.3,))
+
+
+def test_model_key_depends_on_stars_grid_folds_and_seed():
+    ts = _toy_training_set()
+    k = tracks._model_key(ts, TOY_GRID, 5, 0)
+    assert k == tracks._model_key(ts, dict(TOY_GRID), 5, 0) and len(k) == 16
+    assert k != tracks._model_key(ts, TOY_GRID, 4, 0)
+    assert k != tracks._model_key(ts, TOY_GRID, 5, 1)
+    assert k != tracks._model_key(ts, dict(TOY_GRID, C=(1.0,)), 5, 0)
+    assert k != tracks._model_key(ts.subset(np.arange(39)), TOY_GRID, 5, 0)
+    # string ids (LAMOST track) hash too
+    assert len(tracks._model_key(_toy_training_set(int_ids=False), TOY_GRID, 5, 0)) == 16
+
+
+def test_cv_labels_are_cached_on_disk_and_reused(tmp_path, monkeypatch):
+    from mdslam import datasets
+    from mdslam.slam import SLAM
+
+    monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path))
+    ts = _toy_training_set()
+    cvt, model = tracks.cv_labels(ts, grid=TOY_GRID, cv=4, seed=3)
+    key = tracks._model_key(ts, TOY_GRID, 4, 3)
+    assert (tmp_path / "models" / f"toy_cv_{key}.fits").exists()
+    assert (tmp_path / "models" / f"toy_slam_{key}.npz").exists()
+    assert list(cvt["id"]) == list(ts.labels["id"])
+    # CV labels are out-of-fold: close to the truth but not the in-sample fit
+    insample = model.predict(ts.spectra.flux, ts.spectra.ivar)
+    assert np.median(np.abs(cvt["teff"] - cvt["teff_true"])) < 60.0
+    assert not np.allclose(np.asarray(cvt["teff"]), insample[:, 0])
+
+    # a second call reads the files: neither fitting nor cross-validation runs again
+    def boom(*a, **k):
+        raise AssertionError("recomputed instead of reading the cache")
+
+    monkeypatch.setattr(SLAM, "fit", boom)
+    monkeypatch.setattr(SLAM, "cv_predict", boom)
+    again, _ = tracks.cv_labels(ts, grid=TOY_GRID, cv=4, seed=3)
+    np.testing.assert_allclose(np.asarray(again["teff"]), np.asarray(cvt["teff"]))
+    assert np.isnan(np.asarray(again["e_teff_cv"])).all()  # NaN survives the FITS round trip unmasked
+
+
+def test_xp_slam_labels_use_cv_for_training_stars_and_predictions_otherwise(tmp_path, monkeypatch):
+    from mdslam import datasets
+
+    monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path))
+    every = _toy_training_set(n=60, track="xp")
+    every.labels["apogee_id"] = [f"2M{i:08d}" for i in range(60)]
+    every.labels["fe_h_err"] = np.full(60, 0.01)
+    train = every.subset(np.arange(0, 60, 2))  # the even stars are the training set
+    monkeypatch.setattr(tracks, "xp_mdwarfs", lambda **kw: every if kw.get("snr_min") == 0 else train)
+    lab, model, ts = tracks.xp_slam_labels(grid=TOY_GRID, cv=3, seed=0)
+    cvt, _, _ = tracks.xp_cv_labels(grid=TOY_GRID, cv=3, seed=0)
+    assert list(lab["id"]) == list(every.labels["id"])  # the order of the XP M dwarf table
+    assert list(lab["in_train"]) == [i % 2 == 0 for i in range(60)]
+    assert set(lab["label_source"][lab["in_train"]]) == {"cv"}
+    assert set(lab["label_source"][~lab["in_train"]]) == {"predicted"}
+    np.testing.assert_allclose(np.asarray(lab["teff"][lab["in_train"]]), np.asarray(cvt["teff"]))
+    pred = model.predict(every.spectra.flux[1::2], every.spectra.ivar[1::2])
+    np.testing.assert_allclose(np.asarray(lab["teff"][~lab["in_train"]]), pred[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(lab["teff_apogee"], every.labels["teff"])
+    assert list(lab["apogee_id"]) == list(every.labels["apogee_id"])
+    # the empirical error law a * SNR^b from the CV scatter fills e_<label>_cv for every row
+    # (30 CV stars, one SNR: the law cannot be fitted with >= 20 stars in 2 bins -> NaN)
+    assert lab.meta["N_CV"] == 30 and lab.meta["N_PRED"] == 30

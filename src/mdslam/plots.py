@@ -12,7 +12,9 @@ Figure types: :func:`one_to_one` (L21 Figs. 3-5, Q25 Figs. 6-8),
 :func:`cmd` (L21 Fig. 1, Q25 Fig. 1), :func:`cv_vs_snr` (L21 Fig. 2, Q25 Fig. 5),
 :func:`label_histograms` (Q25 Fig. 3), :func:`pixel_hyperparameters` (SLAM
 per-pixel C, epsilon, gamma and CV-MSE), :func:`histogram_gaussian` (L21 Figs. 7-9),
-:func:`hr_diagram` (L21 Fig. 6) and :func:`binned_median_map` (Q25 Figs. 10-11).
+:func:`hr_diagram` (L21 Fig. 6) and :func:`binned_median_map` (Q25 Figs. 10-11);
+:func:`add_isochrones` draws PARSEC isochrones (:mod:`mdslam.isochrones`) over a CMD or
+an HR diagram.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ __all__ = [
     "histogram_gaussian",
     "hr_diagram",
     "binned_median_map",
+    "add_isochrones",
+    "DEFAULT_ISOCHRONES",
+    "QIU2025_ISOCHRONES",
 ]
 
 Line = tuple[np.ndarray, np.ndarray, str]
@@ -513,3 +518,63 @@ def binned_median_map(x: np.ndarray, y: np.ndarray, z: np.ndarray, *, data_label
         ax.invert_yaxis()
     fig.mdslam_map = (med, xe, ye, cnt)
     return add_data_label(fig, data_label)
+
+
+# --------------------------------------------------------------------------- #
+#: (age in Gyr, [M/H]) of the isochrones drawn by default: PARSEC grid nodes.
+DEFAULT_ISOCHRONES: tuple[tuple[float, float], ...] = ((1.0, 0.0), (5.0, -0.5), (5.0, 0.25))
+#: Qiu 2025 Fig. 11: log(age/yr) = 9.5 at [M/H] = +0.3, 0, -0.3, -0.6 (read at the nearest
+#: PARSEC nodes +0.25, 0, -0.25, -0.5).
+QIU2025_ISOCHRONES: tuple[tuple[float, float], ...] = tuple((10 ** 0.5, m) for m in (0.3, 0.0, -0.3, -0.6))
+
+
+def add_isochrones(fig: Figure, isochrones: Sequence[Table | tuple[float, float]] | None = None, *,
+                   x: str = "BP_RP",
+                   y: str = "G", min_logg: float = 4.0, ax_index: int = 0,
+                   keep_limits: bool = True) -> Figure:
+    """Overlay PARSEC isochrones on the first axis of a CMD or HR diagram.
+
+    Parameters
+    ----------
+    fig : Figure
+        From :func:`cmd` or :func:`hr_diagram` (axes in absolute magnitude; the
+        isochrones are absolute magnitudes, so the stars must be too).
+    isochrones : sequence of Table or of (age_gyr, mh), optional
+        Tables from :func:`mdslam.isochrones.parsec_isochrone`, or (age in Gyr, [M/H])
+        pairs read with it (dwarf part, log g >= ``min_logg``); default
+        :data:`DEFAULT_ISOCHRONES` (1 Gyr at [M/H] = 0, 5 Gyr at -0.5 and +0.25).
+        :data:`QIU2025_ISOCHRONES` gives those of Q25 Fig. 11.
+    x, y : str
+        Isochrone columns for the axes: ``"BP_RP"`` or ``"teff"``; ``"G"``.
+    min_logg : float
+        Dwarf cut for the default isochrones.
+    ax_index : int
+        Which axis of ``fig`` to draw on (0: the diagram, not the colour bar).
+    keep_limits : bool
+        Keep the axis limits set by the stars.
+
+    Returns
+    -------
+    Figure
+        The same figure, with one line per isochrone in the legend and the data
+        label extended by the isochrones' source.
+    """
+    from mdslam.isochrones import parsec_isochrone
+
+    isochrones = [i if isinstance(i, Table) else parsec_isochrone(i[0], i[1], min_logg=min_logg)
+                  for i in (DEFAULT_ISOCHRONES if isochrones is None else isochrones)]
+    ax = fig.axes[ax_index]
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    styles = ("-", "--", ":", "-.")
+    for k, iso in enumerate(isochrones):
+        lab = (f"PARSEC {iso.meta.get('AGE_GYR', np.nan):.1f} Gyr, "
+               f"[M/H] = {iso.meta.get('MH', np.nan):+.2f}")
+        ax.plot(np.asarray(iso[x], float), np.asarray(iso[y], float), color="k" if k == 0 else f"C{k + 2}",
+                ls=styles[k % len(styles)], lw=1.3, label=lab)
+    if keep_limits:
+        ax.set_xlim(xlim)
+        ax.set_ylim(ylim)
+    ax.legend(fontsize=7, loc="upper right", markerscale=4)
+    src = next((str(i.meta["SOURCE"]) for i in isochrones if "SOURCE" in i.meta), "PARSEC")
+    base = getattr(fig, "mdslam_data_label", "")
+    return add_data_label(fig, f"{base}; isochrones: {src}" if base else f"isochrones: {src}")

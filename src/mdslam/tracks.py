@@ -1,10 +1,17 @@
-"""The data tracks' training sets: which stars, which labels, which split.
+"""The data tracks' training sets: which stars, which labels, which split, which model.
 
 One place for what several chapters need: the real Gaia XP M dwarfs with
 APOGEE DR17 labels (track ``"xp"``), the 54 real LAMOST DR7 spectra with
 literature labels (track ``"lamost"``), the quality cuts applied to their
 labels, and a seeded train/test split. Every function returns the data and a
 short provenance string for figure captions.
+
+The SLAM model of a track (:func:`slam_model`) and the k-fold cross-validated
+labels of its training stars (:func:`cv_labels`) are cached on disk in
+``datasets.cache_dir()/models``, keyed by the training stars, labels, grid,
+folds and seed, so the chapters share one training and one CV run.
+:func:`xp_slam_labels` gives every XP M dwarf a label that is never in-sample:
+CV for training stars, a prediction for the others.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from astropy.table import Table
 
 from . import datasets, preprocess, selection, spectra
 
-__all__ = ["TrainingSet", "xp_mdwarfs", "lamost_dr7", "train_test_split", "LAMOST_GRID"]
+__all__ = ["TrainingSet", "xp_mdwarfs", "lamost_dr7", "train_test_split", "LAMOST_GRID", "BOOK_GRID",
+           "slam_model", "cv_labels", "xp_slam_model", "xp_cv_labels", "xp_slam_labels"]
 
 #: The common LAMOST grid of the issue: 1596 log-lambda pixels, 6147-8888 A.
 LAMOST_GRID = dict(start=6147.0, stop=8888.0, n=1596)
@@ -195,32 +203,46 @@ def train_test_split(n: int, test_fraction: float = 0.25, seed: int = 42) -> tup
 BOOK_GRID = dict(C=(1.0, 10.0), epsilon=(0.03, 0.1), gamma=(0.1, 0.3, 1.0))
 
 
-def xp_slam_model(ts: TrainingSet | None = None, grid: dict | None = None, cv: int = 5, seed: int = 0,
-                  cache: bool = True, **track_kwargs):
-    """A SLAM model trained on the XP track (``ts`` or :func:`xp_mdwarfs`), cached on disk.
+def _models_dir():
+    """``datasets.cache_dir()/models``; silences tqdm's IProgress warning that importing pooch
+    raises in a Jupyter kernel without ipywidgets (the chapters' kernels)."""
+    import warnings
 
-    The model file is keyed by the training stars, the grid, ``cv`` and ``seed``
-    and kept in ``datasets.cache_dir()/models`` (``cache=False`` retrains), so
-    the chapters that need the same model train it once.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        return datasets.cache_dir() / "models"
 
-    Returns
-    -------
-    (SLAM, TrainingSet)
-    """
+
+def _model_key(ts: TrainingSet, grid: dict, cv: int, seed: int) -> str:
+    """Cache key of a model: training stars, labels, grid, folds and seed (16 hex digits)."""
     import hashlib
     import json
 
+    ids = [int(i) if isinstance(i, (int, np.integer)) else str(i) for i in ts.labels["id"]]
+    return hashlib.sha256(json.dumps({"ids": ids, "labels": ts.label_names,
+                                      "grid": {k: list(map(float, v)) for k, v in grid.items()},
+                                      "cv": cv, "seed": seed}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def slam_model(ts: TrainingSet, grid: dict | None = None, cv: int = 5, seed: int = 0, cache: bool = True):
+    """A SLAM model trained on the training set ``ts`` of any track, cached on disk.
+
+    The model file ``<track>_slam_<key>.npz`` is keyed by the training stars, the
+    labels, the grid (default :data:`BOOK_GRID`), ``cv`` and ``seed`` and kept in
+    ``datasets.cache_dir()/models`` (``cache=False`` retrains), so the chapters
+    that need the same model train it once.
+
+    Returns
+    -------
+    SLAM
+    """
     from .slam import SLAM
 
-    ts = ts if ts is not None else xp_mdwarfs(**track_kwargs)
     grid = dict(grid or BOOK_GRID)
-    key = hashlib.sha256(json.dumps({"ids": [int(i) for i in ts.labels["id"]], "labels": ts.label_names,
-                                     "grid": {k: list(map(float, v)) for k, v in grid.items()},
-                                     "cv": cv, "seed": seed}, sort_keys=True).encode()).hexdigest()[:16]
-    path = datasets.cache_dir() / "models" / f"xp_slam_{key}.npz"
+    path = _models_dir() / f"{ts.track}_slam_{_model_key(ts, grid, cv, seed)}.npz"
     if cache and path.exists():
         try:
-            return SLAM.load(path), ts
+            return SLAM.load(path)
         except Exception:  # a stale or corrupted cache entry: retrain
             pass
     model = SLAM(cv=cv, random_state=seed, **grid).fit(
@@ -232,4 +254,171 @@ def xp_slam_model(ts: TrainingSet | None = None, grid: dict | None = None, cv: i
             model.save(path)
         except Exception:  # the model file format may not be available: keep going uncached
             pass
-    return model, ts
+    return model
+
+
+def cv_labels(ts: TrainingSet, grid: dict | None = None, cv: int = 5, seed: int = 0,
+              nested: bool = False, cache: bool = True):
+    """k-fold cross-validated SLAM labels of the training set ``ts``, cached on disk.
+
+    Every training star is labelled by a model fitted without its fold
+    (:meth:`mdslam.slam.SLAM.cv_predict`), never in-sample. The table is kept
+    as FITS in ``datasets.cache_dir()/models/<track>_cv_<key>[_nested].fits``
+    with the key of :func:`slam_model` (training stars, labels, grid, ``cv``,
+    ``seed``), so every chapter computes it once; ``cache=False`` recomputes.
+
+    Parameters
+    ----------
+    ts : TrainingSet
+    grid, cv, seed : as for :func:`slam_model`.
+    nested : bool
+        Rerun the hyperparameter search inside each fold (k times slower).
+
+    Returns
+    -------
+    (Table, SLAM)
+        The CV table (one row per training star, input order: ``id``, ``snr``,
+        labels, ``e_<label>``, ``e_<label>_cv``, fit diagnostics, ``flag`` and
+        ``<label>_true``) and the model fitted on all training stars.
+    """
+    model = slam_model(ts, grid=grid, cv=cv, seed=seed, cache=cache)
+    key = _model_key(ts, dict(grid or BOOK_GRID), cv, seed)
+    path = _models_dir() / f"{ts.track}_cv_{key}{'_nested' if nested else ''}.fits"
+    ids = np.asarray(ts.labels["id"])
+    if cache and path.exists():
+        try:
+            t = _unmask(Table.read(path))
+            if len(t) == len(ts) and np.array_equal(np.asarray(t["id"]).astype(ids.dtype), ids):
+                return t, model
+        except Exception:  # unreadable cache entry: recompute
+            pass
+    t = model.cv_predict(ts.spectra.flux, ts.y, ts.spectra.ivar, snr=ts.snr, ids=ids, nested=nested)
+    t.meta["TRACK"], t.meta["CV"], t.meta["SEED"], t.meta["NESTED"] = ts.track, cv, seed, bool(nested)
+    if cache:
+        import warnings
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():  # 'dex' is no FITS unit: the cache does not need it
+                warnings.simplefilter("ignore")
+                t.write(path, overwrite=True)
+        except OSError:  # read-only cache: keep going uncached
+            pass
+    return t, model
+
+
+def _unmask(t: Table) -> Table:
+    """Float columns read back from FITS with NaN masked: plain arrays with NaN again."""
+    for name in t.colnames:
+        col = t[name]
+        if getattr(col, "mask", None) is not None and col.dtype.kind == "f":
+            t[name] = np.asarray(col.filled(np.nan))
+            t[name].unit, t[name].description = col.unit, col.description
+    return t
+
+
+def xp_slam_model(ts: TrainingSet | None = None, grid: dict | None = None, cv: int = 5, seed: int = 0,
+                  cache: bool = True, **track_kwargs):
+    """:func:`slam_model` on the XP track (``ts`` or :func:`xp_mdwarfs` with ``track_kwargs``).
+
+    Returns
+    -------
+    (SLAM, TrainingSet)
+    """
+    ts = ts if ts is not None else xp_mdwarfs(**track_kwargs)
+    return slam_model(ts, grid=grid, cv=cv, seed=seed, cache=cache), ts
+
+
+def xp_cv_labels(ts: TrainingSet | None = None, grid: dict | None = None, cv: int = 5, seed: int = 0,
+                 nested: bool = False, cache: bool = True, **track_kwargs):
+    """:func:`cv_labels` on the XP track: the k-fold CV labels of the XP training stars, cached.
+
+    Parameters
+    ----------
+    ts, grid, cv, seed, nested, cache
+        As for :func:`cv_labels`; without ``ts`` the training set is
+        :func:`xp_mdwarfs` with ``track_kwargs`` (e.g. ``snr_min``).
+
+    Returns
+    -------
+    (Table, SLAM, TrainingSet)
+    """
+    ts = ts if ts is not None else xp_mdwarfs(**track_kwargs)
+    t, model = cv_labels(ts, grid=grid, cv=cv, seed=seed, nested=nested, cache=cache)
+    return t, model, ts
+
+
+def xp_slam_labels(grid: dict | None = None, cv: int = 5, seed: int = 0, n_max: int | None = None,
+                   draw_seed: int | None = None, cache: bool = True, **track_kwargs):
+    """SLAM labels of every XP M dwarf: CV labels for training stars, predictions for the rest.
+
+    The XP M dwarfs are :func:`xp_mdwarfs` without label, [Fe/H] or SNR cuts
+    (``teff < 4000``, ``logg > 4``, one row per Gaia source). Stars in the
+    training set (``track_kwargs``, e.g. ``snr_min``) take their k-fold CV
+    label from :func:`xp_cv_labels`; the others are predicted by the model
+    fitted on the whole training set. No star carries an in-sample label.
+
+    Parameters
+    ----------
+    grid, cv, seed, cache, **track_kwargs
+        As for :func:`xp_cv_labels`.
+    n_max, draw_seed : int, optional
+        Label at most ``n_max`` XP M dwarfs, drawn at random with ``draw_seed``
+        (default ``seed``); the CV labels are those of the full training set.
+
+    Returns
+    -------
+    (Table, SLAM, TrainingSet)
+        One row per labelled star: ``id`` (Gaia EDR3 source_id), ``apogee_id``,
+        ``snr``, SLAM labels with ``e_<label>`` (formal) and ``e_<label>_cv``
+        (empirical law, if the model has one), ``flag``, ``label_source``
+        (``"cv"`` or ``"predicted"``), ``in_train``, the APOGEE DR17 labels as
+        ``<label>_apogee`` and the photometry of :func:`xp_mdwarfs`; then the
+        model and the training set.
+    """
+    from astropy.table import vstack
+
+    cvt, model, ts = xp_cv_labels(grid=grid, cv=cv, seed=seed, cache=cache, **track_kwargs)
+    names = list(ts.label_names)
+    if getattr(model, "error_law_", None) is None:  # the empirical law a * SNR**b from the CV labels
+        try:
+            model.fit_error_law(cvt["snr"], np.column_stack([cvt[f"{n}_true"] for n in names]),
+                                np.column_stack([cvt[n] for n in names]))
+        except ValueError:  # too few stars per SNR bin: e_<label>_cv stays NaN
+            pass
+    allx = xp_mdwarfs(label_cuts=False, require_feh=False, snr_min=0, label_names=tuple(names))
+    if n_max is not None and len(allx) > n_max:
+        rng = np.random.default_rng(seed if draw_seed is None else draw_seed)
+        allx = allx.subset(np.sort(rng.choice(len(allx), int(n_max), replace=False)))
+    ids = np.asarray(allx.labels["id"], np.int64)
+    in_train = np.isin(ids, np.asarray(ts.labels["id"], np.int64))
+    pred = model.predict_table(allx.spectra.flux[~in_train], allx.spectra.ivar[~in_train],
+                               snr=allx.snr[~in_train], ids=ids[~in_train])
+    cvsub = cvt[np.isin(np.asarray(cvt["id"], np.int64), ids)]
+    keep = [c for c in pred.colnames if c in cvsub.colnames]
+    lab = vstack([cvsub[keep], pred[keep]], metadata_conflicts="silent")
+    lab["label_source"] = np.array(["cv"] * len(cvsub) + ["predicted"] * len(pred))
+    row = {int(i): k for k, i in enumerate(np.asarray(lab["id"], np.int64))}
+    lab = lab[[row[int(i)] for i in ids]]          # the order of the XP M dwarf table
+    out = Table(lab, copy=True)
+    law = getattr(model, "error_law_", None)
+    if law is not None:  # CV rows were labelled before the law existed: one law for every row
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for li, name in enumerate(names):
+                out[f"e_{name}_cv"] = law["a"][li] * np.asarray(out["snr"], float) ** law["b"][li]
+                out[f"e_{name}_cv"].unit = out[name].unit
+                out[f"e_{name}_cv"].description = "empirical: a * SNR**b fitted to the CV scatter (Qiu eqs. 6-8)"
+    out["in_train"] = in_train
+    ref = allx.labels
+    out.add_column(ref["apogee_id"], index=1, name="apogee_id")
+    for name in names:
+        out[f"{name}_apogee"] = np.asarray(ref[name], float)
+        if f"{name}_err" in ref.colnames:
+            out[f"{name}_err_apogee"] = np.asarray(ref[f"{name}_err"], float)
+    for col in ref.colnames:
+        if col.startswith("gaiaedr3_phot") or col in ("j", "h", "k"):
+            out[col] = ref[col]
+    out.meta["TRACK"] = "xp"
+    out.meta["N_CV"], out.meta["N_PRED"] = int(in_train.sum()), int((~in_train).sum())
+    return out, model, ts
+

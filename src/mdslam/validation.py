@@ -333,8 +333,13 @@ def pair_statistics(x1: np.ndarray, err1: np.ndarray, x2: np.ndarray, err2: np.n
 # --------------------------------------------------------------------------- #
 # open clusters (Li 2021 Table 3)
 # --------------------------------------------------------------------------- #
+def _cluster_key(name: str) -> str:
+    """'Melotte_22', ' melotte 22 ' -> 'MELOTTE 22' (OCCAM member and cluster tables differ)."""
+    return " ".join(str(name).replace("_", " ").split()).upper()
+
+
 def cluster_statistics(cluster: np.ndarray, feh: np.ndarray, feh_lit: np.ndarray,
-                       min_n: int = 1) -> Table:
+                       min_n: int = 1, cluster_values: dict[str, float] | None = None) -> Table:
     """Per-cluster mean +- std of a metallicity and of its literature value (L21 Table 3 layout).
 
     Parameters
@@ -347,12 +352,18 @@ def cluster_statistics(cluster: np.ndarray, feh: np.ndarray, feh_lit: np.ndarray
         Literature metallicity of the same stars (e.g. OCCAM ASPCAP [Fe/H]), dex.
     min_n : int
         Keep clusters with at least this many stars with finite ``feh`` and ``feh_lit``.
+    cluster_values : dict, optional
+        ``{cluster name: literature cluster [Fe/H]}`` (e.g. the OCCAM cluster table);
+        names match whatever their spaces, underscores and case. Adds ``cluster_lit``
+        (NaN for clusters not in the mapping) and ``mean_minus_cluster``
+        (``mean - cluster_lit``).
 
     Returns
     -------
     Table
         Sorted by cluster name; columns ``cluster``, ``n``, ``mean``, ``std``,
-        ``mean_lit``, ``std_lit``, ``mean_diff``, ``std_diff`` (of ``feh - feh_lit``).
+        ``mean_lit``, ``std_lit``, ``mean_diff``, ``std_diff`` (of ``feh - feh_lit``),
+        plus ``cluster_lit`` and ``mean_minus_cluster`` with ``cluster_values``.
         Standard deviations use ddof=0 and are NaN for a single star (L21 prints
         no error there).
     """
@@ -375,5 +386,11 @@ def cluster_statistics(cluster: np.ndarray, feh: np.ndarray, feh_lit: np.ndarray
                      float(np.mean(d)), sd(d)))
     names_out = ("cluster", "n", "mean", "std", "mean_lit", "std_lit", "mean_diff", "std_diff")
     if not rows:
-        return Table(names=names_out, dtype=(str, int, float, float, float, float, float, float))
-    return Table(rows=rows, names=names_out)
+        out = Table(names=names_out, dtype=(str, int, float, float, float, float, float, float))
+    else:
+        out = Table(rows=rows, names=names_out)
+    if cluster_values is not None:
+        lit = {_cluster_key(k): float(v) for k, v in cluster_values.items()}
+        out["cluster_lit"] = np.array([lit.get(_cluster_key(c), np.nan) for c in out["cluster"]], float)
+        out["mean_minus_cluster"] = np.asarray(out["mean"], float) - out["cluster_lit"]
+    return out

@@ -1,0 +1,199 @@
+"""The label catalogue: build it from SLAM predictions, write it as FITS, describe its columns.
+
+One FITS binary table per catalogue (Li 2021 Tables 2 and 4, Qiu 2025 Table 4): identifiers,
+the SLAM labels with their formal and empirical uncertainties, fit diagnostics and flags.
+Every column carries its unit (``TUNITn``, also for ``dex``, which astropy would drop) and a
+one-line description (``TCOMMn``), so the file documents itself; :func:`describe_columns`
+turns the same metadata into the table the book prints.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+__all__ = ["LABEL_COLUMNS", "build_catalogue", "write_catalogue", "read_catalogue", "describe_columns"]
+
+#: SLAM label name -> (catalogue column, unit, what it is).
+LABEL_COLUMNS: dict[str, tuple[str, str, str]] = {
+    "teff": ("TEFF", "K", "effective temperature"),
+    "logg": ("LOGG", "dex", "surface gravity log10(g / cm s^-2)"),
+    "fe_h": ("FE_H", "dex", "iron abundance [Fe/H]"),
+    "m_h": ("M_H", "dex", "metallicity [M/H]"),
+}
+
+
+def build_catalogue(pred: Table, identifiers: Mapping[str, tuple[Sequence, str]], *,
+                    training_labels: str, cv: Table | None = None,
+                    in_train: Sequence[bool] | None = None, track: str = "") -> Table:
+    """Catalogue columns from a :meth:`mdslam.slam.SLAM.predict_table` output.
+
+    Parameters
+    ----------
+    pred : Table
+        One row per spectrum: ``snr``, the labels, ``e_<label>`` (formal),
+        ``e_<label>_cv`` (empirical ``a * SNR**b``), ``chi2``, ``rchi2``,
+        ``n_good_pixels``, ``converged``, ``flag``; labels named in ``pred.meta["LABELS"]``
+        (comma separated) or found among :data:`LABEL_COLUMNS`.
+    identifiers : mapping
+        ``{column name: (values, description)}``, written first (e.g. Gaia source_id).
+    training_labels : str
+        What the model was trained on, for the label descriptions (e.g. "APOGEE DR17").
+    cv : Table, optional
+        Cross-validated labels of the training stars (``id`` and label columns), matched
+        to ``pred["id"]``; with ``in_train`` they fill ``<LABEL>_CV`` (NaN for stars
+        outside the training set).
+    in_train : (n,) bool, optional
+        Which rows were training stars (``IN_TRAIN`` column).
+    track : str
+        Written to ``meta["TRACK"]``.
+
+    Returns
+    -------
+    Table
+        With ``unit`` and ``description`` set on every column.
+    """
+    names = [n for n in str(pred.meta.get("LABELS", "")).split(",") if n] or \
+        [n for n in LABEL_COLUMNS if n in pred.colnames]
+    out = Table()
+    for col, (values, desc) in identifiers.items():
+        out[col] = np.asarray(values)
+        out[col].description = desc
+    out["SNR"] = np.asarray(pred["snr"], float)
+    out["SNR"].description = "spectral SNR, median flux * sqrt(ivar) over good pixels"
+    for n in names:
+        col, unit, what = LABEL_COLUMNS.get(n, (n.upper(), str(pred[n].unit or ""), n))
+        out[col] = np.asarray(pred[n], float)
+        out[col].unit, out[col].description = unit or None, f"SLAM {what} (maximum likelihood; trained on {training_labels})"
+        out[f"{col}_ERR"] = np.asarray(pred[f"e_{n}"], float)
+        out[f"{col}_ERR"].unit = unit or None
+        out[f"{col}_ERR"].description = "formal uncertainty sqrt(diag((J^T W J)^-1))"
+        if f"e_{n}_cv" in pred.colnames:
+            out[f"{col}_ERR_CV"] = np.asarray(pred[f"e_{n}_cv"], float)
+            out[f"{col}_ERR_CV"].unit = unit or None
+            out[f"{col}_ERR_CV"].description = "empirical uncertainty a * SNR^b fitted to the CV scatter (Qiu eqs. 6-8)"
+    if in_train is not None:
+        in_train = np.asarray(in_train, bool)
+        out["IN_TRAIN"] = in_train
+        out["IN_TRAIN"].description = "star is in the training set (its CV labels are in <LABEL>_CV)"
+        if cv is not None:
+            row = {v: i for i, v in enumerate(np.asarray(cv["id"]).tolist())}
+            ids = np.asarray(pred["id"]).tolist()
+            idx = np.array([row.get(v, -1) for v in ids])
+            for n in names:
+                col, unit, what = LABEL_COLUMNS.get(n, (n.upper(), str(pred[n].unit or ""), n))
+                vals = np.where(idx >= 0, np.asarray(cv[n], float)[np.maximum(idx, 0)], np.nan)
+                out[f"{col}_CV"] = np.where(in_train, vals, np.nan)
+                out[f"{col}_CV"].unit = unit or None
+                out[f"{col}_CV"].description = (f"k-fold cross-validated SLAM {what} (training stars only: "
+                                                "predicted by a model fitted without the star)")
+    for c, desc in (("chi2", "chi^2 of the best fit"),
+                    ("rchi2", "chi^2 / (N_GOOD_PIXELS - number of labels)"),
+                    ("n_good_pixels", "pixels used in the fit"),
+                    ("converged", "Levenberg-Marquardt converged"),
+                    ("flag", "bit flags: " + str(pred["flag"].description or ""))):
+        if c in pred.colnames:
+            out[c.upper()] = np.asarray(pred[c])
+            out[c.upper()].description = desc
+    out.meta["TRACK"] = track
+    out.meta["LABELS"] = ",".join(names)
+    return out
+
+
+def write_catalogue(table: Table, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Write ``table`` as a FITS binary table with every column's unit and description.
+
+    Units go to ``TUNITn`` as strings, including those FITS does not define
+    (``dex``); descriptions go to ``TCOMMn`` and, shortened, to the comment of
+    ``TTYPEn``. String metadata of ``table.meta`` with keys of at most 8
+    characters go to the primary header.
+
+    Parameters
+    ----------
+    table : Table
+    path : path-like
+    overwrite : bool
+
+    Returns
+    -------
+    Path of the written file.
+    """
+    path = Path(path)
+    plain = Table(table, copy=True)
+    for c in plain.colnames:
+        plain[c].unit = None
+        plain[c].description = None
+    plain.meta = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hdu = fits.table_to_hdu(plain)
+    for i, c in enumerate(table.colnames, start=1):
+        unit = table[c].unit
+        if unit is not None and str(unit):
+            hdu.header[f"TUNIT{i}"] = unit.to_string() if hasattr(unit, "to_string") else str(unit)
+        desc = table[c].description
+        if desc:
+            hdu.header.comments[f"TTYPE{i}"] = desc[:47]
+            hdu.header[f"TCOMM{i}"] = desc
+    hdu.name = "CATALOGUE"
+    primary = fits.PrimaryHDU()
+    from . import __version__
+
+    primary.header["CREATOR"] = (f"mdslam {__version__}", "software that wrote this file")
+    for k, v in table.meta.items():
+        if isinstance(k, str) and len(k) <= 8 and isinstance(v, (str, int, float, bool, np.integer, np.floating)):
+            primary.header[k.upper()] = v
+    fits.HDUList([primary, hdu]).writeto(path, overwrite=overwrite)
+    return path
+
+
+def read_catalogue(path: str | os.PathLike) -> Table:
+    """Read a catalogue written by :func:`write_catalogue`, units and descriptions restored."""
+    import astropy.units as u
+
+    with fits.open(path) as hdul:
+        hdu = hdul["CATALOGUE"] if "CATALOGUE" in hdul else hdul[1]
+        header = hdu.header.copy()
+        meta = {k: hdul[0].header[k] for k in hdul[0].header if k not in ("SIMPLE", "BITPIX", "NAXIS", "EXTEND")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = Table.read(hdu, unit_parse_strict="silent")
+    for i, c in enumerate(t.colnames, start=1):
+        unit = header.get(f"TUNIT{i}")
+        t[c].unit = u.Unit(unit, parse_strict="silent") if unit else None
+        t[c].description = header.get(f"TCOMM{i}")
+    t.meta.update(meta)
+    return t
+
+
+def describe_columns(table: Table) -> Table:
+    """One row per column: name, unit, type, description and the count of finite values.
+
+    Parameters
+    ----------
+    table : Table
+        A catalogue (e.g. from :func:`build_catalogue` or :func:`read_catalogue`).
+
+    Returns
+    -------
+    Table
+        Columns ``column``, ``unit``, ``type``, ``n_valid``, ``description`` (for the book).
+    """
+    rows = []
+    for c in table.colnames:
+        col = table[c]
+        kind = np.asarray(col).dtype
+        if kind.kind == "f":
+            n_valid = int(np.isfinite(np.asarray(col, float)).sum())
+        else:
+            n_valid = len(col) - int(np.sum(getattr(col, "mask", False)))
+        rows.append((c, str(col.unit or ""), kind.name if kind.kind != "U" else "str", n_valid,
+                     str(col.description or "")))
+    return Table(rows=rows, names=("column", "unit", "type", "n_valid", "description"),
+                 dtype=(str, str, str, int, str))

@@ -1,0 +1,89 @@
+"""The FITS catalogue: columns from SLAM predictions, units and descriptions in the header."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from mdslam import catalogue
+
+
+@pytest.fixture
+def pred():
+    """A predict_table-like output for 4 stars with labels teff, logg, fe_h."""
+    t = Table()
+    t["id"] = np.array([11, 12, 13, 14], dtype=np.int64)
+    t["snr"] = [20.0, 50.0, 100.0, 8.0]
+    for name, unit, vals in (("teff", "K", [3500.0, 3600.0, 3700.0, 3300.0]),
+                             ("logg", "dex", [4.8, 4.7, 4.6, 5.0]),
+                             ("fe_h", "dex", [-0.1, 0.0, 0.2, np.nan])):
+        t[name] = vals
+        t[name].unit = unit
+        t[f"e_{name}"] = np.full(4, 0.01)
+        t[f"e_{name}_cv"] = np.full(4, 0.1)
+    t["chi2"] = [300.0, 320.0, 340.0, np.nan]
+    t["rchi2"] = t["chi2"] / 340
+    t["n_good_pixels"] = [343, 343, 343, 0]
+    t["converged"] = [True, True, True, False]
+    t["flag"] = np.array([0, 0, 32, 1], dtype=np.int32)
+    t["flag"].description = "1: failed; 32: logg outside the domain"
+    t.meta["LABELS"] = "teff,logg,fe_h"
+    return t
+
+
+def _build(pred):
+    cv = Table({"id": np.array([12, 13], dtype=np.int64), "teff": [3610.0, 3690.0],
+                "logg": [4.71, 4.62], "fe_h": [0.05, 0.15]})
+    return catalogue.build_catalogue(
+        pred, {"SOURCE_ID": (pred["id"], "Gaia EDR3 source_id"),
+               "APOGEE_ID": (["2M1", "2M2", "2M3", "2M4"], "APOGEE DR17 APOGEE_ID")},
+        training_labels="APOGEE DR17", cv=cv, in_train=[False, True, True, False], track="xp")
+
+
+def test_build_catalogue_names_columns_after_the_papers(pred):
+    cat = _build(pred)
+    assert cat.colnames[:3] == ["SOURCE_ID", "APOGEE_ID", "SNR"]
+    for col in ("TEFF", "TEFF_ERR", "TEFF_ERR_CV", "LOGG", "FE_H", "FE_H_ERR_CV", "IN_TRAIN",
+                "TEFF_CV", "FE_H_CV", "CHI2", "RCHI2", "N_GOOD_PIXELS", "CONVERGED", "FLAG"):
+        assert col in cat.colnames, col
+    assert str(cat["TEFF"].unit) == "K" and str(cat["FE_H"].unit) == "dex"
+    assert "APOGEE DR17" in cat["TEFF"].description
+    # CV labels only for training stars, matched by id (star 12 -> 3610 K, star 13 -> 3690 K)
+    np.testing.assert_array_equal(np.isnan(cat["TEFF_CV"]), [True, False, False, True])
+    np.testing.assert_allclose(np.asarray(cat["TEFF_CV"])[1:3], [3610.0, 3690.0])
+    np.testing.assert_allclose(np.asarray(cat["TEFF"]), pred["teff"])
+    assert cat.meta["TRACK"] == "xp" and cat.meta["LABELS"] == "teff,logg,fe_h"
+    assert all(cat[c].description for c in cat.colnames)
+
+
+def test_write_catalogue_keeps_units_and_descriptions_in_the_header(pred, tmp_path):
+    cat = _build(pred)
+    path = catalogue.write_catalogue(cat, tmp_path / "cat.fits")
+    with fits.open(path) as hdul:
+        assert hdul[0].header["TRACK"] == "xp" and hdul[0].header["CREATOR"].startswith("mdslam")
+        h = hdul["CATALOGUE"].header
+        i_feh = cat.colnames.index("FE_H") + 1
+        i_teff = cat.colnames.index("TEFF") + 1
+        assert h[f"TTYPE{i_feh}"] == "FE_H"
+        assert h[f"TUNIT{i_feh}"] == "dex"   # kept although FITS does not define dex
+        assert h[f"TUNIT{i_teff}"] == "K"
+        assert h[f"TCOMM{i_feh}"] == cat["FE_H"].description
+        assert len(hdul["CATALOGUE"].data) == 4
+    back = catalogue.read_catalogue(path)
+    assert back.colnames == cat.colnames
+    assert str(back["FE_H"].unit) == "dex" and str(back["TEFF"].unit) == "K"
+    assert back["FLAG"].description == cat["FLAG"].description
+    np.testing.assert_array_equal(np.asarray(back["SOURCE_ID"]), [11, 12, 13, 14])
+    np.testing.assert_allclose(np.asarray(back["TEFF_CV"]), np.asarray(cat["TEFF_CV"]), equal_nan=True)
+    assert back.meta["TRACK"] == "xp"
+
+
+def test_describe_columns_counts_valid_values(pred):
+    cat = _build(pred)
+    d = catalogue.describe_columns(cat)
+    assert list(d["column"]) == cat.colnames
+    row = {r["column"]: r for r in d}
+    assert row["FE_H"]["unit"] == "dex" and row["FE_H"]["n_valid"] == 3      # one NaN of 4
+    assert row["TEFF_CV"]["n_valid"] == 2                                      # two training stars
+    assert row["APOGEE_ID"]["type"] == "str" and row["APOGEE_ID"]["n_valid"] == 4
+    assert row["SOURCE_ID"]["description"] == "Gaia EDR3 source_id"
