@@ -22,6 +22,9 @@ $(BIN)/mdslam: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# MIST bolometric corrections for the isochrones (datasets: mist_bolometric_corrections):
+	# only this package's data file is read, so not its heavy dependencies (numba, dynesty, ...)
+	$(BIN)/python -m pip install --quiet --no-deps "astrolachesis==1.0.9"
 	touch $@
 
 install: $(BIN)/mdslam
