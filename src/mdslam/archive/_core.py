@@ -52,6 +52,7 @@ ENV = {
     "MDSLAM_SAS_URL": "SDSS Science Archive Server root (the '.../sas' directory)",
     "MDSLAM_LAMOST_URL": "LAMOST data release site root",
     "MDSLAM_PAPERDATA_URL": "China-VO paper data root (the Li et al. 2021 catalogue)",
+    "MDSLAM_ZENODO_URL": "Zenodo root (the El-Badry et al. 2021 wide-binary catalogue)",
     "MDSLAM_ARCHIVE_TIMEOUT": "seconds without data before a request is abandoned (default 120)",
     "MDSLAM_ARCHIVE_RETRIES": "attempts per request, including the first (default 4)",
     "MDSLAM_ARCHIVE_BACKOFF": "seconds before the first retry, doubled each time (default 2)",
@@ -66,6 +67,7 @@ DEFAULT_URLS = {
     "sas": "https://data.sdss.org/sas",
     "lamost": "https://www.lamost.org",
     "paperdata": "http://paperdata.china-vo.org",
+    "zenodo": "https://zenodo.org",
 }
 _URL_ENV = {
     "gaia_tap": "MDSLAM_GAIA_TAP_URL",
@@ -74,6 +76,7 @@ _URL_ENV = {
     "sas": "MDSLAM_SAS_URL",
     "lamost": "MDSLAM_LAMOST_URL",
     "paperdata": "MDSLAM_PAPERDATA_URL",
+    "zenodo": "MDSLAM_ZENODO_URL",
 }
 
 
