@@ -46,6 +46,44 @@ def _add_data(sub) -> None:
     p.set_defaults(func=_cmd_data)
 
 
+def _cmd_archive(args: argparse.Namespace) -> int:
+    from . import datasets
+    from .archive import inputs
+
+    if args.action == "list":
+        for ch, items in inputs.CHAPTER_INPUTS.items():
+            names = dict.fromkeys(f"{n}({', '.join(f'{k}={v!r}' for k, v in kw.items())})" for n, kw in items)
+            print(f"chapter {ch}: {', '.join(names)}")
+        return 0
+    if not args.items:
+        print("error: give chapter numbers (01..08) or input names; see 'mdslam archive list'", file=sys.stderr)
+        return 2
+    todo: list[tuple[str, dict]] = []
+    for item in args.items:
+        todo.extend(inputs.CHAPTER_INPUTS.get(item.zfill(2), [(item, {})]))
+    status = 0
+    for name, kw in dict.fromkeys((n, tuple(sorted(k.items()))) for n, k in todo):
+        try:
+            result = inputs.fetch(name, n_max=args.n_max, seed=args.seed, **dict(kw))
+        except (ValueError, datasets.DatasetError) as exc:
+            print(f"error: {name}: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"{name}: {inputs.summary(result)}")
+    return status
+
+
+def _add_archive(sub) -> None:
+    p = sub.add_parser("archive", help="download the archive-mode inputs of chapters into the cache",
+                       description="Run mdslam.archive.inputs functions (by chapter number or by name) so "
+                                   "that 'mdslam book -p data_mode archive' later reads from the cache.")
+    p.add_argument("action", choices=["list", "fetch"])
+    p.add_argument("items", nargs="*", default=[], help="chapter numbers (01..08) or input names")
+    p.add_argument("--n-max", type=int, default=None, help="cap each sample before downloading (seeded draw)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the --n-max draw")
+    p.set_defaults(func=_cmd_archive)
+
+
 # ----------------------------------------------------------------------------- book
 def _cmd_book(args: argparse.Namespace) -> int:
     from . import book
@@ -186,34 +224,75 @@ def _add_train(sub) -> None:
 
 # ----------------------------------------------------------------------------- predict
 def _cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
+    from . import batch
 
-    from . import slam, slam_io
-
-    model = slam.SLAM.load(args.model)
-    model.set_params(verbose=True, low_snr=args.low_snr)
-    sp = slam_io.read_spectra_files(args.spectra, fmt=args.format, grid=model.wavelength_, progress=True)
-    for e in sp.errors:
+    engine = args.engine or ("dask" if args.scheduler else "inprocess")
+    if args.scheduler and engine != "dask":
+        print("error: --scheduler needs --engine dask", file=sys.stderr)
+        return 1
+    try:
+        src = batch.FileSource(args.spectra, fmt=args.format, recursive=args.recursive)
+        if not src.paths:
+            print(f"error: no spectra files in {' '.join(args.spectra)}", file=sys.stderr)
+            return 1
+        res = batch.predict_batch(
+            args.model, src, args.out, chunk_size=args.chunk_size, engine=engine,
+            n_workers=args.n_workers, scheduler=args.scheduler, threads=args.threads,
+            resume=args.resume, overwrite=args.overwrite, work_dir=args.work_dir,
+            keep_parts=args.keep_parts, progress=True, low_snr=args.low_snr)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for e in res.errors:
         print(f"warning: {e}", file=sys.stderr)
-    tab = model.predict_table(sp.flux, sp.ivar, snr=sp.snr, ids=sp.ids)
-    tab.add_column(sp.files, name="file", index=1)
-    tab.meta["model"] = str(args.model)
-    tab.write(args.out, overwrite=args.overwrite)
-    n_bad = int(np.sum(tab["flag"] & slam.FLAG_FAILED > 0))
-    print(f"wrote {args.out}: {len(tab)} spectra, {n_bad} failed, "
-          f"{int(np.sum(tab['flag'] == 0))} unflagged")
+    for i, e in res.failed_chunks.items():
+        print(f"warning: chunk {i}: {e}", file=sys.stderr)
+    if res.out is None:
+        print(f"error: catalogue not written; finished chunks are in {res.work_dir} (rerun with --resume)",
+              file=sys.stderr)
+        return 1
+    print(f"wrote {res.out}: {res.n_spectra} spectra, {res.n_failed_spectra} failed, "
+          f"{res.n_unflagged} unflagged ({res.n_chunks} chunks, {res.n_chunks_skipped} resumed, "
+          f"{res.seconds:.1f} s, {engine})")
     return 0
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="labels for spectra with a trained SLAM model")
+    p = sub.add_parser(
+        "predict", help="labels for spectra with a trained SLAM model",
+        description=(
+            "Label spectra files (or directories of them) with a trained SLAM model, streaming them in "
+            "chunks into a FITS or Parquet catalogue. Finished chunks are kept in <out>.parts/ until the "
+            "catalogue is written, so an interrupted run continues with --resume. A spectrum or chunk that "
+            "fails is flagged (flag bit 1, 'error' column), never fatal."))
     p.add_argument("--model", required=True, help="model file written by 'mdslam train'")
-    p.add_argument("--out", required=True, help="output FITS catalogue")
-    p.add_argument("spectra", nargs="+", help="spectra files (npz / FITS tables, or LAMOST/BOSS files)")
+    p.add_argument("--out", required=True,
+                   help="output catalogue: .fits (default kind) or .parquet; other astropy formats "
+                        "(.ecsv, .csv...) are assembled in memory")
+    p.add_argument("spectra", nargs="+",
+                   help="spectra files or directories (npz / FITS tables, or LAMOST/BOSS files)")
     p.add_argument("--format", default="auto", choices=["auto", "arrays", "lamost", "boss"],
                    help="input format; lamost/boss are preprocessed onto the model grid")
+    p.add_argument("--recursive", action="store_true", help="search directories recursively")
     p.add_argument("--low-snr", type=float, default=10.0, help="flag spectra below this SNR")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing catalogue (and discard an earlier run's parts)")
+    p.add_argument("--chunk-size", type=int, default=1000,
+                   help="spectra per chunk: the unit of work, memory and resuming (default 1000)")
+    p.add_argument("--engine", choices=["inprocess", "joblib", "dask"], default=None,
+                   help="where chunks run: this process (default), joblib worker processes, or Dask "
+                        "(a LocalCluster, or --scheduler)")
+    p.add_argument("--n-workers", type=int, default=None,
+                   help="worker processes for joblib / the Dask LocalCluster (default: all CPUs)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="address of a running Dask scheduler (implies --engine dask); the model file "
+                        "and spectra must be readable by its workers")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of the model in each worker (default: all CPUs in process, 1 per worker)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: finished chunks in the work directory are not redone")
+    p.add_argument("--work-dir", default=None, help="directory of the chunk files (default: <out>.parts)")
+    p.add_argument("--keep-parts", action="store_true", help="keep the chunk files after writing the catalogue")
     p.set_defaults(func=_cmd_predict)
 
 

@@ -349,7 +349,8 @@ def xp_cv_labels(ts: TrainingSet | None = None, grid: dict | None = None, cv: in
 
 
 def xp_slam_labels(grid: dict | None = None, cv: int = 5, seed: int = 0, n_max: int | None = None,
-                   draw_seed: int | None = None, cache: bool = True, **track_kwargs):
+                   draw_seed: int | None = None, cache: bool = True, ts: TrainingSet | None = None,
+                   allx: TrainingSet | None = None, **track_kwargs):
     """SLAM labels of every XP M dwarf: CV labels for training stars, predictions for the rest.
 
     The XP M dwarfs are :func:`xp_mdwarfs` without label, [Fe/H] or SNR cuts
@@ -378,7 +379,7 @@ def xp_slam_labels(grid: dict | None = None, cv: int = 5, seed: int = 0, n_max: 
     """
     from astropy.table import vstack
 
-    cvt, model, ts = xp_cv_labels(grid=grid, cv=cv, seed=seed, cache=cache, **track_kwargs)
+    cvt, model, ts = xp_cv_labels(ts=ts, grid=grid, cv=cv, seed=seed, cache=cache, **track_kwargs)
     names = list(ts.label_names)
     if getattr(model, "error_law_", None) is None:  # the empirical law a * SNR**b from the CV labels
         try:
@@ -386,7 +387,8 @@ def xp_slam_labels(grid: dict | None = None, cv: int = 5, seed: int = 0, n_max: 
                                 np.column_stack([cvt[n] for n in names]))
         except ValueError:  # too few stars per SNR bin: e_<label>_cv stays NaN
             pass
-    allx = xp_mdwarfs(label_cuts=False, require_feh=False, snr_min=0, label_names=tuple(names))
+    if allx is None:
+        allx = xp_mdwarfs(label_cuts=False, require_feh=False, snr_min=0, label_names=tuple(names))
     if n_max is not None and len(allx) > n_max:
         rng = np.random.default_rng(seed if draw_seed is None else draw_seed)
         allx = allx.subset(np.sort(rng.choice(len(allx), int(n_max), replace=False)))
