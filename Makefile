@@ -25,6 +25,8 @@ $(BIN)/mdslam: pyproject.toml
 	# MIST bolometric corrections for the isochrones (datasets: mist_bolometric_corrections):
 	# only this package's data file is read, so not its heavy dependencies (numba, dynesty, ...)
 	$(BIN)/python -m pip install --quiet --no-deps "astrolachesis==1.0.9"
+	# PARSEC's own Gaia magnitudes (1-500 Myr), only for the check of the MIST colours in tests
+	$(BIN)/python -m pip install --quiet --no-deps "stelpar==1.0.0"
 	touch $@
 
 install: $(BIN)/mdslam

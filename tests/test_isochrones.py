@@ -92,7 +92,7 @@ def test_requests_snap_to_nodes_within_half_a_step_only():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("stelpar") is None,
-                    reason="stelpar not installed (`pip install --no-deps stelpar` to compare)")
+                    reason="stelpar not installed (`make install` adds it: `pip install --no-deps stelpar==1.0.0`)")
 def test_mist_colours_agree_with_parsec_own_magnitudes_from_stelpar():
     """stelpar ships PARSEC isochrones with PARSEC's Gaia magnitudes for 1-500 Myr (one metallicity)."""
     import gzip
