@@ -29,11 +29,11 @@ import platform
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from _sampling import PeriodicSampler
 
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("ASTROSLAM_BENCH_DIR", "/work/shared/bench/astroslam"))
@@ -42,33 +42,21 @@ GRID = dict(C=(1.0, 10.0), epsilon=(0.05, 0.1), gamma=(0.3, 1.0))
 N_TEST = 20
 
 
-class LoadSampler:
+class LoadSampler(PeriodicSampler):
     """Sample the 1-min load average and CPU pressure (PSI 'some avg10') every few seconds."""
 
     def __init__(self, every: float = 5.0):
-        self.every = every
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
+        super().__init__(self._probe, every)
 
-    def _run(self):
-        while not self._stop.is_set():
-            psi = np.nan
-            try:
-                line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-                psi = float(line.split("avg10=")[1].split()[0])
-            except (OSError, IndexError, ValueError):
-                pass
-            self.samples.append((os.getloadavg()[0], psi))
-            self._stop.wait(self.every)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
+    @staticmethod
+    def _probe() -> tuple[float, float]:
+        psi = np.nan
+        try:
+            line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+            psi = float(line.split("avg10=")[1].split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+        return os.getloadavg()[0], psi
 
     def summary(self) -> dict:
         a = np.array(self.samples) if self.samples else np.full((1, 2), np.nan)

@@ -47,11 +47,11 @@ import platform  # noqa: E402
 import re  # noqa: E402
 import resource  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _sampling import PeriodicSampler  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -102,28 +102,21 @@ def rss_tree_mb(pid: int | None = None) -> float:
     return total / 2**20
 
 
-class Sampler:
-    """Samples (seconds, RSS of the process tree MB, 1-min load average) every ``dt`` s in a thread."""
+class Sampler(PeriodicSampler):
+    """Samples (seconds, RSS of the process tree MB, 1-min load average, progress) every ``dt`` s."""
 
     def __init__(self, dt: float = 5.0, progress=None):
-        self.dt, self.samples, self.progress = dt, [], progress
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        t0 = time.perf_counter()
-        while not self._stop.is_set():
-            done = self.progress() if self.progress else None
-            self.samples.append((time.perf_counter() - t0, rss_tree_mb(), os.getloadavg()[0], done))
-            self._stop.wait(self.dt)
+        super().__init__(self._probe, dt)
+        self.progress = progress
+        self._t0 = time.perf_counter()
 
     def __enter__(self):
-        self._t.start()
-        return self
+        self._t0 = time.perf_counter()
+        return super().__enter__()
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
+    def _probe(self) -> tuple:
+        done = self.progress() if self.progress else None
+        return time.perf_counter() - self._t0, rss_tree_mb(), os.getloadavg()[0], done
 
     def load(self) -> dict:
         la = np.array([s[2] for s in self.samples]) if self.samples else np.array([np.nan])
