@@ -22,13 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .spectra import (
-    FLAG_FEW_PIXELS,
-    FLAG_LOW_SNR,
-    FLAG_NO_OVERLAP,
-    FLAG_NORM_FAILED,
-    Spectra,
-)
+from .flags import SpectrumFlag
+from .spectra import Spectra
 
 __all__ = [
     "C_KMS",
@@ -339,7 +334,7 @@ def rebin(
         Minimum covered fraction (0-1] of a new pixel to keep it.
     on_error : {"raise", "flag"}, optional
         A spectrum that does not overlap ``new_wave`` at all: raise
-        :class:`PreprocessError`, or set ``FLAG_NO_OVERLAP`` (Spectra input)
+        :class:`PreprocessError`, or set ``SpectrumFlag.NO_OVERLAP`` (Spectra input)
         / return it fully masked (array input). Default: raise for a single
         1-D spectrum given as arrays, flag otherwise.
     chunk_size : int
@@ -399,7 +394,7 @@ def rebin(
     result = Spectra(new_wave.copy(), out_f, out_i, out_m, spectra.meta.copy())
     for k in np.flatnonzero(none):
         w = wave if wave.ndim == 1 else wave[k]
-        result.add_flag(k, FLAG_NO_OVERLAP, _overlap_reason(w, new_wave))
+        result.add_flag(k, SpectrumFlag.NO_OVERLAP, _overlap_reason(w, new_wave))
     return result
 
 
@@ -848,7 +843,7 @@ def preprocess(
     min_good_fraction : float
         Flag spectra with fewer good output pixels than this fraction.
     min_snr : float, optional
-        Flag spectra with ``meta['snr']`` below this (FLAG_LOW_SNR).
+        Flag spectra with ``meta['snr']`` below this (SpectrumFlag.LOW_SNR).
     norm_kwargs : dict, optional
         Passed to the continuum fit (``knot_spacing``, ``bin_width``,
         ``lower``, ``upper``, ``niter``, ``smooth``, ``min_pixels``).
@@ -933,18 +928,18 @@ def preprocess(
     good_frac = (~out_m).mean(axis=1)
     no_overlap = ok_in & (cover <= 0)
     for k in np.flatnonzero(no_overlap):
-        result.add_flag(k, FLAG_NO_OVERLAP, _overlap_reason(spectra.wave(k) / fac[k], grid))
+        result.add_flag(k, SpectrumFlag.NO_OVERLAP, _overlap_reason(spectra.wave(k) / fac[k], grid))
     few = ok_in & ~no_overlap & (good_frac < min_good_fraction)
-    result.add_flag(few, FLAG_FEW_PIXELS,
+    result.add_flag(few, SpectrumFlag.FEW_PIXELS,
                     f"fewer than {min_good_fraction:.0%} good pixels on the grid")
     if normalize:
         failed = ok_in & ~no_overlap & ~few & ~norm_ok
-        result.add_flag(failed, FLAG_NORM_FAILED, "pseudo-continuum fit failed")
+        result.add_flag(failed, SpectrumFlag.NORM_FAILED, "pseudo-continuum fit failed")
     if min_snr is not None:
         snr = np.asarray(result.meta["snr"], dtype=float)
         with np.errstate(invalid="ignore"):
             low = ok_in & (snr < min_snr)  # an unknown (NaN) SNR is not flagged
-        result.add_flag(low, FLAG_LOW_SNR, f"SNR below {min_snr:g}")
+        result.add_flag(low, SpectrumFlag.LOW_SNR, f"SNR below {min_snr:g}")
     bad = ~result.good
     result.ivar[bad] = 0.0
     result.mask[bad] = True

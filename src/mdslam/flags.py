@@ -1,0 +1,91 @@
+"""The two flag vocabularies of mdslam, each defined once as an :class:`enum.IntFlag`.
+
+* :class:`SpectrumFlag`: bits of a spectrum's ``meta['flag']``, set while reading and
+  preprocessing (:mod:`mdslam.spectra`, :mod:`mdslam.preprocess`).
+* :class:`LabelFlag`: bits of the ``flag`` column of a label table
+  (:meth:`mdslam.slam.SLAM.predict_table`, ``mdslam predict``). The bit
+  ``LabelFlag.OUTSIDE_DOMAIN`` is the first of one bit per label: label number
+  ``k`` outside the model's domain sets ``LabelFlag.OUTSIDE_DOMAIN << k``.
+
+A value 0 means "no problem found". Flag values are stored as plain integers in
+tables and files; ``SpectrumFlag(v)`` / ``LabelFlag(v)`` decode them, and
+:func:`spectrum_flag_names` / :func:`label_flag_meanings` give readable text.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+__all__ = ["SpectrumFlag", "LabelFlag", "SPECTRUM_FLAG_MEANING", "LABEL_FLAG_MEANING",
+           "spectrum_flag_names", "label_flag_meanings"]
+
+
+class SpectrumFlag(enum.IntFlag):
+    """Problems found while reading or preprocessing a spectrum (``meta['flag']``)."""
+
+    READ_ERROR = 1 << 0
+    ALL_NAN = 1 << 1
+    NO_IVAR = 1 << 2
+    NOT_INCREASING = 1 << 3
+    NO_OVERLAP = 1 << 4
+    LOW_SNR = 1 << 5
+    NORM_FAILED = 1 << 6
+    FEW_PIXELS = 1 << 7
+
+
+SPECTRUM_FLAG_MEANING: dict[SpectrumFlag, str] = {
+    SpectrumFlag.READ_ERROR: "the file could not be read, or is not a spectrum of the expected kind",
+    SpectrumFlag.ALL_NAN: "every flux value is NaN or infinite",
+    SpectrumFlag.NO_IVAR: "no pixel has a positive, finite inverse variance",
+    SpectrumFlag.NOT_INCREASING: "the wavelength array is not strictly increasing (or not finite)",
+    SpectrumFlag.NO_OVERLAP: "the spectrum does not overlap the target wavelength grid",
+    SpectrumFlag.LOW_SNR: "SNR below the threshold asked for in preprocessing",
+    SpectrumFlag.NORM_FAILED: "the pseudo-continuum fit failed (no usable pixels or a non-positive continuum)",
+    SpectrumFlag.FEW_PIXELS: "too few good pixels left on the common grid after rebinning and masking",
+}
+"""One line per :class:`SpectrumFlag` bit: what it means."""
+
+
+class LabelFlag(enum.IntFlag):
+    """Problems found while labelling a spectrum (the ``flag`` column of a label table)."""
+
+    FAILED = 1
+    NOT_CONVERGED = 2
+    LOW_SNR = 4
+    FEW_PIXELS = 8
+    OUTSIDE_DOMAIN = 16
+
+
+LABEL_FLAG_MEANING: dict[LabelFlag, str] = {
+    LabelFlag.FAILED: "failed: no fit (bad input, too few pixels, numerical failure); labels are NaN",
+    LabelFlag.NOT_CONVERGED: "Levenberg-Marquardt stopped at its iteration cap without meeting the tolerances",
+    LabelFlag.LOW_SNR: "SNR below the model's low_snr threshold",
+    LabelFlag.FEW_PIXELS: "fewer good pixels than min_good_fraction of the model's usable pixels",
+    LabelFlag.OUTSIDE_DOMAIN: "label k outside the training domain: bit OUTSIDE_DOMAIN << k",
+}
+"""One line per :class:`LabelFlag` bit: what it means."""
+
+
+def spectrum_flag_names(flag: int) -> list[str]:
+    """Names of the :class:`SpectrumFlag` bits set in ``flag`` (``[]`` when 0)."""
+    return [f.name for f in SpectrumFlag if int(flag) & f]
+
+
+def label_flag_meanings(flag: int, label_names: Sequence[str] = ()) -> list[str]:
+    """Readable meanings of the :class:`LabelFlag` bits set in ``flag``.
+
+    Parameters
+    ----------
+    flag : int
+        A value of the ``flag`` column of a label table.
+    label_names : sequence of str
+        The model's label names, to name the per-label "outside domain" bits.
+    """
+    flag = int(flag)
+    out = [LABEL_FLAG_MEANING[f] for f in LabelFlag
+           if f < LabelFlag.OUTSIDE_DOMAIN and flag & f]
+    for k, name in enumerate(label_names):
+        if flag & (int(LabelFlag.OUTSIDE_DOMAIN) << k):
+            out.append(f"{name} outside the domain")
+    return out
