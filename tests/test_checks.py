@@ -1,0 +1,158 @@
+"""Input checks (mdslam.checks): each poison input of training or labelling gives a clear error or a counted exclusion."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from astropy.table import MaskedColumn
+
+from mdslam import checks
+from mdslam.checks import InputError
+
+
+def _labels(n=40, seed=1):
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.uniform(3000, 4000, n), rng.uniform(4.5, 5.0, n), rng.uniform(-1, 0.3, n)])
+
+
+NAMES = ["teff", "logg", "fe_h"]
+
+
+def test_plausible_range_is_found_by_any_spelling():
+    assert checks.plausible_range("Teff") == (2000.0, 10000.0)
+    assert checks.plausible_range("[Fe/H]") == (-5.0, 1.5)
+    assert checks.plausible_range("M_H") == (-5.0, 1.5)
+    assert checks.plausible_range("alpha_m") == (-1.0, 1.5)
+    assert checks.plausible_range("vsini") is None
+
+
+def test_sentinel_rows_are_excluded_with_a_counted_warning(caplog):
+    y = _labels()
+    y[[3, 7, 11], 2] = -9999.0
+    y[5, 0] = np.nan
+    with caplog.at_level(logging.WARNING, logger="mdslam"):
+        keep = checks.check_training_labels(y, NAMES, source="lab.fits")
+    assert keep.sum() == 36 and not keep[[3, 5, 7, 11]].any()
+    text = caplog.text
+    assert "3 of 40 row(s) holding a no-value code" in text and "1 of 40 row(s) without finite labels" in text
+
+
+@pytest.mark.parametrize("col,value,expect", [
+    (0, 1e9, "'teff' outside its plausible range 2000..10000"),
+    (0, 3.3, "'teff' outside"),
+    (1, 7.5, "'logg' outside"),
+    (2, 2.0, "'fe_h' outside"),
+])
+def test_impossible_label_values_are_refused(col, value, expect):
+    y = _labels()
+    y[4, col] = value
+    with pytest.raises(InputError, match=expect):
+        checks.check_training_labels(y, NAMES, source="lab.fits")
+
+
+def test_teff_in_thousands_with_unit_K_is_refused_with_a_hint():
+    y = _labels()
+    y[:, 0] /= 1000.0                               # 3.0-4.0 "K"
+    with pytest.raises(InputError, match=r"lab.fits: 40 value\(s\) of 'teff'.* K.*thousands of K"):
+        checks.check_training_labels(y, NAMES, ["K", "dex", "dex"], source="lab.fits")
+
+
+def test_constant_label_and_all_nan_labels_are_refused():
+    y = _labels()
+    y[:, 1] = 4.8
+    with pytest.raises(InputError, match="label 'logg' is constant"):
+        checks.check_training_labels(y, NAMES)
+    with pytest.raises(InputError, match="no row has finite labels"):
+        checks.check_training_labels(np.full((5, 3), np.nan), NAMES)
+
+
+def test_hyperparameters_nan_and_huge_epsilon_are_refused():
+    checks.check_hyperparameters((1, 10), (0.0, 0.1), (0.1,))
+    with pytest.raises(InputError, match=r"^C: \[nan\]"):
+        checks.check_hyperparameters((1, np.nan), (0.1,), (0.1,))
+    with pytest.raises(InputError, match=r"^epsilon: \[1000000.0\]"):
+        checks.check_hyperparameters((1,), (0.1, 1e6), (0.1,))
+    with pytest.raises(InputError, match="^gamma"):
+        checks.check_hyperparameters((1,), (0.1,), (-1,))
+
+
+def test_parse_floats_names_the_option():
+    assert checks.parse_floats("1, 10,100", "--C") == (1.0, 10.0, 100.0)
+    with pytest.raises(InputError, match=r"^--C: 'abc' is not a number"):
+        checks.parse_floats("abc", "--C")
+
+
+def test_cv_larger_than_the_training_set_and_one_star_are_refused():
+    checks.check_cv(10, 10)
+    with pytest.raises(InputError, match=r"cv=10: .*n_train=4"):
+        checks.check_cv(10, 4)
+    with pytest.raises(InputError, match="only 1 training star"):
+        checks.check_cv(10, 1)
+
+
+def test_label_text_with_a_unit_is_refused_and_masked_entries_become_nan():
+    with pytest.raises(InputError, match=r"lab.csv: column 'teff' has 1 non-numeric value\(s\), e.g. '3300K'"):
+        checks.label_values(np.array(["3100", "3300K", ""]), "teff", "lab.csv")
+    v = checks.label_values(MaskedColumn([3100.0, 3200.0], mask=[False, True]), "teff", "lab.csv")
+    assert v[0] == 3100.0 and np.isnan(v[1])
+
+
+def test_all_zero_ivar_rows_are_excluded_and_all_zero_is_an_error(caplog):
+    iv = np.ones((4, 10))
+    iv[2] = 0.0
+    with caplog.at_level(logging.WARNING, logger="mdslam"):
+        keep = checks.check_training_ivar(iv, "s.npz")
+    assert keep.tolist() == [True, True, False, True] and "1 of 4 spectra" in caplog.text
+    with pytest.raises(InputError, match="s.npz: inverse variance is zero"):
+        checks.check_training_ivar(np.zeros((3, 10)), "s.npz")
+
+
+def test_duplicate_ids_are_refused():
+    checks.check_unique_ids(["a", "b"], "lab.fits")
+    with pytest.raises(InputError, match=r"lab.fits: column 'id' has 1 duplicated id\(s\), e.g. 'b'"):
+        checks.check_unique_ids(["a", "b", "b "], "lab.fits")
+
+
+def test_grid_problem_shift_reverse_length_and_tolerance():
+    m = np.linspace(6147.0, 8888.0, 300)
+    step = m[1] - m[0]
+    assert checks.grid_problem(m + 0.05 * step, m) == ""            # inside 0.1 pixel
+    assert "off by" in checks.grid_problem(m + 20000.0, m)          # 26,147-28,888 A
+    assert "off by 0.2 pixels" in checks.grid_problem(m + 0.2 * step, m)
+    assert "reversed" in checks.grid_problem(m[::-1], m)
+    assert "299 wavelengths" in checks.grid_problem(m[:-1], m)
+    assert checks.grid_problem(None, m) == ""
+
+
+def test_same_grid_names_the_odd_file():
+    w = np.linspace(1, 2, 5)
+    checks.check_same_grid([w, None, w.copy()], ["a", "b", "c"])
+    with pytest.raises(InputError, match=r"^c.npz: wavelength grid differs from a.npz's"):
+        checks.check_same_grid([w, w, w + 1], ["a.npz", "b.npz", "c.npz"])
+
+
+def test_flux_level_flags_unnormalised_spectra():
+    f = np.ones((3, 50)) * 0.9
+    f[1] *= 1000.0
+    f[2] = np.nan
+    assert checks.flux_level_problem(f, 0.95).tolist() == [False, True, False]
+
+
+def test_knn_distance_against_brute_force():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(30, 3))
+    pts = rng.normal(size=(5, 3))
+    d_all = np.linalg.norm(pts[:, None] - ref[None], axis=2)
+    assert np.allclose(checks.knn_distance(pts, ref, k=3), np.sort(d_all, axis=1)[:, 2])
+    d_self = np.linalg.norm(ref[:, None] - ref[None], axis=2)
+    assert np.allclose(checks.knn_distance(ref, ref, k=2, exclude_self=True), np.sort(d_self, axis=1)[:, 2])
+    thr = checks.knn_threshold(ref, k=2)
+    assert thr == pytest.approx(np.quantile(np.sort(d_self, axis=1)[:, 2], checks.KNN_QUANTILE))
+
+
+def test_rchi2_threshold_rule():
+    r = np.linspace(0.2, 1.0, 101)
+    assert checks.rchi2_threshold(r) == pytest.approx(max(2.0, 2.0 * np.quantile(r, 0.99)))
+    assert checks.rchi2_threshold([np.nan]) == checks.RCHI2_FLOOR
