@@ -221,6 +221,65 @@ def test_boss_spec_files_sdss5_ids_and_per_spectrum_grids(tmp_path, boss_npz):
     assert s.meta["sdss_id"][k] == 12345678 and s.meta["catalogid"][k] == 27021598150201532
 
 
+def _write_sdss_legacy(npz: Path, dst: Path, ebos: bool = False) -> Path:
+    """A spec-lite file laid out as the SDSS data model describes spec files
+    (data.sdss.org/datamodel/files/BOSS_SPECTRO_REDUX/RUN2D/spectra/PLATE4/spec.html): HDU 1 the
+    coadd, HDU 2 the one-row SPECOBJ (SDSS-I/II, run2d 26) or SPALL (eBOSS) table, whose PLATEID is
+    the 64-bit plate object id and whose FIELD (eBOSS) is the imaging field; the primary header's
+    PLATEID is the plate number. The MANYBADCOLUMNS bit (4) is set over 6147-8888 A with good ivar,
+    BRIGHTSKY (23) on a few pixels with good ivar, FULLREJECT (18) with ivar 0 on others."""
+    loglam, flux, ivar, _ = _boss_arrays(npz)
+    wave = 10 ** loglam
+    and_mask = np.zeros(flux.size, dtype=np.int32)
+    red = (wave > 6147) & (wave < 8888)
+    and_mask[red] |= 1 << 4                      # MANYBADCOLUMNS, ivar good
+    and_mask[300:320] |= 1 << 23                 # BRIGHTSKY, ivar good
+    and_mask[400:405] |= 1 << 18                 # FULLREJECT, ivar 0 as the pipeline writes it
+    ivar = ivar.copy()
+    ivar[400:405] = 0.0
+    primary = fits.PrimaryHDU()
+    plate, mjd, fiber = (7339, 56768, 503) if ebos else (266, 51602, 13)
+    primary.header["PLATEID"] = plate
+    primary.header["MJD"] = mjd
+    primary.header["FIBERID"] = fiber
+    primary.header["RUN2D"] = "v5_13_2" if ebos else "26"
+    info = {"PLATE": [plate], "MJD": [mjd], "FIBERID": [fiber],
+            "PLATEID": [np.int64(299489402097264640)], "SPECOBJID": ["299489402099361792"],
+            "Z": [1e-5], "Z_ERR": [1e-6], "CLASS": ["STAR"], "SUBCLASS": ["M3"], "SN_MEDIAN_ALL": [18.0]}
+    if ebos:
+        info["FIELD"] = [94]                     # the imaging field of the photometric object
+    coadd = fits.BinTableHDU(Table({"flux": flux.astype(np.float32), "loglam": loglam.astype(np.float32),
+                                    "ivar": ivar.astype(np.float32), "and_mask": and_mask}), name="COADD")
+    objs = fits.BinTableHDU(Table(info), name="SPALL" if ebos else "SPECOBJ")
+    fits.HDUList([primary, coadd, objs]).writeto(dst)
+    return dst
+
+
+@pytest.mark.parametrize("ebos", [False, True])
+def test_sdss_legacy_and_eboss_ids_from_plate_mjd_fiber(tmp_path, boss_npz, ebos):
+    name = "spec-7339-56768-0503.fits" if ebos else "spec-0266-51602-0013.fits"
+    s = sp.read_boss(_write_sdss_legacy(boss_npz, tmp_path / name, ebos=ebos))
+    assert s.meta["id"][0] == name[5:-5]          # not 299489402097264640-51602-0013
+    assert s.meta["plate"][0] == (7339 if ebos else 266)
+    assert s.meta["field"][0] == -1               # the eBOSS FIELD is an imaging field
+
+
+def test_sdss_mask_uses_ivar_and_the_bad_bits_only(tmp_path, boss_npz):
+    s = sp.read_boss(_write_sdss_legacy(boss_npz, tmp_path / "spec-0266-51602-0013.fits"))
+    w = s.wavelength
+    red = (w > 6147) & (w < 8888)
+    assert red.sum() > 1000
+    good_ivar = s.ivar[0] > 0
+    # MANYBADCOLUMNS over the red region and BRIGHTSKY do not mask pixels whose ivar is good
+    assert not s.mask[0, red & ~np.isin(np.arange(w.size), np.arange(400, 405))].any()
+    assert not s.mask[0, 300:320].any()
+    assert s.mask[0, 400:405].all() and not good_ivar[400:405].any()
+    m = np.zeros(5, np.int64)
+    m[[1, 2, 3, 4]] = [1 << 0, 1 << 3, 1 << 26, 1 << 4]   # NOPLUG, BADARC, BADFLUXFACTOR bad; MANYBADCOLUMNS not
+    iv = np.array([0.0, 1.0, 1.0, 1.0, 1.0])
+    assert sp.sdss_bad_pixels(m, iv).tolist() == [True, True, True, True, False]
+
+
 def test_boss_reader_rejects_lamost_file_and_vice_versa(tmp_path, boss_npz, lamost_paths):
     boss = _write_boss(boss_npz, tmp_path / "spec-3586-55181-0480.fits")
     with pytest.raises(SpectrumReadError, match=r"spec-55917.*not an SDSS/BOSS spec file"):
@@ -417,3 +476,85 @@ def test_boss_batch_with_bad_file(tmp_path, boss_npz):
         sp.read_boss(bad)
     s = sp.read_boss([good, bad])
     assert list(s.meta["flag"]) == [0, SpectrumFlag.ALL_NAN] and s.shared_grid
+
+
+# --------------------------------------------------------------------------- #
+# Gaia archive XP_SAMPLED products in every format the archive serves
+# --------------------------------------------------------------------------- #
+def _astroquery_datalink(fmt: str) -> Path:
+    """Real Gaia DR3 DataLink zips (source 5937083312263887616) shipped as test data by astroquery
+    (astroquery/gaia/tests/data/gaia_dr3_source_id_5937083312263887616_dl_products_<fmt>.zip)."""
+    astroquery = pytest.importorskip("astroquery")
+    p = (Path(astroquery.__file__).parent / "gaia" / "tests" / "data"
+         / f"gaia_dr3_source_id_5937083312263887616_dl_products_{fmt}.zip")
+    if not p.exists():
+        pytest.skip(f"astroquery does not ship {p.name}")
+    return p
+
+
+@pytest.mark.parametrize("fmt", ["vot", "ecsv", "fits", "csv"])
+def test_gaia_datalink_zip_every_format_reads_the_same_spectrum(fmt):
+    ref = sp.read_gaia_xp_sampled(_astroquery_datalink("vot"))
+    t = sp.read_gaia_xp_sampled(_astroquery_datalink(fmt))
+    assert t["source_id"].tolist() == [5937083312263887616]
+    w = t.meta["wavelength"]
+    assert w.size == 343 and w[0] == 3360.0 and w[-1] == 10200.0 and np.all(np.diff(w) == 20.0)
+    # first sample as printed in the archive's CSV member: 4.3137092E-17 +- 5.7488387E-18 W m^-2 nm^-1
+    assert t["flux"][0, 0] == pytest.approx(4.3137092e-17, rel=1e-7)
+    assert t["flux_error"][0, 0] == pytest.approx(5.7488387e-18, rel=1e-7)
+    assert np.allclose(t["flux"], ref["flux"], rtol=1e-6)
+    s = sp.read_gaiaxp(t)
+    assert s.meta["id"][0] == "5937083312263887616" and s.good.all()
+
+
+def _combined(tmp_path, fmt):
+    """A COMBINED-structure XP_SAMPLED table (one row per source, array-valued flux) built from the real
+    DataLink spectrum above, written the way each archive format holds arrays."""
+    one = sp.read_gaia_xp_sampled(_astroquery_datalink("vot"))
+    f, e = np.asarray(one["flux"][0]), np.asarray(one["flux_error"][0])
+    ids = [5937083312263887616, 5937083312263887617]
+    if fmt == "csv":      # arrays as quoted text, as in the archive's CSV downloads
+        def txt(a):
+            return '"[' + ", ".join(f"{v:.8g}" for v in a) + ']"'
+        lines = ["source_id,solution_id,flux,flux_error"]
+        lines += [f"{i},4545469030156206081,{txt(f * (k + 1))},{txt(e)}" for k, i in enumerate(ids)]
+        path = tmp_path / "XP_SAMPLED_COMBINED.csv"
+        path.write_text("\n".join(lines) + "\n")
+        return path, f, e
+    t = Table()
+    t["source_id"] = np.array(ids, dtype=np.int64)
+    t["flux"] = np.vstack([f, 2 * f]).astype(np.float32)
+    t["flux_error"] = np.vstack([e, e]).astype(np.float32)
+    ext = {"fits": "fits", "ecsv": "ecsv", "vot": "xml"}[fmt]
+    path = tmp_path / f"XP_SAMPLED_COMBINED.{ext}"
+    t.write(path, format={"fits": "fits", "ecsv": "ascii.ecsv", "vot": "votable"}[fmt])
+    return path, f, e
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ecsv", "fits", "vot"])
+def test_gaia_combined_structure_every_format(tmp_path, fmt):
+    path, f, e = _combined(tmp_path, fmt)
+    t = sp.read_gaia_xp_sampled(path)
+    assert t["source_id"].tolist() == [5937083312263887616, 5937083312263887617]
+    assert t["flux"].shape == (2, 343)
+    assert np.allclose(t["flux"][1], 2 * f, rtol=1e-6) and np.allclose(t["flux_error"][0], e, rtol=1e-6)
+    assert t.meta["wavelength"][0] == 3360.0 and t.meta["wavelength"][-1] == 10200.0
+    s = sp.read_gaiaxp(t)
+    assert s.n_spec == 2 and s.good.all()
+    # read_gaiaxp also takes the archive table as read by astropy (object/text cells) directly
+    if fmt == "csv":
+        raw = Table.read(path, format="ascii.csv")
+        assert np.allclose(sp.read_gaiaxp(raw).flux, s.flux, rtol=1e-7)
+
+
+def test_gaia_product_errors_name_the_file(tmp_path):
+    bad = tmp_path / "XP_SAMPLED-x.txt"
+    bad.write_text("nothing")
+    with pytest.raises(SpectrumReadError, match=r"XP_SAMPLED-x.txt: .*unknown XP_SAMPLED product format"):
+        sp.read_gaia_xp_sampled(bad)
+    import zipfile
+    z = tmp_path / "dl.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("MCMC_MSC-Gaia DR3 1.csv", "a,b\n1,2\n")
+    with pytest.raises(SpectrumReadError, match=r"dl.zip: DataLink zip without an XP_SAMPLED member"):
+        sp.read_gaia_xp_sampled(z)

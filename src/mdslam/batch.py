@@ -79,6 +79,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table, vstack
 
+from . import checks
 from .flags import LabelFlag
 
 __all__ = [
@@ -278,6 +279,7 @@ class _FileTask(_Task):
             p = Path(path)
             try:
                 a = _read_arrays_cached(p)
+                checks.require_grid(a.wavelength, grid, str(p))   # shifted/reversed grids are refused
                 if r1 > a.flux.shape[0]:
                     raise ValueError(f"{p}: has {a.flux.shape[0]} spectra, expected at least {r1} "
                                      "(file changed since the batch was planned?)")

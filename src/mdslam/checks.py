@@ -51,6 +51,7 @@ __all__ = [
     "check_unique_ids",
     "check_same_grid",
     "grid_problem",
+    "require_grid",
     "flux_level_problem",
     "rchi2_threshold",
     "knn_distance",
@@ -381,6 +382,13 @@ def grid_problem(wave: np.ndarray | None, model_wave: np.ndarray, tolerance: flo
         return (f"grid {w.min():.6g}-{w.max():.6g} A vs {m.min():.6g}-{m.max():.6g} A, off by "
                 f"{d[i]:.3g} pixels at pixel {i} (tolerance {tolerance:g})")
     return ""
+
+
+def require_grid(wave: np.ndarray | None, model_wave: np.ndarray, source: str) -> None:
+    """Raise :class:`InputError` naming ``source`` when ``wave`` is not the model grid (see :func:`grid_problem`)."""
+    problem = grid_problem(wave, model_wave)
+    if problem:
+        raise InputError(f"{source}: spectra are not on the model wavelength grid ({problem})")
 
 
 def flux_level_problem(flux: np.ndarray, reference_level: float,

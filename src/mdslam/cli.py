@@ -135,15 +135,51 @@ def _add_book(sub) -> None:
 
 
 # ----------------------------------------------------------------------------- train
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(",") if v.strip())
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
+    """``mdslam train``: every input is checked (mdslam.checks) before the first SVR is solved."""
+    import logging
+
+    from . import checks
+
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    try:
+        return _train(args)
+    except (checks.InputError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _train(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
     import numpy as np
     from astropy.table import Table
 
-    from . import slam, slam_io
+    from . import checks, slam, slam_io
+
+    out_dir = Path(args.out).expanduser().resolve().parent
+    if not out_dir.is_dir():
+        raise checks.InputError(f"--out {args.out}: directory {out_dir.name or out_dir} does not exist")
+    if not os.access(out_dir, os.W_OK):
+        raise checks.InputError(f"--out {args.out}: directory is not writable")
+    grid = {k: checks.parse_floats(getattr(args, k), f"--{k}") for k in ("C", "epsilon", "gamma")}
+    checks.check_hyperparameters(grid["C"], grid["epsilon"], grid["gamma"])
+    cols = [c.strip() for c in args.label_cols.split(",") if c.strip()]
+    units = [u.strip() for u in args.label_units.split(",")] if args.label_units else None
+    if units is not None and len(units) != len(cols):
+        raise checks.InputError(f"--label-units: {len(units)} unit(s) for {len(cols)} label column(s)")
+    if not Path(args.labels).exists():
+        raise checks.InputError(f"--labels {args.labels}: no such file")
+    try:
+        labels = Table.read(args.labels)
+    except Exception as exc:  # noqa: BLE001 - astropy raises many kinds; one line names the file
+        raise checks.InputError(f"--labels {args.labels}: cannot be read as a table ({type(exc).__name__})") from exc
+    missing = [c for c in cols if c not in labels.colnames]
+    if missing:
+        raise checks.InputError(f"{args.labels} has no column(s) {missing}")
+    if units is None:
+        units = [str(labels[c].unit or "") for c in cols]
 
     sp = slam_io.read_spectra_files(args.spectra, fmt=args.format, progress=True)
     if sp.errors:
@@ -152,40 +188,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 1
     lengths = {len(f) for f in sp.flux}
     if len(lengths) != 1:
-        print(f"error: training spectra differ in length ({sorted(lengths)}); put them on one grid",
-              file=sys.stderr)
-        return 1
+        raise checks.InputError(f"training spectra differ in length ({sorted(lengths)}); put them on one grid")
     flux = np.vstack(sp.flux)
     ivar = None if sp.ivar is None else np.vstack(sp.ivar)
-    labels = Table.read(args.labels)
-    cols = [c.strip() for c in args.label_cols.split(",")]
-    missing = [c for c in cols if c not in labels.colnames]
-    if missing:
-        print(f"error: {args.labels} has no column(s) {missing}", file=sys.stderr)
-        return 1
+    n = flux.shape[0]
     if args.id_col:
+        if args.id_col not in labels.colnames:
+            raise checks.InputError(f"--id-col: {args.labels} has no column {args.id_col!r}")
+        checks.check_unique_ids(labels[args.id_col], args.labels, args.id_col)
+        checks.check_unique_ids(sp.ids, "spectra files")
         key = {str(v).strip(): i for i, v in enumerate(labels[args.id_col])}
         rows = np.array([key.get(str(i).strip(), -1) for i in sp.ids])
         if np.all(rows < 0):
-            print(f"error: no spectrum id matches {args.labels}[{args.id_col!r}]", file=sys.stderr)
-            return 1
-    else:
-        if len(labels) != flux.shape[0]:
-            print(f"error: {len(labels)} label rows for {flux.shape[0]} spectra (use --id-col to match)",
+            raise checks.InputError(f"no spectrum id matches {args.labels}[{args.id_col!r}]")
+        if (rows < 0).any():
+            print(f"warning: {(rows < 0).sum()} of {n} spectra have no row in {args.labels}; excluded",
                   file=sys.stderr)
-            return 1
-        rows = np.arange(len(labels))
-    y = np.full((flux.shape[0], len(cols)), np.nan)
+    else:
+        if len(labels) != n:
+            raise checks.InputError(f"{args.labels}: {len(labels)} label rows for {n} spectra "
+                                    "(use --id-col to match)")
+        rows = np.arange(n)
+    y = np.full((n, len(cols)), np.nan)
     has = rows >= 0
     for k, c in enumerate(cols):
-        y[has, k] = np.asarray(labels[c], float)[rows[has]]
-    keep = np.all(np.isfinite(y), axis=1)
-    print(f"training on {keep.sum()} of {flux.shape[0]} spectra ({(~keep).sum()} without finite labels), "
-          f"{flux.shape[1]} pixels")
-    units = ([u.strip() for u in args.label_units.split(",")] if args.label_units
-             else [str(labels[c].unit or "") for c in cols])
+        y[has, k] = checks.label_values(labels[c], c, args.labels)[rows[has]]
+    keep = checks.check_training_labels(y, cols, units, source=args.labels)
+    keep_iv = checks.check_training_ivar(ivar, "training spectra")
+    if keep_iv is not None:
+        keep &= keep_iv
+    checks.check_training_labels(y[keep], cols, units, source=args.labels)   # still varied after the cuts
+    checks.check_cv(args.cv, int(keep.sum()))
+    print(f"training on {keep.sum()} of {n} spectra ({(~keep).sum()} excluded), {flux.shape[1]} pixels")
     domain = slam.QIU2025_USABLE_RANGE if args.domain == "qiu2025" else None
-    model = slam.SLAM(C=_floats(args.C), epsilon=_floats(args.epsilon), gamma=_floats(args.gamma),
+    model = slam.SLAM(C=grid["C"], epsilon=grid["epsilon"], gamma=grid["gamma"],
                       cv=args.cv, random_state=args.seed, domain=domain, verbose=True)
     model.fit(flux[keep], y[keep], None if ivar is None else ivar[keep], wavelength=sp.wavelength,
               label_names=cols, label_units=units)

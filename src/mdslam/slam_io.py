@@ -23,6 +23,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from . import checks
+
 __all__ = ["SpectraArrays", "read_spectra_arrays", "read_spectra_files"]
 
 
@@ -145,6 +147,12 @@ def read_spectra_files(paths, fmt: str = "auto", grid: np.ndarray | None = None,
     disagree in length: the model flags wrong lengths), and ``errors`` lists
     ``"file: problem"`` for unreadable files (each also gets one row, flux
     empty, so it appears flagged in the catalogue).
+
+    Raises
+    ------
+    mdslam.checks.InputError
+        Two array files carry different wavelength grids (they cannot be
+        stacked pixel by pixel); the message names the file.
     """
     paths = [Path(p) for p in paths]
     if fmt in ("lamost", "boss"):
@@ -181,6 +189,8 @@ def read_spectra_files(paths, fmt: str = "auto", grid: np.ndarray | None = None,
         any_ivar |= a.ivar is not None
         if wave is None and a.wavelength is not None:
             wave = a.wavelength
+    good = [(a, p) for a, p in parts if a is not None]
+    checks.check_same_grid([a.wavelength for a, _ in good], [p.name for _, p in good])
     for a, p in parts:
         if a is None:
             flux.append(np.zeros(0))

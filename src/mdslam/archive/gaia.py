@@ -491,47 +491,24 @@ def gaia_dr2_dr3_neighbourhood(
 # --------------------------------------------------------------------------- #
 # XP sampled spectra through DataLink
 # --------------------------------------------------------------------------- #
-_XP_NAME_RE = re.compile(r"XP_SAMPLED.*?(\d{6,})\.\w+$")
 
 
 def _parse_xp_zip(path: Path):
-    """Read every ``XP_SAMPLED-...`` VOTable of a DataLink zip into one table."""
-    from astropy.io import votable
-    from astropy.table import Table
+    """Read every ``XP_SAMPLED-...`` member of a DataLink zip (any archive format) into one table."""
+    from ..spectra import SpectrumReadError, read_gaia_xp_sampled
 
-    ids, flux, err, wave = [], [], [], None
-    with zipfile.ZipFile(path) as zf, _quiet_astropy():
-        for name in sorted(zf.namelist()):
-            if not Path(name).name.startswith("XP_SAMPLED"):
-                continue
-            vot = votable.parse(io.BytesIO(zf.read(name)))
-            table = vot.get_first_table()
-            params = {p.name: p.value for p in table.params}
-            sid = params.get("source_id")
-            if sid is None:
-                m = _XP_NAME_RE.search(name)
-                if m is None:
-                    raise ArchiveError(f"gaia: cannot tell the source_id of {name} in {path}", service="gaia")
-                sid = m.group(1)
-            tab = table.to_table(use_names_over_ids=True)
-            w = np.asarray(tab["wavelength"].to("Angstrom").value, dtype=float)
-            if wave is None:
-                wave = w
-            elif w.shape != wave.shape or not np.allclose(w, wave):
-                raise ArchiveError(f"gaia: {name} is not on the XP sampling grid of the others", service="gaia")
-            ids.append(int(sid))
-            flux.append(np.asarray(tab["flux"], dtype=float))
-            err.append(np.asarray(tab["flux_error"], dtype=float))
-            unit = tab["flux"].unit
-    out = Table()
-    out["source_id"] = np.array(ids, dtype=np.int64)
-    n_pix = 0 if wave is None else wave.size
-    out["flux"] = np.array(flux, dtype=float).reshape(len(ids), n_pix)
-    out["flux_error"] = np.array(err, dtype=float).reshape(len(ids), n_pix)
-    if ids:
-        out["flux"].unit = out["flux_error"].unit = unit
-    out.meta["wavelength"] = wave if wave is not None else np.empty(0)
-    return out
+    try:
+        with _quiet_astropy():
+            return read_gaia_xp_sampled(path)
+    except SpectrumReadError as exc:
+        if "without an XP_SAMPLED member" in exc.problem:        # no source had XP spectra
+            from astropy.table import Table
+
+            out = Table({"source_id": np.zeros(0, np.int64), "flux": np.zeros((0, 0)),
+                         "flux_error": np.zeros((0, 0))})
+            out.meta["wavelength"] = np.empty(0)
+            return out
+        raise ArchiveError(f"gaia: {exc}", service="gaia") from exc
 
 
 def gaia_xp_sampled(
