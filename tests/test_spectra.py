@@ -169,6 +169,38 @@ def test_lamost_dr8_table_layout(tmp_path, lamost, lamost_paths):
 # --------------------------------------------------------------------------- #
 # BOSS
 # --------------------------------------------------------------------------- #
+def _write_lamost_dr1(src: Path, dst: Path, keep_coeff: bool = True) -> Path:
+    """A DR1-era LAMOST file built from a real DR7 one: rows flux, inverse variance, subcontinuum,
+    andmask, ormask (the layout of the first data release), wavelength only as COEFF0/COEFF1, no OBSID."""
+    with fits.open(src) as hdul:
+        d = np.array(hdul[0].data, dtype=np.float32)
+        header = hdul[0].header.copy()
+    sub = np.convolve(d[0], np.ones(101) / 101, mode="same").astype(np.float32)   # a smooth "subcontinuum"
+    data = np.stack([d[0], d[1], sub, d[3], d[4]])
+    del header["OBSID"]
+    if not keep_coeff:
+        del header["COEFF0"], header["COEFF1"]
+    fits.PrimaryHDU(data=data, header=header).writeto(dst)
+    return dst
+
+
+def test_lamost_dr1_layout_wavelength_from_coeff_and_id_from_filename(tmp_path, lamost_paths):
+    src = lamost_paths[0]
+    ref = sp.read_lamost(src)
+    s = sp.read_lamost(_write_lamost_dr1(src, tmp_path / "dr1.fits"))
+    assert s.meta["layout"][0] == "image_dr1"
+    assert s.meta["id"][0] == "spec-55917-B5591705_sp13-116"        # header FILENAME, no OBSID
+    with fits.open(src) as hdul:
+        h = hdul[0].header
+        expect = 10 ** (h["COEFF0"] + h["COEFF1"] * np.arange(hdul[0].data.shape[1]))
+    np.testing.assert_allclose(s.wavelength, expect, rtol=1e-12)
+    # the DR7 file's own wavelength row (float32) agrees with the COEFF grid to < 0.01 A
+    assert np.max(np.abs(ref.wavelength - s.wavelength)) < 0.01
+    np.testing.assert_allclose(s.flux, ref.flux)
+    with pytest.raises(SpectrumReadError, match=r"dr1b.fits: LAMOST image layout not recognised.*COEFF0/COEFF1"):
+        sp.read_lamost(_write_lamost_dr1(src, tmp_path / "dr1b.fits", keep_coeff=False))
+
+
 def test_boss_npz_example(boss_npz):
     s = datasets.load("boss_mdwarf_example")
     z = np.load(boss_npz)

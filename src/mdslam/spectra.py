@@ -593,6 +593,28 @@ def _col(names: Sequence[str], want: str) -> str | None:
     return low.get(want.lower())
 
 
+def _lamost_coeff_wavelength(h: Any, n_pix: int) -> np.ndarray | None:
+    """``10**(COEFF0 + COEFF1 * i)`` (vacuum Angstrom) from a LAMOST header, or None without COEFF0/1."""
+    c0, c1 = _to_float(_hget(h, "COEFF0")), _to_float(_hget(h, "COEFF1"))
+    if not (np.isfinite(c0) and np.isfinite(c1)) or c1 <= 0:
+        return None
+    return 10.0 ** (c0 + c1 * np.arange(n_pix))
+
+
+def _is_wavelength_row(row: np.ndarray, coeff_wave: np.ndarray | None) -> bool:
+    """Is this image row meant as a wavelength array?
+
+    With the header's COEFF grid: most pixels within 5 A of it (a damaged
+    wavelength row still counts, and is refused later as not increasing).
+    Without: nearly all values in 2000-20000 A.
+    """
+    r = np.asarray(row, dtype=float)
+    with np.errstate(invalid="ignore"):
+        if coeff_wave is not None:
+            return bool(np.mean(np.abs(r - coeff_wave) < 5.0) > 0.5)
+        return bool(np.mean((r > 2000.0) & (r < 20000.0)) > 0.9)
+
+
 def _read_lamost_one(path: Path, use_ormask: bool = False) -> _One:
     from astropy.io import fits
 
@@ -601,12 +623,23 @@ def _read_lamost_one(path: Path, use_ormask: bool = False) -> _One:
         h0 = hdul[0].header
         data0 = hdul[0].data
         if data0 is not None and data0.ndim == 2 and data0.shape[0] >= 3:
-            # DR1-DR7 layout: rows flux, ivar, wavelength, andmask, ormask
             d = np.asarray(data0, dtype=float)
-            flux, ivar, wave = d[0], d[1], d[2]
+            coeff_wave = _lamost_coeff_wavelength(h0, d.shape[1])
+            if _is_wavelength_row(d[2], coeff_wave):
+                # DR2-DR7 layout: rows flux, ivar, wavelength, andmask, ormask
+                flux, ivar, wave = d[0], d[1], d[2]
+                layout = "image"
+            elif coeff_wave is not None and d.shape[0] >= 5:
+                # DR1-era layout: rows flux, inverse variance, subcontinuum, andmask, ormask;
+                # log10(wavelength) = COEFF0 + COEFF1 * i
+                flux, ivar, wave = d[0], d[1], coeff_wave
+                layout = "image_dr1"
+            else:
+                raise SpectrumReadError(
+                    path, "LAMOST image layout not recognised: row 3 is not a wavelength array and the "
+                    "header has no COEFF0/COEFF1 (log10 wavelength) for the DR1 layout")
             andmask = d[3] if d.shape[0] > 3 else np.zeros_like(flux)
             ormask = d[4] if d.shape[0] > 4 else np.zeros_like(flux)
-            layout = "image"
         elif len(hdul) > 1 and isinstance(hdul[1], fits.BinTableHDU) and all(
             _col(hdul[1].columns.names, c) for c in ("FLUX", "IVAR", "WAVELENGTH")
         ):
@@ -635,6 +668,11 @@ def _read_lamost_one(path: Path, use_ormask: bool = False) -> _One:
             )
         meta = _lamost_meta(path, h0)
     meta["layout"] = layout
+    if meta["obsid"] < 0:        # DR1-era files have no OBSID: the header's FILENAME, else DESIG
+        stem = str(meta["filename_header"] or "").strip()
+        for ext in (".gz", ".fits", ".fit"):
+            stem = stem[: -len(ext)] if stem.endswith(ext) else stem
+        meta["id"] = stem or meta["designation"] or path.stem
     bad = andmask != 0
     if use_ormask:
         bad |= ormask != 0
@@ -648,10 +686,16 @@ def read_lamost(
 ) -> Spectra:
     """Read LAMOST low-resolution (R~1800) spectra.
 
-    Two layouts are recognised per file: DR1-DR7, where the primary HDU is a
-    5 x N float32 image with rows flux, ivar, wavelength (vacuum, Angstrom),
-    andmask and ormask; and DR8 onwards, where HDU 1 is a binary table with
-    one row and array columns FLUX, IVAR, WAVELENGTH, ANDMASK, ORMASK.
+    Three layouts are recognised per file (``meta['layout']``):
+
+    * ``image`` (DR2-DR7): the primary HDU is a 5 x N float32 image with rows
+      flux, ivar, wavelength (vacuum, Angstrom), andmask and ormask;
+    * ``image_dr1`` (DR1-era files): rows flux, inverse variance,
+      subcontinuum, andmask and ormask, the wavelength given by the header
+      as ``log10(lambda) = COEFF0 + COEFF1 * i``, and no OBSID (``id`` is
+      then the header FILENAME without extension, else the designation);
+    * ``table`` (DR8 onwards): HDU 1 is a binary table with one row and
+      array columns FLUX, IVAR, WAVELENGTH, ANDMASK, ORMASK.
 
     Parameters
     ----------
@@ -668,7 +712,8 @@ def read_lamost(
     Returns
     -------
     Spectra
-        ``meta`` columns: ``id`` (the header OBSID, as str), ``file``,
+        ``meta`` columns: ``id`` (the header OBSID, as str; see above for
+        DR1-era files), ``file``,
         ``obsid``, ``designation`` (e.g. ``J121924.58+282256.6``),
         ``filename_header``, ``data_release``, ``class``, ``subclass``,
         ``ra``, ``dec`` (deg), ``z``, ``z_err`` (NaN when the pipeline wrote
