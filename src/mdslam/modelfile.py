@@ -40,6 +40,10 @@ estimator's ``get_params()``; a CV splitter is stored as its number of folds),
 A reader refuses files whose ``format_version`` is newer than it knows, and
 reports a truncated or corrupted archive (bad zip, CRC error, missing member,
 inconsistent shapes) as :class:`ModelFileError` naming the file.
+
+This module knows the format only: it writes and reads a dict of the
+estimator's learned attributes; :meth:`mdslam.slam.SLAM.save` and
+:meth:`mdslam.slam.SLAM.load` call it.
 """
 
 from __future__ import annotations
@@ -81,58 +85,43 @@ class ModelFileError(ValueError):
     """A model file that cannot be read: corrupted, truncated, foreign or too new."""
 
 
-def _jsonable_params(params: dict) -> dict:
-    out = {}
-    for k, v in params.items():
-        if k == "cv" and not isinstance(v, (int, np.integer)):
-            from .slam import _n_folds
-            nf = _n_folds(v)
-            out[k] = nf if nf is not None else 10
-            out["cv_repr"] = repr(v)
-        elif isinstance(v, np.ndarray):
-            out[k] = v.tolist()
-        elif isinstance(v, (tuple, list)):
-            out[k] = [float(x) if isinstance(x, (np.floating, float)) else x for x in v]
-        elif isinstance(v, dict):
-            out[k] = {kk: list(map(float, vv)) for kk, vv in v.items()}
-        elif isinstance(v, (np.integer,)):
-            out[k] = int(v)
-        elif isinstance(v, (np.floating,)):
-            out[k] = float(v)
-        else:
-            out[k] = v
-    return out
-
-
-def save_model(model, path) -> None:
-    """Write a fitted :class:`mdslam.slam.SLAM` to ``path`` (format above).
+def save_model(path, state: dict, params: dict) -> Path:
+    """Write a fitted model's state to ``path`` (format above).
 
     Parameters
     ----------
-    model : SLAM
-        A fitted model.
     path : str or Path
-        Output file; ``.npz`` is appended by numpy if missing.  Written to a
-        temporary name first and renamed, so a crash never leaves half a file
-        under the final name.
+        Output file; ``.npz`` is appended if missing.  Written to a temporary
+        name first and renamed, so a crash never leaves half a file under the
+        final name.
+    state : dict
+        The learned attributes of :class:`mdslam.slam.SLAM`, keyed by attribute
+        name (``dual_coef_``, ``label_names_``, ``error_law_``, ...; those of
+        the table above plus ``param_grid_``, ``label_names_``,
+        ``label_units_``, ``n_train_``, ``solver_info_``, ``error_law_``).
+    params : dict
+        The estimator's hyperparameters, already JSON-serialisable.
+
+    Returns
+    -------
+    Path of the written file.
     """
     from . import __version__
-    model._check_fitted()
-    arrays = {name: np.asarray(getattr(model, attr), dtype=dt) for name, (attr, dt) in _ARRAYS.items()}
+    arrays = {name: np.asarray(state[attr], dtype=dt) for name, (attr, dt) in _ARRAYS.items()}
     for key in ("C", "epsilon", "gamma"):
-        arrays[f"grid_{key}"] = np.asarray(model.param_grid_[key], float)
+        arrays[f"grid_{key}"] = np.asarray(state["param_grid_"][key], float)
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "mdslam_version": __version__,
-        "label_names": list(model.label_names_),
-        "label_units": list(model.label_units_),
-        "params": _jsonable_params(model.get_params()),
-        "n_train": int(model.n_train_),
+        "label_names": list(state["label_names_"]),
+        "label_units": list(state["label_units_"]),
+        "params": params,
+        "n_train": int(state["n_train_"]),
         "solver_info": {k: (float(v) if isinstance(v, (float, np.floating)) else int(v))
-                        for k, v in (model.solver_info_ or {}).items()},
+                        for k, v in (state.get("solver_info_") or {}).items()},
     }
-    law = model.error_law_
+    law = state.get("error_law_")
     if law is not None:
         arrays["error_law_a"] = np.asarray(law["a"], float)
         arrays["error_law_b"] = np.asarray(law["b"], float)
@@ -146,10 +135,11 @@ def save_model(model, path) -> None:
     with open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
     os.replace(tmp, path)
+    return path
 
 
-def load_model(path):
-    """Read a model written by :func:`save_model`.
+def load_model(path) -> tuple[dict, dict]:
+    """Read a model file written by :func:`save_model`.
 
     Parameters
     ----------
@@ -157,7 +147,10 @@ def load_model(path):
 
     Returns
     -------
-    SLAM, fitted, giving the same predictions as the saved model.
+    params : dict
+        Hyperparameters as stored (JSON types; lists for sequences).
+    state : dict
+        Learned attributes keyed by attribute name, as given to :func:`save_model`.
 
     Raises
     ------
@@ -166,7 +159,6 @@ def load_model(path):
     ModelFileError
         Not an mdslam model, a newer format version, or a corrupted/truncated file.
     """
-    from .slam import SLAM
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no model file {path}")
@@ -195,49 +187,34 @@ def load_model(path):
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: corrupted or truncated model file ({type(exc).__name__}: {exc})") from exc
 
-    params = dict(meta["params"])
-    params.pop("cv_repr", None)
-    if isinstance(params.get("domain"), list):
-        params["domain"] = np.asarray(params["domain"], float)
-    for key in ("C", "epsilon", "gamma"):
-        params[key] = tuple(params[key])
-    valid = SLAM().get_params()
-    model = SLAM(**{k: v for k, v in params.items() if k in valid})
-    for name, (attr, dt) in _ARRAYS.items():
-        setattr(model, attr, np.asarray(arrays[name], dtype=dt))
-    model.param_grid_ = {k: arrays[f"grid_{k}"] for k in ("C", "epsilon", "gamma")}
-    model.label_names_ = list(meta["label_names"])
-    model.label_units_ = list(meta["label_units"])
-    model.n_train_ = int(meta["n_train"])
-    model.n_features_in_ = int(model.dual_coef_.shape[0])
-    model.solver_info_ = meta.get("solver_info", {})
-    model.cv_mse_ = model.cv_mse_scaled_ * model.flux_scale_**2
-    model.cv_md_ = model.cv_md_scaled_ * model.flux_scale_
+    state = {attr: np.asarray(arrays[name], dtype=dt) for name, (attr, dt) in _ARRAYS.items()}
+    state["param_grid_"] = {k: arrays[f"grid_{k}"] for k in ("C", "epsilon", "gamma")}
+    state["label_names_"] = list(meta["label_names"])
+    state["label_units_"] = list(meta["label_units"])
+    state["n_train_"] = int(meta["n_train"])
+    state["solver_info_"] = meta.get("solver_info", {})
     if "error_law_a" in arrays:
-        model.error_law_ = {"a": arrays["error_law_a"], "b": arrays["error_law_b"],
-                            "cov": arrays["error_law_cov"],
-                            "snr_range": tuple(meta["error_law"]["snr_range"]),
-                            "n_bins": int(meta["error_law"]["n_bins"])}
+        state["error_law_"] = {"a": arrays["error_law_a"], "b": arrays["error_law_b"],
+                               "cov": arrays["error_law_cov"],
+                               "snr_range": tuple(meta["error_law"]["snr_range"]),
+                               "n_bins": int(meta["error_law"]["n_bins"])}
     else:
-        model.error_law_ = None
-    _check_consistent(model, path)
-    from .slam import _grid_edge_fraction
-    model.grid_edge_fraction_ = _grid_edge_fraction(model)
-    model._reset_cache()
-    return model
+        state["error_law_"] = None
+    _check_consistent(state, path)
+    return dict(meta["params"]), state
 
 
-def _check_consistent(model, path) -> None:
-    n_pix, n_train = model.dual_coef_.shape
-    L = model.label_mean_.size
+def _check_consistent(s: dict, path) -> None:
+    n_pix, n_train = s["dual_coef_"].shape
+    L = s["label_mean_"].size
     checks = {
-        "wavelength": model.wavelength_.shape == (n_pix,),
-        "flux_mean/flux_scale": model.flux_mean_.shape == model.flux_scale_.shape == (n_pix,),
-        "X_train": model.X_train_.shape == (n_train, L),
-        "intercept/C/epsilon/gamma": all(a.shape == (n_pix,) for a in
-                                         (model.intercept_, model.C_, model.epsilon_, model.gamma_)),
-        "label names": len(model.label_names_) == L == model.label_scale_.size,
-        "training_domain": model.training_domain_.shape == (L, 2),
+        "wavelength": s["wavelength_"].shape == (n_pix,),
+        "flux_mean/flux_scale": s["flux_mean_"].shape == s["flux_scale_"].shape == (n_pix,),
+        "X_train": s["X_train_"].shape == (n_train, L),
+        "intercept/C/epsilon/gamma": all(s[a].shape == (n_pix,) for a in
+                                         ("intercept_", "C_", "epsilon_", "gamma_")),
+        "label names": len(s["label_names_"]) == L == s["label_scale_"].size,
+        "training_domain": s["training_domain_"].shape == (L, 2),
     }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:

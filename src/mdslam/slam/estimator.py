@@ -35,7 +35,6 @@ Flags (bit values of the ``flag`` column): :class:`mdslam.flags.LabelFlag`.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,16 +42,27 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from astropy.table import Table
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
-from . import validation
-from .flags import LABEL_FLAG_MEANING, LabelFlag, label_flag_meanings
-from .svr import KernelEig, SVRBatchSolution, rbf_kernel, solve_svr_exact, solve_svr_staged
+from .. import modelfile
+from ..flags import LABEL_FLAG_MEANING, LabelFlag, label_flag_meanings
+from . import errorlaw, forward, lm
+from ._util import _n_workers, _progress
+from .training import (
+    _grid_edge_fraction,
+    _grid_search_cv,
+    _iter_folds,
+    _n_folds,
+    _refit_all,
+    _standardise,
+)
 
 __all__ = [
     "SLAM",
     "QIU2025_USABLE_RANGE",
+    "DEFAULT_C",
+    "DEFAULT_EPSILON",
+    "DEFAULT_GAMMA",
     "describe_flag",
 ]
 
@@ -80,29 +90,6 @@ def describe_flag(flag: int, label_names: Sequence[str] = ()) -> list[str]:
         The model's label names, to name the "outside domain" bits.
     """
     return label_flag_meanings(flag, label_names)
-
-
-def _iter_folds(n: int, cv, random_state) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) index pairs: int -> shuffled KFold(seed), splitter, or explicit pairs."""
-    if isinstance(cv, (int, np.integer)):
-        if cv < 2 or cv > n:
-            raise ValueError(f"cv={cv}: need 2 <= k <= n_train={n}")
-        splitter = KFold(n_splits=int(cv), shuffle=True, random_state=random_state)
-        return [(np.asarray(a), np.asarray(b)) for a, b in splitter.split(np.zeros((n, 1)))]
-    if hasattr(cv, "split"):
-        return [(np.asarray(a), np.asarray(b)) for a, b in cv.split(np.zeros((n, 1)))]
-    return [(np.asarray(a), np.asarray(b)) for a, b in cv]
-
-
-def _n_folds(cv) -> int | None:
-    if isinstance(cv, (int, np.integer)):
-        return int(cv)
-    if hasattr(cv, "get_n_splits"):
-        try:
-            return int(cv.get_n_splits())
-        except TypeError:
-            return None
-    return None
 
 
 class SLAM(RegressorMixin, BaseEstimator):
@@ -319,41 +306,18 @@ class SLAM(RegressorMixin, BaseEstimator):
     def _reset_cache(self) -> None:
         self._cache = {}
 
-    def _groups(self):
-        """Pixels grouped by gamma: list of (gamma, pixel_index, dual_T (n_train, n_g), b (n_g,))."""
+    def _groups(self) -> list[forward.PixelGroup]:
+        """Pixels grouped by gamma (:func:`mdslam.slam.forward.pixel_groups`), cached."""
         cache = getattr(self, "_cache", None)
         if cache is None:
             self._cache = cache = {}
         if "groups" not in cache:
-            groups = []
-            for g in np.unique(self.gamma_):
-                pix = np.flatnonzero(self.gamma_ == g)
-                groups.append((float(g), pix, np.ascontiguousarray(self.dual_coef_[pix].T),
-                               self.intercept_[pix]))
-            cache["groups"] = groups
+            cache["groups"] = forward.pixel_groups(self.gamma_, self.dual_coef_, self.intercept_)
         return cache["groups"]
 
     def _model_scaled(self, Th: np.ndarray, jacobian: bool = False):
         """Standardised model flux (m, n_pix) and optionally d/dtheta_scaled (m, n_pix, L)."""
-        m = Th.shape[0]
-        n_pix = self.n_features_in_
-        L = Th.shape[1]
-        F = np.empty((m, n_pix))
-        J = np.empty((m, n_pix, L)) if jacobian else None
-        Xt = self.X_train_
-        for g, pix, BT, b in self._groups():
-            k = rbf_kernel(Th, Xt, g)                    # (m, n_train)
-            if not jacobian:
-                F[:, pix] = k @ BT + b
-                continue
-            # d k(theta, x_i) / d theta_l = -2 gamma (theta_l - x_il) k: one stacked product
-            stack = np.concatenate([k[None], k[None] * Xt.T[:, None, :]], axis=0)   # (1+L, m, n_train)
-            prod = (stack.reshape(-1, Xt.shape[0]) @ BT).reshape(1 + L, m, -1)
-            kb = prod[0]
-            F[:, pix] = kb + b
-            for li in range(L):
-                J[:, pix, li] = -2.0 * g * (Th[:, li, None] * kb - prod[1 + li])
-        return F, J
+        return forward.model_flux(Th, self.X_train_, self._groups(), self.n_features_in_, jacobian)
 
     def predict_flux(self, labels: np.ndarray) -> np.ndarray:
         """Model spectra at given labels (the forward model, all pixels at once).
@@ -451,12 +415,7 @@ class SLAM(RegressorMixin, BaseEstimator):
             t[f"e_{name}"] = res["e_formal"][:, li]
             t[f"e_{name}"].unit = unit or None
             t[f"e_{name}"].description = "formal: sqrt(diag((J^T W J)^-1)), not scaled by rchi2"
-            if law is not None:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    e_cv = law["a"][li] * np.asarray(res["snr"], float) ** law["b"][li]
-            else:
-                e_cv = np.full(n_spec, np.nan)
-            t[f"e_{name}_cv"] = e_cv
+            t[f"e_{name}_cv"] = errorlaw.error_law_sigma(law, res["snr"], li)
             t[f"e_{name}_cv"].unit = unit or None
             t[f"e_{name}_cv"].description = "empirical: a * SNR**b fitted to CV scatter (Qiu eqs. 6-8)"
         t["chi2"] = res["chi2"]
@@ -647,7 +606,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         return th, cov, c2, nit, conv, failed
 
     def _lm_batch(self, fobs, w):
-        """Batched Levenberg-Marquardt in standardised label space.
+        """Batched Levenberg-Marquardt (:mod:`mdslam.slam.lm`) in standardised label space.
 
         Parameters
         ----------
@@ -658,65 +617,17 @@ class SLAM(RegressorMixin, BaseEstimator):
         theta (m, L) scaled, cov (m, L, L) scaled, chi2 (m,), n_iter (m,),
         converged (m,), failed (m,).
         """
-        m = fobs.shape[0]
-        L = self.label_mean_.size
         scale = self.flux_scale_
         mean = self.flux_mean_
-        # quick start: chi2 against the grid by matrix products
         G, FG = self._quick_grid()
-        chi2_grid = ((w * fobs**2).sum(axis=1)[:, None] - 2.0 * (w * fobs) @ FG.T + w @ (FG**2).T)
-        theta = G[np.argmin(chi2_grid, axis=1)].copy()
+        theta0 = lm.grid_start(fobs, w, G, FG)
 
-        def evaluate(th, rows):
+        def model(th):
             F, J = self._model_scaled(th, jacobian=True)
-            r = fobs[rows] - (mean + F * scale)              # (k, n_pix)
-            Jp = J * scale[None, :, None]                    # d model / d theta_scaled
-            return r, Jp
+            return mean + F * scale, J * scale[None, :, None]
 
-        r, Jp = evaluate(theta, slice(None))
-        chi2 = (w * r * r).sum(axis=1)
-        mu = np.full(m, 1e-3)
-        n_iter = np.zeros(m, int)
-        converged = np.zeros(m, bool)
-        active = np.arange(m)
-        eye = np.eye(L)
-        for _ in range(int(self.lm_max_iter)):
-            if active.size == 0:
-                break
-            Ja, wa, ra = Jp[active], w[active], r[active]
-            JW = Ja * wa[:, :, None]
-            A = np.matmul(JW.transpose(0, 2, 1), Ja)
-            g = np.matmul(JW.transpose(0, 2, 1), ra[:, :, None])[..., 0]
-            dA = np.diagonal(A, axis1=1, axis2=2)
-            damp = mu[active, None] * (dA + 1e-12 * dA.sum(axis=1, keepdims=True) + 1e-300)
-            step = np.linalg.solve(A + damp[:, :, None] * eye, g[..., None])[..., 0]
-            th_new = theta[active] + step
-            r_new, J_new = evaluate(th_new, active)
-            chi2_new = (wa * r_new * r_new).sum(axis=1)
-            n_iter[active] += 1
-            acc = np.isfinite(chi2_new) & (chi2_new <= chi2[active])
-            small_step = np.max(np.abs(step), axis=1) < self.lm_xtol
-            small_df = acc & ((chi2[active] - chi2_new) <= self.lm_ftol * np.maximum(chi2[active], 1e-300))
-            ia = active[acc]
-            theta[ia] = th_new[acc]
-            r[ia] = r_new[acc]
-            Jp[ia] = J_new[acc]
-            chi2[ia] = chi2_new[acc]
-            mu[active] = np.where(acc, np.maximum(mu[active] * 0.3, 1e-12), mu[active] * 10.0)
-            done = small_step | small_df | (mu[active] > 1e12)
-            converged[active[done]] = True
-            active = active[~done]
-        # covariance (J^T W J)^-1 at the solution, scaled label units
-        A = np.matmul((Jp * w[:, :, None]).transpose(0, 2, 1), Jp)
-        cov = np.full((m, L, L), np.nan)
-        okA = np.all(np.isfinite(A), axis=(1, 2))
-        for i in np.flatnonzero(okA):
-            try:
-                cov[i] = np.linalg.inv(A[i])
-            except np.linalg.LinAlgError:
-                pass
-        failed = ~np.all(np.isfinite(theta), axis=1) | ~np.isfinite(chi2)
-        return theta, cov, chi2, n_iter, converged & ~failed, failed
+        return tuple(lm.levenberg_marquardt(model, fobs, w, theta0, max_iter=self.lm_max_iter,
+                                            xtol=self.lm_xtol, ftol=self.lm_ftol))
 
     def domain_array(self) -> np.ndarray:
         """(n_label, 2) label domain (physical units) used for the outside-domain flags."""
@@ -830,170 +741,55 @@ class SLAM(RegressorMixin, BaseEstimator):
         ``bias``, ``scatter``), with the fitted ``a``, ``b`` in ``meta``.
         """
         self._check_fitted()
-        L = self.label_mean_.size
-        snr = np.asarray(snr, float).ravel()
-        yt = np.array(y_true, float, ndmin=2).reshape(snr.size, L)
-        yp = np.array(y_pred, float, ndmin=2).reshape(snr.size, L)
-        ok = np.isfinite(snr) & np.all(np.isfinite(yt), axis=1) & np.all(np.isfinite(yp), axis=1)
-        tab = validation.binned_bias_scatter(snr[ok], yp[ok], yt[ok], n_bins=n_bins, min_per_bin=min_per_bin)
-        if len(tab) < 2:
-            raise ValueError(f"only {len(tab)} SNR bin(s) with >= {min_per_bin} stars: cannot fit a power law")
-        a = np.zeros(L)
-        b = np.zeros(L)
-        cov = np.zeros((L, 2, 2))
-        scat = np.asarray(tab["scatter"]).reshape(len(tab), L)
-        for li in range(L):
-            a[li], b[li], cov[li] = validation.fit_power_law(np.asarray(tab["snr_median"]), scat[:, li])
-        self.error_law_ = {"a": a, "b": b, "cov": cov,
-                           "snr_range": (float(tab["snr_lo"].min()), float(tab["snr_hi"].max())),
-                           "n_bins": len(tab)}
-        tab.meta.update({"label_names": list(self.label_names_), "a": a.tolist(), "b": b.tolist()})
+        self.error_law_, tab = errorlaw.fit_error_law(snr, y_true, y_pred, self.label_names_,
+                                                      n_bins=n_bins, min_per_bin=min_per_bin)
         return tab
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
         """Write the fitted model to ``path`` (.npz; format in :mod:`mdslam.modelfile`)."""
-        from .modelfile import save_model
-        save_model(self, path)
+        self._check_fitted()
+        state = {k: v for k, v in self.__dict__.items() if k.endswith("_") and not k.startswith("_")}
+        modelfile.save_model(path, state, _jsonable_params(self.get_params()))
 
     @classmethod
     def load(cls, path) -> SLAM:
         """Read a model written by :meth:`save` (no pickle; format checked)."""
-        from .modelfile import load_model
-        return load_model(path)
+        params, state = modelfile.load_model(path)
+        params.pop("cv_repr", None)
+        if isinstance(params.get("domain"), list):
+            params["domain"] = np.asarray(params["domain"], float)
+        for key in ("C", "epsilon", "gamma"):
+            params[key] = tuple(params[key])
+        valid = cls().get_params()
+        model = cls(**{k: v for k, v in params.items() if k in valid})
+        model.__dict__.update(state)
+        model.n_features_in_ = int(model.dual_coef_.shape[0])
+        model.cv_mse_ = model.cv_mse_scaled_ * model.flux_scale_**2
+        model.cv_md_ = model.cv_md_scaled_ * model.flux_scale_
+        model.grid_edge_fraction_ = _grid_edge_fraction(model)
+        model._reset_cache()
+        return model
 
 
-# ---------------------------------------------------------------------- helpers
-def _progress(it, enabled, desc, **kw):
-    if not enabled:
-        return it
-    from tqdm.auto import tqdm
-    return tqdm(it, desc=desc, **kw)
-
-
-def _grid_edge_fraction(model) -> dict:
-    """Fraction of usable pixels whose chosen value is the lowest or highest of its grid (NaN: < 3 values)."""
+def _jsonable_params(params: dict) -> dict:
+    """``get_params()`` as JSON types; a CV splitter is stored as its number of folds."""
     out = {}
-    use = model.pixel_usable_
-    for k in ("C", "epsilon", "gamma"):
-        g = np.asarray(model.param_grid_[k])
-        v = getattr(model, k + "_")[use]
-        out[k] = float(np.mean(np.isin(v, (g.min(), g.max())))) if g.size > 2 and v.size else float("nan")
+    for k, v in params.items():
+        if k == "cv" and not isinstance(v, (int, np.integer)):
+            nf = _n_folds(v)
+            out[k] = nf if nf is not None else 10
+            out["cv_repr"] = repr(v)
+        elif isinstance(v, np.ndarray):
+            out[k] = v.tolist()
+        elif isinstance(v, (tuple, list)):
+            out[k] = [float(x) if isinstance(x, (np.floating, float)) else x for x in v]
+        elif isinstance(v, dict):
+            out[k] = {kk: list(map(float, vv)) for kk, vv in v.items()}
+        elif isinstance(v, (np.integer,)):
+            out[k] = int(v)
+        elif isinstance(v, (np.floating,)):
+            out[k] = float(v)
+        else:
+            out[k] = v
     return out
-
-
-def _n_workers(n_jobs) -> int:
-    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if n_jobs is None or n_jobs == 0:
-        return max(ncpu, 1)
-    if n_jobs < 0:
-        return max(ncpu + 1 + int(n_jobs), 1)
-    return int(n_jobs)
-
-
-def _solve_parallel(fn, ke, Y, C, eps, n_workers, **kw) -> SVRBatchSolution:
-    """Run a batched SVR solver on pixel blocks in threads (BLAS single-threaded inside)."""
-    P = Y.shape[0]
-    nw = max(1, min(int(n_workers), P // 8 or 1))
-    if nw == 1:
-        return fn(ke, Y, C, eps, **kw)
-    n_chunks = min(2 * nw, max(P // 64, nw))          # a few more chunks than threads: load balance
-    edges = np.linspace(0, P, n_chunks + 1).astype(int)
-
-    def rows(a, lo, hi):
-        return a[lo:hi] if np.ndim(a) >= 1 and np.shape(a)[0] == P else a
-
-    def part(k):
-        lo, hi = edges[k], edges[k + 1]
-        return fn(ke, Y[lo:hi], rows(C, lo, hi), rows(eps, lo, hi), **kw)
-
-    with ThreadPoolExecutor(max_workers=nw) as ex:
-        parts = list(ex.map(part, range(n_chunks)))
-    cat = np.concatenate
-    return SVRBatchSolution(beta=cat([p.beta for p in parts]), intercept=cat([p.intercept for p in parts]),
-                            gap=cat([p.gap for p in parts]), n_iter=cat([p.n_iter for p in parts]),
-                            converged=cat([p.converged for p in parts]),
-                            state=tuple(cat([p.state[i] for p in parts]) for i in range(3)))
-
-
-def _standardise(flux, labels, good):
-    """Labels and per-pixel fluxes to mean 0, variance 1 (good pixels only; ddof=0)."""
-    lm = labels.mean(axis=0)
-    ls = labels.std(axis=0)
-    ls = np.where(ls > 0, ls, 1.0)
-    Xs = (labels - lm) / ls
-    cnt = good.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fm = np.where(cnt > 0, (flux * good).sum(axis=0) / np.maximum(cnt, 1), 0.0)
-        fv = np.where(cnt > 0, (((flux - fm) * good) ** 2).sum(axis=0) / np.maximum(cnt, 1), 1.0)
-    fs = np.sqrt(fv)
-    fs = np.where(fs > 1e-300, fs, 1.0)
-    Ys = np.where(good, (flux - fm) / fs, 0.0)
-    return Xs, Ys, (lm, ls, fm, fs)
-
-
-def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1):
-    """Accumulate per-pixel CV sums over the grid: sse, se (nC, neps, ng, n_pix), count (n_pix,)."""
-    n, n_pix = Ys.shape
-    sse = np.zeros((Cs.size, es.size, gs.size, n_pix))
-    se = np.zeros_like(sse)
-    cnt = np.zeros(n_pix)
-    for _, te in folds:
-        cnt += good[te].sum(axis=0)
-    n_iter_tot = 0
-    n_solves = 0
-    max_gap = 0.0
-    n_unconv = 0
-    steps = [(gi, k) for gi in range(gs.size) for k in range(len(folds))]
-    bar = _progress(steps, verbose, "SLAM CV grid", unit="fold",
-                    postfix=f"{n_pix} px x {Cs.size * es.size} (C, eps)")
-    for gi, k in bar:
-        g = gs[gi]
-        tr, te = folds[k]
-        # eigenvalues below 1e-8 of the largest are left out of the ADMM linear step only
-        # (a third fewer columns at gamma 0.3 on the reference problem, same CV-MSE to 1e-5);
-        # the KKT gap and the polish always use the full kernel, so the stopping rule is exact
-        ke = KernelEig.from_kernel(rbf_kernel(Xs[tr], Xs[tr], g), rel_cut=1e-8)
-        Kv = rbf_kernel(Xs[tr], Xs[te], g)
-        Ytr = np.ascontiguousarray(Ys[tr].T)
-        gtr = good[tr].T
-        Cmask = None if gtr.all() else gtr.astype(float)
-        gte = good[te].T
-        Yte = Ys[te].T
-        for ci, C in enumerate(Cs):
-            for ei, e in enumerate(es):
-                sol = _solve_parallel(solve_svr_staged, ke, Ytr, C if Cmask is None else C * Cmask, e,
-                                      n_workers, tol=tol)
-                res = (sol.beta @ Kv + sol.intercept[:, None] - Yte) * gte
-                sse[ci, ei, gi] += (res * res).sum(axis=1)
-                se[ci, ei, gi] += res.sum(axis=1)
-                n_iter_tot += int(sol.n_iter.sum())
-                n_solves += n_pix
-                max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
-                n_unconv += int((~sol.converged).sum())
-    info = {"cv_mean_iterations": n_iter_tot / max(n_solves, 1), "cv_max_kkt_gap": max_gap,
-            "cv_n_unconverged": n_unconv}
-    return sse, se, cnt, info
-
-
-def _refit_all(Xs, Ys, good, C_pix, eps_pix, gamma_pix, usable, tol, refit_tol, verbose, n_workers=1):
-    """Final SVR of every pixel on all training stars, exact optimum where reachable."""
-    n, n_pix = Ys.shape
-    dual = np.zeros((n_pix, n))
-    b = np.zeros(n_pix)
-    max_gap = 0.0
-    n_unconv = 0
-    gammas = np.unique(gamma_pix[usable])
-    for g in _progress(gammas, verbose, "SLAM refit", unit="gamma"):
-        pix = np.flatnonzero((gamma_pix == g) & usable)
-        ke = KernelEig.from_kernel(rbf_kernel(Xs, Xs, g))
-        Y = np.ascontiguousarray(Ys[:, pix].T)
-        Cb = C_pix[pix, None] * good[:, pix].T
-        e = eps_pix[pix]
-        sol = _solve_parallel(solve_svr_exact, ke, Y, Cb, e, n_workers, tol=tol, final_tol=refit_tol)
-        dual[pix] = sol.beta
-        b[pix] = sol.intercept
-        max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
-        n_unconv += int((sol.gap > refit_tol).sum())
-    # unusable pixels: model = training mean (dual 0, b 0 in scaled units)
-    return dual, b, {"refit_max_kkt_gap": max_gap, "refit_n_above_tol": n_unconv}
