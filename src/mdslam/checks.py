@@ -56,6 +56,8 @@ __all__ = [
     "rchi2_threshold",
     "knn_distance",
     "knn_threshold",
+    "training_rows",
+    "fit_flags",
 ]
 
 log = logging.getLogger("mdslam")
@@ -473,3 +475,81 @@ def knn_threshold(X_train: np.ndarray, k: int = KNN_K) -> float:
     d = knn_distance(X_train, X_train, k=k, exclude_self=True)
     d = d[np.isfinite(d)]
     return float(KNN_FACTOR * np.quantile(d, KNN_QUANTILE)) if d.size else np.inf
+
+
+def training_rows(labels: np.ndarray, good: np.ndarray, names: Sequence[str], units: Sequence[str],
+                  C: Sequence[float], epsilon: Sequence[float], gamma: Sequence[float], cv) -> np.ndarray:
+    """All checks of a training set before the first SVR is solved; returns the rows to train on.
+
+    Parameters
+    ----------
+    labels : (n_star, n_label) array
+        Training labels, physical units.
+    good : (n_star, n_pix) bool array
+        Usable flux pixels (finite flux, positive ivar).
+    names, units : sequence of str, (n_label,)
+    C, epsilon, gamma : sequence of float
+        The hyperparameter grid.
+    cv : int or splitter
+        Cross-validation folds.
+
+    Returns
+    -------
+    keep : (n_star,) bool array
+        Rows without no-value codes and with at least one usable pixel (the
+        excluded ones are logged with their count).
+
+    Raises
+    ------
+    InputError
+        See :func:`check_hyperparameters`, :func:`check_training_labels`, :func:`check_cv`.
+    """
+    check_hyperparameters(C, epsilon, gamma)
+    keep = check_training_labels(labels, names, units, source="training labels")
+    has_pix = np.asarray(good, bool).any(axis=1)
+    if (~has_pix).any():
+        log.warning("training spectra: %d of %d without any usable pixel (ivar 0 or NaN flux) excluded",
+                    int((~has_pix).sum()), len(has_pix))
+    keep &= has_pix
+    check_cv(cv, int(keep.sum()))
+    check_training_labels(np.asarray(labels, float)[keep], names, units, source="training labels")
+    return keep
+
+
+def fit_flags(rchi2: np.ndarray, theta_scaled: np.ndarray, X_train: np.ndarray, flux: np.ndarray, *,
+              rchi2_threshold: float, knn_threshold: float, knn_k: int, flux_level: float) -> np.ndarray:
+    """The fit-quality :class:`~mdslam.flags.LabelFlag` bits of labelled spectra.
+
+    Parameters
+    ----------
+    rchi2 : (n,) array
+        Reduced chi2 of the best fits.
+    theta_scaled : (n, n_label) array
+        Best-fit labels, standardised like ``X_train``.
+    X_train : (n_train, n_label) array
+        Standardised training labels.
+    flux : (n, n_pix) array
+        The spectra.
+    rchi2_threshold, knn_threshold : float
+        From :func:`rchi2_threshold` and :func:`knn_threshold` (``inf`` = off).
+    knn_k : int
+        Neighbour rank of the kNN distance.
+    flux_level : float
+        Median training flux (:func:`flux_level_problem`).
+
+    Returns
+    -------
+    (n,) int64 array of ``BAD_FIT | FAR_FROM_TRAINING | NOT_NORMALISED`` bits.
+    """
+    from .flags import LabelFlag
+
+    r = np.asarray(rchi2, float)
+    out = np.zeros(r.size, np.int64)
+    with np.errstate(invalid="ignore"):
+        out[r > rchi2_threshold] |= LabelFlag.BAD_FIT
+        if np.isfinite(knn_threshold):
+            d = knn_distance(theta_scaled, X_train, k=knn_k)
+            out[d > knn_threshold] |= LabelFlag.FAR_FROM_TRAINING
+    if np.isfinite(flux_level) and flux_level != 0:
+        out[flux_level_problem(flux, flux_level)] |= LabelFlag.NOT_NORMALISED
+    return out

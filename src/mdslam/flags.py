@@ -5,7 +5,10 @@
 * :class:`LabelFlag`: bits of the ``flag`` column of a label table
   (:meth:`mdslam.slam.SLAM.predict_table`, ``mdslam predict``). The bit
   ``LabelFlag.OUTSIDE_DOMAIN`` is the first of one bit per label: label number
-  ``k`` outside the model's domain sets ``LabelFlag.OUTSIDE_DOMAIN << k``.
+  ``k`` outside the model's domain sets ``LabelFlag.OUTSIDE_DOMAIN << k``
+  (bits 4..11, so at most 8 labels). Fixed bits added later sit above that
+  range: ``BAD_FIT`` (1 << 12), ``FAR_FROM_TRAINING`` (1 << 13) and
+  ``NOT_NORMALISED`` (1 << 14), set by :func:`mdslam.checks.fit_flags`.
 
 A value 0 means "no problem found". Flag values are stored as plain integers in
 tables and files; ``SpectrumFlag(v)`` / ``LabelFlag(v)`` decode them, and
@@ -55,6 +58,10 @@ class LabelFlag(enum.IntFlag):
     LOW_SNR = 4
     FEW_PIXELS = 8
     OUTSIDE_DOMAIN = 16
+    # bits 16 << k (k < 8 labels) are the per-label OUTSIDE_DOMAIN bits; fixed bits go above them
+    BAD_FIT = 1 << 12
+    FAR_FROM_TRAINING = 1 << 13
+    NOT_NORMALISED = 1 << 14
 
 
 LABEL_FLAG_MEANING: dict[LabelFlag, str] = {
@@ -63,6 +70,10 @@ LABEL_FLAG_MEANING: dict[LabelFlag, str] = {
     LabelFlag.LOW_SNR: "SNR below the model's low_snr threshold",
     LabelFlag.FEW_PIXELS: "fewer good pixels than min_good_fraction of the model's usable pixels",
     LabelFlag.OUTSIDE_DOMAIN: "label k outside the training domain: bit OUTSIDE_DOMAIN << k",
+    LabelFlag.BAD_FIT: "reduced chi2 above the model's rchi2_threshold_ (learnt from the training spectra)",
+    LabelFlag.FAR_FROM_TRAINING: ("best-fit labels farther from the training labels (k-th neighbour, "
+                                  "standardised) than the model's knn_threshold_"),
+    LabelFlag.NOT_NORMALISED: "median flux far from the training spectra's level: not normalised like them",
 }
 """One line per :class:`LabelFlag` bit: what it means."""
 
@@ -84,7 +95,7 @@ def label_flag_meanings(flag: int, label_names: Sequence[str] = ()) -> list[str]
     """
     flag = int(flag)
     out = [LABEL_FLAG_MEANING[f] for f in LabelFlag
-           if f < LabelFlag.OUTSIDE_DOMAIN and flag & f]
+           if f != LabelFlag.OUTSIDE_DOMAIN and flag & f]
     for k, name in enumerate(label_names):
         if flag & (int(LabelFlag.OUTSIDE_DOMAIN) << k):
             out.append(f"{name} outside the domain")

@@ -29,7 +29,15 @@ member              shape                  meaning
 ``training_domain`` (n_label, 2)           min/max of the training labels (physical units)
 ``error_law_a/b``   (n_label,)             ``sigma = a * SNR**b`` (only if an error law is set)
 ``error_law_cov``   (n_label, 2, 2)        covariance of (a, b)
+``rchi2_threshold`` ()                     bad-fit flag threshold on rchi2 (optional)
+``knn_threshold``   ()                     far-from-training flag threshold, standardised
+                                           labels (optional)
+``knn_k``           ()                     neighbour rank of that distance (optional)
 ==================  =====================  ===========================================
+
+The three optional members (:func:`mdslam.checks.rchi2_threshold`,
+:func:`mdslam.checks.knn_threshold`) may be absent from older files; the
+flags they drive are then never set.
 
 ``metadata`` holds ``format`` (``"mdslam.slam-model"``), ``format_version``
 (int), ``mdslam_version``, ``label_names``, ``label_units``, ``params`` (the
@@ -38,8 +46,9 @@ estimator's ``get_params()``; a CV splitter is stored as its number of folds),
 ``n_bins``.  Flux and physical units follow from the training data.
 
 A reader refuses files whose ``format_version`` is newer than it knows, and
-reports a truncated or corrupted archive (bad zip, CRC error, missing member,
-inconsistent shapes) as :class:`ModelFileError` naming the file.
+reports a truncated or corrupted archive (bad zip, CRC error, damaged deflate
+stream, missing member or metadata key, inconsistent shapes) as
+:class:`ModelFileError` naming the file.
 
 This module knows the format only: it writes and reads a dict of the
 estimator's learned attributes; :meth:`mdslam.slam.SLAM.save` and
@@ -51,6 +60,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +89,19 @@ _ARRAYS = {
     "pixel_usable": ("pixel_usable_", bool),
     "training_domain": ("training_domain_", float),
 }
+
+
+#: Members added after the first files were written; a file without them loads with
+#: the default (the flags they drive are then not set).
+_OPTIONAL_ARRAYS = {
+    # member: (attribute, dtype, default)
+    "rchi2_threshold": ("rchi2_threshold_", float, np.inf),
+    "knn_threshold": ("knn_threshold_", float, np.inf),
+    "knn_k": ("knn_k_", int, 5),
+}
+
+#: Metadata keys every reader needs.
+_REQUIRED_META = ("label_names", "label_units", "params", "n_train")
 
 
 class ModelFileError(ValueError):
@@ -110,6 +133,9 @@ def save_model(path, state: dict, params: dict) -> Path:
     arrays = {name: np.asarray(state[attr], dtype=dt) for name, (attr, dt) in _ARRAYS.items()}
     for key in ("C", "epsilon", "gamma"):
         arrays[f"grid_{key}"] = np.asarray(state["param_grid_"][key], float)
+    for name, (attr, dt, _) in _OPTIONAL_ARRAYS.items():
+        if state.get(attr) is not None:
+            arrays[name] = np.asarray(state[attr], dtype=dt)
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -168,6 +194,8 @@ def load_model(path) -> tuple[dict, dict]:
             if "metadata" not in names:
                 raise ModelFileError(f"{path}: not an mdslam SLAM model (no 'metadata' member)")
             meta = json.loads(str(z["metadata"][()]))
+            if not isinstance(meta, dict):
+                raise ModelFileError(f"{path}: model metadata is not a JSON object")
             if meta.get("format") != FORMAT_NAME:
                 raise ModelFileError(f"{path}: format {meta.get('format')!r} is not {FORMAT_NAME!r}")
             version = int(meta.get("format_version", -1))
@@ -178,17 +206,24 @@ def load_model(path) -> tuple[dict, dict]:
                     f"{meta.get('mdslam_version', '?')})")
             if version < 1:
                 raise ModelFileError(f"{path}: invalid format_version {version}")
+            absent = [k for k in _REQUIRED_META if k not in meta]
+            if absent:
+                raise ModelFileError(f"{path}: model metadata lacks {absent}; the file is damaged or "
+                                     "was not written by mdslam")
             missing = [m for m in list(_ARRAYS) + ["grid_C", "grid_epsilon", "grid_gamma"] if m not in names]
             if missing:
                 raise ModelFileError(f"{path}: truncated or corrupted model file, missing {missing}")
             arrays = {m: z[m] for m in names if m != "metadata"}
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError, TypeError,
+            json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: corrupted or truncated model file ({type(exc).__name__}: {exc})") from exc
 
     state = {attr: np.asarray(arrays[name], dtype=dt) for name, (attr, dt) in _ARRAYS.items()}
     state["param_grid_"] = {k: arrays[f"grid_{k}"] for k in ("C", "epsilon", "gamma")}
+    for name, (attr, dt, default) in _OPTIONAL_ARRAYS.items():
+        state[attr] = dt(arrays[name]) if name in arrays else default
     state["label_names_"] = list(meta["label_names"])
     state["label_units_"] = list(meta["label_units"])
     state["n_train_"] = int(meta["n_train"])

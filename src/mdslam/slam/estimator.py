@@ -44,7 +44,7 @@ from astropy.table import Table
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from threadpoolctl import threadpool_limits
 
-from .. import modelfile
+from .. import checks, modelfile
 from ..flags import LABEL_FLAG_MEANING, LabelFlag, label_flag_meanings
 from . import errorlaw, forward, lm
 from ._util import _n_workers, _progress
@@ -164,6 +164,14 @@ class SLAM(RegressorMixin, BaseEstimator):
         Standardisation of labels (n_label,) and fluxes (n_pix,).
     label_names_, label_units_ : list of str
     wavelength_ : (n_pix,) array
+    rchi2_threshold_ : float
+        Reduced chi2 above which a fit is flagged ``LabelFlag.BAD_FIT``:
+        :func:`mdslam.checks.rchi2_threshold` of the training spectra fitted by
+        the model itself (in-sample; ``inf`` for models saved before it existed).
+    knn_threshold_, knn_k_ : float, int
+        Distance (standardised labels) of best-fit labels to their ``knn_k_``-th
+        nearest training star above which a fit is flagged
+        ``LabelFlag.FAR_FROM_TRAINING`` (:func:`mdslam.checks.knn_threshold`).
     training_domain_ : (n_label, 2) array
         Min and max of the training labels (physical units).
     pixel_usable_ : (n_pix,) bool array
@@ -233,6 +241,14 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.label_units_ = list(label_units) if label_units is not None else [""] * L
         if len(self.label_names_) != L or len(self.label_units_) != L:
             raise ValueError(f"label_names/label_units must have {L} entries")
+        # --- input checks (mdslam.checks): poison is an error or a logged, counted exclusion
+        keep = checks.training_rows(labels, good, self.label_names_, self.label_units_,
+                                    self.C, self.epsilon, self.gamma, self.cv)
+        if not keep.all():
+            flux, labels, good = flux[keep], labels[keep], good[keep]
+            ivar = None if ivar is None else np.asarray(ivar, float)[keep]
+            n = flux.shape[0]
+        # --- end of input checks
         self.wavelength_ = (np.arange(n_pix, dtype=float) if wavelength is None
                             else np.asarray(wavelength, float).ravel())
         if self.wavelength_.size != n_pix:
@@ -281,6 +297,13 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.error_law_ = None
         self.solver_info_ = {**info, **refit_info, "n_folds": len(folds)}
         self._reset_cache()
+        # --- fit-quality thresholds (mdslam.checks), learnt from the training set itself
+        self.knn_k_ = checks.KNN_K
+        self.knn_threshold_ = checks.knn_threshold(Xs, self.knn_k_)
+        self.rchi2_threshold_ = np.inf
+        own = self._infer(np.where(good, flux, np.nan), ivar)
+        self.rchi2_threshold_ = checks.rchi2_threshold(_rchi2(own["chi2"], own["n_good"], L))
+        # --- end of fit-quality thresholds
         return self
 
     def _check_training(self, X, y, ivar):
@@ -419,8 +442,7 @@ class SLAM(RegressorMixin, BaseEstimator):
             t[f"e_{name}_cv"].unit = unit or None
             t[f"e_{name}_cv"].description = "empirical: a * SNR**b fitted to CV scatter (Qiu eqs. 6-8)"
         t["chi2"] = res["chi2"]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t["rchi2"] = res["chi2"] / np.maximum(res["n_good"] - len(self.label_names_), 1)
+        t["rchi2"] = _rchi2(res["chi2"], res["n_good"], len(self.label_names_))
         t["n_good_pixels"] = res["n_good"]
         t["n_iter"] = res["n_iter"]
         t["converged"] = res["converged"]
@@ -585,6 +607,14 @@ class SLAM(RegressorMixin, BaseEstimator):
             for li in range(L):
                 out_l = (labels[:, li] < dom[li, 0]) | (labels[:, li] > dom[li, 1])
                 flag[out_l] |= LabelFlag.OUTSIDE_DOMAIN << li
+        # --- fit-quality flags (mdslam.checks): bad fit, far from the training set, not normalised
+        flag |= checks.fit_flags(
+            _rchi2(chi2, n_good, L), (labels - self.label_mean_) / self.label_scale_, self.X_train_, flux,
+            rchi2_threshold=getattr(self, "rchi2_threshold_", np.inf),
+            knn_threshold=getattr(self, "knn_threshold_", np.inf), knn_k=getattr(self, "knn_k_", checks.KNN_K),
+            flux_level=float(np.median(self.flux_mean_[self.pixel_usable_])) if self.pixel_usable_.any()
+            else np.nan)
+        # --- end of fit-quality flags
         return dict(labels=labels, e_formal=e_formal, chi2=chi2, n_good=n_good, n_iter=n_iter,
                     converged=converged, flag=flag, snr=snr)
 
@@ -770,6 +800,12 @@ class SLAM(RegressorMixin, BaseEstimator):
         model.grid_edge_fraction_ = _grid_edge_fraction(model)
         model._reset_cache()
         return model
+
+
+def _rchi2(chi2, n_good, n_label) -> np.ndarray:
+    """Reduced chi2 ``chi2 / max(n_good - n_label, 1)``, shape (n,)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(chi2, float) / np.maximum(np.asarray(n_good) - n_label, 1)
 
 
 def _jsonable_params(params: dict) -> dict:
