@@ -154,5 +154,6 @@ def test_knn_distance_against_brute_force():
 
 def test_rchi2_threshold_rule():
     r = np.linspace(0.2, 1.0, 101)
-    assert checks.rchi2_threshold(r) == pytest.approx(max(2.0, 2.0 * np.quantile(r, 0.99)))
+    assert checks.rchi2_threshold(r) == pytest.approx(max(2.0, 1.0 * np.quantile(r, 0.99)))
+    assert checks.rchi2_threshold(np.linspace(0, 10, 101)) == pytest.approx(np.quantile(np.linspace(0, 10, 101), 0.99))
     assert checks.rchi2_threshold([np.nan]) == checks.RCHI2_FLOOR

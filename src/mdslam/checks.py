@@ -98,7 +98,7 @@ EPSILON_MAX = 5.0
 
 #: The bad-fit threshold is ``max(RCHI2_FLOOR, RCHI2_FACTOR * quantile(rchi2_train, RCHI2_QUANTILE))``.
 RCHI2_QUANTILE = 0.99
-RCHI2_FACTOR = 2.0
+RCHI2_FACTOR = 1.0
 RCHI2_FLOOR = 2.0
 
 #: The far-from-training threshold is ``KNN_FACTOR * quantile(d_k, KNN_QUANTILE)`` where
@@ -281,7 +281,7 @@ def check_training_labels(y: np.ndarray, names: Sequence[str], units: Sequence[s
                     hint = " (given in thousands of K?)"
                 raise InputError(f"{source}: {int(out.sum())} value(s) of {name!r} outside its plausible range "
                                  f"{rng[0]:g}..{rng[1]:g}{unit}, e.g. {v[out][0]:g}{unit}{hint}")
-        if np.ptp(v) == 0:
+        if v.size >= 2 and np.ptp(v) == 0:
             raise InputError(f"{source}: label {name!r} is constant ({v[0]:g}{unit}) over the "
                              f"{int(keep.sum())} training stars; drop it")
     return keep

@@ -141,12 +141,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from . import checks
 
-    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)          # counted exclusions are printed as warnings
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger = logging.getLogger("mdslam")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.WARNING:
+        logger.setLevel(logging.WARNING)
     try:
         return _train(args)
     except (checks.InputError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        logger.removeHandler(handler)
 
 
 def _train(args: argparse.Namespace) -> int:
