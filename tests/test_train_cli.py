@@ -242,3 +242,42 @@ def test_arrays_on_another_grid_are_refused_by_predict(small_model, tmp_path, wa
     cat = Table.read(out)
     assert np.all(cat["flag"] & LabelFlag.FAILED) and not np.any(np.isfinite(np.ma.filled(cat["teff"], np.nan)))
     assert all("not on the model wavelength grid" in e and problem in e for e in cat["error"])
+
+
+# ----------------------------------------------------------------------------- completeness on mock stars
+@pytest.mark.slow
+def test_fit_flags_find_mock_stars_outside_the_training_domain():
+    """Train on mock LAMOST M dwarfs with Teff 3000-3700 K and [M/H] -0.6..+0.3 (300 stars, SNR ~100),
+    label 100 held-out stars inside and 100 outside (Teff 2600-2900 K, 3740-3830 K, or [M/H] -1.5..-0.8).
+
+    The fit-quality flags (BAD_FIT or FAR_FROM_TRAINING, from the fit alone) flagged 83 of the 100
+    outside stars and 5 of the 100 inside when this test was written (every [M/H] < -0.6 and Teff < 2900 K
+    star; 37 % of the 3740-3830 K ones, whose spectra are close to the 3700 K edge); the bounds below
+    leave room for the noise of 100-star samples.
+    """
+    from mdslam.mock import MockSurvey
+    from mdslam.preprocess import log_lambda_grid, preprocess
+
+    grid = log_lambda_grid(6147.0, 8888.0, n=300)
+    ms = MockSurvey("lamost", seed=11, snr_median=100.0, snr_sigma=0.3, labels="uniform",
+                    teff_range=(3000.0, 3700.0), feh_range=(-0.6, 0.3))
+    spec, truth = ms.generate(400)
+    pp = preprocess(spec, grid=grid, progress=False)
+    y = np.column_stack([truth["teff_true"], truth["feh_true"]])
+    model = SLAM(C=(10.0,), epsilon=(0.05,), gamma=(0.3, 1.0), cv=3, random_state=0)
+    model.fit(pp.flux[:300], y[:300], pp.ivar[:300], wavelength=grid, label_names=["teff", "fe_h"],
+              label_units=["K", "dex"])
+    inside = np.asarray(model.predict_table(pp[300:])["flag"])
+    rng = np.random.default_rng(5)
+    kind = rng.integers(0, 3, 100)
+    teff = np.where(kind == 0, rng.uniform(2600, 2900, 100),
+                    np.where(kind == 1, rng.uniform(3740, 3830, 100), rng.uniform(3000, 3700, 100)))
+    feh = np.where(kind == 2, rng.uniform(-1.5, -0.8, 100), rng.uniform(-0.6, 0.3, 100))
+    out_spec = MockSurvey("lamost", seed=12).spectrum(teff=teff, feh=feh, snr=rng.lognormal(np.log(100), 0.3, 100))
+    outside = np.asarray(model.predict_table(preprocess(out_spec, grid=grid, progress=False))["flag"])
+    bits = LabelFlag.BAD_FIT | LabelFlag.FAR_FROM_TRAINING
+    completeness = np.mean(outside & bits > 0)
+    false_positive = np.mean(inside & bits > 0)
+    assert completeness >= 0.7, completeness
+    assert false_positive <= 0.12, false_positive
+    assert np.mean(outside[kind == 2] & bits > 0) >= 0.9        # the [Fe/H] -1.5 case of the report
