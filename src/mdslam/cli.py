@@ -248,7 +248,9 @@ def _add_train(sub) -> None:
 
     p = sub.add_parser("train", help="train a SLAM model (per-pixel SVR, k-fold CV grid search)")
     p.add_argument("--spectra", nargs="+", required=True,
-                   help="npz / FITS table(s) of normalised flux (+ivar) on one grid")
+                   help="npz / FITS table(s) of normalised flux (+ivar) on one grid; every input is "
+                        "checked before training (mdslam.checks: plausible label ranges, no-value codes, "
+                        "duplicate ids, grids, hyperparameters)")
     p.add_argument("--format", default="auto", choices=["auto", "arrays"], help="spectra file format")
     p.add_argument("--labels", required=True, help="table of training labels (FITS, ECSV, CSV...)")
     p.add_argument("--label-cols", required=True, help="comma-separated label columns, e.g. teff,logg,fe_h")

@@ -12,6 +12,12 @@ Used by ``mdslam train`` and ``mdslam predict``.  Accepted spectra files:
   :func:`mdslam.preprocess.preprocess` (rest frame, rebin, masks, pseudo-continuum).
 
 Spectra given as arrays must already be normalised and on the model's grid.
+Both are checked (:mod:`mdslam.checks`): array files stacked for training must
+share one grid, a file whose ``wavelength`` differs from the model grid by more
+than :data:`mdslam.checks.GRID_TOLERANCE` pixels (shifted, reversed, other
+length) is refused when labelling, and a spectrum whose median flux is far from
+the training spectra's gets ``LabelFlag.NOT_NORMALISED``. Files without a
+wavelength array cannot be checked against the grid.
 """
 
 from __future__ import annotations
