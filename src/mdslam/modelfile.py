@@ -1,6 +1,6 @@
 """The SLAM model file: one ``.npz`` of plain arrays plus a JSON metadata string. No pickle.
 
-Format ``mdslam.slam-model``, version 1
+Format ``mdslam.slam-model``, version 2
 --------------------------------------
 A zip archive written by :func:`numpy.savez_compressed` and read back with
 ``np.load(path, allow_pickle=False)``.  Members (``n_pix`` pixels, ``n_train``
@@ -29,11 +29,21 @@ member              shape                  meaning
 ``training_domain`` (n_label, 2)           min/max of the training labels (physical units)
 ``error_law_a/b``   (n_label,)             ``sigma = a * SNR**b`` (only if an error law is set)
 ``error_law_cov``   (n_label, 2, 2)        covariance of (a, b)
+``chi2_scale``      ()                     likelihood scale ``s`` of ``exp(-chi2/2s)`` (v2)
+``posterior_std_scale`` (n_label, 2)       ``f_ref, d`` of the posterior std factor (v2)
+``posterior_std_snr_ref`` ()               its reference SNR (v2)
+``chi2_scale_grid``  (n_s,)                candidate ``s`` of the CV choice (v2, if made)
+``chi2_scale_score`` (n_s,)                their CV score (v2, if made)
 ``rchi2_threshold`` ()                     bad-fit flag threshold on rchi2 (optional)
 ``knn_threshold``   ()                     far-from-training flag threshold, standardised
                                            labels (optional)
 ``knn_k``           ()                     neighbour rank of that distance (optional)
 ==================  =====================  ===========================================
+
+Version 2 added the likelihood scale and the posterior calibration; the prior
+is a hyperparameter (``params['prior']``: null, ``"flat"``, ``"training"`` or
+label samples).  A version-1 file loads with ``prior=None`` (maximum
+likelihood, as it was written) and ``s = 1``.
 
 The three optional members (:func:`mdslam.checks.rchi2_threshold`,
 :func:`mdslam.checks.knn_threshold`) may be absent from older files; the
@@ -68,7 +78,7 @@ import numpy as np
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ModelFileError", "save_model", "load_model"]
 
 FORMAT_NAME = "mdslam.slam-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _ARRAYS = {
     # member: (attribute, dtype)
@@ -153,6 +163,14 @@ def save_model(path, state: dict, params: dict) -> Path:
         arrays["error_law_b"] = np.asarray(law["b"], float)
         arrays["error_law_cov"] = np.asarray(law["cov"], float)
         meta["error_law"] = {"snr_range": list(law["snr_range"]), "n_bins": int(law["n_bins"])}
+    arrays["chi2_scale"] = np.asarray(state.get("chi2_scale_", 1.0), float)
+    L = len(state["label_names_"])
+    arrays["posterior_std_scale"] = np.asarray(state.get("posterior_std_scale_", [[1.0, 0.0]] * L), float)
+    arrays["posterior_std_snr_ref"] = np.asarray(state.get("posterior_std_snr_ref_", 1.0), float)
+    cvs = state.get("chi2_scale_cv_")
+    if cvs is not None:
+        arrays["chi2_scale_grid"] = np.asarray(cvs["grid"], float)
+        arrays["chi2_scale_score"] = np.asarray(cvs["score"], float)
     arrays["metadata"] = np.array(json.dumps(meta))
     path = Path(path)
     if path.suffix != ".npz":
@@ -235,6 +253,14 @@ def load_model(path) -> tuple[dict, dict]:
                                "n_bins": int(meta["error_law"]["n_bins"])}
     else:
         state["error_law_"] = None
+    L = len(state["label_names_"])
+    state["chi2_scale_"] = float(arrays["chi2_scale"]) if "chi2_scale" in arrays else 1.0
+    state["posterior_std_scale_"] = (np.asarray(arrays["posterior_std_scale"], float).reshape(L, 2)
+                                     if "posterior_std_scale" in arrays else np.array([[1.0, 0.0]] * L))
+    state["posterior_std_snr_ref_"] = (float(arrays["posterior_std_snr_ref"])
+                                       if "posterior_std_snr_ref" in arrays else 1.0)
+    state["chi2_scale_cv_"] = ({"grid": arrays["chi2_scale_grid"], "score": arrays["chi2_scale_score"]}
+                               if "chi2_scale_grid" in arrays else None)
     _check_consistent(state, path)
     return dict(meta["params"]), state
 

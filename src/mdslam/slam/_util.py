@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from joblib import effective_n_jobs
 
 
 def _progress(it, enabled, desc, **kw):
@@ -14,10 +14,13 @@ def _progress(it, enabled, desc, **kw):
 
 
 def _n_workers(n_jobs) -> int:
-    """Number of worker threads for ``n_jobs`` (None or 0: all CPUs of the process; -k: all but k-1)."""
-    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if n_jobs is None or n_jobs == 0:
-        return max(ncpu, 1)
-    if n_jobs < 0:
-        return max(ncpu + 1 + int(n_jobs), 1)
-    return int(n_jobs)
+    """Worker threads for ``n_jobs``, as scikit-learn/joblib count them (None: 1; -1: all CPUs; -2: all but one).
+
+    Raises
+    ------
+    ValueError
+        ``n_jobs == 0``.
+    """
+    if n_jobs == 0:
+        raise ValueError("n_jobs=0: use None or 1 (one thread), -1 (all CPUs) or a positive count")
+    return max(int(effective_n_jobs(n_jobs)), 1)

@@ -42,11 +42,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from astropy.table import Table
 from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from .. import checks, modelfile
 from ..flags import LABEL_FLAG_MEANING, LabelFlag, label_flag_meanings
-from . import errorlaw, forward, lm
+from . import errorlaw, forward, lm, posterior
 from ._util import _n_workers, _progress
 from .training import (
     _grid_edge_fraction,
@@ -77,6 +78,9 @@ QIU2025_USABLE_RANGE = {"fe_h": (-0.6, 0.5), "teff": (3100.0, 3900.0), "logg": (
 DEFAULT_C = (1.0, 10.0, 100.0, 1000.0)
 DEFAULT_EPSILON = (0.01, 0.03, 0.1, 0.3, 1.0)
 DEFAULT_GAMMA = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+#: Candidate chi2 scales ``s`` (likelihood ``exp(-chi2 / 2s)``) for ``chi2_scale="cv"``.
+CHI2_SCALE_GRID = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0)
 
 
 def describe_flag(flag: int, label_names: Sequence[str] = ()) -> list[str]:
@@ -134,11 +138,25 @@ class SLAM(RegressorMixin, BaseEstimator):
         Spectra per vectorised LM batch.
     n_jobs : int or None
         Worker threads (pixel blocks in training, spectrum batches in
-        prediction).  None: all CPUs available to the process.  BLAS runs
-        single-threaded inside (multi-threaded BLAS on shared, busy cores is
-        many times slower).
+        prediction).  None: 1 (scikit-learn's convention); -1: all CPUs
+        available to the process.  BLAS runs single-threaded inside
+        (multi-threaded BLAS on shared, busy cores is many times slower).
     verbose : bool
         Progress bars (tqdm).
+    prior : None, "flat", "training", (n, n_label) array or callable
+        Label prior ``p(theta)`` of Li 2021 eq. 2 (:mod:`mdslam.slam.posterior`).
+        None: maximum likelihood only (Li eq. 3; no posterior columns).
+        ``"flat"``: uniform over the training-label box (10 % margin).
+        ``"training"``: a Gaussian with the training labels' mean and
+        covariance.  An array: label samples (physical units), a Gaussian with
+        their mean and covariance.  A callable: ``log p(labels (m, n_label))``
+        in physical units (not saved with the model).  With a prior,
+        :meth:`predict` returns the posterior mean.
+    chi2_scale : "cv" or float
+        ``s`` of the likelihood ``exp(-chi2 / 2s)``: about the number of pixels
+        per independent datum (correlated pixels make ``s > 1``).  ``"cv"``:
+        chosen in :meth:`fit` among :data:`CHI2_SCALE_GRID` by the k-fold CV
+        error of the posterior-mean labels (only when ``prior`` is set).
 
     Attributes
     ----------
@@ -179,6 +197,19 @@ class SLAM(RegressorMixin, BaseEstimator):
         ``a``, ``b`` (n_label,) of ``sigma = a * SNR**b``, set by :meth:`fit_error_law`.
     solver_info_ : dict
         Mean ADMM iterations, largest KKT gaps of the CV and final fits.
+    chi2_scale_ : float
+        The likelihood scale ``s`` in use (``chi2_scale`` or the CV choice; 1
+        without a prior).
+    chi2_scale_cv_ : dict or None
+        ``grid`` (candidate ``s``) and ``score`` (mean over labels of the CV
+        MSE of the posterior mean / label variance) of the CV choice.
+    posterior_std_scale_ : (n_label, 2) array
+        ``f_ref, d`` of the factor ``f_ref * (SNR / posterior_std_snr_ref_)**d``
+        on the posterior standard deviation that makes the CV normalised
+        residuals ``(mean - truth) / std`` of unit width in every SNR bin
+        (:func:`mdslam.slam.posterior.fit_std_calibration`; ``(1, 0)`` without a CV choice).
+    posterior_std_snr_ref_ : float
+        Reference SNR of that factor (median training SNR).
     """
 
     def __init__(self, C: Sequence[float] = DEFAULT_C, epsilon: Sequence[float] = DEFAULT_EPSILON,
@@ -186,7 +217,8 @@ class SLAM(RegressorMixin, BaseEstimator):
                  tol: float = 1e-3, refit_tol: float = 1e-6, domain=None, low_snr: float = 10.0,
                  min_good_fraction: float = 0.5, lm_max_iter: int = 100, lm_xtol: float = 1e-7,
                  lm_ftol: float = 1e-10, quick_grid: int | None = None, batch_size: int = 256,
-                 n_jobs: int | None = None, verbose: bool = False):
+                 n_jobs: int | None = None, verbose: bool = False, prior=None,
+                 chi2_scale: str | float = "cv"):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -204,6 +236,19 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.batch_size = batch_size
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.prior = prior
+        self.chi2_scale = chi2_scale
+
+    def set_params(self, **params) -> SLAM:
+        """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.
+
+        Prediction-time parameters (``prior``, ``chi2_scale``, ``quick_grid``,
+        ``domain``, ``low_snr``, ``lm_*``, ``batch_size``, ``n_jobs``) take
+        effect at the next :meth:`predict`; training parameters at the next :meth:`fit`.
+        """
+        super().set_params(**params)
+        self._reset_cache()
+        return self
 
     # ------------------------------------------------------------------ training
     def fit(self, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None = None, *,
@@ -297,14 +342,96 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.error_law_ = None
         self.solver_info_ = {**info, **refit_info, "n_folds": len(folds)}
         self._reset_cache()
+        self._fit_likelihood_scale(flux, labels, good, ivar, folds)
         # --- fit-quality thresholds (mdslam.checks), learnt from the training set itself
         self.knn_k_ = checks.KNN_K
         self.knn_threshold_ = checks.knn_threshold(Xs, self.knn_k_)
-        self.rchi2_threshold_ = np.inf
-        own = self._infer(np.where(good, flux, np.nan), ivar)
-        self.rchi2_threshold_ = checks.rchi2_threshold(_rchi2(own["chi2"], own["n_good"], L))
+        self.rchi2_threshold_ = checks.rchi2_threshold(self._training_rchi2(flux, good, ivar))
         # --- end of fit-quality thresholds
         return self
+
+    def _fit_likelihood_scale(self, flux, labels, good, ivar, folds) -> None:
+        """Set ``chi2_scale_`` (CV choice or given) and ``posterior_std_scale_``.
+
+        For ``chi2_scale="cv"`` with a prior: every fold is predicted by the model
+        refitted on the other folds (per-pixel hyperparameters fixed), the
+        posterior mean is computed at every candidate ``s`` of
+        :data:`CHI2_SCALE_GRID`, and the ``s`` of lowest mean normalised MSE
+        (MSE / label variance, averaged over labels) is kept.  At that ``s``,
+        the width of ``(mean - truth) / std`` per label and SNR bin gives
+        ``posterior_std_scale_``.
+        """
+        L = labels.shape[1]
+        self.chi2_scale_cv_ = None
+        self.posterior_std_scale_ = np.column_stack([np.ones(L), np.zeros(L)])
+        self.posterior_std_snr_ref_ = 1.0
+        if self.chi2_scale != "cv":
+            s = float(self.chi2_scale)
+            if not s > 0:
+                raise ValueError(f"chi2_scale must be 'cv' or a positive number, got {self.chi2_scale!r}")
+            self.chi2_scale_ = s
+            return
+        self.chi2_scale_ = 1.0
+        if self.prior is None:
+            return
+        grid = np.asarray(CHI2_SCALE_GRID, float)
+        n = labels.shape[0]
+        means = np.full((grid.size, n, L), np.nan)
+        stds = np.full((grid.size, n, L), np.nan)
+        ivar_arr = None if ivar is None else np.asarray(ivar, float)
+        for tr, te in _progress(folds, self.verbose, "chi2 scale CV", unit="fold"):
+            sub = self._refit_fixed(flux[tr], labels[tr], good[tr])
+            Xte = np.where(good[te], flux[te], np.nan)
+            w = sub._weights(Xte, None if ivar_arr is None else ivar_arr[te])
+            fobs = np.where(w > 0, Xte, 0.0)
+            ok = (w > 0).sum(axis=1) > L
+            idx = te[ok]
+            with threadpool_limits(limits=1, user_api="blas"):
+                th, cov, *_ = sub._lm_batch(fobs[ok], w[ok])
+                for k, s in enumerate(grid):
+                    _, mu, C, _ = sub._posterior_batch(fobs[ok], w[ok], th, s)
+                    means[k, idx] = sub.label_mean_ + mu * sub.label_scale_
+                    stds[k, idx] = np.sqrt(np.diagonal(C, axis1=1, axis2=2)) * sub.label_scale_
+        var = labels.var(axis=0)
+        var = np.where(var > 0, var, 1.0)
+        with np.errstate(invalid="ignore"):
+            score = np.array([np.nanmean(np.nanmean((means[k] - labels) ** 2, axis=0) / var)
+                              for k in range(grid.size)])
+        best = int(np.nanargmin(np.where(np.isfinite(score), score, np.inf)))
+        self.chi2_scale_ = float(grid[best])
+        self.chi2_scale_cv_ = {"grid": grid, "score": score}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = (means[best] - labels) / stds[best]
+        self.posterior_std_scale_, self.posterior_std_snr_ref_ = posterior.fit_std_calibration(
+            z, self._snr(flux, good, ivar_arr))
+
+    def _training_rchi2(self, flux, good, ivar) -> np.ndarray:
+        """Reduced chi2 of the maximum-likelihood fits of the training spectra (in-sample), (n_train,)."""
+        X = np.where(good, flux, np.nan)
+        w = self._weights(X, None if ivar is None else np.asarray(ivar, float))
+        fobs = np.where(w > 0, X, 0.0)
+        n_good = (w > 0).sum(axis=1)
+        L = self.label_mean_.size
+        out = np.full(X.shape[0], np.nan)
+        ok = n_good > L
+        if ok.any():
+            with threadpool_limits(limits=1, user_api="blas"):
+                self._quick_grid()
+                c2 = self._lm_batch(fobs[ok], w[ok])[2]
+            out[ok] = _rchi2(c2, n_good[ok], L)
+        return out
+
+    def _snr(self, flux, ok, ivar) -> np.ndarray:
+        """Median ``|flux| sqrt(ivar)`` over the pixels ``ok`` (n,), NaN without ivar."""
+        n = flux.shape[0]
+        snr = np.full(n, np.nan)
+        if ivar is None:
+            return snr
+        with np.errstate(invalid="ignore"):
+            s = np.where(ok & (ivar > 0), np.abs(flux) * np.sqrt(np.where(ivar > 0, ivar, 0)), np.nan)
+        has = np.isfinite(s).any(axis=1)
+        snr[has] = np.nanmedian(s[has], axis=1)
+        return snr
 
     def _check_training(self, X, y, ivar):
         flux = np.array(X, dtype=float, ndmin=2)
@@ -379,13 +506,19 @@ class SLAM(RegressorMixin, BaseEstimator):
             raise ValueError(f"labels have {lab.shape[1]} columns, the model has {self.label_mean_.size}")
         return (lab - self.label_mean_) / self.label_scale_
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "dual_coef_")
+
     def _check_fitted(self):
-        if not hasattr(self, "dual_coef_"):
-            raise AttributeError("this SLAM model is not fitted yet: call fit() or SLAM.load()")
+        check_is_fitted(self, msg="this SLAM model is not fitted yet: call fit() or SLAM.load()")
 
     # ------------------------------------------------------------------ inference
     def predict(self, X, ivar=None) -> np.ndarray:
-        """Labels of spectra, physical units (maximum likelihood, Li 2021 eq. 3).
+        """Labels of spectra, physical units.
+
+        Without a prior: the maximum-likelihood point (Li 2021 eq. 3).  With
+        ``prior`` set: the posterior mean (Li 2021 eq. 2, the likelihood scaled
+        by ``chi2_scale_``).
 
         Parameters
         ----------
@@ -423,6 +556,14 @@ class SLAM(RegressorMixin, BaseEstimator):
         reduced chi2), ``e_<label>_cv`` (empirical ``a * SNR**b``, NaN without
         an error law), ``chi2``, ``rchi2``, ``n_good_pixels``, ``n_iter``,
         ``converged``, ``flag`` (bits: :class:`mdslam.flags.LabelFlag`).
+
+        With ``prior`` set, the headline ``<label>`` is the posterior mean and
+        ``e_<label>`` its standard deviation (times ``posterior_std_scale_``
+        when ``chi2_scale="cv"``, the scale it was calibrated for);
+        the maximum-likelihood labels move to ``<label>_ml`` and
+        ``e_<label>_ml`` (formal), and ``<label>_map`` (posterior maximum) and
+        ``posterior_n_eff`` (importance-sampling nodes carrying the weight) are
+        added.  ``meta['HEADLINE']`` says which estimate the headline is.
         """
         if hasattr(X, "flux") and hasattr(X, "ivar") and hasattr(X, "meta"):      # a Spectra container
             X, ivar, ids, snr = self._from_spectra(X, ivar, ids, snr)
@@ -432,12 +573,27 @@ class SLAM(RegressorMixin, BaseEstimator):
         t["id"] = np.arange(n_spec) if ids is None else np.asarray(ids)
         t["snr"] = res["snr"]
         law = self.error_law_
+        post = res["posterior"]
         for li, (name, unit) in enumerate(zip(self.label_names_, self.label_units_, strict=True)):
             t[name] = res["labels"][:, li]
             t[name].unit = unit or None
-            t[f"e_{name}"] = res["e_formal"][:, li]
+            if post is None:
+                t[f"e_{name}"] = res["e_formal"][:, li]
+                t[f"e_{name}"].description = "formal: sqrt(diag((J^T W J)^-1)), not scaled by rchi2"
+            else:
+                t[name].description = "posterior mean (Li 2021 eq. 2)"
+                t[f"e_{name}"] = post["std"][:, li]
+                t[f"e_{name}"].description = "posterior standard deviation, CV-calibrated"
+                t[f"{name}_map"] = post["map"][:, li]
+                t[f"{name}_map"].unit = unit or None
+                t[f"{name}_map"].description = "posterior maximum (Li 2021 eq. 2)"
+                t[f"{name}_ml"] = res["ml"][:, li]
+                t[f"{name}_ml"].unit = unit or None
+                t[f"{name}_ml"].description = "maximum likelihood (Li 2021 eq. 3)"
+                t[f"e_{name}_ml"] = res["e_formal"][:, li]
+                t[f"e_{name}_ml"].unit = unit or None
+                t[f"e_{name}_ml"].description = "formal: sqrt(diag((J^T W J)^-1)), not scaled by rchi2"
             t[f"e_{name}"].unit = unit or None
-            t[f"e_{name}"].description = "formal: sqrt(diag((J^T W J)^-1)), not scaled by rchi2"
             t[f"e_{name}_cv"] = errorlaw.error_law_sigma(law, res["snr"], li)
             t[f"e_{name}_cv"].unit = unit or None
             t[f"e_{name}_cv"].description = "empirical: a * SNR**b fitted to CV scatter (Qiu eqs. 6-8)"
@@ -449,6 +605,13 @@ class SLAM(RegressorMixin, BaseEstimator):
         t["flag"] = res["flag"].astype(np.int32)
         t["flag"].description = "; ".join(f"{int(b)}: {s}" for b, s in LABEL_FLAG_MEANING.items())
         t.meta["LABELS"] = ",".join(self.label_names_)
+        if post is None:
+            t.meta["HEADLINE"] = "maximum likelihood (Li 2021 eq. 3)"
+        else:
+            t["posterior_n_eff"] = res["n_eff"]
+            kind = self.prior if isinstance(self.prior, str) else type(self.prior).__name__
+            t.meta["HEADLINE"] = f"posterior mean (Li 2021 eq. 2), prior {kind}"
+            t.meta["CHI2SCL"] = self._likelihood_scale()
         return t
 
     def _from_spectra(self, sp, ivar, ids, snr):
@@ -550,14 +713,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         fobs = np.where(w > 0, flux, 0.0)
         n_good = (w > 0).sum(axis=1)
         if snr is None:
-            if iv is None:
-                snr = np.full(n, np.nan)
-            else:
-                with np.errstate(invalid="ignore"):
-                    s = np.where((w > 0) & (iv > 0), np.abs(flux) * np.sqrt(np.where(iv > 0, iv, 0)), np.nan)
-                snr = np.full(n, np.nan)
-                has = np.isfinite(s).any(axis=1)
-                snr[has] = np.nanmedian(s[has], axis=1)
+            snr = self._snr(flux, w > 0, iv)
         snr = np.asarray(snr, float).ravel()
         if snr.size != n:
             raise ValueError(f"snr has {snr.size} entries for {n} spectra")
@@ -579,20 +735,43 @@ class SLAM(RegressorMixin, BaseEstimator):
         bs = max(1, min(int(self.batch_size), -(-idx_all.size // nw)))
         batches = [idx_all[i:i + bs] for i in range(0, idx_all.size, bs)]
 
+        has_prior = self.prior is not None
+        s_lik = self._likelihood_scale() if has_prior else 1.0
+        post = {k: np.full((n, L), np.nan) for k in ("map", "mean", "std")}
+        n_eff = np.full(n, np.nan)
+        # the CV calibration of the std holds for the CV-chosen scale only
+        std_scale = (posterior.std_factor(self.posterior_std_scale_, self.posterior_std_snr_ref_, snr)
+                     if self.chi2_scale == "cv" and has_prior else np.ones((n, L)))
+
         def run(bidx):
             try:
-                return self._lm_batch(fobs[bidx], w[bidx])
+                out = self._lm_batch(fobs[bidx], w[bidx])
             except Exception as exc:  # never lose a whole batch: redo one by one
                 warnings.warn(f"batch fit failed ({exc!r}); refitting spectra one by one", stacklevel=2)
-                return self._lm_one_by_one(fobs[bidx], w[bidx])
+                out = self._lm_one_by_one(fobs[bidx], w[bidx])
+            if not has_prior:
+                return out, None
+            return out, self._posterior_batch(fobs[bidx], w[bidx], out[0], s_lik)
 
         with threadpool_limits(limits=1, user_api="blas"):
             self._quick_grid()                            # build the shared cache before threads start
+            if has_prior:
+                self._prior()
             with ThreadPoolExecutor(max_workers=max(1, min(nw, len(batches)))) as ex:
                 results = ex.map(run, batches)
                 for bidx, out in zip(batches, _progress(results, self.verbose, "SLAM labels", unit="batch",
                                                         total=len(batches)), strict=True):
-                    th, cov, c2, nit, conv, failed = out
+                    (th, cov, c2, nit, conv, failed), pst = out
+                    if pst is not None:
+                        th_map, mu, C, ne = pst
+                        post["map"][bidx] = self.label_mean_ + th_map * self.label_scale_
+                        post["mean"][bidx] = self.label_mean_ + mu * self.label_scale_
+                        with np.errstate(invalid="ignore"):
+                            post["std"][bidx] = (np.sqrt(np.diagonal(C, axis1=1, axis2=2)) * self.label_scale_
+                                                 * std_scale[bidx])
+                        n_eff[bidx] = ne
+                        for v in post.values():
+                            v[bidx[failed]] = np.nan
                     labels[bidx] = self.label_mean_ + th * self.label_scale_
                     with np.errstate(invalid="ignore"):
                         e_formal[bidx] = np.sqrt(np.diagonal(cov, axis1=1, axis2=2)) * self.label_scale_
@@ -602,10 +781,11 @@ class SLAM(RegressorMixin, BaseEstimator):
                     flag[bidx[~conv]] |= LabelFlag.NOT_CONVERGED
                     flag[bidx[failed]] |= LabelFlag.FAILED
                     labels[bidx[failed]] = np.nan
+        headline = post["mean"] if has_prior else labels
         dom = self.domain_array()
         with np.errstate(invalid="ignore"):
             for li in range(L):
-                out_l = (labels[:, li] < dom[li, 0]) | (labels[:, li] > dom[li, 1])
+                out_l = (headline[:, li] < dom[li, 0]) | (headline[:, li] > dom[li, 1])
                 flag[out_l] |= LabelFlag.OUTSIDE_DOMAIN << li
         # --- fit-quality flags (mdslam.checks): bad fit, far from the training set, not normalised
         flag |= checks.fit_flags(
@@ -615,8 +795,63 @@ class SLAM(RegressorMixin, BaseEstimator):
             flux_level=float(np.median(self.flux_mean_[self.pixel_usable_])) if self.pixel_usable_.any()
             else np.nan)
         # --- end of fit-quality flags
-        return dict(labels=labels, e_formal=e_formal, chi2=chi2, n_good=n_good, n_iter=n_iter,
-                    converged=converged, flag=flag, snr=snr)
+        return dict(labels=headline, ml=labels, e_formal=e_formal, chi2=chi2, n_good=n_good, n_iter=n_iter,
+                    converged=converged, flag=flag, snr=snr, posterior=post if has_prior else None,
+                    n_eff=n_eff)
+
+    # ------------------------------------------------------------------ posterior (Li 2021 eq. 2)
+    def _prior(self) -> posterior.Prior:
+        """The prior in standardised label units (cached)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        if "prior" not in cache:
+            cache["prior"] = posterior.make_prior(self.prior, self.X_train_, self.label_mean_, self.label_scale_)
+        return cache["prior"]
+
+    def _likelihood_scale(self) -> float:
+        """``s`` of the likelihood ``exp(-chi2 / 2s)``: ``chi2_scale`` or the CV choice of :meth:`fit`."""
+        if self.chi2_scale != "cv":
+            return float(self.chi2_scale)
+        if getattr(self, "chi2_scale_cv_", None) is None:
+            raise ValueError("chi2_scale='cv' but this model chose no chi2 scale (it was fitted without a "
+                             "prior): refit with the prior set, or give chi2_scale a number")
+        return float(self.chi2_scale_)
+
+    def _posterior_batch(self, fobs, w, theta_ml, chi2_scale):
+        """MAP, posterior mean and covariance of a batch (standardised labels).
+
+        Parameters
+        ----------
+        fobs, w : (m, n_pix) observed flux (0 where masked) and likelihood weights.
+        theta_ml : (m, L) maximum-likelihood labels (start of the MAP search).
+        chi2_scale : float
+
+        Returns
+        -------
+        theta_map (m, L), mean (m, L), cov (m, L, L), n_eff (m,).  The mean is the
+        importance-sampling estimate of :func:`mdslam.slam.posterior.posterior_moments`;
+        the covariance is the Laplace one where fewer than
+        :data:`mdslam.slam.posterior.MIN_N_EFF` nodes carry the weight.
+        """
+        prior = self._prior()
+        scale, mean = self.flux_scale_, self.flux_mean_
+
+        def model(th):
+            F, J = self._model_scaled(th, jacobian=True)
+            return mean + F * scale, J * scale[None, :, None]
+
+        def flux(th):
+            return mean + self._model_scaled(th)[0] * scale
+
+        start = np.where(np.isfinite(theta_ml), theta_ml, 0.0)
+        start = np.clip(start, prior.lo, prior.hi)
+        r = posterior.map_estimate(model, fobs, w, start, prior, chi2_scale, max_iter=self.lm_max_iter,
+                                   xtol=self.lm_xtol, ftol=self.lm_ftol)
+        mu, C, ne = posterior.posterior_moments(flux, fobs, w, r.theta, r.cov, prior, chi2_scale)
+        lap = ~(ne >= posterior.MIN_N_EFF)
+        C[lap] = r.cov[lap]
+        bad = ~np.all(np.isfinite(mu), axis=1)
+        mu[bad] = r.theta[bad]
+        return r.theta, mu, C, ne
 
     def _lm_one_by_one(self, fobs, w):
         m, L = fobs.shape[0], self.label_mean_.size
@@ -734,7 +969,10 @@ class SLAM(RegressorMixin, BaseEstimator):
         Xs, Ys, scalers = _standardise(flux, labels, good)
         sub.label_mean_, sub.label_scale_, sub.flux_mean_, sub.flux_scale_ = scalers
         for attr in ("label_names_", "label_units_", "wavelength_", "C_", "epsilon_", "gamma_",
-                     "param_grid_", "cv_mse_grid_", "error_law_", "solver_info_", "grid_edge_fraction_"):
+                     "param_grid_", "cv_mse_grid_", "error_law_", "solver_info_", "grid_edge_fraction_",
+                     "chi2_scale_", "chi2_scale_cv_", "posterior_std_scale_", "posterior_std_snr_ref_"):
+            if not hasattr(self, attr):      # the likelihood scale is set at the end of fit
+                continue
             setattr(sub, attr, getattr(self, attr))
         sub.pixel_usable_ = self.pixel_usable_ & (good.sum(axis=0) > 1)
         sub.cv_mse_scaled_ = self.cv_mse_scaled_
@@ -789,6 +1027,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         params.pop("cv_repr", None)
         if isinstance(params.get("domain"), list):
             params["domain"] = np.asarray(params["domain"], float)
+        if isinstance(params.get("prior"), list):
+            params["prior"] = np.asarray(params["prior"], float)
         for key in ("C", "epsilon", "gamma"):
             params[key] = tuple(params[key])
         valid = cls().get_params()
@@ -812,6 +1052,9 @@ def _jsonable_params(params: dict) -> dict:
     """``get_params()`` as JSON types; a CV splitter is stored as its number of folds."""
     out = {}
     for k, v in params.items():
+        if k == "prior" and callable(v):
+            raise ValueError("a model with a callable prior cannot be saved (the file holds no code): "
+                             "set_params(prior=...) to 'flat', 'training' or label samples first")
         if k == "cv" and not isinstance(v, (int, np.integer)):
             nf = _n_folds(v)
             out[k] = nf if nf is not None else 10

@@ -80,6 +80,7 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         return y[rows] - f, Jp
 
     r, Jp = evaluate(theta, slice(None))
+    Jp = Jp if Jp.flags.writeable else np.array(Jp)             # updated in place below
     chi2 = (w * r * r).sum(axis=1)
     mu = np.full(m, 1e-3)
     n_iter = np.zeros(m, int)
