@@ -119,11 +119,16 @@ def test_functions_are_short_or_say_why():
         for node in ast.walk(ast.parse("\n".join(lines))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 n = node.end_lineno - node.lineno + 1
+                doc = node.body[0] if node.body and isinstance(node.body[0], ast.Expr) and \
+                    isinstance(getattr(node.body[0], "value", None), ast.Constant) and \
+                    isinstance(node.body[0].value.value, str) else None
+                if doc is not None:  # the docstring teaches; only the code counts
+                    n -= doc.end_lineno - doc.lineno + 1
                 first = min([node.lineno] + [d.lineno for d in node.decorator_list])
                 reason = lines[first - 2].strip() if first >= 2 else ""
                 if n > MAX_LINES and not reason.startswith("# long:"):
                     long.append(f"{path.relative_to(SRC.parent)}:{node.lineno} {node.name} ({n} lines)")
-    assert not long, "functions over 80 lines without a '# long: <why>' comment above them:\n" + "\n".join(long)
+    assert not long, "functions over 80 lines of code (docstring excluded) without a '# long: <why>' comment above them:\n" + "\n".join(long)
 
 
 @pytest.mark.parametrize("old, new", [("mdslam.tracks", "mdslam.compendium.tracks"),
