@@ -298,6 +298,7 @@ def _add_predict(sub) -> None:
 
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mdslam`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="mdslam", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mdslam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line (``argv`` default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -63,6 +63,7 @@ __all__ = [
     "STAGING_DIR",
     "KERNEL_NAME",
     "REGISTRY_MARKER",
+    "FLAG_MARKER",
     "find_root",
     "read_toc",
     "toc_files",
@@ -101,6 +102,7 @@ STAGING_DIR = f"{BUILD_DIR}/book-src"
 KERNEL_NAME = "mdslam-book"
 #: Line of ``book/data.md`` replaced by the registry's Markdown table.
 REGISTRY_MARKER = "<!-- mdslam:registry-table -->"
+FLAG_MARKER = "<!-- mdslam:flag-table -->"
 
 _CHAPTER_RE = re.compile(r"^notebooks/(\d{2})_[A-Za-z0-9_]+$")
 
@@ -818,6 +820,12 @@ def stage(root: str | os.PathLike, include: Sequence[Chapter], echo: Any = print
     data_md = staging / "book" / "data.md"
     if data_md.exists():
         data_md.write_text(data_page(data_md.read_text()))
+    for page in (staging / "book").glob("*.md"):  # the flag reference, generated from the code
+        text = page.read_text()
+        if FLAG_MARKER in text:
+            from .. import flags
+
+            page.write_text(text.replace(FLAG_MARKER, flags.flag_markdown()))
     (staging / "notebooks").mkdir()
     for ch in include:
         shutil.copy2(ch.executed_path(root), staging / "notebooks" / f"{ch.name}.ipynb")

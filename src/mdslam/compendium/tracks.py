@@ -67,6 +67,7 @@ class TrainingSet:
 
     @property
     def snr(self) -> np.ndarray:
+        """The spectra's SNR, shape (n_star,)."""
         return np.asarray(self.labels["snr"], float)
 
     def subset(self, index) -> TrainingSet:
