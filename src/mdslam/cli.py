@@ -157,21 +157,63 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import checks, slam
+
+    _check_out(args.out)
+    grid = {k: checks.parse_floats(getattr(args, k), f"--{k}") for k in ("C", "epsilon", "gamma")}
+    checks.check_hyperparameters(grid["C"], grid["epsilon"], grid["gamma"])
+    data = _training_data(args)
+    if data is None:
+        return 1
+    flux, ivar, y, cols, units, wave = data
+    keep = checks.check_training_labels(y, cols, units, source=args.labels)
+    keep_iv = checks.check_training_ivar(ivar, "training spectra")
+    if keep_iv is not None:
+        keep &= keep_iv
+    checks.check_training_labels(y[keep], cols, units, source=args.labels)   # still varied after the cuts
+    checks.check_cv(args.cv, int(keep.sum()))
+    print(f"training on {keep.sum()} of {len(y)} spectra ({(~keep).sum()} excluded), {flux.shape[1]} pixels")
+    domain = slam.QIU2025_USABLE_RANGE if args.domain == "qiu2025" else None
+    model = slam.SLAM(C=grid["C"], epsilon=grid["epsilon"], gamma=grid["gamma"],
+                      cv=args.cv, random_state=args.seed, domain=domain, verbose=True)
+    model.fit(flux[keep], y[keep], None if ivar is None else ivar[keep], wavelength=wave,
+              label_names=cols, label_units=units)
+    model.save(args.out)
+    edge = {k: float(np.mean((getattr(model, k + "_") == g.min()) | (getattr(model, k + "_") == g.max())))
+            for k, g in model.param_grid_.items() if g.size > 2}
+    print(f"wrote {args.out}: median CV-MSE {np.median(model.cv_mse_[model.pixel_usable_]):.3g} (flux^2); "
+          f"fraction of pixels on a grid edge: {edge}")
+    return 0
+
+
+def _check_out(out: str) -> None:
+    """Refuse an output path whose directory is missing or not writable (before any training)."""
     import os
+    from pathlib import Path
+
+    from .checks import InputError
+
+    out_dir = Path(out).expanduser().resolve().parent
+    if not out_dir.is_dir():
+        raise InputError(f"--out {out}: directory {out_dir.name or out_dir} does not exist")
+    if not os.access(out_dir, os.W_OK):
+        raise InputError(f"--out {out}: directory is not writable")
+
+
+def _training_data(args: argparse.Namespace):
+    """(flux, ivar, labels, label names, units, wavelength) of ``mdslam train``'s files.
+
+    None after printing the errors of unreadable spectra files.
+    """
     from pathlib import Path
 
     import numpy as np
     from astropy.table import Table
 
-    from . import checks, slam, slam_io
+    from . import checks, slam_io
 
-    out_dir = Path(args.out).expanduser().resolve().parent
-    if not out_dir.is_dir():
-        raise checks.InputError(f"--out {args.out}: directory {out_dir.name or out_dir} does not exist")
-    if not os.access(out_dir, os.W_OK):
-        raise checks.InputError(f"--out {args.out}: directory is not writable")
-    grid = {k: checks.parse_floats(getattr(args, k), f"--{k}") for k in ("C", "epsilon", "gamma")}
-    checks.check_hyperparameters(grid["C"], grid["epsilon"], grid["gamma"])
     cols = [c.strip() for c in args.label_cols.split(",") if c.strip()]
     units = [u.strip() for u in args.label_units.split(",")] if args.label_units else None
     if units is not None and len(units) != len(cols):
@@ -185,59 +227,48 @@ def _train(args: argparse.Namespace) -> int:
     missing = [c for c in cols if c not in labels.colnames]
     if missing:
         raise checks.InputError(f"{args.labels} has no column(s) {missing}")
-    if units is None:
-        units = [str(labels[c].unit or "") for c in cols]
-
+    units = units if units is not None else [str(labels[c].unit or "") for c in cols]
     sp = slam_io.read_spectra_files(args.spectra, fmt=args.format, progress=True)
+    for e in sp.errors:
+        print(f"error: {e}", file=sys.stderr)
     if sp.errors:
-        for e in sp.errors:
-            print(f"error: {e}", file=sys.stderr)
-        return 1
-    lengths = {len(f) for f in sp.flux}
-    if len(lengths) != 1:
-        raise checks.InputError(f"training spectra differ in length ({sorted(lengths)}); put them on one grid")
+        return None
+    if len({len(f) for f in sp.flux}) != 1:
+        raise checks.InputError(f"training spectra differ in length ({sorted({len(f) for f in sp.flux})}); "
+                                "put them on one grid")
     flux = np.vstack(sp.flux)
-    ivar = None if sp.ivar is None else np.vstack(sp.ivar)
     n = flux.shape[0]
-    if args.id_col:
-        if args.id_col not in labels.colnames:
-            raise checks.InputError(f"--id-col: {args.labels} has no column {args.id_col!r}")
-        checks.check_unique_ids(labels[args.id_col], args.labels, args.id_col)
-        checks.check_unique_ids(sp.ids, "spectra files")
-        key = {str(v).strip(): i for i, v in enumerate(labels[args.id_col])}
-        rows = np.array([key.get(str(i).strip(), -1) for i in sp.ids])
-        if np.all(rows < 0):
-            raise checks.InputError(f"no spectrum id matches {args.labels}[{args.id_col!r}]")
-        if (rows < 0).any():
-            print(f"warning: {(rows < 0).sum()} of {n} spectra have no row in {args.labels}; excluded",
-                  file=sys.stderr)
-    else:
-        if len(labels) != n:
-            raise checks.InputError(f"{args.labels}: {len(labels)} label rows for {n} spectra "
-                                    "(use --id-col to match)")
-        rows = np.arange(n)
+    rows = _label_rows(args, labels, sp.ids, n)
     y = np.full((n, len(cols)), np.nan)
     has = rows >= 0
     for k, c in enumerate(cols):
         y[has, k] = checks.label_values(labels[c], c, args.labels)[rows[has]]
-    keep = checks.check_training_labels(y, cols, units, source=args.labels)
-    keep_iv = checks.check_training_ivar(ivar, "training spectra")
-    if keep_iv is not None:
-        keep &= keep_iv
-    checks.check_training_labels(y[keep], cols, units, source=args.labels)   # still varied after the cuts
-    checks.check_cv(args.cv, int(keep.sum()))
-    print(f"training on {keep.sum()} of {n} spectra ({(~keep).sum()} excluded), {flux.shape[1]} pixels")
-    domain = slam.QIU2025_USABLE_RANGE if args.domain == "qiu2025" else None
-    model = slam.SLAM(C=grid["C"], epsilon=grid["epsilon"], gamma=grid["gamma"],
-                      cv=args.cv, random_state=args.seed, domain=domain, verbose=True)
-    model.fit(flux[keep], y[keep], None if ivar is None else ivar[keep], wavelength=sp.wavelength,
-              label_names=cols, label_units=units)
-    model.save(args.out)
-    edge = {k: float(np.mean((getattr(model, k + "_") == g.min()) | (getattr(model, k + "_") == g.max())))
-            for k, g in model.param_grid_.items() if g.size > 2}
-    print(f"wrote {args.out}: median CV-MSE {np.median(model.cv_mse_[model.pixel_usable_]):.3g} (flux^2); "
-          f"fraction of pixels on a grid edge: {edge}")
-    return 0
+    return flux, None if sp.ivar is None else np.vstack(sp.ivar), y, cols, units, sp.wavelength
+
+
+def _label_rows(args: argparse.Namespace, labels, ids, n: int):
+    """Row of the label table for each spectrum (-1: none), checking ids are unique."""
+    import numpy as np
+
+    from . import checks
+
+    if not args.id_col:
+        if len(labels) != n:
+            raise checks.InputError(f"{args.labels}: {len(labels)} label rows for {n} spectra "
+                                    "(use --id-col to match)")
+        return np.arange(n)
+    if args.id_col not in labels.colnames:
+        raise checks.InputError(f"--id-col: {args.labels} has no column {args.id_col!r}")
+    checks.check_unique_ids(labels[args.id_col], args.labels, args.id_col)
+    checks.check_unique_ids(ids, "spectra files")
+    key = {str(v).strip(): i for i, v in enumerate(labels[args.id_col])}
+    rows = np.array([key.get(str(i).strip(), -1) for i in ids])
+    if np.all(rows < 0):
+        raise checks.InputError(f"no spectrum id matches {args.labels}[{args.id_col!r}]")
+    if (rows < 0).any():
+        print(f"warning: {(rows < 0).sum()} of {n} spectra have no row in {args.labels}; excluded",
+              file=sys.stderr)
+    return rows
 
 
 def _add_train(sub) -> None:

@@ -405,6 +405,15 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.posterior_std_scale_, self.posterior_std_snr_ref_ = posterior.fit_std_calibration(
             z, self._snr(flux, good, ivar_arr))
 
+    def _fit_quality_flags(self, chi2, n_good, labels, flux) -> np.ndarray:
+        """BAD_FIT, FAR_FROM_TRAINING and NOT_NORMALISED bits (:func:`mdslam.checks.fit_flags`), (n,)."""
+        usable = self.pixel_usable_
+        return checks.fit_flags(
+            _rchi2(chi2, n_good, self.label_mean_.size), (labels - self.label_mean_) / self.label_scale_,
+            self.X_train_, flux, rchi2_threshold=getattr(self, "rchi2_threshold_", np.inf),
+            knn_threshold=getattr(self, "knn_threshold_", np.inf), knn_k=getattr(self, "knn_k_", checks.KNN_K),
+            flux_level=float(np.median(self.flux_mean_[usable])) if usable.any() else np.nan)
+
     def _training_rchi2(self, flux, good, ivar) -> np.ndarray:
         """Reduced chi2 of the maximum-likelihood fits of the training spectra (in-sample), (n_train,)."""
         X = np.where(good, flux, np.nan)
@@ -787,14 +796,7 @@ class SLAM(RegressorMixin, BaseEstimator):
             for li in range(L):
                 out_l = (headline[:, li] < dom[li, 0]) | (headline[:, li] > dom[li, 1])
                 flag[out_l] |= LabelFlag.OUTSIDE_DOMAIN << li
-        # --- fit-quality flags (mdslam.checks): bad fit, far from the training set, not normalised
-        flag |= checks.fit_flags(
-            _rchi2(chi2, n_good, L), (labels - self.label_mean_) / self.label_scale_, self.X_train_, flux,
-            rchi2_threshold=getattr(self, "rchi2_threshold_", np.inf),
-            knn_threshold=getattr(self, "knn_threshold_", np.inf), knn_k=getattr(self, "knn_k_", checks.KNN_K),
-            flux_level=float(np.median(self.flux_mean_[self.pixel_usable_])) if self.pixel_usable_.any()
-            else np.nan)
-        # --- end of fit-quality flags
+        flag |= self._fit_quality_flags(chi2, n_good, labels, flux)    # mdslam.checks
         return dict(labels=headline, ml=labels, e_formal=e_formal, chi2=chi2, n_good=n_good, n_iter=n_iter,
                     converged=converged, flag=flag, snr=snr, posterior=post if has_prior else None,
                     n_eff=n_eff)
