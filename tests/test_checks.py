@@ -157,3 +157,28 @@ def test_rchi2_threshold_rule():
     assert checks.rchi2_threshold(r) == pytest.approx(max(2.0, 1.0 * np.quantile(r, 0.99)))
     assert checks.rchi2_threshold(np.linspace(0, 10, 101)) == pytest.approx(np.quantile(np.linspace(0, 10, 101), 0.99))
     assert checks.rchi2_threshold([np.nan]) == checks.RCHI2_FLOOR
+
+
+def test_fit_quality_flags_sit_above_the_per_label_bits_and_are_documented():
+    from mdslam.flags import LabelFlag, flag_table, label_flag_meanings
+
+    per_label = [int(LabelFlag.OUTSIDE_DOMAIN) << k for k in range(8)]
+    new = [LabelFlag.BAD_FIT, LabelFlag.FAR_FROM_TRAINING, LabelFlag.NOT_NORMALISED]
+    assert all(int(b) > max(per_label) for b in new) and [int(b) for b in new] == [4096, 8192, 16384]
+    names = set(flag_table()["name"])
+    assert {"LabelFlag.BAD_FIT", "LabelFlag.FAR_FROM_TRAINING", "LabelFlag.NOT_NORMALISED"} <= names
+    text = label_flag_meanings(int(LabelFlag.BAD_FIT | (LabelFlag.OUTSIDE_DOMAIN << 1)), ["teff", "fe_h"])
+    assert text[0].startswith("reduced chi2 above") and text[1] == "fe_h outside the domain"
+
+
+def test_fit_flags_bits():
+    from mdslam.flags import LabelFlag
+
+    X = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    theta = np.array([[0.5, 0.5], [5.0, 5.0], [0.5, 0.5]])
+    flux = np.ones((3, 10))
+    flux[2] *= 1000.0
+    out = checks.fit_flags(np.array([0.5, 0.5, 9.0]), theta, X, flux, rchi2_threshold=3.0,
+                           knn_threshold=1.0, knn_k=1, flux_level=1.0)
+    assert out.tolist() == [0, int(LabelFlag.FAR_FROM_TRAINING),
+                            int(LabelFlag.BAD_FIT | LabelFlag.NOT_NORMALISED)]

@@ -118,6 +118,10 @@ FLAG_WHEN: dict[enum.IntFlag, str] = {
     LabelFlag.LOW_SNR: "labelling: snr below the model's low_snr",
     LabelFlag.FEW_PIXELS: "labelling: good pixels below the model's min_good_fraction",
     LabelFlag.OUTSIDE_DOMAIN: "labelling: the label lies outside the training labels' range",
+    LabelFlag.BAD_FIT: "labelling: rchi2 above the model's rchi2_threshold_ (mdslam.checks.rchi2_threshold)",
+    LabelFlag.FAR_FROM_TRAINING: "labelling: k-NN distance above the model's knn_threshold_ "
+                                 "(mdslam.checks.knn_threshold)",
+    LabelFlag.NOT_NORMALISED: "labelling: median flux / training level outside mdslam.checks.FLUX_LEVEL_RANGE",
 }
 
 #: What a user should do about each bit.
@@ -135,6 +139,11 @@ FLAG_ACTION: dict[enum.IntFlag, str] = {
     LabelFlag.LOW_SNR: "use the empirical (CV) uncertainty, not the formal one",
     LabelFlag.FEW_PIXELS: "treat the labels as unreliable",
     LabelFlag.OUTSIDE_DOMAIN: "leave the label out of comparisons: the model extrapolates there",
+    LabelFlag.BAD_FIT: "the model does not describe this spectrum (other star type, wrong grid or units, "
+                       "out-of-domain labels): do not use the labels",
+    LabelFlag.FAR_FROM_TRAINING: "treat the labels as extrapolated: the true labels are likely outside the "
+                                 "training set, and pulled inside it",
+    LabelFlag.NOT_NORMALISED: "normalise the spectrum like the training spectra (mdslam.preprocess) and relabel",
 }
 
 
