@@ -511,6 +511,9 @@ def training_rows(labels: np.ndarray, good: np.ndarray, names: Sequence[str], un
         log.warning("training spectra: %d of %d without any usable pixel (ivar 0 or NaN flux) excluded",
                     int((~has_pix).sum()), len(has_pix))
     keep &= has_pix
+    if (~keep).any() and not isinstance(cv, (int, np.integer)) and not hasattr(cv, "split"):
+        raise InputError(f"cv: explicit folds were given for {len(keep)} stars but {int((~keep).sum())} "
+                         "were excluded (no-value labels or no usable pixel); drop them before making the folds")
     check_cv(cv, int(keep.sum()))
     check_training_labels(np.asarray(labels, float)[keep], names, units, source="training labels")
     return keep
