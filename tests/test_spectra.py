@@ -296,6 +296,27 @@ def test_sdss_legacy_and_eboss_ids_from_plate_mjd_fiber(tmp_path, boss_npz, ebos
     assert s.meta["field"][0] == -1               # the eBOSS FIELD is an imaging field
 
 
+def test_real_sdss_legacy_spec_file():
+    """A real SDSS-I/II spec file (run2d 26, plate 266, MJD 51602, fibre 1), shipped as example data by
+    FIREFLY (github.com/FireflySpectra/firefly_release, example_data/spec-0266-51602-0001.fits), cut to
+    its primary header, the coadd's flux/loglam/ivar/and_mask columns and the SPECOBJ row. Its SPECOBJ
+    PLATEID is the 64-bit '299489402097264640'; 14 pixels carry only informational and_mask bits
+    (NEARBADPIXEL, BRIGHTSKY, BADSKYCHI) with positive ivar, and no pixel has ivar 0."""
+    path = Path(__file__).parent / "data" / "spec-0266-51602-0001.fits.gz"
+    s = sp.read_boss(path)
+    assert s.meta["id"][0] == "0266-51602-0001"
+    assert s.meta["plate"][0] == 266 and s.meta["mjd"][0] == 51602 and s.meta["fiberid"][0] == 1
+    assert s.meta["field"][0] == -1
+    assert s.meta["snr"][0] == pytest.approx(38.055374, rel=1e-6)      # SPECOBJ SN_MEDIAN_ALL
+    with fits.open(path) as h:
+        and_mask = np.asarray(h[1].data["and_mask"])
+        ivar = np.asarray(h[1].data["ivar"])
+        assert h[2].data["PLATEID"][0].strip() == "299489402097264640"
+        assert s.meta["specobjid"][0] == h[2].data["SPECOBJID"][0].strip()
+    assert np.count_nonzero(and_mask) == 14 and np.all(ivar > 0)
+    assert not s.mask.any() and s.wave(0).size == 3835
+
+
 def test_sdss_mask_uses_ivar_and_the_bad_bits_only(tmp_path, boss_npz):
     s = sp.read_boss(_write_sdss_legacy(boss_npz, tmp_path / "spec-0266-51602-0013.fits"))
     w = s.wavelength
