@@ -317,6 +317,21 @@ def test_real_sdss_legacy_spec_file():
     assert not s.mask.any() and s.wave(0).size == 3835
 
 
+def test_real_boss_spec_file_field_is_not_an_identifier():
+    """A real BOSS spec file (run2d v5_11_0, plate 3586, MJD 55181, fibre 3), from FIREFLY's example data
+    (github.com/FireflySpectra/firefly_release, doc/example_data/spectra/3586/spec-3586-55181-0003.fits
+    in its history), cut like the one above. Its SPALL row has FIELD = 179, the imaging field of the
+    photometric object, and 15 pixels with ivar 0."""
+    path = Path(__file__).parent / "data" / "spec-3586-55181-0003.fits.gz"
+    s = sp.read_boss(path)
+    with fits.open(path) as h:
+        assert int(h[2].data["FIELD"][0]) == 179
+        n_zero = int(np.sum(h[1].data["ivar"] <= 0))
+    assert s.meta["id"][0] == "3586-55181-0003" and s.meta["plate"][0] == 3586
+    assert s.meta["field"][0] == -1                   # was 179
+    assert n_zero == 15 and s.mask.sum() == n_zero
+
+
 def test_sdss_mask_uses_ivar_and_the_bad_bits_only(tmp_path, boss_npz):
     s = sp.read_boss(_write_sdss_legacy(boss_npz, tmp_path / "spec-0266-51602-0013.fits"))
     w = s.wavelength
