@@ -201,6 +201,22 @@ def test_lamost_dr1_layout_wavelength_from_coeff_and_id_from_filename(tmp_path, 
         sp.read_lamost(_write_lamost_dr1(src, tmp_path / "dr1b.fits", keep_coeff=False))
 
 
+def test_real_lamost_dr1_file():
+    """A real LAMOST DR1 spectrum, spec-55862-B6212_sp06-003.fits, as kept in the public repository
+    github.com/grd349/LearningLAMOST (SampleFits/): a 5 x 3904 image whose header says
+    EXTEN0 = 'Flux Inverse Subcontinuum Andmask Ormask', COEFF0 = 3.5682, COEFF1 = 1e-4, no OBSID."""
+    path = Path(__file__).parent / "data" / "spec-55862-B6212_sp06-003.fits.gz"
+    s = sp.read_lamost(path)
+    assert s.meta["layout"][0] == "image_dr1" and s.meta["flag"][0] == 0
+    assert s.meta["id"][0] == "spec-55862-B6212_sp06-003"
+    assert s.meta["designation"][0] == "J063715.90+271356.5"
+    np.testing.assert_allclose(s.wavelength, 10 ** (3.5682 + 1e-4 * np.arange(3904)), rtol=1e-12)
+    with fits.open(path) as h:
+        d = np.asarray(h[0].data, float)
+    np.testing.assert_allclose(s.flux[0], d[0])
+    assert np.array_equal(s.mask[0], (d[1] <= 0) | (d[3] != 0))     # ivar 0 or andmask set
+
+
 def test_boss_npz_example(boss_npz):
     s = datasets.load("boss_mdwarf_example")
     z = np.load(boss_npz)

@@ -601,6 +601,12 @@ def _lamost_coeff_wavelength(h: Any, n_pix: int) -> np.ndarray | None:
     return 10.0 ** (c0 + c1 * np.arange(n_pix))
 
 
+def _lamost_row_names(h: Any) -> list[str]:
+    """Lower-case row names of a LAMOST image from its EXTEN0 keyword ([] when absent)."""
+    text = str(_hget(h, "EXTEN0", "") or "")
+    return [w.lower() for w in re.split(r"[,\s]+", text) if w]
+
+
 def _is_wavelength_row(row: np.ndarray, coeff_wave: np.ndarray | None) -> bool:
     """Is this image row meant as a wavelength array?
 
@@ -625,7 +631,11 @@ def _read_lamost_one(path: Path, use_ormask: bool = False) -> _One:
         if data0 is not None and data0.ndim == 2 and data0.shape[0] >= 3:
             d = np.asarray(data0, dtype=float)
             coeff_wave = _lamost_coeff_wavelength(h0, d.shape[1])
-            if _is_wavelength_row(d[2], coeff_wave):
+            rows = _lamost_row_names(h0)            # EXTEN0, e.g. "Flux, Inverse, Wavelength, ..."
+            if rows and "wavelength" not in rows and coeff_wave is not None and d.shape[0] >= 5:
+                flux, ivar, wave = d[0], d[1], coeff_wave
+                layout = "image_dr1"
+            elif _is_wavelength_row(d[2], coeff_wave):
                 # DR2-DR7 layout: rows flux, ivar, wavelength, andmask, ormask
                 flux, ivar, wave = d[0], d[1], d[2]
                 layout = "image"
@@ -691,7 +701,8 @@ def read_lamost(
     * ``image`` (DR2-DR7): the primary HDU is a 5 x N float32 image with rows
       flux, ivar, wavelength (vacuum, Angstrom), andmask and ormask;
     * ``image_dr1`` (DR1-era files): rows flux, inverse variance,
-      subcontinuum, andmask and ormask, the wavelength given by the header
+      subcontinuum, andmask and ormask (header ``EXTEN0 = 'Flux Inverse
+      Subcontinuum Andmask Ormask'``), the wavelength given by the header
       as ``log10(lambda) = COEFF0 + COEFF1 * i``, and no OBSID (``id`` is
       then the header FILENAME without extension, else the designation);
     * ``table`` (DR8 onwards): HDU 1 is a binary table with one row and
