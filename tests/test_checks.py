@@ -126,6 +126,16 @@ def test_grid_problem_shift_reverse_length_and_tolerance():
     assert checks.grid_problem(None, m) == ""
 
 
+def test_require_grid_names_the_file_and_skips_models_without_a_grid():
+    m = np.linspace(6147.0, 8888.0, 30)
+    checks.require_grid(m.astype(np.float32), m, "a.npz")
+    with pytest.raises(InputError, match=r"^a.npz: spectra are not on the model wavelength grid \(.*reversed"):
+        checks.require_grid(m[::-1], m, "a.npz")
+    checks.require_grid(m, np.arange(30.0), "a.npz")              # the model has no grid: length only
+    with pytest.raises(InputError, match="29 wavelengths for a 30-pixel grid"):
+        checks.require_grid(m[:-1], np.arange(30.0), "a.npz")
+
+
 def test_same_grid_names_the_odd_file():
     w = np.linspace(1, 2, 5)
     checks.check_same_grid([w, None, w.copy()], ["a", "b", "c"])

@@ -387,7 +387,14 @@ def grid_problem(wave: np.ndarray | None, model_wave: np.ndarray, tolerance: flo
 
 
 def require_grid(wave: np.ndarray | None, model_wave: np.ndarray, source: str) -> None:
-    """Raise :class:`InputError` naming ``source`` when ``wave`` is not the model grid (see :func:`grid_problem`)."""
+    """Raise :class:`InputError` naming ``source`` when ``wave`` is not the model grid (see :func:`grid_problem`).
+
+    A model trained without a wavelength grid (its grid is the pixel index ``0..n_pix-1``)
+    only checks the number of pixels.
+    """
+    m = np.asarray(model_wave, float).ravel()
+    if wave is not None and np.array_equal(m, np.arange(m.size)):
+        wave = None if np.asarray(wave).size == m.size else wave
     problem = grid_problem(wave, model_wave)
     if problem:
         raise InputError(f"{source}: spectra are not on the model wavelength grid ({problem})")
