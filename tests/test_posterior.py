@@ -146,6 +146,14 @@ def test_std_calibration_recovers_a_power_law_of_snr():
     assert np.allclose(fac[0], cal[:, 0]) and np.allclose(fac[1], cal[:, 0])
 
 
+def test_choose_scale_by_normalised_mse():
+    truth = np.array([[0.0, 10.0], [1.0, 20.0], [2.0, 30.0]])        # variances 2/3 and 200/3
+    means = np.stack([truth + [[0.3, 0.0]], truth + [[0.0, 3.0]], truth + [[0.1, 1.0]]])
+    best, score = posterior.choose_scale(means, truth)
+    expect = [0.5 * (0.09 / (2 / 3)), 0.5 * (9 / (200 / 3)), 0.5 * (0.01 / (2 / 3) + 1 / (200 / 3))]
+    assert np.allclose(score, expect) and best == 2
+
+
 @pytest.mark.slow
 def test_mock_track_posterior_beats_ml_at_low_snr_with_calibrated_errors(data_mirror):
     """Mock LAMOST spectra (known truth): posterior-mean RMS < ML RMS at SNR < 30; |z| width 0.8-1.2 per SNR bin."""

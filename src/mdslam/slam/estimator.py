@@ -8,7 +8,11 @@ chosen from a grid by k-fold cross-validated mean squared error (CV-MSE, Li
 eq. 1 / Qiu eq. 1; the CV mean deviation, Qiu eq. 2, is kept too).  Labels of
 a new spectrum maximise the likelihood of Li eq. 3 with
 ``sigma_j^2 = sigma_obs,j^2 + CV-MSE_j``, by Levenberg-Marquardt from the best
-point of a precomputed label grid.
+point of a precomputed label grid.  With a ``prior``, the labels are
+summaries of the posterior of Li eq. 2, ``p(theta|f) ~ p(f|theta) p(theta)``,
+with the chi2 of eq. 3 divided by a scale ``s`` chosen by CV
+(:mod:`mdslam.slam.posterior`): the MAP, and the posterior mean and standard
+deviation, the mean being the headline label.
 
 What is here, and where mdslam departs from the published code (astroslam):
 
@@ -371,12 +375,7 @@ class SLAM(RegressorMixin, BaseEstimator):
                     _, mu, C, _ = sub._posterior_batch(fobs[ok], w[ok], th, s)
                     means[k, idx] = sub.label_mean_ + mu * sub.label_scale_
                     stds[k, idx] = np.sqrt(np.diagonal(C, axis1=1, axis2=2)) * sub.label_scale_
-        var = labels.var(axis=0)
-        var = np.where(var > 0, var, 1.0)
-        with np.errstate(invalid="ignore"):
-            score = np.array([np.nanmean(np.nanmean((means[k] - labels) ** 2, axis=0) / var)
-                              for k in range(grid.size)])
-        best = int(np.nanargmin(np.where(np.isfinite(score), score, np.inf)))
+        best, score = posterior.choose_scale(means, labels)
         self.chi2_scale_ = float(grid[best])
         self.chi2_scale_cv_ = {"grid": grid, "score": score}
         with np.errstate(invalid="ignore", divide="ignore"):
