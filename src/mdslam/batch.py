@@ -1020,7 +1020,7 @@ def predict_batch(model, source, out, *, fmt: str = "auto", chunk_size: int = 10
     options = dict(model_options or {})
     if low_snr is not None:
         options["low_snr"] = float(low_snr)
-    options["n_jobs"] = threads if threads is not None else (None if engine == "inprocess" else 1)
+    options["n_jobs"] = threads if threads is not None else (-1 if engine == "inprocess" else 1)
     options["verbose"] = False
     model_ref = model_obj if (engine == "inprocess" and model_obj is not None) else str(model_path)
 

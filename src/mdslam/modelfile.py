@@ -6,38 +6,38 @@ A zip archive written by :func:`numpy.savez_compressed` and read back with
 ``np.load(path, allow_pickle=False)``.  Members (``n_pix`` pixels, ``n_train``
 training stars, ``n_label`` labels):
 
-=========================  =====================  ===========================================================
-member                     shape                  meaning
-=========================  =====================  ===========================================================
-``metadata``               () unicode             JSON, see below
-``wavelength``             (n_pix,)               wavelength grid of the model
-``label_mean``             (n_label,)             label standardisation: mean
-``label_scale``            (n_label,)             label standardisation: standard deviation
-``flux_mean``              (n_pix,)               per-pixel flux standardisation: mean
-``flux_scale``             (n_pix,)               per-pixel flux standardisation: std
-``X_train``                (n_train, n_label)     standardised training labels = support vectors
-``dual_coef``              (n_pix, n_train)       SVR dual coefficients (``alpha - alpha*``), 0 = not a SV
-``intercept``              (n_pix,)               SVR intercepts (standardised flux)
-``C``                      (n_pix,)               chosen penalty per pixel
-``epsilon``                (n_pix,)               chosen tube half-width per pixel (standardised flux)
-``gamma``                  (n_pix,)               chosen RBF width per pixel (standardised labels)
-``cv_mse_scaled``          (n_pix,)               CV-MSE (standardised flux); ``inf`` = unusable pixel
-``cv_md_scaled``           (n_pix,)               CV mean deviation (Qiu eq. 2, standardised flux)
-``cv_mse_grid``            (n_pix, nC, neps, ng)  CV-MSE over the whole grid (standardised)
-``pixel_usable``           (n_pix,) bool          pixel had training data
-``grid_C`` etc.            (nC,), (neps,), (ng,)  the hyperparameter grid
-``training_domain``        (n_label, 2)           min/max of the training labels (physical units)
-``error_law_a/b``          (n_label,)             ``sigma = a * SNR**b`` (only if an error law is set)
-``error_law_cov``          (n_label, 2, 2)        covariance of (a, b)
-``chi2_scale``             ()                     likelihood scale ``s`` of ``exp(-chi2/2s)`` (v2)
-``posterior_std_scale``    (n_label, 2)           ``f_ref, d`` of the posterior std factor (v2)
-``posterior_std_snr_ref``  ()                     its reference SNR (v2)
-``chi2_scale_grid``        (n_s,)                 candidate ``s`` of the CV choice (v2, if made)
-``chi2_scale_score``       (n_s,)                 their CV score (v2, if made)
-``rchi2_threshold``        ()                     bad-fit flag threshold on rchi2 (optional)
-``knn_threshold``          ()                     far-from-training threshold, standardised labels (optional)
-``knn_k``                  ()                     neighbour rank of that distance (optional)
-=========================  =====================  ===========================================================
+==========================  ======================  ========================================================
+member                      shape                   meaning
+==========================  ======================  ========================================================
+``metadata``                () unicode              JSON, see below
+``wavelength``              (n_pix,)                wavelength grid of the model
+``label_mean``              (n_label,)              label standardisation: mean
+``label_scale``             (n_label,)              label standardisation: standard deviation
+``flux_mean``               (n_pix,)                per-pixel flux standardisation: mean
+``flux_scale``              (n_pix,)                per-pixel flux standardisation: std
+``X_train``                 (n_train, n_label)      standardised training labels = support vectors
+``dual_coef``               (n_pix, n_train)        SVR dual coefficients (``alpha - alpha*``), 0 = not a SV
+``intercept``               (n_pix,)                SVR intercepts (standardised flux)
+``C``                       (n_pix,)                chosen penalty per pixel
+``epsilon``                 (n_pix,)                chosen tube half-width per pixel (standardised flux)
+``gamma``                   (n_pix,)                chosen RBF width per pixel (standardised labels)
+``cv_mse_scaled``           (n_pix,)                CV-MSE (standardised flux); ``inf`` = unusable pixel
+``cv_md_scaled``            (n_pix,)                CV mean deviation (Qiu eq. 2, standardised flux)
+``cv_mse_grid``             (n_pix, nC, neps, ng)   CV-MSE over the whole grid (standardised)
+``pixel_usable``            (n_pix,) bool           pixel had training data
+``grid_C`` etc.             (nC,), (neps,), (ng,)   the hyperparameter grid
+``training_domain``         (n_label, 2)            min/max of the training labels (physical units)
+``error_law_a/b``           (n_label,)              ``sigma = a * SNR**b`` (only if an error law is set)
+``error_law_cov``           (n_label, 2, 2)         covariance of (a, b)
+``chi2_scale``              ()                      likelihood scale ``s`` of ``exp(-chi2/2s)`` (v2)
+``posterior_std_scale``     (n_label, 2)            ``f_ref, d`` of the posterior std factor (v2)
+``posterior_std_snr_ref``   ()                      its reference SNR (v2)
+``chi2_scale_grid``         (n_s,)                  candidate ``s`` of the CV choice (v2, if made)
+``chi2_scale_score``        (n_s,)                  their CV score (v2, if made)
+``rchi2_threshold``         ()                      bad-fit flag threshold on rchi2 (optional)
+``knn_threshold``           ()                      k-NN far-from-training threshold (optional)
+``knn_k``                   ()                      neighbour rank of that distance (optional)
+==========================  ======================  ========================================================
 
 Version 2 added the likelihood scale and the posterior calibration; the prior
 is a hyperparameter (``params['prior']``: null, ``"flat"``, ``"training"`` or

@@ -443,8 +443,10 @@ def compare_estimators(flux: np.ndarray, labels: np.ndarray, ivar: np.ndarray | 
     Table, one row per estimator: ``estimator``, and per label ``rms_<label>``
     (label units), ``skill_<label>`` (``1 - MSE / Var(labels)``) and
     ``zwidth_<label>`` (standard deviation of ``(label - truth) / e_label``
-    for posterior estimators, NaN otherwise).  ``meta`` holds the folds'
-    chosen chi2 scales and the CV setup.
+    for posterior estimators, NaN otherwise; the CV calibration of the
+    posterior std applies to ``chi2_scale="cv"`` only, so rows with a fixed
+    scale show the uncalibrated width).  ``meta`` holds the folds' chosen chi2
+    scales and the CV setup.
     """
     from sklearn.decomposition import PCA
     from sklearn.linear_model import RidgeCV

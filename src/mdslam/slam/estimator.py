@@ -8,7 +8,11 @@ chosen from a grid by k-fold cross-validated mean squared error (CV-MSE, Li
 eq. 1 / Qiu eq. 1; the CV mean deviation, Qiu eq. 2, is kept too).  Labels of
 a new spectrum maximise the likelihood of Li eq. 3 with
 ``sigma_j^2 = sigma_obs,j^2 + CV-MSE_j``, by Levenberg-Marquardt from the best
-point of a precomputed label grid.
+point of a precomputed label grid.  With a ``prior``, the labels are
+summaries of the posterior of Li eq. 2, ``p(theta|f) ~ p(f|theta) p(theta)``,
+with the chi2 of eq. 3 divided by a scale ``s`` chosen by CV
+(:mod:`mdslam.slam.posterior`): the MAP, and the posterior mean and standard
+deviation, the mean being the headline label.
 
 What is here, and where mdslam departs from the published code (astroslam):
 
@@ -390,14 +394,8 @@ class SLAM(RegressorMixin, BaseEstimator):
                 th, cov, *_ = sub._lm_batch(fobs[ok], w[ok])
                 for k, s in enumerate(grid):
                     _, mu, C, _ = sub._posterior_batch(fobs[ok], w[ok], th, s)
-                    means[k, idx] = sub.label_mean_ + mu * sub.label_scale_
-                    stds[k, idx] = np.sqrt(np.diagonal(C, axis1=1, axis2=2)) * sub.label_scale_
-        var = labels.var(axis=0)
-        var = np.where(var > 0, var, 1.0)
-        with np.errstate(invalid="ignore"):
-            score = np.array([np.nanmean(np.nanmean((means[k] - labels) ** 2, axis=0) / var)
-                              for k in range(grid.size)])
-        best = int(np.nanargmin(np.where(np.isfinite(score), score, np.inf)))
+                    means[k, idx], stds[k, idx] = sub._physical(mu, C)
+        best, score = posterior.choose_scale(means, labels)
         self.chi2_scale_ = float(grid[best])
         self.chi2_scale_cv_ = {"grid": grid, "score": score}
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -732,12 +730,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         chi2 = np.full(n, np.nan)
         n_iter = np.zeros(n, int)
         converged = np.zeros(n, bool)
-        flag = np.zeros(n, np.int64)
         fittable = (~bad) & (n_good > L)
-        flag[~fittable] |= LabelFlag.FAILED
-        n_usable = int(self.pixel_usable_.sum())
-        flag[n_good < self.min_good_fraction * n_usable] |= LabelFlag.FEW_PIXELS
-        flag[np.isfinite(snr) & (snr < self.low_snr)] |= LabelFlag.LOW_SNR
+        flag = self._input_flags(fittable, n_good, snr)
 
         idx_all = np.flatnonzero(fittable)
         nw = _n_workers(self.n_jobs)
@@ -772,18 +766,13 @@ class SLAM(RegressorMixin, BaseEstimator):
                                                         total=len(batches)), strict=True):
                     (th, cov, c2, nit, conv, failed), pst = out
                     if pst is not None:
-                        th_map, mu, C, ne = pst
-                        post["map"][bidx] = self.label_mean_ + th_map * self.label_scale_
-                        post["mean"][bidx] = self.label_mean_ + mu * self.label_scale_
-                        with np.errstate(invalid="ignore"):
-                            post["std"][bidx] = (np.sqrt(np.diagonal(C, axis1=1, axis2=2)) * self.label_scale_
-                                                 * std_scale[bidx])
-                        n_eff[bidx] = ne
+                        th_map, mu, C, n_eff[bidx] = pst
+                        post["map"][bidx] = self._physical(th_map, C)[0]
+                        post["mean"][bidx], sd = self._physical(mu, C)
+                        post["std"][bidx] = sd * std_scale[bidx]
                         for v in post.values():
                             v[bidx[failed]] = np.nan
-                    labels[bidx] = self.label_mean_ + th * self.label_scale_
-                    with np.errstate(invalid="ignore"):
-                        e_formal[bidx] = np.sqrt(np.diagonal(cov, axis1=1, axis2=2)) * self.label_scale_
+                    labels[bidx], e_formal[bidx] = self._physical(th, cov)
                     chi2[bidx] = c2
                     n_iter[bidx] = nit
                     converged[bidx] = conv
@@ -791,15 +780,35 @@ class SLAM(RegressorMixin, BaseEstimator):
                     flag[bidx[failed]] |= LabelFlag.FAILED
                     labels[bidx[failed]] = np.nan
         headline = post["mean"] if has_prior else labels
-        dom = self.domain_array()
-        with np.errstate(invalid="ignore"):
-            for li in range(L):
-                out_l = (headline[:, li] < dom[li, 0]) | (headline[:, li] > dom[li, 1])
-                flag[out_l] |= LabelFlag.OUTSIDE_DOMAIN << li
+        flag |= self._domain_flags(headline)
         flag |= self._fit_quality_flags(chi2, n_good, labels, flux)    # mdslam.checks
         return dict(labels=headline, ml=labels, e_formal=e_formal, chi2=chi2, n_good=n_good, n_iter=n_iter,
                     converged=converged, flag=flag, snr=snr, posterior=post if has_prior else None,
                     n_eff=n_eff)
+
+    def _input_flags(self, fittable, n_good, snr) -> np.ndarray:
+        """FAILED (not fittable), FEW_PIXELS and LOW_SNR bits per spectrum, (n,) int64."""
+        flag = np.zeros(fittable.size, np.int64)
+        flag[~fittable] |= LabelFlag.FAILED
+        flag[n_good < self.min_good_fraction * int(self.pixel_usable_.sum())] |= LabelFlag.FEW_PIXELS
+        flag[np.isfinite(snr) & (snr < self.low_snr)] |= LabelFlag.LOW_SNR
+        return flag
+
+    def _domain_flags(self, labels) -> np.ndarray:
+        """OUTSIDE_DOMAIN bits (one per label) of (n, L) physical labels, (n,) int64."""
+        dom = self.domain_array()
+        flag = np.zeros(labels.shape[0], np.int64)
+        with np.errstate(invalid="ignore"):
+            for li in range(labels.shape[1]):
+                out_l = (labels[:, li] < dom[li, 0]) | (labels[:, li] > dom[li, 1])
+                flag[out_l] |= LabelFlag.OUTSIDE_DOMAIN << li
+        return flag
+
+    def _physical(self, theta, cov):
+        """Standardised labels (m, L) and covariances (m, L, L) -> physical labels and standard deviations."""
+        with np.errstate(invalid="ignore"):
+            return (self.label_mean_ + theta * self.label_scale_,
+                    np.sqrt(np.diagonal(cov, axis1=1, axis2=2)) * self.label_scale_)
 
     # ------------------------------------------------------------------ posterior (Li 2021 eq. 2)
     def _prior(self) -> posterior.Prior:

@@ -357,3 +357,26 @@ def std_factor(cal: np.ndarray, snr_ref: float, snr: np.ndarray) -> np.ndarray:
         lr = np.log(snr / snr_ref)
     lr = np.where(np.isfinite(lr), lr, 0.0)
     return cal[None, :, 0] * np.exp(lr[:, None] * cal[None, :, 1])
+
+
+def choose_scale(means: np.ndarray, truth: np.ndarray) -> tuple[int, np.ndarray]:
+    """Index of the candidate whose CV labels have the lowest mean normalised MSE.
+
+    Parameters
+    ----------
+    means : (n_candidates, n, L) array
+        CV posterior means of the ``n`` training stars under each candidate (NaN: not fitted).
+    truth : (n, L) array
+        Training labels.
+
+    Returns
+    -------
+    best : int
+    score : (n_candidates,) array
+        ``mean over labels of MSE / Var(truth)`` (``1 - skill``), NaN-robust.
+    """
+    var = truth.var(axis=0)
+    var = np.where(var > 0, var, 1.0)
+    with np.errstate(invalid="ignore"):
+        score = np.array([np.nanmean(np.nanmean((m - truth) ** 2, axis=0) / var) for m in means])
+    return int(np.argmin(np.where(np.isfinite(score), score, np.inf))), score
