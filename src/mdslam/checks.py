@@ -80,8 +80,9 @@ PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
     "alpha_fe": (-1.0, 1.5),
 }
 
-#: Catalogue codes for "no value"; training rows holding one are excluded.
-SENTINELS: tuple[float, ...] = (-9999.0, -999.0, -99.0, 9999.0, 99999.0, -99999.0)
+#: Catalogue codes for "no value"; training rows holding one are excluded. -99 is not
+#: among them: it is a plausible value of some labels (a radial velocity in km/s).
+SENTINELS: tuple[float, ...] = (-9999.0, -999.0, 9999.0, -99999.0, 99999.0)
 
 #: Largest allowed distance between a spectrum's wavelength grid and the model's,
 #: in units of the model's local pixel width (0.1 pixel).
