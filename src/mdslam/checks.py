@@ -18,7 +18,13 @@ command line call these functions, so the rules live in one place:
   the model's median training flux (normalised spectra are near 1).
 * :func:`rchi2_threshold` and :func:`knn_threshold` -- thresholds of the
   "bad fit" and "far from the training set" label flags, learnt from the
-  training set and stored in the model file.
+  training set and stored in the model file. The rchi2 threshold comes from
+  the training spectra fitted by the model itself (in-sample, so slightly
+  optimistic). On mock LAMOST M dwarfs (model trained on Teff 3000-3700 K,
+  [M/H] -0.6..+0.3, SNR ~100) the two flags together marked 83 of 100 stars
+  outside that range (all with [M/H] < -0.8 or Teff < 2900 K, 37 % of those
+  at 3740-3830 K) and 5 of 100 inside it
+  (``tests/test_train_cli.py::test_fit_flags_find_mock_stars_outside_the_training_domain``).
 """
 
 from __future__ import annotations
