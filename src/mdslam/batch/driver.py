@@ -28,7 +28,7 @@ __all__ = ["BatchInterrupted", "BatchResult", "file_sha256", "predict_batch"]
 
 MANIFEST_VERSION = 2
 MAX_ROUNDS_WITHOUT_PROGRESS = 2
-"""Reruns of lost chunks allowed in a row when no chunk at all was finished."""
+"""Rounds in a row that finish no chunk after which lost chunks are left for ``resume``."""
 
 
 def file_sha256(path) -> str:
@@ -242,7 +242,7 @@ def _label(run: _Run, todo: list[_Task], bar) -> None:
             bar.update(run.tasks[oc.index].n)
         todo = [run.tasks[i] for i in sorted(run.lost)]
         idle = 0 if run.n_labelled > done_before else idle + 1
-        if not todo or idle > MAX_ROUNDS_WITHOUT_PROGRESS:
+        if not todo or idle >= MAX_ROUNDS_WITHOUT_PROGRESS:
             break
         warnings.warn(f"{len(todo)} chunk(s) lost by the {run.engine.name} engine are run again "
                       f"(first: {next(iter(run.lost.values()))})", stacklevel=3)

@@ -220,14 +220,28 @@ def chunk_id(key: str, identity: str) -> str:
     return hashlib.sha256(f"{key}\n{identity}".encode()).hexdigest()[:16]
 
 
-def write_part(tab: Table, path: Path, index: int, cid: str) -> None:
-    """Write one chunk's rows with its identity, row count and FITS checksums, atomically."""
+def table_hdu(tab: Table) -> fits.BinTableHDU:
+    """``tab`` as a FITS binary table, keeping what ``fits.table_to_hdu`` drops.
+
+    A unit the FITS standard does not define (``dex``) is still written as
+    ``TUNITn`` (astropy reads it back as an unrecognised unit of that name);
+    a column description becomes ``TCOMMn`` (the usual FITS convention).
+    """
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")     # 'dex' is not a FITS unit: written as is, read back the same
+        warnings.simplefilter("ignore")     # the 'dex' warning: the unit is written below
         hdu = fits.table_to_hdu(tab)
     for k, name in enumerate(tab.colnames, start=1):
-        if tab[name].description:           # FITS keeps no description by itself: TCOMMn, as others do
-            hdu.header.insert(f"TFORM{k}", (f"TCOMM{k}", tab[name].description), after=True)
+        col = tab[name]
+        if col.unit is not None and f"TUNIT{k}" not in hdu.header:
+            hdu.header.insert(f"TFORM{k}", (f"TUNIT{k}", str(col.unit)), after=True)
+        if col.description:
+            hdu.header.insert(f"TFORM{k}", (f"TCOMM{k}", col.description), after=True)
+    return hdu
+
+
+def write_part(tab: Table, path: Path, index: int, cid: str) -> None:
+    """Write one chunk's rows with its identity, row count and FITS checksums, atomically."""
+    hdu = table_hdu(tab)
     hdu.header["CHUNK"] = (index, "chunk index in the run")
     hdu.header["CHUNKID"] = (cid, "hash of the run key and the chunk's rows")
     hdu.header["NROWS"] = (len(tab), "rows of this chunk")

@@ -28,7 +28,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table, vstack
 
-from .manifest import BatchError, atomic_path
+from .manifest import BatchError, atomic_path, table_hdu
 
 __all__ = ["check_output", "read_catalogue", "write_catalogue"]
 
@@ -68,7 +68,8 @@ def check_output(out: str | os.PathLike, overwrite: bool = False) -> str:
                          "a format astropy writes: .ecsv, .csv, ...)")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
-        raise BatchError(f"out {out}: directory {parent} does not exist")
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise BatchError(f"out {out}: {parent} {what}")
     try:
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".mdslam-write-test-"):
             pass
@@ -95,9 +96,25 @@ def _string_widths(parts: Sequence[Path]) -> dict[str, int]:
     return widths
 
 
+def _read_fits(path: Path) -> Table:
+    """A FITS table with str columns, NaN unmasked, and units FITS does not define (dex) restored."""
+    import astropy.units as u
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", u.UnitsWarning)
+        tab = Table.read(path, format="fits", character_as_bytes=False, mask_invalid=False)
+    for col in tab.itercols():
+        if isinstance(col.unit, u.UnrecognizedUnit):
+            try:
+                col.unit = u.Unit(str(col.unit))
+            except ValueError:
+                pass
+    return tab
+
+
 def _read_part(path: Path, widths: dict[str, int]) -> Table:
     """One part as a Table, string columns widened to ``widths``, table meta dropped."""
-    tab = Table.read(path, format="fits", character_as_bytes=False, mask_invalid=False)
+    tab = _read_fits(path)
     for name, w in widths.items():
         if name in tab.colnames:
             col = tab[name]
@@ -108,7 +125,7 @@ def _read_part(path: Path, widths: dict[str, int]) -> Table:
 
 
 def _descriptions(parts: Sequence[Path]) -> dict[str, str]:
-    """Column descriptions, which a FITS part does not keep: from the first part's ``TCOMMn`` cards."""
+    """Column descriptions (astropy does not read them from FITS): the first part's ``TCOMMn`` cards."""
     h = fits.getheader(parts[0], 1)
     return {h[f"TTYPE{k}"]: h[f"TCOMM{k}"] for k in range(1, int(h["TFIELDS"]) + 1) if f"TCOMM{k}" in h}
 
@@ -116,12 +133,6 @@ def _descriptions(parts: Sequence[Path]) -> dict[str, str]:
 # --------------------------------------------------------------------------- #
 # writers
 # --------------------------------------------------------------------------- #
-def _table_hdu(tab: Table) -> fits.BinTableHDU:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")     # 'dex' is not a FITS unit: written as is
-        return fits.table_to_hdu(tab)
-
-
 def _data_bytes(hdu: fits.BinTableHDU) -> np.ndarray:
     """The FITS-encoded data of a binary table HDU (big-endian, logicals as T/F), as uint8."""
     buf = io.BytesIO()
@@ -139,13 +150,13 @@ def _write_fits(parts: Sequence[Path], tmp: Path, meta: dict) -> int:
     notes = _descriptions(parts)
     stream = None
     for p in parts:
-        hdu = _table_hdu(_read_part(p, widths))
+        tab = _read_part(p, widths)
+        for name, text in notes.items():
+            tab[name].description = text
+        hdu = table_hdu(tab)
         if stream is None:
             header = hdu.header.copy()
             header["NAXIS2"] = n_total
-            for k in range(1, int(header["TFIELDS"]) + 1):
-                if header[f"TTYPE{k}"] in notes:
-                    header.insert(f"TFORM{k}", (f"TCOMM{k}", notes[header[f"TTYPE{k}"]]), after=True)
             for key, value in meta.items():
                 header[key] = value
             stream = fits.StreamingHDU(tmp, header)
@@ -246,7 +257,7 @@ def read_catalogue(path: str | os.PathLike) -> Table:
     path = Path(path)
     kind = output_kind(path)
     if kind == "fits":
-        return Table.read(path, format="fits", character_as_bytes=False, mask_invalid=False)
+        return _read_fits(path)
     if kind == "other":
         return Table.read(path)
     import pyarrow.parquet as pq
