@@ -125,6 +125,7 @@ def arrays():
     return flux, ivar
 
 
+@pytest.mark.slow                      # two worker pools started (about 70 s on a loaded 2-core machine)
 def test_joblib_worker_killed_once_is_recovered_like_dask(model_file, arrays, tmp_path):
     flux, ivar = arrays
     ref_out = tmp_path / "ref.fits"
@@ -154,6 +155,52 @@ def test_chunk_that_always_kills_its_worker_leaves_the_run_resumable(model_file,
     ref = tmp_path / "ref.fits"
     predict_batch(model_file, ArraySource(flux, ivar), ref, chunk_size=20, threads=1, progress=False)
     assert_same_catalogue(read(ref), read(out))
+
+
+class LosingEngine(batch.engines.InProcessEngine):
+    """The in-process engine, except that chunk ``index`` is lost (as to a killed worker) ``times`` times."""
+
+    def __init__(self, index, times):
+        self.index, self.times, self.attempts = index, times, 0
+
+    def run(self, model, tasks, options):
+        for t in tasks:
+            if t.index == self.index and self.attempts < self.times:
+                self.attempts += 1
+                yield batch.engines.Outcome(t.index, None, f"chunk {t.index} lost: worker killed", lost=True)
+            else:
+                yield from super().run(model, [t], options)
+
+
+def test_lost_chunk_is_run_again_in_the_same_run(model_file, inputs, reference, tmp_path, monkeypatch):
+    engine = LosingEngine(index=2, times=1)
+    monkeypatch.setattr(batch.driver, "make_engine", lambda *a: engine)
+    with pytest.warns(UserWarning, match="1 chunk.s. lost by the inprocess engine are run again"):
+        res = predict_batch(model_file, FileSource([inputs[0]]), tmp_path / "labels.fits", chunk_size=CHUNK,
+                            threads=1, progress=False)
+    assert engine.attempts == 1 and not res.lost_chunks and res.n_chunks_labelled == 6
+    assert_same_catalogue(reference[1], read(tmp_path / "labels.fits"))
+
+
+def test_chunk_lost_every_time_fails_the_cli_and_keeps_the_parts_for_resume(model_file, inputs, reference,
+                                                                            tmp_path, monkeypatch, capsys):
+    engine = LosingEngine(index=3, times=10**6)
+    monkeypatch.setattr(batch.driver, "make_engine", lambda *a: engine)
+    out = tmp_path / "labels.fits"
+    argv = ["predict", "--model", str(model_file), "--out", str(out), "--chunk-size", str(CHUNK),
+            "--threads", "1", str(inputs[0])]
+    with pytest.warns(UserWarning, match="run again"):
+        assert cli.main(argv) == 1                                   # non-zero while a chunk is missing
+    err = capsys.readouterr().err
+    assert "error: chunk 3: chunk 3 lost" in err and "--resume" in err
+    assert engine.attempts == 1 + batch.driver.MAX_ROUNDS_WITHOUT_PROGRESS
+    work = tmp_path / "labels.fits.parts"
+    assert not out.exists()
+    assert sorted(p.name for p in work.glob("chunk_*")) == [f"chunk_{i:06d}.fits" for i in (0, 1, 2, 4, 5)]
+    monkeypatch.undo()
+    assert cli.main([*argv, "--resume"]) == 0                        # the catalogue exists only now
+    assert "5 resumed" in capsys.readouterr().out
+    assert_same_catalogue(reference[1], read(out))
 
 
 # --------------------------------------------------------------------------- #

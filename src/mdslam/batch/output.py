@@ -263,7 +263,7 @@ def read_catalogue(path: str | os.PathLike) -> Table:
     import pyarrow.parquet as pq
     from astropy.table import meta as table_meta
 
-    pt = pq.read_table(path)
+    pt = pq.ParquetFile(path).read()
     tab = Table({name: pt.column(name).to_numpy(zero_copy_only=False) for name in pt.column_names})
     for name in tab.colnames:
         if tab[name].dtype == object:
