@@ -265,7 +265,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             keep_parts=args.keep_parts, progress=True, low_snr=args.low_snr)
     except KeyboardInterrupt as exc:
         status = restore()
-        why = str(exc) if isinstance(exc, batch.BatchInterrupted) else "interrupted before labelling started"
+        why = (str(exc) if isinstance(exc, batch.BatchInterrupted)
+               else "interrupted: rerun the same command with --resume to continue from the finished chunks")
         print(f"\n{why.replace('resume=True (--resume)', '--resume')}", file=sys.stderr)
         return status
     except (FileExistsError, FileNotFoundError, ValueError) as exc:

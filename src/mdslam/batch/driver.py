@@ -373,7 +373,8 @@ def predict_batch(model, source, out, *, fmt: str = "auto", chunk_size: int = 10
                           disable=not progress, smoothing=0.1) as bar:
                     _label(run, todo, bar)
             except KeyboardInterrupt as exc:
-                raise BatchInterrupted(work, len(mf.check_parts(work, run.plan())[0]), len(tasks)) from exc
+                n_done = sum(mf.part_path(work, i).exists() for i in tasks)
+                raise BatchInterrupted(work, n_done, len(tasks)) from exc
             n_skipped = len(tasks) - len(todo)
             written, counts = False, (0, 0, [])
             if assemble and tasks and not run.lost:
