@@ -227,7 +227,7 @@ def _record(run: _Run, oc: Outcome) -> None:
     run.failed[oc.index] = oc.error
 
 
-def _label(run: _Run, todo: list[_Task], bar) -> None:
+def _label(run: _Run, todo: list[_Task], bar=None) -> None:
     """Label ``todo``; lost chunks are run again while reruns finish chunks (see the module docstring)."""
     idle = 0
     while todo:
@@ -239,7 +239,8 @@ def _label(run: _Run, todo: list[_Task], bar) -> None:
                 continue
             _record(run, oc)
             run.n_labelled += 1
-            bar.update(run.tasks[oc.index].n)
+            if bar is not None:
+                bar.update(run.tasks[oc.index].n)
         todo = [run.tasks[i] for i in sorted(run.lost)]
         idle = 0 if run.n_labelled > done_before else idle + 1
         if not todo or idle >= MAX_ROUNDS_WITHOUT_PROGRESS:
@@ -250,14 +251,11 @@ def _label(run: _Run, todo: list[_Task], bar) -> None:
 
 def _assemble(run: _Run, out: Path, n_spectra: int, meta: dict) -> tuple[bool, tuple[int, int, list[str]]]:
     """Verify every part (redoing a damaged one once), then write the catalogue; False if chunks are missing."""
-    from tqdm.auto import tqdm
-
     for attempt in range(2):
         good, bad = mf.check_parts(run.work, run.plan())
         if not bad or attempt == 1:
             break
-        with tqdm(disable=True) as bar:
-            _label(run, _todo(run, retry_failed=False), bar)
+        _label(run, _todo(run, retry_failed=False))
     if bad:
         run.lost.update({i: f"no usable part: {why}" for i, why in bad.items() if i not in run.lost})
         return False, (0, 0, [])

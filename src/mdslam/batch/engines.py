@@ -285,7 +285,7 @@ class DaskEngine:
                 self.cluster.close()
 
 
-def make_engine(name: str, n_workers: int, scheduler=None):
+def make_engine(name: str, n_workers: int, scheduler=None) -> InProcessEngine | JoblibEngine | DaskEngine:
     """The engine ``name`` ready to run (a Dask scheduler is reached here, before any chunk).
 
     Each engine has ``run(model, tasks, options)``, yielding an

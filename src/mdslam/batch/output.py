@@ -113,21 +113,38 @@ def _read_fits(path: Path) -> Table:
 
 
 def _read_part(path: Path, widths: dict[str, int]) -> Table:
-    """One part as a Table, string columns widened to ``widths``, table meta dropped."""
-    tab = _read_fits(path)
+    """One part's rows: string columns as str widened to ``widths``; no units, descriptions or meta.
+
+    Units and descriptions come once from the first part's header
+    (:func:`_column_cards`), so no unit string is parsed per part.
+    """
+    with fits.open(path) as hdul:
+        tab = Table(hdul[1].data, copy=True)
+    tab.convert_bytestring_to_unicode()
     for name, w in widths.items():
         if name in tab.colnames:
-            col = tab[name]
-            tab.replace_column(name, col.astype(f"U{w}"), copy=False)
-            tab[name].unit, tab[name].description = col.unit, col.description
+            tab.replace_column(name, tab[name].astype(f"U{w}"), copy=False)
     tab.meta.clear()
     return tab
 
 
-def _descriptions(parts: Sequence[Path]) -> dict[str, str]:
-    """Column descriptions (astropy does not read them from FITS): the first part's ``TCOMMn`` cards."""
+def _column_cards(parts: Sequence[Path]) -> dict[str, dict[str, str]]:
+    """``TUNITn``/``TCOMMn`` of the first part, by column name: ``{"teff": {"TUNIT": "K"}, ...}``."""
     h = fits.getheader(parts[0], 1)
-    return {h[f"TTYPE{k}"]: h[f"TCOMM{k}"] for k in range(1, int(h["TFIELDS"]) + 1) if f"TCOMM{k}" in h}
+    return {h[f"TTYPE{k}"]: {key: h[f"{key}{k}"] for key in ("TUNIT", "TCOMM") if f"{key}{k}" in h}
+            for k in range(1, int(h["TFIELDS"]) + 1)}
+
+
+def _with_units(tab: Table, cards: dict[str, dict[str, str]]) -> Table:
+    """``tab`` with the units and descriptions of ``cards`` (a unit astropy cannot parse kept by name)."""
+    import astropy.units as u
+
+    for name, c in cards.items():
+        if "TUNIT" in c:
+            tab[name].unit = u.Unit(c["TUNIT"], parse_strict="silent")
+        if "TCOMM" in c:
+            tab[name].description = c["TCOMM"]
+    return tab
 
 
 # --------------------------------------------------------------------------- #
@@ -147,16 +164,16 @@ def _data_bytes(hdu: fits.BinTableHDU) -> np.ndarray:
 def _write_fits(parts: Sequence[Path], tmp: Path, meta: dict) -> int:
     widths = _string_widths(parts)
     n_total = sum(int(fits.getval(p, "NAXIS2", ext=1)) for p in parts)
-    notes = _descriptions(parts)
+    cards = _column_cards(parts)
     stream = None
     for p in parts:
-        tab = _read_part(p, widths)
-        for name, text in notes.items():
-            tab[name].description = text
-        hdu = table_hdu(tab)
+        hdu = table_hdu(_read_part(p, widths))
         if stream is None:
             header = hdu.header.copy()
             header["NAXIS2"] = n_total
+            for k in range(int(header["TFIELDS"]), 0, -1):
+                for key, value in cards[header[f"TTYPE{k}"]].items():
+                    header.insert(f"TFORM{k}", (f"{key}{k}", value), after=True)
             for key, value in meta.items():
                 header[key] = value
             stream = fits.StreamingHDU(tmp, header)
@@ -171,17 +188,15 @@ def _write_parquet(parts: Sequence[Path], tmp: Path, meta: dict) -> int:
     from astropy.table import meta as table_meta
 
     widths = _string_widths(parts)
-    notes = _descriptions(parts)
+    cards = _column_cards(parts)
     writer = schema = None
     n_total = 0
     try:
         for p in parts:
             tab = _read_part(p, widths)
             if writer is None:
-                first = tab[:0].copy()
+                first = _with_units(tab[:0].copy(), cards)
                 first.meta.update(meta)
-                for name, text in notes.items():
-                    first[name].description = text
                 md = {"table_meta_yaml": "\n".join(table_meta.get_yaml_from_table(first))}
                 for name in tab.colnames:
                     if tab[name].dtype.kind == "U":
@@ -204,9 +219,8 @@ def _write_other(parts: Sequence[Path], tmp: Path, meta: dict, out: Path) -> int
     from astropy.io.registry import identify_format
 
     widths = _string_widths(parts)
-    tab = vstack([_read_part(p, widths) for p in parts], metadata_conflicts="silent")
-    for name, text in _descriptions(parts).items():
-        tab[name].description = text
+    tab = _with_units(vstack([_read_part(p, widths) for p in parts], metadata_conflicts="silent"),
+                      _column_cards(parts))
     tab.meta.update(meta)
     fmt = identify_format("write", Table, str(out), None, [], {})
     tab.write(tmp, format=fmt[0] if fmt else None, overwrite=True)
