@@ -369,6 +369,7 @@ class FileSource:
         return int(sum(self.rows))
 
     def fingerprint(self) -> dict:
+        """What the run key is made of: the inputs' identity (JSON-serialisable dict)."""
         h = hashlib.sha256()
         for p in self.paths:
             try:
@@ -379,6 +380,7 @@ class FileSource:
         return {"kind": "files", "fmt": self.fmt, "n_files": len(self.paths), "files_sha256": h.hexdigest()}
 
     def tasks(self, chunk_size: int) -> Iterator[_Task]:
+        """The chunks of ``chunk_size`` spectra (the last one shorter), in order, as picklable tasks."""
         index, pieces, n = 0, [], 0
         for p, rows in zip(self.paths, self.rows, strict=True):
             r0 = 0
@@ -440,12 +442,14 @@ class MockSource:
         return self.n
 
     def fingerprint(self) -> dict:
+        """What the run key is made of: the inputs' identity (JSON-serialisable dict)."""
         return {"kind": "mock", "n": self.n, "start": self.start,
                 "survey": {k: (v if isinstance(v, (int, float, str, tuple, list, type(None))) else repr(v))
                            for k, v in sorted(self.kwargs.items())},
                 "preprocess": repr(sorted(self.preprocess_kwargs.items()))}
 
     def tasks(self, chunk_size: int) -> Iterator[_Task]:
+        """The chunks of ``chunk_size`` spectra (the last one shorter), in order, as picklable tasks."""
         for k, i0 in enumerate(range(self.start, self.start + self.n, chunk_size)):
             m = min(chunk_size, self.start + self.n - i0)
             yield _MockTask(k, m, i0, self.kwargs, self.preprocess_kwargs)
@@ -473,6 +477,7 @@ class ArraySource:
         return self.flux.shape[0]
 
     def fingerprint(self) -> dict:
+        """What the run key is made of: the inputs' identity (JSON-serialisable dict)."""
         h = hashlib.sha256(np.ascontiguousarray(self.flux).tobytes())
         for a in (self.ivar, self.snr):
             if a is not None:
@@ -481,6 +486,7 @@ class ArraySource:
         return {"kind": "arrays", "n": len(self), "sha256": h.hexdigest()}
 
     def tasks(self, chunk_size: int) -> Iterator[_Task]:
+        """The chunks of ``chunk_size`` spectra (the last one shorter), in order, as picklable tasks."""
         for k, i0 in enumerate(range(0, len(self), chunk_size)):
             sl = slice(i0, min(i0 + chunk_size, len(self)))
             yield _ArrayTask(k, sl.stop - sl.start, self.flux[sl],
