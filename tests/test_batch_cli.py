@@ -68,6 +68,18 @@ def test_output_problems_are_found_before_labelling(model_file, inputs, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_dir", "a_file"]   # nothing left behind
 
 
+def test_missing_scale_extra_is_named_before_labelling(model_file, inputs, tmp_path, capsys, monkeypatch,
+                                                      no_chunk_runs):
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)         # as without the 'scale' extra
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)
+    status, _, err = predict(capsys, "--model", model_file, "--out", tmp_path / "labels.parquet", inputs[0])
+    assert status == 1 and "writing Parquet needs pyarrow (pip install 'mdslam[scale]')" in one_line_error(err)
+    status, _, err = predict(capsys, "--model", model_file, "--out", tmp_path / "labels.fits", "--engine", "dask",
+                             inputs[0])
+    assert status == 1 and "engine 'dask' needs dask.distributed" in one_line_error(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_unwritable_output_directory_is_found_before_labelling(model_file, inputs, tmp_path, capsys,
                                                                no_chunk_runs):
@@ -172,8 +184,7 @@ def test_ctrl_c_prints_how_to_resume_and_exits_130(model_file, inputs, reference
 
 
 def _descendants(pid: int) -> list:
-    import psutil
-
+    psutil = pytest.importorskip("psutil")
     try:
         return psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -182,7 +193,7 @@ def _descendants(pid: int) -> list:
 
 @pytest.mark.slow                 # 23 s on a loaded 2-core machine (worker start-up), bounded by the timeouts
 def test_sigterm_stops_the_joblib_workers_too(model_file, tmp_path):
-    import psutil
+    psutil = pytest.importorskip("psutil")
 
     flux, ivar, _ = make_spectra(2000, seed=4)
     np.savez(tmp_path / "many.npz", flux=flux, ivar=ivar)
@@ -231,6 +242,7 @@ def test_fits_header_carries_units_descriptions_model_checksum_and_version(model
 
 
 def test_parquet_catalogue_reads_back_without_pandas(model_file, inputs, reference, tmp_path):
+    pytest.importorskip("pyarrow.parquet")
     out = tmp_path / "labels.parquet"
     predict_batch(model_file, FileSource([inputs[0]]), out, chunk_size=CHUNK, threads=1, progress=False)
     code = ("import sys\n"

@@ -309,5 +309,9 @@ def make_engine(name: str, n_workers: int, scheduler=None) -> InProcessEngine | 
     if name == "joblib":
         return JoblibEngine(n_workers)
     if name == "dask":
+        try:
+            import dask.distributed  # noqa: F401
+        except ImportError:
+            raise BatchError("engine 'dask' needs dask.distributed (pip install 'mdslam[scale]')") from None
         return DaskEngine(n_workers, scheduler)
     raise BatchError(f"engine must be one of {ENGINES}, not {name!r}")

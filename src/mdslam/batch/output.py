@@ -66,6 +66,12 @@ def check_output(out: str | os.PathLike, overwrite: bool = False) -> str:
     if kind == "other" and not identify_format("write", Table, str(out), None, [], {}):
         raise BatchError(f"out {out}: unknown catalogue extension {out.suffix!r} (use .fits or .parquet, or "
                          "a format astropy writes: .ecsv, .csv, ...)")
+    if kind == "parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise BatchError(f"out {out}: writing Parquet needs pyarrow (pip install 'mdslam[scale]'), "
+                             "or write .fits") from None
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
