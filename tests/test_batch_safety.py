@@ -276,6 +276,38 @@ def test_damaged_parts_are_detected_and_redone(model_file, inputs, reference, tm
     assert_same_catalogue(reference[1], read(out))
 
 
+def test_part_damaged_after_it_was_written_is_redone_before_assembly(model_file, inputs, reference, tmp_path,
+                                                                     monkeypatch):
+    real_write = batch.manifest.write_part
+    writes: list[int] = []
+
+    def write_then_damage(tab, path, index, cid):
+        real_write(tab, path, index, cid)
+        writes.append(index)
+        if writes.count(1) == 1 and index == 1:
+            path.write_bytes(path.read_bytes()[:-2880])               # the disk loses its last block
+    monkeypatch.setattr(batch.manifest, "write_part", write_then_damage)
+    out = tmp_path / "labels.fits"
+    with pytest.warns(UserWarning, match="chunk 1 is redone"):
+        res = predict_batch(model_file, FileSource([inputs[0]]), out, chunk_size=CHUNK, threads=1, progress=False)
+    assert writes == [0, 1, 2, 3, 4, 5, 1] and res.out == out
+    assert_same_catalogue(reference[1], read(out))
+
+
+@pytest.mark.slow                      # a Dask LocalCluster of 2 processes, one restarted by its nanny
+def test_dask_worker_killed_once_is_recovered(model_file, arrays, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    flux, ivar = arrays
+    ref_out = tmp_path / "ref.fits"
+    predict_batch(model_file, ArraySource(flux, ivar), ref_out, chunk_size=20, threads=1, progress=False)
+    out = tmp_path / "labels.fits"
+    with batch.local_cluster(2, host="127.0.0.1") as cluster, distributed.Client(cluster) as client:
+        res = predict_batch(model_file, KillingSource(flux, ivar, 2, tmp_path / "killed"), out, chunk_size=20,
+                            engine="dask", scheduler=client, progress=False)
+    assert (tmp_path / "killed").exists() and not res.lost_chunks and not res.failed_chunks
+    assert_same_catalogue(read(ref_out), read(out))
+
+
 # --------------------------------------------------------------------------- #
 # 4. a lock keeps two runs off the same output
 # --------------------------------------------------------------------------- #
