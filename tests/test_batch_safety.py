@@ -78,6 +78,13 @@ def test_existing_directory_not_made_by_a_run_is_refused_and_left_alone(model_fi
     assert [p.name for p in user_dir.iterdir()] == ["chunk_000000.fits"] and not out.exists()
 
 
+def test_empty_directory_made_by_the_user_is_used_and_kept(model_file, inputs, tmp_path):
+    (tmp_path / "labels.fits.parts").mkdir()
+    res = predict_batch(model_file, FileSource([inputs[0]]), tmp_path / "labels.fits", chunk_size=100,
+                        threads=1, progress=False)
+    assert res.out.exists() and res.work_dir.is_dir() and list(res.work_dir.iterdir()) == []
+
+
 def test_recursive_input_never_reads_the_runs_own_part_files(model_file, inputs, tmp_path):
     spectra = tmp_path / "spectra"
     shutil.copytree(inputs[0], spectra)

@@ -113,8 +113,12 @@ def claim_work_dir(work: Path) -> None:
     if work.is_dir() and not (work / WORK_MARKER).exists() and any(work.iterdir()):
         raise BatchError(f"work directory {work} exists and was not made by a batch run (no {WORK_MARKER} "
                          "file): choose another work_dir (--work-dir) or move that directory")
+    if (work / WORK_MARKER).exists():
+        return
+    adopted = work.is_dir()             # an empty directory someone made: used, never removed
     work.mkdir(parents=True, exist_ok=True)
-    (work / WORK_MARKER).write_text("part files of an mdslam batch run; removed when the catalogue is written\n")
+    (work / WORK_MARKER).write_text(("adopted" if adopted else "made") + ": part files of an mdslam batch "
+                                    "run, removed when the catalogue is written\n")
 
 
 def remove_work_dir(work: Path) -> bool:
@@ -124,7 +128,7 @@ def remove_work_dir(work: Path) -> bool:
     -------
     bool
         True if the directory is gone; False if it still holds files no run
-        wrote (they are left alone).
+        wrote (they are left alone) or existed, empty, before the run.
     """
     if not (work / WORK_MARKER).exists():
         return False
@@ -137,7 +141,10 @@ def remove_work_dir(work: Path) -> bool:
             (work / name).unlink()
     if any(p.name != WORK_MARKER for p in work.iterdir()):
         return False
+    adopted = (work / WORK_MARKER).read_text().startswith("adopted")
     (work / WORK_MARKER).unlink()
+    if adopted:
+        return False
     work.rmdir()
     return True
 
