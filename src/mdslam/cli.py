@@ -236,8 +236,21 @@ def _cmd_train_grid(args: argparse.Namespace) -> int:
     kw = dict(C=_floats(args.C), epsilon=_floats(args.epsilon), gamma=_floats(args.gamma),
               n_jobs=args.n_jobs)
     print(f"grid: {grid.provenance} ({len(grid)} spectra x {grid.wavelength.size} px)")
-    res = gridslam.train_grid_slam(grid, args.n_draw, cv=args.cv, seed=args.seed, draw_snr=args.draw_snr,
-                                   slam_kwargs=kw)
+    given = {"teff": args.teff_range, "m_h": args.m_h_range, "logg": args.logg_range}
+    ranges = None
+    if any(v is not None for v in given.values()):
+        ys = grid.y
+        ranges = {}
+        for k, name in enumerate(grid.label_names):
+            lo, hi = gridslam.LI2021_DRAW_RANGES.get(name, (ys[:, k].min(), ys[:, k].max()))
+            lo, hi = (max(lo, ys[:, k].min()), min(hi, ys[:, k].max()))
+            ranges[name] = tuple(_floats(given[name])) if given.get(name) else (lo, hi)
+            if len(ranges[name]) != 2:
+                print(f"error: --{name.replace('_', '-')}-range needs two numbers, got {given[name]!r}",
+                      file=sys.stderr)
+                return 1
+    res = gridslam.train_grid_slam(grid, args.n_draw, ranges, cv=args.cv, seed=args.seed,
+                                   draw_snr=args.draw_snr, slam_kwargs=kw)
     if args.test_snr:
         tab = gridslam.noisy_test(res, list(_floats(args.test_snr)), n_test=args.n_test, seed=args.seed + 1)
         for row in tab:
@@ -250,7 +263,7 @@ def _cmd_train_grid(args: argparse.Namespace) -> int:
 
 
 def _add_train_grid(sub) -> None:
-    from .tracks import BOOK_GRID
+    from .gridslam import QUICK_GRID
 
     def csv(t):
         return ",".join(str(v) for v in t)
@@ -273,10 +286,16 @@ def _add_train_grid(sub) -> None:
     p.add_argument("--test-snr", default="5,10,20,50,100,200",
                    help="SNRs of the noisy held-out test that also fits the error law (empty: skip)")
     p.add_argument("--n-test", type=int, default=200, help="held-out spectra per test SNR")
+    p.add_argument("--teff-range", default=None, metavar="LO,HI",
+                   help="Teff range of the draws, K (default: Li's 2800,4500 within the grid)")
+    p.add_argument("--m-h-range", default=None, metavar="LO,HI",
+                   help="[M/H] range of the draws, dex, e.g. --m-h-range=-1,0.5 (default: Li's -1,0 within the grid)")
+    p.add_argument("--logg-range", default=None, metavar="LO,HI",
+                   help="log g range of the draws, dex (grids with log g; default: Li's 4.5,5.5)")
     p.add_argument("--reduced", action="store_true", help="mock grid with 200 K instead of 100 K Teff nodes")
-    p.add_argument("--C", default=csv(BOOK_GRID["C"]), help="grid of C (comma-separated)")
-    p.add_argument("--epsilon", default=csv(BOOK_GRID["epsilon"]), help="grid of epsilon")
-    p.add_argument("--gamma", default=csv(BOOK_GRID["gamma"]), help="grid of gamma")
+    p.add_argument("--C", default=csv(QUICK_GRID["C"]), help="grid of C (comma-separated)")
+    p.add_argument("--epsilon", default=csv(QUICK_GRID["epsilon"]), help="grid of epsilon")
+    p.add_argument("--gamma", default=csv(QUICK_GRID["gamma"]), help="grid of gamma")
     p.add_argument("--n-jobs", type=int, default=None, help="threads of the SVR solves (default: all CPUs)")
     p.set_defaults(func=_cmd_train_grid)
 

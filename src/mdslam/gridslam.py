@@ -36,6 +36,7 @@ from .slam import SLAM
 __all__ = [
     "LI2021_DRAW_RANGES",
     "LI2021_N_DRAW",
+    "QUICK_GRID",
     "GridSLAMResult",
     "survey_grid",
     "draw_uniform",
@@ -54,6 +55,10 @@ LI2021_DRAW_RANGES = {"teff": (2800.0, 4500.0), "m_h": (-1.0, 0.0), "logg": (4.5
 
 LI2021_N_DRAW = 15_000
 """Li et al. (2021) sec. 4.1.2: number of spectra drawn through SLAM_0."""
+
+QUICK_GRID = dict(C=(10.0, 100.0), epsilon=(0.03,), gamma=(0.3, 1.0))
+"""A 4-point (C, epsilon, gamma) grid for quick runs of SLAM_0 and SLAM_1 (book, CI, tests):
+noiseless draws need little tube width; the full grid is :data:`mdslam.slam.DEFAULT_C` etc."""
 
 MOCK_TEFF_MAX = 3800.0
 """Upper Teff of the draws on the mock grid, K (the mock's templates stop at M0V, 3833 K)."""
@@ -406,7 +411,7 @@ def compare_literature(pred: Table, lit: Table, *, pairs: dict[str, str] | None 
     rows = []
     for pc, lc in pairs.items():
         p, v = np.asarray(pred[pc], float), np.asarray(lit[lc], float)
-        samples = [("unflagged", ~flag)]
+        samples = [("unflagged", ~flag), ("all labelled", np.ones(flag.size, bool))]
         if lc == "feh":
             real = ~np.isclose(v, default_feh)
             samples = [(f"unflagged, [Fe/H] != {default_feh:g}", ~flag & real), ("unflagged, all", ~flag)]
