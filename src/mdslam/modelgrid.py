@@ -60,6 +60,7 @@ __all__ = [
     "FWHM_TO_SIGMA",
     "SVO_MODEL",
     "LI2021_BTSETTL_NODES",
+    "SURVEY_WAVELENGTH",
     "read_svo_spectrum",
     "parse_svo_index",
     "svo_index",
@@ -78,6 +79,10 @@ SVO_MODEL = "bt-settl-cifist"
 """SVO Theoretical Spectra model key of the BT-Settl CIFIST grid."""
 
 SVO_DEFAULT_URL = "http://svo2.cab.inta-csic.es/theory/newov2"
+
+SURVEY_WAVELENGTH = dict(start=6147.0, stop=8888.0, n=1596)
+"""Default output grid of :func:`to_survey`: 1596 log-lambda pixels, 6147-8888 A (the LAMOST
+track's grid, on which the real LAMOST spectra are labelled)."""
 
 LI2021_BTSETTL_NODES = {
     "teff": (2200.0, 7000.0, 100.0),
@@ -509,7 +514,7 @@ def to_survey(grid: ModelGrid, survey: str = "lamost", wavelength: np.ndarray | 
     grid : ModelGrid
     survey : {"lamost", "boss"}
     wavelength : ndarray, shape (n_pix,), optional
-        Output grid, Angstrom (default :data:`mdslam.tracks.LAMOST_GRID`, the
+        Output grid, Angstrom (default :data:`SURVEY_WAVELENGTH`, the
         1596-pixel 6147-8888 A grid of the LAMOST track).
     resolution : float, optional
         Override the survey's resolving power.
@@ -523,7 +528,7 @@ def to_survey(grid: ModelGrid, survey: str = "lamost", wavelength: np.ndarray | 
     ModelGrid
         Normalised flux and ivar on ``wavelength``; ``resolution`` the survey's.
     """
-    from . import mock, tracks
+    from . import mock
 
     if survey not in mock.SURVEYS:
         raise ValueError(f"survey must be one of {sorted(mock.SURVEYS)}, not {survey!r}")
@@ -531,7 +536,7 @@ def to_survey(grid: ModelGrid, survey: str = "lamost", wavelength: np.ndarray | 
     if r_out > grid.resolution:
         raise ValueError(f"grid {grid.name} has R = {grid.resolution:g}; cannot sharpen it to R = {r_out:g}")
     if wavelength is None:
-        g = tracks.LAMOST_GRID
+        g = SURVEY_WAVELENGTH
         wavelength = _pre.log_lambda_grid(g["start"], g["stop"], g["n"])
     w, f = convolve_to_resolution(grid.wavelength, grid.flux, r_out, grid.resolution)
     iband = (w >= mock.I_BAND[0]) & (w <= mock.I_BAND[1])
