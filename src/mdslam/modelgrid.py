@@ -4,7 +4,7 @@ A :class:`ModelGrid` holds the spectra of a sparse grid of stellar labels
 (Teff, [M/H], optionally log g) on one wavelength grid, with the resolving
 power they have. Two grids come through the same code path:
 
-* **BT-Settl (CIFIST)** model atmospheres {cite:p}`allard2012` as served by the
+* **BT-Settl (CIFIST)** model atmospheres (Allard et al. 2012) as served by the
   SVO Theoretical Spectra Web Server (archive mode, :func:`btsettl_grid`).
   Li et al. (2021, sec. 4.1.2) train their SLAM_0 on this grid: 2200-7000 K in
   100 K, [M/H] -1.0 to 0.0 in 0.5 dex, log g 2.5-5.5 in 0.5 dex.
