@@ -42,9 +42,9 @@ TARGET_S = 15 * 60
 
 def make_data(n_star: int, n_pix: int | None) -> dict:
     """Mock LAMOST training set on the LAMOST grid: flux, ivar (n_star, n_pix), labels (n_star, 3), wave."""
+    from mdslam.compendium.tracks import LAMOST_GRID
     from mdslam.mock import MockSurvey
     from mdslam.preprocess import log_lambda_grid, preprocess
-    from mdslam.tracks import LAMOST_GRID
 
     ms = MockSurvey("lamost", seed=SEED, snr_median=100.0, snr_sigma=0.4, logg_scatter=0.05)
     spec, truth = ms.generate(n_star)
