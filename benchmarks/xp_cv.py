@@ -11,9 +11,9 @@ other 9 folds (``SLAM.cv_predict``, per-pixel hyperparameters fixed); CV bias an
 per label (Qiu 2025 eqs. 4-5; :mod:`mdslam.validation`), in equal-count SNR bins, and the
 power law ``sigma = a * SNR**b`` (Qiu eqs. 6-8).
 
-Usage::
+Usage (with ``$MDSLAM_DATA_MIRROR`` pointing at the data mirror)::
 
-    MDSLAM_DATA_MIRROR=/work/shared/data python benchmarks/xp_cv.py [--k 10] [--nested] [--out DIR]
+    python benchmarks/xp_cv.py [--k 10] [--nested] [--out DIR]
 """
 
 from __future__ import annotations
