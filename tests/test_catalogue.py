@@ -87,3 +87,50 @@ def test_describe_columns_counts_valid_values(pred):
     assert row["TEFF_CV"]["n_valid"] == 2                                      # two training stars
     assert row["APOGEE_ID"]["type"] == "str" and row["APOGEE_ID"]["n_valid"] == 4
     assert row["SOURCE_ID"]["description"] == "Gaia EDR3 source_id"
+
+
+def test_label_quality_cuts_decode_the_flag_bits(pred):
+    flag = np.array([0, 2, 4, 16, 32, 64, 36, 1])
+    cuts = catalogue.label_quality_cuts(flag, ["teff", "logg", "fe_h"])
+    assert list(cuts)[:4] == ["fit done", "converged", "SNR >= model low_snr", "enough good pixels"]
+    np.testing.assert_array_equal(cuts["converged"], flag != 2)
+    np.testing.assert_array_equal(cuts["SNR >= model low_snr"], ~np.isin(flag, [4, 36]))
+    np.testing.assert_array_equal(cuts["teff inside the training domain"], flag != 16)
+    np.testing.assert_array_equal(cuts["logg inside the training domain"], ~np.isin(flag, [32, 36]))
+    np.testing.assert_array_equal(cuts["fe_h inside the training domain"], flag != 64)
+    np.testing.assert_array_equal(np.logical_and.reduce(list(cuts.values())), flag == 0)
+
+
+def test_mean_std_text_lists_small_samples():
+    assert catalogue.mean_std_text([0.1, -0.2, np.nan]) == "n=2: -0.20, +0.10"
+    v = [0.0, 0.1, 0.2, 0.3, 0.4]
+    # mean 0.2, population std sqrt(0.02) = 0.1414
+    assert catalogue.mean_std_text(v, unit="dex") == "+0.20 ± 0.14 dex (n=5)"
+    assert catalogue.mean_std_text([]) == "n=0"
+
+
+def test_cv_skill_is_sklearn_r2():
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(3)
+    t = rng.normal(0, 0.3, 200)
+    p = t + rng.normal(0.05, 0.1, 200)
+    s = catalogue.cv_skill(Table({"fe_h": p, "fe_h_true": t}), ["fe_h"])[0]
+    assert s["skill"] == pytest.approx(r2_score(t, p), rel=1e-12)
+    assert s["label_std"] == pytest.approx(np.std(t)) and s["cv_bias"] == pytest.approx(np.mean(p - t))
+    # a model that gives every star the mean label has skill 0
+    assert catalogue.cv_skill(Table({"x": np.full(200, t.mean()), "x_true": t}), ["x"])[0]["skill"] == \
+        pytest.approx(0.0, abs=1e-12)
+
+
+def test_qiu2025_table4_columns(pred):
+    cat = _build(pred)
+    t4 = catalogue.qiu2025_table4(cat, feh_description="SLAM [Fe/H] trained on APOGEE DR17")
+    assert t4.colnames == ["SOURCE_ID", "APOGEE_ID", "SNR", "Teff", "e_Teff", "logg", "e_logg", "alphaM",
+                           "e_alphaM", "FeH", "e_FeH", "FeH_niu", "e_FeH_niu", "FLAG"]
+    np.testing.assert_array_equal(t4["Teff"], cat["TEFF"])
+    np.testing.assert_array_equal(t4["e_FeH"], cat["FE_H_ERR_CV"])      # empirical law, not formal
+    assert np.all(np.isnan(t4["alphaM"])) and np.all(np.isnan(t4["FeH_niu"]))
+    assert str(t4["e_Teff"].unit) == "K" and t4["alphaM"].unit == "dex"
+    assert t4["FeH"].description == "SLAM [Fe/H] trained on APOGEE DR17"
+    assert t4["e_logg"].description == "Uncertainty in log g from SLAM"
