@@ -456,14 +456,15 @@ def attach_component_values(pairs: Table, labels: Table, *, right_col: str,
 # --------------------------------------------------------------------------- #
 # OCCAM clusters (Li 2021 sec. 5.1, Table 3, Fig. 8)
 # --------------------------------------------------------------------------- #
-#: OCCAM clusters younger than ~150 Myr, whose M dwarfs have not reached the main sequence
-#: (an M dwarf contracts for ~0.1-1 Gyr): the star-forming regions of Orion (Collinder 69 =
-#: lambda Ori, Collinder 70, NGC 1980, Sigma Orionis, ASCC 16/19/21 and Briceno 1 in Orion
-#: OB1, L 1641S) and Perseus (IC 348), all a few to ~20 Myr old, and alpha Persei (Melotte
-#: 20, ~50-90 Myr) and the Pleiades (Melotte 22, ~110-130 Myr). Names as in OCCAM.
+#: OCCAM clusters of the star-forming regions of Orion (Collinder 69 = lambda Ori, Collinder 70,
+#: NGC 1980, Sigma Orionis, ASCC 16/19/21 and Briceno 1 in Orion OB1, L 1641S) and Perseus
+#: (IC 348), a few to ~20 Myr old: their M stars are pre-main-sequence (an M dwarf contracts
+#: for ~0.1-1 Gyr). Older young clusters (alpha Per = Melotte 20, ~50-90 Myr; the Pleiades =
+#: Melotte 22, ~110-130 Myr) are not listed: their early M dwarfs are close to the main
+#: sequence, and the later ones are caught by the log g test of :func:`occam_stars`.
 YOUNG_OCCAM_CLUSTERS: frozenset[str] = frozenset({
     "ASCC 16", "ASCC 19", "ASCC 21", "Briceno 1", "Collinder 69", "Collinder 70", "IC 348",
-    "L 1641S", "NGC 1980", "Sigma Orionis", "Melotte 20", "Melotte 22"})
+    "L 1641S", "NGC 1980", "Sigma Orionis"})
 
 
 def _cluster_name(names) -> np.ndarray:
