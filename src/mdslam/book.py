@@ -852,16 +852,13 @@ def subsample(table: Any, n_max: int | None, seed: int | None = None) -> Any:
         Cap on the number of rows; ``None`` (or a cap >= len) returns ``table``
         itself.
     seed
-        Seed of ``numpy.random.default_rng``: the same seed draws the same rows.
+        Seed of :func:`mdslam.sampling.draw`: the same seed draws the same rows.
     """
-    import numpy as np
+    from .sampling import draw
 
     if n_max is None or len(table) <= int(n_max):
         return table
-    if int(n_max) < 0:
-        raise ValueError(f"n_max must be >= 0 or None, got {n_max}")
-    rng = np.random.default_rng(seed)
-    return table[np.sort(rng.choice(len(table), int(n_max), replace=False))]
+    return table[draw(len(table), n_max, seed)]
 
 
 def _md_cell(value: Any) -> str:

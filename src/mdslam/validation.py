@@ -26,6 +26,10 @@ __all__ = [
     "cv_scatter",
     "binned_bias_scatter",
     "fit_power_law",
+    "skill",
+    "skill_table",
+    "fit_floor_law",
+    "FloorLaw",
     "robust_std",
     "Comparison",
     "compare",
@@ -99,10 +103,184 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None)
     return float(p[0]), float(p[1]), cov
 
 
+def skill(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Skill score ``1 - MSE / Var(truth)`` along axis 0 (NaN pairs dropped).
+
+    1 is a perfect prediction, 0 is no better than predicting the mean label of
+    the sample for every star, negative is worse than that. ``Var`` uses
+    ddof=0, as :func:`cv_scatter` (whose square is the MSE).
+
+    Parameters
+    ----------
+    pred, truth : (n,) or (n, n_labels) arrays
+        Predicted (e.g. CV) and reference labels, same unit.
+
+    Returns
+    -------
+    float or (n_labels,) array
+        NaN where fewer than 2 finite pairs or the labels do not vary.
+    """
+    p = np.asarray(pred, float)
+    t = np.asarray(truth, float)
+    p2, t2 = (p[:, None], t[:, None]) if p.ndim == 1 else (p, t)
+    out = np.full(p2.shape[1], np.nan)
+    for k in range(p2.shape[1]):
+        ok = np.isfinite(p2[:, k]) & np.isfinite(t2[:, k])
+        if ok.sum() < 2:
+            continue
+        var = np.var(t2[ok, k])
+        if var > 0:
+            out[k] = 1.0 - np.mean((p2[ok, k] - t2[ok, k]) ** 2) / var
+    return out[0] if p.ndim == 1 else out
+
+
+def skill_table(snr: np.ndarray, pred: np.ndarray, truth: np.ndarray, label_names, *,
+                snr_edges: np.ndarray | None = None, n_bins: int = 4, min_per_bin: int = 20) -> Table:
+    """CV bias, scatter, label spread and skill per label, over all stars and per SNR bin.
+
+    Parameters
+    ----------
+    snr : (n,) array
+        Spectral SNR.
+    pred, truth : (n, n_labels) arrays
+        Predicted (CV) and reference labels, physical units.
+    label_names : sequence of str, length n_labels
+    snr_edges : array, optional
+        Bin edges in SNR (e.g. ``[30, 50, 100, inf]``); default ``n_bins``
+        equal-count bins of at least ``min_per_bin`` stars
+        (:func:`binned_bias_scatter`'s rule).
+
+    Returns
+    -------
+    Table
+        One row per (label, bin), the first row of each label for all stars
+        (``snr_lo`` and ``snr_hi`` the SNR range of the sample): ``label``,
+        ``snr_lo``, ``snr_hi``, ``n``, ``bias`` (eq. 4), ``scatter`` (eq. 5),
+        ``label_std`` (std of the reference labels of the bin) and ``skill``
+        (:func:`skill`, ``1 - scatter**2 / label_std**2``).
+    """
+    snr = np.asarray(snr, float)
+    p = np.asarray(pred, float).reshape(snr.size, -1)
+    t = np.asarray(truth, float).reshape(snr.size, -1)
+    names = list(label_names)
+    ok = np.isfinite(snr)
+    if snr_edges is None:
+        nb = int(max(1, min(n_bins, ok.sum() // max(min_per_bin, 1))))
+        groups = np.array_split(np.flatnonzero(ok)[np.argsort(snr[ok])], nb)
+    else:
+        e = np.asarray(snr_edges, float)
+        groups = [np.flatnonzero(ok & (snr > lo) & (snr <= hi)) for lo, hi in zip(e[:-1], e[1:], strict=True)]
+    groups = [np.flatnonzero(ok)] + [g for g in groups if g.size]
+    rows = []
+    for k, name in enumerate(names):
+        for g in groups:
+            fin = g[np.isfinite(p[g, k]) & np.isfinite(t[g, k])]
+            if fin.size == 0:
+                rows.append((name, np.nan, np.nan, 0, np.nan, np.nan, np.nan, np.nan))
+                continue
+            rows.append((name, float(snr[g].min()), float(snr[g].max()), int(fin.size),
+                         float(cv_bias(p[fin, k], t[fin, k])), float(cv_scatter(p[fin, k], t[fin, k])),
+                         float(np.std(t[fin, k])), float(skill(p[fin, k], t[fin, k]))))
+    return Table(rows=rows, names=("label", "snr_lo", "snr_hi", "n", "bias", "scatter", "label_std", "skill"))
+
+
+@dataclass(frozen=True)
+class FloorLaw:
+    """A fitted ``sigma(SNR) = sqrt(floor**2 + (a / SNR)**2)`` (:func:`mdslam.relations.floor_law`).
+
+    Attributes
+    ----------
+    a, floor : float
+        Noise coefficient (label unit x SNR) and floor (label unit), both >= 0.
+    cov : ndarray, shape (2, 2)
+        Covariance of (a, floor) from the fit.
+    snr_range : (float, float)
+        SNR range of the stars the law was fitted on; outside it the law is an
+        extrapolation (:meth:`__call__` flags it).
+    """
+
+    a: float
+    floor: float
+    cov: np.ndarray = field(repr=False)
+    snr_range: tuple[float, float]
+
+    @property
+    def a_err(self) -> float:
+        return float(np.sqrt(self.cov[0, 0]))
+
+    @property
+    def floor_err(self) -> float:
+        return float(np.sqrt(self.cov[1, 1]))
+
+    def __call__(self, snr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(sigma, outside)``: the law at ``snr`` and a bool mask of SNR outside ``snr_range``."""
+        from .relations import floor_law
+
+        snr = np.asarray(snr, float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sig = floor_law(snr, self.a, self.floor)
+        outside = ~((snr >= self.snr_range[0]) & (snr <= self.snr_range[1]))
+        return sig, outside
+
+
+def fit_floor_law(snr: np.ndarray, scatter: np.ndarray, n: np.ndarray | None = None,
+                  snr_range: tuple[float, float] | None = None) -> FloorLaw:
+    """Fit ``sigma^2 = floor^2 + (a / SNR)^2`` with ``a, floor >= 0`` to binned CV scatter.
+
+    Bounded least squares (:func:`scipy.optimize.curve_fit`, ``bounds=(0, inf)``);
+    with ``n`` each bin's scatter is weighted by its standard error
+    ``scatter / sqrt(2 n)`` (that of a Gaussian standard deviation).
+
+    Parameters
+    ----------
+    snr : (n_bins,) array
+        Representative SNR of each bin (e.g. ``snr_median`` of
+        :func:`binned_bias_scatter`).
+    scatter : (n_bins,) array
+        CV scatter of each bin (label unit).
+    n : (n_bins,) array, optional
+        Stars per bin.
+    snr_range : (float, float), optional
+        SNR range of the stars behind the bins (default: the range of ``snr``).
+
+    Returns
+    -------
+    FloorLaw
+
+    Raises
+    ------
+    ValueError
+        Fewer than two usable bins.
+    """
+    x = np.asarray(snr, float)
+    y = np.asarray(scatter, float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y >= 0)
+    if ok.sum() < 2:
+        raise ValueError(f"need at least two bins with finite SNR > 0 and scatter to fit the law, got {ok.sum()}")
+    sig = None
+    if n is not None:
+        nn = np.asarray(n, float)[ok]
+        sig = np.maximum(y[ok], 1e-12 * max(y[ok].max(), 1e-300)) / np.sqrt(2.0 * np.maximum(nn, 1.0))
+    xo, yo = x[ok], y[ok]
+    # start: floor from the best-SNR bin, a from the worst
+    f0 = float(yo[np.argmax(xo)])
+    a0 = float(np.sqrt(max(yo[np.argmin(xo)] ** 2 - f0**2, 0.0)) * xo.min()) or float(yo.mean() * xo.min() * 0.1)
+
+    def model(t, a, floor):
+        return np.sqrt(floor**2 + (a / t) ** 2)
+
+    p, cov = curve_fit(model, xo, yo, p0=(a0, f0), sigma=sig, absolute_sigma=False,
+                       bounds=([0.0, 0.0], [np.inf, np.inf]), maxfev=20000)
+    rng = (float(xo.min()), float(xo.max())) if snr_range is None else (float(snr_range[0]), float(snr_range[1]))
+    return FloorLaw(float(p[0]), float(p[1]), np.asarray(cov, float), rng)
+
+
 # --------------------------------------------------------------------------- #
 # comparison statistics ("median +- std" of the papers)
 # --------------------------------------------------------------------------- #
 MAD_TO_SIGMA = 1.4826
+#: Fewest pairs for which a "median +- std" is quoted (:meth:`Comparison.format`).
+MIN_N_SCATTER = 5
 
 
 def robust_std(x: np.ndarray) -> float:
@@ -137,9 +315,17 @@ class Comparison:
         """The fields as a plain dict."""
         return asdict(self)
 
-    def format(self, fmt: str = ".2f", unit: str = "") -> str:
-        """``"median +- std"`` as the papers quote it, e.g. ``"-27 +- 92 K"``."""
+    def format(self, fmt: str = ".2f", unit: str = "", min_n: int = MIN_N_SCATTER) -> str:
+        """``"median +- std"`` as the papers quote it, e.g. ``"-27 +- 92 K (n=106)"``.
+
+        With fewer than ``min_n`` pairs no scatter is quoted: ``"median -0.08
+        (n=2, too few for a scatter)"``; with none, ``"- (n=0)"``.
+        """
         u = f" {unit}" if unit else ""
+        if self.n == 0:
+            return "- (n=0)"
+        if self.n < min_n:
+            return f"median {self.median:{fmt}}{u} (n={self.n}, too few for a scatter)"
         return f"{self.median:{fmt}} \u00b1 {self.std:{fmt}}{u} (n={self.n})"
 
     def __str__(self) -> str:
