@@ -109,20 +109,6 @@ def test_mean_std_text_lists_small_samples():
     assert catalogue.mean_std_text([]) == "n=0"
 
 
-def test_cv_skill_is_sklearn_r2():
-    from sklearn.metrics import r2_score
-
-    rng = np.random.default_rng(3)
-    t = rng.normal(0, 0.3, 200)
-    p = t + rng.normal(0.05, 0.1, 200)
-    s = catalogue.cv_skill(Table({"fe_h": p, "fe_h_true": t}), ["fe_h"])[0]
-    assert s["skill"] == pytest.approx(r2_score(t, p), rel=1e-12)
-    assert s["label_std"] == pytest.approx(np.std(t)) and s["cv_bias"] == pytest.approx(np.mean(p - t))
-    # a model that gives every star the mean label has skill 0
-    assert catalogue.cv_skill(Table({"x": np.full(200, t.mean()), "x_true": t}), ["x"])[0]["skill"] == \
-        pytest.approx(0.0, abs=1e-12)
-
-
 def test_qiu2025_table4_columns(pred):
     cat = _build(pred)
     t4 = catalogue.qiu2025_table4(cat, feh_description="SLAM [Fe/H] trained on APOGEE DR17")

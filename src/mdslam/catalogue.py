@@ -19,7 +19,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 __all__ = ["LABEL_COLUMNS", "QIU2025_TABLE4", "build_catalogue", "write_catalogue", "read_catalogue",
-           "describe_columns", "label_quality_cuts", "mean_std_text", "cv_skill", "qiu2025_table4"]
+           "describe_columns", "label_quality_cuts", "mean_std_text", "qiu2025_table4"]
 
 #: SLAM label name -> (catalogue column, unit, what it is).
 LABEL_COLUMNS: dict[str, tuple[str, str, str]] = {
@@ -269,38 +269,6 @@ def mean_std_text(values: np.ndarray, fmt: str = "+.2f", min_n: int = 5, unit: s
     if v.size < min_n:
         return f"n={v.size}: " + ", ".join(f"{x:{fmt}}" for x in np.sort(v)) + u
     return f"{np.mean(v):{fmt}} ± {np.std(v):{fmt.lstrip('+')}}{u} (n={v.size})"
-
-
-def cv_skill(cv: Table, label_names: Sequence[str]) -> Table:
-    """Cross-validation scatter of each label beside the spread of the labels and the skill.
-
-    Parameters
-    ----------
-    cv : Table
-        CV labels (:func:`mdslam.tracks.cv_labels`): ``<label>`` (CV prediction)
-        and ``<label>_true`` per label.
-    label_names : sequence of str
-
-    Returns
-    -------
-    Table
-        ``label``, ``n``, ``label_std`` (standard deviation of the true labels),
-        ``cv_bias`` (mean of CV - true), ``cv_scatter`` (standard deviation of
-        CV - true, Qiu eq. 5) and ``skill = 1 - MSE / Var(true)`` (1: perfect; 0: no
-        better than giving every star the mean label). Units of the labels.
-    """
-    rows = []
-    for n in label_names:
-        t = np.asarray(cv[f"{n}_true"], float)
-        p = np.asarray(cv[n], float)
-        ok = np.isfinite(t) & np.isfinite(p)
-        d = p[ok] - t[ok]
-        var = float(np.var(t[ok])) if ok.sum() > 1 else np.nan
-        mse = float(np.mean(d**2)) if ok.any() else np.nan
-        rows.append((n, int(ok.sum()), np.sqrt(var), float(np.mean(d)) if ok.any() else np.nan,
-                     float(np.std(d)) if ok.any() else np.nan, 1.0 - mse / var if var > 0 else np.nan))
-    return Table(rows=rows, names=("label", "n", "label_std", "cv_bias", "cv_scatter", "skill"),
-                 dtype=(str, int, float, float, float, float))
 
 
 def qiu2025_table4(cat: Table, *, feh_niu: np.ndarray | None = None,
