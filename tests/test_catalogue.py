@@ -120,3 +120,15 @@ def test_qiu2025_table4_columns(pred):
     assert str(t4["e_Teff"].unit) == "K" and t4["alphaM"].unit == "dex"
     assert t4["FeH"].description == "SLAM [Fe/H] trained on APOGEE DR17"
     assert t4["e_logg"].description == "Uncertainty in log g from SLAM"
+
+
+def test_a_catalogue_read_back_writes_again(pred, tmp_path):
+    """Header keywords read back into meta (EXTNAME, CREATOR) do not break a second write."""
+    catalogue.write_catalogue(_build(pred), tmp_path / "a.fits")
+    back = catalogue.read_catalogue(tmp_path / "a.fits")
+    t4 = catalogue.qiu2025_table4(back)
+    catalogue.write_catalogue(t4, tmp_path / "b.fits")
+    again = catalogue.read_catalogue(tmp_path / "b.fits")
+    assert again.colnames == t4.colnames and again.meta["TRACK"] == "xp"
+    with fits.open(tmp_path / "b.fits") as h:
+        assert h[1].name == "CATALOGUE" and "EXTNAME" not in h[0].header

@@ -162,8 +162,10 @@ def write_catalogue(table: Table, path: str | os.PathLike, *, overwrite: bool = 
     from . import __version__
 
     primary.header["CREATOR"] = (f"mdslam {__version__}", "software that wrote this file")
+    reserved = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "EXTNAME", "CREATOR", "XTENSION", "PCOUNT", "GCOUNT"}
     for k, v in table.meta.items():
-        if isinstance(k, str) and len(k) <= 8 and isinstance(v, (str, int, float, bool, np.integer, np.floating)):
+        if isinstance(k, str) and len(k) <= 8 and k.upper() not in reserved \
+                and isinstance(v, (str, int, float, bool, np.integer, np.floating)):
             primary.header[k.upper()] = v
     fits.HDUList([primary, hdu]).writeto(path, overwrite=overwrite)
     return path
