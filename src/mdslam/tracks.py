@@ -241,7 +241,7 @@ def xp_teff_logg(snr_min: float = 30.0, n_max: int | None = None, seed: int = 42
 
 
 def training_set(track: str = "xp", data_mode: str = "offline", n_max: int | None = None, seed: int = 42,
-                 **kwargs) -> TrainingSet:
+                 snr_min: float = 30.0, **kwargs) -> TrainingSet:
     """The training set of a track, offline or from the archives: the one call of the chapters.
 
     Parameters
@@ -257,8 +257,10 @@ def training_set(track: str = "xp", data_mode: str = "offline", n_max: int | Non
         (:mod:`mdslam.archive` inputs, full scale).
     n_max, seed : int, optional
         At most ``n_max`` stars, drawn with :func:`mdslam.sampling.draw`.
+    snr_min : float
+        Minimum XP SNR of the XP tracks (the LAMOST and BOSS sets have their own cuts).
     **kwargs
-        Passed to the track's function (e.g. ``snr_min``, ``teff_max``).
+        Passed to the track's function (e.g. ``teff_max``).
 
     Returns
     -------
@@ -276,16 +278,17 @@ def training_set(track: str = "xp", data_mode: str = "offline", n_max: int | Non
 
         if track == "xp":
             kwargs.pop("teff_min", None)  # the archive set's lower Teff bound is the label cut (2800 K)
-            return archive.xp_training_set(**{"teff_max": LI2021_TEFF[1], **kwargs}, n_max=n_max, seed=seed)
+            return archive.xp_training_set(**{"teff_max": LI2021_TEFF[1], **kwargs}, snr_min=snr_min,
+                                           n_max=n_max, seed=seed)
         if track == "lamost":
             return archive.lamost_training_set(n_max=n_max, seed=seed, **kwargs)
         if track == "boss":
             return archive.boss_training_set(n_max=n_max, seed=seed, **kwargs)
         raise ValueError(f"track must be 'xp', 'lamost' or 'boss' in archive mode, got {track!r}")
     if track == "xp":
-        return xp_mdwarfs(n_max=n_max, seed=seed, **kwargs)
+        return xp_mdwarfs(snr_min=snr_min, n_max=n_max, seed=seed, **kwargs)
     if track == "xp_teff_logg":
-        return xp_teff_logg(n_max=n_max, seed=seed, **kwargs)
+        return xp_teff_logg(snr_min=snr_min, n_max=n_max, seed=seed, **kwargs)
     if track == "lamost":
         ts = lamost_dr7(**kwargs)
         return ts if n_max is None else ts.subset(sampling.draw(len(ts), n_max, seed))
