@@ -200,3 +200,16 @@ def test_cluster_statistics_against_a_cluster_table_by_hand():
     assert t["mean_minus_cluster"][0] == pytest.approx(-0.05)
     assert np.isnan(t["mean_minus_cluster"][1])
     assert "cluster_lit" not in val.cluster_statistics(["A"], [0.0], [0.0]).colnames
+
+
+def test_flag_cuts_reads_the_per_label_domain_bits():
+    from mdslam.flags import LabelFlag
+
+    dom = int(LabelFlag.OUTSIDE_DOMAIN)
+    flag = np.array([0, dom, dom << 2, int(LabelFlag.NOT_CONVERGED), dom << 1])
+    cuts = val.flag_cuts(flag, ["teff", "logg", "fe_h"], labels=["teff", "fe_h"])
+    assert list(cuts) == ["fit ok (no failure, converged, SNR, pixels)", "teff inside the training domain",
+                          "fe_h inside the training domain"]
+    assert list(cuts["fit ok (no failure, converged, SNR, pixels)"]) == [True, True, True, False, True]
+    assert list(cuts["teff inside the training domain"]) == [True, False, True, True, True]
+    assert list(cuts["fe_h inside the training domain"]) == [True, True, False, True, True]

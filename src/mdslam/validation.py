@@ -30,6 +30,7 @@ __all__ = [
     "skill_table",
     "fit_floor_law",
     "fit_floor_laws",
+    "flag_cuts",
     "FloorLaw",
     "robust_std",
     "Comparison",
@@ -311,6 +312,38 @@ def fit_floor_laws(snr: np.ndarray, pred: np.ndarray, truth: np.ndarray, label_n
     laws = {name: fit_floor_law(np.asarray(tab["snr_median"], float), scat[:, k], np.asarray(tab["n"]), rng)
             for k, name in enumerate(label_names)}
     return tab, laws
+
+
+def flag_cuts(flag: np.ndarray, label_names, labels=None) -> dict[str, np.ndarray]:
+    """Masks of the stars whose labels a comparison may use, one per flag test, in order.
+
+    Parameters
+    ----------
+    flag : (n,) int array
+        The ``flag`` column of a SLAM label table (bits of :class:`mdslam.flags.LabelFlag`).
+    label_names : sequence of str
+        The model's labels, in order (label ``k`` outside the training domain
+        sets ``LabelFlag.OUTSIDE_DOMAIN << k``).
+    labels : sequence of str, optional
+        The labels the comparison uses (default: all): only their domain bits count.
+
+    Returns
+    -------
+    dict
+        ``{"fit ok (no failure, converged, SNR, pixels)": mask, "<label> inside the
+        training domain": mask, ...}``; AND them (:func:`mdslam.selection.combine`) or
+        pass them to :func:`mdslam.selection.cut_flow` to count what each removes.
+    """
+    from .flags import LabelFlag
+
+    f = np.asarray(flag).astype(np.int64)
+    names = list(label_names)
+    basic = int(LabelFlag.FAILED | LabelFlag.NOT_CONVERGED | LabelFlag.LOW_SNR | LabelFlag.FEW_PIXELS)
+    out = {"fit ok (no failure, converged, SNR, pixels)": (f & basic) == 0}
+    for name in (names if labels is None else list(labels)):
+        bit = int(LabelFlag.OUTSIDE_DOMAIN) << names.index(name)
+        out[f"{name} inside the training domain"] = (f & bit) == 0
+    return out
 
 
 # --------------------------------------------------------------------------- #
