@@ -30,7 +30,10 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["PCARidge", "CannonLike", "kfold", "cv_predict"]
+__all__ = ["PCARidge", "CannonLike", "kfold", "cv_predict", "RIDGE_ALPHAS"]
+
+#: Ridge penalties tried by :class:`PCARidge` (leave-one-out CV on the training part).
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-4, 4, 17))
 
 
 def _fill(flux: np.ndarray, ivar: np.ndarray | None, fill: np.ndarray) -> np.ndarray:
@@ -54,7 +57,7 @@ class PCARidge:
         Ridge penalties tried by leave-one-out CV on the training data.
     """
 
-    def __init__(self, n_components: int = 20, alphas=tuple(np.logspace(-4, 4, 17))):
+    def __init__(self, n_components: int = 20, alphas=RIDGE_ALPHAS):
         self.n_components = n_components
         self.alphas = alphas
 

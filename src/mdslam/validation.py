@@ -29,6 +29,8 @@ __all__ = [
     "skill",
     "skill_table",
     "fit_floor_law",
+    "fit_floor_laws",
+    "flag_cuts",
     "FloorLaw",
     "robust_std",
     "Comparison",
@@ -273,6 +275,75 @@ def fit_floor_law(snr: np.ndarray, scatter: np.ndarray, n: np.ndarray | None = N
                        bounds=([0.0, 0.0], [np.inf, np.inf]), maxfev=20000)
     rng = (float(xo.min()), float(xo.max())) if snr_range is None else (float(snr_range[0]), float(snr_range[1]))
     return FloorLaw(float(p[0]), float(p[1]), np.asarray(cov, float), rng)
+
+
+def fit_floor_laws(snr: np.ndarray, pred: np.ndarray, truth: np.ndarray, label_names, *,
+                   n_bins: int = 5, min_per_bin: int = 20) -> tuple[Table, dict[str, FloorLaw]]:
+    """CV scatter in equal-count SNR bins and the :func:`fit_floor_law` of every label.
+
+    Parameters
+    ----------
+    snr : (n,) array
+    pred, truth : (n, n_labels) arrays
+        CV and reference labels, physical units.
+    label_names : sequence of str
+    n_bins, min_per_bin : as for :func:`binned_bias_scatter`.
+
+    Returns
+    -------
+    (Table, dict)
+        The binned table of :func:`binned_bias_scatter` and ``{label: FloorLaw}``,
+        each law's ``snr_range`` the SNR range of the binned stars.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two bins of ``min_per_bin`` stars.
+    """
+    snr = np.asarray(snr, float)
+    p = np.asarray(pred, float).reshape(snr.size, -1)
+    t = np.asarray(truth, float).reshape(snr.size, -1)
+    ok = np.isfinite(snr) & np.all(np.isfinite(p), axis=1) & np.all(np.isfinite(t), axis=1)
+    tab = binned_bias_scatter(snr[ok], p[ok], t[ok], n_bins=n_bins, min_per_bin=min_per_bin)
+    if len(tab) < 2:
+        raise ValueError(f"only {len(tab)} SNR bin(s) with >= {min_per_bin} stars: cannot fit an error law")
+    scat = np.asarray(tab["scatter"], float).reshape(len(tab), -1)
+    rng = (float(np.min(tab["snr_lo"])), float(np.max(tab["snr_hi"])))
+    laws = {name: fit_floor_law(np.asarray(tab["snr_median"], float), scat[:, k], np.asarray(tab["n"]), rng)
+            for k, name in enumerate(label_names)}
+    return tab, laws
+
+
+def flag_cuts(flag: np.ndarray, label_names, labels=None) -> dict[str, np.ndarray]:
+    """Masks of the stars whose labels a comparison may use, one per flag test, in order.
+
+    Parameters
+    ----------
+    flag : (n,) int array
+        The ``flag`` column of a SLAM label table (bits of :class:`mdslam.flags.LabelFlag`).
+    label_names : sequence of str
+        The model's labels, in order (label ``k`` outside the training domain
+        sets ``LabelFlag.OUTSIDE_DOMAIN << k``).
+    labels : sequence of str, optional
+        The labels the comparison uses (default: all): only their domain bits count.
+
+    Returns
+    -------
+    dict
+        ``{"fit ok (no failure, converged, SNR, pixels)": mask, "<label> inside the
+        training domain": mask, ...}``; AND them (:func:`mdslam.selection.combine`) or
+        pass them to :func:`mdslam.selection.cut_flow` to count what each removes.
+    """
+    from .flags import LabelFlag
+
+    f = np.asarray(flag).astype(np.int64)
+    names = list(label_names)
+    basic = int(LabelFlag.FAILED | LabelFlag.NOT_CONVERGED | LabelFlag.LOW_SNR | LabelFlag.FEW_PIXELS)
+    out = {"fit ok (no failure, converged, SNR, pixels)": (f & basic) == 0}
+    for name in (names if labels is None else list(labels)):
+        bit = int(LabelFlag.OUTSIDE_DOMAIN) << names.index(name)
+        out[f"{name} inside the training domain"] = (f & bit) == 0
+    return out
 
 
 # --------------------------------------------------------------------------- #
