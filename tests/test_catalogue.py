@@ -89,18 +89,6 @@ def test_describe_columns_counts_valid_values(pred):
     assert row["SOURCE_ID"]["description"] == "Gaia EDR3 source_id"
 
 
-def test_label_quality_cuts_decode_the_flag_bits(pred):
-    flag = np.array([0, 2, 4, 16, 32, 64, 36, 1])
-    cuts = catalogue.label_quality_cuts(flag, ["teff", "logg", "fe_h"])
-    assert list(cuts)[:4] == ["fit done", "converged", "SNR >= model low_snr", "enough good pixels"]
-    np.testing.assert_array_equal(cuts["converged"], flag != 2)
-    np.testing.assert_array_equal(cuts["SNR >= model low_snr"], ~np.isin(flag, [4, 36]))
-    np.testing.assert_array_equal(cuts["teff inside the training domain"], flag != 16)
-    np.testing.assert_array_equal(cuts["logg inside the training domain"], ~np.isin(flag, [32, 36]))
-    np.testing.assert_array_equal(cuts["fe_h inside the training domain"], flag != 64)
-    np.testing.assert_array_equal(np.logical_and.reduce(list(cuts.values())), flag == 0)
-
-
 def test_mean_std_text_lists_small_samples():
     assert catalogue.mean_std_text([0.1, -0.2, np.nan]) == "n=2: -0.20, +0.10"
     v = [0.0, 0.1, 0.2, 0.3, 0.4]

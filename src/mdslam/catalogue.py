@@ -18,8 +18,10 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from .validation import MIN_N_SCATTER
+
 __all__ = ["LABEL_COLUMNS", "QIU2025_TABLE4", "build_catalogue", "write_catalogue", "read_catalogue",
-           "describe_columns", "label_quality_cuts", "mean_std_text", "qiu2025_table4"]
+           "describe_columns", "mean_std_text", "qiu2025_table4"]
 
 #: SLAM label name -> (catalogue column, unit, what it is).
 LABEL_COLUMNS: dict[str, tuple[str, str, str]] = {
@@ -217,41 +219,13 @@ def describe_columns(table: Table) -> Table:
                  dtype=(str, str, str, int, str))
 
 
-def label_quality_cuts(flag: np.ndarray, label_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """One pass mask per :class:`mdslam.flags.LabelFlag` bit, in the order a reader removes them.
-
-    Parameters
-    ----------
-    flag : (n,) int array
-        The ``flag`` (or ``FLAG``) column of a label table.
-    label_names : sequence of str
-        The model's labels, in order (their "outside the training domain" bits).
-
-    Returns
-    -------
-    dict
-        Ordered ``{cut name: (n,) bool mask of the rows that pass}``: fit done,
-        converged, SNR above the model's ``low_snr``, enough good pixels, then one
-        "<label> inside the training domain" per label. Their AND is ``flag == 0``;
-        :func:`mdslam.selection.cut_flow` turns them into the counts each cut removes.
-    """
-    from .flags import LabelFlag
-
-    f = np.asarray(flag).astype(np.int64)
-    cuts = {"fit done": (f & LabelFlag.FAILED) == 0,
-            "converged": (f & LabelFlag.NOT_CONVERGED) == 0,
-            "SNR >= model low_snr": (f & LabelFlag.LOW_SNR) == 0,
-            "enough good pixels": (f & LabelFlag.FEW_PIXELS) == 0}
-    for k, name in enumerate(label_names):
-        cuts[f"{name} inside the training domain"] = (f & (int(LabelFlag.OUTSIDE_DOMAIN) << k)) == 0
-    return cuts
-
-
-def mean_std_text(values: np.ndarray, fmt: str = "+.2f", min_n: int = 5, unit: str = "") -> str:
+def mean_std_text(values: np.ndarray, fmt: str = "+.2f", min_n: int = MIN_N_SCATTER, unit: str = "") -> str:
     """``"mean ± std (n=..)"`` of the finite values, or the values themselves when n < ``min_n``.
 
     A standard deviation of fewer than ``min_n`` values says little; the book
-    then lists the values instead (``"n=3: -0.10, +0.02, +0.15"``).
+    then lists the values instead (``"n=3: -0.10, +0.02, +0.15"``). The mean (as L21
+    Table 3 and sec. 5 quote it), where :meth:`mdslam.validation.Comparison.format`
+    gives the median; the same threshold.
 
     Parameters
     ----------
