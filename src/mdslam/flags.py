@@ -18,7 +18,8 @@ import enum
 from collections.abc import Sequence
 
 __all__ = ["SpectrumFlag", "LabelFlag", "SPECTRUM_FLAG_MEANING", "LABEL_FLAG_MEANING",
-           "spectrum_flag_names", "label_flag_meanings"]
+           "FLAG_WHEN", "FLAG_ACTION", "spectrum_flag_names", "label_flag_meanings",
+           "flag_table", "flag_markdown"]
 
 
 class SpectrumFlag(enum.IntFlag):
@@ -89,3 +90,68 @@ def label_flag_meanings(flag: int, label_names: Sequence[str] = ()) -> list[str]
         if flag & (int(LabelFlag.OUTSIDE_DOMAIN) << k):
             out.append(f"{name} outside the domain")
     return out
+
+
+#: When each bit is set: the module and the test that sets it.
+FLAG_WHEN: dict[enum.IntFlag, str] = {
+    SpectrumFlag.READ_ERROR: "reading (mdslam.spectra readers, batch reads)",
+    SpectrumFlag.ALL_NAN: "reading",
+    SpectrumFlag.NO_IVAR: "reading",
+    SpectrumFlag.NOT_INCREASING: "reading",
+    SpectrumFlag.NO_OVERLAP: "preprocessing (rebinning onto the model grid)",
+    SpectrumFlag.LOW_SNR: "preprocessing, when min_snr is given",
+    SpectrumFlag.NORM_FAILED: "preprocessing (pseudo-continuum)",
+    SpectrumFlag.FEW_PIXELS: "preprocessing, below min_good_fraction",
+    LabelFlag.FAILED: "labelling: unreadable or unusable input, no good pixel, numerical failure",
+    LabelFlag.NOT_CONVERGED: "labelling: the optimiser hit its iteration cap",
+    LabelFlag.LOW_SNR: "labelling: snr below the model's low_snr",
+    LabelFlag.FEW_PIXELS: "labelling: good pixels below the model's min_good_fraction",
+    LabelFlag.OUTSIDE_DOMAIN: "labelling: the label lies outside the training labels' range",
+}
+
+#: What a user should do about each bit.
+FLAG_ACTION: dict[enum.IntFlag, str] = {
+    SpectrumFlag.READ_ERROR: "check the file and the format option; the reason column names the problem",
+    SpectrumFlag.ALL_NAN: "drop the spectrum",
+    SpectrumFlag.NO_IVAR: "give an inverse variance (or an error array) with the flux",
+    SpectrumFlag.NOT_INCREASING: "check the wavelength array or header (units, order)",
+    SpectrumFlag.NO_OVERLAP: "check the wavelength units/frame; use a model trained on this range",
+    SpectrumFlag.LOW_SNR: "use the spectrum only if a noisy label is acceptable",
+    SpectrumFlag.NORM_FAILED: "inspect the spectrum; too many masked pixels or negative flux",
+    SpectrumFlag.FEW_PIXELS: "inspect the mask; the spectrum covers too little of the grid",
+    LabelFlag.FAILED: "do not use the labels (they are NaN); read the error column",
+    LabelFlag.NOT_CONVERGED: "treat the labels as unreliable; check rchi2",
+    LabelFlag.LOW_SNR: "use the empirical (CV) uncertainty, not the formal one",
+    LabelFlag.FEW_PIXELS: "treat the labels as unreliable",
+    LabelFlag.OUTSIDE_DOMAIN: "leave the label out of comparisons: the model extrapolates there",
+}
+
+
+def flag_table():
+    """Every flag bit with its name, meaning, when it is set and what to do, as an astropy Table.
+
+    Columns: ``column`` (``meta['flag']`` of spectra, or ``flag`` of label tables), ``bit``
+    (int), ``name``, ``meaning``, ``when``, ``action``.
+    """
+    from astropy.table import Table
+
+    rows = []
+    for column, enum_cls, meanings in (("flag (label tables)", LabelFlag, LABEL_FLAG_MEANING),
+                                       ("meta['flag'] (spectra)", SpectrumFlag,
+                                        SPECTRUM_FLAG_MEANING)):
+        for f in enum_cls:
+            bit = f"{int(f)} << k" if f is LabelFlag.OUTSIDE_DOMAIN else str(int(f))
+            rows.append((column, bit, f"{enum_cls.__name__}.{f.name}", meanings[f],
+                         FLAG_WHEN[f], FLAG_ACTION[f]))
+    return Table(rows=rows, names=("column", "bit", "name", "meaning", "when", "action"))
+
+
+def flag_markdown() -> str:
+    """:func:`flag_table` as a Markdown table (the book's flag reference is generated from it)."""
+    tab = flag_table()
+    lines = ["| column | bit | name | meaning | when set | what to do |", "|---|---|---|---|---|---|"]
+    for r in tab:
+        cells = [str(r[c]).replace("|", "/") for c in tab.colnames]
+        cells[2] = f"`{cells[2]}`"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

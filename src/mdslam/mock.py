@@ -1054,7 +1054,7 @@ class MockSurvey:
         feh : array_like
             [M/H], dex, within :data:`FEH_RANGE`.
         rv : array_like
-            Radial velocity, km/s (|rv| <= 500).
+            Radial velocity, km/s (absolute value at most 500).
         halpha_ew : array_like
             H-alpha emission equivalent width, Angstrom (>= 0).
 
@@ -1265,7 +1265,7 @@ class MockSurvey:
             Median per-pixel S/N in 6800-8300 A. Default: drawn from the
             survey's SNR distribution.
         rv : array_like
-            Radial velocity, km/s (|rv| <= 500).
+            Radial velocity, km/s (absolute value at most 500).
         active : array_like of bool
             Add H-alpha emission.
         halpha_ew : array_like, optional

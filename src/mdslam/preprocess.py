@@ -860,8 +860,6 @@ def preprocess(
         On the 1-D ``grid``, ``meta`` copied plus ``z_applied`` and
         ``good_fraction``; optionally the continuum (flux units).
     """
-    from tqdm.auto import tqdm
-
     grid = log_lambda_grid() if grid is None else np.asarray(grid, dtype=float)
     if grid.ndim != 1 or not np.all(np.diff(grid) > 0):
         raise ValueError("grid must be 1-D and strictly increasing")
@@ -882,34 +880,66 @@ def preprocess(
     out_c = np.full(out_f.shape, np.nan) if return_continuum else None
     cover = np.empty(n)
     norm_ok = np.ones(n, dtype=bool)
+    steps = _ChunkSteps(grid, edges, fac, halpha, tellurics, telluric_bands, min_coverage,
+                        basis, nk)
 
     def work(sl: slice) -> None:
+        f, iv, m, cont, cover[sl], norm_ok[sl] = steps.run(spectra, sl)
+        out_f[sl], out_i[sl], out_m[sl] = f, iv, m
+        if out_c is not None and cont is not None:
+            out_c[sl] = cont
+
+    _run_in_chunks(work, n, chunk_size, n_jobs, progress, "preprocess")
+    result = Spectra(grid.copy(), out_f, out_i, out_m, spectra.meta.copy())
+    result.meta["z_applied"] = zs
+    _flag_preprocessed(result, spectra, fac, grid, cover, norm_ok if normalize else None,
+                       min_good_fraction, min_snr)
+    result.flux[~np.isfinite(result.flux)] = fill_value
+    if return_continuum:
+        return result, out_c
+    return result
+
+
+class _ChunkSteps:
+    """The per-chunk work of :func:`preprocess`: rest frame, rebin, masks, continuum."""
+
+    def __init__(self, grid, edges, fac, halpha, tellurics, telluric_bands, min_coverage,
+                 basis, norm_kwargs):
+        self.grid, self.edges, self.fac, self.halpha = grid, edges, fac, halpha
+        self.tellurics, self.telluric_bands = tellurics, telluric_bands
+        self.min_coverage, self.basis, self.nk = min_coverage, basis, norm_kwargs
+
+    def run(self, spectra: Spectra, sl: slice):
+        """(flux, ivar, mask, continuum or None, coverage, continuum ok) of the spectra ``sl``."""
+        fac, grid = self.fac, self.grid
         w = spectra.wavelength
         w = (w[None, :] / fac[sl, None]) if w.ndim == 1 else w[sl] / fac[sl, None]
         if spectra.shared_grid and np.all(fac[sl] == fac[sl][0]):
             w = w[0]
         f, iv, m, cov = _rebin_block(w, spectra.flux[sl], spectra.ivar[sl], spectra.mask[sl],
-                                     edges, min_coverage)
-        cover[sl] = cov.max(axis=1)
-        m = m | halpha[None, :]
-        if tellurics:
-            m |= mask_tellurics(grid[None, :] * fac[sl, None], telluric_bands)
+                                     self.edges, self.min_coverage)
+        m = m | self.halpha[None, :]
+        if self.tellurics:
+            m |= mask_tellurics(grid[None, :] * fac[sl, None], self.telluric_bands)
         iv = np.where(m, 0.0, iv)
-        if normalize:
-            cont, ok = _continuum_block(grid, f, iv, m, basis=basis, **nk)
-            f, iv = _apply_continuum(f, iv, cont)
-            bad_c = ~(np.isfinite(cont) & (cont > 0))
-            m = m | bad_c
-            iv = np.where(m, 0.0, iv)
-            ok &= ~np.all(bad_c, axis=1)
-            norm_ok[sl] = ok
-            if out_c is not None:
-                out_c[sl] = cont
-        out_f[sl], out_i[sl], out_m[sl] = f, iv, m
+        if self.basis is None:
+            return f, iv, m, None, cov.max(axis=1), np.ones(f.shape[0], dtype=bool)
+        cont, ok = _continuum_block(grid, f, iv, m, basis=self.basis, **self.nk)
+        f, iv = _apply_continuum(f, iv, cont)
+        bad_c = ~(np.isfinite(cont) & (cont > 0))
+        m = m | bad_c
+        iv = np.where(m, 0.0, iv)
+        ok &= ~np.all(bad_c, axis=1)
+        return f, iv, m, cont, cov.max(axis=1), ok
+
+
+def _run_in_chunks(work, n: int, chunk_size: int, n_jobs: int, progress: bool, desc: str) -> None:
+    """Call ``work(slice)`` over ``n`` items in chunks, serially or in threads, with a progress bar."""
+    from tqdm.auto import tqdm
 
     step = max(1, int(chunk_size))
     slices = [slice(s, min(n, s + step)) for s in range(0, n, step)]
-    with tqdm(total=n, disable=not progress, unit="spec", desc="preprocess") as bar:
+    with tqdm(total=n, disable=not progress, unit="spec", desc=desc) as bar:
         if n_jobs == 1 or len(slices) <= 1:
             for sl in slices:
                 work(sl)
@@ -921,18 +951,23 @@ def preprocess(
             for sl, _ in zip(slices, par(delayed(work)(s) for s in slices), strict=True):
                 bar.update(sl.stop - sl.start)
 
-    result = Spectra(grid.copy(), out_f, out_i, out_m, spectra.meta.copy())
-    result.meta["z_applied"] = zs
-    # new flags only for spectra that came in good; flagged ones are carried as they are
+
+def _flag_preprocessed(result: Spectra, spectra: Spectra, fac, grid, cover, norm_ok,
+                       min_good_fraction: float, min_snr: float | None) -> None:
+    """Flag what :func:`preprocess` could not do; blank every flagged spectrum (ivar 0, masked).
+
+    New flags only for spectra that came in good; flagged ones are carried as they are.
+    ``norm_ok`` is None when no continuum was fitted.
+    """
     ok_in = spectra.good
-    good_frac = (~out_m).mean(axis=1)
+    good_frac = (~result.mask).mean(axis=1)
     no_overlap = ok_in & (cover <= 0)
     for k in np.flatnonzero(no_overlap):
         result.add_flag(k, SpectrumFlag.NO_OVERLAP, _overlap_reason(spectra.wave(k) / fac[k], grid))
     few = ok_in & ~no_overlap & (good_frac < min_good_fraction)
     result.add_flag(few, SpectrumFlag.FEW_PIXELS,
                     f"fewer than {min_good_fraction:.0%} good pixels on the grid")
-    if normalize:
+    if norm_ok is not None:
         failed = ok_in & ~no_overlap & ~few & ~norm_ok
         result.add_flag(failed, SpectrumFlag.NORM_FAILED, "pseudo-continuum fit failed")
     if min_snr is not None:
@@ -943,8 +978,4 @@ def preprocess(
     bad = ~result.good
     result.ivar[bad] = 0.0
     result.mask[bad] = True
-    result.flux[~np.isfinite(result.flux)] = fill_value
     result.meta["good_fraction"] = np.where(bad, 0.0, (~result.mask).mean(axis=1))
-    if return_continuum:
-        return result, out_c
-    return result

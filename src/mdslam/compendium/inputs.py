@@ -2,7 +2,7 @@
 
 One function per input a chapter reads. Each returns the type the chapter's
 offline path uses (an astropy ``Table``, :class:`mdslam.spectra.Spectra` or
-:class:`mdslam.tracks.TrainingSet`), so a chapter swaps one call and runs the
+:class:`mdslam.compendium.tracks.TrainingSet`), so a chapter swaps one call and runs the
 same analysis. Everything goes through :mod:`mdslam.archive` (one cache, one
 retry policy, chunked Gaia queries that resume): a second run is offline.
 
@@ -31,10 +31,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ._core import ArchiveError, CacheEntry, download, service_url, settings
-from .files import boss_spectra, lamost_catalogue, lamost_spectra, sdss_file, sdss_table
-from .gaia import DEFAULT_COLUMNS, gaia_by_source_id, gaia_xp_sampled, hyades_cone
-from .vizier import vizier_catalog
+from ..archive._core import ArchiveError, CacheEntry, download, service_url, settings
+from ..archive.files import boss_spectra, lamost_catalogue, lamost_spectra, sdss_file, sdss_table
+from ..archive.gaia import DEFAULT_COLUMNS, gaia_by_source_id, gaia_xp_sampled, hyades_cone
+from ..archive.vizier import vizier_catalog
 
 __all__ = [
     "ELBADRY2021_ZENODO",
@@ -110,7 +110,7 @@ def _fits_columns(path, candidates: Iterable[str], hdu: int | str = 1) -> list[s
 
 def _read_fits(path, candidates: Iterable[str], hdu: int | str = 1):
     """Only the ``candidates`` columns of a FITS table (memory: large summary files)."""
-    from .files import _fits_table
+    from ..archive.files import _fits_table
 
     cols = _fits_columns(path, candidates, hdu)
     return _fits_table(path, hdu=hdu, columns=cols or None)
@@ -304,7 +304,7 @@ def lamost_mdwarf_candidates(
 
 def _lamost_table(name: str, release: str, candidates: Sequence[str], progress: bool, timeout, retries):
     """A LAMOST catalogue (:func:`mdslam.archive.lamost_catalogue`), only the ``candidates`` columns it has."""
-    from .files import LAMOST_CATALOGUES, _lamost_version
+    from ..archive.files import LAMOST_CATALOGUES, _lamost_version
 
     rel, ver = _lamost_version(release, None)
     fname = LAMOST_CATALOGUES.get((rel, name), f"{rel}_{ver}_LRS_{name}.fits.gz")
@@ -528,7 +528,7 @@ def elbadry2021_binaries(
     if columns is not None:
         tab = _read_fits(path, columns)
     else:
-        from .files import _fits_table
+        from ..archive.files import _fits_table
 
         tab = _fits_table(path)
     if max_r_chance_align is not None:
@@ -716,7 +716,7 @@ def xp_training_set(*, teff_max: float = 4000.0, logg_min: float = 4.0, snr_min:
                     seed: int = 42, progress: bool = True, timeout=None, retries=None):
     """The XP track at full scale: every APOGEE DR17 M dwarf with a Gaia XP spectrum from the archive.
 
-    :func:`mdslam.tracks.xp_mdwarfs` with its inputs fetched: APOGEE DR17
+    :func:`mdslam.compendium.tracks.xp_mdwarfs` with its inputs fetched: APOGEE DR17
     labels from allStar (:func:`aspcap_dr17`, ~4 GB once), M dwarfs by
     ``TEFF < teff_max`` and ``LOGG > logg_min``, one row per Gaia EDR3 id (the
     highest APOGEE SNR), finite [Fe/H] (``require_feh``) and the Li 2021 label
@@ -727,7 +727,7 @@ def xp_training_set(*, teff_max: float = 4000.0, logg_min: float = 4.0, snr_min:
 
     Returns
     -------
-    mdslam.tracks.TrainingSet
+    mdslam.compendium.tracks.TrainingSet
         Labels ``teff``, ``logg``, ``fe_h`` (with ``*_err``), ``id`` (Gaia
         EDR3 source_id), ``apogee_id``, ``snr`` (XP median flux/error),
         ``snr_apogee`` and, where allStar has them, the Gaia EDR3 photometry
@@ -736,7 +736,8 @@ def xp_training_set(*, teff_max: float = 4000.0, logg_min: float = 4.0, snr_min:
     """
     from astropy.table import Table
 
-    from .. import selection, tracks
+    from .. import selection
+    from . import tracks
 
     allstar = aspcap_dr17(progress=progress, timeout=timeout, retries=retries)
     flow = [("APOGEE DR17 allStar", len(allstar))]
@@ -817,14 +818,15 @@ def lamost_training_set(
 
     Returns
     -------
-    mdslam.tracks.TrainingSet
+    mdslam.compendium.tracks.TrainingSet
         Labels ``teff``, ``logg``, ``feh`` (APOGEE ``M_H``: L21 train on
         [M/H]) with ``*_err``, ``id`` (obsid), ``apogee_id``, ``snr`` (LAMOST
         ``snri``), ``ra``, ``dec``.
     """
     from astropy.table import Table
 
-    from .. import crossmatch, preprocess, selection, tracks
+    from .. import crossmatch, preprocess, selection
+    from . import tracks
 
     cat = _lamost_table("mstellar", release, LAMOST_MSTAR_COLUMNS, progress, timeout, retries)
     rel = cat.meta["release"]
@@ -916,7 +918,7 @@ def boss_training_set(
 
     Returns
     -------
-    mdslam.tracks.TrainingSet
+    mdslam.compendium.tracks.TrainingSet
         Labels ``teff``, ``logg``, ``feh`` (with ``*_err``), ``id``
         (``FIELD-MJD-CATALOGID``), ``source_id`` of the M dwarf,
         ``fgk_source_id``, ``feh_lamost``, ``teff_fgk``, ``snr`` (BOSS
@@ -924,7 +926,8 @@ def boss_training_set(
     """
     from astropy.table import Table
 
-    from .. import preprocess, relations, selection, tracks
+    from .. import preprocess, relations, selection
+    from . import tracks
 
     eb = elbadry2021_binaries(columns=("source_id1", "source_id2", "ruwe1", "ruwe2", "R_chance_align",
                                        "sep_AU", "binary_type"), progress=progress, timeout=timeout,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.table import Table
 
-from . import datasets, preprocess, sampling, selection, spectra, validation
+from .. import datasets, preprocess, sampling, selection, spectra, validation
 
 __all__ = ["TrainingSet", "xp_mdwarfs", "xp_teff_logg", "lamost_dr7", "training_set", "train_test_split",
            "xp_all_mdwarfs", "LAMOST_GRID", "BOOK_GRID", "LI2021_TEFF", "MDWARF_TEFF_MAX", "XP_CATALOGUE_WINDOW",
@@ -79,6 +79,7 @@ class TrainingSet:
 
     @property
     def snr(self) -> np.ndarray:
+        """The spectra's SNR, shape (n_star,)."""
         return np.asarray(self.labels["snr"], float)
 
     def subset(self, index) -> TrainingSet:
@@ -274,7 +275,7 @@ def training_set(track: str = "xp", data_mode: str = "offline", n_max: int | Non
     if data_mode not in ("offline", "archive"):
         raise ValueError(f"data_mode must be 'offline' or 'archive', got {data_mode!r}")
     if data_mode == "archive":
-        from . import archive
+        from . import inputs as archive
 
         if track == "xp":
             kwargs.pop("teff_min", None)  # the archive set's lower Teff bound is the label cut (2800 K)
@@ -347,7 +348,7 @@ def slam_model(ts: TrainingSet, grid: dict | None = None, cv: int = 5, seed: int
     -------
     SLAM
     """
-    from .slam import SLAM
+    from ..slam import SLAM
 
     grid = dict(grid or BOOK_GRID)
     path = _models_dir() / f"{ts.track}_slam_{_model_key(ts, grid, cv, seed)}.npz"
