@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mdslam import book, sampling
+from mdslam import sampling
+from mdslam.compendium import chapter
 
 
 def test_draw_is_seeded_sorted_and_without_replacement():
@@ -18,6 +19,6 @@ def test_draw_is_seeded_sorted_and_without_replacement():
         sampling.draw(5, -1)
 
 
-def test_book_subsample_uses_the_draw():
+def test_chapter_subsample_uses_the_draw():
     t = np.arange(100) * 10
-    assert (book.subsample(t, 7, 4) == t[sampling.draw(100, 7, 4)]).all()
+    assert (chapter.subsample(t, 7, 4) == t[sampling.draw(100, 7, 4)]).all()

@@ -162,3 +162,22 @@ def test_xp_slam_labels_use_cv_for_training_stars_and_predictions_otherwise(tmp_
     # (30 CV stars: the law cannot be fitted with >= 20 stars in 2 bins -> NaN, flagged)
     assert np.isnan(np.asarray(lab["e_teff_cv"])).all() and np.asarray(lab["e_cv_extrapolated"]).all()
     assert lab.meta["N_CV"] == 30 and lab.meta["N_PRED"] == 30
+
+
+@pytest.mark.slow
+def test_xp_model_error_laws_do_not_grow_with_snr(data_mirror, tmp_path, monkeypatch):
+    """The floor law fitted to the XP model's CV scatter is non-increasing in SNR for every label
+    (a free power law gave the [Fe/H] exponent b > 0 on these stars)."""
+    from mdslam import datasets, validation
+
+    monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path))
+    cvt, model, ts = tracks.xp_cv_labels(cv=5, seed=0)
+    names = ts.label_names
+    pred = np.column_stack([cvt[n] for n in names])
+    truth = np.column_stack([cvt[f"{n}_true"] for n in names])
+    _, laws = validation.fit_floor_laws(cvt["snr"], pred, truth, names, n_bins=5, min_per_bin=40)
+    grid = np.geomspace(*laws["teff"].snr_range, 200)
+    for n in names:
+        assert laws[n].a >= 0 and laws[n].floor >= 0
+        assert np.all(np.diff(laws[n](grid)[0]) <= 1e-12), n
+    assert 30 < laws["teff"](50.0)[0] < 200   # K: the CV scatter of the XP M dwarfs is ~80 K
