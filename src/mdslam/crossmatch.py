@@ -506,7 +506,7 @@ def occam_stars(occam: Table, labels: Table, *, right_col: str = "apogee_id",
         pre-main-sequence test (None: cluster ages only).
     logg_pms_max : float
         A star with ``log g < logg_pms_max`` [dex] is marked pre-main-sequence:
-        main-sequence M dwarfs of 0.1-0.6 Msun have log g of ~4.65-5.2.
+        main-sequence M dwarfs of 0.6-0.1 Msun (R ~ 0.6-0.12 Rsun) have log g of ~4.65-5.3.
     young_clusters : set of str
         Clusters whose M dwarfs are all marked pre-main-sequence.
     table_names : (str, str)
