@@ -480,14 +480,11 @@ class MockSource:
         if isinstance(survey, dict):
             self.kwargs = dict(survey)
         else:
-            import inspect
-
             from .mock import MockSurvey
 
             if not isinstance(survey, MockSurvey):
                 raise TypeError("survey must be a MockSurvey or a dict of its parameters")
-            names = [k for k in inspect.signature(MockSurvey.__init__).parameters if k != "self"]
-            self.kwargs = {k: getattr(survey, k) for k in names}
+            self.kwargs = survey.params()
             _MOCK_CACHE.clear()
             _MOCK_CACHE[repr(sorted(self.kwargs.items()))] = survey   # reuse it in this process
         if int(n) < 0 or int(start) < 0:
