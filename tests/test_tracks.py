@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mdslam import tracks
+from mdslam.compendium import chapter
 
 
 def test_xp_track_is_li2021s_window_with_labels(data_mirror):
@@ -31,16 +32,16 @@ def test_xp_teff_logg_set_reaches_the_cool_dwarfs(data_mirror):
     assert np.isfinite(ts.y).all() and "fe_h" not in ts.labels.colnames
 
 
-def test_training_set_facade_offline(data_mirror):
-    a = tracks.training_set("xp", n_max=40, seed=3)
+def test_chapter_training_set_facade_offline(data_mirror):
+    a = chapter.training_set("xp", n_max=40, seed=3)
     b = tracks.xp_mdwarfs(n_max=40, seed=3)
     assert list(a.labels["id"]) == list(b.labels["id"])
-    lam = tracks.training_set("lamost", n_max=10, seed=1)
+    lam = chapter.training_set("lamost", n_max=10, seed=1)
     assert len(lam) == 10
     with pytest.raises(ValueError, match="archive"):
-        tracks.training_set("boss")
+        chapter.training_set("boss")
     with pytest.raises(ValueError, match="data_mode"):
-        tracks.training_set("xp", data_mode="online")
+        chapter.training_set("xp", data_mode="online")
 
 
 def test_xp_track_n_max_is_seeded(data_mirror):

@@ -208,10 +208,12 @@ class FloorLaw:
 
     @property
     def a_err(self) -> float:
+        """1-sigma uncertainty of ``a`` from the fit covariance (label unit x SNR)."""
         return float(np.sqrt(self.cov[0, 0]))
 
     @property
     def floor_err(self) -> float:
+        """1-sigma uncertainty of ``floor`` from the fit covariance (label unit)."""
         return float(np.sqrt(self.cov[1, 1]))
 
     def __call__(self, snr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from astropy.table import Table
 
 from .. import datasets, preprocess, sampling, selection, spectra, validation
 
-__all__ = ["TrainingSet", "xp_mdwarfs", "xp_teff_logg", "lamost_dr7", "training_set", "train_test_split",
+__all__ = ["TrainingSet", "xp_mdwarfs", "xp_teff_logg", "lamost_dr7", "train_test_split",
            "xp_all_mdwarfs", "LAMOST_GRID", "BOOK_GRID", "LI2021_TEFF", "MDWARF_TEFF_MAX", "XP_CATALOGUE_WINDOW",
            "slam_model", "cv_labels", "xp_slam_model", "xp_cv_labels", "xp_slam_labels"]
 
@@ -239,63 +239,6 @@ def xp_teff_logg(snr_min: float = 30.0, n_max: int | None = None, seed: int = 42
     """
     return xp_mdwarfs(snr_min=snr_min, n_max=n_max, seed=seed, require_feh=False,
                       label_names=("teff", "logg"), **window)
-
-
-def training_set(track: str = "xp", data_mode: str = "offline", n_max: int | None = None, seed: int = 42,
-                 snr_min: float = 30.0, **kwargs) -> TrainingSet:
-    """The training set of a track, offline or from the archives: the one call of the chapters.
-
-    Parameters
-    ----------
-    track : str
-        ``"xp"`` (Gaia XP x APOGEE DR17, Li 2021's window, :func:`xp_mdwarfs`),
-        ``"xp_teff_logg"`` (the two-label set of :func:`xp_teff_logg`),
-        ``"lamost"`` (offline: the 54 DR7 spectra, :func:`lamost_dr7`; archive:
-        L21's LAMOST DR6 x APOGEE DR16) or ``"boss"`` (archive only: Q25's
-        BOSS DR19 FGK+M pairs).
-    data_mode : str
-        ``"offline"`` (registry and mirror) or ``"archive"``
-        (:mod:`mdslam.archive` inputs, full scale).
-    n_max, seed : int, optional
-        At most ``n_max`` stars, drawn with :func:`mdslam.sampling.draw`.
-    snr_min : float
-        Minimum XP SNR of the XP tracks (the LAMOST and BOSS sets have their own cuts).
-    **kwargs
-        Passed to the track's function (e.g. ``teff_max``).
-
-    Returns
-    -------
-    TrainingSet
-
-    Raises
-    ------
-    ValueError
-        An unknown ``data_mode`` or a track not available in that mode.
-    """
-    if data_mode not in ("offline", "archive"):
-        raise ValueError(f"data_mode must be 'offline' or 'archive', got {data_mode!r}")
-    if data_mode == "archive":
-        from . import inputs as archive
-
-        if track == "xp":
-            kwargs.pop("teff_min", None)  # the archive set's lower Teff bound is the label cut (2800 K)
-            return archive.xp_training_set(**{"teff_max": LI2021_TEFF[1], **kwargs}, snr_min=snr_min,
-                                           n_max=n_max, seed=seed)
-        if track == "lamost":
-            return archive.lamost_training_set(n_max=n_max, seed=seed, **kwargs)
-        if track == "boss":
-            return archive.boss_training_set(n_max=n_max, seed=seed, **kwargs)
-        raise ValueError(f"track must be 'xp', 'lamost' or 'boss' in archive mode, got {track!r}")
-    if track == "xp":
-        return xp_mdwarfs(snr_min=snr_min, n_max=n_max, seed=seed, **kwargs)
-    if track == "xp_teff_logg":
-        return xp_teff_logg(snr_min=snr_min, n_max=n_max, seed=seed, **kwargs)
-    if track == "lamost":
-        ts = lamost_dr7(**kwargs)
-        return ts if n_max is None else ts.subset(sampling.draw(len(ts), n_max, seed))
-    if track == "boss":
-        raise ValueError("track 'boss' (Q25's BOSS DR19 FGK+M pairs) needs data_mode='archive'")
-    raise ValueError(f"track must be 'xp', 'xp_teff_logg' or 'lamost' offline, got {track!r}")
 
 
 def train_test_split(n: int, test_fraction: float = 0.25, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
