@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 from mdslam import activity
+from mdslam.constants import H_ALPHA_VACUUM
 
 WAVE = np.arange(6450.0, 6700.0, 0.5)          # 0.5 A pixels
 
 
-def gauss_line(wave, ew, centre=6564.61, sigma=2.0):
+def gauss_line(wave, ew, centre=H_ALPHA_VACUUM, sigma=2.0):
     """Normalised Gaussian profile with integral ``ew`` [A] (emission positive)."""
     return ew * np.exp(-0.5 * ((wave - centre) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
 
@@ -24,7 +25,7 @@ def test_flat_continuum_recovers_known_ew(ew):
 
 
 def test_sloped_continuum_is_removed():
-    cont = 1.0 + 0.002 * (WAVE - 6564.61)        # 10% slope across the windows
+    cont = 1.0 + 0.002 * (WAVE - H_ALPHA_VACUUM)  # 10% slope across the windows
     flux = cont * (1.0 + gauss_line(WAVE, 2.0))
     r = activity.halpha_ew(WAVE, flux)
     assert r.ew[0] == pytest.approx(2.0, rel=5e-3)
@@ -58,6 +59,10 @@ def test_batch_and_bad_pixels():
     assert r.ew[1] == pytest.approx(0.2, rel=5e-3)
     t = activity.halpha_table(WAVE, flux, ivar, ids=["a", "b"])
     assert list(t["id"]) == ["a", "b"] and str(t["ew_halpha"].unit) == "Angstrom"
+
+
+def test_windows_are_west2011():
+    assert activity.HALPHA_LINE == pytest.approx((6557.61, 6571.61))
 
 
 def test_window_outside_grid_is_a_clear_error():

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.table import Table
 
+from .constants import H_ALPHA_VACUUM
+
 __all__ = ["HALPHA_LINE", "HALPHA_CONTINUUM", "ACTIVE_EW_MIN", "ACTIVE_SIGMA", "HalphaEW",
            "halpha_ew", "halpha_table"]
 
-#: Line window [A] (vacuum), West et al. 2011; H-alpha is at 6564.61 A in vacuum.
-HALPHA_LINE: tuple[float, float] = (6557.61, 6571.61)
+#: Line window [A] (vacuum), West et al. 2011: +-7 A around :data:`mdslam.constants.H_ALPHA_VACUUM`.
+HALPHA_LINE: tuple[float, float] = (H_ALPHA_VACUUM - 7.0, H_ALPHA_VACUUM + 7.0)
 #: Continuum windows [A] (vacuum) on either side of the line, West et al. 2011.
 HALPHA_CONTINUUM: tuple[tuple[float, float], tuple[float, float]] = ((6500.0, 6550.0), (6575.0, 6625.0))
 #: Minimum emission equivalent width of an active star [A] (West et al. 2011).
