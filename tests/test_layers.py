@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mdslam"
 LAYERS = {
     0: ["mdslam", "mdslam.flags", "mdslam.svr", "mdslam.slam", "mdslam.modelfile",
         "mdslam.spectra", "mdslam.preprocess", "mdslam.relations", "mdslam.validation",
-        "mdslam.selection", "mdslam.crossmatch", "mdslam.catalogue", "mdslam.checks",
+        "mdslam.selection", "mdslam.crossmatch", "mdslam.catalogue", "mdslam.checks", "mdslam.constants",
         "mdslam.sampling", "mdslam.baselines", "mdslam.activity", "mdslam.utils"],
     1: ["mdslam.datasets", "mdslam.archive", "mdslam.mock", "mdslam.batch", "mdslam.slam_io",
         "mdslam.isochrones", "mdslam.plots", "mdslam.modelgrid", "mdslam.gridslam"],

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .constants import C_KMS, H_ALPHA_VACUUM
 from .flags import SpectrumFlag
 from .spectra import Spectra
 
@@ -44,11 +45,6 @@ __all__ = [
     "preprocess",
 ]
 
-C_KMS = 299792.458
-"""Speed of light, km/s."""
-
-H_ALPHA_VACUUM = 6564.61
-"""H-alpha vacuum wavelength, Angstrom (Li et al. 2021 sec. 4.4 mask it)."""
 
 TELLURIC_BANDS: tuple[tuple[float, float], ...] = (
     (6867.0, 6884.0),  # O2 B band

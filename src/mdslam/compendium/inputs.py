@@ -924,26 +924,15 @@ def boss_training_set(
         ``fgk_source_id``, ``feh_lamost``, ``teff_fgk``, ``snr`` (BOSS
         SN_MEDIAN_ALL), ``sep_AU``.
     """
-    from astropy.table import Table
-
-    from .. import preprocess, relations, selection
+    from .. import preprocess, selection
     from . import tracks
 
     eb = elbadry2021_binaries(columns=("source_id1", "source_id2", "ruwe1", "ruwe2", "R_chance_align",
                                        "sep_AU", "binary_type"), progress=progress, timeout=timeout,
                               retries=retries)
     flow = [("El-Badry et al. 2021 pairs", len(eb))]
-    lam = _lamost_table("stellar", lamost_release, LAMOST_STELLAR_COLUMNS, progress, timeout, retries)
+    lam = _lamost_fgk_dwarfs(lamost_release, fgk_teff, fgk_logg_min, progress, timeout, retries)
     rel = lam.meta["release"]
-    lgid = pick_column(lam, "gaia_source_id", "gaia_dr3_source_id", what=f"LAMOST {rel} AFGK: Gaia id")
-    lam["gaia_id"] = _as_int64(lam[lgid])
-    lt, lg = _float(lam[pick_column(lam, "teff")]), _float(lam[pick_column(lam, "logg")])
-    lam = lam[(lam["gaia_id"] > 0) & (lt > fgk_teff[0]) & (lt < fgk_teff[1]) & (lg > fgk_logg_min)]
-    # the best LAMOST spectrum per star: smallest [Fe/H] error
-    fe_err = _float(lam[pick_column(lam, "feh_err")])
-    order = np.argsort(np.nan_to_num(fe_err, nan=np.inf), kind="stable")
-    _, first = np.unique(np.asarray(lam["gaia_id"])[order], return_index=True)
-    lam = lam[np.sort(order[first])]
     flow.append((f"LAMOST {rel.upper()} FGK dwarfs ({fgk_teff[0]:g}-{fgk_teff[1]:g} K, logg > {fgk_logg_min:g})",
                  len(lam)))
     mdw = boss_mdwarf_candidates(progress=progress, timeout=timeout, retries=retries)
@@ -951,19 +940,7 @@ def boss_training_set(
     mdw = mdw[mcut]
     flow.append(("BOSS M dwarf candidates (Q25 criteria 1-4)", len(mdw)))
 
-    s1, s2 = _as_int64(eb["source_id1"]), _as_int64(eb["source_id2"])
-    fgk_ids, m_ids = np.asarray(lam["gaia_id"]), np.asarray(mdw["source_id"])
-    a = np.isin(s1, fgk_ids) & np.isin(s2, m_ids)
-    b = np.isin(s2, fgk_ids) & np.isin(s1, m_ids) & ~a
-    pairs = Table()
-    sel = a | b
-    pairs["fgk_source_id"] = np.where(a, s1, s2)[sel]
-    pairs["source_id"] = np.where(a, s2, s1)[sel]
-    r1, r2 = _float(eb["ruwe1"]), _float(eb["ruwe2"])
-    pairs["ruwe1"] = np.where(a, r1, r2)[sel]   # Q25: ruwe1 of the FGK primary,
-    pairs["ruwe2"] = np.where(a, r2, r1)[sel]   # ruwe2 of the M secondary
-    pairs["R_chance_align"] = _float(eb["R_chance_align"])[sel]
-    pairs["sep_AU"] = _float(eb["sep_AU"])[sel]
+    pairs = _fgk_m_pairs(eb, np.asarray(lam["gaia_id"]), np.asarray(mdw["source_id"]))
     flow.append(("FGK (LAMOST) + M (BOSS) pairs", len(pairs)))
     lam_cols = [pick_column(lam, c) for c in ("teff", "logg", "feh", "feh_err")]
     pairs = _attach(pairs, "fgk_source_id", lam, "gaia_id", columns=lam_cols, suffix="_fgk")
@@ -996,6 +973,55 @@ def boss_training_set(
     keep = np.asarray(spec.meta["flag"]) == 0
     spec, pairs = spec[np.flatnonzero(keep)], pairs[keep]
     flow.append(("spectrum read and normalised, unflagged", len(pairs)))
+    labels = _boss_pair_labels(pairs, spec)
+    prov = (f"BOSS track (archive): DR19 BOSS M dwarfs in El-Badry 2021 FGK+M pairs, LAMOST {rel.upper()} "
+            f"FGK [Fe/H] (Niu-corrected), APOGEE Net Teff/log g, N={len(labels)}")
+    return tracks.TrainingSet(spec, labels, ["teff", "logg", "feh"], "boss", prov, _flow(flow))
+
+
+
+def _lamost_fgk_dwarfs(release, fgk_teff, fgk_logg_min, progress, timeout, retries):
+    """LAMOST FGK dwarfs with a Gaia id (``gaia_id``), one row per star (smallest [Fe/H] error)."""
+    lam = _lamost_table("stellar", release, LAMOST_STELLAR_COLUMNS, progress, timeout, retries)
+    rel = lam.meta["release"]
+    lgid = pick_column(lam, "gaia_source_id", "gaia_dr3_source_id", what=f"LAMOST {rel} AFGK: Gaia id")
+    lam["gaia_id"] = _as_int64(lam[lgid])
+    lt, lg = _float(lam[pick_column(lam, "teff")]), _float(lam[pick_column(lam, "logg")])
+    lam = lam[(lam["gaia_id"] > 0) & (lt > fgk_teff[0]) & (lt < fgk_teff[1]) & (lg > fgk_logg_min)]
+    fe_err = _float(lam[pick_column(lam, "feh_err")])
+    order = np.argsort(np.nan_to_num(fe_err, nan=np.inf), kind="stable")
+    _, first = np.unique(np.asarray(lam["gaia_id"])[order], return_index=True)
+    return lam[np.sort(order[first])]
+
+
+def _fgk_m_pairs(eb, fgk_ids: np.ndarray, m_ids: np.ndarray):
+    """El-Badry pairs of one FGK star (``fgk_source_id``) and one M dwarf (``source_id``).
+
+    ``ruwe1`` is the FGK primary's, ``ruwe2`` the M secondary's (Q25's convention).
+    """
+    from astropy.table import Table
+
+    s1, s2 = _as_int64(eb["source_id1"]), _as_int64(eb["source_id2"])
+    a = np.isin(s1, fgk_ids) & np.isin(s2, m_ids)
+    b = np.isin(s2, fgk_ids) & np.isin(s1, m_ids) & ~a
+    pairs = Table()
+    sel = a | b
+    pairs["fgk_source_id"] = np.where(a, s1, s2)[sel]
+    pairs["source_id"] = np.where(a, s2, s1)[sel]
+    r1, r2 = _float(eb["ruwe1"]), _float(eb["ruwe2"])
+    pairs["ruwe1"] = np.where(a, r1, r2)[sel]
+    pairs["ruwe2"] = np.where(a, r2, r1)[sel]
+    pairs["R_chance_align"] = _float(eb["R_chance_align"])[sel]
+    pairs["sep_AU"] = _float(eb["sep_AU"])[sel]
+    return pairs
+
+
+def _boss_pair_labels(pairs, spec):
+    """The BOSS training labels: M dwarf Teff/log g (APOGEE Net), FGK [Fe/H] Niu-corrected."""
+    from astropy.table import Table
+
+    from .. import relations
+
     labels = Table()
     labels["id"] = [str(v) for v in spec.meta["id"]]
     labels["source_id"] = _as_int64(pairs["source_id"])
@@ -1013,10 +1039,7 @@ def boss_training_set(
     labels["snr"] = np.asarray(spec.meta["snr"], float)
     labels["sep_AU"] = _float(pairs["sep_AU"])
     labels["teff"].unit, labels["logg"].unit, labels["feh"].unit = "K", "dex", "dex"
-    prov = (f"BOSS track (archive): DR19 BOSS M dwarfs in El-Badry 2021 FGK+M pairs, LAMOST {rel.upper()} "
-            f"FGK [Fe/H] (Niu-corrected), APOGEE Net Teff/log g, N={len(labels)}")
-    return tracks.TrainingSet(spec, labels, ["teff", "logg", "feh"], "boss", prov, _flow(flow))
-
+    return labels
 
 # --------------------------------------------------------------------------- #
 # which chapter reads what (the CLI's ``mdslam archive`` and book/archive_mode.md)
