@@ -13,7 +13,7 @@ per label (Qiu 2025 eqs. 4-5; :mod:`mdslam.validation`) beside the label spread 
 ``1 - MSE/Var``, in equal-count SNR bins, and the error law ``sigma^2 = floor^2 + (a/SNR)^2``
 (:func:`mdslam.validation.fit_floor_law`).
 
-Usage::
+Usage (with ``$MDSLAM_DATA_MIRROR`` pointing at the data mirror)::
 
     python benchmarks/xp_cv.py [--k 10] [--nested] [--teff-max 4500] [--out DIR]
 """

@@ -301,6 +301,28 @@ def _add_train_grid(sub) -> None:
 
 
 # ----------------------------------------------------------------------------- predict
+def _interrupt_on_sigterm():
+    """Make SIGTERM raise KeyboardInterrupt (workers stopped, parts kept); return a restorer."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    got: list[int] = []
+
+    def handler(signum, frame):
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+
+    def restore() -> int:
+        signal.signal(signal.SIGTERM, previous)
+        return 128 + got[0] if got else 130
+
+    return restore
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from . import batch
 
@@ -308,6 +330,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.scheduler and engine != "dask":
         print("error: --scheduler needs --engine dask", file=sys.stderr)
         return 1
+    restore = _interrupt_on_sigterm()
     try:
         src = batch.FileSource(args.spectra, fmt=args.format, recursive=args.recursive)
         if not src.paths:
@@ -318,15 +341,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             n_workers=args.n_workers, scheduler=args.scheduler, threads=args.threads,
             resume=args.resume, overwrite=args.overwrite, work_dir=args.work_dir,
             keep_parts=args.keep_parts, progress=True, low_snr=args.low_snr)
+    except KeyboardInterrupt as exc:
+        status = restore()
+        why = (str(exc) if isinstance(exc, batch.BatchInterrupted)
+               else "interrupted: rerun the same command with --resume to continue from the finished chunks")
+        print(f"\n{why.replace('resume=True (--resume)', '--resume')}", file=sys.stderr)
+        return status
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        restore()
     for e in res.errors:
         print(f"warning: {e}", file=sys.stderr)
     for i, e in res.failed_chunks.items():
         print(f"warning: chunk {i}: {e}", file=sys.stderr)
+    for i, e in res.lost_chunks.items():
+        print(f"error: chunk {i}: {e}", file=sys.stderr)
     if res.out is None:
-        print(f"error: catalogue not written; finished chunks are in {res.work_dir} (rerun with --resume)",
+        print(f"error: catalogue not written: {len(res.lost_chunks)} of {res.n_chunks} chunks not labelled; "
+              f"the finished ones are kept in {res.work_dir}: rerun the same command with --resume",
               file=sys.stderr)
         return 1
     print(f"wrote {res.out}: {res.n_spectra} spectra, {res.n_failed_spectra} failed, "
@@ -341,8 +375,9 @@ def _add_predict(sub) -> None:
         description=(
             "Label spectra files (or directories of them) with a trained SLAM model, streaming them in "
             "chunks into a FITS or Parquet catalogue. Finished chunks are kept in <out>.parts/ until the "
-            "catalogue is written, so an interrupted run continues with --resume. A spectrum or chunk that "
-            "fails is flagged (flag bit 1, 'error' column), never fatal."))
+            "catalogue is written, so an interrupted run (Ctrl-C, SIGTERM, a lost worker: exit status "
+            "non-zero) continues with --resume. A spectrum or chunk that fails is flagged (flag bit 1, "
+            "'error' column), never fatal."))
     p.add_argument("--model", required=True, help="model file written by 'mdslam train'")
     p.add_argument("--out", required=True,
                    help="output catalogue: .fits (default kind) or .parquet; other astropy formats "
@@ -369,7 +404,9 @@ def _add_predict(sub) -> None:
                    help="threads of the model in each worker (default: all CPUs in process, 1 per worker)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: finished chunks in the work directory are not redone")
-    p.add_argument("--work-dir", default=None, help="directory of the chunk files (default: <out>.parts)")
+    p.add_argument("--work-dir", default=None,
+                   help="directory in which the run makes its <out name>.parts subdirectory for the chunk "
+                        "files (default: beside --out); only that subdirectory is ever removed")
     p.add_argument("--keep-parts", action="store_true", help="keep the chunk files after writing the catalogue")
     p.set_defaults(func=_cmd_predict)
 
