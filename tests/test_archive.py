@@ -370,6 +370,30 @@ def test_a_gz_file_labelled_content_encoding_gzip_is_kept_as_sent(srv):
     assert archive.sdss_file("astraAllStarSlam-0.6.0", progress=False).read_bytes() == body
 
 
+@pytest.mark.parametrize("name_or_url", [
+    "https://data.sdss.org/sas/../../../../outside/x.fits",
+    "https://data.sdss.org/sas/dr17/../../gaia/forged.fits",
+    "../../outside/x.fits",
+    "dr17/%2e%2e/../../../x.fits",
+])
+def test_sas_paths_that_climb_out_of_the_cache_are_refused_before_any_request(srv, name_or_url):
+    with pytest.raises(datasets.UnsafePathError, match="refused"):
+        archive.sdss_file(name_or_url, progress=False)
+    assert not srv.log
+    cache = env_cache()
+    assert not (cache.parent / "outside").exists() and not (cache / "archive" / "gaia").exists()
+
+
+def test_cache_entries_stay_in_their_service_folder(env):
+    from mdslam.archive._core import CacheEntry
+
+    ok = CacheEntry("sas/dr17/a/../b.fits", "sas", "q")
+    assert ok.path == env_cache() / "archive" / "sas" / "dr17" / "b.fits"
+    for rel in ("sas/../gaia/x.fits", "../x", "/etc/passwd", "sas", "lamost/dr7/../../../x"):
+        with pytest.raises(datasets.UnsafePathError):
+            CacheEntry(rel, "sas", "q")
+
+
 def test_registry_files_come_from_the_mirror_without_a_request(srv):
     path = archive.sdss_file("occam_member-DR16", progress=False)
     assert path == MIRROR / "catalogs" / "occam_member-DR16.fits"

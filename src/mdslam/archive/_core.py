@@ -268,7 +268,9 @@ class CacheEntry:
     ----------
     relpath : str
         Path below the ``archive`` directory, e.g. ``gaia/<key>.fits`` or
-        ``sas/dr17/apogee/.../allStar-dr17-synspec_rev1.fits``.
+        ``sas/dr17/apogee/.../allStar-dr17-synspec_rev1.fits``; one that would
+        lead outside it (``..``, an absolute path) raises
+        :class:`mdslam.datasets.UnsafePathError`.
     service : str
         Service name, for messages.
     query : str
@@ -279,10 +281,19 @@ class CacheEntry:
     service: str
     query: str
 
+    def __post_init__(self) -> None:
+        # a path built from a URL or a name must stay in its service's folder of the cache (and
+        # of the mirror): refuse early, before any request is made
+        head, _, rest = str(self.relpath).replace("\\", "/").partition("/")
+        if head in ("", ".", "..") or not rest:
+            raise datasets.UnsafePathError(
+                f"{self.service}: cache path {self.relpath!r} is not <service folder>/<file>; refused")
+        datasets.confined_path(cache_root() / head, rest)
+
     @property
     def path(self) -> Path:
-        """Where the result is (or will be) in the cache."""
-        return cache_root() / self.relpath
+        """Where the result is (or will be) in the cache (never outside it)."""
+        return datasets.confined_path(cache_root(), self.relpath)
 
     @property
     def record(self) -> Path:
@@ -299,7 +310,7 @@ class CacheEntry:
         mirror = datasets.mirror_dir()
         if mirror is None:
             return None
-        candidate = mirror / "archive" / self.relpath
+        candidate = datasets.confined_path(mirror / "archive", self.relpath)
         return candidate if candidate.exists() else None
 
     def find(self) -> Path | None:
