@@ -58,7 +58,7 @@ def env(tmp_path, monkeypatch):
     """A fresh cache, the real mirror, short timeouts and backoff, every service on a dead port."""
     monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setenv(datasets.MIRROR_ENV, str(MIRROR))
-    monkeypatch.setenv("MDSLAM_ARCHIVE_TIMEOUT", "10")
+    monkeypatch.setenv("MDSLAM_ARCHIVE_TIMEOUT", "60")  # room for replays built on a loaded machine
     monkeypatch.setenv("MDSLAM_ARCHIVE_RETRIES", "3")
     monkeypatch.setenv("MDSLAM_ARCHIVE_BACKOFF", "0.05")
     monkeypatch.delenv("MDSLAM_ARCHIVE_OFFLINE", raising=False)
@@ -222,6 +222,26 @@ def test_dr3_columns_and_dr2_dr3_neighbourhood(srv):
         (int(a), int(b)) for a, b in zip(expected["dr2_source_id"], expected["dr3_source_id"], strict=True)}
 
 
+def test_gaia_replay_replies_have_the_shape_of_the_recorded_archive_reply():
+    """The replayed TAP reply against the Gaia archive reply recorded in astroquery's test data."""
+    import importlib.resources
+    import io
+
+    from astropy.io import votable
+
+    recorded = importlib.resources.files("astroquery.gaia.tests") / "data" / "1710099405832VAL-result.vot"
+    if not recorded.is_file():
+        pytest.skip("astroquery's recorded Gaia reply is not installed")
+    with recorded.open("rb") as fh:
+        real = votable.parse(fh).resources[0]
+    ours = votable.parse(io.BytesIO(replay.gaia_votable_bytes(
+        replay.gaia_dr3()[:3], "SELECT TOP 3 * FROM gaiadr3.gaia_source", "1VAL"))).resources[0]
+    assert ours.type == real.type == "results"
+    assert [i.name for i in real.infos] == [i.name for i in ours.infos]
+    assert [(p.name, p.value) for p in real.params] == [(p.name, p.value) for p in ours.params]
+    assert [c.epoch for c in real.coordinate_systems] == [c.epoch for c in ours.coordinate_systems]
+
+
 def test_best_dr3_neighbour_follows_the_documented_rule():
     """Hand-made neighbourhood rows, the expected choice worked out by hand for each DR2 id."""
     rows = [
@@ -325,6 +345,31 @@ def test_sas_file_download_record_and_cache_hit(srv):
     tab = archive.sdss_table("astraAllStarSlam-0.6.0", progress=False)
     assert len(tab) == len(Table.read(MIRROR / "catalogs" / "occam_cluster-DR16.fits", hdu=1))
     assert len(srv.requests(SLAM_PATH)) == 1  # the second call was a cache hit
+
+
+def test_server_errors_are_retried_by_the_session_exactly_retries_times(srv):
+    """MDSLAM_ARCHIVE_RETRIES=3 attempts in all: the session's urllib3 Retry spends them and the
+    resume loop does not start a second round (3 requests, not 3 x 3)."""
+    srv.files[SLAM_PATH] = _standin_fits()
+    srv.fault(SLAM_PATH, "status", times=None, status=503, body=b"Service Unavailable: maintenance")
+    with pytest.raises(archive.ArchiveError, match=r"failed after 3 attempt.*HTTP 503.*maintenance") as err:
+        archive.sdss_file("astraAllStarSlam-0.6.0", progress=False)
+    assert err.value.status == 503
+    assert len(srv.requests(SLAM_PATH)) == 3
+    srv.faults.clear()
+    srv.fault(SLAM_PATH, "status", times=2, status=429, body=b"slow down")
+    assert archive.sdss_file("astraAllStarSlam-0.6.0", progress=False).exists()
+    assert len(srv.requests(SLAM_PATH)) == 3 + 3
+
+
+def test_retry_policy_follows_the_settings():
+    from mdslam.archive._core import RETRY_STATUS, Settings, retry_policy
+
+    r = retry_policy(Settings(timeout=5.0, retries=4, backoff=0.5, offline=False))
+    assert (r.total, r.connect, r.read, r.status) == (3, 3, 3, 3)
+    assert {429, 500, 502, 503, 504} <= set(r.status_forcelist) == set(RETRY_STATUS)
+    assert r.backoff_factor == 0.5 and r.respect_retry_after_header and not r.raise_on_status
+    assert retry_policy(Settings(timeout=5.0, retries=1, backoff=0.5, offline=False)).total == 0
 
 
 def test_truncated_download_is_resumed_with_a_range_request(srv):
