@@ -442,9 +442,20 @@ def lamost_dr11_stellar() -> Table:
     return t
 
 
-def _astra_file(apogee: Table, boss: Table | None = None) -> bytes:
+def _astra_file(apogee: Table, boss: Table | None = None, pipeline: str = "") -> bytes:
+    """A DR19 ``astraAllStar<Pipeline>-0.6.0`` summary file.
+
+    Follows the SDSS data model (github.com/sdss/datamodel,
+    ``datamodel/products/yaml/astraAllStar{Slam,ASPCAP,ApogeeNet}.yaml`` at
+    b90b518eaac8c0c80896469a48bb1c32aa1648f2, release DR19): primary header
+    with ``PIPELINE`` and ``V_ASTRA``; HDU 1 the results from BOSS spectra,
+    HDU 2 from APOGEE spectra; the columns carried here keep the model's
+    names and types (``sdss_id``, ``gaia_dr3_source_id`` int64; ``teff``,
+    ``e_teff``, ``logg``, ``e_logg``, ``fe_h``, ``snr`` float32); the model's
+    other columns are left out.
+    """
     return _fits_bytes(boss if boss is not None else Table({"sdss_id": np.zeros(0, np.int64)}), apogee,
-                       header={"V_ASTRA": "0.6.0"})
+                       header={"PIPELINE": pipeline, "V_ASTRA": "0.6.0"})
 
 
 @functools.cache
@@ -500,10 +511,11 @@ def install(srv) -> None:
     srv.files[ALLSTAR_DR17] = _fits_bytes(allstar_dr17())
     srv.files[SPALL] = gzipped(_fits_bytes(spall_lite()))
     srv.files[ELBADRY] = gzipped(_fits_bytes(masked_to_nan(elbadry_catalog())))
-    srv.files[ASTRA.format("ApogeeNet")] = gzipped(_astra_file(astra_apogee_net()))
+    srv.files[ASTRA.format("ApogeeNet")] = gzipped(_astra_file(astra_apogee_net(), pipeline="ApogeeNet"))
     slam, asp = astra_slam_aspcap()
-    srv.files[ASTRA.format("Slam")] = gzipped(_fits_bytes(slam, Table({"sdss_id": np.zeros(0, np.int64)})))
-    srv.files[ASTRA.format("ASPCAP")] = gzipped(_astra_file(asp))
+    srv.files[ASTRA.format("Slam")] = gzipped(_astra_file(Table({"sdss_id": np.zeros(0, np.int64)}), boss=slam,
+                                                          pipeline="Slam"))
+    srv.files[ASTRA.format("ASPCAP")] = gzipped(_astra_file(asp, pipeline="ASPCAP"))
 
     def boss_spec(req: Request) -> Reply:
         m = re.fullmatch(BOSS_SPEC_RE, req.path)
