@@ -497,7 +497,7 @@ def _fetch_file(ds: Dataset, relpath: str, sha: str, progress: bool) -> Path:
         if ds.package:
             how = f"install the package ({ds.source})"
         elif ds.manual:
-            how = f"{ds.manual} (it goes to {cached}), or set {MIRROR_ENV} to a directory holding {relpath}"
+            how = f"{ds.manual}. Save it as {cached}, or set {MIRROR_ENV} to a directory holding {relpath}"
         else:
             how = f"set {MIRROR_ENV} to a directory holding {relpath}"
         raise DatasetUnavailableError(
