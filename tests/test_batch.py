@@ -11,7 +11,8 @@ from astropy.table import Table
 
 from mdslam import batch, cli
 from mdslam.batch import ArraySource, FileSource, MockSource, predict_batch
-from mdslam.slam import FLAG_FAILED, SLAM
+from mdslam.flags import LabelFlag
+from mdslam.slam import SLAM
 
 N_PIX = 24
 WAVE = np.linspace(6000.0, 7000.0, N_PIX)
@@ -88,12 +89,12 @@ def test_inprocess_labels_every_spectrum_and_flags_bad_ones(model_file, inputs, 
     assert list(np.asarray(cat["file"])[[0, 100, 101]]) == ["a.npz", "b_corrupt.npz", "c.npz"]
     # the corrupted file: one row, flagged, the reason recorded; the batch went on
     bad = cat[100]
-    assert bad["flag"] & FLAG_FAILED and np.isnan(bad["teff"]) and "b_corrupt.npz" in bad["error"]
+    assert bad["flag"] & LabelFlag.FAILED and np.isnan(bad["teff"]) and "b_corrupt.npz" in bad["error"]
     # the NaN spectrum: flagged, no labels
-    assert cat["flag"][7] & FLAG_FAILED and np.isnan(cat["teff"][7])
+    assert cat["flag"][7] & LabelFlag.FAILED and np.isnan(cat["teff"][7])
     good = np.ones(231, bool)
     good[[7, 100]] = False
-    assert np.all(cat["flag"][good] & FLAG_FAILED == 0) and np.all(np.asarray(cat["error"])[good] == "")
+    assert np.all(cat["flag"][good] & LabelFlag.FAILED == 0) and np.all(np.asarray(cat["error"])[good] == "")
     truth = np.insert(lab, 100, np.nan, axis=0)
     assert np.median(np.abs(cat["teff"][good] - truth[good, 0])) < 30
     assert np.median(np.abs(cat["fe_h"][good] - truth[good, 1])) < 0.03
@@ -178,7 +179,7 @@ def test_failed_chunk_is_flagged_and_retried_on_resume(model_file, inputs, refer
     cat = read(out)
     assert len(cat) == 231
     rows = slice(2 * CHUNK, 3 * CHUNK)
-    assert np.all(cat["flag"][rows] & FLAG_FAILED) and np.all(np.isnan(cat["teff"][rows]))
+    assert np.all(cat["flag"][rows] & LabelFlag.FAILED) and np.all(np.isnan(cat["teff"][rows]))
     assert np.all(np.asarray(cat["error"])[rows] == "chunk 2 failed: worker lost")
     assert list(np.asarray(cat["id"])[rows][:2]) == ["a080", "a081"]   # ids kept without reading
     assert_same_catalogue(reference[1][: 2 * CHUNK], cat[: 2 * CHUNK])
@@ -237,7 +238,7 @@ def test_mock_source_streams_spectra_with_truth(data_mirror, tmp_path):
     expect = ms.draw_truth(100)
     assert list(cat["id"]) == list(expect["id"])
     assert np.allclose(cat["teff_true"], expect["teff_true"]) and np.allclose(cat["feh_true"], expect["feh_true"])
-    ok = cat["flag"] & FLAG_FAILED == 0
+    ok = cat["flag"] & LabelFlag.FAILED == 0
     assert ok.sum() >= 95
     assert np.median(np.abs(cat["teff"][ok] - cat["teff_true"][ok])) < 80
     with pytest.raises(TypeError, match="MockSource"):

@@ -380,8 +380,9 @@ def test_slam_trained_on_part_of_a_mock_recovers_held_out_truth():
     uniform over 2900-3800 K and -1.0 to +0.4 dex. Tolerances are a few times the
     scatter measured when the test was written (Teff 36 K, [M/H] 0.026 dex; r = 0.990, 0.998).
     """
+    from mdslam.flags import LabelFlag
     from mdslam.preprocess import log_lambda_grid, preprocess
-    from mdslam.slam import FLAG_FAILED, SLAM
+    from mdslam.slam import SLAM
 
     def survey():
         return MockSurvey("lamost", seed=11, snr_median=150.0, snr_sigma=0.3, labels="uniform",
@@ -404,7 +405,7 @@ def test_slam_trained_on_part_of_a_mock_recovers_held_out_truth():
     model.fit(pp.flux[train], y[train], pp.ivar[train], wavelength=grid, label_names=["teff", "fe_h"],
               label_units=["K", "dex"])
     tab = model.predict_table(pp[test])
-    assert np.all(tab["flag"] & FLAG_FAILED == 0)
+    assert np.all(tab["flag"] & LabelFlag.FAILED == 0)
     d_teff = np.asarray(tab["teff"]) - y[test, 0]
     d_feh = np.asarray(tab["fe_h"]) - y[test, 1]
     assert abs(np.median(d_teff)) < 20 and np.std(d_teff) < 80

@@ -11,6 +11,7 @@ from astropy.table import Table
 from mdslam import datasets
 from mdslam import preprocess as pp
 from mdslam import spectra as sp
+from mdslam.flags import SpectrumFlag
 from mdslam.spectra import Spectra
 
 TIO_BANDS = [(7050.0, 7150.0), (7600.0, 7700.0), (8430.0, 8460.0)]
@@ -143,7 +144,7 @@ def test_rebin_coverage_bad_pixels_and_no_overlap():
         pp.rebin((wave, flux, ivar), far)
     spec = Spectra(wave, flux[None], ivar[None], np.zeros((1, wave.size), bool))
     out = pp.rebin(spec, far)
-    assert out.meta["flag"][0] == sp.FLAG_NO_OVERLAP and "does not overlap" in out.meta[
+    assert out.meta["flag"][0] == SpectrumFlag.NO_OVERLAP and "does not overlap" in out.meta[
         "flag_reason"][0]
     with pytest.raises(pp.PreprocessError):
         pp.rebin(spec, far, on_error="raise")
@@ -303,7 +304,7 @@ def test_preprocess_flags_bad_spectra_and_carries_them(tmp_path, lamost, data_mi
     batch.meta["snr"][2] = 3.0
     out = pp.preprocess(batch, progress=False, min_snr=5, tellurics=True, chunk_size=2)
     flags = list(out.meta["flag"])
-    assert flags == [0, sp.FLAG_READ_ERROR, sp.FLAG_LOW_SNR, 0, sp.FLAG_NO_OVERLAP]
+    assert flags == [0, SpectrumFlag.READ_ERROR, SpectrumFlag.LOW_SNR, 0, SpectrumFlag.NO_OVERLAP]
     assert "9200.0-10000.0 A does not overlap" in out.meta["flag_reason"][4]
     for k in (1, 2, 4):
         assert np.all(out.ivar[k] == 0) and np.all(out.mask[k])

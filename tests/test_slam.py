@@ -12,11 +12,8 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.svm import SVR
 
 from mdslam import modelfile
+from mdslam.flags import LabelFlag
 from mdslam.slam import (
-    FLAG_FAILED,
-    FLAG_FEW_PIXELS,
-    FLAG_LOW_SNR,
-    FLAG_OUTSIDE_DOMAIN,
     QIU2025_USABLE_RANGE,
     SLAM,
     _iter_folds,
@@ -223,8 +220,8 @@ def test_bad_spectra_are_flagged_not_fatal(trained):
     tab = model.predict_table(spectra, ivars)
     assert len(tab) == 7
     for i in (1, 2, 6):
-        assert tab["flag"][i] & FLAG_FAILED and np.isnan(tab["teff"][i])
-    assert tab["flag"][3] & FLAG_FEW_PIXELS and np.isfinite(tab["teff"][3])
+        assert tab["flag"][i] & LabelFlag.FAILED and np.isnan(tab["teff"][i])
+    assert tab["flag"][3] & LabelFlag.FEW_PIXELS and np.isfinite(tab["teff"][3])
     for i in (0, 4, 5):
         assert tab["flag"][i] == 0
         assert abs(tab["teff"][i] - lab[i, 0]) < 100
@@ -239,11 +236,11 @@ def test_flags_domain_and_low_snr(trained):
     m.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
     m._reset_cache()
     tab = m.predict_table(flux, ivar)
-    low = (tab["flag"] & FLAG_LOW_SNR) > 0
+    low = (tab["flag"] & LabelFlag.LOW_SNR) > 0
     assert np.array_equal(low, np.r_[np.zeros(20, bool), np.ones(20, bool)])
     out_teff = (tab["teff"] < 3100) | (tab["teff"] > 3900)
-    assert np.array_equal((tab["flag"] & FLAG_OUTSIDE_DOMAIN) > 0, out_teff)
-    assert "teff outside the domain" in describe_flag(FLAG_OUTSIDE_DOMAIN, LABELS)
+    assert np.array_equal((tab["flag"] & LabelFlag.OUTSIDE_DOMAIN) > 0, out_teff)
+    assert "teff outside the domain" in describe_flag(LabelFlag.OUTSIDE_DOMAIN, LABELS)
 
 
 # --------------------------------------------------------------------- CV labels and error law
@@ -360,7 +357,7 @@ def test_cli_train_and_predict(tmp_path):
     out = Table.read(cat)
     assert len(out) == 11
     assert {"id", "file", "snr", "teff", "e_teff", "e_teff_cv", "flag"} <= set(out.colnames)
-    assert np.all(out["flag"][:8] == 0) and np.all(out["flag"][8:] & FLAG_FAILED)
+    assert np.all(out["flag"][:8] == 0) and np.all(out["flag"][8:] & LabelFlag.FAILED)
     assert np.sqrt(np.mean((np.asarray(out["teff"][:8]) - lab2[:, 0]) ** 2)) < 60
     assert str(out["teff"].unit) == "K"
 

@@ -11,11 +11,8 @@ from astropy.table import Table
 
 from mdslam import datasets
 from mdslam import spectra as sp
+from mdslam.flags import SpectrumFlag
 from mdslam.spectra import (
-    FLAG_ALL_NAN,
-    FLAG_NO_IVAR,
-    FLAG_NOT_INCREASING,
-    FLAG_READ_ERROR,
     Spectra,
     SpectrumReadError,
 )
@@ -266,7 +263,7 @@ def test_gaiaxp_flags_unusable_rows():
     t = Table({"gaiaedr3_source_id": np.array([1, 2, 3], dtype=np.int64), "flux": flux,
                "flux_error": err, "teff": [3500.0, 3600.0, 3700.0]})
     s = sp.read_gaiaxp(t)
-    assert list(s.meta["flag"]) == [0, FLAG_ALL_NAN, FLAG_NO_IVAR]
+    assert list(s.meta["flag"]) == [0, SpectrumFlag.ALL_NAN, SpectrumFlag.NO_IVAR]
     assert "NaN" in s.meta["flag_reason"][1] and "inverse variance" in s.meta["flag_reason"][2]
 
 
@@ -294,8 +291,8 @@ def test_container_indexing_and_concatenate(lamost, boss_npz):
     same = sp.concatenate([boss, boss])
     assert same.shared_grid and len(same) == 2
     c = boss.copy()
-    c.add_flag(0, sp.FLAG_LOW_SNR, "test reason")
-    c.add_flag(0, sp.FLAG_FEW_PIXELS, "second reason")
+    c.add_flag(0, SpectrumFlag.LOW_SNR, "test reason")
+    c.add_flag(0, SpectrumFlag.FEW_PIXELS, "second reason")
     assert sp.flag_names(c.meta["flag"][0]) == ["LOW_SNR", "FEW_PIXELS"]
     assert c.meta["flag_reason"][0] == "test reason; second reason"
     assert boss.meta["flag"][0] == 0  # the copy was flagged, not the original
@@ -324,9 +321,9 @@ def _not_increasing(d):
 
 
 BAD_EDITS = {
-    "allnan": (_nan_flux, FLAG_ALL_NAN, "flux is NaN"),
-    "zeroivar": (_zero_ivar, FLAG_NO_IVAR, "inverse variance is zero"),
-    "notincr": (_not_increasing, FLAG_NOT_INCREASING, "wavelength is not strictly increasing"),
+    "allnan": (_nan_flux, SpectrumFlag.ALL_NAN, "flux is NaN"),
+    "zeroivar": (_zero_ivar, SpectrumFlag.NO_IVAR, "inverse variance is zero"),
+    "notincr": (_not_increasing, SpectrumFlag.NOT_INCREASING, "wavelength is not strictly increasing"),
 }
 
 
@@ -384,8 +381,8 @@ def test_batch_flags_bad_files_and_keeps_good_ones(bad_files, lamost_paths, lamo
              bad_files["wrongkind"]]
     s = sp.read_lamost(order)
     assert len(s) == 8
-    want = [0, FLAG_READ_ERROR, FLAG_ALL_NAN, 0, FLAG_READ_ERROR, FLAG_NO_IVAR,
-            FLAG_NOT_INCREASING, FLAG_READ_ERROR]
+    want = [0, SpectrumFlag.READ_ERROR, SpectrumFlag.ALL_NAN, 0, SpectrumFlag.READ_ERROR, SpectrumFlag.NO_IVAR,
+            SpectrumFlag.NOT_INCREASING, SpectrumFlag.READ_ERROR]
     assert list(s.meta["flag"]) == want
     assert list(s.good) == [f == 0 for f in want]
     reasons = list(s.meta["flag_reason"])
@@ -406,7 +403,7 @@ def test_batch_flags_bad_files_and_keeps_good_ones(bad_files, lamost_paths, lamo
         sp.read_lamost(order, on_error="raise")
     # a single path can also be asked to flag rather than raise
     one = sp.read_lamost(bad_files["notfits"], on_error="flag")
-    assert one.meta["flag"][0] == FLAG_READ_ERROR
+    assert one.meta["flag"][0] == SpectrumFlag.READ_ERROR
 
 
 def test_boss_batch_with_bad_file(tmp_path, boss_npz):
@@ -419,4 +416,4 @@ def test_boss_batch_with_bad_file(tmp_path, boss_npz):
     with pytest.raises(SpectrumReadError, match=r"spec-3586-55181-0481\.fits: flux is NaN"):
         sp.read_boss(bad)
     s = sp.read_boss([good, bad])
-    assert list(s.meta["flag"]) == [0, FLAG_ALL_NAN] and s.shared_grid
+    assert list(s.meta["flag"]) == [0, SpectrumFlag.ALL_NAN] and s.shared_grid

@@ -46,7 +46,7 @@ are never redone. The parts are deleted once the catalogue is written
 Failures
 --------
 A spectrum that cannot be read or fitted gets a row with ``flag`` bit
-``FLAG_FAILED`` and, when known, the reason in the ``error`` column. A chunk
+``LabelFlag.FAILED`` and, when known, the reason in the ``error`` column. A chunk
 that fails as a whole (a worker killed, an unexpected exception) gets one
 row per spectrum flagged the same way, with the error; its part is named
 ``*.failed.fits`` and ``resume=True`` tries it again. Nothing stops the
@@ -78,6 +78,8 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table, vstack
+
+from .flags import LabelFlag
 
 __all__ = [
     "ENGINES",
@@ -478,14 +480,11 @@ class MockSource:
         if isinstance(survey, dict):
             self.kwargs = dict(survey)
         else:
-            import inspect
-
             from .mock import MockSurvey
 
             if not isinstance(survey, MockSurvey):
                 raise TypeError("survey must be a MockSurvey or a dict of its parameters")
-            names = [k for k in inspect.signature(MockSurvey.__init__).parameters if k != "self"]
-            self.kwargs = {k: getattr(survey, k) for k in names}
+            self.kwargs = survey.params()
             _MOCK_CACHE.clear()
             _MOCK_CACHE[repr(sorted(self.kwargs.items()))] = survey   # reuse it in this process
         if int(n) < 0 or int(start) < 0:
@@ -581,14 +580,13 @@ def _get_model(model, options: dict):
 
 
 def _finish_table(tab: Table, data: ChunkData) -> Table:
-    from .slam import FLAG_FAILED
 
     tab.add_column(np.asarray(data.files, str), name="file", index=1)
     err = np.asarray(data.errors, str)
     tab["error"] = err
     tab["error"].description = "why a spectrum could not be read or labelled ('' if it was)"
     bad = np.char.str_len(err) > 0
-    tab["flag"][bad] |= FLAG_FAILED
+    tab["flag"][bad] |= LabelFlag.FAILED
     if data.extra is not None:
         for name in data.extra.colnames:
             tab[name] = data.extra[name]
@@ -611,7 +609,7 @@ def _label_task(model, task: _Task, options: dict) -> tuple[int, Table | None, s
 
 
 def _failed_table(model, task: _Task, options: dict, error: str) -> Table:
-    """Rows flagged FLAG_FAILED (NaN labels) for every spectrum of a chunk that failed as a whole."""
+    """Rows flagged LabelFlag.FAILED (NaN labels) for every spectrum of a chunk that failed as a whole."""
     m = _get_model(model, options)
     try:
         data = task.placeholder()
@@ -898,7 +896,7 @@ class BatchResult:
     failed_chunks : dict
         Chunk index -> error, for chunks that failed as a whole.
     n_failed_spectra, n_unflagged : int
-        Rows of the catalogue flagged ``FLAG_FAILED``; rows with no flag at all.
+        Rows of the catalogue flagged ``LabelFlag.FAILED``; rows with no flag at all.
     errors : list of str
         The first (up to 20) messages of the ``error`` column.
     seconds : float
@@ -992,7 +990,7 @@ def predict_batch(model, source, out, *, fmt: str = "auto", chunk_size: int = 10
     ValueError
         ``resume`` but the parts were made with another model, input or chunk size.
     """
-    from .slam import FLAG_FAILED, SLAM
+    from .slam import SLAM
 
     t_start = time.perf_counter()
     if engine not in ENGINES:
@@ -1106,7 +1104,7 @@ def predict_batch(model, source, out, *, fmt: str = "auto", chunk_size: int = 10
         for p in parts:
             data = fits.getdata(p, 1)
             flags = np.asarray(data["flag"])
-            n_failed_spectra += int(np.sum(flags & FLAG_FAILED > 0))
+            n_failed_spectra += int(np.sum(flags & LabelFlag.FAILED > 0))
             n_unflagged += int(np.sum(flags == 0))
             if len(errors) < 20:
                 errors.extend(e for e in np.asarray(data["error"]).astype(str) if e.strip())

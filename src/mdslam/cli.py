@@ -73,7 +73,7 @@ def _add_data(sub) -> None:
 
 def _cmd_archive(args: argparse.Namespace) -> int:
     from . import datasets
-    from .archive import inputs
+    from .compendium import inputs
 
     if args.action == "list":
         for ch, items in inputs.CHAPTER_INPUTS.items():
@@ -100,7 +100,7 @@ def _cmd_archive(args: argparse.Namespace) -> int:
 
 def _add_archive(sub) -> None:
     p = sub.add_parser("archive", help="download the archive-mode inputs of chapters into the cache",
-                       description="Run mdslam.archive.inputs functions (by chapter number or by name) so "
+                       description="Run mdslam.compendium.inputs functions (by chapter number or by name) so "
                                    "that 'mdslam book -p data_mode archive' later reads from the cache.")
     p.add_argument("action", choices=["list", "fetch"])
     p.add_argument("items", nargs="*", default=[], help="chapter numbers (01..08) or input names")
@@ -111,7 +111,7 @@ def _add_archive(sub) -> None:
 
 # ----------------------------------------------------------------------------- book
 def _cmd_book(args: argparse.Namespace) -> int:
-    from . import book
+    from .compendium import build as book
 
     params = {name: book.parse_value(value) for name, value in args.param or []}
     try:
@@ -323,6 +323,7 @@ def _add_predict(sub) -> None:
 
 # ----------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    """The ``mdslam`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="mdslam", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mdslam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line (``argv`` default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -1,37 +1,37 @@
 """The SLAM model file: one ``.npz`` of plain arrays plus a JSON metadata string. No pickle.
 
 Format ``mdslam.slam-model``, version 1
---------------------------------------
+---------------------------------------
 A zip archive written by :func:`numpy.savez_compressed` and read back with
 ``np.load(path, allow_pickle=False)``.  Members (``n_pix`` pixels, ``n_train``
 training stars, ``n_label`` labels):
 
-==================  =====================  ===========================================
-member              shape                  meaning
-==================  =====================  ===========================================
-``metadata``        () unicode             JSON, see below
-``wavelength``      (n_pix,)               wavelength grid of the model
-``label_mean``      (n_label,)             label standardisation: mean
-``label_scale``     (n_label,)             label standardisation: standard deviation
-``flux_mean``       (n_pix,)               per-pixel flux standardisation: mean
-``flux_scale``      (n_pix,)               per-pixel flux standardisation: std
-``X_train``         (n_train, n_label)     standardised training labels = support vectors
-``dual_coef``       (n_pix, n_train)       SVR dual coefficients (``alpha - alpha*``), 0 = not a SV
-``intercept``       (n_pix,)               SVR intercepts (standardised flux)
-``C``               (n_pix,)               chosen penalty per pixel
-``epsilon``         (n_pix,)               chosen tube half-width per pixel (standardised flux)
-``gamma``           (n_pix,)               chosen RBF width per pixel (standardised labels)
-``cv_mse_scaled``   (n_pix,)               CV-MSE (standardised flux); ``inf`` = unusable pixel
-``cv_md_scaled``    (n_pix,)               CV mean deviation (Qiu eq. 2, standardised flux)
-``cv_mse_grid``     (n_pix, nC, neps, ng)  CV-MSE over the whole grid (standardised)
-``pixel_usable``    (n_pix,) bool          pixel had training data
-``grid_C`` etc.     (nC,), (neps,), (ng,)  the hyperparameter grid
-``training_domain`` (n_label, 2)           min/max of the training labels (physical units)
-``error_law_a/b``   (n_label,)             ``sigma = a * SNR**b`` (only if an error law is set)
-``error_law_cov``   (n_label, 2, 2)        covariance of (a, b)
-==================  =====================  ===========================================
+===================  =====================  ===========================================
+member               shape                  meaning
+===================  =====================  ===========================================
+``metadata``         () unicode             JSON, see below
+``wavelength``       (n_pix,)               wavelength grid of the model
+``label_mean``       (n_label,)             label standardisation: mean
+``label_scale``      (n_label,)             label standardisation: standard deviation
+``flux_mean``        (n_pix,)               per-pixel flux standardisation: mean
+``flux_scale``       (n_pix,)               per-pixel flux standardisation: std
+``X_train``          (n_train, n_label)     standardised training labels = support vectors
+``dual_coef``        (n_pix, n_train)       SVR dual coefficients (``alpha - alpha*``), 0 = not a SV
+``intercept``        (n_pix,)               SVR intercepts (standardised flux)
+``C``                (n_pix,)               chosen penalty per pixel
+``epsilon``          (n_pix,)               chosen tube half-width per pixel (standardised flux)
+``gamma``            (n_pix,)               chosen RBF width per pixel (standardised labels)
+``cv_mse_scaled``    (n_pix,)               CV-MSE (standardised flux); ``inf`` = unusable pixel
+``cv_md_scaled``     (n_pix,)               CV mean deviation (Qiu eq. 2, standardised flux)
+``cv_mse_grid``      (n_pix, nC, neps, ng)  CV-MSE over the whole grid (standardised)
+``pixel_usable``     (n_pix,) bool          pixel had training data
+``grid_C`` etc.      (nC,), (neps,), (ng,)  the hyperparameter grid
+``training_domain``  (n_label, 2)           min/max of the training labels (physical units)
+``error_law_a/b``    (n_label,)             ``sigma = a * SNR**b`` (only if an error law is set)
+``error_law_cov``    (n_label, 2, 2)        covariance of (a, b)
+===================  =====================  ===========================================
 
-``metadata`` holds ``format`` (``"mdslam.slam-model"``), ``format_version``
+``metadata`` holds  ``format`` (``"mdslam.slam-model"``), ``format_version``
 (int), ``mdslam_version``, ``label_names``, ``label_units``, ``params`` (the
 estimator's ``get_params()``; a CV splitter is stored as its number of folds),
 ``n_train``, ``solver_info`` and, with an error law, its ``snr_range`` and

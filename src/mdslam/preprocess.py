@@ -22,13 +22,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .spectra import (
-    FLAG_FEW_PIXELS,
-    FLAG_LOW_SNR,
-    FLAG_NO_OVERLAP,
-    FLAG_NORM_FAILED,
-    Spectra,
-)
+from .constants import C_KMS, H_ALPHA_VACUUM
+from .flags import SpectrumFlag
+from .spectra import Spectra
 
 __all__ = [
     "C_KMS",
@@ -49,11 +45,6 @@ __all__ = [
     "preprocess",
 ]
 
-C_KMS = 299792.458
-"""Speed of light, km/s."""
-
-H_ALPHA_VACUUM = 6564.61
-"""H-alpha vacuum wavelength, Angstrom (Li et al. 2021 sec. 4.4 mask it)."""
 
 TELLURIC_BANDS: tuple[tuple[float, float], ...] = (
     (6867.0, 6884.0),  # O2 B band
@@ -339,7 +330,7 @@ def rebin(
         Minimum covered fraction (0-1] of a new pixel to keep it.
     on_error : {"raise", "flag"}, optional
         A spectrum that does not overlap ``new_wave`` at all: raise
-        :class:`PreprocessError`, or set ``FLAG_NO_OVERLAP`` (Spectra input)
+        :class:`PreprocessError`, or set ``SpectrumFlag.NO_OVERLAP`` (Spectra input)
         / return it fully masked (array input). Default: raise for a single
         1-D spectrum given as arrays, flag otherwise.
     chunk_size : int
@@ -399,7 +390,7 @@ def rebin(
     result = Spectra(new_wave.copy(), out_f, out_i, out_m, spectra.meta.copy())
     for k in np.flatnonzero(none):
         w = wave if wave.ndim == 1 else wave[k]
-        result.add_flag(k, FLAG_NO_OVERLAP, _overlap_reason(w, new_wave))
+        result.add_flag(k, SpectrumFlag.NO_OVERLAP, _overlap_reason(w, new_wave))
     return result
 
 
@@ -848,7 +839,7 @@ def preprocess(
     min_good_fraction : float
         Flag spectra with fewer good output pixels than this fraction.
     min_snr : float, optional
-        Flag spectra with ``meta['snr']`` below this (FLAG_LOW_SNR).
+        Flag spectra with ``meta['snr']`` below this (SpectrumFlag.LOW_SNR).
     norm_kwargs : dict, optional
         Passed to the continuum fit (``knot_spacing``, ``bin_width``,
         ``lower``, ``upper``, ``niter``, ``smooth``, ``min_pixels``).
@@ -865,8 +856,6 @@ def preprocess(
         On the 1-D ``grid``, ``meta`` copied plus ``z_applied`` and
         ``good_fraction``; optionally the continuum (flux units).
     """
-    from tqdm.auto import tqdm
-
     grid = log_lambda_grid() if grid is None else np.asarray(grid, dtype=float)
     if grid.ndim != 1 or not np.all(np.diff(grid) > 0):
         raise ValueError("grid must be 1-D and strictly increasing")
@@ -887,34 +876,66 @@ def preprocess(
     out_c = np.full(out_f.shape, np.nan) if return_continuum else None
     cover = np.empty(n)
     norm_ok = np.ones(n, dtype=bool)
+    steps = _ChunkSteps(grid, edges, fac, halpha, tellurics, telluric_bands, min_coverage,
+                        basis, nk)
 
     def work(sl: slice) -> None:
+        f, iv, m, cont, cover[sl], norm_ok[sl] = steps.run(spectra, sl)
+        out_f[sl], out_i[sl], out_m[sl] = f, iv, m
+        if out_c is not None and cont is not None:
+            out_c[sl] = cont
+
+    _run_in_chunks(work, n, chunk_size, n_jobs, progress, "preprocess")
+    result = Spectra(grid.copy(), out_f, out_i, out_m, spectra.meta.copy())
+    result.meta["z_applied"] = zs
+    _flag_preprocessed(result, spectra, fac, grid, cover, norm_ok if normalize else None,
+                       min_good_fraction, min_snr)
+    result.flux[~np.isfinite(result.flux)] = fill_value
+    if return_continuum:
+        return result, out_c
+    return result
+
+
+class _ChunkSteps:
+    """The per-chunk work of :func:`preprocess`: rest frame, rebin, masks, continuum."""
+
+    def __init__(self, grid, edges, fac, halpha, tellurics, telluric_bands, min_coverage,
+                 basis, norm_kwargs):
+        self.grid, self.edges, self.fac, self.halpha = grid, edges, fac, halpha
+        self.tellurics, self.telluric_bands = tellurics, telluric_bands
+        self.min_coverage, self.basis, self.nk = min_coverage, basis, norm_kwargs
+
+    def run(self, spectra: Spectra, sl: slice):
+        """(flux, ivar, mask, continuum or None, coverage, continuum ok) of the spectra ``sl``."""
+        fac, grid = self.fac, self.grid
         w = spectra.wavelength
         w = (w[None, :] / fac[sl, None]) if w.ndim == 1 else w[sl] / fac[sl, None]
         if spectra.shared_grid and np.all(fac[sl] == fac[sl][0]):
             w = w[0]
         f, iv, m, cov = _rebin_block(w, spectra.flux[sl], spectra.ivar[sl], spectra.mask[sl],
-                                     edges, min_coverage)
-        cover[sl] = cov.max(axis=1)
-        m = m | halpha[None, :]
-        if tellurics:
-            m |= mask_tellurics(grid[None, :] * fac[sl, None], telluric_bands)
+                                     self.edges, self.min_coverage)
+        m = m | self.halpha[None, :]
+        if self.tellurics:
+            m |= mask_tellurics(grid[None, :] * fac[sl, None], self.telluric_bands)
         iv = np.where(m, 0.0, iv)
-        if normalize:
-            cont, ok = _continuum_block(grid, f, iv, m, basis=basis, **nk)
-            f, iv = _apply_continuum(f, iv, cont)
-            bad_c = ~(np.isfinite(cont) & (cont > 0))
-            m = m | bad_c
-            iv = np.where(m, 0.0, iv)
-            ok &= ~np.all(bad_c, axis=1)
-            norm_ok[sl] = ok
-            if out_c is not None:
-                out_c[sl] = cont
-        out_f[sl], out_i[sl], out_m[sl] = f, iv, m
+        if self.basis is None:
+            return f, iv, m, None, cov.max(axis=1), np.ones(f.shape[0], dtype=bool)
+        cont, ok = _continuum_block(grid, f, iv, m, basis=self.basis, **self.nk)
+        f, iv = _apply_continuum(f, iv, cont)
+        bad_c = ~(np.isfinite(cont) & (cont > 0))
+        m = m | bad_c
+        iv = np.where(m, 0.0, iv)
+        ok &= ~np.all(bad_c, axis=1)
+        return f, iv, m, cont, cov.max(axis=1), ok
+
+
+def _run_in_chunks(work, n: int, chunk_size: int, n_jobs: int, progress: bool, desc: str) -> None:
+    """Call ``work(slice)`` over ``n`` items in chunks, serially or in threads, with a progress bar."""
+    from tqdm.auto import tqdm
 
     step = max(1, int(chunk_size))
     slices = [slice(s, min(n, s + step)) for s in range(0, n, step)]
-    with tqdm(total=n, disable=not progress, unit="spec", desc="preprocess") as bar:
+    with tqdm(total=n, disable=not progress, unit="spec", desc=desc) as bar:
         if n_jobs == 1 or len(slices) <= 1:
             for sl in slices:
                 work(sl)
@@ -926,30 +947,31 @@ def preprocess(
             for sl, _ in zip(slices, par(delayed(work)(s) for s in slices), strict=True):
                 bar.update(sl.stop - sl.start)
 
-    result = Spectra(grid.copy(), out_f, out_i, out_m, spectra.meta.copy())
-    result.meta["z_applied"] = zs
-    # new flags only for spectra that came in good; flagged ones are carried as they are
+
+def _flag_preprocessed(result: Spectra, spectra: Spectra, fac, grid, cover, norm_ok,
+                       min_good_fraction: float, min_snr: float | None) -> None:
+    """Flag what :func:`preprocess` could not do; blank every flagged spectrum (ivar 0, masked).
+
+    New flags only for spectra that came in good; flagged ones are carried as they are.
+    ``norm_ok`` is None when no continuum was fitted.
+    """
     ok_in = spectra.good
-    good_frac = (~out_m).mean(axis=1)
+    good_frac = (~result.mask).mean(axis=1)
     no_overlap = ok_in & (cover <= 0)
     for k in np.flatnonzero(no_overlap):
-        result.add_flag(k, FLAG_NO_OVERLAP, _overlap_reason(spectra.wave(k) / fac[k], grid))
+        result.add_flag(k, SpectrumFlag.NO_OVERLAP, _overlap_reason(spectra.wave(k) / fac[k], grid))
     few = ok_in & ~no_overlap & (good_frac < min_good_fraction)
-    result.add_flag(few, FLAG_FEW_PIXELS,
+    result.add_flag(few, SpectrumFlag.FEW_PIXELS,
                     f"fewer than {min_good_fraction:.0%} good pixels on the grid")
-    if normalize:
+    if norm_ok is not None:
         failed = ok_in & ~no_overlap & ~few & ~norm_ok
-        result.add_flag(failed, FLAG_NORM_FAILED, "pseudo-continuum fit failed")
+        result.add_flag(failed, SpectrumFlag.NORM_FAILED, "pseudo-continuum fit failed")
     if min_snr is not None:
         snr = np.asarray(result.meta["snr"], dtype=float)
         with np.errstate(invalid="ignore"):
             low = ok_in & (snr < min_snr)  # an unknown (NaN) SNR is not flagged
-        result.add_flag(low, FLAG_LOW_SNR, f"SNR below {min_snr:g}")
+        result.add_flag(low, SpectrumFlag.LOW_SNR, f"SNR below {min_snr:g}")
     bad = ~result.good
     result.ivar[bad] = 0.0
     result.mask[bad] = True
-    result.flux[~np.isfinite(result.flux)] = fill_value
     result.meta["good_fraction"] = np.where(bad, 0.0, (~result.mask).mean(axis=1))
-    if return_continuum:
-        return result, out_c
-    return result

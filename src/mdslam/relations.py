@@ -21,9 +21,13 @@ Slips in the printed equations, and what is implemented instead:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
+from astropy.table import Table
 from numpy.typing import ArrayLike
+
+from .preprocess import pixel_edges
 
 __all__ = [
     "SNR_UNCERTAINTY_COEFFS",
@@ -52,6 +56,16 @@ __all__ = [
     "av_from_ebv",
     "gaia_extinction_coefficients",
     "gaia_extinction",
+    "DWARF_SEQUENCE",
+    "DWARF_TEFF_RANGE",
+    "METALLICITY_CLASSES",
+    "ZETA_RELATIONS",
+    "spt_to_teff",
+    "teff_to_spt",
+    "logg_from_teff",
+    "active_fraction_west2011",
+    "air_to_vacuum",
+    "spectral_indices",
 ]
 
 # --------------------------------------------------------------------------- #
@@ -537,3 +551,246 @@ def gaia_extinction(a_v: ArrayLike, bp_rp: ArrayLike | None = None, method: str 
         c0 = obs - (k["BP"] - k["RP"]) * av
     k = gaia_extinction_coefficients(c0, av)
     return {band: k[band] * av for band in ("G", "BP", "RP")}
+
+
+# --------------------------------------------------------------------------- #
+# M dwarf sequence: spectral type, Teff, log g; metallicity classes; activity;
+# band indices (used by the mock survey; the literature's relations)
+# --------------------------------------------------------------------------- #
+DWARF_SEQUENCE: Table = Table(
+    rows=[
+        # SpT (M subtype), Teff [K], R [Rsun], M [Msun]
+        (0.0, 3850.0, 0.588, 0.57),
+        (0.5, 3770.0, 0.544, 0.54),
+        (1.0, 3660.0, 0.501, 0.50),
+        (1.5, 3620.0, 0.482, 0.47),
+        (2.0, 3560.0, 0.446, 0.44),
+        (2.5, 3470.0, 0.421, 0.40),
+        (3.0, 3430.0, 0.361, 0.37),
+        (3.5, 3270.0, 0.300, 0.27),
+        (4.0, 3210.0, 0.274, 0.23),
+        (4.5, 3110.0, 0.217, 0.184),
+        (5.0, 3060.0, 0.196, 0.162),
+        (5.5, 2930.0, 0.156, 0.123),
+        (6.0, 2810.0, 0.137, 0.102),
+        (6.5, 2740.0, 0.126, 0.093),
+        (7.0, 2680.0, 0.120, 0.090),
+        (7.5, 2630.0, 0.116, 0.088),
+        (8.0, 2570.0, 0.114, 0.085),
+        (8.5, 2420.0, 0.104, 0.080),
+        (9.0, 2380.0, 0.102, 0.079),
+    ],
+    names=("spt", "teff", "radius", "mass"),
+    units=(None, "K", "solRad", "solMass"),
+    meta={
+        "reference": "Pecaut & Mamajek 2013, ApJS 208, 9; online table "
+        "EEM_dwarf_UBVIJHK_colors_Teff.txt version 2021.03.02 (E. Mamajek)",
+        "spt": "M subtype: 0 = M0V ... 9 = M9V",
+    },
+)
+"""Mean M0V-M9V dwarf sequence (Pecaut & Mamajek 2013, updated table v2021.03.02)."""
+
+_SPT = np.asarray(DWARF_SEQUENCE["spt"], float)
+_TEFF = np.asarray(DWARF_SEQUENCE["teff"], float)
+_SPT_TEFF_COEFFS = np.polyfit(_SPT, _TEFF, 3)  # smooth and monotone; rms 26 K about the rows
+_SPT_DENSE = np.linspace(0.0, 9.0, 90_001)
+_TEFF_DENSE = np.polyval(_SPT_TEFF_COEFFS, _SPT_DENSE)  # decreasing; inverted by np.interp
+_LOGG_ROWS = logg_from_mass_radius(DWARF_SEQUENCE["mass"], DWARF_SEQUENCE["radius"])
+_LOGG_COEFFS = np.polyfit((_TEFF - 3000.0) / 1000.0, _LOGG_ROWS, 3)
+
+DWARF_TEFF_RANGE: tuple[float, float] = (float(_TEFF_DENSE[-1]), float(_TEFF_DENSE[0]))
+"""Teff range (K) of the M0V-M9V sequence: :func:`spt_to_teff` of M9V and M0V (2385-3833 K)."""
+
+
+def spt_to_teff(spt: ArrayLike) -> np.ndarray:
+    """Effective temperature of an M dwarf of subtype ``spt``.
+
+    A least-squares cubic in ``spt`` through the 19 M0V-M9V rows of
+    :data:`DWARF_SEQUENCE` (Pecaut & Mamajek 2013, table v2021.03.02): rms
+    26 K, at most 48 K from a row, and smooth and monotone (165 +- 30 K per
+    subtype), where interpolating the rows would make the spectra change
+    four times faster per kelvin in some half-subtypes than in others.
+
+    Parameters
+    ----------
+    spt : array_like
+        M subtype, 0 (M0V) to 9 (M9V); NaN outside.
+
+    Returns
+    -------
+    ndarray
+        Teff in K, shape of ``spt``.
+    """
+    x = np.asarray(spt, float)
+    return np.where((x >= 0.0) & (x <= 9.0), np.polyval(_SPT_TEFF_COEFFS, x), np.nan)
+
+
+def teff_to_spt(teff: ArrayLike) -> np.ndarray:
+    """M subtype (0 = M0V ... 9 = M9V) of a dwarf of effective temperature ``teff``.
+
+    The inverse of :func:`spt_to_teff` (tabulated every 1e-4 subtypes and
+    interpolated); NaN outside :data:`DWARF_TEFF_RANGE`.
+
+    Parameters
+    ----------
+    teff : array_like
+        Effective temperature, K.
+
+    Returns
+    -------
+    ndarray
+        Subtype, shape of ``teff``.
+    """
+    return np.interp(
+        np.asarray(teff, float), _TEFF_DENSE[::-1], _SPT_DENSE[::-1], left=np.nan, right=np.nan
+    )
+
+
+def logg_from_teff(teff: ArrayLike) -> np.ndarray:
+    """Main-sequence surface gravity of an M dwarf of effective temperature ``teff``.
+
+    ``log g = 4.438 + log10 M - 2 log10 R`` (Q25 eq. 9) evaluated on the
+    M0V-M9V rows of :data:`DWARF_SEQUENCE` (Pecaut & Mamajek 2013), smoothed
+    by a least-squares cubic in ``(Teff - 3000 K) / 1000 K`` (rms 0.03 dex
+    about the rows). Teff is clipped to :data:`DWARF_TEFF_RANGE`.
+
+    Parameters
+    ----------
+    teff : array_like
+        Effective temperature, K.
+
+    Returns
+    -------
+    ndarray
+        log10(g / cm s^-2), shape of ``teff``.
+    """
+    t = np.clip(np.asarray(teff, float), *DWARF_TEFF_RANGE)
+    return np.polyval(_LOGG_COEFFS, (t - 3000.0) / 1000.0)
+
+
+METALLICITY_CLASSES: dict[str, float] = {"dM": 0.0, "sdM": -0.5, "esdM": -1.0, "usdM": -1.5}
+"""Approximate [M/H] (dex) of the zeta metallicity classes of Lepine et al. (2007).
+
+The classes (dwarf zeta > 0.825, sdM 0.5-0.825, esdM 0.2-0.5, usdM < 0.2)
+are defined by the TiO/CaH ratio, not by [Fe/H]; the values are class
+centres adopted for the mock and each class spans several tenths of a dex.
+The Kesseli et al. (2019) templates carry these classes.
+"""
+
+ZETA_RELATIONS: dict[str, tuple[float, ...]] = {
+    "lepine2007": (-0.164, 0.670, -0.118, -0.050),
+    "lepine2013": (-0.588, 2.211, -1.906, 0.622),
+}
+"""Cubic [TiO5]_Zsun(CaH2 + CaH3), highest power first (Lepine et al. 2007; 2013)."""
+
+# Reid, Hawley & Gizis (1995) windows, Angstrom in air: (feature, continuum)
+_INDEX_WINDOWS_AIR = {
+    "TiO5": ((7126.0, 7135.0), (7042.0, 7046.0)),
+    "CaH2": ((6814.0, 6846.0), (7042.0, 7046.0)),
+    "CaH3": ((6960.0, 6990.0), (7042.0, 7046.0)),
+}
+
+
+def active_fraction_west2011(spt: ArrayLike) -> np.ndarray:
+    """Fraction of M dwarfs with H-alpha emission as a function of subtype.
+
+    ``0.9 / (1 + exp(-(spt - 5)))``: a logistic approximation (not a fit) to
+    the rise of the active fraction from a few per cent at M0-M2 to ~80% at
+    M7-M8 in the SDSS DR7 M dwarfs of West et al. (2011, AJ 141, 97).
+
+    Parameters
+    ----------
+    spt : array_like
+        M subtype.
+
+    Returns
+    -------
+    ndarray
+        Probability of being active, shape of ``spt``.
+    """
+    return 0.9 / (1.0 + np.exp(-(np.asarray(spt, float) - 5.0)))
+
+
+def air_to_vacuum(wave_air: ArrayLike) -> np.ndarray:
+    """Convert air wavelengths to vacuum (Angstrom), IAU standard (Morton 2000).
+
+    Parameters
+    ----------
+    wave_air : array_like
+        Air wavelength, Angstrom (valid above 2000 A).
+
+    Returns
+    -------
+    ndarray
+        Vacuum wavelength, Angstrom.
+    """
+    w = np.asarray(wave_air, float)
+    s2 = (1e4 / w) ** 2
+    n = 1.0 + 8.34254e-5 + 2.406147e-2 / (130.0 - s2) + 1.5998e-4 / (38.9 - s2)
+    return w * n
+
+
+def _band_mean(wave: np.ndarray, flux: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Mean flux over [lo, hi] Angstrom treating pixels as bins (partial pixels weighted)."""
+    edges = pixel_edges(wave)
+    cum = np.concatenate(
+        [np.zeros(flux.shape[:-1] + (1,)), np.cumsum(flux * np.diff(edges), axis=-1)], axis=-1
+    )
+    c_lo = _interp_last_axis(lo, edges, cum)
+    c_hi = _interp_last_axis(hi, edges, cum)
+    return (c_hi - c_lo) / (hi - lo)
+
+
+def _interp_last_axis(x: float, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    j = int(np.clip(np.searchsorted(xp, x) - 1, 0, xp.size - 2))
+    t = (x - xp[j]) / (xp[j + 1] - xp[j])
+    return fp[..., j] * (1 - t) + fp[..., j + 1] * t
+
+
+def spectral_indices(
+    wavelength: ArrayLike,
+    flux: ArrayLike,
+    *,
+    vacuum: bool = True,
+    zeta: Literal["lepine2007", "lepine2013"] = "lepine2007",
+) -> dict[str, np.ndarray]:
+    """TiO5, CaH2, CaH3 band indices and the metallicity index zeta_TiO/CaH.
+
+    Indices are ratios of mean flux in a feature window to a continuum
+    window (Reid, Hawley & Gizis 1995); ``zeta = (1 - TiO5) / (1 -
+    [TiO5]_Zsun)`` with ``[TiO5]_Zsun`` a cubic in ``CaH2 + CaH3``
+    (:data:`ZETA_RELATIONS`): about 1 for dwarfs of solar metallicity,
+    smaller for metal-poor stars (classes in :data:`METALLICITY_CLASSES`).
+    Smaller TiO5 means deeper TiO.
+
+    Parameters
+    ----------
+    wavelength : array_like, shape (n_pix,)
+        Rest-frame wavelength, Angstrom, increasing.
+    flux : array_like, shape (n_pix,) or (n_spec, n_pix)
+        Flux density (any normalisation).
+    vacuum : bool
+        True if ``wavelength`` is in vacuum (SDSS, LAMOST, the mock): the
+        windows, defined in air, are converted.
+    zeta : {"lepine2007", "lepine2013"}
+        Which ``[TiO5]_Zsun`` calibration to use.
+
+    Returns
+    -------
+    dict of ndarray
+        ``TiO5``, ``CaH2``, ``CaH3``, ``CaH`` (= CaH2 + CaH3) and ``zeta``,
+        each of shape ``flux.shape[:-1]``.
+    """
+    wave = np.asarray(wavelength, float)
+    f = np.asarray(flux, float)
+    out: dict[str, np.ndarray] = {}
+    for name, (feat, cont) in _INDEX_WINDOWS_AIR.items():
+        if vacuum:
+            feat = tuple(air_to_vacuum(feat))
+            cont = tuple(air_to_vacuum(cont))
+        out[name] = _band_mean(wave, f, *feat) / _band_mean(wave, f, *cont)
+    cah = out["CaH2"] + out["CaH3"]
+    out["CaH"] = cah
+    tio5_sun = np.polyval(ZETA_RELATIONS[zeta], cah)
+    out["zeta"] = (1.0 - out["TiO5"]) / (1.0 - tio5_sun)
+    return out

@@ -30,7 +30,7 @@ What is here, and where mdslam departs from the published code (astroslam):
   NaN), drop out of the likelihood; astroslam's silent drop of pixels with
   scaled ivar < 1 is not reproduced.
 
-Flags (bit values of the ``flag`` column): :data:`FLAG_BITS`.
+Flags (bit values of the ``flag`` column): :class:`mdslam.flags.LabelFlag`.
 """
 
 from __future__ import annotations
@@ -47,38 +47,14 @@ from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
 from . import validation
+from .flags import LABEL_FLAG_MEANING, LabelFlag, label_flag_meanings
 from .svr import KernelEig, SVRBatchSolution, rbf_kernel, solve_svr_exact, solve_svr_staged
 
 __all__ = [
     "SLAM",
-    "FLAG_FAILED",
-    "FLAG_NOT_CONVERGED",
-    "FLAG_LOW_SNR",
-    "FLAG_FEW_PIXELS",
-    "FLAG_OUTSIDE_DOMAIN",
-    "FLAG_BITS",
     "QIU2025_USABLE_RANGE",
     "describe_flag",
 ]
-
-#: No fit possible (wrong length, no good pixels, numerical failure); labels are NaN.
-FLAG_FAILED = 1
-#: Levenberg-Marquardt stopped at its iteration cap without meeting the tolerances.
-FLAG_NOT_CONVERGED = 2
-#: Spectrum SNR below the model's ``low_snr`` threshold.
-FLAG_LOW_SNR = 4
-#: Fewer good pixels than ``min_good_fraction`` of the model's usable pixels.
-FLAG_FEW_PIXELS = 8
-#: First "outside domain" bit; label number ``k`` outside the domain sets ``FLAG_OUTSIDE_DOMAIN << k``.
-FLAG_OUTSIDE_DOMAIN = 16
-
-FLAG_BITS = {
-    FLAG_FAILED: "failed: no fit (bad input, too few pixels, numerical failure)",
-    FLAG_NOT_CONVERGED: "Levenberg-Marquardt not converged",
-    FLAG_LOW_SNR: "SNR below the low_snr threshold",
-    FLAG_FEW_PIXELS: "fewer good pixels than min_good_fraction",
-    FLAG_OUTSIDE_DOMAIN: "label k outside the domain: bit FLAG_OUTSIDE_DOMAIN << k",
-}
 
 #: Qiu et al. 2025 Table 1 "usable range" (SLAM valid), for ``SLAM(domain=...)``.
 QIU2025_USABLE_RANGE = {"fe_h": (-0.6, 0.5), "teff": (3100.0, 3900.0), "logg": (4.45, 4.95)}
@@ -103,11 +79,7 @@ def describe_flag(flag: int, label_names: Sequence[str] = ()) -> list[str]:
     label_names : sequence of str
         The model's label names, to name the "outside domain" bits.
     """
-    out = [text for bit, text in FLAG_BITS.items() if bit < FLAG_OUTSIDE_DOMAIN and flag & bit]
-    for li, name in enumerate(label_names):
-        if flag & (FLAG_OUTSIDE_DOMAIN << li):
-            out.append(f"{name} outside the domain")
-    return out
+    return label_flag_meanings(flag, label_names)
 
 
 def _iter_folds(n: int, cv, random_state) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -161,10 +133,10 @@ class SLAM(RegressorMixin, BaseEstimator):
         :data:`QIU2025_USABLE_RANGE` (dict keyed by label name).  Labels not
         given use the training set's min/max.
     low_snr : float
-        Spectra with SNR below this are flagged ``FLAG_LOW_SNR``.
+        Spectra with SNR below this are flagged ``LabelFlag.LOW_SNR``.
     min_good_fraction : float
         Spectra with fewer good pixels than this fraction of the model's
-        usable pixels are flagged ``FLAG_FEW_PIXELS``.
+        usable pixels are flagged ``LabelFlag.FEW_PIXELS``.
     lm_max_iter, lm_xtol, lm_ftol : LM controls
         Iteration cap; convergence when the step (standardised labels) is below
         ``lm_xtol`` or the relative chi2 decrease below ``lm_ftol``.
@@ -463,7 +435,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         ``e_<label>`` (formal: ``sqrt(diag((J^T W J)^-1))``, not scaled by the
         reduced chi2), ``e_<label>_cv`` (empirical ``a * SNR**b``, NaN without
         an error law), ``chi2``, ``rchi2``, ``n_good_pixels``, ``n_iter``,
-        ``converged``, ``flag`` (bits: :data:`FLAG_BITS`).
+        ``converged``, ``flag`` (bits: :class:`mdslam.flags.LabelFlag`).
         """
         if hasattr(X, "flux") and hasattr(X, "ivar") and hasattr(X, "meta"):      # a Spectra container
             X, ivar, ids, snr = self._from_spectra(X, ivar, ids, snr)
@@ -494,7 +466,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         t["n_iter"] = res["n_iter"]
         t["converged"] = res["converged"]
         t["flag"] = res["flag"].astype(np.int32)
-        t["flag"].description = "; ".join(f"{b}: {s}" for b, s in FLAG_BITS.items())
+        t["flag"].description = "; ".join(f"{int(b)}: {s}" for b, s in LABEL_FLAG_MEANING.items())
         t.meta["LABELS"] = ",".join(self.label_names_)
         return t
 
@@ -616,10 +588,10 @@ class SLAM(RegressorMixin, BaseEstimator):
         converged = np.zeros(n, bool)
         flag = np.zeros(n, np.int64)
         fittable = (~bad) & (n_good > L)
-        flag[~fittable] |= FLAG_FAILED
+        flag[~fittable] |= LabelFlag.FAILED
         n_usable = int(self.pixel_usable_.sum())
-        flag[n_good < self.min_good_fraction * n_usable] |= FLAG_FEW_PIXELS
-        flag[np.isfinite(snr) & (snr < self.low_snr)] |= FLAG_LOW_SNR
+        flag[n_good < self.min_good_fraction * n_usable] |= LabelFlag.FEW_PIXELS
+        flag[np.isfinite(snr) & (snr < self.low_snr)] |= LabelFlag.LOW_SNR
 
         idx_all = np.flatnonzero(fittable)
         nw = _n_workers(self.n_jobs)
@@ -646,14 +618,14 @@ class SLAM(RegressorMixin, BaseEstimator):
                     chi2[bidx] = c2
                     n_iter[bidx] = nit
                     converged[bidx] = conv
-                    flag[bidx[~conv]] |= FLAG_NOT_CONVERGED
-                    flag[bidx[failed]] |= FLAG_FAILED
+                    flag[bidx[~conv]] |= LabelFlag.NOT_CONVERGED
+                    flag[bidx[failed]] |= LabelFlag.FAILED
                     labels[bidx[failed]] = np.nan
         dom = self.domain_array()
         with np.errstate(invalid="ignore"):
             for li in range(L):
                 out_l = (labels[:, li] < dom[li, 0]) | (labels[:, li] > dom[li, 1])
-                flag[out_l] |= FLAG_OUTSIDE_DOMAIN << li
+                flag[out_l] |= LabelFlag.OUTSIDE_DOMAIN << li
         return dict(labels=labels, e_formal=e_formal, chi2=chi2, n_good=n_good, n_iter=n_iter,
                     converged=converged, flag=flag, snr=snr)
 

@@ -27,8 +27,8 @@ Flags
 ``meta['flag']`` holds bit flags (0 = good) and ``meta['flag_reason']`` a
 human-readable reason. Batch reads (a list of files or a directory) flag a
 bad file and carry on; reading a single file raises
-:class:`SpectrumReadError` instead. The bits are the ``FLAG_*`` constants
-below; :func:`flag_names` decodes a value.
+:class:`SpectrumReadError` instead. The bits are :class:`mdslam.flags.SpectrumFlag`;
+:func:`flag_names` decodes a value.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from typing import Any, Literal
 import numpy as np
 from astropy.table import Column, Table, vstack
 
+from .flags import SpectrumFlag, spectrum_flag_names
+
 __all__ = [
     "Spectra",
     "SpectrumReadError",
@@ -53,59 +55,17 @@ __all__ = [
     "read_gaiaxp",
     "der_snr_noise",
     "flag_names",
-    "FLAG_READ_ERROR",
-    "FLAG_ALL_NAN",
-    "FLAG_NO_IVAR",
-    "FLAG_NOT_INCREASING",
-    "FLAG_NO_OVERLAP",
-    "FLAG_LOW_SNR",
-    "FLAG_NORM_FAILED",
-    "FLAG_FEW_PIXELS",
-    "FLAG_BITS",
 ]
 
-# --------------------------------------------------------------------------- #
-# flags
-# --------------------------------------------------------------------------- #
-FLAG_READ_ERROR = 1 << 0
-"""The file could not be read, or is not a spectrum of the expected kind."""
-FLAG_ALL_NAN = 1 << 1
-"""Every flux value is NaN or infinite."""
-FLAG_NO_IVAR = 1 << 2
-"""No pixel has a positive, finite inverse variance."""
-FLAG_NOT_INCREASING = 1 << 3
-"""The wavelength array is not strictly increasing (or not finite)."""
-FLAG_NO_OVERLAP = 1 << 4
-"""The spectrum does not overlap the target wavelength grid (preprocessing)."""
-FLAG_LOW_SNR = 1 << 5
-"""SNR below the threshold asked for in preprocessing."""
-FLAG_NORM_FAILED = 1 << 6
-"""The pseudo-continuum fit failed (no usable pixels or a non-positive continuum)."""
-FLAG_FEW_PIXELS = 1 << 7
-"""Too few good pixels left on the common grid after rebinning and masking."""
-
-FLAG_BITS: dict[int, str] = {
-    FLAG_READ_ERROR: "READ_ERROR",
-    FLAG_ALL_NAN: "ALL_NAN",
-    FLAG_NO_IVAR: "NO_IVAR",
-    FLAG_NOT_INCREASING: "NOT_INCREASING",
-    FLAG_NO_OVERLAP: "NO_OVERLAP",
-    FLAG_LOW_SNR: "LOW_SNR",
-    FLAG_NORM_FAILED: "NORM_FAILED",
-    FLAG_FEW_PIXELS: "FEW_PIXELS",
-}
-"""Bit value -> name of every flag."""
-
-
 def flag_names(flag: int) -> list[str]:
-    """Names of the bits set in ``flag`` (e.g. ``['READ_ERROR']``; ``[]`` when 0)."""
-    return [name for bit, name in FLAG_BITS.items() if int(flag) & bit]
+    """Names of the :class:`~mdslam.flags.SpectrumFlag` bits set in ``flag`` (``[]`` when 0)."""
+    return spectrum_flag_names(flag)
 
 
 class SpectrumReadError(ValueError):
     """A spectrum file cannot be used; the message names the file and the problem."""
 
-    def __init__(self, path: str | os.PathLike | None, problem: str, flag: int = FLAG_READ_ERROR):
+    def __init__(self, path: str | os.PathLike | None, problem: str, flag: int = SpectrumFlag.READ_ERROR):
         self.path = None if path is None else str(path)
         self.problem = problem
         self.flag = flag
@@ -426,12 +386,12 @@ def _check_arrays(path: Path, wave: np.ndarray, flux: np.ndarray, ivar: np.ndarr
         i = int(np.argmax(~(np.diff(wave) > 0))) if np.all(np.isfinite(wave)) else -1
         where = f" (first at pixel {i})" if i >= 0 else " (non-finite values)"
         raise SpectrumReadError(path, f"wavelength is not strictly increasing{where}",
-                                FLAG_NOT_INCREASING)
+                                SpectrumFlag.NOT_INCREASING)
     if not np.any(np.isfinite(flux)):
-        raise SpectrumReadError(path, "flux is NaN/inf in every pixel", FLAG_ALL_NAN)
+        raise SpectrumReadError(path, "flux is NaN/inf in every pixel", SpectrumFlag.ALL_NAN)
     if not np.any(np.isfinite(ivar) & (ivar > 0)):
         raise SpectrumReadError(path, "inverse variance is zero (or invalid) in every pixel",
-                                FLAG_NO_IVAR)
+                                SpectrumFlag.NO_IVAR)
 
 
 def _finish(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
@@ -476,7 +436,7 @@ def _read_batch(
                 if err is exc:
                     raise
                 raise err from exc
-            if one is not None and err.flag in (FLAG_ALL_NAN, FLAG_NO_IVAR):
+            if one is not None and err.flag in (SpectrumFlag.ALL_NAN, SpectrumFlag.NO_IVAR):
                 # keep what was read (its ivar is unusable anyway)
                 one.flag, one.reason = err.flag, err.problem
             else:
@@ -1031,6 +991,6 @@ def read_gaiaxp(table: Table, wavelength: np.ndarray | None = None) -> Spectra:
     spec = Spectra(wave, flux, ivar, mask, meta)
     all_nan = ~np.any(np.isfinite(flux), axis=1)
     no_ivar = ~all_nan & ~np.any(ivar > 0, axis=1)
-    spec.add_flag(all_nan, FLAG_ALL_NAN, "flux is NaN/inf in every pixel")
-    spec.add_flag(no_ivar, FLAG_NO_IVAR, "inverse variance is zero (or invalid) in every pixel")
+    spec.add_flag(all_nan, SpectrumFlag.ALL_NAN, "flux is NaN/inf in every pixel")
+    spec.add_flag(no_ivar, SpectrumFlag.NO_IVAR, "inverse variance is zero (or invalid) in every pixel")
     return spec

@@ -27,9 +27,10 @@ Every service address is configurable (``MDSLAM_GAIA_TAP_URL``,
 ``MDSLAM_LAMOST_URL``, ``MDSLAM_PAPERDATA_URL``, ``MDSLAM_ZENODO_URL``; see
 :data:`ENV`): the tests point them at replay servers on 127.0.0.1.
 
-:mod:`mdslam.archive.inputs` builds each chapter's inputs from these services
+:mod:`mdslam.compendium.inputs` builds each chapter's inputs from these services
 (one function per input, returning the types of the offline path): that is what
-the chapters call with ``data_mode="archive"``.
+the chapters call with ``data_mode="archive"``. The names it had here
+(``mdslam.archive.xp_training_set``, ...) keep working for one release.
 """
 
 from ._core import (
@@ -66,27 +67,6 @@ from .gaia import (
     gaia_query,
     gaia_xp_sampled,
     hyades_cone,
-)
-from .inputs import (
-    ELBADRY2021_ZENODO,
-    apogee_net_dr19,
-    aspcap_calibration_sample,
-    aspcap_dr16,
-    aspcap_dr17,
-    aspcap_dr19,
-    astra_slam_catalogue,
-    b20_table,
-    boss_mdwarf_candidates,
-    boss_training_set,
-    elbadry2021_binaries,
-    gaia_xp_for,
-    hyades_candidates,
-    lamost_mdwarf_candidates,
-    lamost_training_set,
-    mann2015_table,
-    occam_members,
-    pick_column,
-    xp_training_set,
 )
 from .vizier import PAPER_CATALOGUES, vizier_catalog, vizier_tables
 
@@ -126,24 +106,36 @@ __all__ = [
     "lamost_spectra",
     "lamost_catalogue",
     "li2021_catalogue",
-    # each chapter's inputs (mdslam.archive.inputs)
+]
+
+#: Chapter-input functions that moved to :mod:`mdslam.compendium.inputs` (old names kept
+#: for one release; resolved lazily so that this package never imports the compendium).
+_MOVED_TO_COMPENDIUM = frozenset({
     "ELBADRY2021_ZENODO",
-    "pick_column",
-    "lamost_mdwarf_candidates",
-    "boss_mdwarf_candidates",
-    "b20_table",
-    "mann2015_table",
-    "hyades_candidates",
-    "occam_members",
-    "elbadry2021_binaries",
+    "apogee_net_dr19",
+    "aspcap_calibration_sample",
     "aspcap_dr16",
     "aspcap_dr17",
     "aspcap_dr19",
-    "apogee_net_dr19",
     "astra_slam_catalogue",
-    "aspcap_calibration_sample",
-    "gaia_xp_for",
-    "xp_training_set",
-    "lamost_training_set",
+    "b20_table",
+    "boss_mdwarf_candidates",
     "boss_training_set",
-]
+    "elbadry2021_binaries",
+    "gaia_xp_for",
+    "hyades_candidates",
+    "lamost_mdwarf_candidates",
+    "lamost_training_set",
+    "mann2015_table",
+    "occam_members",
+    "pick_column",
+    "xp_training_set",
+})
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_COMPENDIUM:
+        import importlib
+
+        return getattr(importlib.import_module("mdslam.compendium.inputs"), name)
+    raise AttributeError(f"module 'mdslam.archive' has no attribute {name!r}")

@@ -25,9 +25,9 @@ A chapter that raises stops nothing else from executing, but the book is not
 rendered and :func:`build` raises :class:`ChapterError` naming every failed
 chapter, the cell and the exception (``mdslam book`` exits non-zero).
 
-The last section holds the few helpers every chapter needs (the ``data_mode``
-guard, the seeded ``n_max`` draw, provenance and results tables), so that no
-chapter carries its own copy.
+The helpers the chapters call (the ``data_mode`` guard, the seeded ``n_max``
+draw, provenance and results tables) are in :mod:`mdslam.compendium.chapter`;
+they are re-exported here for the chapters written against ``mdslam.book``.
 
 Typical use is the command line (``mdslam book``, ``mdslam book --only 01
 -p ruwe_max 1.2``); the functions below are the same steps for scripts and
@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "BookError",
     "ChapterError",
@@ -61,6 +63,7 @@ __all__ = [
     "STAGING_DIR",
     "KERNEL_NAME",
     "REGISTRY_MARKER",
+    "FLAG_MARKER",
     "find_root",
     "read_toc",
     "toc_files",
@@ -69,6 +72,10 @@ __all__ = [
     "parse_value",
     "to_notebook",
     "declared_parameters",
+    "parameter_specs",
+    "check_parameters",
+    "ParameterSpec",
+    "COMMON_PARAMETER_RULES",
     "kernel",
     "execute_chapter",
     "execute",
@@ -95,6 +102,7 @@ STAGING_DIR = f"{BUILD_DIR}/book-src"
 KERNEL_NAME = "mdslam-book"
 #: Line of ``book/data.md`` replaced by the registry's Markdown table.
 REGISTRY_MARKER = "<!-- mdslam:registry-table -->"
+FLAG_MARKER = "<!-- mdslam:flag-table -->"
 
 _CHAPTER_RE = re.compile(r"^notebooks/(\d{2})_[A-Za-z0-9_]+$")
 
@@ -192,27 +200,24 @@ class ChapterRun:
 # layout
 # --------------------------------------------------------------------------- #
 def find_root(start: str | os.PathLike | None = None) -> Path:
-    """The repository root: the first folder holding ``_config.yml`` and ``_toc.yml``.
+    """The book's root: the first folder holding ``_config.yml`` and ``_toc.yml``.
 
-    Searched upwards from ``start`` (default: the current directory), then
-    from this package's location (an editable install of a clone).
+    Searched from ``start`` (default: the current directory) upwards. The
+    installed package's own location is never used: ``mdslam book`` run
+    outside a clone must not write into another copy of the repository.
 
     Raises
     ------
     BookError
-        If no such folder is found.
+        If no such folder is found (pass ``--root``, or run from a clone).
     """
-    candidates: list[Path] = []
     here = Path(start or Path.cwd()).resolve()
-    candidates += [here, *here.parents]
-    pkg = Path(__file__).resolve().parent
-    candidates += list(pkg.parents)
-    for folder in candidates:
+    for folder in [here, *here.parents]:
         if (folder / "_config.yml").is_file() and (folder / "_toc.yml").is_file():
             return folder
     raise BookError(
-        f"no _config.yml + _toc.yml found above {here} nor above {pkg}: run from a clone of "
-        "the mdslam repository (or pass --root)."
+        f"no book here: no _config.yml + _toc.yml in {here} or above it; run from a clone of "
+        "the mdslam repository or pass --root DIR."
     )
 
 
@@ -352,10 +357,133 @@ def declared_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
 
     Returns ``{name: default value as written in the cell (a string)}``.
     """
+    return {name: spec.text for name, spec in parameter_specs(notebook).items()}
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One parameter of a chapter's ``parameters`` cell.
+
+    ``default`` is the parsed default; ``low``/``high`` (with ``low_open``/
+    ``high_open``) the documented range and ``choices`` the allowed values,
+    read from the cell's comment: ``# ... range (0, inf)`` or ``# ... one of
+    "xp", "lamost"``. :data:`COMMON_PARAMETER_RULES` adds the rules every chapter
+    shares (``n_max >= 0``, ``cv >= 2``, ...).
+    """
+
+    name: str
+    text: str
+    default: Any
+    help: str = ""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple | None = None
+    types: tuple[type, ...] | None = None
+
+    def check(self, value: Any) -> str | None:
+        """None if ``value`` is acceptable, else the one-line reason."""
+        d = self.default
+        if self.types is not None and value is not None and (
+                isinstance(value, bool) or not isinstance(value, self.types)):
+            names = " or ".join(t.__name__ for t in self.types)
+            return f"expects {names}{' or None' if self.name in _NONE_OK else ''}, got {value!r}"
+        if d is not None and value is not None:
+            ok_type = (isinstance(value, bool) if isinstance(d, bool)
+                       else isinstance(value, (int, float)) and not isinstance(value, bool)
+                       if isinstance(d, float)
+                       else isinstance(value, int) and not isinstance(value, bool)
+                       if isinstance(d, int)
+                       else isinstance(value, (list, tuple)) if isinstance(d, (list, tuple))
+                       else isinstance(value, type(d)))
+            if not ok_type:
+                return f"expects {type(d).__name__} (default {self.text}), got {value!r}"
+        if value is None:
+            return None if d is None or self.name in _NONE_OK else f"may not be None (default {self.text})"
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo, hi = self.low, self.high
+            if lo is not None and (value < lo or (self.low_open and value == lo)):
+                return f"{value!r} is outside its range {self._range()}"
+            if hi is not None and (value > hi or (self.high_open and value == hi)):
+                return f"{value!r} is outside its range {self._range()}"
+            if isinstance(value, float) and not np.isfinite(value):
+                return f"{value!r} is not a finite number"
+        return None
+
+    def _range(self) -> str:
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        return f"{'(' if self.low_open or self.low is None else '['}{lo}, {hi}" \
+               f"{')' if self.high_open or self.high is None else ']'}"
+
+
+#: Rules shared by every chapter that declares the parameter (fields of :class:`ParameterSpec`).
+COMMON_PARAMETER_RULES: dict[str, dict[str, Any]] = {
+    "n_max": {"low": 1, "types": (int,)},
+    "seed": {"low": 0},
+    "cv": {"low": 2},
+    "data_mode": {"choices": ("offline", "archive")},
+    "snr_min": {"low": 0},
+    "test_fraction": {"low": 0, "high": 1, "low_open": True, "high_open": True},
+}
+_NONE_OK = {"n_max"}
+_RANGE = re.compile(r"range\s*([\[(])\s*([-+0-9.eE]*|-?inf)\s*,\s*([-+0-9.eE]*|-?inf)\s*([\])])")
+_CHOICES = re.compile(r"one of\s+((?:\"[^\"]*\"|'[^']*'|[-+0-9.eE]+)(?:\s*,\s*(?:\"[^\"]*\"|'[^']*'|[-+0-9.eE]+))*)")
+
+
+def _bound(text: str) -> float | None:
+    return None if text in ("", "inf", "-inf", "+inf") else float(text)
+
+
+def parameter_specs(notebook: str | os.PathLike) -> dict[str, ParameterSpec]:
+    """The :class:`ParameterSpec` of every parameter a notebook declares."""
     import papermill
 
-    info = papermill.inspect_notebook(str(notebook))
-    return {name: meta.get("default") for name, meta in info.items()}
+    specs = {}
+    for name, meta in papermill.inspect_notebook(str(notebook)).items():
+        text = str(meta.get("default"))
+        try:
+            default = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            default = None  # an expression (e.g. 250 / 1120): evaluate it
+            try:
+                default = eval(compile(ast.parse(text, mode="eval"), "<default>", "eval"),
+                               {"__builtins__": {}}, {})
+            except Exception:  # noqa: BLE001 - an unparsable default accepts any value
+                default = None
+        help_text = str(meta.get("help") or "")
+        kw: dict[str, Any] = dict(COMMON_PARAMETER_RULES.get(name, {}))
+        if m := _RANGE.search(help_text):
+            kw.update(low=_bound(m.group(2)), high=_bound(m.group(3)),
+                      low_open=m.group(1) == "(", high_open=m.group(4) == ")")
+        if m := _CHOICES.search(help_text):
+            kw["choices"] = tuple(ast.literal_eval(f"({m.group(1)},)"))
+        specs[name] = ParameterSpec(name=name, text=text, default=default, help=help_text, **kw)
+    return specs
+
+
+def check_parameters(chapter: Chapter, specs: Mapping[str, ParameterSpec],
+                     parameters: Mapping[str, Any]) -> None:
+    """Refuse, before anything runs, a parameter the chapter does not declare or cannot take.
+
+    Raises
+    ------
+    BookError
+        Naming the chapter, the parameter, the value and the rule it breaks.
+    """
+    unknown = sorted(set(parameters) - set(specs))
+    if unknown:
+        raise BookError(
+            f"chapter {chapter.number}: parameter(s) {', '.join(unknown)} not declared in its "
+            f"parameters cell (declared: {', '.join(specs) or 'none'})"
+        )
+    for name, value in parameters.items():
+        problem = specs[name].check(value)
+        if problem:
+            raise BookError(f"chapter {chapter.number}: -p {name} {value!r}: {problem}")
 
 
 @contextlib.contextmanager
@@ -439,8 +567,10 @@ def execute_chapter(
     root
         Repository root.
     parameters
-        Overrides injected by papermill (names must be declared in the
-        chapter's ``parameters`` cell; others raise :class:`BookError`).
+        Overrides injected by papermill: names must be declared in the
+        chapter's ``parameters`` cell, values must have the default's type and
+        lie in the documented range (:func:`check_parameters`); others raise
+        :class:`BookError`.
     output
         Executed notebook path (default: ``_build/executed/NN_name.ipynb``).
         The kernel's working directory is this file's folder.
@@ -452,8 +582,10 @@ def execute_chapter(
     Returns
     -------
     ChapterRun
-        With ``error`` set if the chapter raised (the executed copy keeps the
-        traceback); other errors (missing kernel, bad parameter) raise.
+        With ``error`` set if the chapter raised: the run's copy, with the
+        traceback, is then ``NN_name.failed.ipynb`` and the previous good
+        executed copy is kept. Other errors (missing kernel, a parameter the
+        chapter does not declare or cannot take) raise before anything runs.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -464,22 +596,21 @@ def execute_chapter(
     out.parent.mkdir(parents=True, exist_ok=True)
     params = dict(parameters or {})
     tmp_input = out.with_name(f".{out.stem}.input.ipynb")
+    running = out.with_name(f".{out.stem}.running.ipynb")
+    failed_copy = out.with_name(f"{out.stem}.failed.ipynb")
     to_notebook(chapter.source, tmp_input)
-    declared = declared_parameters(tmp_input)
-    unknown = sorted(set(params) - set(declared))
-    if unknown:
+    try:
+        check_parameters(chapter, parameter_specs(tmp_input), params)
+    except BookError:
         tmp_input.unlink(missing_ok=True)
-        raise BookError(
-            f"chapter {chapter.number}: parameter(s) {', '.join(unknown)} not declared in its "
-            f"parameters cell (declared: {', '.join(declared) or 'none'})"
-        )
+        raise
     error: str | None = None
     t0 = time.perf_counter()
     try:
         with kernel(root / BUILD_DIR) as kernel_name:
             papermill.execute_notebook(
                 str(tmp_input),
-                str(out),
+                str(running),
                 parameters=params,
                 kernel_name=kernel_name,
                 cwd=str(out.parent),
@@ -493,9 +624,16 @@ def execute_chapter(
     finally:
         tmp_input.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
-    if out.exists():
-        _finalise(out, chapter, root, params, seconds, error)
-    return ChapterRun(chapter=chapter, output=out, parameters=params, seconds=seconds, error=error)
+    if not running.exists():
+        return ChapterRun(chapter=chapter, output=out, parameters=params, seconds=seconds,
+                          error=error or "papermill wrote no notebook")
+    _finalise(running, chapter, root, params, seconds, error)
+    # the previous good copy is replaced only by a successful run
+    final = out if error is None else failed_copy
+    os.replace(running, final)
+    if error is None:
+        failed_copy.unlink(missing_ok=True)
+    return ChapterRun(chapter=chapter, output=final, parameters=params, seconds=seconds, error=error)
 
 
 def execute(
@@ -526,8 +664,9 @@ def execute(
     declared: dict[str, set[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for ch in todo:
-            nb = to_notebook(ch.source, Path(tmp) / f"{ch.name}.ipynb")
-            declared[ch.number] = set(declared_parameters(nb))
+            specs = parameter_specs(to_notebook(ch.source, Path(tmp) / f"{ch.name}.ipynb"))
+            declared[ch.number] = set(specs)
+            check_parameters(ch, specs, {k: v for k, v in params.items() if k in specs})
     orphans = sorted(p for p in params if not any(p in d for d in declared.values()))
     if orphans:
         raise BookError(
@@ -545,15 +684,18 @@ def execute(
     return runs
 
 
-def is_fresh(chapter: Chapter, root: str | os.PathLike) -> bool:
-    """True if the chapter's executed copy exists, succeeded, and matches its source."""
+def is_fresh(chapter: Chapter, root: str | os.PathLike,
+             parameters: Mapping[str, Any] | None = None) -> bool:
+    """True if the chapter's executed copy exists, succeeded, matches its source and was made
+    with ``parameters`` (default: none, i.e. the chapter's defaults)."""
     import nbformat
 
     path = chapter.executed_path(Path(root))
     if not path.is_file():
         return False
     meta = nbformat.read(path, as_version=4).metadata.get("mdslam", {})
-    return meta.get("status") == "ok" and meta.get("source_sha256") == _sha256(chapter.source)
+    return (meta.get("status") == "ok" and meta.get("source_sha256") == _sha256(chapter.source)
+            and dict(meta.get("parameters") or {}) == dict(parameters or {}))
 
 
 def glued_values(notebook: str | os.PathLike) -> dict[str, Any]:
@@ -597,7 +739,7 @@ def data_page(template: str) -> str:
     BookError
         If the template has no marker line.
     """
-    from . import datasets
+    from .. import datasets
 
     if REGISTRY_MARKER not in template:
         raise BookError(f"book/data.md has no {REGISTRY_MARKER} line to fill with the registry table")
@@ -665,12 +807,12 @@ def stage(root: str | os.PathLike, include: Sequence[Chapter], echo: Any = print
              "(pip install -e '.[book]')")
         sphinx_cfg["extra_extensions"].remove(ext)
     (staging / "_config.yml").write_text(
-        "# generated by mdslam.book from the repository's _config.yml: do not edit\n"
+        "# generated by mdslam.compendium.build from the repository's _config.yml: do not edit\n"
         + yaml.safe_dump(config, sort_keys=False)
     )
     toc = _filter_toc(read_toc(root), {c.docname for c in include})
     (staging / "_toc.yml").write_text(
-        "# generated by mdslam.book from the repository's _toc.yml: do not edit\n"
+        "# generated by mdslam.compendium.build from the repository's _toc.yml: do not edit\n"
         + yaml.safe_dump(toc, sort_keys=False)
     )
     shutil.copytree(root / "book", staging / "book",
@@ -678,6 +820,12 @@ def stage(root: str | os.PathLike, include: Sequence[Chapter], echo: Any = print
     data_md = staging / "book" / "data.md"
     if data_md.exists():
         data_md.write_text(data_page(data_md.read_text()))
+    for page in (staging / "book").glob("*.md"):  # the flag reference, generated from the code
+        text = page.read_text()
+        if FLAG_MARKER in text:
+            from .. import flags
+
+            page.write_text(text.replace(FLAG_MARKER, flags.flag_markdown()))
     (staging / "notebooks").mkdir()
     for ch in include:
         shutil.copy2(ch.executed_path(root), staging / "notebooks" / f"{ch.name}.ipynb")
@@ -787,12 +935,13 @@ def build(
     if not render_book:
         return None
     include = []
+    ran = {r.chapter.number: r.parameters for r in runs}
     for ch in all_chapters:
-        if is_fresh(ch, root):
+        if is_fresh(ch, root, ran.get(ch.number)):
             include.append(ch)
         else:
             echo(f"[mdslam book] chapter {ch.number} left out of the book: no fresh executed copy "
-                 f"(run: mdslam book --only {ch.number})")
+                 f"with its default parameters (run: mdslam book --only {ch.number})")
     if not include and all_chapters:
         raise BookError("no chapter has a fresh executed copy: run mdslam book without --no-run")
     t1 = time.perf_counter()
@@ -804,123 +953,11 @@ def build(
     return html
 
 
-# --------------------------------------------------------------------------- #
-# helpers for the chapters (used inside the notebooks)
-# --------------------------------------------------------------------------- #
-def require_data_mode(data_mode: str) -> Any:
-    """Check a chapter's ``data_mode`` parameter; return the archive module if asked for.
-
-    Parameters
-    ----------
-    data_mode
-        ``"offline"`` (registered datasets only) or ``"archive"``.
-
-    Returns
-    -------
-    module or None
-        ``mdslam.archive`` for ``"archive"``, None for ``"offline"``.
-
-    Raises
-    ------
-    RuntimeError
-        ``"archive mode needs mdslam.archive (issue 6)"`` while that module
-        does not exist: a chapter never falls back to other data.
-    ValueError
-        For any other value.
-    """
-    if data_mode == "offline":
-        return None
-    if data_mode != "archive":
-        raise ValueError(f"data_mode must be 'offline' or 'archive', got {data_mode!r}")
-    import importlib
-
-    try:
-        return importlib.import_module("mdslam.archive")
-    except ImportError as exc:
-        raise RuntimeError("archive mode needs mdslam.archive (issue 6)") from exc
-
-
-def subsample(table: Any, n_max: int | None, seed: int | None = None) -> Any:
-    """At most ``n_max`` rows of ``table``, drawn at random (seeded), in table order.
-
-    Parameters
-    ----------
-    table
-        Anything indexable by an integer array with ``len`` (astropy Table,
-        numpy array).
-    n_max
-        Cap on the number of rows; ``None`` (or a cap >= len) returns ``table``
-        itself.
-    seed
-        Seed of ``numpy.random.default_rng``: the same seed draws the same rows.
-    """
-    import numpy as np
-
-    if n_max is None or len(table) <= int(n_max):
-        return table
-    if int(n_max) < 0:
-        raise ValueError(f"n_max must be >= 0 or None, got {n_max}")
-    rng = np.random.default_rng(seed)
-    return table[np.sort(rng.choice(len(table), int(n_max), replace=False))]
-
-
-def _md_cell(value: Any) -> str:
-    return str(value).replace("|", "/").replace("\n", " ")
-
-
-def provenance(names: Iterable[str]) -> Any:
-    """A Markdown table (IPython ``Markdown``) of the registered datasets a chapter reads.
-
-    Columns: dataset, what it is, citation, licence; straight from
-    :mod:`mdslam.datasets`, so a chapter's "data used" cannot drift from the
-    registry.
-    """
-    from IPython.display import Markdown
-
-    from . import datasets
-
-    lines = ["| dataset | what | citation | licence |", "|---|---|---|---|"]
-    for d in map(datasets.get, names):
-        lines.append(f"| `{d.name}` | {_md_cell(d.description)} | {_md_cell(d.citation)} | "
-                     f"{_md_cell(d.license)} |")
-    return Markdown("\n".join(lines))
-
-
-def markdown_table(table: Any, floatfmt: str = ".3f", caption: str | None = None) -> Any:
-    """An astropy Table as a Markdown table (IPython ``Markdown``), floats formatted.
-
-    Integers get thousands separators; ``caption`` (Markdown) goes above.
-    """
-    import numpy as np
-    from IPython.display import Markdown
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, (bool, np.bool_)):
-            return str(bool(v))
-        if isinstance(v, (int, np.integer)):
-            return f"{int(v):,}"
-        if isinstance(v, (float, np.floating)):
-            return format(float(v), floatfmt)
-        return _md_cell(v)
-
-    names = list(table.colnames)
-    lines = [f"**{caption}**", ""] if caption else []
-    lines += ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    for row in table:
-        lines.append("| " + " | ".join(fmt(row[n]) for n in names) + " |")
-    return Markdown("\n".join(lines))
-
-
-def comparison_table(rows: Iterable[Sequence[Any]]) -> Any:
-    """The results table of a chapter: quantity, the paper's value, ours (with its track).
-
-    Parameters
-    ----------
-    rows
-        ``(quantity, paper, here)`` triples of text.
-    """
-    from IPython.display import Markdown
-
-    lines = ["| quantity | paper | here |", "|---|---|---|"]
-    lines += [f"| {_md_cell(a)} | {_md_cell(b)} | {_md_cell(c)} |" for a, b, c in rows]
-    return Markdown("\n".join(lines))
+# The chapter helpers, re-exported for chapters written against ``mdslam.book``.
+from .chapter import (  # noqa: E402
+    comparison_table,
+    markdown_table,
+    provenance,
+    require_data_mode,
+    subsample,
+)

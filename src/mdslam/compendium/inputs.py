@@ -2,7 +2,7 @@
 
 One function per input a chapter reads. Each returns the type the chapter's
 offline path uses (an astropy ``Table``, :class:`mdslam.spectra.Spectra` or
-:class:`mdslam.tracks.TrainingSet`), so a chapter swaps one call and runs the
+:class:`mdslam.compendium.tracks.TrainingSet`), so a chapter swaps one call and runs the
 same analysis. Everything goes through :mod:`mdslam.archive` (one cache, one
 retry policy, chunked Gaia queries that resume): a second run is offline.
 
@@ -31,16 +31,16 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ._core import ArchiveError, CacheEntry, download, service_url, settings
-from .files import boss_spectra, lamost_catalogue, lamost_spectra, sdss_file, sdss_table
-from .gaia import (
+from ..archive._core import ArchiveError, CacheEntry, download, service_url, settings
+from ..archive.files import boss_spectra, lamost_catalogue, lamost_spectra, sdss_file, sdss_table
+from ..archive.gaia import (
     DEFAULT_COLUMNS,
     gaia_by_source_id,
     gaia_dr3_ids_from_dr2,
     gaia_xp_sampled,
     hyades_cone,
 )
-from .vizier import vizier_catalog
+from ..archive.vizier import vizier_catalog
 
 __all__ = [
     "ELBADRY2021_ZENODO",
@@ -116,7 +116,7 @@ def _fits_columns(path, candidates: Iterable[str], hdu: int | str = 1) -> list[s
 
 def _read_fits(path, candidates: Iterable[str], hdu: int | str = 1):
     """Only the ``candidates`` columns of a FITS table (memory: large summary files)."""
-    from .files import _fits_table
+    from ..archive.files import _fits_table
 
     cols = _fits_columns(path, candidates, hdu)
     return _fits_table(path, hdu=hdu, columns=cols or None)
@@ -201,8 +201,8 @@ def _attach(left, left_key: str, right, right_key: str, columns: Sequence[str] |
 
 
 def _subsample(table, n_max: int | None, seed: int):
-    """:func:`mdslam.book.subsample`: at most ``n_max`` rows, seeded, in table order."""
-    from ..book import subsample
+    """:func:`mdslam.compendium.chapter.subsample`: at most ``n_max`` rows, seeded, in table order."""
+    from .chapter import subsample
 
     return subsample(table, n_max, seed)
 
@@ -310,7 +310,7 @@ def lamost_mdwarf_candidates(
 
 def _lamost_table(name: str, release: str, candidates: Sequence[str], progress: bool, timeout, retries):
     """A LAMOST catalogue (:func:`mdslam.archive.lamost_catalogue`), only the ``candidates`` columns it has."""
-    from .files import LAMOST_CATALOGUES, _lamost_version
+    from ..archive.files import LAMOST_CATALOGUES, _lamost_version
 
     rel, ver = _lamost_version(release, None)
     fname = LAMOST_CATALOGUES.get((rel, name), f"{rel}_{ver}_LRS_{name}.fits.gz")
@@ -547,7 +547,7 @@ def elbadry2021_binaries(
     if columns is not None:
         tab = _read_fits(path, columns)
     else:
-        from .files import _fits_table
+        from ..archive.files import _fits_table
 
         tab = _fits_table(path)
     if max_r_chance_align is not None:
@@ -735,7 +735,7 @@ def xp_training_set(*, teff_max: float = 4000.0, logg_min: float = 4.0, snr_min:
                     seed: int = 42, progress: bool = True, timeout=None, retries=None):
     """The XP track at full scale: every APOGEE DR17 M dwarf with a Gaia XP spectrum from the archive.
 
-    :func:`mdslam.tracks.xp_mdwarfs` with its inputs fetched: APOGEE DR17
+    :func:`mdslam.compendium.tracks.xp_mdwarfs` with its inputs fetched: APOGEE DR17
     labels from allStar (:func:`aspcap_dr17`, ~4 GB once), M dwarfs by
     ``TEFF < teff_max`` and ``LOGG > logg_min``, one row per Gaia EDR3 id (the
     highest APOGEE SNR), finite [Fe/H] (``require_feh``) and the Li 2021 label
@@ -746,7 +746,7 @@ def xp_training_set(*, teff_max: float = 4000.0, logg_min: float = 4.0, snr_min:
 
     Returns
     -------
-    mdslam.tracks.TrainingSet
+    mdslam.compendium.tracks.TrainingSet
         Labels ``teff``, ``logg``, ``fe_h`` (with ``*_err``), ``id`` (Gaia
         EDR3 source_id), ``apogee_id``, ``snr`` (XP median flux/error),
         ``snr_apogee`` and, where allStar has them, the Gaia EDR3 photometry
@@ -755,7 +755,8 @@ def xp_training_set(*, teff_max: float = 4000.0, logg_min: float = 4.0, snr_min:
     """
     from astropy.table import Table
 
-    from .. import selection, tracks
+    from .. import selection
+    from . import tracks
 
     allstar = aspcap_dr17(progress=progress, timeout=timeout, retries=retries)
     flow = [("APOGEE DR17 allStar", len(allstar))]
@@ -836,14 +837,15 @@ def lamost_training_set(
 
     Returns
     -------
-    mdslam.tracks.TrainingSet
+    mdslam.compendium.tracks.TrainingSet
         Labels ``teff``, ``logg``, ``feh`` (APOGEE ``M_H``: L21 train on
         [M/H]) with ``*_err``, ``id`` (obsid), ``apogee_id``, ``snr`` (LAMOST
         ``snri``), ``ra``, ``dec``.
     """
     from astropy.table import Table
 
-    from .. import crossmatch, preprocess, selection, tracks
+    from .. import crossmatch, preprocess, selection
+    from . import tracks
 
     cat = _lamost_table("mstellar", release, LAMOST_MSTAR_COLUMNS, progress, timeout, retries)
     rel = cat.meta["release"]
@@ -935,31 +937,21 @@ def boss_training_set(
 
     Returns
     -------
-    mdslam.tracks.TrainingSet
+    mdslam.compendium.tracks.TrainingSet
         Labels ``teff``, ``logg``, ``feh`` (with ``*_err``), ``id``
         (``FIELD-MJD-CATALOGID``), ``source_id`` of the M dwarf,
         ``fgk_source_id``, ``feh_lamost``, ``teff_fgk``, ``snr`` (BOSS
         SN_MEDIAN_ALL), ``sep_AU``.
     """
-    from astropy.table import Table
-
-    from .. import preprocess, relations, selection, tracks
+    from .. import preprocess, selection
+    from . import tracks
 
     eb = elbadry2021_binaries(columns=("source_id1", "source_id2", "ruwe1", "ruwe2", "R_chance_align",
                                        "sep_AU", "binary_type"), progress=progress, timeout=timeout,
                               retries=retries)
     flow = [("El-Badry et al. 2021 pairs", len(eb))]
-    lam = _lamost_table("stellar", lamost_release, LAMOST_STELLAR_COLUMNS, progress, timeout, retries)
+    lam = _lamost_fgk_dwarfs(lamost_release, fgk_teff, fgk_logg_min, progress, timeout, retries)
     rel = lam.meta["release"]
-    lgid = pick_column(lam, "gaia_source_id", "gaia_dr3_source_id", what=f"LAMOST {rel} AFGK: Gaia id")
-    lam["gaia_id"] = _as_int64(lam[lgid])
-    lt, lg = _float(lam[pick_column(lam, "teff")]), _float(lam[pick_column(lam, "logg")])
-    lam = lam[(lam["gaia_id"] > 0) & (lt > fgk_teff[0]) & (lt < fgk_teff[1]) & (lg > fgk_logg_min)]
-    # the best LAMOST spectrum per star: smallest [Fe/H] error
-    fe_err = _float(lam[pick_column(lam, "feh_err")])
-    order = np.argsort(np.nan_to_num(fe_err, nan=np.inf), kind="stable")
-    _, first = np.unique(np.asarray(lam["gaia_id"])[order], return_index=True)
-    lam = lam[np.sort(order[first])]
     flow.append((f"LAMOST {rel.upper()} FGK dwarfs ({fgk_teff[0]:g}-{fgk_teff[1]:g} K, logg > {fgk_logg_min:g})",
                  len(lam)))
     mdw = boss_mdwarf_candidates(progress=progress, timeout=timeout, retries=retries)
@@ -967,19 +959,7 @@ def boss_training_set(
     mdw = mdw[mcut]
     flow.append(("BOSS M dwarf candidates (Q25 criteria 1-4)", len(mdw)))
 
-    s1, s2 = _as_int64(eb["source_id1"]), _as_int64(eb["source_id2"])
-    fgk_ids, m_ids = np.asarray(lam["gaia_id"]), np.asarray(mdw["source_id"])
-    a = np.isin(s1, fgk_ids) & np.isin(s2, m_ids)
-    b = np.isin(s2, fgk_ids) & np.isin(s1, m_ids) & ~a
-    pairs = Table()
-    sel = a | b
-    pairs["fgk_source_id"] = np.where(a, s1, s2)[sel]
-    pairs["source_id"] = np.where(a, s2, s1)[sel]
-    r1, r2 = _float(eb["ruwe1"]), _float(eb["ruwe2"])
-    pairs["ruwe1"] = np.where(a, r1, r2)[sel]   # Q25: ruwe1 of the FGK primary,
-    pairs["ruwe2"] = np.where(a, r2, r1)[sel]   # ruwe2 of the M secondary
-    pairs["R_chance_align"] = _float(eb["R_chance_align"])[sel]
-    pairs["sep_AU"] = _float(eb["sep_AU"])[sel]
+    pairs = _fgk_m_pairs(eb, np.asarray(lam["gaia_id"]), np.asarray(mdw["source_id"]))
     flow.append(("FGK (LAMOST) + M (BOSS) pairs", len(pairs)))
     lam_cols = [pick_column(lam, c) for c in ("teff", "logg", "feh", "feh_err")]
     pairs = _attach(pairs, "fgk_source_id", lam, "gaia_id", columns=lam_cols, suffix="_fgk")
@@ -1012,6 +992,55 @@ def boss_training_set(
     keep = np.asarray(spec.meta["flag"]) == 0
     spec, pairs = spec[np.flatnonzero(keep)], pairs[keep]
     flow.append(("spectrum read and normalised, unflagged", len(pairs)))
+    labels = _boss_pair_labels(pairs, spec)
+    prov = (f"BOSS track (archive): DR19 BOSS M dwarfs in El-Badry 2021 FGK+M pairs, LAMOST {rel.upper()} "
+            f"FGK [Fe/H] (Niu-corrected), APOGEE Net Teff/log g, N={len(labels)}")
+    return tracks.TrainingSet(spec, labels, ["teff", "logg", "feh"], "boss", prov, _flow(flow))
+
+
+
+def _lamost_fgk_dwarfs(release, fgk_teff, fgk_logg_min, progress, timeout, retries):
+    """LAMOST FGK dwarfs with a Gaia id (``gaia_id``), one row per star (smallest [Fe/H] error)."""
+    lam = _lamost_table("stellar", release, LAMOST_STELLAR_COLUMNS, progress, timeout, retries)
+    rel = lam.meta["release"]
+    lgid = pick_column(lam, "gaia_source_id", "gaia_dr3_source_id", what=f"LAMOST {rel} AFGK: Gaia id")
+    lam["gaia_id"] = _as_int64(lam[lgid])
+    lt, lg = _float(lam[pick_column(lam, "teff")]), _float(lam[pick_column(lam, "logg")])
+    lam = lam[(lam["gaia_id"] > 0) & (lt > fgk_teff[0]) & (lt < fgk_teff[1]) & (lg > fgk_logg_min)]
+    fe_err = _float(lam[pick_column(lam, "feh_err")])
+    order = np.argsort(np.nan_to_num(fe_err, nan=np.inf), kind="stable")
+    _, first = np.unique(np.asarray(lam["gaia_id"])[order], return_index=True)
+    return lam[np.sort(order[first])]
+
+
+def _fgk_m_pairs(eb, fgk_ids: np.ndarray, m_ids: np.ndarray):
+    """El-Badry pairs of one FGK star (``fgk_source_id``) and one M dwarf (``source_id``).
+
+    ``ruwe1`` is the FGK primary's, ``ruwe2`` the M secondary's (Q25's convention).
+    """
+    from astropy.table import Table
+
+    s1, s2 = _as_int64(eb["source_id1"]), _as_int64(eb["source_id2"])
+    a = np.isin(s1, fgk_ids) & np.isin(s2, m_ids)
+    b = np.isin(s2, fgk_ids) & np.isin(s1, m_ids) & ~a
+    pairs = Table()
+    sel = a | b
+    pairs["fgk_source_id"] = np.where(a, s1, s2)[sel]
+    pairs["source_id"] = np.where(a, s2, s1)[sel]
+    r1, r2 = _float(eb["ruwe1"]), _float(eb["ruwe2"])
+    pairs["ruwe1"] = np.where(a, r1, r2)[sel]
+    pairs["ruwe2"] = np.where(a, r2, r1)[sel]
+    pairs["R_chance_align"] = _float(eb["R_chance_align"])[sel]
+    pairs["sep_AU"] = _float(eb["sep_AU"])[sel]
+    return pairs
+
+
+def _boss_pair_labels(pairs, spec):
+    """The BOSS training labels: M dwarf Teff/log g (APOGEE Net), FGK [Fe/H] Niu-corrected."""
+    from astropy.table import Table
+
+    from .. import relations
+
     labels = Table()
     labels["id"] = [str(v) for v in spec.meta["id"]]
     labels["source_id"] = _as_int64(pairs["source_id"])
@@ -1029,10 +1058,7 @@ def boss_training_set(
     labels["snr"] = np.asarray(spec.meta["snr"], float)
     labels["sep_AU"] = _float(pairs["sep_AU"])
     labels["teff"].unit, labels["logg"].unit, labels["feh"].unit = "K", "dex", "dex"
-    prov = (f"BOSS track (archive): DR19 BOSS M dwarfs in El-Badry 2021 FGK+M pairs, LAMOST {rel.upper()} "
-            f"FGK [Fe/H] (Niu-corrected), APOGEE Net Teff/log g, N={len(labels)}")
-    return tracks.TrainingSet(spec, labels, ["teff", "logg", "feh"], "boss", prov, _flow(flow))
-
+    return labels
 
 # --------------------------------------------------------------------------- #
 # which chapter reads what (the CLI's ``mdslam archive`` and book/archive_mode.md)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.table import Table
 
-from . import datasets, preprocess, selection, spectra
+from .. import datasets, preprocess, selection, spectra
 
 __all__ = ["TrainingSet", "xp_mdwarfs", "lamost_dr7", "train_test_split", "LAMOST_GRID", "BOOK_GRID",
            "slam_model", "cv_labels", "xp_slam_model", "xp_cv_labels", "xp_slam_labels"]
@@ -67,6 +67,7 @@ class TrainingSet:
 
     @property
     def snr(self) -> np.ndarray:
+        """The spectra's SNR, shape (n_star,)."""
         return np.asarray(self.labels["snr"], float)
 
     def subset(self, index) -> TrainingSet:
@@ -236,7 +237,7 @@ def slam_model(ts: TrainingSet, grid: dict | None = None, cv: int = 5, seed: int
     -------
     SLAM
     """
-    from .slam import SLAM
+    from ..slam import SLAM
 
     grid = dict(grid or BOOK_GRID)
     path = _models_dir() / f"{ts.track}_slam_{_model_key(ts, grid, cv, seed)}.npz"

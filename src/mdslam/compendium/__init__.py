@@ -1,0 +1,12 @@
+"""The compendium layer: what the book's chapters call.
+
+* :mod:`mdslam.compendium.inputs`: each chapter input from the public archives
+  (``data_mode="archive"``), returning the same types as the offline path;
+* :mod:`mdslam.compendium.tracks`: the data tracks (Gaia XP, LAMOST) and their
+  training sets, cached models and cross-validated labels;
+* :mod:`mdslam.compendium.chapter`: the helpers every chapter needs;
+* :mod:`mdslam.compendium.build`: papermill + jupyter-book (``mdslam book``).
+
+This layer may import the core and the data/services layers; nothing below it
+imports it.
+"""
