@@ -4,7 +4,7 @@ real-format replies built from the mirror's real data, no address but 127.0.0.1.
 Covered per service: success, cache hit (no request on rerun), timeout, HTTP 500 with the
 archive's message surfaced, truncated download (resumed, never cached truncated), a retry that
 succeeds after one failure, chunked queries resuming after an interruption, offline errors.
-Then every function of ``mdslam.archive.inputs`` (each chapter's inputs) against the replays of
+Then every function of ``mdslam.compendium.inputs`` (each chapter's inputs) against the replays of
 ``archive_replay.inputs``, the ``mdslam archive`` CLI, and (marked slow) every chapter
 executed in archive mode end to end with every service on 127.0.0.1.
 """
@@ -545,11 +545,11 @@ def test_a_mirrored_archive_directory_serves_offline(srv, tmp_path, monkeypatch)
 
 
 # --------------------------------------------------------------------------- #
-# mdslam.archive.inputs: each chapter's inputs, end to end against the replays
+# mdslam.compendium.inputs: each chapter's inputs, end to end against the replays
 # --------------------------------------------------------------------------- #
 @pytest.fixture
 def inp(srv, monkeypatch):
-    """The replay server with every file behind mdslam.archive.inputs installed."""
+    """The replay server with every file behind mdslam.compendium.inputs installed."""
     from archive_replay import inputs as replay_inputs
 
     replay_inputs.install(srv)

@@ -19,7 +19,7 @@
 * SAS, LAMOST, paperdata: static files with HTTP Range support; LAMOST
   spectra are the mirror's real DR7 files, gzipped, found by their OBSID.
 
-The files behind ``mdslam.archive.inputs`` (LAMOST catalogues, allStar, spAll, Astra
+The files behind ``mdslam.compendium.inputs`` (LAMOST catalogues, allStar, spAll, Astra
 summaries, BOSS spec files, the El-Badry catalogue) and the rows they add to the TAP tables
 are built in :mod:`archive_replay.inputs`, which lists its stand-ins.
 

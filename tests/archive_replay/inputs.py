@@ -1,4 +1,4 @@
-"""Replays of the files and tables behind ``mdslam.archive.inputs``, in the archives' formats.
+"""Replays of the files and tables behind ``mdslam.compendium.inputs``, in the archives' formats.
 
 Each builder writes what the real service would send (a gzipped FITS table
 for SAS summaries, LAMOST catalogues and the Zenodo El-Badry file; SDSS-V
@@ -497,7 +497,7 @@ def astra_slam_aspcap() -> tuple[Table, Table]:
 # install on a server
 # --------------------------------------------------------------------------- #
 def install(srv) -> None:
-    """Put every file behind ``mdslam.archive.inputs`` on ``srv`` (an ``archive_server()``)."""
+    """Put every file behind ``mdslam.compendium.inputs`` on ``srv`` (an ``archive_server()``)."""
     def masked_to_nan(t: Table) -> Table:
         t = Table(t, copy=True)
         for c in t.colnames:
