@@ -129,7 +129,7 @@ def test_joblib_processes_give_the_same_catalogue(model_file, inputs, reference,
 
 def test_interrupted_run_resumes_without_redoing_finished_chunks(model_file, inputs, reference, tmp_path,
                                                                  monkeypatch):
-    real = batch._label_task
+    real = batch.engines._label_task
     calls: list[int] = []
 
     def interrupted(model, task, options):
@@ -138,7 +138,7 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(model_file, inp
         calls.append(task.index)
         return real(model, task, options)
 
-    monkeypatch.setattr(batch, "_label_task", interrupted)
+    monkeypatch.setattr(batch.engines, "_label_task", interrupted)
     out = tmp_path / "labels.fits"
     with pytest.raises(KeyboardInterrupt):
         predict_batch(model_file, FileSource([inputs[0]]), out, chunk_size=CHUNK, threads=1, progress=False)
@@ -155,7 +155,7 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(model_file, inp
                       resume=True, progress=False)
 
     calls.clear()
-    monkeypatch.setattr(batch, "_label_task", lambda m, t, o: (calls.append(t.index), real(m, t, o))[1])
+    monkeypatch.setattr(batch.engines, "_label_task", lambda m, t, o: (calls.append(t.index), real(m, t, o))[1])
     res = predict_batch(model_file, FileSource([inputs[0]]), out, chunk_size=CHUNK, threads=1, resume=True,
                         progress=False)
     assert calls == [3, 4, 5]                               # only the unfinished chunks
@@ -164,14 +164,14 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(model_file, inp
 
 
 def test_failed_chunk_is_flagged_and_retried_on_resume(model_file, inputs, reference, tmp_path, monkeypatch):
-    real = batch._label_task
+    real = batch.engines._label_task
 
     def flaky(model, task, options):
         if task.index == 2:
             return task.index, None, "chunk 2 failed: worker lost"
         return real(model, task, options)
 
-    monkeypatch.setattr(batch, "_label_task", flaky)
+    monkeypatch.setattr(batch.engines, "_label_task", flaky)
     out = tmp_path / "labels.fits"
     res = predict_batch(model_file, FileSource([inputs[0]]), out, chunk_size=CHUNK, threads=1,
                         keep_parts=True, progress=False)
@@ -186,7 +186,7 @@ def test_failed_chunk_is_flagged_and_retried_on_resume(model_file, inputs, refer
     assert (tmp_path / "labels.fits.parts" / "chunk_000002.failed.fits").exists()
     # resume tries the failed chunk again (and only it)
     calls: list[int] = []
-    monkeypatch.setattr(batch, "_label_task", lambda m, t, o: (calls.append(t.index), real(m, t, o))[1])
+    monkeypatch.setattr(batch.engines, "_label_task", lambda m, t, o: (calls.append(t.index), real(m, t, o))[1])
     res = predict_batch(model_file, FileSource([inputs[0]]), out, chunk_size=CHUNK, threads=1, resume=True,
                         overwrite=True, progress=False)
     assert calls == [2] and not res.failed_chunks

@@ -1,4 +1,4 @@
-"""Command-line interface: ``mdslam data``, ``mdslam train``, ``mdslam predict``, ``mdslam book``.
+"""Command-line interface: ``mdslam data``, ``mdslam train``, ``mdslam train-grid``, ``mdslam predict``, ``mdslam book``.
 
 Each subcommand is declared by one ``_add_<name>`` function below and calls
 into the package; no science lives here.
@@ -247,7 +247,107 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+# ----------------------------------------------------------------------------- train-grid
+def _cmd_train_grid(args: argparse.Namespace) -> int:
+    import json
+
+    from . import datasets, gridslam, modelgrid
+
+    try:
+        grid = gridslam.survey_grid(args.grid, args.survey, reduced=args.reduced)
+    except (modelgrid.ModelGridError, datasets.DatasetError, ValueError) as exc:
+        print(f"error: --grid {args.grid}: {exc}", file=sys.stderr)
+        return 1
+    kw = dict(C=_floats(args.C), epsilon=_floats(args.epsilon), gamma=_floats(args.gamma),
+              n_jobs=args.n_jobs)
+    print(f"grid: {grid.provenance} ({len(grid)} spectra x {grid.wavelength.size} px)")
+    given = {"teff": args.teff_range, "m_h": args.m_h_range, "logg": args.logg_range}
+    ranges = None
+    if any(v is not None for v in given.values()):
+        ys = grid.y
+        ranges = {}
+        for k, name in enumerate(grid.label_names):
+            lo, hi = gridslam.LI2021_DRAW_RANGES.get(name, (ys[:, k].min(), ys[:, k].max()))
+            lo, hi = (max(lo, ys[:, k].min()), min(hi, ys[:, k].max()))
+            ranges[name] = tuple(_floats(given[name])) if given.get(name) else (lo, hi)
+            if len(ranges[name]) != 2:
+                print(f"error: --{name.replace('_', '-')}-range needs two numbers, got {given[name]!r}",
+                      file=sys.stderr)
+                return 1
+    res = gridslam.train_grid_slam(grid, args.n_draw, ranges, cv=args.cv, seed=args.seed,
+                                   draw_snr=args.draw_snr, slam_kwargs=kw)
+    if args.test_snr:
+        tab = gridslam.noisy_test(res, list(_floats(args.test_snr)), n_test=args.n_test, seed=args.seed + 1)
+        for row in tab:
+            print(f"  SNR {row['snr']:6.1f} {row['label']:5s} bias {row['bias']:+9.3f} scatter "
+                  f"{row['scatter']:8.3f} (spread {row['spread']:.3f}, skill {row['skill']:.3f})")
+    res.slam1.save(args.out)
+    print(f"wrote {args.out}: SLAM_1 on {args.n_draw} draws ({', '.join(res.slam1.label_names_)}); "
+          f"timings {json.dumps({k: round(v, 1) for k, v in res.timings.items()})}")
+    return 0
+
+
+def _add_train_grid(sub) -> None:
+    from .gridslam import QUICK_GRID
+
+    def csv(t):
+        return ",".join(str(v) for v in t)
+
+    p = sub.add_parser(
+        "train-grid", help="SLAM on a model grid: SLAM_0 on the nodes -> uniform draws -> SLAM_1 (Li 2021 sec. 4.1.2)",
+        description=("Train SLAM_0 on a sparse model grid taken to the survey (convolved, rebinned, normalised "
+                     "like observed spectra), draw N label points uniformly (Li et al. 2021: 2800-4500 K, "
+                     "[M/H] -1 to 0, log g 4.5-5.5, within the grid), compute their spectra with SLAM_0 and "
+                     "train SLAM_1 on them with k-fold CV. The SLAM_1 model file is what 'mdslam predict' reads."))
+    p.add_argument("--grid", choices=["mock", "btsettl"], default="mock",
+                   help="mock: the offline template grid; btsettl: BT-Settl CIFIST from SVO (archive mode)")
+    p.add_argument("--survey", choices=["lamost", "boss"], default="lamost", help="resolution to convolve to")
+    p.add_argument("--n-draw", type=int, default=1000, help="spectra drawn through SLAM_0 (Li et al.: 15000)")
+    p.add_argument("--out", required=True, help="SLAM_1 model file to write (.npz)")
+    p.add_argument("--cv", type=int, default=10, help="k of SLAM_1's k-fold CV (default 10, as Li et al.)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws and CV folds")
+    p.add_argument("--draw-snr", type=float, default=None,
+                   help="add the survey's photon noise at this SNR to the draws (default: noiseless)")
+    p.add_argument("--test-snr", default="5,10,20,50,100,200",
+                   help="SNRs of the noisy held-out test that also fits the error law (empty: skip)")
+    p.add_argument("--n-test", type=int, default=200, help="held-out spectra per test SNR")
+    p.add_argument("--teff-range", default=None, metavar="LO,HI",
+                   help="Teff range of the draws, K (default: Li's 2800,4500 within the grid)")
+    p.add_argument("--m-h-range", default=None, metavar="LO,HI",
+                   help="[M/H] range of the draws, dex, e.g. --m-h-range=-1,0.5 (default: Li's -1,0 within the grid)")
+    p.add_argument("--logg-range", default=None, metavar="LO,HI",
+                   help="log g range of the draws, dex (grids with log g; default: Li's 4.5,5.5)")
+    p.add_argument("--reduced", action="store_true", help="mock grid with 200 K instead of 100 K Teff nodes")
+    p.add_argument("--C", default=csv(QUICK_GRID["C"]), help="grid of C (comma-separated)")
+    p.add_argument("--epsilon", default=csv(QUICK_GRID["epsilon"]), help="grid of epsilon")
+    p.add_argument("--gamma", default=csv(QUICK_GRID["gamma"]), help="grid of gamma")
+    p.add_argument("--n-jobs", type=int, default=None, help="threads of the SVR solves (default: all CPUs)")
+    p.set_defaults(func=_cmd_train_grid)
+
+
 # ----------------------------------------------------------------------------- predict
+def _interrupt_on_sigterm():
+    """Make SIGTERM raise KeyboardInterrupt (workers stopped, parts kept); return a restorer."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    got: list[int] = []
+
+    def handler(signum, frame):
+        got.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+
+    def restore() -> int:
+        signal.signal(signal.SIGTERM, previous)
+        return 128 + got[0] if got else 130
+
+    return restore
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from . import batch
 
@@ -255,6 +355,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.scheduler and engine != "dask":
         print("error: --scheduler needs --engine dask", file=sys.stderr)
         return 1
+    restore = _interrupt_on_sigterm()
     try:
         src = batch.FileSource(args.spectra, fmt=args.format, recursive=args.recursive)
         if not src.paths:
@@ -265,15 +366,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             n_workers=args.n_workers, scheduler=args.scheduler, threads=args.threads,
             resume=args.resume, overwrite=args.overwrite, work_dir=args.work_dir,
             keep_parts=args.keep_parts, progress=True, low_snr=args.low_snr)
+    except KeyboardInterrupt as exc:
+        status = restore()
+        why = (str(exc) if isinstance(exc, batch.BatchInterrupted)
+               else "interrupted: rerun the same command with --resume to continue from the finished chunks")
+        print(f"\n{why.replace('resume=True (--resume)', '--resume')}", file=sys.stderr)
+        return status
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        restore()
     for e in res.errors:
         print(f"warning: {e}", file=sys.stderr)
     for i, e in res.failed_chunks.items():
         print(f"warning: chunk {i}: {e}", file=sys.stderr)
+    for i, e in res.lost_chunks.items():
+        print(f"error: chunk {i}: {e}", file=sys.stderr)
     if res.out is None:
-        print(f"error: catalogue not written; finished chunks are in {res.work_dir} (rerun with --resume)",
+        print(f"error: catalogue not written: {len(res.lost_chunks)} of {res.n_chunks} chunks not labelled; "
+              f"the finished ones are kept in {res.work_dir}: rerun the same command with --resume",
               file=sys.stderr)
         return 1
     print(f"wrote {res.out}: {res.n_spectra} spectra, {res.n_failed_spectra} failed, "
@@ -288,8 +400,9 @@ def _add_predict(sub) -> None:
         description=(
             "Label spectra files (or directories of them) with a trained SLAM model, streaming them in "
             "chunks into a FITS or Parquet catalogue. Finished chunks are kept in <out>.parts/ until the "
-            "catalogue is written, so an interrupted run continues with --resume. A spectrum or chunk that "
-            "fails is flagged (flag bit 1, 'error' column), never fatal."))
+            "catalogue is written, so an interrupted run (Ctrl-C, SIGTERM, a lost worker: exit status "
+            "non-zero) continues with --resume. A spectrum or chunk that fails is flagged (flag bit 1, "
+            "'error' column), never fatal."))
     p.add_argument("--model", required=True, help="model file written by 'mdslam train'")
     p.add_argument("--out", required=True,
                    help="output catalogue: .fits (default kind) or .parquet; other astropy formats "
@@ -316,7 +429,9 @@ def _add_predict(sub) -> None:
                    help="threads of the model in each worker (default: all CPUs in process, 1 per worker)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: finished chunks in the work directory are not redone")
-    p.add_argument("--work-dir", default=None, help="directory of the chunk files (default: <out>.parts)")
+    p.add_argument("--work-dir", default=None,
+                   help="directory in which the run makes its <out name>.parts subdirectory for the chunk "
+                        "files (default: beside --out); only that subdirectory is ever removed")
     p.add_argument("--keep-parts", action="store_true", help="keep the chunk files after writing the catalogue")
     p.set_defaults(func=_cmd_predict)
 
