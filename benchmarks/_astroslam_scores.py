@@ -2,7 +2,7 @@
 
 Runs in the astroslam virtual environment (old numpy/sklearn), not in mdslam's:
 
-    /tmp/astroslam-venv/bin/python _astroslam_scores.py astroslam_model.dump out.npz
+    $ASTROSLAM_VENV/bin/python _astroslam_scores.py astroslam_model.dump out.npz
 """
 import sys
 

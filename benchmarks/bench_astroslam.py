@@ -1,6 +1,7 @@
 """mdslam vs astroslam (the published SLAM code) on the same synthetic data, same grid, same run.
 
-Follows /work/shared/bench/astroslam/README.md: 800 training + 100 test spectra of
+Follows ``$ASTROSLAM_BENCH_DIR/README.md`` (default ``../shared/bench/astroslam`` beside the
+repository): 800 training + 100 test spectra of
 1500 pixels (``make_synth.py``), a 2x2x2 grid C=(1, 10), epsilon=(0.05, 0.1),
 gamma=(0.3, 1.0) with 5-fold CV, 20 test spectra labelled (quick start + optimiser).
 astroslam runs as a subprocess in its own virtual environment (``bench_astroslam.py
@@ -14,6 +15,10 @@ Usage::
     python benchmarks/bench_astroslam.py            # full reference comparison (~0.5-1 h)
     python benchmarks/bench_astroslam.py --quick    # 150 px, 400 training stars (a few min)
     python benchmarks/bench_astroslam.py --skip-astroslam   # reuse the last astroslam result
+    python benchmarks/bench_astroslam.py --astroslam-json RUN.json   # a saved astroslam run on the same data
+
+astroslam takes 17-35 min on 2 cores: run it once (its result JSON records the data's
+sha256, the date and the machine load) and pass it with ``--astroslam-json``.
 
 Prints one line per figure (ratio = astroslam / mdslam, > 1 means mdslam is better)
 and writes ``benchmarks/results/<tag>/bench.json``.  Machine load (1-min load average
@@ -23,6 +28,7 @@ and CPU pressure) is sampled through both runs and printed: other jobs share the
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -36,8 +42,9 @@ import numpy as np
 from _sampling import PeriodicSampler
 
 HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("ASTROSLAM_BENCH_DIR", "/work/shared/bench/astroslam"))
-VENV = Path(os.environ.get("ASTROSLAM_VENV", "/tmp/astroslam-venv"))
+SHARED = Path(os.environ.get("ASTROSLAM_BENCH_DIR", HERE.parent.parent / "shared" / "bench" / "astroslam"))
+VENV = Path(os.environ.get("ASTROSLAM_VENV", HERE / "results" / "astroslam-venv"))
+SCORE_KEYS = ("cv_mse_scaled", "flux_scale", "flux_mean", "C", "epsilon", "gamma")
 GRID = dict(C=(1.0, 10.0), epsilon=(0.05, 0.1), gamma=(0.3, 1.0))
 N_TEST = 20
 
@@ -114,8 +121,27 @@ def run_astroslam(py: Path, data: Path, outdir: Path) -> dict:
                     str(outdir / "astroslam_scores.npz")], check=True, capture_output=True)
     res["wall_s"] = wall
     res["load"] = load.summary()
+    res["measured_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    res["data_sha256"] = sha256(data)
+    sc = np.load(outdir / "astroslam_scores.npz")
+    res["scores"] = {k: sc[k].tolist() for k in SCORE_KEYS}
     (outdir / "astroslam_run.json").write_text(json.dumps(res, indent=1))
     return res
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_astroslam(path: Path, data: Path) -> dict:
+    """A saved astroslam run (``astroslam_run.json``), checked to be on the same data file."""
+    a = json.loads(Path(path).read_text())
+    if "scores" not in a:
+        raise SystemExit(f"{path}: no per-pixel 'scores' (an astroslam_run.json written by this script is needed)")
+    if a.get("data_sha256") not in (None, sha256(data)):
+        raise SystemExit(f"{path}: astroslam ran on other data (sha256 {a['data_sha256'][:12]}... "
+                         f"!= {data.name} {sha256(data)[:12]}...)")
+    return a
 
 
 def run_mdslam(data: Path, outdir: Path) -> dict:
@@ -166,7 +192,7 @@ def run_mdslam(data: Path, outdir: Path) -> dict:
     return res
 
 
-def exact_cv_check(data: Path, model_path: Path, pixels: np.ndarray) -> dict:
+def exact_cv_check(data: Path, model_path: Path, pixels: np.ndarray, s: dict) -> dict:
     """CV-MSE of the exact SVR (sklearn, tol 1e-9) on pixels where mdslam's is above astroslam's.
 
     Same standardisation, folds and hyperparameters as mdslam: tells whether the difference is
@@ -179,7 +205,6 @@ def exact_cv_check(data: Path, model_path: Path, pixels: np.ndarray) -> dict:
 
     d = np.load(data)
     m = SLAM.load(model_path)
-    s = np.load(model_path.parent / "astroslam_scores.npz")
     Xs, Ys, _ = _standardise(d["tr_flux"], d["tr_labels"], d["tr_ivar"] > 0)
     exact = []
     for p in pixels:
@@ -199,6 +224,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="150 pixels, 400 training stars, for development")
     ap.add_argument("--skip-astroslam", action="store_true", help="reuse the last astroslam result")
+    ap.add_argument("--astroslam-json", default=None,
+                    help="saved astroslam_run.json of a run on the same data (not rerun)")
     ap.add_argument("--results", default=str(HERE / "results"), help="output directory (gitignored)")
     args = ap.parse_args(argv)
     results = Path(args.results)
@@ -210,16 +237,19 @@ def main(argv=None) -> int:
     print(f"# data {data.name}; grid {GRID}; 5-fold CV (astroslam's unshuffled folds for both); "
           f"{N_TEST} test spectra; {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}",
           flush=True)
-    if args.skip_astroslam and (outdir / "astroslam_run.json").exists():
-        a = json.loads((outdir / "astroslam_run.json").read_text())
-        print("# astroslam: reusing", outdir / "astroslam_run.json", flush=True)
+    saved = Path(args.astroslam_json) if args.astroslam_json else (
+        outdir / "astroslam_run.json" if args.skip_astroslam else None)
+    if saved is not None and saved.exists():
+        a = load_astroslam(saved, data)
+        print(f"# astroslam: reusing {saved.name}, measured {a.get('measured_utc', '(date not recorded)')}",
+              flush=True)
     else:
         py = ensure_venv()
         print(f"# astroslam {VENV} running ...", flush=True)
         a = run_astroslam(py, data, outdir)
     print("# mdslam running ...", flush=True)
     m = run_mdslam(data, outdir)
-    s = np.load(outdir / "astroslam_scores.npz")
+    s = {k: np.asarray(v) for k, v in a["scores"].items()}
     a_cv = s["cv_mse_scaled"] * s["flux_scale"] ** 2          # flux units
     m_cv = np.asarray(m["cv_mse"])
     ratio_cv = m_cv / a_cv
@@ -241,7 +271,7 @@ def main(argv=None) -> int:
           f"range {ratio_cv.min():.4f}-{ratio_cv.max():.4f}")
     worse = np.flatnonzero(ratio_cv > 1.005)
     if worse.size:
-        chk = exact_cv_check(data, outdir / "mdslam_model.npz", worse[:20])
+        chk = exact_cv_check(data, outdir / "mdslam_model.npz", worse[:20], s)
         print(f"{'  where mdslam > astroslam + 0.5%: exact SVR':46s} {worse.size} px; CV-MSE of sklearn SVR at "
               f"tol 1e-9 (same folds, same C/eps/gamma) / mdslam: {chk['min']:.4f}-{chk['max']:.4f}; "
               f"/ astroslam: {chk['astro_min']:.4f}-{chk['astro_max']:.4f}")

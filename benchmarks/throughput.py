@@ -26,9 +26,9 @@ written but the catalogue):
   Parquet catalogue, with the memory of the process tree and the load average sampled
   every 5 s.
 
-Usage::
+Usage (with ``$MDSLAM_DATA_MIRROR`` pointing at the data mirror)::
 
-    MDSLAM_DATA_MIRROR=/work/shared/data python benchmarks/throughput.py            # all (~20 min)
+    python benchmarks/throughput.py            # all (~20 min)
     python benchmarks/throughput.py --skip-large                                      # ~5 min
     python benchmarks/throughput.py --only-large --n-large 100000
     python benchmarks/throughput.py --book      # figure + table for book/scaling.md from the JSON

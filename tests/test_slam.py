@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,9 +234,7 @@ def test_bad_spectra_are_flagged_not_fatal(trained):
 def test_flags_domain_and_low_snr(trained):
     model, _ = trained
     flux, ivar, lab, _ = make_spectra(40, snr=np.r_[np.full(20, 100.0), np.full(20, 5.0)], seed=9)
-    m = clone(model).set_params(domain=QIU2025_USABLE_RANGE)
-    m.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
-    m._reset_cache()
+    m = copy.deepcopy(model).set_params(domain=QIU2025_USABLE_RANGE)   # a predict-time parameter
     tab = m.predict_table(flux, ivar)
     low = (tab["flag"] & LabelFlag.LOW_SNR) > 0
     assert np.array_equal(low, np.r_[np.zeros(20, bool), np.ones(20, bool)])
@@ -247,9 +247,7 @@ def test_flags_domain_and_low_snr(trained):
 def test_cv_predict_and_error_law(trained):
     model, _ = trained
     flux, ivar, lab, _ = make_spectra(240, snr=np.geomspace(10, 200, 240), seed=10)
-    m = clone(model).set_params(cv=3)
-    m.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
-    m._reset_cache()
+    m = copy.deepcopy(model).set_params(cv=3)
     cvt = m.cv_predict(flux, lab, ivar)
     assert len(cvt) == 240 and np.array_equal(cvt["id"], np.arange(240))
     assert np.allclose(cvt["teff_true"], lab[:, 0])
@@ -377,3 +375,117 @@ def test_predict_table_accepts_spectra_container(trained):
     off = Spectra(model.wavelength_ + 1.0, flux, ivar, mask)
     with pytest.raises(ValueError, match="not on the model wavelength grid"):
         model.predict_table(off)
+
+
+# --------------------------------------------------------------------- scikit-learn contract (cont.)
+def test_set_params_on_fitted_model_drops_the_prediction_cache(trained):
+    """A changed predict-time parameter is used by the next predict (no refit, no stale cache)."""
+    model, _ = trained
+    m = copy.deepcopy(model).set_params(quick_grid=None)
+    flux, ivar, _, _ = make_spectra(5, seed=13)
+    m.predict(flux, ivar)
+    n_start = m._quick_grid()[0].shape[0]
+    assert n_start == model.n_train_                        # training labels only
+    m.set_params(quick_grid=4)
+    assert m._quick_grid()[0].shape[0] == model.n_train_ + 4**3
+    assert np.array_equal(m.dual_coef_, model.dual_coef_)   # fitted state kept
+
+
+def test_n_jobs_follows_scikit_learn():
+    """n_jobs=None is one thread (scikit-learn/joblib), -1 all CPUs, 0 an error."""
+    import joblib
+
+    from mdslam.slam import _n_workers
+    assert _n_workers(None) == 1
+    assert _n_workers(3) == 3
+    assert _n_workers(-1) == joblib.cpu_count()
+    with pytest.raises(ValueError, match="n_jobs=0"):
+        _n_workers(0)
+
+
+def test_not_fitted_error_is_sklearns():
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError, match="not fitted"):
+        SLAM().predict(np.ones((1, 4)))
+
+
+# --------------------------------------------------------------------- posterior (Li 2021 eq. 2)
+V1_FILE = Path(__file__).parent / "data" / "slam_model_v1.npz"
+#: Labels predicted by the code that wrote V1_FILE (format version 1, maximum likelihood) for
+#: make_spectra(5, n_pix=16, seed=22), recorded when the file was written.
+V1_PREDICTIONS = np.array([[3458.9295411822195, 5.0946197632696633, -0.14544422720289651],
+                           [3324.8725646619082, 4.9952129684387652, -0.72981611531767643],
+                           [3207.7289137664902, 5.0229634584322582, -0.21683654025257684],
+                           [3745.4996235764397, 4.5270059302569914, -0.37856370847730181],
+                           [3555.9320663666622, 4.8302162752960163, -0.49535220634214716]])
+
+
+def test_model_file_of_format_version_1_loads_with_flat_prior():
+    with np.load(V1_FILE, allow_pickle=False) as z:
+        assert json.loads(str(z["metadata"][()]))["format_version"] == 1
+    model = SLAM.load(V1_FILE)
+    assert model.prior is None and model.chi2_scale_ == 1.0 and model.chi2_scale_cv_ is None
+    flux, ivar, _, _ = make_spectra(5, n_pix=16, seed=22)
+    t = model.predict_table(flux, ivar)
+    assert "teff_ml" not in t.colnames and t.meta["HEADLINE"].startswith("maximum likelihood")
+    assert np.allclose(np.column_stack([t[n] for n in LABELS]), V1_PREDICTIONS, rtol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def trained_prior():
+    """A model with the training prior, trained on spectra of SNR 5-100."""
+    rng = np.random.default_rng(0)
+    flux, ivar, lab, _ = make_spectra(240, seed=1, snr=rng.uniform(5, 100, 240))
+    model = SLAM(C=(1.0, 10.0), epsilon=(0.01, 0.05), gamma=(0.1, 0.5), cv=4, random_state=3, n_jobs=1,
+                 prior="training")
+    model.fit(flux, lab, ivar, label_names=LABELS, label_units=UNITS)
+    return model
+
+
+def test_posterior_mean_beats_maximum_likelihood_at_low_snr(trained_prior):
+    """Known truth: at SNR 5-20 the posterior mean (training prior) has a lower RMS than ML."""
+    model = trained_prior
+    assert model.chi2_scale_ in model.chi2_scale_cv_["grid"]
+    assert model.chi2_scale_ == model.chi2_scale_cv_["grid"][np.argmin(model.chi2_scale_cv_["score"])]
+    flux, ivar, lab, _ = make_spectra(150, seed=7, snr=np.random.default_rng(1).uniform(5, 20, 150))
+    t = model.predict_table(flux, ivar)
+    assert t.meta["HEADLINE"].startswith("posterior mean")
+    assert np.array_equal(np.column_stack([t[n] for n in LABELS]), model.predict(flux, ivar), equal_nan=True)
+    for li, n in enumerate(LABELS):
+        rms_post = np.sqrt(np.mean((t[n] - lab[:, li]) ** 2))
+        rms_ml = np.sqrt(np.mean((t[f"{n}_ml"] - lab[:, li]) ** 2))
+        assert rms_post < rms_ml, (n, rms_post, rms_ml)
+        z = (t[n] - lab[:, li]) / t[f"e_{n}"]
+        assert 0.6 < np.std(z) < 1.5, (n, np.std(z))       # calibrated on CV, checked on new stars
+
+
+def test_posterior_settings_round_trip_and_flat_prior(trained_prior, tmp_path):
+    model = trained_prior
+    path = tmp_path / "post.npz"
+    model.save(path)
+    again = SLAM.load(path)
+    assert again.prior == "training" and again.chi2_scale_ == model.chi2_scale_
+    assert np.array_equal(again.posterior_std_scale_, model.posterior_std_scale_)
+    flux, ivar, _, _ = make_spectra(6, seed=17)
+    t1, t2 = model.predict_table(flux, ivar), again.predict_table(flux, ivar)
+    for c in t1.colnames:
+        assert np.array_equal(np.asarray(t1[c]), np.asarray(t2[c]), equal_nan=True), c
+    # a flat prior: the MAP is the maximum-likelihood point (inside the training box)
+    flat = copy.deepcopy(model).set_params(prior="flat", chi2_scale=1.0)
+    t = flat.predict_table(flux, ivar)
+    for n in LABELS:
+        assert np.allclose(t[f"{n}_map"], t[f"{n}_ml"], rtol=1e-6)
+    # a callable prior predicts but cannot be saved
+    call = copy.deepcopy(model).set_params(prior=lambda lab: -0.5 * ((lab[:, 0] - 3600) / 300) ** 2)
+    assert np.all(np.isfinite(call.predict(flux, ivar)))
+    with pytest.raises(ValueError, match="callable prior cannot be saved"):
+        call.save(tmp_path / "call.npz")
+
+
+def test_prior_needs_a_chosen_scale(trained):
+    """A model fitted without a prior has no CV chi2 scale: asking for one is a clear error."""
+    model, _ = trained
+    m = copy.deepcopy(model).set_params(prior="training")
+    with pytest.raises(ValueError, match="chose no chi2 scale"):
+        m.predict(np.ones((1, 48)))
+    assert np.all(np.isfinite(m.set_params(chi2_scale=3.0).predict(make_spectra(2, seed=3)[0])))

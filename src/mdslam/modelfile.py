@@ -1,37 +1,47 @@
 """The SLAM model file: one ``.npz`` of plain arrays plus a JSON metadata string. No pickle.
 
-Format ``mdslam.slam-model``, version 1
+Format ``mdslam.slam-model``, version 2
 ---------------------------------------
 A zip archive written by :func:`numpy.savez_compressed` and read back with
 ``np.load(path, allow_pickle=False)``.  Members (``n_pix`` pixels, ``n_train``
 training stars, ``n_label`` labels):
 
-===================  =====================  ===========================================
-member               shape                  meaning
-===================  =====================  ===========================================
-``metadata``         () unicode             JSON, see below
-``wavelength``       (n_pix,)               wavelength grid of the model
-``label_mean``       (n_label,)             label standardisation: mean
-``label_scale``      (n_label,)             label standardisation: standard deviation
-``flux_mean``        (n_pix,)               per-pixel flux standardisation: mean
-``flux_scale``       (n_pix,)               per-pixel flux standardisation: std
-``X_train``          (n_train, n_label)     standardised training labels = support vectors
-``dual_coef``        (n_pix, n_train)       SVR dual coefficients (``alpha - alpha*``), 0 = not a SV
-``intercept``        (n_pix,)               SVR intercepts (standardised flux)
-``C``                (n_pix,)               chosen penalty per pixel
-``epsilon``          (n_pix,)               chosen tube half-width per pixel (standardised flux)
-``gamma``            (n_pix,)               chosen RBF width per pixel (standardised labels)
-``cv_mse_scaled``    (n_pix,)               CV-MSE (standardised flux); ``inf`` = unusable pixel
-``cv_md_scaled``     (n_pix,)               CV mean deviation (Qiu eq. 2, standardised flux)
-``cv_mse_grid``      (n_pix, nC, neps, ng)  CV-MSE over the whole grid (standardised)
-``pixel_usable``     (n_pix,) bool          pixel had training data
-``grid_C`` etc.      (nC,), (neps,), (ng,)  the hyperparameter grid
-``training_domain``  (n_label, 2)           min/max of the training labels (physical units)
-``error_law_a/b``    (n_label,)             ``sigma = a * SNR**b`` (only if an error law is set)
-``error_law_cov``    (n_label, 2, 2)        covariance of (a, b)
-===================  =====================  ===========================================
+==========================  ======================  ========================================================
+member                      shape                   meaning
+==========================  ======================  ========================================================
+``metadata``                () unicode              JSON, see below
+``wavelength``              (n_pix,)                wavelength grid of the model
+``label_mean``              (n_label,)              label standardisation: mean
+``label_scale``             (n_label,)              label standardisation: standard deviation
+``flux_mean``               (n_pix,)                per-pixel flux standardisation: mean
+``flux_scale``              (n_pix,)                per-pixel flux standardisation: std
+``X_train``                 (n_train, n_label)      standardised training labels = support vectors
+``dual_coef``               (n_pix, n_train)        SVR dual coefficients (``alpha - alpha*``), 0 = not a SV
+``intercept``               (n_pix,)                SVR intercepts (standardised flux)
+``C``                       (n_pix,)                chosen penalty per pixel
+``epsilon``                 (n_pix,)                chosen tube half-width per pixel (standardised flux)
+``gamma``                   (n_pix,)                chosen RBF width per pixel (standardised labels)
+``cv_mse_scaled``           (n_pix,)                CV-MSE (standardised flux); ``inf`` = unusable pixel
+``cv_md_scaled``            (n_pix,)                CV mean deviation (Qiu eq. 2, standardised flux)
+``cv_mse_grid``             (n_pix, nC, neps, ng)   CV-MSE over the whole grid (standardised)
+``pixel_usable``            (n_pix,) bool           pixel had training data
+``grid_C`` etc.             (nC,), (neps,), (ng,)   the hyperparameter grid
+``training_domain``         (n_label, 2)            min/max of the training labels (physical units)
+``error_law_a/b``           (n_label,)              ``sigma = a * SNR**b`` (only if an error law is set)
+``error_law_cov``           (n_label, 2, 2)         covariance of (a, b)
+``chi2_scale``              ()                      likelihood scale ``s`` of ``exp(-chi2/2s)`` (v2)
+``posterior_std_scale``     (n_label, 2)            ``f_ref, d`` of the posterior std factor (v2)
+``posterior_std_snr_ref``   ()                      its reference SNR (v2)
+``chi2_scale_grid``         (n_s,)                  candidate ``s`` of the CV choice (v2, if made)
+``chi2_scale_score``        (n_s,)                  their CV score (v2, if made)
+==========================  ======================  ========================================================
 
-``metadata`` holds  ``format`` (``"mdslam.slam-model"``), ``format_version``
+Version 2 added the likelihood scale and the posterior calibration; the prior
+is a hyperparameter (``params['prior']``: null, ``"flat"``, ``"training"`` or
+label samples).  A version-1 file loads with ``prior=None`` (maximum
+likelihood, as it was written) and ``s = 1``.
+
+``metadata`` holds ``format`` (``"mdslam.slam-model"``), ``format_version``
 (int), ``mdslam_version``, ``label_names``, ``label_units``, ``params`` (the
 estimator's ``get_params()``; a CV splitter is stored as its number of folds),
 ``n_train``, ``solver_info`` and, with an error law, its ``snr_range`` and
@@ -40,6 +50,10 @@ estimator's ``get_params()``; a CV splitter is stored as its number of folds),
 A reader refuses files whose ``format_version`` is newer than it knows, and
 reports a truncated or corrupted archive (bad zip, CRC error, missing member,
 inconsistent shapes) as :class:`ModelFileError` naming the file.
+
+This module knows the format only: it writes and reads a dict of the
+estimator's learned attributes; :meth:`mdslam.slam.SLAM.save` and
+:meth:`mdslam.slam.SLAM.load` call it.
 """
 
 from __future__ import annotations
@@ -54,7 +68,7 @@ import numpy as np
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ModelFileError", "save_model", "load_model"]
 
 FORMAT_NAME = "mdslam.slam-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _ARRAYS = {
     # member: (attribute, dtype)
@@ -81,63 +95,56 @@ class ModelFileError(ValueError):
     """A model file that cannot be read: corrupted, truncated, foreign or too new."""
 
 
-def _jsonable_params(params: dict) -> dict:
-    out = {}
-    for k, v in params.items():
-        if k == "cv" and not isinstance(v, (int, np.integer)):
-            from .slam import _n_folds
-            nf = _n_folds(v)
-            out[k] = nf if nf is not None else 10
-            out["cv_repr"] = repr(v)
-        elif isinstance(v, np.ndarray):
-            out[k] = v.tolist()
-        elif isinstance(v, (tuple, list)):
-            out[k] = [float(x) if isinstance(x, (np.floating, float)) else x for x in v]
-        elif isinstance(v, dict):
-            out[k] = {kk: list(map(float, vv)) for kk, vv in v.items()}
-        elif isinstance(v, (np.integer,)):
-            out[k] = int(v)
-        elif isinstance(v, (np.floating,)):
-            out[k] = float(v)
-        else:
-            out[k] = v
-    return out
-
-
-def save_model(model, path) -> None:
-    """Write a fitted :class:`mdslam.slam.SLAM` to ``path`` (format above).
+def save_model(path, state: dict, params: dict) -> Path:
+    """Write a fitted model's state to ``path`` (format above).
 
     Parameters
     ----------
-    model : SLAM
-        A fitted model.
     path : str or Path
-        Output file; ``.npz`` is appended by numpy if missing.  Written to a
-        temporary name first and renamed, so a crash never leaves half a file
-        under the final name.
+        Output file; ``.npz`` is appended if missing.  Written to a temporary
+        name first and renamed, so a crash never leaves half a file under the
+        final name.
+    state : dict
+        The learned attributes of :class:`mdslam.slam.SLAM`, keyed by attribute
+        name (``dual_coef_``, ``label_names_``, ``error_law_``, ...; those of
+        the table above plus ``param_grid_``, ``label_names_``,
+        ``label_units_``, ``n_train_``, ``solver_info_``, ``error_law_``).
+    params : dict
+        The estimator's hyperparameters, already JSON-serialisable.
+
+    Returns
+    -------
+    Path of the written file.
     """
     from . import __version__
-    model._check_fitted()
-    arrays = {name: np.asarray(getattr(model, attr), dtype=dt) for name, (attr, dt) in _ARRAYS.items()}
+    arrays = {name: np.asarray(state[attr], dtype=dt) for name, (attr, dt) in _ARRAYS.items()}
     for key in ("C", "epsilon", "gamma"):
-        arrays[f"grid_{key}"] = np.asarray(model.param_grid_[key], float)
+        arrays[f"grid_{key}"] = np.asarray(state["param_grid_"][key], float)
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "mdslam_version": __version__,
-        "label_names": list(model.label_names_),
-        "label_units": list(model.label_units_),
-        "params": _jsonable_params(model.get_params()),
-        "n_train": int(model.n_train_),
+        "label_names": list(state["label_names_"]),
+        "label_units": list(state["label_units_"]),
+        "params": params,
+        "n_train": int(state["n_train_"]),
         "solver_info": {k: (float(v) if isinstance(v, (float, np.floating)) else int(v))
-                        for k, v in (model.solver_info_ or {}).items()},
+                        for k, v in (state.get("solver_info_") or {}).items()},
     }
-    law = model.error_law_
+    law = state.get("error_law_")
     if law is not None:
         arrays["error_law_a"] = np.asarray(law["a"], float)
         arrays["error_law_b"] = np.asarray(law["b"], float)
         arrays["error_law_cov"] = np.asarray(law["cov"], float)
         meta["error_law"] = {"snr_range": list(law["snr_range"]), "n_bins": int(law["n_bins"])}
+    arrays["chi2_scale"] = np.asarray(state.get("chi2_scale_", 1.0), float)
+    L = len(state["label_names_"])
+    arrays["posterior_std_scale"] = np.asarray(state.get("posterior_std_scale_", [[1.0, 0.0]] * L), float)
+    arrays["posterior_std_snr_ref"] = np.asarray(state.get("posterior_std_snr_ref_", 1.0), float)
+    cvs = state.get("chi2_scale_cv_")
+    if cvs is not None:
+        arrays["chi2_scale_grid"] = np.asarray(cvs["grid"], float)
+        arrays["chi2_scale_score"] = np.asarray(cvs["score"], float)
     arrays["metadata"] = np.array(json.dumps(meta))
     path = Path(path)
     if path.suffix != ".npz":
@@ -146,10 +153,11 @@ def save_model(model, path) -> None:
     with open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
     os.replace(tmp, path)
+    return path
 
 
-def load_model(path):
-    """Read a model written by :func:`save_model`.
+def load_model(path) -> tuple[dict, dict]:
+    """Read a model file written by :func:`save_model`.
 
     Parameters
     ----------
@@ -157,7 +165,10 @@ def load_model(path):
 
     Returns
     -------
-    SLAM, fitted, giving the same predictions as the saved model.
+    params : dict
+        Hyperparameters as stored (JSON types; lists for sequences).
+    state : dict
+        Learned attributes keyed by attribute name, as given to :func:`save_model`.
 
     Raises
     ------
@@ -166,7 +177,6 @@ def load_model(path):
     ModelFileError
         Not an mdslam model, a newer format version, or a corrupted/truncated file.
     """
-    from .slam import SLAM
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no model file {path}")
@@ -195,49 +205,42 @@ def load_model(path):
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: corrupted or truncated model file ({type(exc).__name__}: {exc})") from exc
 
-    params = dict(meta["params"])
-    params.pop("cv_repr", None)
-    if isinstance(params.get("domain"), list):
-        params["domain"] = np.asarray(params["domain"], float)
-    for key in ("C", "epsilon", "gamma"):
-        params[key] = tuple(params[key])
-    valid = SLAM().get_params()
-    model = SLAM(**{k: v for k, v in params.items() if k in valid})
-    for name, (attr, dt) in _ARRAYS.items():
-        setattr(model, attr, np.asarray(arrays[name], dtype=dt))
-    model.param_grid_ = {k: arrays[f"grid_{k}"] for k in ("C", "epsilon", "gamma")}
-    model.label_names_ = list(meta["label_names"])
-    model.label_units_ = list(meta["label_units"])
-    model.n_train_ = int(meta["n_train"])
-    model.n_features_in_ = int(model.dual_coef_.shape[0])
-    model.solver_info_ = meta.get("solver_info", {})
-    model.cv_mse_ = model.cv_mse_scaled_ * model.flux_scale_**2
-    model.cv_md_ = model.cv_md_scaled_ * model.flux_scale_
+    state = {attr: np.asarray(arrays[name], dtype=dt) for name, (attr, dt) in _ARRAYS.items()}
+    state["param_grid_"] = {k: arrays[f"grid_{k}"] for k in ("C", "epsilon", "gamma")}
+    state["label_names_"] = list(meta["label_names"])
+    state["label_units_"] = list(meta["label_units"])
+    state["n_train_"] = int(meta["n_train"])
+    state["solver_info_"] = meta.get("solver_info", {})
     if "error_law_a" in arrays:
-        model.error_law_ = {"a": arrays["error_law_a"], "b": arrays["error_law_b"],
-                            "cov": arrays["error_law_cov"],
-                            "snr_range": tuple(meta["error_law"]["snr_range"]),
-                            "n_bins": int(meta["error_law"]["n_bins"])}
+        state["error_law_"] = {"a": arrays["error_law_a"], "b": arrays["error_law_b"],
+                               "cov": arrays["error_law_cov"],
+                               "snr_range": tuple(meta["error_law"]["snr_range"]),
+                               "n_bins": int(meta["error_law"]["n_bins"])}
     else:
-        model.error_law_ = None
-    _check_consistent(model, path)
-    from .slam import _grid_edge_fraction
-    model.grid_edge_fraction_ = _grid_edge_fraction(model)
-    model._reset_cache()
-    return model
+        state["error_law_"] = None
+    L = len(state["label_names_"])
+    state["chi2_scale_"] = float(arrays["chi2_scale"]) if "chi2_scale" in arrays else 1.0
+    state["posterior_std_scale_"] = (np.asarray(arrays["posterior_std_scale"], float).reshape(L, 2)
+                                     if "posterior_std_scale" in arrays else np.array([[1.0, 0.0]] * L))
+    state["posterior_std_snr_ref_"] = (float(arrays["posterior_std_snr_ref"])
+                                       if "posterior_std_snr_ref" in arrays else 1.0)
+    state["chi2_scale_cv_"] = ({"grid": arrays["chi2_scale_grid"], "score": arrays["chi2_scale_score"]}
+                               if "chi2_scale_grid" in arrays else None)
+    _check_consistent(state, path)
+    return dict(meta["params"]), state
 
 
-def _check_consistent(model, path) -> None:
-    n_pix, n_train = model.dual_coef_.shape
-    L = model.label_mean_.size
+def _check_consistent(s: dict, path) -> None:
+    n_pix, n_train = s["dual_coef_"].shape
+    L = s["label_mean_"].size
     checks = {
-        "wavelength": model.wavelength_.shape == (n_pix,),
-        "flux_mean/flux_scale": model.flux_mean_.shape == model.flux_scale_.shape == (n_pix,),
-        "X_train": model.X_train_.shape == (n_train, L),
-        "intercept/C/epsilon/gamma": all(a.shape == (n_pix,) for a in
-                                         (model.intercept_, model.C_, model.epsilon_, model.gamma_)),
-        "label names": len(model.label_names_) == L == model.label_scale_.size,
-        "training_domain": model.training_domain_.shape == (L, 2),
+        "wavelength": s["wavelength_"].shape == (n_pix,),
+        "flux_mean/flux_scale": s["flux_mean_"].shape == s["flux_scale_"].shape == (n_pix,),
+        "X_train": s["X_train_"].shape == (n_train, L),
+        "intercept/C/epsilon/gamma": all(s[a].shape == (n_pix,) for a in
+                                         ("intercept_", "C_", "epsilon_", "gamma_")),
+        "label names": len(s["label_names_"]) == L == s["label_scale_"].size,
+        "training_domain": s["training_domain_"].shape == (L, 2),
     }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:

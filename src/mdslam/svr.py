@@ -282,6 +282,9 @@ def solve_svr_batch(
                             converged=out_gap <= tol, state=(out_z, out_u, out_rho))
 
 
+# one ADMM loop whose dozen per-target state arrays shrink together as targets converge:
+# split into functions, they would all be passed and returned at every check
+# long: shared per-target state of one ADMM loop
 def _admm_phase(K, lam, U, Y, Cf, ef, z, u, rho, tol, max_iter, alpha, check_every,
                 adapt_every, dt, first_check=0):
     """ADMM iterations in arithmetic ``dt``; returns float64 results per target.

@@ -26,6 +26,12 @@ __all__ = [
     "cv_scatter",
     "binned_bias_scatter",
     "fit_power_law",
+    "skill",
+    "skill_table",
+    "fit_floor_law",
+    "fit_floor_laws",
+    "flag_cuts",
+    "FloorLaw",
     "robust_std",
     "Comparison",
     "compare",
@@ -34,6 +40,8 @@ __all__ = [
     "PairStatistics",
     "pair_statistics",
     "cluster_statistics",
+    "ESTIMATORS",
+    "compare_estimators",
 ]
 
 
@@ -99,10 +107,255 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None)
     return float(p[0]), float(p[1]), cov
 
 
+def skill(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Skill score ``1 - MSE / Var(truth)`` along axis 0 (NaN pairs dropped).
+
+    1 is a perfect prediction, 0 is no better than predicting the mean label of
+    the sample for every star, negative is worse than that. ``Var`` uses
+    ddof=0, as :func:`cv_scatter` (whose square is the MSE).
+
+    Parameters
+    ----------
+    pred, truth : (n,) or (n, n_labels) arrays
+        Predicted (e.g. CV) and reference labels, same unit.
+
+    Returns
+    -------
+    float or (n_labels,) array
+        NaN where fewer than 2 finite pairs or the labels do not vary.
+    """
+    p = np.asarray(pred, float)
+    t = np.asarray(truth, float)
+    p2, t2 = (p[:, None], t[:, None]) if p.ndim == 1 else (p, t)
+    out = np.full(p2.shape[1], np.nan)
+    for k in range(p2.shape[1]):
+        ok = np.isfinite(p2[:, k]) & np.isfinite(t2[:, k])
+        if ok.sum() < 2:
+            continue
+        var = np.var(t2[ok, k])
+        if var > 0:
+            out[k] = 1.0 - np.mean((p2[ok, k] - t2[ok, k]) ** 2) / var
+    return out[0] if p.ndim == 1 else out
+
+
+def skill_table(snr: np.ndarray, pred: np.ndarray, truth: np.ndarray, label_names, *,
+                snr_edges: np.ndarray | None = None, n_bins: int = 4, min_per_bin: int = 20) -> Table:
+    """CV bias, scatter, label spread and skill per label, over all stars and per SNR bin.
+
+    Parameters
+    ----------
+    snr : (n,) array
+        Spectral SNR.
+    pred, truth : (n, n_labels) arrays
+        Predicted (CV) and reference labels, physical units.
+    label_names : sequence of str, length n_labels
+    snr_edges : array, optional
+        Bin edges in SNR (e.g. ``[30, 50, 100, inf]``); default ``n_bins``
+        equal-count bins of at least ``min_per_bin`` stars
+        (:func:`binned_bias_scatter`'s rule).
+
+    Returns
+    -------
+    Table
+        One row per (label, bin), the first row of each label for all stars
+        (``snr_lo`` and ``snr_hi`` the SNR range of the sample): ``label``,
+        ``snr_lo``, ``snr_hi``, ``n``, ``bias`` (eq. 4), ``scatter`` (eq. 5),
+        ``label_std`` (std of the reference labels of the bin) and ``skill``
+        (:func:`skill`, ``1 - scatter**2 / label_std**2``).
+    """
+    snr = np.asarray(snr, float)
+    p = np.asarray(pred, float).reshape(snr.size, -1)
+    t = np.asarray(truth, float).reshape(snr.size, -1)
+    names = list(label_names)
+    ok = np.isfinite(snr)
+    if snr_edges is None:
+        nb = int(max(1, min(n_bins, ok.sum() // max(min_per_bin, 1))))
+        groups = np.array_split(np.flatnonzero(ok)[np.argsort(snr[ok])], nb)
+    else:
+        e = np.asarray(snr_edges, float)
+        groups = [np.flatnonzero(ok & (snr > lo) & (snr <= hi)) for lo, hi in zip(e[:-1], e[1:], strict=True)]
+    groups = [np.flatnonzero(ok)] + [g for g in groups if g.size]
+    rows = []
+    for k, name in enumerate(names):
+        for g in groups:
+            fin = g[np.isfinite(p[g, k]) & np.isfinite(t[g, k])]
+            if fin.size == 0:
+                rows.append((name, np.nan, np.nan, 0, np.nan, np.nan, np.nan, np.nan))
+                continue
+            rows.append((name, float(snr[g].min()), float(snr[g].max()), int(fin.size),
+                         float(cv_bias(p[fin, k], t[fin, k])), float(cv_scatter(p[fin, k], t[fin, k])),
+                         float(np.std(t[fin, k])), float(skill(p[fin, k], t[fin, k]))))
+    return Table(rows=rows, names=("label", "snr_lo", "snr_hi", "n", "bias", "scatter", "label_std", "skill"))
+
+
+@dataclass(frozen=True)
+class FloorLaw:
+    """A fitted ``sigma(SNR) = sqrt(floor**2 + (a / SNR)**2)`` (:func:`mdslam.relations.floor_law`).
+
+    Attributes
+    ----------
+    a, floor : float
+        Noise coefficient (label unit x SNR) and floor (label unit), both >= 0.
+    cov : ndarray, shape (2, 2)
+        Covariance of (a, floor) from the fit.
+    snr_range : (float, float)
+        SNR range of the stars the law was fitted on; outside it the law is an
+        extrapolation (:meth:`__call__` flags it).
+    """
+
+    a: float
+    floor: float
+    cov: np.ndarray = field(repr=False)
+    snr_range: tuple[float, float]
+
+    @property
+    def a_err(self) -> float:
+        """1-sigma uncertainty of ``a`` from the fit covariance (label unit x SNR)."""
+        return float(np.sqrt(self.cov[0, 0]))
+
+    @property
+    def floor_err(self) -> float:
+        """1-sigma uncertainty of ``floor`` from the fit covariance (label unit)."""
+        return float(np.sqrt(self.cov[1, 1]))
+
+    def __call__(self, snr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(sigma, outside)``: the law at ``snr`` and a bool mask of SNR outside ``snr_range``."""
+        from .relations import floor_law
+
+        snr = np.asarray(snr, float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sig = floor_law(snr, self.a, self.floor)
+        outside = ~((snr >= self.snr_range[0]) & (snr <= self.snr_range[1]))
+        return sig, outside
+
+
+def fit_floor_law(snr: np.ndarray, scatter: np.ndarray, n: np.ndarray | None = None,
+                  snr_range: tuple[float, float] | None = None) -> FloorLaw:
+    """Fit ``sigma^2 = floor^2 + (a / SNR)^2`` with ``a, floor >= 0`` to binned CV scatter.
+
+    Bounded least squares (:func:`scipy.optimize.curve_fit`, ``bounds=(0, inf)``);
+    with ``n`` each bin's scatter is weighted by its standard error
+    ``scatter / sqrt(2 n)`` (that of a Gaussian standard deviation).
+
+    Parameters
+    ----------
+    snr : (n_bins,) array
+        Representative SNR of each bin (e.g. ``snr_median`` of
+        :func:`binned_bias_scatter`).
+    scatter : (n_bins,) array
+        CV scatter of each bin (label unit).
+    n : (n_bins,) array, optional
+        Stars per bin.
+    snr_range : (float, float), optional
+        SNR range of the stars behind the bins (default: the range of ``snr``).
+
+    Returns
+    -------
+    FloorLaw
+
+    Raises
+    ------
+    ValueError
+        Fewer than two usable bins.
+    """
+    x = np.asarray(snr, float)
+    y = np.asarray(scatter, float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y >= 0)
+    if ok.sum() < 2:
+        raise ValueError(f"need at least two bins with finite SNR > 0 and scatter to fit the law, got {ok.sum()}")
+    sig = None
+    if n is not None:
+        nn = np.asarray(n, float)[ok]
+        sig = np.maximum(y[ok], 1e-12 * max(y[ok].max(), 1e-300)) / np.sqrt(2.0 * np.maximum(nn, 1.0))
+    xo, yo = x[ok], y[ok]
+    # start: floor from the best-SNR bin, a from the worst
+    f0 = float(yo[np.argmax(xo)])
+    a0 = float(np.sqrt(max(yo[np.argmin(xo)] ** 2 - f0**2, 0.0)) * xo.min()) or float(yo.mean() * xo.min() * 0.1)
+
+    def model(t, a, floor):
+        return np.sqrt(floor**2 + (a / t) ** 2)
+
+    p, cov = curve_fit(model, xo, yo, p0=(a0, f0), sigma=sig, absolute_sigma=False,
+                       bounds=([0.0, 0.0], [np.inf, np.inf]), maxfev=20000)
+    rng = (float(xo.min()), float(xo.max())) if snr_range is None else (float(snr_range[0]), float(snr_range[1]))
+    return FloorLaw(float(p[0]), float(p[1]), np.asarray(cov, float), rng)
+
+
+def fit_floor_laws(snr: np.ndarray, pred: np.ndarray, truth: np.ndarray, label_names, *,
+                   n_bins: int = 5, min_per_bin: int = 20) -> tuple[Table, dict[str, FloorLaw]]:
+    """CV scatter in equal-count SNR bins and the :func:`fit_floor_law` of every label.
+
+    Parameters
+    ----------
+    snr : (n,) array
+    pred, truth : (n, n_labels) arrays
+        CV and reference labels, physical units.
+    label_names : sequence of str
+    n_bins, min_per_bin : as for :func:`binned_bias_scatter`.
+
+    Returns
+    -------
+    (Table, dict)
+        The binned table of :func:`binned_bias_scatter` and ``{label: FloorLaw}``,
+        each law's ``snr_range`` the SNR range of the binned stars.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two bins of ``min_per_bin`` stars.
+    """
+    snr = np.asarray(snr, float)
+    p = np.asarray(pred, float).reshape(snr.size, -1)
+    t = np.asarray(truth, float).reshape(snr.size, -1)
+    ok = np.isfinite(snr) & np.all(np.isfinite(p), axis=1) & np.all(np.isfinite(t), axis=1)
+    tab = binned_bias_scatter(snr[ok], p[ok], t[ok], n_bins=n_bins, min_per_bin=min_per_bin)
+    if len(tab) < 2:
+        raise ValueError(f"only {len(tab)} SNR bin(s) with >= {min_per_bin} stars: cannot fit an error law")
+    scat = np.asarray(tab["scatter"], float).reshape(len(tab), -1)
+    rng = (float(np.min(tab["snr_lo"])), float(np.max(tab["snr_hi"])))
+    laws = {name: fit_floor_law(np.asarray(tab["snr_median"], float), scat[:, k], np.asarray(tab["n"]), rng)
+            for k, name in enumerate(label_names)}
+    return tab, laws
+
+
+def flag_cuts(flag: np.ndarray, label_names, labels=None) -> dict[str, np.ndarray]:
+    """Masks of the stars whose labels a comparison may use, one per flag test, in order.
+
+    Parameters
+    ----------
+    flag : (n,) int array
+        The ``flag`` column of a SLAM label table (bits of :class:`mdslam.flags.LabelFlag`).
+    label_names : sequence of str
+        The model's labels, in order (label ``k`` outside the training domain
+        sets ``LabelFlag.OUTSIDE_DOMAIN << k``).
+    labels : sequence of str, optional
+        The labels the comparison uses (default: all): only their domain bits count.
+
+    Returns
+    -------
+    dict
+        ``{"fit ok (no failure, converged, SNR, pixels)": mask, "<label> inside the
+        training domain": mask, ...}``; AND them (:func:`mdslam.selection.combine`) or
+        pass them to :func:`mdslam.selection.cut_flow` to count what each removes.
+    """
+    from .flags import LabelFlag
+
+    f = np.asarray(flag).astype(np.int64)
+    names = list(label_names)
+    basic = int(LabelFlag.FAILED | LabelFlag.NOT_CONVERGED | LabelFlag.LOW_SNR | LabelFlag.FEW_PIXELS)
+    out = {"fit ok (no failure, converged, SNR, pixels)": (f & basic) == 0}
+    for name in (names if labels is None else list(labels)):
+        bit = int(LabelFlag.OUTSIDE_DOMAIN) << names.index(name)
+        out[f"{name} inside the training domain"] = (f & bit) == 0
+    return out
+
+
 # --------------------------------------------------------------------------- #
 # comparison statistics ("median +- std" of the papers)
 # --------------------------------------------------------------------------- #
 MAD_TO_SIGMA = 1.4826
+#: Fewest pairs for which a "median +- std" is quoted (:meth:`Comparison.format`).
+MIN_N_SCATTER = 5
 
 
 def robust_std(x: np.ndarray) -> float:
@@ -137,9 +390,17 @@ class Comparison:
         """The fields as a plain dict."""
         return asdict(self)
 
-    def format(self, fmt: str = ".2f", unit: str = "") -> str:
-        """``"median +- std"`` as the papers quote it, e.g. ``"-27 +- 92 K"``."""
+    def format(self, fmt: str = ".2f", unit: str = "", min_n: int = MIN_N_SCATTER) -> str:
+        """``"median +- std"`` as the papers quote it, e.g. ``"-27 +- 92 K (n=106)"``.
+
+        With fewer than ``min_n`` pairs no scatter is quoted: ``"median -0.08
+        (n=2, too few for a scatter)"``; with none, ``"- (n=0)"``.
+        """
         u = f" {unit}" if unit else ""
+        if self.n == 0:
+            return "- (n=0)"
+        if self.n < min_n:
+            return f"median {self.median:{fmt}}{u} (n={self.n}, too few for a scatter)"
         return f"{self.median:{fmt}} \u00b1 {self.std:{fmt}}{u} (n={self.n})"
 
     def __str__(self) -> str:
@@ -393,4 +654,109 @@ def cluster_statistics(cluster: np.ndarray, feh: np.ndarray, feh_lit: np.ndarray
         lit = {_cluster_key(k): float(v) for k, v in cluster_values.items()}
         out["cluster_lit"] = np.array([lit.get(_cluster_key(c), np.nan) for c in out["cluster"]], float)
         out["mean_minus_cluster"] = np.asarray(out["mean"], float) - out["cluster_lit"]
+    return out
+
+
+#: The estimators of :func:`compare_estimators`: name -> SLAM prediction-time parameters.
+ESTIMATORS = {
+    "LM maximum likelihood (Li eq. 3)": {"prior": None},
+    "posterior mean, flat prior": {"prior": "flat", "chi2_scale": 1.0},
+    "posterior mean, training prior": {"prior": "training", "chi2_scale": 1.0},
+    "same, chi2 / 3": {"prior": "training", "chi2_scale": 3.0},
+    "same, chi2 / 10": {"prior": "training", "chi2_scale": 10.0},
+    "same, chi2 scale chosen by CV in fit (headline)": {"prior": "training", "chi2_scale": "cv"},
+}
+
+
+def compare_estimators(flux: np.ndarray, labels: np.ndarray, ivar: np.ndarray | None = None, *,
+                       label_names: list[str] | None = None, cv: int = 5, random_state: int = 0,
+                       slam_params: dict | None = None, estimators: dict[str, dict] | None = None,
+                       n_pca: int | None = 20) -> Table:
+    """k-fold CV error of SLAM's label estimators (Li 2021 eqs. 2-3) and a PCA + ridge baseline.
+
+    The same shuffled folds serve every estimator.  In each fold one SLAM
+    model is fitted to the training part, with ``prior="training"`` and
+    ``chi2_scale="cv"`` (its hyperparameters and chi2 scale are chosen by CV
+    inside that training part only); every estimator then labels the held-out
+    part with its own prediction-time parameters (``set_params``).
+
+    Parameters
+    ----------
+    flux, ivar : (n_star, n_pix) arrays
+        Normalised spectra and inverse variances.
+    labels : (n_star, n_label) array
+        Reference labels (physical units).
+    label_names : list of str, optional
+    cv, random_state : int
+        Number of folds and seed of their shuffle.
+    slam_params : dict, optional
+        Further :class:`mdslam.slam.SLAM` parameters (e.g. the hyperparameter grid,
+        the inner ``cv``).
+    estimators : dict, optional
+        Name -> prediction-time parameters; default :data:`ESTIMATORS`.
+    n_pca : int or None
+        Components of the PCA + ridge baseline (None: no baseline).
+
+    Returns
+    -------
+    Table, one row per estimator: ``estimator``, and per label ``rms_<label>``
+    (label units), ``skill_<label>`` (``1 - MSE / Var(labels)``) and
+    ``zwidth_<label>`` (standard deviation of ``(label - truth) / e_label``
+    for posterior estimators, NaN otherwise; the CV calibration of the
+    posterior std applies to ``chi2_scale="cv"`` only, so rows with a fixed
+    scale show the uncalibrated width).  ``meta`` holds the folds' chosen chi2
+    scales and the CV setup.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .slam import SLAM
+
+    flux = np.asarray(flux, float)
+    y = np.array(labels, float, ndmin=2)
+    n, L = y.shape
+    names = list(label_names) if label_names is not None else [f"label{k}" for k in range(L)]
+    estimators = dict(ESTIMATORS if estimators is None else estimators)
+    pred = {k: np.full((n, L), np.nan) for k in estimators}
+    err = {k: np.full((n, L), np.nan) for k in estimators}
+    base = np.full((n, L), np.nan)
+    scales = []
+    folds = KFold(cv, shuffle=True, random_state=random_state).split(np.zeros((n, 1)))
+    for tr, te in folds:
+        params = {"random_state": random_state, **(slam_params or {}), "prior": "training", "chi2_scale": "cv"}
+        model = SLAM(**params).fit(flux[tr], y[tr], None if ivar is None else ivar[tr], label_names=names)
+        scales.append(model.chi2_scale_)
+        for key, over in estimators.items():
+            t = model.set_params(**over).predict_table(flux[te], None if ivar is None else ivar[te])
+            pred[key][te] = np.column_stack([np.asarray(t[c], float) for c in names])
+            if over.get("prior") is not None:
+                err[key][te] = np.column_stack([np.asarray(t[f"e_{c}"], float) for c in names])
+        if n_pca:
+            Xtr = np.where(np.isfinite(flux[tr]), flux[tr], np.nan)
+            fill = np.nanmean(Xtr, axis=0)
+            fill = np.where(np.isfinite(fill), fill, 0.0)
+            pipe = make_pipeline(StandardScaler(), PCA(n_components=min(n_pca, len(tr) - 1)),
+                                 RidgeCV(alphas=np.logspace(-3, 3, 13)))
+            pipe.fit(np.where(np.isfinite(Xtr), Xtr, fill), y[tr])
+            Xte = flux[te]
+            base[te] = pipe.predict(np.where(np.isfinite(Xte), Xte, fill)).reshape(-1, L)
+    var = y.var(axis=0)
+    rows = []
+    items = list(pred.items()) + ([(f"PCA({n_pca}) + ridge regression (baseline)", base)] if n_pca else [])
+    for key, p in items:
+        row = [key]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mse = np.nanmean((p - y) ** 2, axis=0)
+            z = (p - y) / err[key] if key in err else np.full_like(p, np.nan)
+        for li in range(L):
+            zl = z[:, li][np.isfinite(z[:, li])]
+            row += [float(np.sqrt(mse[li])), float(1.0 - mse[li] / var[li]),
+                    float(np.std(zl)) if zl.size > 2 else float("nan")]
+        rows.append(row)
+    cols = ["estimator"] + [f"{s}_{nm}" for nm in names for s in ("rms", "skill", "zwidth")]
+    out = Table(rows=rows, names=cols)
+    out.meta.update({"cv": cv, "random_state": random_state, "n": n, "chi2_scale_per_fold": scales})
     return out

@@ -129,7 +129,7 @@ def _prediction_options(model_options: dict | None, low_snr: float | None, threa
     options = dict(model_options or {})
     if low_snr is not None:
         options["low_snr"] = float(low_snr)
-    options["n_jobs"] = threads if threads is not None else (None if engine == "inprocess" else 1)
+    options["n_jobs"] = threads if threads is not None else (-1 if engine == "inprocess" else 1)
     options["verbose"] = False
     return options
 

@@ -201,10 +201,10 @@ def _attach(left, left_key: str, right, right_key: str, columns: Sequence[str] |
 
 
 def _subsample(table, n_max: int | None, seed: int):
-    """:func:`mdslam.compendium.chapter.subsample`: at most ``n_max`` rows, seeded, in table order."""
-    from .chapter import subsample
+    """At most ``n_max`` rows, seeded, in table order (:func:`mdslam.sampling.draw`)."""
+    from ..sampling import draw
 
-    return subsample(table, n_max, seed)
+    return table if n_max is None or len(table) <= int(n_max) else table[draw(len(table), n_max, seed)]
 
 
 def _add_cmd(table, *, g="phot_g_mean_mag", bp="phot_bp_mean_mag", rp="phot_rp_mean_mag",

@@ -8,7 +8,11 @@ chosen from a grid by k-fold cross-validated mean squared error (CV-MSE, Li
 eq. 1 / Qiu eq. 1; the CV mean deviation, Qiu eq. 2, is kept too).  Labels of
 a new spectrum maximise the likelihood of Li eq. 3 with
 ``sigma_j^2 = sigma_obs,j^2 + CV-MSE_j``, by Levenberg-Marquardt from the best
-point of a precomputed label grid.
+point of a precomputed label grid.  With a ``prior``, the labels are
+summaries of the posterior of Li eq. 2, ``p(theta|f) ~ p(f|theta) p(theta)``,
+with the chi2 of eq. 3 divided by a scale ``s`` chosen by CV
+(:mod:`mdslam.slam.posterior`): the MAP, and the posterior mean and standard
+deviation, the mean being the headline label.
 
 What is here, and where mdslam departs from the published code (astroslam):
 
@@ -35,7 +39,6 @@ Flags (bit values of the ``flag`` column): :class:`mdslam.flags.LabelFlag`.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,16 +46,28 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from astropy.table import Table
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.model_selection import KFold
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import validation
-from .flags import LABEL_FLAG_MEANING, LabelFlag, label_flag_meanings
-from .svr import KernelEig, SVRBatchSolution, rbf_kernel, solve_svr_exact, solve_svr_staged
+from .. import modelfile
+from ..flags import LABEL_FLAG_MEANING, LabelFlag, label_flag_meanings
+from . import errorlaw, forward, lm, posterior
+from ._util import _n_workers, _progress
+from .training import (
+    _grid_edge_fraction,
+    _grid_search_cv,
+    _iter_folds,
+    _n_folds,
+    _refit_all,
+    _standardise,
+)
 
 __all__ = [
     "SLAM",
     "QIU2025_USABLE_RANGE",
+    "DEFAULT_C",
+    "DEFAULT_EPSILON",
+    "DEFAULT_GAMMA",
     "describe_flag",
 ]
 
@@ -68,6 +83,9 @@ DEFAULT_C = (1.0, 10.0, 100.0, 1000.0)
 DEFAULT_EPSILON = (0.01, 0.03, 0.1, 0.3, 1.0)
 DEFAULT_GAMMA = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
+#: Candidate chi2 scales ``s`` (likelihood ``exp(-chi2 / 2s)``) for ``chi2_scale="cv"``.
+CHI2_SCALE_GRID = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0)
+
 
 def describe_flag(flag: int, label_names: Sequence[str] = ()) -> list[str]:
     """Human-readable meanings of the bits set in ``flag``.
@@ -80,29 +98,6 @@ def describe_flag(flag: int, label_names: Sequence[str] = ()) -> list[str]:
         The model's label names, to name the "outside domain" bits.
     """
     return label_flag_meanings(flag, label_names)
-
-
-def _iter_folds(n: int, cv, random_state) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) index pairs: int -> shuffled KFold(seed), splitter, or explicit pairs."""
-    if isinstance(cv, (int, np.integer)):
-        if cv < 2 or cv > n:
-            raise ValueError(f"cv={cv}: need 2 <= k <= n_train={n}")
-        splitter = KFold(n_splits=int(cv), shuffle=True, random_state=random_state)
-        return [(np.asarray(a), np.asarray(b)) for a, b in splitter.split(np.zeros((n, 1)))]
-    if hasattr(cv, "split"):
-        return [(np.asarray(a), np.asarray(b)) for a, b in cv.split(np.zeros((n, 1)))]
-    return [(np.asarray(a), np.asarray(b)) for a, b in cv]
-
-
-def _n_folds(cv) -> int | None:
-    if isinstance(cv, (int, np.integer)):
-        return int(cv)
-    if hasattr(cv, "get_n_splits"):
-        try:
-            return int(cv.get_n_splits())
-        except TypeError:
-            return None
-    return None
 
 
 class SLAM(RegressorMixin, BaseEstimator):
@@ -147,11 +142,25 @@ class SLAM(RegressorMixin, BaseEstimator):
         Spectra per vectorised LM batch.
     n_jobs : int or None
         Worker threads (pixel blocks in training, spectrum batches in
-        prediction).  None: all CPUs available to the process.  BLAS runs
-        single-threaded inside (multi-threaded BLAS on shared, busy cores is
-        many times slower).
+        prediction).  None: 1 (scikit-learn's convention); -1: all CPUs
+        available to the process.  BLAS runs single-threaded inside
+        (multi-threaded BLAS on shared, busy cores is many times slower).
     verbose : bool
         Progress bars (tqdm).
+    prior : None, "flat", "training", (n, n_label) array or callable
+        Label prior ``p(theta)`` of Li 2021 eq. 2 (:mod:`mdslam.slam.posterior`).
+        None: maximum likelihood only (Li eq. 3; no posterior columns).
+        ``"flat"``: uniform over the training-label box (10 % margin).
+        ``"training"``: a Gaussian with the training labels' mean and
+        covariance.  An array: label samples (physical units), a Gaussian with
+        their mean and covariance.  A callable: ``log p(labels (m, n_label))``
+        in physical units (not saved with the model).  With a prior,
+        :meth:`predict` returns the posterior mean.
+    chi2_scale : "cv" or float
+        ``s`` of the likelihood ``exp(-chi2 / 2s)``: about the number of pixels
+        per independent datum (correlated pixels make ``s > 1``).  ``"cv"``:
+        chosen in :meth:`fit` among :data:`CHI2_SCALE_GRID` by the k-fold CV
+        error of the posterior-mean labels (only when ``prior`` is set).
 
     Attributes
     ----------
@@ -184,6 +193,19 @@ class SLAM(RegressorMixin, BaseEstimator):
         ``a``, ``b`` (n_label,) of ``sigma = a * SNR**b``, set by :meth:`fit_error_law`.
     solver_info_ : dict
         Mean ADMM iterations, largest KKT gaps of the CV and final fits.
+    chi2_scale_ : float
+        The likelihood scale ``s`` in use (``chi2_scale`` or the CV choice; 1
+        without a prior).
+    chi2_scale_cv_ : dict or None
+        ``grid`` (candidate ``s``) and ``score`` (mean over labels of the CV
+        MSE of the posterior mean / label variance) of the CV choice.
+    posterior_std_scale_ : (n_label, 2) array
+        ``f_ref, d`` of the factor ``f_ref * (SNR / posterior_std_snr_ref_)**d``
+        on the posterior standard deviation that makes the CV normalised
+        residuals ``(mean - truth) / std`` of unit width in every SNR bin
+        (:func:`mdslam.slam.posterior.fit_std_calibration`; ``(1, 0)`` without a CV choice).
+    posterior_std_snr_ref_ : float
+        Reference SNR of that factor (median training SNR).
     """
 
     def __init__(self, C: Sequence[float] = DEFAULT_C, epsilon: Sequence[float] = DEFAULT_EPSILON,
@@ -191,7 +213,8 @@ class SLAM(RegressorMixin, BaseEstimator):
                  tol: float = 1e-3, refit_tol: float = 1e-6, domain=None, low_snr: float = 10.0,
                  min_good_fraction: float = 0.5, lm_max_iter: int = 100, lm_xtol: float = 1e-7,
                  lm_ftol: float = 1e-10, quick_grid: int | None = None, batch_size: int = 256,
-                 n_jobs: int | None = None, verbose: bool = False):
+                 n_jobs: int | None = None, verbose: bool = False, prior=None,
+                 chi2_scale: str | float = "cv"):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -209,6 +232,19 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.batch_size = batch_size
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.prior = prior
+        self.chi2_scale = chi2_scale
+
+    def set_params(self, **params) -> SLAM:
+        """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.
+
+        Prediction-time parameters (``prior``, ``chi2_scale``, ``quick_grid``,
+        ``domain``, ``low_snr``, ``lm_*``, ``batch_size``, ``n_jobs``) take
+        effect at the next :meth:`predict`; training parameters at the next :meth:`fit`.
+        """
+        super().set_params(**params)
+        self._reset_cache()
+        return self
 
     # ------------------------------------------------------------------ training
     def fit(self, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None = None, *,
@@ -294,7 +330,69 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.error_law_ = None
         self.solver_info_ = {**info, **refit_info, "n_folds": len(folds)}
         self._reset_cache()
+        self._fit_likelihood_scale(flux, labels, good, ivar, folds)
         return self
+
+    def _fit_likelihood_scale(self, flux, labels, good, ivar, folds) -> None:
+        """Set ``chi2_scale_`` (CV choice or given) and ``posterior_std_scale_``.
+
+        For ``chi2_scale="cv"`` with a prior: every fold is predicted by the model
+        refitted on the other folds (per-pixel hyperparameters fixed), the
+        posterior mean is computed at every candidate ``s`` of
+        :data:`CHI2_SCALE_GRID`, and the ``s`` of lowest mean normalised MSE
+        (MSE / label variance, averaged over labels) is kept.  At that ``s``,
+        the width of ``(mean - truth) / std`` per label and SNR bin gives
+        ``posterior_std_scale_``.
+        """
+        L = labels.shape[1]
+        self.chi2_scale_cv_ = None
+        self.posterior_std_scale_ = np.column_stack([np.ones(L), np.zeros(L)])
+        self.posterior_std_snr_ref_ = 1.0
+        if self.chi2_scale != "cv":
+            s = float(self.chi2_scale)
+            if not s > 0:
+                raise ValueError(f"chi2_scale must be 'cv' or a positive number, got {self.chi2_scale!r}")
+            self.chi2_scale_ = s
+            return
+        self.chi2_scale_ = 1.0
+        if self.prior is None:
+            return
+        grid = np.asarray(CHI2_SCALE_GRID, float)
+        n = labels.shape[0]
+        means = np.full((grid.size, n, L), np.nan)
+        stds = np.full((grid.size, n, L), np.nan)
+        ivar_arr = None if ivar is None else np.asarray(ivar, float)
+        for tr, te in _progress(folds, self.verbose, "chi2 scale CV", unit="fold"):
+            sub = self._refit_fixed(flux[tr], labels[tr], good[tr])
+            Xte = np.where(good[te], flux[te], np.nan)
+            w = sub._weights(Xte, None if ivar_arr is None else ivar_arr[te])
+            fobs = np.where(w > 0, Xte, 0.0)
+            ok = (w > 0).sum(axis=1) > L
+            idx = te[ok]
+            with threadpool_limits(limits=1, user_api="blas"):
+                th, cov, *_ = sub._lm_batch(fobs[ok], w[ok])
+                for k, s in enumerate(grid):
+                    _, mu, C, _ = sub._posterior_batch(fobs[ok], w[ok], th, s)
+                    means[k, idx], stds[k, idx] = sub._physical(mu, C)
+        best, score = posterior.choose_scale(means, labels)
+        self.chi2_scale_ = float(grid[best])
+        self.chi2_scale_cv_ = {"grid": grid, "score": score}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = (means[best] - labels) / stds[best]
+        self.posterior_std_scale_, self.posterior_std_snr_ref_ = posterior.fit_std_calibration(
+            z, self._snr(flux, good, ivar_arr))
+
+    def _snr(self, flux, ok, ivar) -> np.ndarray:
+        """Median ``|flux| sqrt(ivar)`` over the pixels ``ok`` (n,), NaN without ivar."""
+        n = flux.shape[0]
+        snr = np.full(n, np.nan)
+        if ivar is None:
+            return snr
+        with np.errstate(invalid="ignore"):
+            s = np.where(ok & (ivar > 0), np.abs(flux) * np.sqrt(np.where(ivar > 0, ivar, 0)), np.nan)
+        has = np.isfinite(s).any(axis=1)
+        snr[has] = np.nanmedian(s[has], axis=1)
+        return snr
 
     def _check_training(self, X, y, ivar):
         flux = np.array(X, dtype=float, ndmin=2)
@@ -319,41 +417,18 @@ class SLAM(RegressorMixin, BaseEstimator):
     def _reset_cache(self) -> None:
         self._cache = {}
 
-    def _groups(self):
-        """Pixels grouped by gamma: list of (gamma, pixel_index, dual_T (n_train, n_g), b (n_g,))."""
+    def _groups(self) -> list[forward.PixelGroup]:
+        """Pixels grouped by gamma (:func:`mdslam.slam.forward.pixel_groups`), cached."""
         cache = getattr(self, "_cache", None)
         if cache is None:
             self._cache = cache = {}
         if "groups" not in cache:
-            groups = []
-            for g in np.unique(self.gamma_):
-                pix = np.flatnonzero(self.gamma_ == g)
-                groups.append((float(g), pix, np.ascontiguousarray(self.dual_coef_[pix].T),
-                               self.intercept_[pix]))
-            cache["groups"] = groups
+            cache["groups"] = forward.pixel_groups(self.gamma_, self.dual_coef_, self.intercept_)
         return cache["groups"]
 
     def _model_scaled(self, Th: np.ndarray, jacobian: bool = False):
         """Standardised model flux (m, n_pix) and optionally d/dtheta_scaled (m, n_pix, L)."""
-        m = Th.shape[0]
-        n_pix = self.n_features_in_
-        L = Th.shape[1]
-        F = np.empty((m, n_pix))
-        J = np.empty((m, n_pix, L)) if jacobian else None
-        Xt = self.X_train_
-        for g, pix, BT, b in self._groups():
-            k = rbf_kernel(Th, Xt, g)                    # (m, n_train)
-            if not jacobian:
-                F[:, pix] = k @ BT + b
-                continue
-            # d k(theta, x_i) / d theta_l = -2 gamma (theta_l - x_il) k: one stacked product
-            stack = np.concatenate([k[None], k[None] * Xt.T[:, None, :]], axis=0)   # (1+L, m, n_train)
-            prod = (stack.reshape(-1, Xt.shape[0]) @ BT).reshape(1 + L, m, -1)
-            kb = prod[0]
-            F[:, pix] = kb + b
-            for li in range(L):
-                J[:, pix, li] = -2.0 * g * (Th[:, li, None] * kb - prod[1 + li])
-        return F, J
+        return forward.model_flux(Th, self.X_train_, self._groups(), self.n_features_in_, jacobian)
 
     def predict_flux(self, labels: np.ndarray) -> np.ndarray:
         """Model spectra at given labels (the forward model, all pixels at once).
@@ -392,13 +467,19 @@ class SLAM(RegressorMixin, BaseEstimator):
             raise ValueError(f"labels have {lab.shape[1]} columns, the model has {self.label_mean_.size}")
         return (lab - self.label_mean_) / self.label_scale_
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "dual_coef_")
+
     def _check_fitted(self):
-        if not hasattr(self, "dual_coef_"):
-            raise AttributeError("this SLAM model is not fitted yet: call fit() or SLAM.load()")
+        check_is_fitted(self, msg="this SLAM model is not fitted yet: call fit() or SLAM.load()")
 
     # ------------------------------------------------------------------ inference
     def predict(self, X, ivar=None) -> np.ndarray:
-        """Labels of spectra, physical units (maximum likelihood, Li 2021 eq. 3).
+        """Labels of spectra, physical units.
+
+        Without a prior: the maximum-likelihood point (Li 2021 eq. 3).  With
+        ``prior`` set: the posterior mean (Li 2021 eq. 2, the likelihood scaled
+        by ``chi2_scale_``).
 
         Parameters
         ----------
@@ -436,6 +517,14 @@ class SLAM(RegressorMixin, BaseEstimator):
         reduced chi2), ``e_<label>_cv`` (empirical ``a * SNR**b``, NaN without
         an error law), ``chi2``, ``rchi2``, ``n_good_pixels``, ``n_iter``,
         ``converged``, ``flag`` (bits: :class:`mdslam.flags.LabelFlag`).
+
+        With ``prior`` set, the headline ``<label>`` is the posterior mean and
+        ``e_<label>`` its standard deviation (times ``posterior_std_scale_``
+        when ``chi2_scale="cv"``, the scale it was calibrated for);
+        the maximum-likelihood labels move to ``<label>_ml`` and
+        ``e_<label>_ml`` (formal), and ``<label>_map`` (posterior maximum) and
+        ``posterior_n_eff`` (importance-sampling nodes carrying the weight) are
+        added.  ``meta['HEADLINE']`` says which estimate the headline is.
         """
         if hasattr(X, "flux") and hasattr(X, "ivar") and hasattr(X, "meta"):      # a Spectra container
             X, ivar, ids, snr = self._from_spectra(X, ivar, ids, snr)
@@ -445,18 +534,28 @@ class SLAM(RegressorMixin, BaseEstimator):
         t["id"] = np.arange(n_spec) if ids is None else np.asarray(ids)
         t["snr"] = res["snr"]
         law = self.error_law_
+        post = res["posterior"]
         for li, (name, unit) in enumerate(zip(self.label_names_, self.label_units_, strict=True)):
             t[name] = res["labels"][:, li]
             t[name].unit = unit or None
-            t[f"e_{name}"] = res["e_formal"][:, li]
-            t[f"e_{name}"].unit = unit or None
-            t[f"e_{name}"].description = "formal: sqrt(diag((J^T W J)^-1)), not scaled by rchi2"
-            if law is not None:
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    e_cv = law["a"][li] * np.asarray(res["snr"], float) ** law["b"][li]
+            if post is None:
+                t[f"e_{name}"] = res["e_formal"][:, li]
+                t[f"e_{name}"].description = "formal: sqrt(diag((J^T W J)^-1)), not scaled by rchi2"
             else:
-                e_cv = np.full(n_spec, np.nan)
-            t[f"e_{name}_cv"] = e_cv
+                t[name].description = "posterior mean (Li 2021 eq. 2)"
+                t[f"e_{name}"] = post["std"][:, li]
+                t[f"e_{name}"].description = "posterior standard deviation, CV-calibrated"
+                t[f"{name}_map"] = post["map"][:, li]
+                t[f"{name}_map"].unit = unit or None
+                t[f"{name}_map"].description = "posterior maximum (Li 2021 eq. 2)"
+                t[f"{name}_ml"] = res["ml"][:, li]
+                t[f"{name}_ml"].unit = unit or None
+                t[f"{name}_ml"].description = "maximum likelihood (Li 2021 eq. 3)"
+                t[f"e_{name}_ml"] = res["e_formal"][:, li]
+                t[f"e_{name}_ml"].unit = unit or None
+                t[f"e_{name}_ml"].description = "formal: sqrt(diag((J^T W J)^-1)), not scaled by rchi2"
+            t[f"e_{name}"].unit = unit or None
+            t[f"e_{name}_cv"] = errorlaw.error_law_sigma(law, res["snr"], li)
             t[f"e_{name}_cv"].unit = unit or None
             t[f"e_{name}_cv"].description = "empirical: a * SNR**b fitted to CV scatter (Qiu eqs. 6-8)"
         t["chi2"] = res["chi2"]
@@ -468,6 +567,13 @@ class SLAM(RegressorMixin, BaseEstimator):
         t["flag"] = res["flag"].astype(np.int32)
         t["flag"].description = "; ".join(f"{int(b)}: {s}" for b, s in LABEL_FLAG_MEANING.items())
         t.meta["LABELS"] = ",".join(self.label_names_)
+        if post is None:
+            t.meta["HEADLINE"] = "maximum likelihood (Li 2021 eq. 3)"
+        else:
+            t["posterior_n_eff"] = res["n_eff"]
+            kind = self.prior if isinstance(self.prior, str) else type(self.prior).__name__
+            t.meta["HEADLINE"] = f"posterior mean (Li 2021 eq. 2), prior {kind}"
+            t.meta["CHI2SCL"] = self._likelihood_scale()
         return t
 
     def _from_spectra(self, sp, ivar, ids, snr):
@@ -569,14 +675,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         fobs = np.where(w > 0, flux, 0.0)
         n_good = (w > 0).sum(axis=1)
         if snr is None:
-            if iv is None:
-                snr = np.full(n, np.nan)
-            else:
-                with np.errstate(invalid="ignore"):
-                    s = np.where((w > 0) & (iv > 0), np.abs(flux) * np.sqrt(np.where(iv > 0, iv, 0)), np.nan)
-                snr = np.full(n, np.nan)
-                has = np.isfinite(s).any(axis=1)
-                snr[has] = np.nanmedian(s[has], axis=1)
+            snr = self._snr(flux, w > 0, iv)
         snr = np.asarray(snr, float).ravel()
         if snr.size != n:
             raise ValueError(f"snr has {snr.size} entries for {n} spectra")
@@ -586,48 +685,138 @@ class SLAM(RegressorMixin, BaseEstimator):
         chi2 = np.full(n, np.nan)
         n_iter = np.zeros(n, int)
         converged = np.zeros(n, bool)
-        flag = np.zeros(n, np.int64)
         fittable = (~bad) & (n_good > L)
-        flag[~fittable] |= LabelFlag.FAILED
-        n_usable = int(self.pixel_usable_.sum())
-        flag[n_good < self.min_good_fraction * n_usable] |= LabelFlag.FEW_PIXELS
-        flag[np.isfinite(snr) & (snr < self.low_snr)] |= LabelFlag.LOW_SNR
+        flag = self._input_flags(fittable, n_good, snr)
 
         idx_all = np.flatnonzero(fittable)
         nw = _n_workers(self.n_jobs)
         bs = max(1, min(int(self.batch_size), -(-idx_all.size // nw)))
         batches = [idx_all[i:i + bs] for i in range(0, idx_all.size, bs)]
 
+        has_prior = self.prior is not None
+        s_lik = self._likelihood_scale() if has_prior else 1.0
+        post = {k: np.full((n, L), np.nan) for k in ("map", "mean", "std")}
+        n_eff = np.full(n, np.nan)
+        # the CV calibration of the std holds for the CV-chosen scale only
+        std_scale = (posterior.std_factor(self.posterior_std_scale_, self.posterior_std_snr_ref_, snr)
+                     if self.chi2_scale == "cv" and has_prior else np.ones((n, L)))
+
         def run(bidx):
             try:
-                return self._lm_batch(fobs[bidx], w[bidx])
+                out = self._lm_batch(fobs[bidx], w[bidx])
             except Exception as exc:  # never lose a whole batch: redo one by one
                 warnings.warn(f"batch fit failed ({exc!r}); refitting spectra one by one", stacklevel=2)
-                return self._lm_one_by_one(fobs[bidx], w[bidx])
+                out = self._lm_one_by_one(fobs[bidx], w[bidx])
+            if not has_prior:
+                return out, None
+            return out, self._posterior_batch(fobs[bidx], w[bidx], out[0], s_lik)
 
         with threadpool_limits(limits=1, user_api="blas"):
             self._quick_grid()                            # build the shared cache before threads start
+            if has_prior:
+                self._prior()
             with ThreadPoolExecutor(max_workers=max(1, min(nw, len(batches)))) as ex:
                 results = ex.map(run, batches)
                 for bidx, out in zip(batches, _progress(results, self.verbose, "SLAM labels", unit="batch",
                                                         total=len(batches)), strict=True):
-                    th, cov, c2, nit, conv, failed = out
-                    labels[bidx] = self.label_mean_ + th * self.label_scale_
-                    with np.errstate(invalid="ignore"):
-                        e_formal[bidx] = np.sqrt(np.diagonal(cov, axis1=1, axis2=2)) * self.label_scale_
+                    (th, cov, c2, nit, conv, failed), pst = out
+                    if pst is not None:
+                        th_map, mu, C, n_eff[bidx] = pst
+                        post["map"][bidx] = self._physical(th_map, C)[0]
+                        post["mean"][bidx], sd = self._physical(mu, C)
+                        post["std"][bidx] = sd * std_scale[bidx]
+                        for v in post.values():
+                            v[bidx[failed]] = np.nan
+                    labels[bidx], e_formal[bidx] = self._physical(th, cov)
                     chi2[bidx] = c2
                     n_iter[bidx] = nit
                     converged[bidx] = conv
                     flag[bidx[~conv]] |= LabelFlag.NOT_CONVERGED
                     flag[bidx[failed]] |= LabelFlag.FAILED
                     labels[bidx[failed]] = np.nan
+        headline = post["mean"] if has_prior else labels
+        flag |= self._domain_flags(headline)
+        return dict(labels=headline, ml=labels, e_formal=e_formal, chi2=chi2, n_good=n_good, n_iter=n_iter,
+                    converged=converged, flag=flag, snr=snr, posterior=post if has_prior else None,
+                    n_eff=n_eff)
+
+    def _input_flags(self, fittable, n_good, snr) -> np.ndarray:
+        """FAILED (not fittable), FEW_PIXELS and LOW_SNR bits per spectrum, (n,) int64."""
+        flag = np.zeros(fittable.size, np.int64)
+        flag[~fittable] |= LabelFlag.FAILED
+        flag[n_good < self.min_good_fraction * int(self.pixel_usable_.sum())] |= LabelFlag.FEW_PIXELS
+        flag[np.isfinite(snr) & (snr < self.low_snr)] |= LabelFlag.LOW_SNR
+        return flag
+
+    def _domain_flags(self, labels) -> np.ndarray:
+        """OUTSIDE_DOMAIN bits (one per label) of (n, L) physical labels, (n,) int64."""
         dom = self.domain_array()
+        flag = np.zeros(labels.shape[0], np.int64)
         with np.errstate(invalid="ignore"):
-            for li in range(L):
+            for li in range(labels.shape[1]):
                 out_l = (labels[:, li] < dom[li, 0]) | (labels[:, li] > dom[li, 1])
                 flag[out_l] |= LabelFlag.OUTSIDE_DOMAIN << li
-        return dict(labels=labels, e_formal=e_formal, chi2=chi2, n_good=n_good, n_iter=n_iter,
-                    converged=converged, flag=flag, snr=snr)
+        return flag
+
+    def _physical(self, theta, cov):
+        """Standardised labels (m, L) and covariances (m, L, L) -> physical labels and standard deviations."""
+        with np.errstate(invalid="ignore"):
+            return (self.label_mean_ + theta * self.label_scale_,
+                    np.sqrt(np.diagonal(cov, axis1=1, axis2=2)) * self.label_scale_)
+
+    # ------------------------------------------------------------------ posterior (Li 2021 eq. 2)
+    def _prior(self) -> posterior.Prior:
+        """The prior in standardised label units (cached)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        if "prior" not in cache:
+            cache["prior"] = posterior.make_prior(self.prior, self.X_train_, self.label_mean_, self.label_scale_)
+        return cache["prior"]
+
+    def _likelihood_scale(self) -> float:
+        """``s`` of the likelihood ``exp(-chi2 / 2s)``: ``chi2_scale`` or the CV choice of :meth:`fit`."""
+        if self.chi2_scale != "cv":
+            return float(self.chi2_scale)
+        if getattr(self, "chi2_scale_cv_", None) is None:
+            raise ValueError("chi2_scale='cv' but this model chose no chi2 scale (it was fitted without a "
+                             "prior): refit with the prior set, or give chi2_scale a number")
+        return float(self.chi2_scale_)
+
+    def _posterior_batch(self, fobs, w, theta_ml, chi2_scale):
+        """MAP, posterior mean and covariance of a batch (standardised labels).
+
+        Parameters
+        ----------
+        fobs, w : (m, n_pix) observed flux (0 where masked) and likelihood weights.
+        theta_ml : (m, L) maximum-likelihood labels (start of the MAP search).
+        chi2_scale : float
+
+        Returns
+        -------
+        theta_map (m, L), mean (m, L), cov (m, L, L), n_eff (m,).  The mean is the
+        importance-sampling estimate of :func:`mdslam.slam.posterior.posterior_moments`;
+        the covariance is the Laplace one where fewer than
+        :data:`mdslam.slam.posterior.MIN_N_EFF` nodes carry the weight.
+        """
+        prior = self._prior()
+        scale, mean = self.flux_scale_, self.flux_mean_
+
+        def model(th):
+            F, J = self._model_scaled(th, jacobian=True)
+            return mean + F * scale, J * scale[None, :, None]
+
+        def flux(th):
+            return mean + self._model_scaled(th)[0] * scale
+
+        start = np.where(np.isfinite(theta_ml), theta_ml, 0.0)
+        start = np.clip(start, prior.lo, prior.hi)
+        r = posterior.map_estimate(model, fobs, w, start, prior, chi2_scale, max_iter=self.lm_max_iter,
+                                   xtol=self.lm_xtol, ftol=self.lm_ftol)
+        mu, C, ne = posterior.posterior_moments(flux, fobs, w, r.theta, r.cov, prior, chi2_scale)
+        lap = ~(ne >= posterior.MIN_N_EFF)
+        C[lap] = r.cov[lap]
+        bad = ~np.all(np.isfinite(mu), axis=1)
+        mu[bad] = r.theta[bad]
+        return r.theta, mu, C, ne
 
     def _lm_one_by_one(self, fobs, w):
         m, L = fobs.shape[0], self.label_mean_.size
@@ -647,7 +836,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         return th, cov, c2, nit, conv, failed
 
     def _lm_batch(self, fobs, w):
-        """Batched Levenberg-Marquardt in standardised label space.
+        """Batched Levenberg-Marquardt (:mod:`mdslam.slam.lm`) in standardised label space.
 
         Parameters
         ----------
@@ -658,65 +847,17 @@ class SLAM(RegressorMixin, BaseEstimator):
         theta (m, L) scaled, cov (m, L, L) scaled, chi2 (m,), n_iter (m,),
         converged (m,), failed (m,).
         """
-        m = fobs.shape[0]
-        L = self.label_mean_.size
         scale = self.flux_scale_
         mean = self.flux_mean_
-        # quick start: chi2 against the grid by matrix products
         G, FG = self._quick_grid()
-        chi2_grid = ((w * fobs**2).sum(axis=1)[:, None] - 2.0 * (w * fobs) @ FG.T + w @ (FG**2).T)
-        theta = G[np.argmin(chi2_grid, axis=1)].copy()
+        theta0 = lm.grid_start(fobs, w, G, FG)
 
-        def evaluate(th, rows):
+        def model(th):
             F, J = self._model_scaled(th, jacobian=True)
-            r = fobs[rows] - (mean + F * scale)              # (k, n_pix)
-            Jp = J * scale[None, :, None]                    # d model / d theta_scaled
-            return r, Jp
+            return mean + F * scale, J * scale[None, :, None]
 
-        r, Jp = evaluate(theta, slice(None))
-        chi2 = (w * r * r).sum(axis=1)
-        mu = np.full(m, 1e-3)
-        n_iter = np.zeros(m, int)
-        converged = np.zeros(m, bool)
-        active = np.arange(m)
-        eye = np.eye(L)
-        for _ in range(int(self.lm_max_iter)):
-            if active.size == 0:
-                break
-            Ja, wa, ra = Jp[active], w[active], r[active]
-            JW = Ja * wa[:, :, None]
-            A = np.matmul(JW.transpose(0, 2, 1), Ja)
-            g = np.matmul(JW.transpose(0, 2, 1), ra[:, :, None])[..., 0]
-            dA = np.diagonal(A, axis1=1, axis2=2)
-            damp = mu[active, None] * (dA + 1e-12 * dA.sum(axis=1, keepdims=True) + 1e-300)
-            step = np.linalg.solve(A + damp[:, :, None] * eye, g[..., None])[..., 0]
-            th_new = theta[active] + step
-            r_new, J_new = evaluate(th_new, active)
-            chi2_new = (wa * r_new * r_new).sum(axis=1)
-            n_iter[active] += 1
-            acc = np.isfinite(chi2_new) & (chi2_new <= chi2[active])
-            small_step = np.max(np.abs(step), axis=1) < self.lm_xtol
-            small_df = acc & ((chi2[active] - chi2_new) <= self.lm_ftol * np.maximum(chi2[active], 1e-300))
-            ia = active[acc]
-            theta[ia] = th_new[acc]
-            r[ia] = r_new[acc]
-            Jp[ia] = J_new[acc]
-            chi2[ia] = chi2_new[acc]
-            mu[active] = np.where(acc, np.maximum(mu[active] * 0.3, 1e-12), mu[active] * 10.0)
-            done = small_step | small_df | (mu[active] > 1e12)
-            converged[active[done]] = True
-            active = active[~done]
-        # covariance (J^T W J)^-1 at the solution, scaled label units
-        A = np.matmul((Jp * w[:, :, None]).transpose(0, 2, 1), Jp)
-        cov = np.full((m, L, L), np.nan)
-        okA = np.all(np.isfinite(A), axis=(1, 2))
-        for i in np.flatnonzero(okA):
-            try:
-                cov[i] = np.linalg.inv(A[i])
-            except np.linalg.LinAlgError:
-                pass
-        failed = ~np.all(np.isfinite(theta), axis=1) | ~np.isfinite(chi2)
-        return theta, cov, chi2, n_iter, converged & ~failed, failed
+        return tuple(lm.levenberg_marquardt(model, fobs, w, theta0, max_iter=self.lm_max_iter,
+                                            xtol=self.lm_xtol, ftol=self.lm_ftol))
 
     def domain_array(self) -> np.ndarray:
         """(n_label, 2) label domain (physical units) used for the outside-domain flags."""
@@ -793,7 +934,10 @@ class SLAM(RegressorMixin, BaseEstimator):
         Xs, Ys, scalers = _standardise(flux, labels, good)
         sub.label_mean_, sub.label_scale_, sub.flux_mean_, sub.flux_scale_ = scalers
         for attr in ("label_names_", "label_units_", "wavelength_", "C_", "epsilon_", "gamma_",
-                     "param_grid_", "cv_mse_grid_", "error_law_", "solver_info_", "grid_edge_fraction_"):
+                     "param_grid_", "cv_mse_grid_", "error_law_", "solver_info_", "grid_edge_fraction_",
+                     "chi2_scale_", "chi2_scale_cv_", "posterior_std_scale_", "posterior_std_snr_ref_"):
+            if not hasattr(self, attr):      # the likelihood scale is set at the end of fit
+                continue
             setattr(sub, attr, getattr(self, attr))
         sub.pixel_usable_ = self.pixel_usable_ & (good.sum(axis=0) > 1)
         sub.cv_mse_scaled_ = self.cv_mse_scaled_
@@ -830,170 +974,60 @@ class SLAM(RegressorMixin, BaseEstimator):
         ``bias``, ``scatter``), with the fitted ``a``, ``b`` in ``meta``.
         """
         self._check_fitted()
-        L = self.label_mean_.size
-        snr = np.asarray(snr, float).ravel()
-        yt = np.array(y_true, float, ndmin=2).reshape(snr.size, L)
-        yp = np.array(y_pred, float, ndmin=2).reshape(snr.size, L)
-        ok = np.isfinite(snr) & np.all(np.isfinite(yt), axis=1) & np.all(np.isfinite(yp), axis=1)
-        tab = validation.binned_bias_scatter(snr[ok], yp[ok], yt[ok], n_bins=n_bins, min_per_bin=min_per_bin)
-        if len(tab) < 2:
-            raise ValueError(f"only {len(tab)} SNR bin(s) with >= {min_per_bin} stars: cannot fit a power law")
-        a = np.zeros(L)
-        b = np.zeros(L)
-        cov = np.zeros((L, 2, 2))
-        scat = np.asarray(tab["scatter"]).reshape(len(tab), L)
-        for li in range(L):
-            a[li], b[li], cov[li] = validation.fit_power_law(np.asarray(tab["snr_median"]), scat[:, li])
-        self.error_law_ = {"a": a, "b": b, "cov": cov,
-                           "snr_range": (float(tab["snr_lo"].min()), float(tab["snr_hi"].max())),
-                           "n_bins": len(tab)}
-        tab.meta.update({"label_names": list(self.label_names_), "a": a.tolist(), "b": b.tolist()})
+        self.error_law_, tab = errorlaw.fit_error_law(snr, y_true, y_pred, self.label_names_,
+                                                      n_bins=n_bins, min_per_bin=min_per_bin)
         return tab
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
         """Write the fitted model to ``path`` (.npz; format in :mod:`mdslam.modelfile`)."""
-        from .modelfile import save_model
-        save_model(self, path)
+        self._check_fitted()
+        state = {k: v for k, v in self.__dict__.items() if k.endswith("_") and not k.startswith("_")}
+        modelfile.save_model(path, state, _jsonable_params(self.get_params()))
 
     @classmethod
     def load(cls, path) -> SLAM:
         """Read a model written by :meth:`save` (no pickle; format checked)."""
-        from .modelfile import load_model
-        return load_model(path)
+        params, state = modelfile.load_model(path)
+        params.pop("cv_repr", None)
+        if isinstance(params.get("domain"), list):
+            params["domain"] = np.asarray(params["domain"], float)
+        if isinstance(params.get("prior"), list):
+            params["prior"] = np.asarray(params["prior"], float)
+        for key in ("C", "epsilon", "gamma"):
+            params[key] = tuple(params[key])
+        valid = cls().get_params()
+        model = cls(**{k: v for k, v in params.items() if k in valid})
+        model.__dict__.update(state)
+        model.n_features_in_ = int(model.dual_coef_.shape[0])
+        model.cv_mse_ = model.cv_mse_scaled_ * model.flux_scale_**2
+        model.cv_md_ = model.cv_md_scaled_ * model.flux_scale_
+        model.grid_edge_fraction_ = _grid_edge_fraction(model)
+        model._reset_cache()
+        return model
 
 
-# ---------------------------------------------------------------------- helpers
-def _progress(it, enabled, desc, **kw):
-    if not enabled:
-        return it
-    from tqdm.auto import tqdm
-    return tqdm(it, desc=desc, **kw)
-
-
-def _grid_edge_fraction(model) -> dict:
-    """Fraction of usable pixels whose chosen value is the lowest or highest of its grid (NaN: < 3 values)."""
+def _jsonable_params(params: dict) -> dict:
+    """``get_params()`` as JSON types; a CV splitter is stored as its number of folds."""
     out = {}
-    use = model.pixel_usable_
-    for k in ("C", "epsilon", "gamma"):
-        g = np.asarray(model.param_grid_[k])
-        v = getattr(model, k + "_")[use]
-        out[k] = float(np.mean(np.isin(v, (g.min(), g.max())))) if g.size > 2 and v.size else float("nan")
+    for k, v in params.items():
+        if k == "prior" and callable(v):
+            raise ValueError("a model with a callable prior cannot be saved (the file holds no code): "
+                             "set_params(prior=...) to 'flat', 'training' or label samples first")
+        if k == "cv" and not isinstance(v, (int, np.integer)):
+            nf = _n_folds(v)
+            out[k] = nf if nf is not None else 10
+            out["cv_repr"] = repr(v)
+        elif isinstance(v, np.ndarray):
+            out[k] = v.tolist()
+        elif isinstance(v, (tuple, list)):
+            out[k] = [float(x) if isinstance(x, (np.floating, float)) else x for x in v]
+        elif isinstance(v, dict):
+            out[k] = {kk: list(map(float, vv)) for kk, vv in v.items()}
+        elif isinstance(v, (np.integer,)):
+            out[k] = int(v)
+        elif isinstance(v, (np.floating,)):
+            out[k] = float(v)
+        else:
+            out[k] = v
     return out
-
-
-def _n_workers(n_jobs) -> int:
-    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if n_jobs is None or n_jobs == 0:
-        return max(ncpu, 1)
-    if n_jobs < 0:
-        return max(ncpu + 1 + int(n_jobs), 1)
-    return int(n_jobs)
-
-
-def _solve_parallel(fn, ke, Y, C, eps, n_workers, **kw) -> SVRBatchSolution:
-    """Run a batched SVR solver on pixel blocks in threads (BLAS single-threaded inside)."""
-    P = Y.shape[0]
-    nw = max(1, min(int(n_workers), P // 8 or 1))
-    if nw == 1:
-        return fn(ke, Y, C, eps, **kw)
-    n_chunks = min(2 * nw, max(P // 64, nw))          # a few more chunks than threads: load balance
-    edges = np.linspace(0, P, n_chunks + 1).astype(int)
-
-    def rows(a, lo, hi):
-        return a[lo:hi] if np.ndim(a) >= 1 and np.shape(a)[0] == P else a
-
-    def part(k):
-        lo, hi = edges[k], edges[k + 1]
-        return fn(ke, Y[lo:hi], rows(C, lo, hi), rows(eps, lo, hi), **kw)
-
-    with ThreadPoolExecutor(max_workers=nw) as ex:
-        parts = list(ex.map(part, range(n_chunks)))
-    cat = np.concatenate
-    return SVRBatchSolution(beta=cat([p.beta for p in parts]), intercept=cat([p.intercept for p in parts]),
-                            gap=cat([p.gap for p in parts]), n_iter=cat([p.n_iter for p in parts]),
-                            converged=cat([p.converged for p in parts]),
-                            state=tuple(cat([p.state[i] for p in parts]) for i in range(3)))
-
-
-def _standardise(flux, labels, good):
-    """Labels and per-pixel fluxes to mean 0, variance 1 (good pixels only; ddof=0)."""
-    lm = labels.mean(axis=0)
-    ls = labels.std(axis=0)
-    ls = np.where(ls > 0, ls, 1.0)
-    Xs = (labels - lm) / ls
-    cnt = good.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fm = np.where(cnt > 0, (flux * good).sum(axis=0) / np.maximum(cnt, 1), 0.0)
-        fv = np.where(cnt > 0, (((flux - fm) * good) ** 2).sum(axis=0) / np.maximum(cnt, 1), 1.0)
-    fs = np.sqrt(fv)
-    fs = np.where(fs > 1e-300, fs, 1.0)
-    Ys = np.where(good, (flux - fm) / fs, 0.0)
-    return Xs, Ys, (lm, ls, fm, fs)
-
-
-def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1):
-    """Accumulate per-pixel CV sums over the grid: sse, se (nC, neps, ng, n_pix), count (n_pix,)."""
-    n, n_pix = Ys.shape
-    sse = np.zeros((Cs.size, es.size, gs.size, n_pix))
-    se = np.zeros_like(sse)
-    cnt = np.zeros(n_pix)
-    for _, te in folds:
-        cnt += good[te].sum(axis=0)
-    n_iter_tot = 0
-    n_solves = 0
-    max_gap = 0.0
-    n_unconv = 0
-    steps = [(gi, k) for gi in range(gs.size) for k in range(len(folds))]
-    bar = _progress(steps, verbose, "SLAM CV grid", unit="fold",
-                    postfix=f"{n_pix} px x {Cs.size * es.size} (C, eps)")
-    for gi, k in bar:
-        g = gs[gi]
-        tr, te = folds[k]
-        # eigenvalues below 1e-8 of the largest are left out of the ADMM linear step only
-        # (a third fewer columns at gamma 0.3 on the reference problem, same CV-MSE to 1e-5);
-        # the KKT gap and the polish always use the full kernel, so the stopping rule is exact
-        ke = KernelEig.from_kernel(rbf_kernel(Xs[tr], Xs[tr], g), rel_cut=1e-8)
-        Kv = rbf_kernel(Xs[tr], Xs[te], g)
-        Ytr = np.ascontiguousarray(Ys[tr].T)
-        gtr = good[tr].T
-        Cmask = None if gtr.all() else gtr.astype(float)
-        gte = good[te].T
-        Yte = Ys[te].T
-        for ci, C in enumerate(Cs):
-            for ei, e in enumerate(es):
-                sol = _solve_parallel(solve_svr_staged, ke, Ytr, C if Cmask is None else C * Cmask, e,
-                                      n_workers, tol=tol)
-                res = (sol.beta @ Kv + sol.intercept[:, None] - Yte) * gte
-                sse[ci, ei, gi] += (res * res).sum(axis=1)
-                se[ci, ei, gi] += res.sum(axis=1)
-                n_iter_tot += int(sol.n_iter.sum())
-                n_solves += n_pix
-                max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
-                n_unconv += int((~sol.converged).sum())
-    info = {"cv_mean_iterations": n_iter_tot / max(n_solves, 1), "cv_max_kkt_gap": max_gap,
-            "cv_n_unconverged": n_unconv}
-    return sse, se, cnt, info
-
-
-def _refit_all(Xs, Ys, good, C_pix, eps_pix, gamma_pix, usable, tol, refit_tol, verbose, n_workers=1):
-    """Final SVR of every pixel on all training stars, exact optimum where reachable."""
-    n, n_pix = Ys.shape
-    dual = np.zeros((n_pix, n))
-    b = np.zeros(n_pix)
-    max_gap = 0.0
-    n_unconv = 0
-    gammas = np.unique(gamma_pix[usable])
-    for g in _progress(gammas, verbose, "SLAM refit", unit="gamma"):
-        pix = np.flatnonzero((gamma_pix == g) & usable)
-        ke = KernelEig.from_kernel(rbf_kernel(Xs, Xs, g))
-        Y = np.ascontiguousarray(Ys[:, pix].T)
-        Cb = C_pix[pix, None] * good[:, pix].T
-        e = eps_pix[pix]
-        sol = _solve_parallel(solve_svr_exact, ke, Y, Cb, e, n_workers, tol=tol, final_tol=refit_tol)
-        dual[pix] = sol.beta
-        b[pix] = sol.intercept
-        max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
-        n_unconv += int((sol.gap > refit_tol).sum())
-    # unusable pixels: model = training mean (dual 0, b 0 in scaled units)
-    return dual, b, {"refit_max_kkt_gap": max_gap, "refit_n_above_tol": n_unconv}

@@ -1,0 +1,87 @@
+"""SLAM's forward model: model spectra and their analytic label derivatives, as pure functions.
+
+In standardised units, pixel ``j`` of the model spectrum at labels ``theta``
+is the SVR kernel expansion
+
+.. math::  f_j(\\theta) = \\sum_i \\beta_{ij} \\exp(-\\gamma_j |\\theta - x_i|^2) + b_j,
+
+with ``x_i`` the standardised training labels (Li 2021 sec. 2.2).  Pixels that
+share a ``gamma`` share the kernel row, so they are evaluated together by one
+matrix product per group.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..svr import rbf_kernel
+
+#: One group of pixels with the same RBF width: (gamma, pixel indices (n_g,),
+#: transposed dual coefficients (n_train, n_g), intercepts (n_g,)).
+PixelGroup = tuple[float, np.ndarray, np.ndarray, np.ndarray]
+
+
+def pixel_groups(gamma: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray) -> list[PixelGroup]:
+    """Group pixels by their RBF width for :func:`model_flux`.
+
+    Parameters
+    ----------
+    gamma : (n_pix,) array
+        RBF width per pixel (standardised label units).
+    dual_coef : (n_pix, n_train) array
+        SVR dual coefficients ``alpha - alpha*``.
+    intercept : (n_pix,) array
+        SVR intercepts (standardised flux).
+
+    Returns
+    -------
+    list of (gamma, pixel index (n_g,), dual_coef[pix].T (n_train, n_g), intercept[pix] (n_g,)).
+    """
+    groups = []
+    for g in np.unique(gamma):
+        pix = np.flatnonzero(gamma == g)
+        groups.append((float(g), pix, np.ascontiguousarray(dual_coef[pix].T), intercept[pix]))
+    return groups
+
+
+def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup], n_pix: int,
+               jacobian: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Standardised model flux at standardised labels, and optionally its label derivatives.
+
+    Parameters
+    ----------
+    theta : (m, n_label) array
+        Standardised labels.
+    X_train : (n_train, n_label) array
+        Standardised training labels (the support vectors).
+    groups : list of PixelGroup
+        From :func:`pixel_groups`.
+    n_pix : int
+        Number of pixels of the model.
+    jacobian : bool
+        Also return ``d f / d theta``.
+
+    Returns
+    -------
+    F : (m, n_pix) array
+        Standardised model flux.
+    J : (m, n_pix, n_label) array or None
+        ``d F / d theta`` (standardised flux per standardised label unit).
+    """
+    m, L = theta.shape
+    F = np.empty((m, n_pix))
+    J = np.empty((m, n_pix, L)) if jacobian else None
+    Xt = X_train
+    for g, pix, BT, b in groups:
+        k = rbf_kernel(theta, Xt, g)                    # (m, n_train)
+        if not jacobian:
+            F[:, pix] = k @ BT + b
+            continue
+        # d k(theta, x_i) / d theta_l = -2 gamma (theta_l - x_il) k: one stacked product
+        stack = np.concatenate([k[None], k[None] * Xt.T[:, None, :]], axis=0)   # (1+L, m, n_train)
+        prod = (stack.reshape(-1, Xt.shape[0]) @ BT).reshape(1 + L, m, -1)
+        kb = prod[0]
+        F[:, pix] = kb + b
+        for li in range(L):
+            J[:, pix, li] = -2.0 * g * (theta[:, li, None] * kb - prod[1 + li])
+    return F, J

@@ -1,0 +1,126 @@
+"""Batched Levenberg-Marquardt for weighted least squares, many independent problems at once.
+
+Each row ``i`` minimises ``chi2_i(theta) = sum_j w_ij (y_ij - f_j(theta_i))^2``
+(Li 2021 eq. 3 with ``w = 1/sigma^2``).  All rows take their step together,
+one batched ``(L, L)`` solve per iteration; a row leaves the batch when its
+step or its relative chi2 decrease is small.  The model is any function that
+returns the model values and their Jacobian for a batch of parameter vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+#: ``model(theta (k, L)) -> (f (k, n), J (k, n, L))``.
+ModelFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class LMResult(NamedTuple):
+    """Output of :func:`levenberg_marquardt` (``m`` problems, ``L`` parameters)."""
+
+    theta: np.ndarray        #: (m, L) best parameters
+    cov: np.ndarray          #: (m, L, L) ``(J^T W J)^-1`` at ``theta`` (NaN if singular)
+    chi2: np.ndarray         #: (m,) weighted sum of squared residuals at ``theta``
+    n_iter: np.ndarray       #: (m,) iterations taken
+    converged: np.ndarray    #: (m,) bool, stopped by ``xtol``/``ftol`` (or damping cap), not by ``max_iter``
+    failed: np.ndarray       #: (m,) bool, non-finite parameters or chi2
+
+
+def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.ndarray) -> np.ndarray:
+    """Best starting point of each problem among precomputed model evaluations.
+
+    Parameters
+    ----------
+    y, w : (m, n) arrays
+        Data (0 where masked) and weights.
+    grid : (g, L) array
+        Parameter vectors.
+    grid_model : (g, n) array
+        Model values at ``grid``.
+
+    Returns
+    -------
+    (m, L) array, the grid point of lowest chi2 per row (by three matrix products).
+    """
+    chi2_grid = ((w * y**2).sum(axis=1)[:, None] - 2.0 * (w * y) @ grid_model.T + w @ (grid_model**2).T)
+    return grid[np.argmin(chi2_grid, axis=1)].copy()
+
+
+def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, *,
+                        max_iter: int = 100, xtol: float = 1e-7, ftol: float = 1e-10) -> LMResult:
+    """Minimise ``sum_j w_ij (y_ij - f_j(theta_i))^2`` for every row ``i`` together.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(theta)`` with ``theta`` (k, L) returns ``f`` (k, n) and ``J = df/dtheta`` (k, n, L).
+    y, w : (m, n) arrays
+        Data (0 where masked) and weights (0 = masked).
+    theta0 : (m, L) array
+        Starting parameters.
+    max_iter : int
+        Iteration cap.
+    xtol : float
+        Stop when the largest step component is below ``xtol``.
+    ftol : float
+        Stop when an accepted step lowers chi2 by less than ``ftol * chi2``.
+
+    Returns
+    -------
+    LMResult
+    """
+    m, L = theta0.shape
+    theta = np.array(theta0, float, copy=True)
+
+    def evaluate(th, rows):
+        f, Jp = model(th)
+        return y[rows] - f, Jp
+
+    r, Jp = evaluate(theta, slice(None))
+    Jp = Jp if Jp.flags.writeable else np.array(Jp)             # updated in place below
+    chi2 = (w * r * r).sum(axis=1)
+    mu = np.full(m, 1e-3)
+    n_iter = np.zeros(m, int)
+    converged = np.zeros(m, bool)
+    active = np.arange(m)
+    eye = np.eye(L)
+    for _ in range(int(max_iter)):
+        if active.size == 0:
+            break
+        Ja, wa, ra = Jp[active], w[active], r[active]
+        JW = Ja * wa[:, :, None]
+        A = np.matmul(JW.transpose(0, 2, 1), Ja)
+        g = np.matmul(JW.transpose(0, 2, 1), ra[:, :, None])[..., 0]
+        dA = np.diagonal(A, axis1=1, axis2=2)
+        damp = mu[active, None] * (dA + 1e-12 * dA.sum(axis=1, keepdims=True) + 1e-300)
+        step = np.linalg.solve(A + damp[:, :, None] * eye, g[..., None])[..., 0]
+        th_new = theta[active] + step
+        r_new, J_new = evaluate(th_new, active)
+        chi2_new = (wa * r_new * r_new).sum(axis=1)
+        n_iter[active] += 1
+        acc = np.isfinite(chi2_new) & (chi2_new <= chi2[active])
+        small_step = np.max(np.abs(step), axis=1) < xtol
+        small_df = acc & ((chi2[active] - chi2_new) <= ftol * np.maximum(chi2[active], 1e-300))
+        ia = active[acc]
+        theta[ia] = th_new[acc]
+        r[ia] = r_new[acc]
+        Jp[ia] = J_new[acc]
+        chi2[ia] = chi2_new[acc]
+        mu[active] = np.where(acc, np.maximum(mu[active] * 0.3, 1e-12), mu[active] * 10.0)
+        done = small_step | small_df | (mu[active] > 1e12)
+        converged[active[done]] = True
+        active = active[~done]
+    # covariance (J^T W J)^-1 at the solution
+    A = np.matmul((Jp * w[:, :, None]).transpose(0, 2, 1), Jp)
+    cov = np.full((m, L, L), np.nan)
+    okA = np.all(np.isfinite(A), axis=(1, 2))
+    for i in np.flatnonzero(okA):
+        try:
+            cov[i] = np.linalg.inv(A[i])
+        except np.linalg.LinAlgError:
+            pass
+    failed = ~np.all(np.isfinite(theta), axis=1) | ~np.isfinite(chi2)
+    return LMResult(theta, cov, chi2, n_iter, converged & ~failed, failed)
