@@ -131,8 +131,9 @@ def maxrss_mb() -> float:
 # models
 # --------------------------------------------------------------------------- #
 def lamost_grid() -> np.ndarray:
-    from mdslam.preprocess import log_lambda_grid
     from mdslam.tracks import LAMOST_GRID
+
+    from mdslam.preprocess import log_lambda_grid
     return log_lambda_grid(**LAMOST_GRID)
 
 
@@ -224,8 +225,9 @@ def worker_cpu_seconds(client) -> float:
 
 
 def bench_reference_model(n_target: int = 2000) -> None:
-    from mdslam.batch import ArraySource
     from mdslam.tracks import xp_slam_model
+
+    from mdslam.batch import ArraySource
 
     model, ts = xp_slam_model()
     model.set_params(n_jobs=1, verbose=False)

@@ -4,7 +4,7 @@ real-format replies built from the mirror's real data, no address but 127.0.0.1.
 Covered per service: success, cache hit (no request on rerun), timeout, HTTP 500 with the
 archive's message surfaced, truncated download (resumed, never cached truncated), a retry that
 succeeds after one failure, chunked queries resuming after an interruption, offline errors.
-Then every function of ``mdslam.archive.inputs`` (each chapter's inputs) against the replays of
+Then every function of ``mdslam.compendium.inputs`` (each chapter's inputs) against the replays of
 ``archive_replay.inputs``, the ``mdslam archive`` CLI, and (marked slow) every chapter
 executed in archive mode end to end with every service on 127.0.0.1.
 """
@@ -58,7 +58,7 @@ def env(tmp_path, monkeypatch):
     """A fresh cache, the real mirror, short timeouts and backoff, every service on a dead port."""
     monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setenv(datasets.MIRROR_ENV, str(MIRROR))
-    monkeypatch.setenv("MDSLAM_ARCHIVE_TIMEOUT", "10")
+    monkeypatch.setenv("MDSLAM_ARCHIVE_TIMEOUT", "60")  # room for replays built on a loaded machine
     monkeypatch.setenv("MDSLAM_ARCHIVE_RETRIES", "3")
     monkeypatch.setenv("MDSLAM_ARCHIVE_BACKOFF", "0.05")
     monkeypatch.delenv("MDSLAM_ARCHIVE_OFFLINE", raising=False)
@@ -215,10 +215,49 @@ def test_dr3_columns_and_dr2_dr3_neighbourhood(srv):
     assert np.allclose(tab["ruwe"], truth["ruwe"])
     pairs = replay.dr2_neighbourhood()
     got = archive.gaia_dr2_dr3_neighbourhood(pairs["dr2_source_id"], chunk_size=50, progress=False)
-    assert len(got) == len(pairs)
-    lookup = dict(zip(np.asarray(pairs["dr2_source_id"]).tolist(), np.asarray(pairs["dr3_source_id"]).tolist(),
-                      strict=True))
-    assert all(lookup[int(a)] == int(b) for a, b in zip(got["dr2_source_id"], got["dr3_source_id"], strict=True))
+    table = replay._tap_dr2_neighbourhood()  # every row the replayed archive holds
+    expected = table[np.isin(table["dr2_source_id"], pairs["dr2_source_id"])]
+    assert len(got) == len(expected) >= len(pairs)
+    assert {(int(a), int(b)) for a, b in zip(got["dr2_source_id"], got["dr3_source_id"], strict=True)} == {
+        (int(a), int(b)) for a, b in zip(expected["dr2_source_id"], expected["dr3_source_id"], strict=True)}
+
+
+def test_gaia_replay_replies_have_the_shape_of_the_recorded_archive_reply():
+    """The replayed TAP reply against the Gaia archive reply recorded in astroquery's test data."""
+    import importlib.resources
+    import io
+
+    from astropy.io import votable
+
+    recorded = importlib.resources.files("astroquery.gaia.tests") / "data" / "1710099405832VAL-result.vot"
+    if not recorded.is_file():
+        pytest.skip("astroquery's recorded Gaia reply is not installed")
+    with recorded.open("rb") as fh:
+        real = votable.parse(fh).resources[0]
+    ours = votable.parse(io.BytesIO(replay.gaia_votable_bytes(
+        replay.gaia_dr3()[:3], "SELECT TOP 3 * FROM gaiadr3.gaia_source", "1VAL"))).resources[0]
+    assert ours.type == real.type == "results"
+    assert [i.name for i in real.infos] == [i.name for i in ours.infos]
+    assert [(p.name, p.value) for p in real.params] == [(p.name, p.value) for p in ours.params]
+    assert [c.epoch for c in real.coordinate_systems] == [c.epoch for c in ours.coordinate_systems]
+
+
+def test_best_dr3_neighbour_follows_the_documented_rule():
+    """Hand-made neighbourhood rows, the expected choice worked out by hand for each DR2 id."""
+    rows = [
+        (1, 11, 5.0, 0.1), (1, 12, 2.0, 0.3),       # nearest wins: 12
+        (2, 21, 1.0, 2.5), (2, 22, 40.0, 0.2),      # 21 is 2.5 mag off (another star): 22
+        (3, 31, np.nan, 0.4), (3, 32, np.nan, -0.1),  # no distances: smallest |dG|: 32
+        (4, 41, 3.0, 1.5),                          # only neighbour fails the magnitude test: none
+        (5, 52, 3.0, np.nan), (5, 51, 3.0, np.nan),  # full tie: smallest DR3 id: 51
+    ]
+    tab = Table(rows=rows, names=("dr2_source_id", "dr3_source_id", "angular_distance", "magnitude_difference"),
+                dtype=(np.int64, np.int64, float, float))
+    best = archive.best_dr3_neighbour(tab)
+    assert best["dr2_source_id"].tolist() == [1, 2, 3, 5]
+    assert best["dr3_source_id"].tolist() == [12, 22, 32, 51]
+    assert best["n_neighbours"].tolist() == [2, 2, 2, 2]
+    assert archive.best_dr3_neighbour(tab, max_magnitude_difference=3.0)["dr3_source_id"].tolist() == [12, 21, 32, 41, 51]
 
 
 def test_gaia_xp_sampled_through_datalink(srv):
@@ -308,6 +347,31 @@ def test_sas_file_download_record_and_cache_hit(srv):
     assert len(srv.requests(SLAM_PATH)) == 1  # the second call was a cache hit
 
 
+def test_server_errors_are_retried_by_the_session_exactly_retries_times(srv):
+    """MDSLAM_ARCHIVE_RETRIES=3 attempts in all: the session's urllib3 Retry spends them and the
+    resume loop does not start a second round (3 requests, not 3 x 3)."""
+    srv.files[SLAM_PATH] = _standin_fits()
+    srv.fault(SLAM_PATH, "status", times=None, status=503, body=b"Service Unavailable: maintenance")
+    with pytest.raises(archive.ArchiveError, match=r"failed after 3 attempt.*HTTP 503.*maintenance") as err:
+        archive.sdss_file("astraAllStarSlam-0.6.0", progress=False)
+    assert err.value.status == 503
+    assert len(srv.requests(SLAM_PATH)) == 3
+    srv.faults.clear()
+    srv.fault(SLAM_PATH, "status", times=2, status=429, body=b"slow down")
+    assert archive.sdss_file("astraAllStarSlam-0.6.0", progress=False).exists()
+    assert len(srv.requests(SLAM_PATH)) == 3 + 3
+
+
+def test_retry_policy_follows_the_settings():
+    from mdslam.archive._core import RETRY_STATUS, Settings, retry_policy
+
+    r = retry_policy(Settings(timeout=5.0, retries=4, backoff=0.5, offline=False))
+    assert (r.total, r.connect, r.read, r.status) == (3, 3, 3, 3)
+    assert {429, 500, 502, 503, 504} <= set(r.status_forcelist) == set(RETRY_STATUS)
+    assert r.backoff_factor == 0.5 and r.respect_retry_after_header and not r.raise_on_status
+    assert retry_policy(Settings(timeout=5.0, retries=1, backoff=0.5, offline=False)).total == 0
+
+
 def test_truncated_download_is_resumed_with_a_range_request(srv):
     body = _standin_fits()
     srv.files[SLAM_PATH] = body
@@ -368,6 +432,30 @@ def test_a_gz_file_labelled_content_encoding_gzip_is_kept_as_sent(srv):
     srv.routes.insert(0, ("GET", re.compile(SLAM_PATH),
                           lambda r: replay.Reply(200, body, {"Content-Encoding": "gzip"})))
     assert archive.sdss_file("astraAllStarSlam-0.6.0", progress=False).read_bytes() == body
+
+
+@pytest.mark.parametrize("name_or_url", [
+    "https://data.sdss.org/sas/../../../../outside/x.fits",
+    "https://data.sdss.org/sas/dr17/../../gaia/forged.fits",
+    "../../outside/x.fits",
+    "dr17/%2e%2e/../../../x.fits",
+])
+def test_sas_paths_that_climb_out_of_the_cache_are_refused_before_any_request(srv, name_or_url):
+    with pytest.raises(datasets.UnsafePathError, match="refused"):
+        archive.sdss_file(name_or_url, progress=False)
+    assert not srv.log
+    cache = env_cache()
+    assert not (cache.parent / "outside").exists() and not (cache / "archive" / "gaia").exists()
+
+
+def test_cache_entries_stay_in_their_service_folder(env):
+    from mdslam.archive._core import CacheEntry
+
+    ok = CacheEntry("sas/dr17/a/../b.fits", "sas", "q")
+    assert ok.path == env_cache() / "archive" / "sas" / "dr17" / "b.fits"
+    for rel in ("sas/../gaia/x.fits", "../x", "/etc/passwd", "sas", "lamost/dr7/../../../x"):
+        with pytest.raises(datasets.UnsafePathError):
+            CacheEntry(rel, "sas", "q")
 
 
 def test_registry_files_come_from_the_mirror_without_a_request(srv):
@@ -457,11 +545,11 @@ def test_a_mirrored_archive_directory_serves_offline(srv, tmp_path, monkeypatch)
 
 
 # --------------------------------------------------------------------------- #
-# mdslam.archive.inputs: each chapter's inputs, end to end against the replays
+# mdslam.compendium.inputs: each chapter's inputs, end to end against the replays
 # --------------------------------------------------------------------------- #
 @pytest.fixture
 def inp(srv, monkeypatch):
-    """The replay server with every file behind mdslam.archive.inputs installed."""
+    """The replay server with every file behind mdslam.compendium.inputs installed."""
     from archive_replay import inputs as replay_inputs
 
     replay_inputs.install(srv)
@@ -512,12 +600,42 @@ def test_boss_mdwarf_candidates_spall_x_gaia_dr3(inp):
     assert np.allclose(t["MG0"], t["MG"], equal_nan=True) and "none" in t.meta["extinction"]
     q25 = selection.combine(selection.qiu2025_cmd_cuts(t, mg0="MG0", bp_rp0="BP_RP0", ruwe="ruwe"))
     assert 0.2 * len(t) < q25.sum() < len(t)
-    assert all("gaiadr3.gaia_source" in r.form["QUERY"] for r in inp.requests("/sync"))
+    assert all("gaiadr3.gaia_source" in q or "gaiadr3.dr2_neighbourhood" in q
+               for q in (r.form["QUERY"] for r in inp.requests("/sync")))
     a = np.zeros(len(t))
     red = archive.boss_mdwarf_candidates(progress=False, extinction={"A_G": a + 0.1, "A_BP": a + 0.15,
                                                                        "A_RP": a + 0.05})
     assert np.allclose(red["MG0"], t["MG"] - 0.1, equal_nan=True)
     assert np.allclose(red["BP_RP0"], t["BP_RP"] - 0.1, equal_nan=True)
+
+
+def test_boss_candidates_map_spall_dr2_ids_to_dr3_through_the_neighbourhood_table(inp):
+    """spAll's GAIA_ID is a DR2 id (DR19 data model): each row's DR3 id must be the one of the same
+    CARMENES star (Cifuentes et al. 2025's GaiaDR3_id), never the DR2 id looked up in DR3."""
+    from archive_replay import inputs as ri
+
+    t = archive.boss_mdwarf_candidates(progress=False)
+    s = ri.carmenes_systems()
+    truth = dict(zip((27021597800000000 + np.arange(len(s["gid"]))).tolist(), s["gid"].tolist(), strict=True))
+    # a DR2 id given to two stars of spAll (a DR2 source that DR3 split in two) maps to one of them only
+    ids, count = np.unique(np.asarray(ri.spall_lite()["GAIA_ID"]), return_counts=True)
+    single = ~np.isin(np.asarray(t["gaia_dr2_source_id"]), ids[count > 1])
+    assert single.sum() > 0.95 * len(t)
+    want = np.array([truth[int(c)] for c in t["CATALOGID"][single]])
+    got = np.asarray(t["source_id"][single])
+    # where cif20 and cif03 name the two stars of a close pair the other way round (Ross 948 A/B),
+    # the positional choice picks the other star of the same system: allowed, and rare
+    system = dict(zip(s["gid"].tolist(), np.asarray(s["table"]["ID_system"]).tolist(), strict=True))
+    differ = want != got
+    assert differ.sum() <= 0.01 * len(want)
+    assert all(system[int(a)] == system[int(b)] for a, b in zip(want[differ], got[differ], strict=True))
+    changed = np.asarray(t["gaia_dr2_source_id"]) != np.asarray(t["source_id"])
+    assert changed.sum() > 100  # ~10% of the DR2 ids of cif20 differ from the DR3 ids: the mapping matters
+    queries = [r.form["QUERY"] for r in inp.requests("/sync")]
+    assert any("FROM gaiadr3.dr2_neighbourhood" in q for q in queries)
+    dr3_queries = [q for q in queries if "FROM gaiadr3.gaia_source" in q]
+    assert not any(str(int(i)) in " ".join(dr3_queries) for i in np.asarray(t["gaia_dr2_source_id"])[changed][:50])
+    assert dict(t.meta["cut_flow"])["DR2 id with a DR3 counterpart (dr2_neighbourhood)"] == len(t)
 
 
 def test_published_tables_from_vizier(inp):
@@ -677,7 +795,8 @@ def test_inputs_survive_a_truncated_download_and_a_server_error(inp):
     assert len(t) == 20 and t["in_gaia"].all()
     spall = inp.requests(ri.SPALL)
     assert len(spall) == 2 and spall[1].headers["range"].startswith("bytes=")
-    assert len(inp.requests("/sync")) == 2
+    # the 503 hit the first TAP query (DR2 -> DR3 neighbourhood), retried once; then the DR3 query
+    assert len(inp.requests("/sync")) == 3
 
 
 def test_a_missing_column_is_named_with_the_columns_found(inp):

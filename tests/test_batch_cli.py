@@ -238,7 +238,8 @@ def test_fits_header_carries_units_descriptions_model_checksum_and_version(model
     assert "read or labelled" in h[f"TCOMM{cols['error']}"]
     assert h["MODELSHA"] == pooch.file_hash(str(model_file), alg="sha256")
     assert h["MDSLAMV"] == mdslam.__version__
-    assert batch.read_catalogue(res.out)["fe_h"].unit == "dex"
+    back = batch.read_catalogue(res.out)
+    assert back["fe_h"].unit == "dex" and back["e_teff"].description == desc
 
 
 def test_parquet_catalogue_reads_back_without_pandas(model_file, inputs, reference, tmp_path):

@@ -87,3 +87,36 @@ def test_describe_columns_counts_valid_values(pred):
     assert row["TEFF_CV"]["n_valid"] == 2                                      # two training stars
     assert row["APOGEE_ID"]["type"] == "str" and row["APOGEE_ID"]["n_valid"] == 4
     assert row["SOURCE_ID"]["description"] == "Gaia EDR3 source_id"
+
+
+def test_mean_std_text_lists_small_samples():
+    assert catalogue.mean_std_text([0.1, -0.2, np.nan]) == "n=2: -0.20, +0.10"
+    v = [0.0, 0.1, 0.2, 0.3, 0.4]
+    # mean 0.2, population std sqrt(0.02) = 0.1414
+    assert catalogue.mean_std_text(v, unit="dex") == "+0.20 ± 0.14 dex (n=5)"
+    assert catalogue.mean_std_text([]) == "n=0"
+
+
+def test_qiu2025_table4_columns(pred):
+    cat = _build(pred)
+    t4 = catalogue.qiu2025_table4(cat, feh_description="SLAM [Fe/H] trained on APOGEE DR17")
+    assert t4.colnames == ["SOURCE_ID", "APOGEE_ID", "SNR", "Teff", "e_Teff", "logg", "e_logg", "alphaM",
+                           "e_alphaM", "FeH", "e_FeH", "FeH_niu", "e_FeH_niu", "FLAG"]
+    np.testing.assert_array_equal(t4["Teff"], cat["TEFF"])
+    np.testing.assert_array_equal(t4["e_FeH"], cat["FE_H_ERR_CV"])      # empirical law, not formal
+    assert np.all(np.isnan(t4["alphaM"])) and np.all(np.isnan(t4["FeH_niu"]))
+    assert str(t4["e_Teff"].unit) == "K" and t4["alphaM"].unit == "dex"
+    assert t4["FeH"].description == "SLAM [Fe/H] trained on APOGEE DR17"
+    assert t4["e_logg"].description == "Uncertainty in log g from SLAM"
+
+
+def test_a_catalogue_read_back_writes_again(pred, tmp_path):
+    """Header keywords read back into meta (EXTNAME, CREATOR) do not break a second write."""
+    catalogue.write_catalogue(_build(pred), tmp_path / "a.fits")
+    back = catalogue.read_catalogue(tmp_path / "a.fits")
+    t4 = catalogue.qiu2025_table4(back)
+    catalogue.write_catalogue(t4, tmp_path / "b.fits")
+    again = catalogue.read_catalogue(tmp_path / "b.fits")
+    assert again.colnames == t4.colnames and again.meta["TRACK"] == "xp"
+    with fits.open(tmp_path / "b.fits") as h:
+        assert h[1].name == "CATALOGUE" and "EXTNAME" not in h[0].header

@@ -151,3 +151,60 @@ def test_carmenes_cif03_pairs_on_the_real_catalogue(load):
     assert kinds["M+M"] == 326                 # the 326 M+M pairs of the data README
     assert kinds["FGK+M"] == 48                # F/G/K dwarf + M (the README's 72 include WD + M)
     assert int(((pairs["kind"] == "M+M") & (pairs["s01_au"] < 3000)).sum()) == 286
+
+
+# --------------------------------------------------------------------------- #
+# OCCAM: one row per star, members, pre-main-sequence marks, Table 3 statistics
+# --------------------------------------------------------------------------- #
+def _occam_hand():
+    """Star A is listed under two clusters (as Briceno 1 / ASCC 16 in DR17), B and C once."""
+    occ = Table({"CLUSTER": ["ASCC 16", "Briceno 1", "NGC_2682", "NGC 2682"],
+                 "APOGEE_ID": ["2M_A", "2m_a ", "2M_B", "2M_C"],
+                 "FE_H": [-0.10, -0.10, 0.00, 0.05],
+                 "RV_PROB": [0.9, 0.8, 0.9, 0.0], "FEH_PROB": [-1.0, -1.0, 0.5, 0.5],
+                 "PM_PROB": [0.5, -0.4, 0.9, 0.9], "CG_PROB": [0.9, -9999.99, 0.8, 0.8]})
+    lab = Table({"apogee_id": ["2M_A", "2M_B", "2M_C", "2M_D"], "fe_h": [-0.30, 0.10, 0.25, 0.0],
+                 "logg_apogee": [4.3, 4.7, 4.8, 4.7]})
+    return occ, lab
+
+
+def test_occam_stars_keeps_one_row_per_star_and_marks_members_and_pms():
+    occ, lab = _occam_hand()
+    stars = cm.occam_stars(occ, lab, cluster_feh={"NGC 2682": 0.01})
+    assert stars.meta["N_ROWS"] == 4 and len(stars) == 3
+    a = stars[cm.normalize_apogee_id(stars["APOGEE_ID"]) == "2M_A"][0]
+    # the ASCC 16 row passes RV > 0.01, PM > 0.01, CG > 0.5; the Briceno 1 row does not
+    assert a["cluster"] == "ASCC 16" and a["member"] and a["n_listed"] == 2
+    assert a["clusters_listed"] == "ASCC 16; Briceno 1"
+    assert a["young_cluster"] and a["low_logg"] and a["pms"]
+    b, c = (stars[cm.normalize_apogee_id(stars["APOGEE_ID"]) == k][0] for k in ("2M_B", "2M_C"))
+    assert b["member"] and not b["pms"] and b["cluster"] == "NGC 2682" and b["cluster_fe_h"] == 0.01
+    assert not c["member"]                      # RV_PROB = 0 fails
+    assert np.isnan(a["cluster_fe_h"])
+
+
+def test_occam_comparison_by_hand():
+    occ, lab = _occam_hand()
+    stars = cm.occam_stars(occ, lab)
+    per, s = cm.occam_comparison(stars, "fe_h", "FE_H")
+    # differences: A -0.30 - -0.10 = -0.20, B 0.10, C 0.20
+    assert s["n"] == 3 and s["n_clusters"] == 2
+    assert s["mean"] == pytest.approx(np.mean([-0.2, 0.1, 0.2]))
+    assert s["std"] == pytest.approx(np.std([-0.2, 0.1, 0.2]))
+    ngc = per[per["cluster"] == "NGC 2682"][0]
+    assert ngc["n"] == 2 and ngc["mean_diff"] == pytest.approx(0.15)
+    per_m, s_m = cm.occam_comparison(stars, "fe_h", "FE_H", select=stars["member"] & ~stars["pms"])
+    assert s_m["n"] == 1 and np.isnan(s_m["std"]) and s_m["mean"] == pytest.approx(0.1)
+
+
+def test_occam_dr17_briceno1_stars_are_ascc16_stars(load):
+    """The real DR17 table lists every Briceno 1 star under ASCC 16 as well."""
+    occ = load("occam_member_dr17")
+    name = np.char.strip(np.asarray(occ["CLUSTER"]).astype(str))
+    ids = cm.normalize_apogee_id(occ["APOGEE_ID"])
+    bri, ascc = set(ids[name == "Briceno 1"]), set(ids[name == "ASCC 16"])
+    assert len(bri) > 100 and bri <= ascc
+    lab = Table({"apogee_id": sorted(bri)[:50], "fe_h": np.zeros(50)})
+    stars = cm.occam_stars(occ, lab, logg_col=None)
+    assert len(stars) == 50 and stars.meta["N_ROWS"] >= 100
+    assert np.all(stars["n_listed"] >= 2)

@@ -168,3 +168,19 @@ def test_add_isochrones_overlays_tables_and_keeps_the_star_limits(tmp_path):
     assert f"data: {LABEL}; isochrones: PARSEC test" in _labels_on(fig)
     fig.savefig(tmp_path / "fig.png", dpi=40)
     assert (tmp_path / "fig.png").stat().st_size > 1000
+
+
+def test_no_scatter_is_quoted_for_fewer_than_five_values(tmp_path):
+    x = np.array([0.0, 0.1, 0.2, 0.3])
+    y = x + np.array([0.05, -0.02, 0.10, 0.0])
+    hist = plots.one_to_one(x, y, data_label=LABEL).axes[2]
+    assert "too few for a scatter" in hist.get_title() and "std" not in hist.get_title()
+    assert "median = 0.025" in hist.get_title()       # median of 0.05, -0.02, 0.10, 0.00
+    def legend(ax):
+        return [t.get_text() for t in ax.get_legend().get_texts()]
+
+    assert any("too few for a scatter" in t for t in legend(plots.histogram_gaussian(y, data_label=LABEL,
+                                                                                     fit=False).axes[0]))
+    # five values: mean and std are quoted (std of 0..4 = sqrt(2))
+    assert any("std = 1.41" in t for t in legend(plots.histogram_gaussian(np.arange(5.0), data_label=LABEL,
+                                                                          fit=False).axes[0]))

@@ -18,6 +18,14 @@ def test_power_law_by_hand():
     np.testing.assert_allclose(rel.power_law([1.0, 9.0], 2.0, -0.5), [2.0, 2.0 / 3.0])
 
 
+def test_floor_law_by_hand():
+    # sqrt(0.1^2 + (3/10)^2) = sqrt(0.01 + 0.09) = sqrt(0.1) = 0.316228; at SNR -> inf: the floor
+    assert rel.floor_law(10.0, 3.0, 0.1) == pytest.approx(0.316228, abs=1e-6)
+    np.testing.assert_allclose(rel.floor_law([1e9, 3.0], 3.0, 0.1), [0.1, np.sqrt(0.01 + 1.0)])
+    s = rel.floor_law(np.linspace(5, 500, 200), 40.0, 0.05)
+    assert np.all(np.diff(s) <= 0)  # non-increasing with SNR
+
+
 def test_snr_uncertainty_published_coefficients():
     # eq. 6 at SNR = 16: 0.34 * 16**-0.25 = 0.34 / 2 = 0.17 dex
     assert rel.snr_uncertainty(16.0, "feh") == pytest.approx(0.17)

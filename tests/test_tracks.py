@@ -4,18 +4,44 @@ import numpy as np
 import pytest
 
 from mdslam import tracks
+from mdslam.compendium import chapter
 
 
-def test_xp_track_is_the_real_m_dwarfs_with_labels(data_mirror):
+def test_xp_track_is_li2021s_window_with_labels(data_mirror):
     ts = tracks.xp_mdwarfs()
     flow = dict(zip(ts.cut_flow["cut"], ts.cut_flow["n_kept"], strict=True))
     assert flow["gaiaxp_apogee"] == 40226
-    assert flow["teff < 4000 and logg > 4"] == 736  # the 736 M dwarfs of the data README
     assert len(ts) == ts.spectra.n_spec == flow["Li 2021 label cuts"]
     assert ts.spectra.n_pix == 343
-    assert (ts.labels["teff"] < 4000).all() and (ts.labels["logg"] > 4).all()
+    # Li 2021 sec. 3.2: 2800 < Teff < 4500 K, log g > 4; with [Fe/H] and XP SNR > 30: >= 900 stars
+    assert len(ts) >= 900
+    assert ts.labels["teff"].max() > 4400 and (ts.labels["teff"] < 4500).all() and (ts.labels["logg"] > 4).all()
+    assert ts.labels["teff"].min() > 3500  # DR17 gives no [Fe/H] below ~3585 K
     assert np.isfinite(ts.y).all() and (ts.snr > 30).all()
     assert len(np.unique(ts.labels["id"])) == len(ts)  # one row per Gaia source
+    m = tracks.xp_all_mdwarfs()
+    assert len(m) == 736  # the 736 M dwarfs of the data README (Teff < 4000 K, log g > 4)
+
+
+def test_xp_teff_logg_set_reaches_the_cool_dwarfs(data_mirror):
+    ts = tracks.xp_teff_logg()
+    assert ts.label_names == ["teff", "logg"]
+    assert ts.labels["teff"].min() < 3200 and (ts.snr > 30).all()
+    full = tracks.xp_mdwarfs()
+    assert len(ts) > len(full) and np.isin(full.labels["id"], ts.labels["id"]).all()
+    assert np.isfinite(ts.y).all() and "fe_h" not in ts.labels.colnames
+
+
+def test_chapter_training_set_facade_offline(data_mirror):
+    a = chapter.training_set("xp", n_max=40, seed=3)
+    b = tracks.xp_mdwarfs(n_max=40, seed=3)
+    assert list(a.labels["id"]) == list(b.labels["id"])
+    lam = chapter.training_set("lamost", n_max=10, seed=1)
+    assert len(lam) == 10
+    with pytest.raises(ValueError, match="archive"):
+        chapter.training_set("boss")
+    with pytest.raises(ValueError, match="data_mode"):
+        chapter.training_set("xp", data_mode="online")
 
 
 def test_xp_track_n_max_is_seeded(data_mirror):
@@ -133,6 +159,26 @@ def test_xp_slam_labels_use_cv_for_training_stars_and_predictions_otherwise(tmp_
     np.testing.assert_allclose(np.asarray(lab["teff"][~lab["in_train"]]), pred[:, 0], rtol=1e-6)
     np.testing.assert_allclose(lab["teff_apogee"], every.labels["teff"])
     assert list(lab["apogee_id"]) == list(every.labels["apogee_id"])
-    # the empirical error law a * SNR^b from the CV scatter fills e_<label>_cv for every row
-    # (30 CV stars, one SNR: the law cannot be fitted with >= 20 stars in 2 bins -> NaN)
+    # the empirical error law from the CV scatter fills e_<label>_cv for every row
+    # (30 CV stars: the law cannot be fitted with >= 20 stars in 2 bins -> NaN, flagged)
+    assert np.isnan(np.asarray(lab["e_teff_cv"])).all() and np.asarray(lab["e_cv_extrapolated"]).all()
     assert lab.meta["N_CV"] == 30 and lab.meta["N_PRED"] == 30
+
+
+@pytest.mark.slow
+def test_xp_model_error_laws_do_not_grow_with_snr(data_mirror, tmp_path, monkeypatch):
+    """The floor law fitted to the XP model's CV scatter is non-increasing in SNR for every label
+    (a free power law gave the [Fe/H] exponent b > 0 on these stars)."""
+    from mdslam import datasets, validation
+
+    monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path))
+    cvt, model, ts = tracks.xp_cv_labels(cv=5, seed=0)
+    names = ts.label_names
+    pred = np.column_stack([cvt[n] for n in names])
+    truth = np.column_stack([cvt[f"{n}_true"] for n in names])
+    _, laws = validation.fit_floor_laws(cvt["snr"], pred, truth, names, n_bins=5, min_per_bin=40)
+    grid = np.geomspace(*laws["teff"].snr_range, 200)
+    for n in names:
+        assert laws[n].a >= 0 and laws[n].floor >= 0
+        assert np.all(np.diff(laws[n](grid)[0]) <= 1e-12), n
+    assert 30 < laws["teff"](50.0)[0] < 200   # K: the CV scatter of the XP M dwarfs is ~80 K

@@ -15,6 +15,59 @@ def test_cv_bias_and_scatter_by_hand():
     assert val.cv_scatter([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]) == pytest.approx(2.16025, abs=1e-5)
 
 
+def test_skill_by_hand():
+    # truth [0, 1, 2, 3]: var = 1.25; pred - truth = [0.5, -0.5, 0.5, -0.5]: MSE = 0.25
+    # skill = 1 - 0.25 / 1.25 = 0.8; predicting the mean for every star gives 0
+    truth = np.array([0.0, 1.0, 2.0, 3.0])
+    assert val.skill(truth + [0.5, -0.5, 0.5, -0.5], truth) == pytest.approx(0.8)
+    assert val.skill(np.full(4, 1.5), truth) == pytest.approx(0.0)
+    assert val.skill(truth[::-1], truth) == pytest.approx(1 - 5.0 / 1.25)  # MSE (9+1+1+9)/4 = 5
+    two = val.skill(np.column_stack([truth, np.full(4, 1.5)]), np.column_stack([truth, truth]))
+    np.testing.assert_allclose(two, [1.0, 0.0])
+    assert np.isnan(val.skill([1.0, 2.0], [3.0, 3.0]))  # labels that do not vary: no skill defined
+
+
+def test_skill_table_all_stars_and_snr_bins_by_hand():
+    snr = np.array([10.0, 20.0, 30.0, 110.0, 120.0, 130.0])
+    truth = np.array([0.0, 1.0, 2.0, 0.0, 2.0, 4.0])
+    pred = truth + np.array([1.0, -1.0, 1.0, 0.0, 0.0, 1.0])
+    t = val.skill_table(snr, pred[:, None], truth[:, None], ["x"], snr_edges=[0, 100, np.inf])
+    assert list(t["n"]) == [6, 3, 3]
+    # low bin: MSE 1, var(0, 1, 2) = 2/3 -> skill -0.5; high bin: MSE 1/3, var(0, 2, 4) = 8/3 -> 0.875
+    assert t["skill"][1] == pytest.approx(-0.5) and t["skill"][2] == pytest.approx(0.875)
+    assert t["scatter"][1] == pytest.approx(1.0) and t["label_std"][2] == pytest.approx(np.sqrt(8 / 3))
+    assert t["bias"][1] == pytest.approx(1 / 3) and t["snr_lo"][2] == 110.0
+    # all stars: MSE 4/6, var of [0,1,2,0,2,4] = 35/18 - ... computed by numpy as an independent check
+    assert t["skill"][0] == pytest.approx(1 - (4 / 6) / np.var(truth))
+
+
+def test_fit_floor_law_recovers_known_law_and_stays_non_increasing():
+    snr = np.array([35.0, 50.0, 70.0, 100.0, 150.0])
+    a, floor = 2000.0, 45.0  # K: sigma = sqrt(45^2 + (2000/SNR)^2)
+    law = val.fit_floor_law(snr, np.sqrt(floor**2 + (a / snr) ** 2), n=np.full(5, 60))
+    assert law.a == pytest.approx(a, rel=1e-4) and law.floor == pytest.approx(floor, rel=1e-4)
+    assert law.snr_range == (35.0, 150.0)
+    sig, outside = law(np.array([20.0, 100.0, 300.0]))
+    assert list(outside) == [True, False, True]  # outside the fitted SNR range: flagged
+    assert sig[1] == pytest.approx(np.sqrt(45**2 + 20**2))
+    # scatter that rises with SNR (a free power law would get b > 0): the bounded law stays flat
+    rising = val.fit_floor_law(snr, np.array([0.20, 0.21, 0.22, 0.24, 0.25]))
+    assert rising.a >= 0 and rising.floor >= 0
+    s, _ = rising(np.linspace(35, 150, 50))
+    assert np.all(np.diff(s) <= 1e-12)
+    b_free = val.fit_power_law(snr, [0.20, 0.21, 0.22, 0.24, 0.25])[1]
+    assert b_free > 0
+    with pytest.raises(ValueError, match="two bins"):
+        val.fit_floor_law([50.0], [0.1])
+
+
+def test_comparison_quotes_no_scatter_below_five_pairs():
+    c = val.compare([1.0, 2.0], [0.5, 0.5])
+    assert c.format(".2f") == "median 1.00 (n=2, too few for a scatter)"
+    assert "\u00b1" in val.compare(np.arange(5.0), np.zeros(5)).format(".1f")
+    assert val.compare([np.nan], [1.0]).format() == "- (n=0)"
+
+
 def test_fit_power_law_recovers_eq7():
     snr = np.array([2.3, 4.0, 6.0, 9.0, 13.0, 19.2])
     a, b, cov = val.fit_power_law(snr, 388.88 * snr**-0.47)
@@ -42,7 +95,8 @@ def test_robust_std_and_compare_by_hand():
     assert (c.median, c.mean, c.n) == (2.5, 4.0, 4)
     assert c.std == pytest.approx(3.535534, abs=1e-6)
     assert c.robust_std == pytest.approx(1.4826)
-    assert c.format(".1f", "K") == "2.5 \u00b1 3.5 K (n=4)"
+    assert c.format(".1f", "K", min_n=1) == "2.5 \u00b1 3.5 K (n=4)"
+    assert c.format(".1f", "K") == "median 2.5 K (n=4, too few for a scatter)"
     assert c.as_dict()["n"] == 4
     empty = val.compare([np.nan], [0.0])
     assert empty.n == 0 and np.isnan(empty.median)
@@ -146,3 +200,16 @@ def test_cluster_statistics_against_a_cluster_table_by_hand():
     assert t["mean_minus_cluster"][0] == pytest.approx(-0.05)
     assert np.isnan(t["mean_minus_cluster"][1])
     assert "cluster_lit" not in val.cluster_statistics(["A"], [0.0], [0.0]).colnames
+
+
+def test_flag_cuts_reads_the_per_label_domain_bits():
+    from mdslam.flags import LabelFlag
+
+    dom = int(LabelFlag.OUTSIDE_DOMAIN)
+    flag = np.array([0, dom, dom << 2, int(LabelFlag.NOT_CONVERGED), dom << 1])
+    cuts = val.flag_cuts(flag, ["teff", "logg", "fe_h"], labels=["teff", "fe_h"])
+    assert list(cuts) == ["fit ok (no failure, converged, SNR, pixels)", "teff inside the training domain",
+                          "fe_h inside the training domain"]
+    assert list(cuts["fit ok (no failure, converged, SNR, pixels)"]) == [True, True, True, False, True]
+    assert list(cuts["teff inside the training domain"]) == [True, False, True, True, True]
+    assert list(cuts["fe_h inside the training domain"]) == [True, True, False, True, True]

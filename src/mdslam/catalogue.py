@@ -18,7 +18,10 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-__all__ = ["LABEL_COLUMNS", "build_catalogue", "write_catalogue", "read_catalogue", "describe_columns"]
+from .validation import MIN_N_SCATTER
+
+__all__ = ["LABEL_COLUMNS", "QIU2025_TABLE4", "build_catalogue", "write_catalogue", "read_catalogue",
+           "describe_columns", "mean_std_text", "qiu2025_table4"]
 
 #: SLAM label name -> (catalogue column, unit, what it is).
 LABEL_COLUMNS: dict[str, tuple[str, str, str]] = {
@@ -26,6 +29,21 @@ LABEL_COLUMNS: dict[str, tuple[str, str, str]] = {
     "logg": ("LOGG", "dex", "surface gravity log10(g / cm s^-2)"),
     "fe_h": ("FE_H", "dex", "iron abundance [Fe/H]"),
     "m_h": ("M_H", "dex", "metallicity [M/H]"),
+    "alpha_m": ("ALPHA_M", "dex", "alpha-element abundance [alpha/M]"),
+}
+
+#: Qiu et al. 2025 Table 4 (catalogue of SLAM outputs): column -> (unit, description as printed).
+QIU2025_TABLE4: dict[str, tuple[str, str]] = {
+    "Teff": ("K", "Effective temperature from SLAM"),
+    "e_Teff": ("K", "Uncertainty in Teff from SLAM"),
+    "logg": ("dex", "Surface gravity from SLAM"),
+    "e_logg": ("dex", "Uncertainty in log g from SLAM"),
+    "alphaM": ("dex", "[alpha/M] from SLAM"),
+    "e_alphaM": ("dex", "Uncertainty in [alpha/M] from SLAM"),
+    "FeH": ("dex", "[Fe/H] from SLAM, calibrated using LAMOST FGK companions"),
+    "e_FeH": ("dex", "Uncertainty in [Fe/H] from SLAM"),
+    "FeH_niu": ("dex", "[Fe/H] calibrated following Niu et al. (2023)"),
+    "e_FeH_niu": ("dex", "Uncertainty in [Fe/H] niu from SLAM"),
 }
 
 
@@ -146,8 +164,10 @@ def write_catalogue(table: Table, path: str | os.PathLike, *, overwrite: bool = 
     from . import __version__
 
     primary.header["CREATOR"] = (f"mdslam {__version__}", "software that wrote this file")
+    reserved = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "EXTNAME", "CREATOR", "XTENSION", "PCOUNT", "GCOUNT"}
     for k, v in table.meta.items():
-        if isinstance(k, str) and len(k) <= 8 and isinstance(v, (str, int, float, bool, np.integer, np.floating)):
+        if isinstance(k, str) and len(k) <= 8 and k.upper() not in reserved \
+                and isinstance(v, (str, int, float, bool, np.integer, np.floating)):
             primary.header[k.upper()] = v
     fits.HDUList([primary, hdu]).writeto(path, overwrite=overwrite)
     return path
@@ -197,3 +217,92 @@ def describe_columns(table: Table) -> Table:
                      str(col.description or "")))
     return Table(rows=rows, names=("column", "unit", "type", "n_valid", "description"),
                  dtype=(str, str, str, int, str))
+
+
+def mean_std_text(values: np.ndarray, fmt: str = "+.2f", min_n: int = MIN_N_SCATTER, unit: str = "") -> str:
+    """``"mean ± std (n=..)"`` of the finite values, or the values themselves when n < ``min_n``.
+
+    A standard deviation of fewer than ``min_n`` values says little; the book
+    then lists the values instead (``"n=3: -0.10, +0.02, +0.15"``). The mean (as L21
+    Table 3 and sec. 5 quote it), where :meth:`mdslam.validation.Comparison.format`
+    gives the median; the same threshold.
+
+    Parameters
+    ----------
+    values : array_like
+    fmt : str
+        Format of each number.
+    min_n : int
+        Smallest n quoted as mean ± std.
+    unit : str
+        Appended after the numbers.
+    """
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    u = f" {unit}" if unit else ""
+    if v.size == 0:
+        return "n=0"
+    if v.size < min_n:
+        return f"n={v.size}: " + ", ".join(f"{x:{fmt}}" for x in np.sort(v)) + u
+    return f"{np.mean(v):{fmt}} ± {np.std(v):{fmt.lstrip('+')}}{u} (n={v.size})"
+
+
+def qiu2025_table4(cat: Table, *, feh_niu: np.ndarray | None = None,
+                   feh_niu_err: np.ndarray | None = None, feh_description: str | None = None,
+                   extra: Sequence[str] = ("FLAG",)) -> Table:
+    """The columns of Qiu et al. 2025 Table 4 from a :func:`build_catalogue` table.
+
+    ``Teff``, ``e_Teff``, ``logg``, ``e_logg``, ``alphaM``, ``e_alphaM``, ``FeH``,
+    ``e_FeH``, ``FeH_niu``, ``e_FeH_niu`` with the units and descriptions of the
+    paper's table (:data:`QIU2025_TABLE4`); the uncertainties are the empirical
+    ``<LABEL>_ERR_CV`` (``a * SNR^b``, Qiu eqs. 6-8) where present, else the
+    formal ``<LABEL>_ERR``. A label the model does not have is NaN. Qiu's
+    Table 4 names no flag column; the columns in ``extra`` (default ``FLAG``)
+    follow, with their own descriptions.
+
+    Parameters
+    ----------
+    cat : Table
+        From :func:`build_catalogue` (``TEFF``, ``LOGG``, ``FE_H``, optionally ``ALPHA_M``).
+    feh_niu, feh_niu_err : (n,) array, optional
+        [Fe/H] of a model trained on Niu et al. 2023-calibrated labels [dex]; NaN if
+        not given.
+    feh_description : str, optional
+        Replaces the printed description of ``FeH`` when the model's [Fe/H] is on
+        another scale (e.g. "trained on APOGEE DR17 [Fe/H]").
+    extra : sequence of str
+        Columns of ``cat`` copied after the Table 4 columns (those present).
+
+    Returns
+    -------
+    Table
+        Identifier columns of ``cat`` (those before ``SNR``), ``SNR``, the ten
+        Table 4 columns, then ``extra``.
+    """
+    n = len(cat)
+    out = Table()
+    for c in cat.colnames:
+        if c == "SNR":
+            break
+        out[c] = cat[c]
+    if "SNR" in cat.colnames:
+        out["SNR"] = cat["SNR"]
+    src = {"Teff": "TEFF", "logg": "LOGG", "alphaM": "ALPHA_M", "FeH": "FE_H"}
+    for name, (unit, desc) in QIU2025_TABLE4.items():
+        base = name[2:] if name.startswith("e_") else name
+        if base == "FeH_niu":
+            vals = feh_niu_err if name.startswith("e_") else feh_niu
+            vals = np.full(n, np.nan) if vals is None else np.asarray(vals, float)
+        else:
+            col = src[base]
+            if name.startswith("e_"):
+                col = f"{col}_ERR_CV" if f"{col}_ERR_CV" in cat.colnames else f"{col}_ERR"
+            vals = np.asarray(cat[col], float) if col in cat.colnames else np.full(n, np.nan)
+        out[name] = vals
+        out[name].unit = unit
+        out[name].description = feh_description if (name == "FeH" and feh_description) else desc
+    for c in extra:
+        if c in cat.colnames:
+            out[c] = cat[c]
+    out.meta.update(cat.meta)
+    return out

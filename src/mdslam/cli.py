@@ -24,6 +24,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if args.action == "markdown":
         print(datasets.registry_markdown())
         return 0
+    if args.action == "verify":
+        return _data_verify(args)
     # fetch
     names = datasets.names() if args.names == ["all"] else args.names
     status = 0
@@ -39,10 +41,33 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return status
 
 
+def _data_verify(args: argparse.Namespace) -> int:
+    from . import datasets
+
+    names = None if args.names == ["all"] else args.names
+    try:
+        rows = datasets.verify(names, online=args.online, progress=args.online)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 1
+    bad = [r for r in rows if r[2] in ("mismatch", "error") or (r[2] == "missing" and not args.online)]
+    for name, rel, status, msg in rows:
+        print(f"{status:8s} {name:36s} {rel}  {msg if status != 'ok' else ''}".rstrip())
+    where = "the registered URLs" if args.online else "the mirror"
+    if bad:
+        print(f"{len(bad)} of {len(rows)} file(s) failed against {where}", file=sys.stderr)
+        return 1
+    print(f"{len(rows)} of {len(rows)} file(s) ok against {where}")
+    return 0
+
+
 def _add_data(sub) -> None:
-    p = sub.add_parser("data", help="list or fetch registered datasets")
-    p.add_argument("action", choices=["list", "fetch", "markdown"])
+    p = sub.add_parser("data", help="list, fetch or verify registered datasets")
+    p.add_argument("action", choices=["list", "fetch", "markdown", "verify"])
     p.add_argument("names", nargs="*", default=["all"], help="dataset names (default: all)")
+    p.add_argument("--online", action="store_true",
+                   help="verify: download every file from its registered URL and check its sha256 "
+                        "(default: check the mirror named by MDSLAM_DATA_MIRROR)")
     p.set_defaults(func=_cmd_data)
 
 

@@ -19,6 +19,10 @@ Identifier hygiene the catalogues need:
   cif03 ``ID_system``): :func:`carmenes_pairs` turns its two-star systems into
   one row per pair and :func:`attach_component_values` puts any labelled
   table's values beside each component.
+- OCCAM lists a star once per cluster it may belong to (every Briceno 1 star of
+  DR17 is also an ASCC 16 row): :func:`occam_stars` keeps one row per star, marks
+  probability members and pre-main-sequence stars, and :func:`occam_comparison`
+  gives the L21 Table 3 statistics of one selection of them.
 - ``birky2020_full_results``' int64 ``GAIA_ID`` column does not belong to its
   rows for most stars (its ids point elsewhere on the sky and to other APOGEE
   stars, mostly giants): join B20 on APOGEE_ID, never on that column.
@@ -44,6 +48,9 @@ __all__ = [
     "match_sky",
     "carmenes_pairs",
     "attach_component_values",
+    "YOUNG_OCCAM_CLUSTERS",
+    "occam_stars",
+    "occam_comparison",
 ]
 
 
@@ -444,3 +451,150 @@ def attach_component_values(pairs: Table, labels: Table, *, right_col: str,
             vals = np.asarray(column(labels, v), float)
             out[f"{v}_{comp}"] = np.where(idx >= 0, vals[np.maximum(idx, 0)] if len(vals) else np.nan, np.nan)
     return out
+
+
+# --------------------------------------------------------------------------- #
+# OCCAM clusters (Li 2021 sec. 5.1, Table 3, Fig. 8)
+# --------------------------------------------------------------------------- #
+#: OCCAM clusters of the star-forming regions of Orion (Collinder 69 = lambda Ori, Collinder 70,
+#: NGC 1980, Sigma Orionis, ASCC 16/19/21 and Briceno 1 in Orion OB1, L 1641S) and Perseus
+#: (IC 348), a few to ~20 Myr old: their M stars are pre-main-sequence (an M dwarf contracts
+#: for ~0.1-1 Gyr). Older young clusters (alpha Per = Melotte 20, ~50-90 Myr; the Pleiades =
+#: Melotte 22, ~110-130 Myr) are not listed: their early M dwarfs are close to the main
+#: sequence, and the later ones are caught by the log g test of :func:`occam_stars`.
+YOUNG_OCCAM_CLUSTERS: frozenset[str] = frozenset({
+    "ASCC 16", "ASCC 19", "ASCC 21", "Briceno 1", "Collinder 69", "Collinder 70", "IC 348",
+    "L 1641S", "NGC 1980", "Sigma Orionis"})
+
+
+def _cluster_name(names) -> np.ndarray:
+    """'Melotte_22 ' -> 'Melotte 22' (OCCAM member and cluster tables write names differently)."""
+    return np.array([" ".join(str(n).replace("_", " ").split()) for n in np.asarray(names).astype(str)])
+
+
+def occam_stars(occam: Table, labels: Table, *, right_col: str = "apogee_id",
+                member_kw: dict | None = None, cluster_feh: dict[str, float] | None = None,
+                logg_col: str | None = "logg_apogee", logg_pms_max: float = 4.5,
+                young_clusters: frozenset[str] | set[str] = YOUNG_OCCAM_CLUSTERS,
+                table_names: tuple[str, str] = ("occam", "xp")) -> Table:
+    """OCCAM member rows joined to a label table on APOGEE_ID, one row per star.
+
+    OCCAM lists a star once per cluster whose field it lies in (in DR17 every
+    Briceno 1 star is also an ASCC 16 row, and ASCC 19 shares stars with
+    Collinder 70), so counting rows counts some stars twice. Here each star keeps
+    one row: a row that passes the membership cuts if there is one, then the
+    highest ``CG_PROB``, ``PM_PROB``, ``RV_PROB``; the other clusters it is listed
+    under stay in ``clusters_listed``.
+
+    Parameters
+    ----------
+    occam : Table
+        An OCCAM member table (``CLUSTER``, ``APOGEE_ID``, ``FE_H``, ``*_PROB``).
+    labels : Table
+        One row per star with an APOGEE_ID column ``right_col`` (e.g. the SLAM
+        labels of ``tracks.xp_slam_labels``).
+    right_col : str
+        APOGEE_ID column of ``labels``.
+    member_kw : dict, optional
+        Keywords of :func:`mdslam.selection.occam_member_cuts` (default: RV and PM
+        probability > 0.01, Cantat-Gaudin probability > 0.5, no [Fe/H] cut).
+    cluster_feh : dict, optional
+        ``{cluster name: cluster [Fe/H]}`` (e.g. the OCCAM DR16 cluster table);
+        names match whatever their spaces and underscores.
+    logg_col : str or None
+        Surface gravity column [dex] of the joined table for the per-star
+        pre-main-sequence test (None: cluster ages only).
+    logg_pms_max : float
+        A star with ``log g < logg_pms_max`` [dex] is marked pre-main-sequence:
+        main-sequence M dwarfs of 0.6-0.1 Msun (R ~ 0.6-0.12 Rsun) have log g of ~4.65-5.3.
+    young_clusters : set of str
+        Clusters whose M dwarfs are all marked pre-main-sequence.
+    table_names : (str, str)
+        Suffixes for clashing column names of the join.
+
+    Returns
+    -------
+    Table
+        The joined row of each star (sorted by cluster, then APOGEE_ID) plus
+        ``cluster`` (cleaned name), ``n_listed`` and ``clusters_listed`` (OCCAM
+        rows of the star), ``member`` (the kept row passes the membership cuts),
+        ``young_cluster``, ``low_logg``, ``pms`` (either) and ``cluster_fe_h``
+        (NaN where the cluster is not in ``cluster_feh``). ``meta["N_ROWS"]`` is
+        the number of joined rows before de-duplication.
+    """
+    from mdslam import selection
+
+    member_kw = dict(rv_min=0.01, feh_min=None, pm_min=0.01, cg_min=0.5) if member_kw is None else member_kw
+    ox = match_apogee_id(occam, labels, right_col=right_col, table_names=table_names)
+    n_rows = len(ox)
+    key = normalize_apogee_id(ox["APOGEE_ID"])
+    member = selection.occam_members(ox, **member_kw) if n_rows else np.zeros(0, bool)
+    prob = [np.nan_to_num(np.asarray(selection.column(ox, c), float), nan=-np.inf)
+            for c in ("CG_PROB", "PM_PROB", "RV_PROB")] if n_rows else [np.zeros(0)] * 3
+    # lexsort: last key is primary -> key, member (True first), CG, PM, RV descending
+    order = np.lexsort((-prob[2], -prob[1], -prob[0], ~member, key))
+    _, first = np.unique(key[order], return_index=True)
+    keep = order[first]
+    names = _cluster_name(ox["CLUSTER"]) if n_rows else np.zeros(0, str)
+    listed = {}
+    for k, c in zip(key.tolist(), names.tolist(), strict=True):
+        listed.setdefault(k, []).append(c)
+    out = ox[keep]
+    out["cluster"] = names[keep]
+    out["n_listed"] = np.array([len(listed[k]) for k in key[keep]], int)
+    out["clusters_listed"] = np.array(["; ".join(sorted(set(listed[k]))) for k in key[keep]], dtype=str) \
+        if len(keep) else np.zeros(0, str)
+    out["member"] = member[keep]
+    young = {" ".join(str(c).replace("_", " ").split()) for c in young_clusters}
+    out["young_cluster"] = np.isin(out["cluster"], sorted(young))
+    if logg_col is not None and logg_col in out.colnames:
+        with np.errstate(invalid="ignore"):
+            out["low_logg"] = np.asarray(out[logg_col], float) < logg_pms_max
+    else:
+        out["low_logg"] = np.zeros(len(out), bool)
+    out["pms"] = out["young_cluster"] | out["low_logg"]
+    lit = {" ".join(str(k).replace("_", " ").split()).upper(): float(v) for k, v in (cluster_feh or {}).items()}
+    out["cluster_fe_h"] = np.array([lit.get(c.upper(), np.nan) for c in out["cluster"]], float)
+    out["cluster_fe_h"].unit = "dex"
+    srt = np.lexsort((normalize_apogee_id(out["APOGEE_ID"]), np.asarray(out["cluster"])))
+    out = out[srt]
+    out.meta["N_ROWS"] = n_rows
+    return out
+
+
+def occam_comparison(stars: Table, value_col: str, ref_col: str, select: np.ndarray | None = None,
+                     cluster_col: str = "cluster") -> tuple[Table, dict]:
+    """L21 Table 3 statistics of a selection of :func:`occam_stars` rows.
+
+    Parameters
+    ----------
+    stars : Table
+        One row per star (:func:`occam_stars`).
+    value_col : str
+        This work's metallicity [dex] (e.g. SLAM ``fe_h``).
+    ref_col : str
+        The reference [dex] (e.g. OCCAM ``FE_H`` of the same star, or ``cluster_fe_h``).
+    select : (n,) bool, optional
+        Rows to use (default all).
+    cluster_col : str
+
+    Returns
+    -------
+    (Table, dict)
+        Per cluster (:func:`mdslam.validation.cluster_statistics`: ``n``, mean and
+        std of both, of the difference), and the overall difference ``value - ref``:
+        ``n``, ``n_clusters``, ``mean``, ``std``, ``median`` (std NaN for n < 2).
+    """
+    from mdslam import validation
+
+    sel = np.ones(len(stars), bool) if select is None else np.asarray(select, bool)
+    t = stars[sel]
+    v = np.asarray(column(t, value_col), float)
+    r = np.asarray(column(t, ref_col), float)
+    per = validation.cluster_statistics(np.asarray(t[cluster_col]).astype(str), v, r)
+    d = (v - r)[np.isfinite(v - r)]
+    summary = dict(n=int(d.size), n_clusters=len(per),
+                   mean=float(np.mean(d)) if d.size else np.nan,
+                   std=float(np.std(d)) if d.size > 1 else np.nan,
+                   median=float(np.median(d)) if d.size else np.nan)
+    return per, summary

@@ -29,7 +29,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 from scipy.stats import binned_statistic_2d
 
 from mdslam import selection
-from mdslam.validation import binned_medians, compare, fit_gaussian, fit_power_law
+from mdslam.validation import MIN_N_SCATTER, binned_medians, compare, fit_gaussian, fit_power_law
 
 __all__ = [
     "add_data_label",
@@ -80,6 +80,14 @@ def _draw_lines(ax, lines: Sequence[Line] | None) -> None:
 
 
 # --------------------------------------------------------------------------- #
+def _median_std_title(median: float, std: float, n: int, unit: str = "") -> str:
+    """"median +- std = a +- b unit (N = n)", or the median alone for n < MIN_N_SCATTER."""
+    u = f" {unit}" if unit else ""
+    if n < MIN_N_SCATTER:
+        return f"median = {median:.3g}{u} (N = {n}, too few for a scatter)"
+    return f"median \u00b1 std = {median:.3g} \u00b1 {std:.3g}{u} (N = {n})"
+
+
 def one_to_one(x: np.ndarray, y: np.ndarray, *, data_label: str, xlabel: str = "reference",
                ylabel: str = "this work", unit: str = "", color: np.ndarray | None = None,
                color_label: str = "", bins: int | np.ndarray = 8, hist_bins: int = 30,
@@ -167,8 +175,7 @@ def one_to_one(x: np.ndarray, y: np.ndarray, *, data_label: str, xlabel: str = "
         ax2.axvline(st.median, color="C3", lw=1.2)
     ax2.set_xlabel(f"\u0394{u}")
     ax2.set_ylabel("N")
-    ax2.set_title(f"median \u00b1 std = {st.median:.3g} \u00b1 {st.std:.3g}{(' ' + unit) if unit else ''}"
-                  f" (N = {st.n})", fontsize=9)
+    ax2.set_title(_median_std_title(st.median, st.std, st.n, unit), fontsize=9)
     return add_data_label(fig, data_label)
 
 
@@ -415,9 +422,9 @@ def histogram_gaussian(values: np.ndarray, *, data_label: str, xlabel: str = "",
         rs = max(float(np.std(v)) if v.size else 1.0, 1e-12)
         med = float(np.median(v)) if v.size else 0.0
         bins = np.linspace(med - 4 * rs, med + 4 * rs, int(max(5, min(40, np.sqrt(max(v.size, 1))))) + 1)
-    _, edges, _ = ax.hist(v, bins=bins, density=True, color="C0", alpha=0.6,
-                          label=f"N = {v.size}, mean = {np.mean(v) if v.size else np.nan:.3g}, "
-                                f"std = {np.std(v) if v.size else np.nan:.3g}")
+    stats = (f"N = {v.size}, mean = {np.mean(v):.3g}, std = {np.std(v):.3g}" if v.size >= MIN_N_SCATTER
+             else f"N = {v.size} (too few for a scatter)")
+    _, edges, _ = ax.hist(v, bins=bins, density=True, color="C0", alpha=0.6, label=stats)
     grid = np.linspace(edges[0], edges[-1], 300)
     if fit and v.size >= 3:
         mu, sig, _ = fit_gaussian(v, bins=edges)

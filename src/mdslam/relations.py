@@ -41,6 +41,7 @@ __all__ = [
     "BABUSIAUX2018_COEFFS",
     "WANG_CHEN2019_RATIOS",
     "power_law",
+    "floor_law",
     "snr_uncertainty",
     "logg_from_mass_radius",
     "aspcap_feh_correction",
@@ -102,6 +103,33 @@ def power_law(snr: ArrayLike, a: float, b: float) -> np.ndarray:
         ``a * snr**b``, same shape as ``snr``.
     """
     return a * np.asarray(snr, dtype=float) ** b
+
+
+def floor_law(snr: ArrayLike, a: float, floor: float) -> np.ndarray:
+    """Uncertainty law with a noise term and a floor: ``sqrt(floor**2 + (a / snr)**2)``.
+
+    The photon-noise part of a label's error falls as 1/SNR; what the spectra
+    and the model cannot resolve (the floor) does not. With ``a, floor >= 0``
+    the law is non-increasing in SNR, unlike ``a * SNR**b`` with ``b`` free
+    (:func:`power_law`), and tends to ``floor`` at high SNR. Fitted to CV
+    scatter by :func:`mdslam.validation.fit_floor_law`.
+
+    Parameters
+    ----------
+    snr : array_like
+        Spectral SNR (> 0), any shape.
+    a : float
+        Noise coefficient, label unit times SNR (K or dex at SNR = 1), >= 0.
+    floor : float
+        High-SNR floor, label unit (K or dex), >= 0.
+
+    Returns
+    -------
+    ndarray
+        Uncertainty in the label's unit, same shape as ``snr``.
+    """
+    snr = np.asarray(snr, dtype=float)
+    return np.sqrt(float(floor) ** 2 + (float(a) / snr) ** 2)
 
 
 def snr_uncertainty(snr: ArrayLike, label: str) -> np.ndarray:

@@ -26,6 +26,12 @@ __all__ = [
     "cv_scatter",
     "binned_bias_scatter",
     "fit_power_law",
+    "skill",
+    "skill_table",
+    "fit_floor_law",
+    "fit_floor_laws",
+    "flag_cuts",
+    "FloorLaw",
     "robust_std",
     "Comparison",
     "compare",
@@ -101,10 +107,255 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None)
     return float(p[0]), float(p[1]), cov
 
 
+def skill(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Skill score ``1 - MSE / Var(truth)`` along axis 0 (NaN pairs dropped).
+
+    1 is a perfect prediction, 0 is no better than predicting the mean label of
+    the sample for every star, negative is worse than that. ``Var`` uses
+    ddof=0, as :func:`cv_scatter` (whose square is the MSE).
+
+    Parameters
+    ----------
+    pred, truth : (n,) or (n, n_labels) arrays
+        Predicted (e.g. CV) and reference labels, same unit.
+
+    Returns
+    -------
+    float or (n_labels,) array
+        NaN where fewer than 2 finite pairs or the labels do not vary.
+    """
+    p = np.asarray(pred, float)
+    t = np.asarray(truth, float)
+    p2, t2 = (p[:, None], t[:, None]) if p.ndim == 1 else (p, t)
+    out = np.full(p2.shape[1], np.nan)
+    for k in range(p2.shape[1]):
+        ok = np.isfinite(p2[:, k]) & np.isfinite(t2[:, k])
+        if ok.sum() < 2:
+            continue
+        var = np.var(t2[ok, k])
+        if var > 0:
+            out[k] = 1.0 - np.mean((p2[ok, k] - t2[ok, k]) ** 2) / var
+    return out[0] if p.ndim == 1 else out
+
+
+def skill_table(snr: np.ndarray, pred: np.ndarray, truth: np.ndarray, label_names, *,
+                snr_edges: np.ndarray | None = None, n_bins: int = 4, min_per_bin: int = 20) -> Table:
+    """CV bias, scatter, label spread and skill per label, over all stars and per SNR bin.
+
+    Parameters
+    ----------
+    snr : (n,) array
+        Spectral SNR.
+    pred, truth : (n, n_labels) arrays
+        Predicted (CV) and reference labels, physical units.
+    label_names : sequence of str, length n_labels
+    snr_edges : array, optional
+        Bin edges in SNR (e.g. ``[30, 50, 100, inf]``); default ``n_bins``
+        equal-count bins of at least ``min_per_bin`` stars
+        (:func:`binned_bias_scatter`'s rule).
+
+    Returns
+    -------
+    Table
+        One row per (label, bin), the first row of each label for all stars
+        (``snr_lo`` and ``snr_hi`` the SNR range of the sample): ``label``,
+        ``snr_lo``, ``snr_hi``, ``n``, ``bias`` (eq. 4), ``scatter`` (eq. 5),
+        ``label_std`` (std of the reference labels of the bin) and ``skill``
+        (:func:`skill`, ``1 - scatter**2 / label_std**2``).
+    """
+    snr = np.asarray(snr, float)
+    p = np.asarray(pred, float).reshape(snr.size, -1)
+    t = np.asarray(truth, float).reshape(snr.size, -1)
+    names = list(label_names)
+    ok = np.isfinite(snr)
+    if snr_edges is None:
+        nb = int(max(1, min(n_bins, ok.sum() // max(min_per_bin, 1))))
+        groups = np.array_split(np.flatnonzero(ok)[np.argsort(snr[ok])], nb)
+    else:
+        e = np.asarray(snr_edges, float)
+        groups = [np.flatnonzero(ok & (snr > lo) & (snr <= hi)) for lo, hi in zip(e[:-1], e[1:], strict=True)]
+    groups = [np.flatnonzero(ok)] + [g for g in groups if g.size]
+    rows = []
+    for k, name in enumerate(names):
+        for g in groups:
+            fin = g[np.isfinite(p[g, k]) & np.isfinite(t[g, k])]
+            if fin.size == 0:
+                rows.append((name, np.nan, np.nan, 0, np.nan, np.nan, np.nan, np.nan))
+                continue
+            rows.append((name, float(snr[g].min()), float(snr[g].max()), int(fin.size),
+                         float(cv_bias(p[fin, k], t[fin, k])), float(cv_scatter(p[fin, k], t[fin, k])),
+                         float(np.std(t[fin, k])), float(skill(p[fin, k], t[fin, k]))))
+    return Table(rows=rows, names=("label", "snr_lo", "snr_hi", "n", "bias", "scatter", "label_std", "skill"))
+
+
+@dataclass(frozen=True)
+class FloorLaw:
+    """A fitted ``sigma(SNR) = sqrt(floor**2 + (a / SNR)**2)`` (:func:`mdslam.relations.floor_law`).
+
+    Attributes
+    ----------
+    a, floor : float
+        Noise coefficient (label unit x SNR) and floor (label unit), both >= 0.
+    cov : ndarray, shape (2, 2)
+        Covariance of (a, floor) from the fit.
+    snr_range : (float, float)
+        SNR range of the stars the law was fitted on; outside it the law is an
+        extrapolation (:meth:`__call__` flags it).
+    """
+
+    a: float
+    floor: float
+    cov: np.ndarray = field(repr=False)
+    snr_range: tuple[float, float]
+
+    @property
+    def a_err(self) -> float:
+        """1-sigma uncertainty of ``a`` from the fit covariance (label unit x SNR)."""
+        return float(np.sqrt(self.cov[0, 0]))
+
+    @property
+    def floor_err(self) -> float:
+        """1-sigma uncertainty of ``floor`` from the fit covariance (label unit)."""
+        return float(np.sqrt(self.cov[1, 1]))
+
+    def __call__(self, snr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(sigma, outside)``: the law at ``snr`` and a bool mask of SNR outside ``snr_range``."""
+        from .relations import floor_law
+
+        snr = np.asarray(snr, float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sig = floor_law(snr, self.a, self.floor)
+        outside = ~((snr >= self.snr_range[0]) & (snr <= self.snr_range[1]))
+        return sig, outside
+
+
+def fit_floor_law(snr: np.ndarray, scatter: np.ndarray, n: np.ndarray | None = None,
+                  snr_range: tuple[float, float] | None = None) -> FloorLaw:
+    """Fit ``sigma^2 = floor^2 + (a / SNR)^2`` with ``a, floor >= 0`` to binned CV scatter.
+
+    Bounded least squares (:func:`scipy.optimize.curve_fit`, ``bounds=(0, inf)``);
+    with ``n`` each bin's scatter is weighted by its standard error
+    ``scatter / sqrt(2 n)`` (that of a Gaussian standard deviation).
+
+    Parameters
+    ----------
+    snr : (n_bins,) array
+        Representative SNR of each bin (e.g. ``snr_median`` of
+        :func:`binned_bias_scatter`).
+    scatter : (n_bins,) array
+        CV scatter of each bin (label unit).
+    n : (n_bins,) array, optional
+        Stars per bin.
+    snr_range : (float, float), optional
+        SNR range of the stars behind the bins (default: the range of ``snr``).
+
+    Returns
+    -------
+    FloorLaw
+
+    Raises
+    ------
+    ValueError
+        Fewer than two usable bins.
+    """
+    x = np.asarray(snr, float)
+    y = np.asarray(scatter, float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y >= 0)
+    if ok.sum() < 2:
+        raise ValueError(f"need at least two bins with finite SNR > 0 and scatter to fit the law, got {ok.sum()}")
+    sig = None
+    if n is not None:
+        nn = np.asarray(n, float)[ok]
+        sig = np.maximum(y[ok], 1e-12 * max(y[ok].max(), 1e-300)) / np.sqrt(2.0 * np.maximum(nn, 1.0))
+    xo, yo = x[ok], y[ok]
+    # start: floor from the best-SNR bin, a from the worst
+    f0 = float(yo[np.argmax(xo)])
+    a0 = float(np.sqrt(max(yo[np.argmin(xo)] ** 2 - f0**2, 0.0)) * xo.min()) or float(yo.mean() * xo.min() * 0.1)
+
+    def model(t, a, floor):
+        return np.sqrt(floor**2 + (a / t) ** 2)
+
+    p, cov = curve_fit(model, xo, yo, p0=(a0, f0), sigma=sig, absolute_sigma=False,
+                       bounds=([0.0, 0.0], [np.inf, np.inf]), maxfev=20000)
+    rng = (float(xo.min()), float(xo.max())) if snr_range is None else (float(snr_range[0]), float(snr_range[1]))
+    return FloorLaw(float(p[0]), float(p[1]), np.asarray(cov, float), rng)
+
+
+def fit_floor_laws(snr: np.ndarray, pred: np.ndarray, truth: np.ndarray, label_names, *,
+                   n_bins: int = 5, min_per_bin: int = 20) -> tuple[Table, dict[str, FloorLaw]]:
+    """CV scatter in equal-count SNR bins and the :func:`fit_floor_law` of every label.
+
+    Parameters
+    ----------
+    snr : (n,) array
+    pred, truth : (n, n_labels) arrays
+        CV and reference labels, physical units.
+    label_names : sequence of str
+    n_bins, min_per_bin : as for :func:`binned_bias_scatter`.
+
+    Returns
+    -------
+    (Table, dict)
+        The binned table of :func:`binned_bias_scatter` and ``{label: FloorLaw}``,
+        each law's ``snr_range`` the SNR range of the binned stars.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two bins of ``min_per_bin`` stars.
+    """
+    snr = np.asarray(snr, float)
+    p = np.asarray(pred, float).reshape(snr.size, -1)
+    t = np.asarray(truth, float).reshape(snr.size, -1)
+    ok = np.isfinite(snr) & np.all(np.isfinite(p), axis=1) & np.all(np.isfinite(t), axis=1)
+    tab = binned_bias_scatter(snr[ok], p[ok], t[ok], n_bins=n_bins, min_per_bin=min_per_bin)
+    if len(tab) < 2:
+        raise ValueError(f"only {len(tab)} SNR bin(s) with >= {min_per_bin} stars: cannot fit an error law")
+    scat = np.asarray(tab["scatter"], float).reshape(len(tab), -1)
+    rng = (float(np.min(tab["snr_lo"])), float(np.max(tab["snr_hi"])))
+    laws = {name: fit_floor_law(np.asarray(tab["snr_median"], float), scat[:, k], np.asarray(tab["n"]), rng)
+            for k, name in enumerate(label_names)}
+    return tab, laws
+
+
+def flag_cuts(flag: np.ndarray, label_names, labels=None) -> dict[str, np.ndarray]:
+    """Masks of the stars whose labels a comparison may use, one per flag test, in order.
+
+    Parameters
+    ----------
+    flag : (n,) int array
+        The ``flag`` column of a SLAM label table (bits of :class:`mdslam.flags.LabelFlag`).
+    label_names : sequence of str
+        The model's labels, in order (label ``k`` outside the training domain
+        sets ``LabelFlag.OUTSIDE_DOMAIN << k``).
+    labels : sequence of str, optional
+        The labels the comparison uses (default: all): only their domain bits count.
+
+    Returns
+    -------
+    dict
+        ``{"fit ok (no failure, converged, SNR, pixels)": mask, "<label> inside the
+        training domain": mask, ...}``; AND them (:func:`mdslam.selection.combine`) or
+        pass them to :func:`mdslam.selection.cut_flow` to count what each removes.
+    """
+    from .flags import LabelFlag
+
+    f = np.asarray(flag).astype(np.int64)
+    names = list(label_names)
+    basic = int(LabelFlag.FAILED | LabelFlag.NOT_CONVERGED | LabelFlag.LOW_SNR | LabelFlag.FEW_PIXELS)
+    out = {"fit ok (no failure, converged, SNR, pixels)": (f & basic) == 0}
+    for name in (names if labels is None else list(labels)):
+        bit = int(LabelFlag.OUTSIDE_DOMAIN) << names.index(name)
+        out[f"{name} inside the training domain"] = (f & bit) == 0
+    return out
+
+
 # --------------------------------------------------------------------------- #
 # comparison statistics ("median +- std" of the papers)
 # --------------------------------------------------------------------------- #
 MAD_TO_SIGMA = 1.4826
+#: Fewest pairs for which a "median +- std" is quoted (:meth:`Comparison.format`).
+MIN_N_SCATTER = 5
 
 
 def robust_std(x: np.ndarray) -> float:
@@ -139,9 +390,17 @@ class Comparison:
         """The fields as a plain dict."""
         return asdict(self)
 
-    def format(self, fmt: str = ".2f", unit: str = "") -> str:
-        """``"median +- std"`` as the papers quote it, e.g. ``"-27 +- 92 K"``."""
+    def format(self, fmt: str = ".2f", unit: str = "", min_n: int = MIN_N_SCATTER) -> str:
+        """``"median +- std"`` as the papers quote it, e.g. ``"-27 +- 92 K (n=106)"``.
+
+        With fewer than ``min_n`` pairs no scatter is quoted: ``"median -0.08
+        (n=2, too few for a scatter)"``; with none, ``"- (n=0)"``.
+        """
         u = f" {unit}" if unit else ""
+        if self.n == 0:
+            return "- (n=0)"
+        if self.n < min_n:
+            return f"median {self.median:{fmt}}{u} (n={self.n}, too few for a scatter)"
         return f"{self.median:{fmt}} \u00b1 {self.std:{fmt}}{u} (n={self.n})"
 
     def __str__(self) -> str:

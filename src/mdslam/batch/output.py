@@ -115,6 +115,11 @@ def _read_fits(path: Path) -> Table:
                 col.unit = u.Unit(str(col.unit))
             except ValueError:
                 pass
+    header = fits.getheader(path, 1)  # column descriptions: the writer's TCOMMn cards
+    for k in range(1, int(header.get("TFIELDS", 0)) + 1):
+        name, comment = header.get(f"TTYPE{k}"), header.get(f"TCOMM{k}")
+        if comment and name in tab.colnames and not tab[name].description:
+            tab[name].description = comment
     return tab
 
 

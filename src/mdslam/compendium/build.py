@@ -83,6 +83,7 @@ __all__ = [
     "glued_values",
     "require_data_mode",
     "subsample",
+    "training_set",
     "provenance",
     "markdown_table",
     "comparison_table",
@@ -960,4 +961,5 @@ from .chapter import (  # noqa: E402
     provenance,
     require_data_mode,
     subsample,
+    training_set,
 )

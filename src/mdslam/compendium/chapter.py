@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["require_data_mode", "subsample", "provenance", "markdown_table", "comparison_table"]
+__all__ = ["require_data_mode", "training_set", "subsample", "provenance", "markdown_table", "comparison_table"]
 
 
 def require_data_mode(data_mode: str) -> Any:
@@ -40,6 +40,66 @@ def require_data_mode(data_mode: str) -> Any:
     return inputs
 
 
+def training_set(track: str = "xp", data_mode: str = "offline", n_max: int | None = None, seed: int = 42,
+                 snr_min: float = 30.0, **kwargs) -> Any:
+    """The training set of a track, offline or from the archives: the one call of the chapters.
+
+    Parameters
+    ----------
+    track : str
+        ``"xp"`` (Gaia XP x APOGEE DR17, Li 2021's window, :func:`mdslam.compendium.tracks.xp_mdwarfs`),
+        ``"xp_teff_logg"`` (the two-label set of :func:`mdslam.compendium.tracks.xp_teff_logg`),
+        ``"lamost"`` (offline: the 54 DR7 spectra, :func:`mdslam.compendium.tracks.lamost_dr7`; archive:
+        L21's LAMOST DR6 x APOGEE DR16) or ``"boss"`` (archive only: Q25's
+        BOSS DR19 FGK+M pairs).
+    data_mode : str
+        ``"offline"`` (registry and mirror) or ``"archive"``
+        (:mod:`mdslam.compendium.inputs`, full scale).
+    n_max, seed : int, optional
+        At most ``n_max`` stars, drawn with :func:`mdslam.sampling.draw`.
+    snr_min : float
+        Minimum XP SNR of the XP tracks (the LAMOST and BOSS sets have their own cuts).
+    **kwargs
+        Passed to the track's function (e.g. ``teff_max``).
+
+    Returns
+    -------
+    mdslam.compendium.tracks.TrainingSet
+
+    Raises
+    ------
+    ValueError
+        An unknown ``data_mode`` or a track not available in that mode.
+    """
+    from ..sampling import draw
+    from . import tracks
+
+    if data_mode not in ("offline", "archive"):
+        raise ValueError(f"data_mode must be 'offline' or 'archive', got {data_mode!r}")
+    if data_mode == "archive":
+        from . import inputs as archive
+
+        if track == "xp":
+            kwargs.pop("teff_min", None)  # the archive set's lower Teff bound is the label cut (2800 K)
+            return archive.xp_training_set(**{"teff_max": tracks.LI2021_TEFF[1], **kwargs}, snr_min=snr_min,
+                                           n_max=n_max, seed=seed)
+        if track == "lamost":
+            return archive.lamost_training_set(n_max=n_max, seed=seed, **kwargs)
+        if track == "boss":
+            return archive.boss_training_set(n_max=n_max, seed=seed, **kwargs)
+        raise ValueError(f"track must be 'xp', 'lamost' or 'boss' in archive mode, got {track!r}")
+    if track == "xp":
+        return tracks.xp_mdwarfs(snr_min=snr_min, n_max=n_max, seed=seed, **kwargs)
+    if track == "xp_teff_logg":
+        return tracks.xp_teff_logg(snr_min=snr_min, n_max=n_max, seed=seed, **kwargs)
+    if track == "lamost":
+        ts = tracks.lamost_dr7(**kwargs)
+        return ts if n_max is None else ts.subset(draw(len(ts), n_max, seed))
+    if track == "boss":
+        raise ValueError("track 'boss' (Q25's BOSS DR19 FGK+M pairs) needs data_mode='archive'")
+    raise ValueError(f"track must be 'xp', 'xp_teff_logg' or 'lamost' offline, got {track!r}")
+
+
 def subsample(table: Any, n_max: int | None, seed: int | None = None) -> Any:
     """At most ``n_max`` rows of ``table``, drawn at random (seeded), in table order.
 
@@ -52,16 +112,13 @@ def subsample(table: Any, n_max: int | None, seed: int | None = None) -> Any:
         Cap on the number of rows; ``None`` (or a cap >= len) returns ``table``
         itself.
     seed
-        Seed of ``numpy.random.default_rng``: the same seed draws the same rows.
+        Seed of :func:`mdslam.sampling.draw`: the same seed draws the same rows.
     """
-    import numpy as np
+    from ..sampling import draw
 
     if n_max is None or len(table) <= int(n_max):
         return table
-    if int(n_max) < 0:
-        raise ValueError(f"n_max must be >= 0 or None, got {n_max}")
-    rng = np.random.default_rng(seed)
-    return table[np.sort(rng.choice(len(table), int(n_max), replace=False))]
+    return table[draw(len(table), n_max, seed)]
 
 
 def _md_cell(value: Any) -> str:

@@ -132,18 +132,20 @@ def labels_for(labels, ids: Sequence, names: Sequence[str]) -> np.ndarray:
 
 
 def skill_markdown(cv_table, truth: np.ndarray, names: Sequence[str]) -> str:
-    """Per label: n, CV bias, CV scatter, spread (std) of the true labels, skill = 1 - MSE/Var."""
+    """Per label: n, CV bias, CV scatter, spread (std) of the true labels, and the skill
+    ``1 - MSE/Var`` (:func:`mdslam.validation.skill`) with a plain verdict."""
+    from .. import validation
+
     lines = ["| label | n | CV bias | CV scatter | label spread (std) | skill | verdict |",
              "|---|---|---|---|---|---|---|"]
     for k, name in enumerate(names):
         pred = np.asarray(cv_table[name], float)
         ok = np.isfinite(pred) & np.isfinite(truth[:, k])
         d = pred[ok] - truth[ok, k]
-        var = float(np.var(truth[ok, k]))
-        skill = 1.0 - float(np.mean(d**2)) / var if var > 0 else float("nan")
-        verdict = "no skill" if not skill > 0.1 else ("weak" if skill < 0.5 else "useful")
+        sk = float(validation.skill(pred, truth[:, k]))
+        verdict = "no skill" if not sk > 0.1 else ("weak" if sk < 0.5 else "useful")
         lines.append(f"| {name} | {ok.sum()} | {np.mean(d):+.3g} | {np.std(d):.3g} | "
-                     f"{np.sqrt(var):.3g} | {skill:.2f} | {verdict} |")
+                     f"{np.std(truth[ok, k]):.3g} | {sk:.2f} | {verdict} |")
     return "\n".join(lines)
 
 

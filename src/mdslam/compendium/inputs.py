@@ -33,7 +33,13 @@ import numpy as np
 
 from ..archive._core import ArchiveError, CacheEntry, download, service_url, settings
 from ..archive.files import boss_spectra, lamost_catalogue, lamost_spectra, sdss_file, sdss_table
-from ..archive.gaia import DEFAULT_COLUMNS, gaia_by_source_id, gaia_xp_sampled, hyades_cone
+from ..archive.gaia import (
+    DEFAULT_COLUMNS,
+    gaia_by_source_id,
+    gaia_dr3_ids_from_dr2,
+    gaia_xp_sampled,
+    hyades_cone,
+)
 from ..archive.vizier import vizier_catalog
 
 __all__ = [
@@ -195,10 +201,10 @@ def _attach(left, left_key: str, right, right_key: str, columns: Sequence[str] |
 
 
 def _subsample(table, n_max: int | None, seed: int):
-    """:func:`mdslam.compendium.chapter.subsample`: at most ``n_max`` rows, seeded, in table order."""
-    from .chapter import subsample
+    """At most ``n_max`` rows, seeded, in table order (:func:`mdslam.sampling.draw`)."""
+    from ..sampling import draw
 
-    return subsample(table, n_max, seed)
+    return table if n_max is None or len(table) <= int(n_max) else table[draw(len(table), n_max, seed)]
 
 
 def _add_cmd(table, *, g="phot_g_mean_mag", bp="phot_bp_mean_mag", rp="phot_rp_mean_mag",
@@ -338,9 +344,13 @@ def boss_mdwarf_candidates(
     and queries Gaia DR3 astrometry, photometry and RUWE for their Gaia ids in
     cached chunks (~100 queries for ~10^5 stars, 5-15 min).
 
-    Not verified against the live file: the name of spAll's Gaia id column
-    (looked for as ``GAIA_ID``, ``GAIA_SOURCE_ID``, ``GAIADR3_SOURCE_ID``,
-    ``GAIA_DR3_SOURCE_ID``; we read it as a DR3 id) and of its coordinates.
+    spAll's ``GAIA_ID`` is a Gaia **DR2** source_id (SDSS DR19 data model of
+    spAll-lite, HDU ``SPALL``: "Gaia DR2 SourceID"). It is turned into a DR3
+    id through the archive's ``gaiadr3.dr2_neighbourhood`` table
+    (:func:`mdslam.archive.gaia_dr3_ids_from_dr2`: the nearest neighbour
+    within 1 mag in G) before ``gaiadr3.gaia_source`` is queried; the DR2 id
+    is kept as ``gaia_dr2_source_id``. A column named as a DR3 id
+    (``GAIADR3_SOURCE_ID``, ``GAIA_DR3_SOURCE_ID``) is used as it is.
     Q25 de-redden with Bayestar19 (Green et al. 2019) E(B-V), which is not
     fetched here: ``extinction`` takes ``{"A_G": ..., "A_BP": ..., "A_RP": ...}``
     arrays aligned with the returned rows (e.g. from
@@ -374,12 +384,19 @@ def boss_mdwarf_candidates(
     spall = spall[np.sort(order[first])]
     n_unique = len(spall)
     gcol = pick_column(spall, "GAIA_ID", "GAIA_SOURCE_ID", "GAIADR3_SOURCE_ID", "GAIA_DR3_SOURCE_ID",
-                       what="spAll: Gaia DR3 source_id")
+                       what="spAll: Gaia source_id")
     spall["source_id"] = _as_int64(spall[gcol])
     spall = spall[spall["source_id"] > 0]
     n_gaia_id = len(spall)
     spall["snr"] = _float(spall[pick_column(spall, "SN_MEDIAN_ALL")])
     spall = _subsample(spall, n_max, seed)
+    n_sub = len(spall)
+    is_dr2 = "DR3" not in gcol.upper()
+    if is_dr2:  # GAIA_ID of the DR19 data model: a DR2 id, mapped to DR3 through the archive
+        spall["gaia_dr2_source_id"] = spall["source_id"]
+        spall["source_id"] = gaia_dr3_ids_from_dr2(spall["gaia_dr2_source_id"], progress=progress,
+                                                   timeout=timeout, retries=retries)
+        spall = spall[spall["source_id"] > 0]
     gaia = gaia_by_source_id(spall["source_id"], DEFAULT_COLUMNS, release="dr3", chunk_size=chunk_size,
                              progress=progress, timeout=timeout, retries=retries)
     out = _attach(spall, "source_id", gaia, "source_id", suffix="_gaia")
@@ -388,7 +405,9 @@ def boss_mdwarf_candidates(
     flow = [("DR19 spAll-lite spectra", n_all), ("CLASS STAR, SUBCLASS M*", n_m),
             ("one spectrum per CATALOGID (max SN)", n_unique), ("with a Gaia id", n_gaia_id)]
     if n_max is not None and n_gaia_id > int(n_max):
-        flow.append((f"random n_max={n_max}", len(out)))
+        flow.append((f"random n_max={n_max}", n_sub))
+    if is_dr2:
+        flow.append(("DR2 id with a DR3 counterpart (dr2_neighbourhood)", len(out)))
     flow.append(("found in Gaia DR3", int(np.sum(out["in_gaia"]))))
     out.meta["cut_flow"] = flow
     out.meta["provenance"] = f"archive: SDSS DR19 BOSS M type (spAll-lite v6_1_3) x Gaia DR3, N={len(out):,}"
