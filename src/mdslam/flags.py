@@ -103,47 +103,48 @@ def label_flag_meanings(flag: int, label_names: Sequence[str] = ()) -> list[str]
     return out
 
 
-#: When each bit is set: the module and the test that sets it.
-FLAG_WHEN: dict[enum.IntFlag, str] = {
-    SpectrumFlag.READ_ERROR: "reading (mdslam.spectra readers, batch reads)",
-    SpectrumFlag.ALL_NAN: "reading",
-    SpectrumFlag.NO_IVAR: "reading",
-    SpectrumFlag.NOT_INCREASING: "reading",
-    SpectrumFlag.NO_OVERLAP: "preprocessing (rebinning onto the model grid)",
-    SpectrumFlag.LOW_SNR: "preprocessing, when min_snr is given",
-    SpectrumFlag.NORM_FAILED: "preprocessing (pseudo-continuum)",
-    SpectrumFlag.FEW_PIXELS: "preprocessing, below min_good_fraction",
-    LabelFlag.FAILED: "labelling: unreadable or unusable input, no good pixel, numerical failure",
-    LabelFlag.NOT_CONVERGED: "labelling: the optimiser hit its iteration cap",
-    LabelFlag.LOW_SNR: "labelling: snr below the model's low_snr",
-    LabelFlag.FEW_PIXELS: "labelling: good pixels below the model's min_good_fraction",
-    LabelFlag.OUTSIDE_DOMAIN: "labelling: the label lies outside the training labels' range",
-    LabelFlag.BAD_FIT: "labelling: rchi2 above the model's rchi2_threshold_ (mdslam.checks.rchi2_threshold)",
-    LabelFlag.FAR_FROM_TRAINING: "labelling: k-NN distance above the model's knn_threshold_ "
+#: When each bit is set, keyed ``"Class.NAME"`` (members of the two enums with equal values
+#: compare equal, so they cannot share a dict as keys).
+FLAG_WHEN: dict[str, str] = {
+    "SpectrumFlag.READ_ERROR": "reading (mdslam.spectra readers, batch reads)",
+    "SpectrumFlag.ALL_NAN": "reading",
+    "SpectrumFlag.NO_IVAR": "reading",
+    "SpectrumFlag.NOT_INCREASING": "reading",
+    "SpectrumFlag.NO_OVERLAP": "preprocessing (rebinning onto the model grid)",
+    "SpectrumFlag.LOW_SNR": "preprocessing, when min_snr is given",
+    "SpectrumFlag.NORM_FAILED": "preprocessing (pseudo-continuum)",
+    "SpectrumFlag.FEW_PIXELS": "preprocessing, below min_good_fraction",
+    "LabelFlag.FAILED": "labelling: unreadable or unusable input, no good pixel, numerical failure",
+    "LabelFlag.NOT_CONVERGED": "labelling: the optimiser hit its iteration cap",
+    "LabelFlag.LOW_SNR": "labelling: snr below the model's low_snr",
+    "LabelFlag.FEW_PIXELS": "labelling: good pixels below the model's min_good_fraction",
+    "LabelFlag.OUTSIDE_DOMAIN": "labelling: the label lies outside the training labels' range",
+    "LabelFlag.BAD_FIT": "labelling: rchi2 above the model's rchi2_threshold_ (mdslam.checks.rchi2_threshold)",
+    "LabelFlag.FAR_FROM_TRAINING": "labelling: k-NN distance above the model's knn_threshold_ "
                                  "(mdslam.checks.knn_threshold)",
-    LabelFlag.NOT_NORMALISED: "labelling: median flux / training level outside mdslam.checks.FLUX_LEVEL_RANGE",
+    "LabelFlag.NOT_NORMALISED": "labelling: median flux / training level outside mdslam.checks.FLUX_LEVEL_RANGE",
 }
 
-#: What a user should do about each bit.
-FLAG_ACTION: dict[enum.IntFlag, str] = {
-    SpectrumFlag.READ_ERROR: "check the file and the format option; the reason column names the problem",
-    SpectrumFlag.ALL_NAN: "drop the spectrum",
-    SpectrumFlag.NO_IVAR: "give an inverse variance (or an error array) with the flux",
-    SpectrumFlag.NOT_INCREASING: "check the wavelength array or header (units, order)",
-    SpectrumFlag.NO_OVERLAP: "check the wavelength units/frame; use a model trained on this range",
-    SpectrumFlag.LOW_SNR: "use the spectrum only if a noisy label is acceptable",
-    SpectrumFlag.NORM_FAILED: "inspect the spectrum; too many masked pixels or negative flux",
-    SpectrumFlag.FEW_PIXELS: "inspect the mask; the spectrum covers too little of the grid",
-    LabelFlag.FAILED: "do not use the labels (they are NaN); read the error column",
-    LabelFlag.NOT_CONVERGED: "treat the labels as unreliable; check rchi2",
-    LabelFlag.LOW_SNR: "use the empirical (CV) uncertainty, not the formal one",
-    LabelFlag.FEW_PIXELS: "treat the labels as unreliable",
-    LabelFlag.OUTSIDE_DOMAIN: "leave the label out of comparisons: the model extrapolates there",
-    LabelFlag.BAD_FIT: "the model does not describe this spectrum (other star type, wrong grid or units, "
+#: What a user should do about each bit, keyed ``"Class.NAME"``.
+FLAG_ACTION: dict[str, str] = {
+    "SpectrumFlag.READ_ERROR": "check the file and the format option; the reason column names the problem",
+    "SpectrumFlag.ALL_NAN": "drop the spectrum",
+    "SpectrumFlag.NO_IVAR": "give an inverse variance (or an error array) with the flux",
+    "SpectrumFlag.NOT_INCREASING": "check the wavelength array or header (units, order)",
+    "SpectrumFlag.NO_OVERLAP": "check the wavelength units/frame; use a model trained on this range",
+    "SpectrumFlag.LOW_SNR": "use the spectrum only if a noisy label is acceptable",
+    "SpectrumFlag.NORM_FAILED": "inspect the spectrum; too many masked pixels or negative flux",
+    "SpectrumFlag.FEW_PIXELS": "inspect the mask; the spectrum covers too little of the grid",
+    "LabelFlag.FAILED": "do not use the labels (they are NaN); read the error column",
+    "LabelFlag.NOT_CONVERGED": "treat the labels as unreliable; check rchi2",
+    "LabelFlag.LOW_SNR": "use the empirical (CV) uncertainty, not the formal one",
+    "LabelFlag.FEW_PIXELS": "treat the labels as unreliable",
+    "LabelFlag.OUTSIDE_DOMAIN": "leave the label out of comparisons: the model extrapolates there",
+    "LabelFlag.BAD_FIT": "the model does not describe this spectrum (other star type, wrong grid or units, "
                        "out-of-domain labels): do not use the labels",
-    LabelFlag.FAR_FROM_TRAINING: "treat the labels as extrapolated: the true labels are likely outside the "
+    "LabelFlag.FAR_FROM_TRAINING": "treat the labels as extrapolated: the true labels are likely outside the "
                                  "training set, and pulled inside it",
-    LabelFlag.NOT_NORMALISED: "normalise the spectrum like the training spectra (mdslam.preprocess) and relabel",
+    "LabelFlag.NOT_NORMALISED": "normalise the spectrum like the training spectra (mdslam.preprocess) and relabel",
 }
 
 
@@ -162,7 +163,8 @@ def flag_table():
         for f in enum_cls:
             bit = f"{int(f)} << k" if f is LabelFlag.OUTSIDE_DOMAIN else str(int(f))
             rows.append((column, bit, f"{enum_cls.__name__}.{f.name}", meanings[f],
-                         FLAG_WHEN[f], FLAG_ACTION[f]))
+                         FLAG_WHEN[f"{enum_cls.__name__}.{f.name}"],
+                         FLAG_ACTION[f"{enum_cls.__name__}.{f.name}"]))
     return Table(rows=rows, names=("column", "bit", "name", "meaning", "when", "action"))
 
 
