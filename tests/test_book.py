@@ -344,3 +344,21 @@ def test_every_chapter_renders_with_its_figures(browser, server, book_html):
     text = browser.execute_script("return document.body.innerText;")
     for name in ("gaiaxp_apogee", "birky2020_table6_full", "carmenes_cif20"):
         assert name in text
+
+
+@pytest.mark.skipif(not _has_mirror(), reason="needs the data mirror (MDSLAM_DATA_MIRROR)")
+def test_user_guide_commands_rerun_in_a_fresh_directory(tmp_path):
+    """The user guide's commands (train, CV skill, predict in process and on Dask, read the
+    catalogue, preprocess LAMOST files) run again, small, in a new empty folder."""
+    ch = book.select_chapters(book.chapters(ROOT), ["10"])[0]
+    work = tmp_path / "guide"
+    run = book.execute_chapter(ch, ROOT, {"workdir": str(work), "n_train": 40, "n_new": 12, "cv": 3,
+                                          "dask_workers": 1}, output=tmp_path / "guide.ipynb")
+    assert run.ok, run.error
+    for name in ("my_xp_train.fits", "my_xp_new.fits", "my_labels.csv", "my_model.npz",
+                 "new_labels.fits", "new_labels_dask.fits"):
+        assert (work / name).is_file(), name
+    from mdslam.batch import read_catalogue
+
+    cat = read_catalogue(work / "new_labels.fits")
+    assert len(cat) == 12 and {"teff", "logg", "fe_h", "flag"} <= set(cat.colnames)

@@ -108,6 +108,15 @@ def test_checksum_mismatch_is_an_error(tmp_path, monkeypatch):
         datasets.load("lamost_dr7_labels")
 
 
+def test_a_directory_where_the_file_should_be_is_a_one_line_error(tmp_path, monkeypatch):
+    rel = "lamost_dr7_mdwarfs/labels.csv"
+    (tmp_path / "mirror" / rel).mkdir(parents=True)
+    monkeypatch.setenv(datasets.MIRROR_ENV, str(tmp_path / "mirror"))
+    monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path / "cache"))
+    with pytest.raises(datasets.DatasetError, match="lamost_dr7_labels.*labels.csv is a directory"):
+        datasets.load("lamost_dr7_labels")
+
+
 def test_offline_without_mirror_or_cache_names_dataset_url_and_variable(tmp_path, monkeypatch):
     import pooch
 

@@ -198,6 +198,9 @@ def _verified(path: Path, expected: str, dataset: str) -> Path:
     new inode or a new status-change time (which no user call can set back),
     so it is hashed again; every new process hashes each file on first use.
     """
+    if not path.is_file():
+        raise DatasetError(f"dataset {dataset!r}: {path} is a directory (or not a regular file) where "
+                           "the data file should be; remove it or fix the mirror")
     st = path.stat()
     key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     digest = _VERIFIED.get(key)
