@@ -16,7 +16,7 @@ PYTEST_ARGS ?= -m "not slow"
 BOOK_ARGS ?=
 CH ?= 01
 
-.PHONY: install book chapter render notebooks test test-browser lint clean
+.PHONY: install book chapter render notebooks test test-core test-browser lint clean
 
 $(BIN)/mdslam: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,15 @@ notebooks: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the core alone: a fresh venv with `pip install .` (no extras) runs the core's tests
+CORE_TESTS := tests/test_core_install.py tests/test_flags.py tests/test_checks.py tests/test_sampling.py \
+              tests/test_relations.py tests/test_validation.py tests/test_slam.py
+test-core:
+	rm -rf .venv-core
+	$(PYTHON) -m venv .venv-core
+	.venv-core/bin/python -m pip install --quiet . pytest
+	cd tests/.. && .venv-core/bin/python -m pytest -m "not slow" -p no:cacheprovider $(CORE_TESTS)
 
 # headless Chromium over the built book (run `make book` first)
 test-browser: install
