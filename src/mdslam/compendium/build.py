@@ -510,7 +510,11 @@ def kernel(build_dir: str | os.PathLike) -> Iterator[str]:
         # the kernel's own log (transport notices, shutdown) is noise here: a chapter's
         # errors come back through papermill with the cell and the traceback
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                 "--IPKernelApp.log_level=CRITICAL"],
+                 "--IPKernelApp.log_level=CRITICAL",
+                 # tqdm's "IProgress not found" warning (no ipywidgets) would print the
+                 # interpreter's path in every chapter
+                 "--IPKernelApp.exec_lines=import warnings; "
+                 "warnings.filterwarnings('ignore', message='IProgress not found')"],
         "display_name": f"Python (mdslam book, {sys.executable})",
         "language": "python",
         # figures inline as in Jupyter, even when the caller exports MPLBACKEND=Agg
