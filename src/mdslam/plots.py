@@ -152,7 +152,8 @@ def one_to_one(x: np.ndarray, y: np.ndarray, *, data_label: str, xlabel: str = "
         ax0.set_xlim(lims)
         ax0.set_ylim(lims)
     ax0.set_ylabel(ylabel + u)
-    ax0.legend(loc="upper left", fontsize=8)
+    if lims is not None:  # the 1:1 line is the only labelled artist
+        ax0.legend(loc="upper left", fontsize=8)
     if c is not None:
         fig.colorbar(sc, ax=ax0, label=color_label)
     ax1.scatter(x, d, s=3, c="0.6", rasterized=True)
