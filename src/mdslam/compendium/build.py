@@ -543,6 +543,10 @@ def _finalise(output: Path, chapter: Chapter, root: Path, parameters: Mapping[st
         "display_name": "Python 3 (ipykernel)",
         "language": "python",
     }
+    pm = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):  # no machine paths in a notebook readers download
+        if pm.get(key):
+            pm[key] = Path(pm[key]).name
     nb.metadata["mdslam"] = {
         "source": chapter.source.relative_to(root).as_posix(),
         "source_sha256": _sha256(chapter.source),
