@@ -832,18 +832,9 @@ def xp_training_set(*, teff_max: float = 4000.0, logg_min: float = 4.0, snr_min:
     return tracks.TrainingSet(spec, labels, ["teff", "logg", "fe_h"], "xp", prov, _flow(flow))
 
 
-def lamost_training_set(
-    release: str = "dr6",
-    *,
-    match_radius_arcsec: float = 3.0,
-    label_cuts: bool = True,
-    n_max: int | None = None,
-    seed: int = 42,
-    grid: dict | None = None,
-    progress: bool = True,
-    timeout=None,
-    retries=None,
-):
+def lamost_training_set(release: str = "dr6", *, match_radius_arcsec: float = 3.0, label_cuts: bool = True,
+                        n_max: int | None = None, seed: int = 42, grid: dict | None = None, progress: bool = True,
+                        timeout=None, retries=None):
     """Li et al. (2021) sec. 3.2 training set: LAMOST DR6 M dwarf spectra with APOGEE DR16 labels.
 
     The LAMOST DR6 M star catalogue (:func:`lamost_catalogue`) is matched on
@@ -917,19 +908,9 @@ LAMOST_STELLAR_COLUMNS = ("obsid", "gaia_source_id", "ra", "dec", "class", "subc
                           "logg", "logg_err", "feh", "feh_err", "snrg", "snri")
 
 
-def boss_training_set(
-    *,
-    lamost_release: str = "dr11",
-    fgk_teff: tuple[float, float] = (4000.0, 7000.0),
-    fgk_logg_min: float = 4.0,
-    max_feh_err: float = 0.2,
-    n_max: int | None = None,
-    seed: int = 42,
-    grid: dict | None = None,
-    progress: bool = True,
-    timeout=None,
-    retries=None,
-):
+def boss_training_set(*, lamost_release: str = "dr11", fgk_teff: tuple[float, float] = (4000.0, 7000.0),
+                      fgk_logg_min: float = 4.0, max_feh_err: float = 0.2, n_max: int | None = None, seed: int = 42,
+                      grid: dict | None = None, progress: bool = True, timeout=None, retries=None):
     """Qiu et al. (2025) sec. 2.3-2.4 training set: BOSS M dwarfs in FGK+M wide binaries.
 
     1. El-Badry et al. (2021) pairs (:func:`elbadry2021_binaries`, 1-2 GB once);
