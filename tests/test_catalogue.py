@@ -120,3 +120,59 @@ def test_a_catalogue_read_back_writes_again(pred, tmp_path):
     assert again.colnames == t4.colnames and again.meta["TRACK"] == "xp"
     with fits.open(tmp_path / "b.fits") as h:
         assert h[1].name == "CATALOGUE" and "EXTNAME" not in h[0].header
+
+
+DOMAIN3 = np.array([[3585.0, 4000.0], [4.0, 5.5], [-1.0, 0.5]])  # (Teff K, log g dex, [Fe/H] dex)
+
+
+def _pred2(teff, logg, ids=(11, 12, 13, 14)):
+    """A two-label predict_table-like output."""
+    t = Table({"id": np.array(ids, dtype=np.int64), "teff": teff, "logg": logg,
+               "e_teff": np.full(len(teff), 5.0), "e_logg": np.full(len(teff), 0.02),
+               "e_teff_cv": np.full(len(teff), 60.0), "e_logg_cv": np.full(len(teff), 0.15),
+               "flag": np.zeros(len(teff), dtype=np.int32)})
+    return t
+
+
+def test_teff_logg_route_known_answers():
+    # inside both; Teff below the domain; 2-label fit failed (NaN); log g below; on the edges (inclusive)
+    teff = [3700.0, 3300.0, np.nan, 3590.0, 3585.0, 4000.0, 4000.1]
+    logg = [4.7, 5.0, 4.8, 3.9, 4.0, 5.5, 4.5]
+    route = catalogue.teff_logg_route(teff, logg, DOMAIN3[:2])
+    assert route.tolist() == [True, False, True, False, True, True, False]
+    with pytest.raises(ValueError, match="domain3"):
+        catalogue.teff_logg_route(teff, logg, DOMAIN3)
+
+
+def test_add_teff_logg_model_routes_and_flags_by_hand(pred):
+    cat = _build(pred)  # 3-label TEFF 3500, 3600, 3700, 3300; FLAG 0, 0, 32, 1
+    out = catalogue.add_teff_logg_model(cat, _pred2([3450.0, 3620.0, 3710.0, 3200.0], [4.9, 4.7, 4.6, 5.1]), DOMAIN3)
+    # rows 0 and 3: the 2-label model puts them below 3585 K -> 2-label Teff/log g, FE_H flagged (16 << 2 = 64)
+    assert out["TEFF_MODEL"].tolist() == ["2-label", "3-label", "3-label", "2-label"]
+    assert out["LOGG_MODEL"].tolist() == out["TEFF_MODEL"].tolist()
+    assert set(out["FE_H_MODEL"]) == {"3-label"}
+    np.testing.assert_array_equal(out["TEFF"], [3450.0, 3600.0, 3700.0, 3200.0])
+    np.testing.assert_array_equal(out["LOGG"], [4.9, 4.7, 4.6, 5.1])
+    np.testing.assert_array_equal(out["TEFF_ERR_CV"], [60.0, 0.1, 0.1, 60.0])
+    np.testing.assert_array_equal(out["TEFF_3L"], [3500.0, 3600.0, 3700.0, 3300.0])
+    np.testing.assert_array_equal(out["TEFF_2L"], [3450.0, 3620.0, 3710.0, 3200.0])
+    np.testing.assert_array_equal(out["FE_H"][:3], cat["FE_H"][:3])  # [Fe/H] never replaced
+    assert out["FLAG"].tolist() == [64, 0, 32, 1 | 64]
+    assert out.meta["ROUTE"] == "2 3-label, 2 2-label"
+    assert str(out["TEFF_2L"].unit) == "K" and "TEFF_MODEL" in out["TEFF"].description
+    assert cat["TEFF"][0] == 3500.0  # the input catalogue is not changed
+
+
+def test_add_teff_logg_model_rejects_other_stars(pred):
+    cat = _build(pred)
+    with pytest.raises(ValueError, match="pred2 has 3 rows"):
+        catalogue.add_teff_logg_model(cat, _pred2([3500.0] * 3, [4.8] * 3, ids=(11, 12, 13)), DOMAIN3)
+    with pytest.raises(ValueError, match="ids differ"):
+        catalogue.add_teff_logg_model(cat, _pred2([3500.0] * 4, [4.8] * 4, ids=(11, 12, 14, 13)), DOMAIN3)
+
+
+def test_routed_catalogue_writes_and_reads_back(pred, tmp_path):
+    out = catalogue.add_teff_logg_model(_build(pred), _pred2([3450.0, 3620.0, 3710.0, 3200.0], [4.9] * 4), DOMAIN3)
+    back = catalogue.read_catalogue(catalogue.write_catalogue(out, tmp_path / "c.fits"))
+    assert back["TEFF_MODEL"].tolist() == ["2-label", "3-label", "3-label", "2-label"]
+    assert back.meta["ROUTE"] == "2 3-label, 2 2-label"

@@ -18,10 +18,12 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from .flags import LabelFlag
 from .validation import MIN_N_SCATTER
 
 __all__ = ["LABEL_COLUMNS", "QIU2025_TABLE4", "build_catalogue", "write_catalogue", "read_catalogue",
-           "describe_columns", "mean_std_text", "qiu2025_table4"]
+           "describe_columns", "mean_std_text", "qiu2025_table4", "ROUTE_RULE", "teff_logg_route",
+           "add_teff_logg_model"]
 
 #: SLAM label name -> (catalogue column, unit, what it is).
 LABEL_COLUMNS: dict[str, tuple[str, str, str]] = {
@@ -122,6 +124,124 @@ def build_catalogue(pred: Table, identifiers: Mapping[str, tuple[Sequence, str]]
     out.meta["TRACK"] = track
     out.meta["LABELS"] = ",".join(names)
     return out
+
+
+#: The rule that picks the model of a star's headline Teff and log g (column descriptions, chapter 8).
+ROUTE_RULE = ("Teff and log g come from the three-label model when the two-label (Teff, log g) model puts the "
+              "star inside the three-label model's label domain (both labels), else from the two-label model; "
+              "[Fe/H] always comes from the three-label model and carries its OUTSIDE_DOMAIN bit when the star "
+              "is outside that domain")
+
+
+def teff_logg_route(teff2: np.ndarray, logg2: np.ndarray, domain3: np.ndarray) -> np.ndarray:
+    """Which stars take their Teff and log g from the three-label model (:data:`ROUTE_RULE`).
+
+    The test uses the two-label model's labels, not the three-label model's own:
+    a model pulls a star from outside its training domain towards the domain's
+    edge, so its own labels cannot tell that the star lies outside.
+
+    Parameters
+    ----------
+    teff2, logg2 : (n,) array
+        Teff [K] and log g [dex] of the two-label model.
+    domain3 : (2, 2) array
+        The three-label model's (min, max) of Teff [K] (row 0) and log g [dex] (row 1),
+        e.g. the first two rows of :meth:`mdslam.slam.SLAM.domain_array`.
+
+    Returns
+    -------
+    (n,) bool array
+        True: three-label model. A star whose two-label fit gave no Teff or log g (NaN)
+        keeps the three-label labels.
+    """
+    t, g = np.asarray(teff2, float), np.asarray(logg2, float)
+    dom = np.asarray(domain3, float)
+    if dom.shape != (2, 2):
+        raise ValueError(f"domain3 must be (2, 2) [(Teff min, max), (log g min, max)], got {dom.shape}")
+    known = np.isfinite(t) & np.isfinite(g)
+    with np.errstate(invalid="ignore"):
+        inside = (t >= dom[0, 0]) & (t <= dom[0, 1]) & (g >= dom[1, 0]) & (g <= dom[1, 1])
+    return inside | ~known
+
+
+def add_teff_logg_model(cat: Table, pred2: Table, domain3: np.ndarray, *,
+                        model_names: tuple[str, str] = ("3-label", "2-label")) -> Table:
+    """Add a two-label (Teff, log g) model to a three-label catalogue and route the headline labels.
+
+    ``TEFF``, ``LOGG`` and their ``_ERR``, ``_ERR_CV`` become those of the model
+    that :func:`teff_logg_route` picks for each star; the three-label model's own
+    Teff and log g stay in ``TEFF_3L``, ``LOGG_3L`` and the two-label model's in
+    ``TEFF_2L``, ``LOGG_2L`` (with ``_ERR``) and ``FLAG_2L``, so no label is lost.
+    ``TEFF_MODEL``, ``LOGG_MODEL``, ``FE_H_MODEL`` name the model of each headline
+    label. ``FE_H`` stays the three-label model's; for a star routed to the
+    two-label model, ``FLAG`` gains the ``OUTSIDE_DOMAIN`` bit of [Fe/H]
+    (:class:`mdslam.flags.LabelFlag`). ``TEFF_CV``, ``LOGG_CV`` (if present) stay
+    the three-label model's CV labels.
+
+    Parameters
+    ----------
+    cat : Table
+        :func:`build_catalogue` of the three-label model (``TEFF``, ``LOGG``, ``FE_H``,
+        ``FLAG``; ``meta["LABELS"]`` names the labels in the model's order).
+    pred2 : Table
+        :meth:`mdslam.slam.SLAM.predict_table` of the two-label model on the same stars,
+        same order (``teff``, ``logg``, ``e_teff``, ``e_logg``, optionally
+        ``e_<label>_cv``, ``flag``; ``id`` is checked against ``cat`` when both have ids).
+    domain3 : (n_label, 2) array
+        The three-label model's label domain (:meth:`mdslam.slam.SLAM.domain_array`).
+    model_names : (str, str)
+        The values of the ``*_MODEL`` columns for the three- and two-label model.
+
+    Returns
+    -------
+    Table
+        A copy of ``cat`` with the columns above; ``meta["ROUTE"]`` counts the stars of each route.
+
+    Raises
+    ------
+    ValueError
+        ``pred2`` has another length, or other ids, than ``cat``.
+    """
+    if len(pred2) != len(cat):
+        raise ValueError(f"pred2 has {len(pred2)} rows, the catalogue {len(cat)}: label the same stars")
+    names3 = [n for n in str(cat.meta.get("LABELS", "teff,logg,fe_h")).split(",") if n]
+    if "id" in pred2.colnames and "SOURCE_ID" in cat.colnames and \
+            not np.array_equal(np.asarray(pred2["id"]), np.asarray(cat["SOURCE_ID"])):
+        raise ValueError("pred2: ids differ from the catalogue's SOURCE_ID: label the same stars in the same order")
+    dom = np.asarray(domain3, float)[[names3.index("teff"), names3.index("logg")]]
+    route3 = teff_logg_route(pred2["teff"], pred2["logg"], dom)
+    out = Table(cat, copy=True)
+    for n in ("teff", "logg"):
+        col, unit, what = LABEL_COLUMNS[n]
+        _copy_col(out, f"{col}_3L", out[col], f"SLAM {what} of the {model_names[0]} model", unit)
+        _copy_col(out, f"{col}_2L", pred2[n], f"SLAM {what} of the {model_names[1]} (Teff, log g) model", unit)
+        _copy_col(out, f"{col}_2L_ERR", pred2[f"e_{n}"], f"formal uncertainty of {col}_2L", unit)
+        for suffix, src in (("", n), ("_ERR", f"e_{n}"), ("_ERR_CV", f"e_{n}_cv")):
+            if f"{col}{suffix}" in out.colnames and src in pred2.colnames:
+                out[f"{col}{suffix}"] = np.where(route3, np.asarray(out[f"{col}{suffix}"], float),
+                                                 np.asarray(pred2[src], float))
+        out[col].description = f"SLAM {what}, headline: model in {col}_MODEL ({ROUTE_RULE})"
+        out[f"{col}_MODEL"] = np.where(route3, model_names[0], model_names[1])
+        out[f"{col}_MODEL"].description = f"model that gave {col}: {model_names[0]} or {model_names[1]}"
+    out["FE_H_MODEL"] = np.full(len(out), model_names[0])
+    out["FE_H_MODEL"].description = f"model that gave FE_H: always the {model_names[0]} model"
+    if "FLAG" in out.colnames and "fe_h" in names3:
+        bit = int(LabelFlag.OUTSIDE_DOMAIN) << names3.index("fe_h")
+        out["FLAG"] = np.where(route3, np.asarray(out["FLAG"]), np.asarray(out["FLAG"]) | bit)
+        out["FLAG"].description = (f"{cat['FLAG'].description or 'bit flags'}; the FE_H OUTSIDE_DOMAIN bit also "
+                                   f"marks a star routed to the {model_names[1]} model")
+    if "flag" in pred2.colnames:
+        _copy_col(out, "FLAG_2L", pred2["flag"], f"bit flags of the {model_names[1]} model (labels teff, logg)")
+    out.meta["ROUTE"] = f"{int(route3.sum())} {model_names[0]}, {int((~route3).sum())} {model_names[1]}"
+    return out
+
+
+def _copy_col(out: Table, name: str, values, description: str, unit: str | None = None) -> None:
+    """``out[name] = values`` with a description and (optionally) a unit, in place."""
+    out[name] = np.asarray(values)
+    out[name].description = description
+    if unit:
+        out[name].unit = unit
 
 
 def write_catalogue(table: Table, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
