@@ -125,3 +125,44 @@ def test_predict_all_draws_n_max_stars_and_marks_the_training_stars():
     pred, sub, in_train = cataloguing.predict_all(EchoModel(), train, allx, n_max=8, seed=1)
     assert len(pred) == len(sub) == 8 and list(np.diff(sub.labels["id"]) > 0) == [True] * 7   # table order
     assert list(in_train) == [int(i) % 4 == 0 for i in sub.labels["id"]]
+
+
+def test_route_counts_by_hand():
+    fe_bit = int(LabelFlag.OUTSIDE_DOMAIN) << 2  # [Fe/H] is label 2 of (teff, logg, fe_h)
+    cat = Table({"TEFF_MODEL": ["3-label", "2-label", "2-label", "3-label", "3-label"],
+                 "FLAG": np.array([0, fe_bit, fe_bit | 1, 32, 0])})
+    t = cataloguing.route_counts(cat, ("teff", "logg", "fe_h"))
+    assert list(t["Teff, log g from"]) == ["3-label", "2-label"]
+    assert list(t["n"]) == [3, 2] and list(t["FE_H flagged"]) == [0, 2] and list(t["unflagged"]) == [2, 0]
+
+
+@pytest.mark.slow
+def test_cool_dwarfs_take_the_two_label_model_on_the_xp_track(data_mirror, tmp_path, monkeypatch):
+    """On real XP spectra, the stars APOGEE puts well below the three-label model's Teff domain
+    (< 3450 K) are routed to the two-label model, whose Teff tracks APOGEE's there better than
+    the three-label model's (which is pulled to its domain edge at ~3585 K)."""
+    from mdslam import catalogue, datasets, tracks
+
+    monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path))
+    grid = dict(C=(10.0,), epsilon=(0.05,), gamma=(0.3,))
+    ts3 = tracks.xp_mdwarfs(teff_max=tracks.MDWARF_TEFF_MAX, n_max=150, seed=1)
+    ts2 = tracks.xp_teff_logg(n_max=250, seed=1)
+    m3 = tracks.slam_model(ts3, grid=grid, cv=2, seed=0, cache=False)
+    m2 = tracks.slam_model(ts2, grid=grid, cv=2, seed=0, cache=False)
+    allx = tracks.xp_all_mdwarfs()
+    apogee = np.asarray(allx.labels["teff"], float)
+    test = allx.subset(~np.isin(allx.labels["id"], np.r_[ts3.labels["id"], ts2.labels["id"]])
+                       & (allx.snr > 30) & ((apogee < 3450) | ((apogee > 3700) & (apogee < 3900))))
+    pred3 = m3.predict_table(test.spectra.flux, test.spectra.ivar, snr=test.snr, ids=test.labels["id"])
+    pred2 = m2.predict_table(test.spectra.flux, test.spectra.ivar, snr=test.snr, ids=test.labels["id"])
+    cat = catalogue.build_catalogue(pred3, {"SOURCE_ID": (test.labels["id"], "Gaia source_id")},
+                                    training_labels="APOGEE DR17")
+    out = catalogue.add_teff_logg_model(cat, pred2, m3.domain_array())
+    t_ap = np.asarray(test.labels["teff"], float)
+    cool, warm = t_ap < 3450, t_ap > 3700
+    assert cool.sum() >= 10 and warm.sum() >= 10
+    assert np.mean(out["TEFF_MODEL"][cool] == "2-label") >= 0.8
+    assert np.mean(out["TEFF_MODEL"][warm] == "3-label") >= 0.8
+    err2 = np.nanmedian(np.abs(np.asarray(out["TEFF_2L"])[cool] - t_ap[cool]))
+    err3 = np.nanmedian(np.abs(np.asarray(out["TEFF_3L"])[cool] - t_ap[cool]))
+    assert err2 < err3

@@ -6,8 +6,9 @@ numbers the chapter displays and glues: the predictions for every XP M dwarf
 B20 parallax in the HR diagram (:func:`parallax_sample`), the PARSEC isochrones
 (:func:`load_isochrones`, :func:`isochrone_offset`), the CV skill of a model
 (:func:`cv_skill`), the H-alpha activity of the LAMOST spectra
-(:func:`halpha_activity`) and whether a track's CV labels beat the mean label
-(:func:`cv_against_spread`).
+(:func:`halpha_activity`), whether a track's CV labels beat the mean label
+(:func:`cv_against_spread`) and how many stars take their Teff and log g from
+the two-label model (:func:`route_counts`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import numpy as np
 from astropy.table import Table
 
 from .. import activity, crossmatch, datasets, preprocess, relations, selection, validation
+from ..flags import LabelFlag
 from ..slam import describe_flag
 from .tracks import TrainingSet
 
 __all__ = ["error_law_table", "predict_all", "flag_counts", "ParallaxSample", "parallax_sample",
            "load_isochrones", "isochrone_offset", "colour_correlations", "cv_skill", "halpha_activity",
-           "cv_against_spread"]
+           "cv_against_spread", "route_counts"]
 
 
 def error_law_table(model, cv_table: Table) -> tuple[Table, Table]:
@@ -280,3 +282,28 @@ def cv_against_spread(cv_table: Table, label_names: Sequence[str]) -> Table:
                      float(np.nanstd(d)), float(np.nanstd(d) / np.nanstd(truth))))
     return Table(rows=rows, names=("label", "distinct values", "std of labels", "CV median (SLAM - lit)",
                                    "CV std", "CV std / label std"))
+
+
+def route_counts(cat: Table, label_names: Sequence[str]) -> Table:
+    """How many catalogue stars take each model route, and how many of their [Fe/H] are flagged.
+
+    Parameters
+    ----------
+    cat : Table
+        :func:`mdslam.catalogue.add_teff_logg_model` output (``TEFF_MODEL``, ``FLAG``).
+    label_names : sequence of str
+        The three-label model's labels, in its order (for the [Fe/H] OUTSIDE_DOMAIN bit).
+
+    Returns
+    -------
+    Table
+        One row per value of ``TEFF_MODEL``: ``Teff, log g from``, ``n``, ``FE_H flagged``
+        (its OUTSIDE_DOMAIN bit set) and ``unflagged`` (``FLAG == 0``).
+    """
+    bit = int(LabelFlag.OUTSIDE_DOMAIN) << list(label_names).index("fe_h")
+    route = np.asarray(cat["TEFF_MODEL"]).astype(str)
+    flag = np.asarray(cat["FLAG"]).astype(np.int64)
+    rows = [(r, int(np.sum(route == r)), int(np.sum((route == r) & (flag & bit > 0))),
+             int(np.sum((route == r) & (flag == 0)))) for r in sorted(set(route), reverse=True)]
+    return Table(rows=rows, names=("Teff, log g from", "n", "FE_H flagged", "unflagged"),
+                 dtype=(str, int, int, int))
