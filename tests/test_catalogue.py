@@ -176,3 +176,11 @@ def test_routed_catalogue_writes_and_reads_back(pred, tmp_path):
     back = catalogue.read_catalogue(catalogue.write_catalogue(out, tmp_path / "c.fits"))
     assert back["TEFF_MODEL"].tolist() == ["2-label", "3-label", "3-label", "2-label"]
     assert back.meta["ROUTE"] == "2 3-label, 2 2-label"
+
+
+def test_qiu2025_table4_says_which_model_gave_each_label(pred):
+    out = catalogue.add_teff_logg_model(_build(pred), _pred2([3450.0, 3620.0, 3710.0, 3200.0], [4.9] * 4), DOMAIN3)
+    t4 = catalogue.qiu2025_table4(out)
+    assert t4.colnames[-4:] == ["FLAG", "TEFF_MODEL", "LOGG_MODEL", "FE_H_MODEL"]
+    np.testing.assert_array_equal(t4["Teff"], [3450.0, 3600.0, 3700.0, 3200.0])
+    assert t4["TEFF_MODEL"].tolist() == ["2-label", "3-label", "3-label", "2-label"]

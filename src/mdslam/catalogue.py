@@ -369,7 +369,7 @@ def mean_std_text(values: np.ndarray, fmt: str = "+.2f", min_n: int = MIN_N_SCAT
 
 def qiu2025_table4(cat: Table, *, feh_niu: np.ndarray | None = None,
                    feh_niu_err: np.ndarray | None = None, feh_description: str | None = None,
-                   extra: Sequence[str] = ("FLAG",)) -> Table:
+                   extra: Sequence[str] = ("FLAG", "TEFF_MODEL", "LOGG_MODEL", "FE_H_MODEL")) -> Table:
     """The columns of Qiu et al. 2025 Table 4 from a :func:`build_catalogue` table.
 
     ``Teff``, ``e_Teff``, ``logg``, ``e_logg``, ``alphaM``, ``e_alphaM``, ``FeH``,
@@ -377,8 +377,9 @@ def qiu2025_table4(cat: Table, *, feh_niu: np.ndarray | None = None,
     paper's table (:data:`QIU2025_TABLE4`); the uncertainties are the empirical
     ``<LABEL>_ERR_CV`` (``a * SNR^b``, Qiu eqs. 6-8) where present, else the
     formal ``<LABEL>_ERR``. A label the model does not have is NaN. Qiu's
-    Table 4 names no flag column; the columns in ``extra`` (default ``FLAG``)
-    follow, with their own descriptions.
+    Table 4 names no flag column; the columns in ``extra`` (default ``FLAG`` and the
+    ``*_MODEL`` columns of :func:`add_teff_logg_model`, those present) follow, with
+    their own descriptions.
 
     Parameters
     ----------
