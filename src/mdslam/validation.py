@@ -634,7 +634,7 @@ def niu2023_pair_differences(teff1: np.ndarray, feh1: np.ndarray, teff2: np.ndar
 
 
 def niu2023_sign_test(teff1: np.ndarray, feh1: np.ndarray, teff2: np.ndarray, feh2: np.ndarray,
-                      bins: int | np.ndarray = np.arange(4000.0, 7001.0, 500.0)) -> Table:
+                      bins: int | np.ndarray | None = None) -> Table:
     """Which sign of Q25 eq. 11 makes the pair [Fe/H] difference flat in Teff (Q25 Fig. 12).
 
     The two stars of a wide binary share one [Fe/H]; a Teff-dependent bias of
@@ -647,8 +647,9 @@ def niu2023_sign_test(teff1: np.ndarray, feh1: np.ndarray, teff2: np.ndarray, fe
     ----------
     teff1, feh1, teff2, feh2 : array_like, shape (n,)
         As in :func:`niu2023_pair_differences` (K, dex).
-    bins : int or array_like
-        Primary-Teff bins (K) for the binned medians (:func:`binned_medians`).
+    bins : int or array_like, optional
+        Primary-Teff bins (K) for the binned medians (:func:`binned_medians`);
+        default 500 K wide from 4000 to 7000 K.
 
     Returns
     -------
@@ -661,6 +662,7 @@ def niu2023_sign_test(teff1: np.ndarray, feh1: np.ndarray, teff2: np.ndarray, fe
     """
     diffs = niu2023_pair_differences(teff1, feh1, teff2, feh2)
     t1 = np.asarray(teff1, float)
+    bins = np.arange(4000.0, 7001.0, 500.0) if bins is None else bins
     rows = []
     for name, d in diffs.items():
         ok = np.isfinite(d) & np.isfinite(t1)

@@ -364,6 +364,7 @@ def xp_zip(ids: list[int]) -> bytes:
 # --------------------------------------------------------------------------- #
 @functools.cache
 def vizier_catalogues() -> dict[str, Table]:
+    from . import papers
     from .inputs import mann2015_table5
 
     return {
@@ -372,6 +373,7 @@ def vizier_catalogues() -> dict[str, Table]:
         "J/ApJ/892/31/table4": _load("birky2020_table4_mann_labels"),
         "J/ApJ/892/31/table6": _load("birky2020_table6_full"),
         "J/ApJ/804/64/table5": mann2015_table5(),
+        **papers.vizier_tables(),
     }
 
 
