@@ -87,6 +87,7 @@ __all__ = [
     "provenance",
     "markdown_table",
     "comparison_table",
+    "archive_only",
     "data_page",
     "stage",
     "render",
@@ -964,6 +965,7 @@ def build(
 
 # The chapter helpers, re-exported for chapters written against ``mdslam.book``.
 from .chapter import (  # noqa: E402
+    archive_only,
     comparison_table,
     markdown_table,
     provenance,
