@@ -19,7 +19,8 @@ an HR diagram.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
@@ -468,6 +469,19 @@ def histogram_gaussian(values: np.ndarray, *, data_label: str, xlabel: str = "",
     return add_data_label(fig, data_label)
 
 
+def _colour_coded(draw: Callable[[Axes], Any], colour_label: str, lines: Sequence[Line] | None,
+                  xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
+    """A one-axis figure drawn by ``draw(ax)`` (which returns the colour mappable), with its colour bar,
+    the overlaid ``lines`` and the axis labels."""
+    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    fig.colorbar(draw(ax), ax=ax, label=colour_label)
+    _draw_lines(ax, lines)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return fig, ax
+
+
 # --------------------------------------------------------------------------- #
 def hr_diagram(x: np.ndarray, mg: np.ndarray, color: np.ndarray, *, data_label: str,
                xlabel: str = "T$_{\\rm eff}$ [K]", ylabel: str = "M$_G$ [mag]",
@@ -495,13 +509,9 @@ def hr_diagram(x: np.ndarray, mg: np.ndarray, color: np.ndarray, *, data_label: 
         The diagram axis and a colour-bar axis.
     """
     xx, yy, cc = _finite(x, mg, color)
-    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
-    ax = fig.add_subplot()
-    sc = ax.scatter(xx, yy, c=cc, s=3, cmap="viridis", vmin=vmin, vmax=vmax, rasterized=True)
-    fig.colorbar(sc, ax=ax, label=color_label)
-    _draw_lines(ax, lines)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    fig, ax = _colour_coded(
+        lambda ax: ax.scatter(xx, yy, c=cc, s=3, cmap="viridis", vmin=vmin, vmax=vmax, rasterized=True),
+        color_label, lines, xlabel, ylabel)
     ax.invert_yaxis()
     if invert_x:
         ax.invert_xaxis()
@@ -540,13 +550,8 @@ def binned_median_map(x: np.ndarray, y: np.ndarray, z: np.ndarray, *, data_label
     med, xe, ye, _ = binned_statistic_2d(xx, yy, zz, statistic="median", bins=bins)
     cnt, _, _, _ = binned_statistic_2d(xx, yy, zz, statistic="count", bins=[xe, ye])
     med = np.where(cnt >= min_count, med, np.nan)
-    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
-    ax = fig.add_subplot()
-    mesh = ax.pcolormesh(xe, ye, med.T, cmap="viridis", vmin=vmin, vmax=vmax)
-    fig.colorbar(mesh, ax=ax, label=zlabel)
-    _draw_lines(ax, lines)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    fig, ax = _colour_coded(lambda ax: ax.pcolormesh(xe, ye, med.T, cmap="viridis", vmin=vmin, vmax=vmax),
+                            zlabel, lines, xlabel, ylabel)
     if invert_y:
         ax.invert_yaxis()
     fig.mdslam_map = (med, xe, ye, cnt)
