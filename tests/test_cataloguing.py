@@ -166,3 +166,11 @@ def test_cool_dwarfs_take_the_two_label_model_on_the_xp_track(data_mirror, tmp_p
     err2 = np.nanmedian(np.abs(np.asarray(out["TEFF_2L"])[cool] - t_ap[cool]))
     err3 = np.nanmedian(np.abs(np.asarray(out["TEFF_3L"])[cool] - t_ap[cool]))
     assert err2 < err3
+
+
+def test_teff_logg_flags_by_hand():
+    fe_bit = int(LabelFlag.OUTSIDE_DOMAIN) << 2
+    cat = Table({"TEFF_MODEL": ["3-label", "2-label", "3-label", "2-label"],
+                 "FLAG": np.array([fe_bit, fe_bit, fe_bit | 16, fe_bit]),
+                 "FLAG_2L": np.array([0, 0, 0, 32])})
+    assert cataloguing.teff_logg_flags(cat, ("teff", "logg", "fe_h")).tolist() == [0, 0, 16, 32]

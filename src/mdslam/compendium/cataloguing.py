@@ -26,7 +26,7 @@ from .tracks import TrainingSet
 
 __all__ = ["error_law_table", "predict_all", "flag_counts", "ParallaxSample", "parallax_sample",
            "load_isochrones", "isochrone_offset", "colour_correlations", "cv_skill", "halpha_activity",
-           "cv_against_spread", "route_counts"]
+           "cv_against_spread", "route_counts", "teff_logg_flags"]
 
 
 def error_law_table(model, cv_table: Table) -> tuple[Table, Table]:
@@ -307,3 +307,28 @@ def route_counts(cat: Table, label_names: Sequence[str]) -> Table:
              int(np.sum((route == r) & (flag == 0)))) for r in sorted(set(route), reverse=True)]
     return Table(rows=rows, names=("Teff, log g from", "n", "FE_H flagged", "unflagged"),
                  dtype=(str, int, int, int))
+
+
+def teff_logg_flags(cat: Table, label_names: Sequence[str]) -> np.ndarray:
+    """The flags of each star's headline Teff and log g, whatever its [Fe/H] flag.
+
+    A star routed to the two-label model (``TEFF_MODEL == "2-label"``) takes the two-label
+    model's ``FLAG_2L``; any other star its ``FLAG`` without the [Fe/H] OUTSIDE_DOMAIN bit.
+    Teff and log g are labels 0 and 1 of both models, so their bits agree.
+
+    Parameters
+    ----------
+    cat : Table
+        :func:`mdslam.catalogue.add_teff_logg_model` output.
+    label_names : sequence of str
+        The three-label model's labels, in its order.
+
+    Returns
+    -------
+    (n,) int64 array
+        :class:`mdslam.flags.LabelFlag` bits, for a Teff/log g sample (e.g. the CMD of Q25 Fig. 9).
+    """
+    bit = int(LabelFlag.OUTSIDE_DOMAIN) << list(label_names).index("fe_h")
+    flag = np.asarray(cat["FLAG"]).astype(np.int64) & ~bit
+    return np.where(np.asarray(cat["TEFF_MODEL"]).astype(str) == "2-label",
+                    np.asarray(cat["FLAG_2L"]).astype(np.int64), flag)
