@@ -161,6 +161,16 @@ class SLAM(RegressorMixin, BaseEstimator):
         per independent datum (correlated pixels make ``s > 1``).  ``"cv"``:
         chosen in :meth:`fit` among :data:`CHI2_SCALE_GRID` by the k-fold CV
         error of the posterior-mean labels (only when ``prior`` is set).
+    kernel_rank : None or int
+        None (default): every SVR is solved with the exact kernel matrix (``O(n^2)``
+        memory, ``O(n^3)`` per kernel; practical to a few thousand training stars).
+        An int ``m``: the approximate path for large training sets. CV and final fits
+        use a Nystrom kernel of at most ``m`` landmarks chosen among the training stars
+        by pivoted Cholesky (:func:`mdslam.svr.nystrom_kernel`; ``O(n m)`` memory and
+        per ADMM iteration), solved to ``tol``; ``dual_coef_`` then holds the exact-kernel
+        expansion coefficients over the landmarks (zero for the other stars), so the
+        forward model keeps its form. Its error against the exact SVR is measured in
+        ``benchmarks/README.md`` ("Nystrom path") and bounded in ``tests/test_svr.py``.
 
     Attributes
     ----------
@@ -222,7 +232,7 @@ class SLAM(RegressorMixin, BaseEstimator):
                  min_good_fraction: float = 0.5, lm_max_iter: int = 100, lm_xtol: float = 1e-7,
                  lm_ftol: float = 1e-10, quick_grid: int | None = None, batch_size: int = 256,
                  n_jobs: int | None = None, verbose: bool = False, prior=None,
-                 chi2_scale: str | float = "cv"):
+                 chi2_scale: str | float = "cv", kernel_rank: int | None = None):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -242,6 +252,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.verbose = verbose
         self.prior = prior
         self.chi2_scale = chi2_scale
+        self.kernel_rank = kernel_rank
 
     def set_params(self, **params) -> SLAM:
         """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.
@@ -314,7 +325,10 @@ class SLAM(RegressorMixin, BaseEstimator):
 
         folds = _iter_folds(n, self.cv, self.random_state)
         nw = _n_workers(self.n_jobs)
-        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, nw)
+        kr = self.kernel_rank
+        if kr is not None and (isinstance(kr, bool) or not isinstance(kr, (int, np.integer)) or kr < 1):
+            raise ValueError(f"kernel_rank={kr!r}: must be None (exact kernel) or a positive int (Nystrom landmarks)")
+        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, nw, kr)
         with np.errstate(invalid="ignore", divide="ignore"):
             mse = sse / cnt                                   # (nC, neps, ng, n_pix)
             md = se / cnt
@@ -339,7 +353,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.X_train_ = Xs
         self.dual_coef_, self.intercept_, refit_info = _refit_all(
             Xs, Ys, good, self.C_, self.epsilon_, self.gamma_, usable, self.tol, self.refit_tol,
-            self.verbose, nw)
+            self.verbose, nw, kr)
         self.training_domain_ = np.column_stack([labels.min(axis=0), labels.max(axis=0)])
         self.n_train_ = n
         self.n_features_in_ = n_pix
@@ -994,7 +1008,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         with threadpool_limits(limits=1, user_api="blas"):
             sub.dual_coef_, sub.intercept_, _ = _refit_all(Xs, Ys, good, self.C_, self.epsilon_, self.gamma_,
                                                            sub.pixel_usable_, self.tol, self.refit_tol, False,
-                                                           _n_workers(self.n_jobs))
+                                                           _n_workers(self.n_jobs), self.kernel_rank)
         sub.training_domain_ = self.training_domain_
         sub.n_train_ = flux.shape[0]
         sub.n_features_in_ = self.n_features_in_
