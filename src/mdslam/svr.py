@@ -139,7 +139,7 @@ class KernelEig:
         return np.ascontiguousarray(coef.T), self.landmarks
 
 
-def nystrom_kernel(X: np.ndarray, gamma: float, max_rank: int, tol: float = 1e-7,
+def nystrom_kernel(X: np.ndarray, gamma: float, max_rank: int, tol: float = 1e-6,
                    rel_cut: float = 1e-12) -> KernelEig:
     """Low-rank (Nystrom) RBF kernel by greedy pivoted Cholesky: the approximate path for large ``n``.
 
