@@ -31,6 +31,12 @@ Per-sample weights: ``C`` may be given per target *and* per sample, shape
 ``(n_target, n)``.  ``C_i = 0`` removes sample ``i`` from that target's
 problem exactly (libsvm's ``sample_weight`` semantics); SLAM uses it for
 masked training pixels.
+
+Large training sets: :func:`nystrom_kernel` gives a low-rank kernel
+``K~ = U diag(lam) U^T`` (``KernelEig.K is None``) that every solver here accepts;
+the products with ``K`` become ``O(n r)`` and no ``n x n`` matrix is formed.  The
+problem solved is then the SVR with kernel ``K~``, an approximation whose error
+against the exact SVR is measured in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
