@@ -198,7 +198,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         Min and max of the training labels (physical units).
     pixel_usable_ : (n_pix,) bool array
     error_law_ : dict or None
-        ``a``, ``b`` (n_label,) of ``sigma = a * SNR**b``, set by :meth:`fit_error_law`.
+        ``a``, ``floor`` (n_label,) of ``sigma^2 = floor^2 + (a/SNR)^2`` and its
+        ``snr_range``, set by :meth:`fit_error_law` (:mod:`mdslam.slam.errorlaw`).
     solver_info_ : dict
         Mean ADMM iterations, largest KKT gaps of the CV and final fits.
     chi2_scale_ : float
@@ -603,7 +604,9 @@ class SLAM(RegressorMixin, BaseEstimator):
             t[f"e_{name}"].unit = unit or None
             t[f"e_{name}_cv"] = errorlaw.error_law_sigma(law, res["snr"], li)
             t[f"e_{name}_cv"].unit = unit or None
-            t[f"e_{name}_cv"].description = "empirical: a * SNR**b fitted to CV scatter (Qiu eqs. 6-8)"
+            t[f"e_{name}_cv"].description = "empirical: sqrt(floor^2 + (a/SNR)^2) fitted to the binned CV scatter"
+        t["e_cv_extrapolated"] = errorlaw.error_law_outside(law, res["snr"])
+        t["e_cv_extrapolated"].description = "SNR outside the range the e_<label>_cv law was fitted on"
         t["chi2"] = res["chi2"]
         t["rchi2"] = _rchi2(res["chi2"], res["n_good"], len(self.label_names_))
         t["n_good_pixels"] = res["n_good"]
@@ -1002,11 +1005,12 @@ class SLAM(RegressorMixin, BaseEstimator):
         return sub
 
     def fit_error_law(self, snr, y_true, y_pred, *, n_bins: int = 6, min_per_bin: int = 20) -> Table:
-        """Fit the empirical uncertainty law ``sigma = a * SNR**b`` per label (Qiu 2025 eqs. 6-8).
+        """Fit the empirical uncertainty law ``sigma^2 = floor^2 + (a / SNR)^2`` per label.
 
-        CV scatter in equal-count SNR bins (:func:`mdslam.validation.binned_bias_scatter`)
-        is fitted with :func:`mdslam.validation.fit_power_law`.  The law is stored in
-        ``error_law_`` and used by :meth:`predict_table` for ``e_<label>_cv``.
+        Delegates to :func:`mdslam.slam.errorlaw.fit_error_law`: the CV scatter in
+        equal-count SNR bins, fitted with ``a, floor >= 0`` (never increasing with
+        SNR).  The law is stored in ``error_law_`` and used by :meth:`predict_table`
+        for ``e_<label>_cv``, with ``e_cv_extrapolated`` outside its SNR range.
 
         Parameters
         ----------
@@ -1017,7 +1021,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         Returns
         -------
         The binned table (``snr_lo``, ``snr_hi``, ``snr_median``, ``n``,
-        ``bias``, ``scatter``), with the fitted ``a``, ``b`` in ``meta``.
+        ``bias``, ``scatter``), with the fitted ``a``, ``floor`` in ``meta``.
         """
         self._check_fitted()
         self.error_law_, tab = errorlaw.fit_error_law(snr, y_true, y_pred, self.label_names_,
