@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import checks
 from .estimator import SLAM
+from . import infer, inputs
 from ._util import _n_workers
 from .training import _grid_edge_fraction, _refit_all, _standardise
 
@@ -58,7 +59,7 @@ def fit_fixed(model: SLAM, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None
     ValueError
         ``hyper`` arrays whose length differs from the number of pixels.
     """
-    flux, labels, good = model._check_training(X, y, ivar)
+    flux, labels, good = inputs.check_training(X, y, ivar)
     n, n_pix = flux.shape
     L = labels.shape[1]
     for key in ("C", "epsilon", "gamma", "cv_mse_scaled", "cv_md_scaled", "usable"):
@@ -92,7 +93,7 @@ def fit_fixed(model: SLAM, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None
     model.knn_k_ = checks.KNN_K
     model.knn_threshold_ = checks.knn_threshold(Xs, model.knn_k_)
     model.rchi2_threshold_ = checks.rchi2_threshold(
-        model._training_rchi2(flux, good, None if ivar is None else np.asarray(ivar, float)))
+        infer.training_rchi2(model, flux, good, None if ivar is None else np.asarray(ivar, float)))
     return model
 
 
