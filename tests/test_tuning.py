@@ -76,7 +76,7 @@ def test_hyperparameter_file_round_trip_gives_the_same_model(tmp_path):
     assert len(sha) == 64 and (tmp_path / "h.ecsv").stat().st_size < 1_000_000
     hyper = tuning.hyperparameters(tmp_path / "h.ecsv")
     assert hyper.meta["grid_edge_fraction"] == pytest.approx(ref.grid_edge_fraction_, nan_ok=True)
-    model = tuning.tuned_model(ts, hyper=hyper)
+    model = tuning.tuned_model(ts, hyper=hyper, prior="training")
     assert model.chi2_scale_ == ref.chi2_scale_
     assert np.allclose(model.predict(flux[:8], ivar[:8]), ref.predict(flux[:8], ivar[:8]), rtol=1e-6)
     other = _training_set(flux[1:], ivar[1:], y[1:])

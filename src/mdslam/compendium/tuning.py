@@ -47,7 +47,7 @@ from astropy.table import Table
 __all__ = ["TUNING_GRID", "TUNING_CV", "NESTED_OUTER", "NESTED_INNER", "SEED", "HYPER_DATASET",
            "NESTED_DATASET", "training_set", "tune_hyperparameters", "nested_cv", "assemble",
            "pooled_hyperparameters", "hyperparameter_table", "hyperparameters", "nested_table", "tuned_model",
-           "main"]
+           "fit_tuned", "matches", "CATALOGUE_PRIOR", "main"]
 
 #: The tuning grid (standardised labels and fluxes): decades, 4 x 5 x 6 = 120 points.
 #: epsilon stops at 5, the largest tube :func:`mdslam.checks.check_hyperparameters` allows.
@@ -298,7 +298,17 @@ def nested_table(path: str | Path | None = None) -> Table:
     return _read(NESTED_DATASET, path)
 
 
-def tuned_model(ts=None, retune: bool = False, prior="training", hyper: Table | None = None):
+#: The catalogue's label estimator on the tuned model (None: maximum likelihood, Li 2021 eq. 3).
+CATALOGUE_PRIOR = None
+
+
+def matches(ts, hyper: Table | None = None) -> bool:
+    """True if the cached hyperparameters were tuned on the training set ``ts`` (its ids and labels)."""
+    hyper = hyperparameters() if hyper is None else hyper
+    return hyper.meta.get("training_key") == _training_key(ts)
+
+
+def tuned_model(ts=None, retune: bool = False, prior=CATALOGUE_PRIOR, hyper: Table | None = None):
     """The catalogue's SLAM model at the tuned per-pixel hyperparameters.
 
     Parameters
@@ -307,11 +317,12 @@ def tuned_model(ts=None, retune: bool = False, prior="training", hyper: Table | 
         Default :func:`training_set`; must be the stars the cache was tuned on
         (checked by their ids and labels) unless ``retune``.
     retune : bool
-        Rerun the grid search (:func:`tune_hyperparameters`, minutes to hours)
-        instead of reading the cache.
+        Rerun the grid search (:func:`tune_hyperparameters`: the papers' 10-fold
+        CV per pixel on all stars, hours on a shared machine) instead of
+        reading the cache.
     prior : None or str
-        Label prior of the returned model (``"training"``: posterior means with
-        the CV chi^2 scale; None: maximum likelihood).
+        Label prior of the returned model (None: maximum likelihood;
+        ``"training"``: posterior means with the CV chi^2 scale).
     hyper : Table, optional
         A hyperparameter table to use instead of the packaged one.
 
@@ -324,26 +335,51 @@ def tuned_model(ts=None, retune: bool = False, prior="training", hyper: Table | 
     ValueError
         The cache was tuned on other stars.
     """
-    from ..slam import SLAM
-    from ..slam.fixed import fit_fixed
-
     ts = training_set() if ts is None else ts
     if retune:
         return tuned_model_from(tune_hyperparameters(ts), prior)
     hyper = hyperparameters() if hyper is None else hyper
-    if hyper.meta.get("training_key") != _training_key(ts):
+    if not matches(ts, hyper):
         raise ValueError(f"{HYPER_DATASET}: tuned on other stars (key {hyper.meta.get('training_key')}, "
                          f"these {_training_key(ts)}); regenerate with 'mdslam tune' or pass retune=True")
+    return fit_tuned(hyper, ts.spectra.flux, ts.y, ts.spectra.ivar, wavelength=ts.spectra.wavelength,
+                     label_names=ts.label_names, label_units=_units(ts), prior=prior)
+
+
+def fit_tuned(hyper: Table, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, *,
+              wavelength: np.ndarray | None = None, label_names: Sequence[str] | None = None,
+              label_units: Sequence[str] | None = None, prior=CATALOGUE_PRIOR, cv: int = TUNING_CV):
+    """A SLAM model on (flux, y, ivar) at the per-pixel hyperparameters of ``hyper`` (no grid search).
+
+    Parameters
+    ----------
+    hyper : Table
+        :func:`hyperparameters` (or :func:`pooled_hyperparameters`, :func:`hyperparameter_table`).
+    flux, ivar : (n_star, n_pix) arrays
+    y : (n_star, n_label) array
+    wavelength, label_names, label_units
+        As for :meth:`mdslam.slam.SLAM.fit`.
+    prior : None or str
+        The model's label prior.
+    cv : int
+        Folds of the model's :meth:`~mdslam.slam.SLAM.cv_predict` (default 10, as the papers).
+
+    Returns
+    -------
+    SLAM
+    """
+    from ..slam import SLAM
+    from ..slam.fixed import fit_fixed
+
     m = hyper.meta
-    # cv: the folds of cv_predict (the catalogue's CV labels), as the papers' 10
-    model = SLAM(cv=TUNING_CV, random_state=m["seed"], prior=prior, chi2_scale="cv", **m["grid"])
+    model = SLAM(cv=cv, random_state=m["seed"], prior=prior, chi2_scale="cv", **m["grid"])
     h = {k: np.asarray(hyper[k]) for k in ("C", "epsilon", "gamma", "cv_mse_scaled", "cv_md_scaled", "usable")}
     h["cv_mse_scaled"] = np.where(np.isfinite(h["cv_mse_scaled"]), h["cv_mse_scaled"], np.inf)
     h.update({k: m[k] for k in ("chi2_scale", "posterior_std_scale", "posterior_std_snr_ref")})
     if m.get("chi2_scale_grid"):
         h["chi2_scale_grid"], h["chi2_scale_score"] = m["chi2_scale_grid"], m["chi2_scale_score"]
-    return fit_fixed(model, ts.spectra.flux, ts.y, ts.spectra.ivar, h, wavelength=ts.spectra.wavelength,
-                     label_names=ts.label_names, label_units=_units(ts))
+    return fit_fixed(model, flux, y, ivar, h, wavelength=wavelength, label_names=label_names,
+                     label_units=label_units)
 
 
 def tuned_model_from(model, prior="training"):

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import checks
-from .estimator import SLAM
 from . import infer, inputs
 from ._util import _n_workers
+from .estimator import SLAM
 from .training import _grid_edge_fraction, _refit_all, _standardise
 
 __all__ = ["fit_fixed"]
