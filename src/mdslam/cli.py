@@ -547,9 +547,9 @@ def _add_predict(sub) -> None:
 # ----------------------------------------------------------------------------- tune
 def _cmd_tune(args: argparse.Namespace) -> int:
     """``mdslam tune``: regenerate the catalogue model's cached hyperparameters and nested-CV table."""
-    from .compendium import tuning
+    from .compendium import tracks, tuning
 
-    return tuning.run(args)
+    return tuning.run(args, tracks.xp_mdwarfs(**tracks.XP_CATALOGUE_WINDOW))
 
 
 def _add_tune(sub) -> None:
