@@ -307,15 +307,19 @@ def _memoized(func, cache: bool, ignore: tuple[str, ...] = (), **kwargs):
 TUNED = "tuned"
 
 
+def _fit_tuned(flux, y, ivar, wavelength, label_names, label_units, grid, cv, seed):
+    """The SLAM model of :func:`slam_model` with ``grid=TUNED``: refitted at the cached per-pixel
+    hyperparameters (``grid`` holds the cached file's sha256, so a new file is a new cache entry)."""
+    from . import tuning
+
+    return tuning.fit_tuned(tuning.hyperparameters(), flux, y, ivar, wavelength=wavelength,
+                            label_names=label_names, label_units=label_units, prior=grid["prior"], cv=cv)
+
+
 def _fit(flux, y, ivar, wavelength, label_names, label_units, grid, cv, seed):
     """The SLAM model of :func:`slam_model` (arrays as in :class:`TrainingSet`)."""
     from ..slam import SLAM
 
-    if "tuned_sha256" in grid:   # the tuned hyperparameters, keyed by the cached file's checksum
-        from . import tuning
-
-        return tuning.fit_tuned(tuning.hyperparameters(), flux, y, ivar, wavelength=wavelength,
-                                label_names=label_names, label_units=label_units, prior=grid["prior"], cv=cv)
     return SLAM(cv=cv, random_state=seed, **grid).fit(flux, y, ivar, wavelength=wavelength,
                                                       label_names=label_names, label_units=label_units)
 
@@ -376,7 +380,7 @@ def slam_model(ts: TrainingSet, grid: dict | str | None = None, cv: int = 5, see
     -------
     SLAM
     """
-    return _memoized(_fit, cache, **_fit_arguments(ts, grid, cv, seed))
+    return _memoized(_fit_tuned if grid == TUNED else _fit, cache, **_fit_arguments(ts, grid, cv, seed))
 
 
 def cv_labels(ts: TrainingSet, grid: dict | str | None = None, cv: int = 5, seed: int = 0,
@@ -403,7 +407,7 @@ def cv_labels(ts: TrainingSet, grid: dict | str | None = None, cv: int = 5, seed
         ``<label>_true``) and the model fitted on all training stars.
     """
     args = _fit_arguments(ts, grid, cv, seed)
-    model = _memoized(_fit, cache, **args)
+    model = _memoized(_fit_tuned if grid == TUNED else _fit, cache, **args)
     t = _memoized(_cross_validate, cache, ignore=("model",), model=model, **args, snr=ts.snr,
                   ids=np.asarray(ts.labels["id"]), nested=bool(nested), track=ts.track)
     return t, model
