@@ -179,3 +179,30 @@ def test_compare_estimators_uses_shared_folds_and_the_baseline_classes():
     assert s["spread_teff"][0] == pytest.approx(np.std(y[:, 0]))
     assert s["skill_fe_h"][1] == pytest.approx(1 - np.mean((ref[:, 1] - y[:, 1]) ** 2) / np.var(y[:, 1]))
     assert len(t.meta["grid_edge_fraction_per_fold"]) == 3
+
+
+def test_mdslam_tune_writes_both_files_from_one_nested_run(tmp_path, capsys, monkeypatch):
+    """``mdslam tune`` end to end on a small set and grid: both ECSV files written where asked, their
+    sha256 printed; every star labelled by exactly one outer fold; one hyperparameter row per pixel,
+    each a grid value; the pooled chi2 scale is the grid value of lowest summed fold score."""
+    from mdslam import cli, datasets
+    from mdslam.compendium import tracks
+
+    flux, ivar, y = _data(n=40, n_pix=10)
+    ts = _training_set(flux, ivar, y)
+    monkeypatch.setattr(tracks, "xp_mdwarfs", lambda **kw: ts)
+    monkeypatch.setattr(tuning, "TUNING_GRID", dict(C=(1.0, 10.0, 100.0), epsilon=(0.01,), gamma=(0.5,)))
+    assert cli.main(["tune", "--out-dir", str(tmp_path), "--outer", "2", "--inner", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for name, fname in (("xp_nested_cv", "xp_mdwarfs_nested_cv.ecsv"),
+                        ("xp_tuned_hyperparameters", "xp_mdwarfs_hyperparameters.ecsv")):
+        assert f"{name}: wrote {fname} (sha256 {datasets.sha256sum(tmp_path / fname)})" in out
+    nested = tuning.nested_table(tmp_path / "xp_mdwarfs_nested_cv.ecsv")
+    hyper = tuning.hyperparameters(tmp_path / "xp_mdwarfs_hyperparameters.ecsv")
+    assert sorted(set(nested["fold"])) == [0, 1] and np.array_equal(nested["id"], ts.labels["id"])
+    for _, te in baselines.kfold(40, 2, tuning.SEED):
+        assert len(set(nested["fold"][te])) == 1
+    assert len(hyper) == 10 and set(hyper["C"]) <= {1.0, 10.0, 100.0}
+    score = np.asarray(hyper.meta["chi2_scale_score"])
+    assert hyper.meta["chi2_scale"] == hyper.meta["chi2_scale_grid"][int(np.argmin(score))]
+    assert tuning.matches(ts, hyper)
