@@ -6,7 +6,11 @@
   training sets, cached models and cross-validated labels;
 * :mod:`mdslam.compendium.tuning`: the catalogue's tuned XP model, its per-pixel
   hyperparameters and nested-CV table cached in the package (``mdslam tune``);
-* :mod:`mdslam.compendium.chapter`: the helpers every chapter needs;
+* :mod:`mdslam.compendium.chapter`: the helpers every chapter needs (the
+  ``data_mode`` facade :func:`~mdslam.compendium.chapter.load`);
+* :mod:`mdslam.compendium.clusters`, :mod:`~mdslam.compendium.binaries`,
+  :mod:`~mdslam.compendium.calibration`, :mod:`~mdslam.compendium.cataloguing`:
+  the analysis steps of chapters 5, 6, 7 and 8;
 * :mod:`mdslam.compendium.build`: papermill + jupyter-book (``mdslam book``).
 
 This layer may import the core and the data/services layers; nothing below it

@@ -64,6 +64,12 @@ __all__ = [
     "xp_training_set",
     "lamost_training_set",
     "boss_training_set",
+    "ZHONG2019_TABLE",
+    "BEHMARD2025_VIZIER",
+    "zhong2019_mgiants",
+    "du2024_mdwarfs",
+    "behmard2025_table",
+    "lamost_fgk_binaries",
     "CHAPTER_INPUTS",
     "INPUT_NAMES",
     "fetch",
@@ -225,6 +231,23 @@ def _add_cmd(table, *, g="phot_g_mean_mag", bp="phot_bp_mean_mag", rp="phot_rp_m
     table.meta["extinction"] = "supplied" if extinction else "none (A_G = A_BP = A_RP = 0)"
 
 
+def _draw(table, n_max: int | None, seed: int, flow: list[tuple[str, int]]):
+    """:func:`_subsample`, with its row in ``flow`` when ``n_max`` is given."""
+    table = _subsample(table, n_max, seed)
+    if n_max is not None:
+        flow.append((f"random n_max={n_max}", len(table)))
+    return table
+
+
+def _on_grid(raw, grid: dict | None, progress: bool):
+    """Spectra rebinned onto the log-lambda ``grid`` (default the LAMOST track's) and normalised."""
+    from .. import preprocess
+    from . import tracks
+
+    g = grid or tracks.LAMOST_GRID
+    return preprocess.preprocess(raw, preprocess.log_lambda_grid(g["start"], g["stop"], g["n"]), progress=progress)
+
+
 def _flow(rows: list[tuple[str, int]]):
     from astropy.table import Table
 
@@ -325,6 +348,41 @@ def _lamost_table(name: str, release: str, candidates: Sequence[str], progress: 
     return tab
 
 
+def _spall_m_stars(path, n_max: int | None, seed: int):
+    """spAll's M-type stars, one spectrum per CATALOGID (highest SN), with a Gaia id, at most ``n_max``.
+
+    Returns the table (``source_id`` from the Gaia id column, ``snr``), the name of that
+    column and the cut flow as (step, rows) pairs.
+    """
+    want = ("FIELD", "MJD", "CATALOGID", "SDSS_ID", "CLASS", "SUBCLASS", "SN_MEDIAN_ALL", "RACAT",
+            "DECCAT", "PLUG_RA", "PLUG_DEC", "GAIA_ID", "GAIA_SOURCE_ID", "GAIADR3_SOURCE_ID",
+            "GAIA_DR3_SOURCE_ID", "OBJTYPE", "PROGRAMNAME")
+    spall = _read_fits(path, want)
+    spall.meta["file"] = str(path)
+    flow = [("DR19 spAll-lite spectra", len(spall))]
+    cls = np.char.upper(np.char.strip(np.asarray(spall[pick_column(spall, "CLASS")]).astype(str)))
+    sub = np.char.upper(np.char.strip(np.asarray(spall[pick_column(spall, "SUBCLASS")]).astype(str)))
+    spall = spall[(cls == "STAR") & (np.char.startswith(sub, "M"))]
+    flow.append(("CLASS STAR, SUBCLASS M*", len(spall)))
+    sn = _float(spall[pick_column(spall, "SN_MEDIAN_ALL")])
+    cid = _as_int64(spall[pick_column(spall, "CATALOGID")])
+    order = np.lexsort((-np.nan_to_num(sn, nan=-1.0), cid))
+    _, first = np.unique(cid[order], return_index=True)
+    spall = spall[np.sort(order[first])]
+    flow.append(("one spectrum per CATALOGID (max SN)", len(spall)))
+    gcol = pick_column(spall, "GAIA_ID", "GAIA_SOURCE_ID", "GAIADR3_SOURCE_ID", "GAIA_DR3_SOURCE_ID",
+                       what="spAll: Gaia source_id")
+    spall["source_id"] = _as_int64(spall[gcol])
+    spall = spall[spall["source_id"] > 0]
+    flow.append(("with a Gaia id", len(spall)))
+    spall["snr"] = _float(spall[pick_column(spall, "SN_MEDIAN_ALL")])
+    n_gaia_id = len(spall)
+    spall = _subsample(spall, n_max, seed)
+    if n_max is not None and n_gaia_id > int(n_max):
+        flow.append((f"random n_max={n_max}", len(spall)))
+    return spall, gcol, flow
+
+
 def boss_mdwarf_candidates(
     *,
     n_max: int | None = None,
@@ -367,30 +425,7 @@ def boss_mdwarf_candidates(
         ``selection.qiu2025_cmd_cuts(t, mg0="MG0", bp_rp0="BP_RP0", ruwe="ruwe")``.
     """
     path = sdss_file("spAll-lite-v6_1_3", progress=progress, timeout=timeout, retries=retries)
-    want = ("FIELD", "MJD", "CATALOGID", "SDSS_ID", "CLASS", "SUBCLASS", "SN_MEDIAN_ALL", "RACAT",
-            "DECCAT", "PLUG_RA", "PLUG_DEC", "GAIA_ID", "GAIA_SOURCE_ID", "GAIADR3_SOURCE_ID",
-            "GAIA_DR3_SOURCE_ID", "OBJTYPE", "PROGRAMNAME")
-    spall = _read_fits(path, want)
-    spall.meta["file"] = str(path)
-    n_all = len(spall)
-    cls = np.char.upper(np.char.strip(np.asarray(spall[pick_column(spall, "CLASS")]).astype(str)))
-    sub = np.char.upper(np.char.strip(np.asarray(spall[pick_column(spall, "SUBCLASS")]).astype(str)))
-    spall = spall[(cls == "STAR") & (np.char.startswith(sub, "M"))]
-    n_m = len(spall)
-    sn = _float(spall[pick_column(spall, "SN_MEDIAN_ALL")])
-    cid = _as_int64(spall[pick_column(spall, "CATALOGID")])
-    order = np.lexsort((-np.nan_to_num(sn, nan=-1.0), cid))
-    _, first = np.unique(cid[order], return_index=True)
-    spall = spall[np.sort(order[first])]
-    n_unique = len(spall)
-    gcol = pick_column(spall, "GAIA_ID", "GAIA_SOURCE_ID", "GAIADR3_SOURCE_ID", "GAIA_DR3_SOURCE_ID",
-                       what="spAll: Gaia source_id")
-    spall["source_id"] = _as_int64(spall[gcol])
-    spall = spall[spall["source_id"] > 0]
-    n_gaia_id = len(spall)
-    spall["snr"] = _float(spall[pick_column(spall, "SN_MEDIAN_ALL")])
-    spall = _subsample(spall, n_max, seed)
-    n_sub = len(spall)
+    spall, gcol, flow = _spall_m_stars(path, n_max, seed)
     is_dr2 = "DR3" not in gcol.upper()
     if is_dr2:  # GAIA_ID of the DR19 data model: a DR2 id, mapped to DR3 through the archive
         spall["gaia_dr2_source_id"] = spall["source_id"]
@@ -402,10 +437,6 @@ def boss_mdwarf_candidates(
     out = _attach(spall, "source_id", gaia, "source_id", suffix="_gaia")
     out.rename_column("_matched_gaia", "in_gaia")
     _add_cmd(out, extinction=extinction)
-    flow = [("DR19 spAll-lite spectra", n_all), ("CLASS STAR, SUBCLASS M*", n_m),
-            ("one spectrum per CATALOGID (max SN)", n_unique), ("with a Gaia id", n_gaia_id)]
-    if n_max is not None and n_gaia_id > int(n_max):
-        flow.append((f"random n_max={n_max}", n_sub))
     if is_dr2:
         flow.append(("DR2 id with a DR3 counterpart (dr2_neighbourhood)", len(out)))
     flow.append(("found in Gaia DR3", int(np.sum(out["in_gaia"]))))
@@ -780,9 +811,7 @@ def xp_training_set(*, teff_max: float = 4000.0, logg_min: float = 4.0, snr_min:
                                                    m_h_err="FE_H_ERR", logg="LOGG")
         tab = tab[selection.combine(cuts)]
         flow.append(("Li 2021 label cuts", len(tab)))
-    tab = _subsample(tab, n_max, seed)
-    if n_max is not None:
-        flow.append((f"random n_max={n_max}", len(tab)))
+    tab = _draw(tab, n_max, seed, flow)
     spec = gaia_xp_for(_as_int64(tab[gcol]), progress=progress, timeout=timeout, retries=retries)
     flow.append(("with a Gaia XP spectrum", spec.n_spec))
     ids = np.array([int(s) for s in spec.meta["id"]], dtype=np.int64)
@@ -809,18 +838,9 @@ def xp_training_set(*, teff_max: float = 4000.0, logg_min: float = 4.0, snr_min:
     return tracks.TrainingSet(spec, labels, ["teff", "logg", "fe_h"], "xp", prov, _flow(flow))
 
 
-def lamost_training_set(
-    release: str = "dr6",
-    *,
-    match_radius_arcsec: float = 3.0,
-    label_cuts: bool = True,
-    n_max: int | None = None,
-    seed: int = 42,
-    grid: dict | None = None,
-    progress: bool = True,
-    timeout=None,
-    retries=None,
-):
+def lamost_training_set(release: str = "dr6", *, match_radius_arcsec: float = 3.0, label_cuts: bool = True,
+                        n_max: int | None = None, seed: int = 42, grid: dict | None = None, progress: bool = True,
+                        timeout=None, retries=None):
     """Li et al. (2021) sec. 3.2 training set: LAMOST DR6 M dwarf spectra with APOGEE DR16 labels.
 
     The LAMOST DR6 M star catalogue (:func:`lamost_catalogue`) is matched on
@@ -844,7 +864,7 @@ def lamost_training_set(
     """
     from astropy.table import Table
 
-    from .. import crossmatch, preprocess, selection
+    from .. import crossmatch, selection
     from . import tracks
 
     cat = _lamost_table("mstellar", release, LAMOST_MSTAR_COLUMNS, progress, timeout, retries)
@@ -864,15 +884,10 @@ def lamost_training_set(
                                                    m_h=col("M_H"), m_h_err=col("M_H_ERR"), logg=col("LOGG"))
         m = m[selection.combine(cuts)]
         flow.append(("Li 2021 label cuts", len(m)))
-    m = _subsample(m, n_max, seed)
-    if n_max is not None:
-        flow.append((f"random n_max={n_max}", len(m)))
+    m = _draw(m, n_max, seed, flow)
     obs_col = pick_column(m, "obsid", "obsid_lamost", what="LAMOST obsid")
     obsids = _as_int64(m[obs_col])
-    raw = lamost_spectra(obsids, rel, progress=progress, timeout=timeout, retries=retries)
-    g = grid or tracks.LAMOST_GRID
-    wave = preprocess.log_lambda_grid(g["start"], g["stop"], g["n"])
-    spec = preprocess.preprocess(raw, wave, progress=progress)
+    spec = _on_grid(lamost_spectra(obsids, rel, progress=progress, timeout=timeout, retries=retries), grid, progress)
     got = np.asarray([int(o) for o in spec.meta["obsid"]], dtype=np.int64)
     row = {int(o): i for i, o in enumerate(obsids)}
     idx = np.array([row.get(int(o), -1) for o in got])
@@ -899,19 +914,9 @@ LAMOST_STELLAR_COLUMNS = ("obsid", "gaia_source_id", "ra", "dec", "class", "subc
                           "logg", "logg_err", "feh", "feh_err", "snrg", "snri")
 
 
-def boss_training_set(
-    *,
-    lamost_release: str = "dr11",
-    fgk_teff: tuple[float, float] = (4000.0, 7000.0),
-    fgk_logg_min: float = 4.0,
-    max_feh_err: float = 0.2,
-    n_max: int | None = None,
-    seed: int = 42,
-    grid: dict | None = None,
-    progress: bool = True,
-    timeout=None,
-    retries=None,
-):
+def boss_training_set(*, lamost_release: str = "dr11", fgk_teff: tuple[float, float] = (4000.0, 7000.0),
+                      fgk_logg_min: float = 4.0, max_feh_err: float = 0.2, n_max: int | None = None, seed: int = 42,
+                      grid: dict | None = None, progress: bool = True, timeout=None, retries=None):
     """Qiu et al. (2025) sec. 2.3-2.4 training set: BOSS M dwarfs in FGK+M wide binaries.
 
     1. El-Badry et al. (2021) pairs (:func:`elbadry2021_binaries`, 1-2 GB once);
@@ -943,7 +948,7 @@ def boss_training_set(
         ``fgk_source_id``, ``feh_lamost``, ``teff_fgk``, ``snr`` (BOSS
         SN_MEDIAN_ALL), ``sep_AU``.
     """
-    from .. import preprocess, selection
+    from .. import selection
     from . import tracks
 
     eb = elbadry2021_binaries(columns=("source_id1", "source_id2", "ruwe1", "ruwe2", "R_chance_align",
@@ -961,34 +966,16 @@ def boss_training_set(
 
     pairs = _fgk_m_pairs(eb, np.asarray(lam["gaia_id"]), np.asarray(mdw["source_id"]))
     flow.append(("FGK (LAMOST) + M (BOSS) pairs", len(pairs)))
-    lam_cols = [pick_column(lam, c) for c in ("teff", "logg", "feh", "feh_err")]
-    pairs = _attach(pairs, "fgk_source_id", lam, "gaia_id", columns=lam_cols, suffix="_fgk")
-    pairs.rename_columns(lam_cols, ["teff_fgk", "logg_fgk", "feh_lamost", "feh_err"])
-    cuts = selection.qiu2025_binary_cuts(pairs, feh_err="feh_err")
-    if max_feh_err != 0.2:
-        cuts = {**{f"[Fe/H]_FGK_err < {max_feh_err:g}": _float(pairs["feh_err"]) < max_feh_err},
-                **{k: v for k, v in cuts.items() if not k.startswith("[Fe/H]")}}
-    pairs = pairs[selection.combine(cuts)]
+    pairs = _fgk_labels_and_pair_cuts(pairs, lam, max_feh_err)
     flow.append(("Q25 pair cuts ([Fe/H] err, R_chance_align, RUWE)", len(pairs)))
     spcols = [c for c in ("FIELD", "MJD", "CATALOGID", "SDSS_ID", "snr", "SUBCLASS") if c in mdw.colnames]
     pairs = _attach(pairs, "source_id", mdw, "source_id", columns=spcols, suffix="_boss")
-    anet = apogee_net_dr19(progress=progress, timeout=timeout, retries=retries)
-    akey = pick_column(anet, "gaia_dr3_source_id", what="APOGEE Net: Gaia DR3 id")
-    acols = [c for c in anet.colnames if c.lower() in ("teff", "e_teff", "logg", "e_logg")]
-    pairs = _attach(pairs, "source_id", anet, akey, columns=acols, suffix="_anet")
-    teff_m = _float(pairs[pick_column(pairs, "teff")])
-    logg_m = _float(pairs[pick_column(pairs, "logg")])
-    pairs = pairs[np.isfinite(teff_m) & np.isfinite(logg_m)]
+    pairs = _with_apogee_net(pairs, progress, timeout, retries)
     flow.append(("M dwarf with APOGEE Net Teff, log g", len(pairs)))
-    pairs = _subsample(pairs, n_max, seed)
-    if n_max is not None:
-        flow.append((f"random n_max={n_max}", len(pairs)))
+    pairs = _draw(pairs, n_max, seed, flow)
     rows = list(zip(_as_int64(pairs["FIELD"]), _as_int64(pairs["MJD"]), _as_int64(pairs["CATALOGID"]),
                     strict=True))
-    raw = boss_spectra(rows, progress=progress, timeout=timeout, retries=retries)
-    g = grid or tracks.LAMOST_GRID
-    wave = preprocess.log_lambda_grid(g["start"], g["stop"], g["n"])
-    spec = preprocess.preprocess(raw, wave, progress=progress)
+    spec = _on_grid(boss_spectra(rows, progress=progress, timeout=timeout, retries=retries), grid, progress)
     keep = np.asarray(spec.meta["flag"]) == 0
     spec, pairs = spec[np.flatnonzero(keep)], pairs[keep]
     flow.append(("spectrum read and normalised, unflagged", len(pairs)))
@@ -1035,6 +1022,31 @@ def _fgk_m_pairs(eb, fgk_ids: np.ndarray, m_ids: np.ndarray):
     return pairs
 
 
+def _fgk_labels_and_pair_cuts(pairs, lam, max_feh_err: float):
+    """The FGK star's LAMOST Teff, log g, [Fe/H] (``feh_lamost``) and its error attached; Q25's pair cuts."""
+    from .. import selection
+
+    lam_cols = [pick_column(lam, c) for c in ("teff", "logg", "feh", "feh_err")]
+    pairs = _attach(pairs, "fgk_source_id", lam, "gaia_id", columns=lam_cols, suffix="_fgk")
+    pairs.rename_columns(lam_cols, ["teff_fgk", "logg_fgk", "feh_lamost", "feh_err"])
+    cuts = selection.qiu2025_binary_cuts(pairs, feh_err="feh_err")
+    if max_feh_err != 0.2:
+        cuts = {**{f"[Fe/H]_FGK_err < {max_feh_err:g}": _float(pairs["feh_err"]) < max_feh_err},
+                **{k: v for k, v in cuts.items() if not k.startswith("[Fe/H]")}}
+    return pairs[selection.combine(cuts)]
+
+
+def _with_apogee_net(pairs, progress, timeout, retries):
+    """The M dwarf's DR19 APOGEE Net Teff and log g (with errors) attached; pairs without both dropped."""
+    anet = apogee_net_dr19(progress=progress, timeout=timeout, retries=retries)
+    akey = pick_column(anet, "gaia_dr3_source_id", what="APOGEE Net: Gaia DR3 id")
+    acols = [c for c in anet.colnames if c.lower() in ("teff", "e_teff", "logg", "e_logg")]
+    pairs = _attach(pairs, "source_id", anet, akey, columns=acols, suffix="_anet")
+    teff_m = _float(pairs[pick_column(pairs, "teff")])
+    logg_m = _float(pairs[pick_column(pairs, "logg")])
+    return pairs[np.isfinite(teff_m) & np.isfinite(logg_m)]
+
+
 def _boss_pair_labels(pairs, spec):
     """The BOSS training labels: M dwarf Teff/log g (APOGEE Net), FGK [Fe/H] Niu-corrected."""
     from astropy.table import Table
@@ -1061,16 +1073,226 @@ def _boss_pair_labels(pairs, spec):
     return labels
 
 # --------------------------------------------------------------------------- #
+# the papers' remaining comparisons: L21 Fig. 1 giants, Q25 sec. 4.3 and Fig. 12
+# --------------------------------------------------------------------------- #
+#: VizieR table of the M giants of Zhong et al. (2019, ApJS 244, 8; J/ApJS/244/8). The
+#: catalogue id follows from the journal reference; the table name inside it is NOT verified
+#: (no machine of this project reaches VizieR): pass ``table=`` if VizieR names it otherwise.
+ZHONG2019_TABLE = "mgiants"
+
+#: VizieR id of Behmard et al. (2025), the APOGEE M dwarf [Fe/H] Q25 sec. 4.3.1 compare with.
+#: Not known to this package (it could not be looked up offline): pass ``catalog=``.
+BEHMARD2025_VIZIER: str | None = None
+
+#: Columns of the LAMOST M star catalogue read by :func:`du2024_mdwarfs` (those present are kept).
+DU2024_COLUMNS = ("obsid", "gaia_source_id", "ra", "dec", "subclass", "snri", "teff", "teff_err", "logg",
+                  "logg_err", "m_h", "m_h_err", "feh", "feh_err")
+
+
+def zhong2019_mgiants(table: str = ZHONG2019_TABLE, *, n_max: int | None = None, seed: int = 42,
+                      chunk_size: int = 1000, progress: bool = True, timeout: float | None = None,
+                      retries: int | None = None, **kwargs):
+    """Li et al. (2021) Fig. 1 giants: the LAMOST M giants of Zhong et al. (2019) x Gaia DR2.
+
+    Downloads the M giant table of VizieR J/ApJS/244/8 (39,796 LAMOST DR5 M
+    giants in Zhong et al.'s abstract; L21 draw 35,382 of them; a few MB,
+    seconds) and, for its Gaia DR2 ids, the astrometry and photometry of
+    :data:`mdslam.archive.DEFAULT_COLUMNS` from the Gaia archive (~40 cached
+    ADQL queries, minutes). Not verified: the table name
+    (:data:`ZHONG2019_TABLE`) and the label of its Gaia DR2 id column (one of
+    ``GaiaDR2``, ``Gaia``, ``DR2Name``, ``Source``, ``source_id``; a table
+    without one raises :class:`ArchiveError` naming the columns it has).
+
+    Parameters
+    ----------
+    table : str
+        Table of J/ApJS/244/8 holding the giants.
+    n_max : int, optional
+        At most this many giants (seeded draw) before the Gaia queries.
+    **kwargs
+        Passed to :func:`mdslam.archive.vizier_catalog` (e.g. ``url``).
+
+    Returns
+    -------
+    astropy.table.Table
+        The VizieR columns, ``gaia_source_id`` (int64), the Gaia DR2 columns
+        (NaN where Gaia has no row), ``in_gaia`` and ``BP_RP``, ``MG`` (mag,
+        ``A_G = 0``); ``meta["cut_flow"]``. L21's criteria on them:
+        ``selection.li2021_cmd_giant_cuts(t["BP_RP"], t["MG"])``.
+    """
+    tab = vizier_catalog("zhong2019", table=table, timeout=timeout, retries=retries, **kwargs)
+    n_cat = len(tab)
+    idcol = pick_column(tab, "GaiaDR2", "Gaia", "DR2Name", "Source", "source_id", "gaia_source_id",
+                        what="Zhong et al. 2019 M giants: Gaia DR2 id")
+    ids = _as_int64([str(v).replace("Gaia DR2", "").strip() for v in np.asarray(tab[idcol])]
+                    if tab[idcol].dtype.kind in "USO" else tab[idcol])
+    tab = tab[ids > 0]
+    tab["gaia_source_id"] = ids[ids > 0]
+    n_id = len(tab)
+    tab = _subsample(tab, n_max, seed)
+    gaia = gaia_by_source_id(tab["gaia_source_id"], DEFAULT_COLUMNS, release="dr2", chunk_size=chunk_size,
+                             progress=progress, timeout=timeout, retries=retries)
+    out = _attach(tab, "gaia_source_id", gaia, "source_id", suffix="_gaia")
+    out.rename_column("_matched_gaia", "in_gaia")
+    _add_cmd(out)
+    flow = [("Zhong et al. 2019 M giants (VizieR J/ApJS/244/8)", n_cat), ("with a Gaia DR2 id", n_id)]
+    if n_max is not None and n_id > int(n_max):
+        flow.append((f"random n_max={n_max}", len(out)))
+    flow.append(("found in Gaia DR2", int(np.sum(out["in_gaia"]))))
+    out.meta["cut_flow"] = flow
+    out.meta["provenance"] = f"archive: Zhong et al. 2019 LAMOST M giants x Gaia DR2, N={len(out):,}"
+    return out
+
+
+def du2024_mdwarfs(release: str = "dr11", *, progress: bool = True, timeout: float | None = None,
+                   retries: int | None = None):
+    """Qiu et al. (2025) sec. 4.3.2-4.3.3 reference: LAMOST gM/dM/sdM catalogue Teff and log g (Du et al. 2024).
+
+    Q25 compare with "the LAMOST gM/dM/sdM stars catalog (Du et al. 2024)": the
+    release's M star catalogue (:func:`mdslam.archive.lamost_catalogue`,
+    ``dr11_v1.0_LRS_mstellar.fits.gz``, a few hundred MB, minutes), whose Teff
+    and log g Du et al. (2024) describe. Not verified: which release Q25 read
+    (DR11 assumed, as for their FGK primaries), the file name and its
+    ``teff``/``logg``/``gaia_source_id`` columns (:func:`pick_column` names what
+    is missing).
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per Gaia id (the spectrum of highest ``snri``): the
+        catalogue's columns of :data:`DU2024_COLUMNS` present, with
+        ``gaia_source_id`` (int64, DR3), ``teff`` (K) and ``logg`` (dex) under these names.
+    """
+    cat = _lamost_table("mstellar", release, DU2024_COLUMNS, progress, timeout, retries)
+    rel = cat.meta["release"]
+    gid = pick_column(cat, "gaia_source_id", "gaia_dr3_source_id", what=f"LAMOST {rel} M stars: Gaia id")
+    cols = {"gaia_source_id": gid, "teff": pick_column(cat, "teff", what=f"LAMOST {rel} M stars: Teff"),
+            "logg": pick_column(cat, "logg", what=f"LAMOST {rel} M stars: log g")}
+    for new, old in cols.items():
+        if old != new:
+            cat.rename_column(old, new)
+    cat["gaia_source_id"] = _as_int64(cat["gaia_source_id"])
+    teff = _float(cat["teff"])
+    cat = cat[(cat["gaia_source_id"] > 0) & np.isfinite(teff) & (teff > 0)]
+    snr = _float(cat["snri"]) if "snri" in cat.colnames else np.zeros(len(cat))
+    order = np.argsort(-np.nan_to_num(snr, nan=-np.inf), kind="stable")
+    _, first = np.unique(np.asarray(cat["gaia_source_id"])[order], return_index=True)
+    out = cat[np.sort(order[first])]
+    out["teff"].unit, out["logg"].unit = "K", "dex"
+    out.meta["provenance"] = f"archive: LAMOST {rel.upper()} gM/dM/sdM catalogue (Du et al. 2024), N={len(out):,}"
+    return out
+
+
+def behmard2025_table(catalog: str | None = None, table: str | None = None, **kwargs):
+    """Qiu et al. (2025) sec. 4.3.1 reference: Behmard et al. (2025) [Fe/H] of APOGEE M dwarfs, from VizieR.
+
+    Behmard et al. calibrate The Cannon on APOGEE spectra of M dwarfs with FGK
+    companions (Q25 sec. 4.3.1). The VizieR id is not known to this package
+    (:data:`BEHMARD2025_VIZIER`): pass ``catalog`` (and ``table`` if it has
+    several). Column labels are not verified either: the star is identified by
+    an APOGEE/2MASS id (``APOGEE``, ``APOGEE_ID``, ``2MASS``) and/or a Gaia DR3
+    id (``GaiaDR3``, ``Gaia``, ``Source``, ``source_id``), [Fe/H] by ``[Fe/H]``,
+    ``Fe_H``, ``FeH`` or ``[M/H]``. ``kwargs`` go to :func:`mdslam.archive.vizier_catalog`.
+
+    Returns
+    -------
+    astropy.table.Table
+        VizieR's columns plus ``feh_ref`` (dex) and ``apogee_id`` (str) and/or
+        ``source_id`` (int64) under these names.
+
+    Raises
+    ------
+    ArchiveError
+        Without a catalogue id, or when no id or [Fe/H] column is found.
+    """
+    cat = catalog or BEHMARD2025_VIZIER
+    if cat is None:
+        raise ArchiveError("behmard2025_table: the VizieR id of Behmard et al. (2025) is not known to this "
+                           "package; pass catalog='J/...' (chapter 4: -p behmard2025_catalog J/...)",
+                           service="vizier", query="Behmard et al. 2025")
+    tab = vizier_catalog(cat, table=table, **kwargs)
+    apo_names, gaia_names = ("APOGEE", "APOGEE_ID", "2MASS", "2MASS_ID"), ("GaiaDR3", "Gaia", "Source", "source_id")
+    apo, gaia = pick_column(tab, *apo_names, required=False), pick_column(tab, *gaia_names, required=False)
+    if apo is None and gaia is None:
+        pick_column(tab, *apo_names, *gaia_names, what=f"Behmard et al. 2025 ({cat}): APOGEE or Gaia id")
+    feh = pick_column(tab, "[Fe/H]", "Fe_H", "FeH", "[M/H]", what=f"Behmard et al. 2025 ({cat}): [Fe/H]")
+    tab["feh_ref"] = _float(tab[feh])
+    tab["feh_ref"].unit = "dex"
+    if apo is not None and apo != "apogee_id":
+        tab["apogee_id"] = [str(v).strip() for v in np.asarray(tab[apo])]
+    if gaia is not None and gaia != "source_id":
+        tab["source_id"] = _as_int64(tab[gaia])
+    tab.meta["provenance"] = f"archive: VizieR {cat} (Behmard et al. 2025), N={len(tab):,}"
+    return tab
+
+
+def lamost_fgk_binaries(*, lamost_release: str = "dr11", fgk_teff: tuple[float, float] = (4000.0, 7000.0),
+                        fgk_logg_min: float = 4.0, max_feh_err: float = 0.2, max_r_chance_align: float = 0.1,
+                        max_ruwe: float = 1.4, progress: bool = True, timeout=None, retries=None):
+    """Qiu et al. (2025) Fig. 12 input: El-Badry et al. (2021) pairs of two LAMOST FGK dwarfs with [Fe/H].
+
+    Q25 (appendix) find 4,078 FGK+FGK pairs in LAMOST DR11 "following the
+    methodology of Niu et al. (2023)" without printing the cuts. Adopted here:
+    both stars in the LAMOST AFGK catalogue (``dr11_v1.0_LRS_stellar.fits.gz``,
+    several GB once, shared with :func:`boss_training_set`) with
+    ``fgk_teff[0] < Teff < fgk_teff[1]`` K (eq. 11's range), ``logg > fgk_logg_min``
+    and a [Fe/H] error below ``max_feh_err`` dex, and Q25's pair cuts
+    (``R_chance_align < max_r_chance_align``, RUWE of both ``< max_ruwe``).
+    The primary is the hotter star (Fig. 12's x-axis is its Teff).
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per pair: ``source_id1``/``2`` (primary, secondary; Gaia DR3),
+        ``teff1``, ``feh1``, ``feh_err1``, ``logg1`` and the same with ``2``
+        (K, dex), ``R_chance_align``, ``sep_AU``; ``meta["cut_flow"]``. The
+        test: ``validation.niu2023_sign_test(t["teff1"], t["feh1"], t["teff2"], t["feh2"])``.
+    """
+    from astropy.table import Table
+
+    eb = elbadry2021_binaries(columns=("source_id1", "source_id2", "ruwe1", "ruwe2", "R_chance_align", "sep_AU"),
+                              progress=progress, timeout=timeout, retries=retries)
+    flow = [("El-Badry et al. 2021 pairs", len(eb))]
+    lam = _lamost_fgk_dwarfs(lamost_release, fgk_teff, fgk_logg_min, progress, timeout, retries)
+    rel = lam.meta["release"]
+    lam = lam[_float(lam[pick_column(lam, "feh_err")]) < max_feh_err]
+    flow.append((f"LAMOST {rel.upper()} FGK dwarfs with [Fe/H] error < {max_feh_err:g} dex", len(lam)))
+    s1, s2 = _as_int64(eb["source_id1"]), _as_int64(eb["source_id2"])
+    eb = eb[np.isin(s1, lam["gaia_id"]) & np.isin(s2, lam["gaia_id"])]
+    flow.append(("both stars LAMOST FGK dwarfs", len(eb)))
+    ok = ((_float(eb["R_chance_align"]) < max_r_chance_align) & (_float(eb["ruwe1"]) < max_ruwe)
+          & (_float(eb["ruwe2"]) < max_ruwe))
+    eb = eb[ok]
+    flow.append((f"R_chance_align < {max_r_chance_align:g}, RUWE < {max_ruwe:g} (both)", len(eb)))
+    cols = [pick_column(lam, c) for c in ("teff", "logg", "feh", "feh_err")]
+    stars = [_attach(Table({"id": _as_int64(eb[f"source_id{k}"])}), "id", lam, "gaia_id", columns=cols)
+             for k in (1, 2)]
+    hot = _float(stars[0][cols[0]]) >= _float(stars[1][cols[0]])
+    out = Table()
+    for k, (a, b) in enumerate(((0, 1), (1, 0)), start=1):
+        out[f"source_id{k}"] = np.where(hot, stars[a]["id"], stars[b]["id"])
+        for c, name in zip(cols, ("teff", "logg", "feh", "feh_err"), strict=True):
+            out[f"{name}{k}"] = np.where(hot, _float(stars[a][c]), _float(stars[b][c]))
+    out["R_chance_align"], out["sep_AU"] = _float(eb["R_chance_align"]), _float(eb["sep_AU"])
+    out.meta["cut_flow"] = flow
+    out.meta["provenance"] = (f"archive: El-Badry et al. 2021 pairs of two LAMOST {rel.upper()} FGK dwarfs, "
+                              f"N={len(out):,}")
+    return out
+
+
+# --------------------------------------------------------------------------- #
 # which chapter reads what (the CLI's ``mdslam archive`` and book/archive_mode.md)
 # --------------------------------------------------------------------------- #
 #: Chapter number -> the inputs it reads in archive mode (function names of this module, with
 #: keyword arguments). Chapters 2 and 3 read one training set, chosen by their ``track``.
 CHAPTER_INPUTS: dict[str, list[tuple[str, dict]]] = {
-    "01": [("lamost_mdwarf_candidates", {}), ("boss_mdwarf_candidates", {}), ("hyades_candidates", {})],
-    "02": [("b20_table", {}), ("xp_training_set", {}), ("lamost_training_set", {}), ("boss_training_set", {})],
+    "01": [("lamost_mdwarf_candidates", {}), ("boss_mdwarf_candidates", {}), ("hyades_candidates", {}),
+           ("zhong2019_mgiants", {})],
+    "02": [("b20_table", {}), ("xp_training_set", {}), ("lamost_training_set", {}), ("boss_training_set", {}),
+           ("lamost_fgk_binaries", {})],
     "03": [("xp_training_set", {}), ("lamost_training_set", {}), ("boss_training_set", {})],
     "04": [("xp_training_set", {}), ("xp_training_set", {"label_cuts": False, "require_feh": False, "snr_min": 0}),
-           ("b20_table", {}), ("b20_table", {"table": "table4"})],
+           ("b20_table", {}), ("b20_table", {"table": "table4"}), ("du2024_mdwarfs", {})],
     "05": [("xp_training_set", {}), ("xp_training_set", {"label_cuts": False, "require_feh": False, "snr_min": 0}),
            ("hyades_candidates", {"vizier_names": True}), ("occam_members", {"release": "dr16"}),
            ("occam_members", {"release": "dr17"})],
@@ -1085,11 +1307,12 @@ CHAPTER_INPUTS: dict[str, list[tuple[str, dict]]] = {
 INPUT_NAMES = ("lamost_mdwarf_candidates", "boss_mdwarf_candidates", "b20_table", "mann2015_table",
                "hyades_candidates", "occam_members", "elbadry2021_binaries", "aspcap_dr16", "aspcap_dr17",
                "aspcap_dr19", "apogee_net_dr19", "astra_slam_catalogue", "aspcap_calibration_sample",
-               "xp_training_set", "lamost_training_set", "boss_training_set")
+               "xp_training_set", "lamost_training_set", "boss_training_set", "zhong2019_mgiants",
+               "du2024_mdwarfs", "behmard2025_table", "lamost_fgk_binaries")
 
 #: Functions that take ``n_max`` and ``seed`` (a capped draw before downloading).
 _SAMPLED = {"lamost_mdwarf_candidates", "boss_mdwarf_candidates", "aspcap_calibration_sample",
-            "xp_training_set", "lamost_training_set", "boss_training_set"}
+            "xp_training_set", "lamost_training_set", "boss_training_set", "zhong2019_mgiants"}
 
 
 def fetch(name: str, *, n_max: int | None = None, seed: int = 42, **kwargs):
