@@ -160,7 +160,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         Min and max of the training labels (physical units).
     pixel_usable_ : (n_pix,) bool array
     error_law_ : dict or None
-        ``a``, ``b`` (n_label,) of ``sigma = a * SNR**b``, set by :meth:`fit_error_law`.
+        ``a``, ``floor`` (n_label,) of ``sigma^2 = floor^2 + (a/SNR)^2`` and its
+        ``snr_range``, set by :meth:`fit_error_law` (:mod:`mdslam.slam.errorlaw`).
     solver_info_ : dict
         Mean ADMM iterations, largest KKT gaps of the CV and final fits.
     chi2_scale_ : float
@@ -391,7 +392,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         -------
         Table with one row per spectrum: ``id``, ``snr``, one column per label,
         ``e_<label>`` (formal: ``sqrt(diag((J^T W J)^-1))``, not scaled by the
-        reduced chi2), ``e_<label>_cv`` (empirical ``a * SNR**b``, NaN without
+        reduced chi2), ``e_<label>_cv`` (empirical ``sqrt(floor^2 + (a/SNR)^2)``, NaN without
         an error law), ``chi2``, ``rchi2``, ``n_good_pixels``, ``n_iter``,
         ``converged``, ``flag`` (bits: :class:`mdslam.flags.LabelFlag`).
 
@@ -441,11 +442,12 @@ class SLAM(RegressorMixin, BaseEstimator):
         return _cv.cv_predict(self, X, y, ivar, snr=snr, ids=ids, nested=nested)
 
     def fit_error_law(self, snr, y_true, y_pred, *, n_bins: int = 6, min_per_bin: int = 20) -> Table:
-        """Fit the empirical uncertainty law ``sigma = a * SNR**b`` per label (Qiu 2025 eqs. 6-8).
+        """Fit the empirical uncertainty law ``sigma^2 = floor^2 + (a / SNR)^2`` per label.
 
-        CV scatter in equal-count SNR bins (:func:`mdslam.validation.binned_bias_scatter`)
-        is fitted with :func:`mdslam.validation.fit_power_law`.  The law is stored in
-        ``error_law_`` and used by :meth:`predict_table` for ``e_<label>_cv``.
+        Delegates to :func:`mdslam.slam.errorlaw.fit_error_law`: the CV scatter in
+        equal-count SNR bins, fitted with ``a, floor >= 0`` (never increasing with
+        SNR).  The law is stored in ``error_law_`` and used by :meth:`predict_table`
+        for ``e_<label>_cv``, with ``e_cv_extrapolated`` outside its SNR range.
 
         Parameters
         ----------
@@ -456,7 +458,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         Returns
         -------
         The binned table (``snr_lo``, ``snr_hi``, ``snr_median``, ``n``,
-        ``bias``, ``scatter``), with the fitted ``a``, ``b`` in ``meta``.
+        ``bias``, ``scatter``), with the fitted ``a``, ``floor`` in ``meta``.
         """
         self._check_fitted()
         self.error_law_, tab = errorlaw.fit_error_law(snr, y_true, y_pred, self.label_names_,
