@@ -30,7 +30,7 @@ __all__ = ["error_law_table", "predict_all", "flag_counts", "ParallaxSample", "p
 
 
 def error_law_table(model, cv_table: Table) -> tuple[Table, Table]:
-    """Fit the empirical law ``sigma = a SNR^b`` (Qiu 2025 eqs. 6-8) to a model's CV labels.
+    """Fit the empirical law ``sigma^2 = floor^2 + (a / SNR)^2`` to a model's CV labels (Qiu 2025 eqs. 6-8 use a SNR^b).
 
     Parameters
     ----------
@@ -42,14 +42,14 @@ def error_law_table(model, cv_table: Table) -> tuple[Table, Table]:
     Returns
     -------
     law : Table
-        The binned CV scatter with ``a``, ``b`` in ``meta`` (label units, SNR dimensionless).
+        The binned CV scatter with ``a``, ``floor`` in ``meta`` (label units, SNR dimensionless).
     summary : Table
-        ``label``, ``a``, ``b``: one row per label.
+        ``label``, ``a``, ``floor``: one row per label.
     """
     names = list(model.label_names_)
     law = model.fit_error_law(cv_table["snr"], np.column_stack([cv_table[f"{n}_true"] for n in names]),
                               np.column_stack([cv_table[n] for n in names]))
-    return law, Table({"label": names, "a": law.meta["a"], "b": law.meta["b"]})
+    return law, Table({"label": names, "a": law.meta["a"], "floor": law.meta["floor"]})
 
 
 def predict_all(model, ts: TrainingSet, allx: TrainingSet, n_max: int | None = None,
