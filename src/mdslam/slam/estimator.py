@@ -53,6 +53,7 @@ from .. import checks, modelfile
 from ..flags import LABEL_FLAG_MEANING, LabelFlag, label_flag_meanings
 from . import errorlaw, forward, lm, posterior
 from ._util import _n_workers, _progress
+from .distribute import BlockRunner
 from .training import (
     _grid_edge_fraction,
     _grid_search_cv,
@@ -257,7 +258,7 @@ class SLAM(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------------ training
     def fit(self, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None = None, *,
             wavelength: np.ndarray | None = None, label_names: Sequence[str] | None = None,
-            label_units: Sequence[str] | None = None) -> SLAM:
+            label_units: Sequence[str] | None = None, client=None) -> SLAM:
         """Train the spectral model.
 
         Parameters
@@ -274,15 +275,22 @@ class SLAM(RegressorMixin, BaseEstimator):
             :meth:`predict_table` as :class:`mdslam.spectra.Spectra` must be on it.
         label_names, label_units : sequence of str, optional
             Names (default ``label0, label1, ...``) and units of the labels.
+        client : dask.distributed.Client, optional
+            Solve the pixel blocks of the grid search and the final fits on
+            this Dask cluster (the ``scale`` extra); each kernel's eigen
+            decomposition is computed here once and scattered
+            (:mod:`mdslam.slam.distribute`).  ``n_jobs`` sets the number of
+            blocks (None: the cluster's worker threads); the model is
+            bit-identical to the in-process fit with the same ``n_jobs``.
 
         Returns
         -------
         self
         """
         with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit(X, y, ivar, wavelength, label_names, label_units)
+            return self._fit(X, y, ivar, wavelength, label_names, label_units, client)
 
-    def _fit(self, X, y, ivar, wavelength, label_names, label_units) -> SLAM:
+    def _fit(self, X, y, ivar, wavelength, label_names, label_units, client=None) -> SLAM:
         flux, labels, good = self._check_training(X, y, ivar)
         n, n_pix = flux.shape
         L = labels.shape[1]
@@ -313,8 +321,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.param_grid_ = {"C": Cs, "epsilon": es, "gamma": gs}
 
         folds = _iter_folds(n, self.cv, self.random_state)
-        nw = _n_workers(self.n_jobs)
-        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, nw)
+        runner = BlockRunner.for_fit(None if self.n_jobs is None else _n_workers(self.n_jobs), client)
+        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, runner)
         with np.errstate(invalid="ignore", divide="ignore"):
             mse = sse / cnt                                   # (nC, neps, ng, n_pix)
             md = se / cnt
@@ -339,7 +347,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.X_train_ = Xs
         self.dual_coef_, self.intercept_, refit_info = _refit_all(
             Xs, Ys, good, self.C_, self.epsilon_, self.gamma_, usable, self.tol, self.refit_tol,
-            self.verbose, nw)
+            self.verbose, runner)
+        runner.release()
         self.training_domain_ = np.column_stack([labels.min(axis=0), labels.max(axis=0)])
         self.n_train_ = n
         self.n_features_in_ = n_pix

@@ -2,18 +2,18 @@
 
 Pure functions on standardised arrays, called by :meth:`mdslam.slam.SLAM.fit`
 and :meth:`mdslam.slam.SLAM.cv_predict`.  The SVR duals of many pixels are
-solved together by :mod:`mdslam.svr`, in threads over pixel blocks.
+solved together by :mod:`mdslam.svr`, over pixel blocks in threads or on a
+Dask cluster (:mod:`mdslam.slam.distribute`).
 """
 
 from __future__ import annotations
-
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from sklearn.model_selection import KFold
 
 from ..svr import KernelEig, SVRBatchSolution, rbf_kernel, solve_svr_exact, solve_svr_staged
 from ._util import _progress
+from .distribute import BlockRunner
 
 
 def _iter_folds(n: int, cv, random_state) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -52,28 +52,9 @@ def _grid_edge_fraction(model) -> dict:
 
 
 def _solve_parallel(fn, ke, Y, C, eps, n_workers, **kw) -> SVRBatchSolution:
-    """Run a batched SVR solver on pixel blocks in threads (BLAS single-threaded inside)."""
-    P = Y.shape[0]
-    nw = max(1, min(int(n_workers), P // 8 or 1))
-    if nw == 1:
-        return fn(ke, Y, C, eps, **kw)
-    n_chunks = min(2 * nw, max(P // 64, nw))          # a few more chunks than threads: load balance
-    edges = np.linspace(0, P, n_chunks + 1).astype(int)
-
-    def rows(a, lo, hi):
-        return a[lo:hi] if np.ndim(a) >= 1 and np.shape(a)[0] == P else a
-
-    def part(k):
-        lo, hi = edges[k], edges[k + 1]
-        return fn(ke, Y[lo:hi], rows(C, lo, hi), rows(eps, lo, hi), **kw)
-
-    with ThreadPoolExecutor(max_workers=nw) as ex:
-        parts = list(ex.map(part, range(n_chunks)))
-    cat = np.concatenate
-    return SVRBatchSolution(beta=cat([p.beta for p in parts]), intercept=cat([p.intercept for p in parts]),
-                            gap=cat([p.gap for p in parts]), n_iter=cat([p.n_iter for p in parts]),
-                            converged=cat([p.converged for p in parts]),
-                            state=tuple(cat([p.state[i] for p in parts]) for i in range(3)))
+    """Run a batched SVR solver on pixel blocks: ``n_workers`` threads, or a :class:`BlockRunner` (Dask)."""
+    runner = n_workers if isinstance(n_workers, BlockRunner) else BlockRunner(n_workers)
+    return runner.solve(fn, ke, Y, C, eps, **kw)
 
 
 def _standardise(flux, labels, good):
