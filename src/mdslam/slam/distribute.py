@@ -24,7 +24,8 @@ package runs without the extra.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -150,15 +151,58 @@ class BlockRunner:
         nb = edges.size - 1
         if self.client is None and nb == 1:
             return fn(ke, Y, C, eps, **kw)
-        blocks = [(edges[k], edges[k + 1]) for k in range(nb)]
-        args = [(_rows(C, lo, hi, P), _rows(eps, lo, hi, P)) for lo, hi in blocks]
         if self.client is None:
+            def part(k):
+                lo, hi = edges[k], edges[k + 1]
+                return fn(ke, Y[lo:hi], _rows(C, lo, hi, P), _rows(eps, lo, hi, P), **kw)
+
             with ThreadPoolExecutor(max_workers=min(self.n_workers, nb)) as ex:
-                parts = list(ex.map(lambda k: fn(ke, Y[blocks[k][0]:blocks[k][1]], *args[k], **kw), range(nb)))
-            return _concat(parts)
+                return _concat(list(ex.map(part, range(nb))))
+        return _concat(self.client.gather(self._submit(fn, ke, Y, C, eps, kw)))
+
+    def solve_many(self, fn: Callable, ke: KernelEig, Y: np.ndarray, problems: Iterable[tuple], *,
+                   window: int = 4, **kw) -> Iterator[SVRBatchSolution]:
+        """Solutions of ``fn(ke, Y, C, eps, **kw)`` for each ``(C, eps)`` of ``problems``, in order.
+
+        In process this is :meth:`solve` problem after problem.  With a client,
+        up to ``window`` problems are on the cluster at once, so that workers
+        do not wait while this process reads the previous solution.
+
+        Parameters
+        ----------
+        fn, ke, Y, **kw : as for :meth:`solve`.
+        problems : iterable of (C, eps)
+            Read lazily, at most ``window`` ahead of the solutions handed out.
+        window : int
+            Problems in flight on the cluster.
+
+        Yields
+        ------
+        SVRBatchSolution, one per problem.
+        """
+        if self.client is None:
+            for C, eps in problems:
+                yield self.solve(fn, ke, Y, C, eps, **kw)
+            return
+        pending: deque = deque()
+        for C, eps in problems:
+            pending.append(self._submit(fn, ke, Y, C, eps, kw))
+            if len(pending) >= max(int(window), 1):
+                yield _concat(self.client.gather(pending.popleft()))
+        while pending:
+            yield _concat(self.client.gather(pending.popleft()))
+
+    def _submit(self, fn: Callable, ke: KernelEig, Y: np.ndarray, C, eps, kw: dict) -> list:
+        """Futures of the blocks of one problem on the cluster."""
+        P = Y.shape[0]
+        edges = pixel_blocks(P, self.n_workers)
         ke_f, y_f = self._scattered(ke, Y, edges)
-        futs = [self.client.submit(_solve_block, fn, ke_f, y_f[k], *args[k], kw, pure=False) for k in range(nb)]
-        return _concat(self.client.gather(futs))
+        futures = []
+        for k in range(edges.size - 1):
+            lo, hi = edges[k], edges[k + 1]
+            futures.append(self.client.submit(_solve_block, fn, ke_f, y_f[k], _rows(C, lo, hi, P),
+                                              _rows(eps, lo, hi, P), kw, pure=False))
+        return futures
 
     def _scattered(self, ke: KernelEig, Y: np.ndarray, edges: np.ndarray) -> tuple:
         """Futures of ``ke`` (on every worker) and of the target blocks, scattered once per (ke, Y)."""

@@ -57,6 +57,12 @@ def _solve_parallel(fn, ke, Y, C, eps, n_workers, **kw) -> SVRBatchSolution:
     return runner.solve(fn, ke, Y, C, eps, **kw)
 
 
+def _solve_grid(fn, ke, Y, problems, n_workers, **kw):
+    """Solutions for each (C, eps) of ``problems`` in order; on a cluster several are in flight at once."""
+    runner = n_workers if isinstance(n_workers, BlockRunner) else BlockRunner(n_workers)
+    return runner.solve_many(fn, ke, Y, problems, **kw)
+
+
 def _standardise(flux, labels, good):
     """Labels and per-pixel fluxes to mean 0, variance 1 (good pixels only; ddof=0)."""
     lm = labels.mean(axis=0)
@@ -101,17 +107,17 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1):
         Cmask = None if gtr.all() else gtr.astype(float)
         gte = good[te].T
         Yte = Ys[te].T
-        for ci, C in enumerate(Cs):
-            for ei, e in enumerate(es):
-                sol = _solve_parallel(solve_svr_staged, ke, Ytr, C if Cmask is None else C * Cmask, e,
-                                      n_workers, tol=tol)
-                res = (sol.beta @ Kv + sol.intercept[:, None] - Yte) * gte
-                sse[ci, ei, gi] += (res * res).sum(axis=1)
-                se[ci, ei, gi] += res.sum(axis=1)
-                n_iter_tot += int(sol.n_iter.sum())
-                n_solves += n_pix
-                max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
-                n_unconv += int((~sol.converged).sum())
+        points = [(ci, ei) for ci in range(Cs.size) for ei in range(es.size)]
+        problems = ((Cs[ci] if Cmask is None else Cs[ci] * Cmask, es[ei]) for ci, ei in points)
+        sols = _solve_grid(solve_svr_staged, ke, Ytr, problems, n_workers, tol=tol)
+        for (ci, ei), sol in zip(points, sols, strict=True):
+            res = (sol.beta @ Kv + sol.intercept[:, None] - Yte) * gte
+            sse[ci, ei, gi] += (res * res).sum(axis=1)
+            se[ci, ei, gi] += res.sum(axis=1)
+            n_iter_tot += int(sol.n_iter.sum())
+            n_solves += n_pix
+            max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
+            n_unconv += int((~sol.converged).sum())
     info = {"cv_mean_iterations": n_iter_tot / max(n_solves, 1), "cv_max_kkt_gap": max_gap,
             "cv_n_unconverged": n_unconv}
     return sse, se, cnt, info
