@@ -95,3 +95,32 @@ def test_fit_on_worker_processes_is_bit_identical(problem):
         dist = SLAM(**GRID, cv=3, random_state=3).fit(flux, lab, ivar, client=client)
     for name in FITTED:
         assert np.array_equal(getattr(dist, name), getattr(ref, name), equal_nan=True), name
+
+
+class LosingClient(CountingClient):
+    """The first gather fails as when a worker holding scattered data is lost."""
+
+    def __init__(self, client):
+        super().__init__(client)
+        self.lost = False
+
+    def gather(self, futures, **kw):
+        if not self.lost:
+            self.lost = True
+            from concurrent.futures import CancelledError
+            raise CancelledError("scattered data lost with a worker")
+        return self.client.gather(futures, **kw)
+
+
+def test_lost_worker_data_is_scattered_again(problem, cluster):
+    """A cancelled gather: warning, kernel scattered again, blocks resubmitted, same solution."""
+    flux, ivar, lab = problem
+    X = (lab - lab.mean(0)) / lab.std(0)
+    Y = ((flux - flux.mean(0)) / flux.std(0)).T
+    ke = KernelEig.from_kernel(rbf_kernel(X, X, 0.3))
+    local = BlockRunner(2).solve(solve_svr_staged, ke, Y, 1.0, 0.05, tol=1e-3)
+    spy = LosingClient(cluster)
+    with pytest.warns(RuntimeWarning, match="lost with a Dask worker"):
+        remote = BlockRunner(2, spy).solve(solve_svr_staged, ke, Y, 1.0, 0.05, tol=1e-3)
+    assert spy.scattered.count("KernelEig") == 2
+    assert np.array_equal(local.beta, remote.beta) and np.array_equal(local.intercept, remote.intercept)

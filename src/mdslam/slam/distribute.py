@@ -24,9 +24,10 @@ package runs without the extra.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -102,6 +103,9 @@ class BlockRunner:
     target matrix given to :meth:`solve` are kept scattered on the cluster
     (recognised by identity, not content): the grid search calls
     :meth:`solve` once per (C, epsilon) with the same kernel and targets.
+    Scattered data lost with a worker cannot be recovered by Dask: the
+    blocks of a problem whose futures were cancelled or whose worker was
+    killed are scattered again and resubmitted once (with a warning).
     """
 
     def __init__(self, n_workers: int = 1, client: Any = None):
@@ -158,7 +162,7 @@ class BlockRunner:
 
             with ThreadPoolExecutor(max_workers=min(self.n_workers, nb)) as ex:
                 return _concat(list(ex.map(part, range(nb))))
-        return _concat(self.client.gather(self._submit(fn, ke, Y, C, eps, kw)))
+        return self._gather(self._submit(fn, ke, Y, C, eps, kw), (fn, ke, Y, C, eps, kw))
 
     def solve_many(self, fn: Callable, ke: KernelEig, Y: np.ndarray, problems: Iterable[tuple], *,
                    window: int = 4, **kw) -> Iterator[SVRBatchSolution]:
@@ -186,11 +190,23 @@ class BlockRunner:
             return
         pending: deque = deque()
         for C, eps in problems:
-            pending.append(self._submit(fn, ke, Y, C, eps, kw))
+            pending.append((self._submit(fn, ke, Y, C, eps, kw), (fn, ke, Y, C, eps, kw)))
             if len(pending) >= max(int(window), 1):
-                yield _concat(self.client.gather(pending.popleft()))
+                yield self._gather(*pending.popleft())
         while pending:
-            yield _concat(self.client.gather(pending.popleft()))
+            yield self._gather(*pending.popleft())
+
+    def _gather(self, futures: list, problem: tuple) -> SVRBatchSolution:
+        """The blocks' solutions; if a worker was lost with scattered data, scatter again and resubmit once."""
+        try:
+            return _concat(self.client.gather(futures))
+        except (CancelledError, Exception) as exc:
+            if not isinstance(exc, CancelledError) and type(exc).__name__ != "KilledWorker":
+                raise
+            warnings.warn(f"pixel blocks lost with a Dask worker ({type(exc).__name__}): scattering the kernel "
+                          "again and resubmitting them", RuntimeWarning, stacklevel=3)
+            self._held = None
+            return _concat(self.client.gather(self._submit(*problem)))
 
     def _submit(self, fn: Callable, ke: KernelEig, Y: np.ndarray, C, eps, kw: dict) -> list:
         """Futures of the blocks of one problem on the cluster."""
