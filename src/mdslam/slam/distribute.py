@@ -206,6 +206,8 @@ class BlockRunner:
             warnings.warn(f"pixel blocks lost with a Dask worker ({type(exc).__name__}): scattering the kernel "
                           "again and resubmitting them", RuntimeWarning, stacklevel=3)
             self._held = None
+            if hasattr(self.client, "wait_for_workers"):     # a lost worker is restarted by its nanny
+                self.client.wait_for_workers(1, timeout=120)
             return _concat(self.client.gather(self._submit(*problem)))
 
     def _submit(self, fn: Callable, ke: KernelEig, Y: np.ndarray, C, eps, kw: dict) -> list:
