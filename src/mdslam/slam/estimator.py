@@ -88,6 +88,13 @@ class SLAM(RegressorMixin, BaseEstimator):
     lm_max_iter, lm_xtol, lm_ftol : LM controls
         Iteration cap; convergence when the step (standardised labels) is below
         ``lm_xtol`` or the relative chi2 decrease below ``lm_ftol``.
+    lm_float32 : bool
+        Levenberg-Marquardt (and the posterior's MAP and moments) evaluate the
+        model's kernel products in float32: about twice as fast per iteration;
+        the chi2 and the covariance of the returned maximum-likelihood labels
+        are computed in float64 at the solution.  The labels differ from the
+        float64 path (False, the default) by a small fraction of their formal
+        uncertainty (``tests/test_slam.py`` bounds it).
     quick_grid : None or int
         Starting points for LM: None uses the training labels; an int ``m``
         adds a regular ``m**n_label`` grid spanning the training labels.
@@ -175,7 +182,7 @@ class SLAM(RegressorMixin, BaseEstimator):
                  min_good_fraction: float = 0.5, lm_max_iter: int = 100, lm_xtol: float = 1e-7,
                  lm_ftol: float = 1e-10, quick_grid: int | None = None, batch_size: int = 256,
                  n_jobs: int | None = None, verbose: bool = False, prior=None,
-                 chi2_scale: str | float = "cv"):
+                 chi2_scale: str | float = "cv", lm_float32: bool = False):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -195,6 +202,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.verbose = verbose
         self.prior = prior
         self.chi2_scale = chi2_scale
+        self.lm_float32 = lm_float32
 
     def set_params(self, **params) -> SLAM:
         """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.
@@ -294,18 +302,22 @@ class SLAM(RegressorMixin, BaseEstimator):
     def _reset_cache(self) -> None:
         self._cache = {}
 
-    def _groups(self) -> list[forward.PixelGroup]:
-        """Pixels grouped by gamma (:func:`mdslam.slam.forward.pixel_groups`), cached."""
+    def _groups(self, dtype: type = np.float64) -> list[forward.PixelGroup]:
+        """Pixels grouped by gamma (:func:`mdslam.slam.forward.pixel_groups`), cached per dtype."""
         cache = getattr(self, "_cache", None)
         if cache is None:
             self._cache = cache = {}
-        if "groups" not in cache:
-            cache["groups"] = forward.pixel_groups(self.gamma_, self.dual_coef_, self.intercept_)
-        return cache["groups"]
+        key = "groups" if dtype == np.float64 else f"groups_{np.dtype(dtype).name}"
+        if key not in cache:
+            cache[key] = forward.pixel_groups(self.gamma_, self.dual_coef_, self.intercept_, dtype)
+        return cache[key]
 
-    def _model_scaled(self, Th: np.ndarray, jacobian: bool = False):
-        """Standardised model flux (m, n_pix) and optionally d/dtheta_scaled (m, n_pix, L)."""
-        return forward.model_flux(Th, self.X_train_, self._groups(), self.n_features_in_, jacobian)
+    def _model_scaled(self, Th: np.ndarray, jacobian: bool = False, dtype: type = np.float64):
+        """Standardised model flux (m, n_pix) and optionally d/dtheta_scaled (m, n_pix, L).
+
+        ``dtype=np.float32``: kernel products in single precision (:func:`mdslam.slam.forward.model_flux`).
+        """
+        return forward.model_flux(Th, self.X_train_, self._groups(dtype), self.n_features_in_, jacobian)
 
     def predict_flux(self, labels: np.ndarray) -> np.ndarray:
         """Model spectra at given labels (the forward model, all pixels at once).

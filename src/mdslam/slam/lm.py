@@ -113,8 +113,27 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         done = small_step | small_df | (mu[active] > 1e12)
         converged[active[done]] = True
         active = active[~done]
-    # covariance (J^T W J)^-1 at the solution
-    A = np.matmul((Jp * w[:, :, None]).transpose(0, 2, 1), Jp)
+    cov = covariance(Jp, w)
+    failed = ~np.all(np.isfinite(theta), axis=1) | ~np.isfinite(chi2)
+    return LMResult(theta, cov, chi2, n_iter, converged & ~failed, failed)
+
+
+def covariance(J: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``(J^T W J)^-1`` per problem: the covariance of least-squares parameters.
+
+    Parameters
+    ----------
+    J : (m, n, L) array
+        Model derivatives at the solution.
+    w : (m, n) array
+        Weights (inverse variances).
+
+    Returns
+    -------
+    (m, L, L) array; NaN where ``J^T W J`` is singular or not finite.
+    """
+    m, L = J.shape[0], J.shape[2]
+    A = np.matmul((J * w[:, :, None]).transpose(0, 2, 1), J)
     cov = np.full((m, L, L), np.nan)
     okA = np.all(np.isfinite(A), axis=(1, 2))
     for i in np.flatnonzero(okA):
@@ -122,5 +141,4 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
             cov[i] = np.linalg.inv(A[i])
         except np.linalg.LinAlgError:
             pass
-    failed = ~np.all(np.isfinite(theta), axis=1) | ~np.isfinite(chi2)
-    return LMResult(theta, cov, chi2, n_iter, converged & ~failed, failed)
+    return cov
