@@ -157,12 +157,14 @@ def test_float32_forward_model_matches_float64_and_finite_differences(trained):
     F, J = model._model_scaled(th, jacobian=True)
     F32, J32 = model._model_scaled(th, jacobian=True, dtype=np.float32)
     Fv, _ = model._model_scaled(th, dtype=np.float32)
+    J32d = model._model_scaled(th, jacobian=True, dtype=np.float32, values=False)[1]     # derivatives only
     # bound: float32 epsilon x the sum of |beta_ij k_i| (<= sum |beta_ij|), per pixel
     bound = 1e-6 * np.abs(model.dual_coef_).sum(axis=1) + 1e-12
     assert np.all(np.abs(F32 - F) <= bound) and np.all(np.abs(Fv - F) <= bound)
     # dF/dtheta_l sums beta_ij k_i (-2 gamma_j) (theta_l - x_il): the same bound times 2 gamma_j max|theta - x|
     reach = np.abs(th[:, None, :] - model.X_train_[None]).max()
-    assert np.all(np.abs(J32 - J) <= (2 * model.gamma_ * reach * bound)[None, :, None])
+    for Jx in (J32, J32d):
+        assert np.all(np.abs(Jx - J) <= (2 * model.gamma_ * reach * bound)[None, :, None])
     scale = np.abs(J).max()
     h = 1e-3
     for k in range(3):

@@ -312,12 +312,14 @@ class SLAM(RegressorMixin, BaseEstimator):
             cache[key] = forward.pixel_groups(self.gamma_, self.dual_coef_, self.intercept_, dtype)
         return cache[key]
 
-    def _model_scaled(self, Th: np.ndarray, jacobian: bool = False, dtype: type = np.float64):
+    def _model_scaled(self, Th: np.ndarray, jacobian: bool = False, dtype: type = np.float64,
+                      values: bool = True):
         """Standardised model flux (m, n_pix) and optionally d/dtheta_scaled (m, n_pix, L).
 
-        ``dtype=np.float32``: kernel products in single precision (:func:`mdslam.slam.forward.model_flux`).
+        ``dtype=np.float32``: kernel products in single precision; ``values=False``: the
+        derivatives only (:func:`mdslam.slam.forward.model_flux`).
         """
-        return forward.model_flux(Th, self.X_train_, self._groups(dtype), self.n_features_in_, jacobian)
+        return forward.model_flux(Th, self.X_train_, self._groups(dtype), self.n_features_in_, jacobian, values)
 
     def predict_flux(self, labels: np.ndarray) -> np.ndarray:
         """Model spectra at given labels (the forward model, all pixels at once).

@@ -49,7 +49,7 @@ def pixel_groups(gamma: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray
 
 
 def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup], n_pix: int,
-               jacobian: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+               jacobian: bool = False, values: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Standardised model flux at standardised labels, and optionally its label derivatives.
 
     Parameters
@@ -67,6 +67,9 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
         Number of pixels of the model.
     jacobian : bool
         Also return ``d f / d theta``.
+    values : bool
+        False (with ``jacobian``): the float32 path skips the model flux
+        (``F`` is then left unset); the float64 path computes it anyway.
 
     Returns
     -------
@@ -82,7 +85,7 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
     for g, pix, BT, b in groups:
         k = rbf_kernel(theta, Xt, g)                    # (m, n_train)
         if BT.dtype == np.float32:
-            _model_flux32(theta, Xt, g, k, BT, b, pix, F, J)
+            _model_flux32(theta, Xt, g, k, BT, b, pix, F if values or not jacobian else None, J)
             continue
         if not jacobian:
             F[:, pix] = k @ BT + b
@@ -98,16 +101,19 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
 
 
 def _model_flux32(theta, Xt, g, k, BT, b, pix, F, J) -> None:
-    """One pixel group of :func:`model_flux` with float32 products (fills ``F``, ``J`` in place)."""
+    """One pixel group of :func:`model_flux` with float32 products (fills ``F`` and/or ``J`` in place)."""
     if J is None:
         F[:, pix] = k.astype(np.float32) @ BT + b
         return
     L = theta.shape[1]
-    stack = np.empty((1 + L,) + k.shape, np.float32)
-    stack[0] = k
+    v = 0 if F is None else 1                            # rows of the stack for the values
+    stack = np.empty((v + L,) + k.shape, np.float32)
+    if v:
+        stack[0] = k
     for li in range(L):                                  # k (theta_l - x_il): no difference of large terms
-        stack[1 + li] = k * (theta[:, li, None] - Xt[None, :, li])
-    prod = (stack.reshape(-1, Xt.shape[0]) @ BT).reshape(1 + L, k.shape[0], -1)
-    F[:, pix] = prod[0] + b
+        stack[v + li] = k * (theta[:, li, None] - Xt[None, :, li])
+    prod = (stack.reshape(-1, Xt.shape[0]) @ BT).reshape(v + L, k.shape[0], -1)
+    if v:
+        F[:, pix] = prod[0] + b
     for li in range(L):
-        J[:, pix, li] = (-2.0 * g) * prod[1 + li]
+        J[:, pix, li] = (-2.0 * g) * prod[v + li]

@@ -78,6 +78,19 @@ def _model_fn(model: Any, dtype: type = np.float64) -> lm.ModelFn:
     return fn
 
 
+def _split_fns(model: Any, dtype: type) -> tuple:
+    """(values, jacobian) of the model in flux units for :func:`mdslam.slam.lm.levenberg_marquardt`'s ``split``."""
+    scale, mean = model.flux_scale_, model.flux_mean_
+
+    def values(th):
+        return mean + model._model_scaled(th, dtype=dtype)[0] * scale
+
+    def jacobian(th):
+        return model._model_scaled(th, jacobian=True, dtype=dtype, values=False)[1] * scale[None, :, None]
+
+    return values, jacobian
+
+
 def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
     """Batched Levenberg-Marquardt (:mod:`mdslam.slam.lm`) in standardised label space.
 
@@ -96,8 +109,9 @@ def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, .
     G, FG = quick_grid(model)
     theta0 = lm.grid_start(fobs, w, G, FG)
     dtype = _lm_dtype(model)
+    split = _split_fns(model, dtype) if dtype != np.float64 else None
     r = lm.levenberg_marquardt(_model_fn(model, dtype), fobs, w, theta0, max_iter=model.lm_max_iter,
-                               xtol=model.lm_xtol, ftol=model.lm_ftol)
+                               xtol=model.lm_xtol, ftol=model.lm_ftol, split=split)
     if dtype == np.float64:
         return tuple(r)
     # single-precision iterations: chi2 and covariance at the solution in double precision
