@@ -381,8 +381,10 @@ def bench_large(n: int = 100_000, chunk_size: int = 1000, keep: bool = False,
         out.unlink()
 
 
-def bench_lm_precision(n: int = 1000) -> None:
-    """Labels of ``n`` mock spectra by the realistic model: float64 LM (reference) vs ``lm_float32``.
+def bench_lm_precision(n: int = 1000, fast: dict | None = None) -> None:
+    """Labels of ``n`` mock spectra by the realistic model: float64 LM (reference) vs ``fast`` options.
+
+    ``fast`` defaults to ``{"lm_float32": True}``; the reference uses the model's own settings.
 
     CPU time per spectrum of ``predict_table`` in this process (one thread), label differences in
     units of the float64 formal errors, and the scatter of both against the mock truth.
@@ -395,15 +397,17 @@ def bench_lm_precision(n: int = 1000) -> None:
     pp = preprocess(spec, grid=lamost_grid(), rv=np.asarray(truth["rv_true"]), progress=False)
     names = ("teff", "logg", "fe_h")
     tabs, cpu = {}, {}
+    fast = fast or {"lm_float32": True}
+    ref = {k: model.get_params()[k] for k in fast}
     for f32 in (False, True):
-        model.set_params(lm_float32=f32)
+        model.set_params(**(fast if f32 else ref))
         model.predict_table(pp.flux[:8], pp.ivar[:8])                 # caches
         c0 = cpu_seconds()
         tabs[f32] = model.predict_table(pp.flux, pp.ivar)
         cpu[f32] = (cpu_seconds() - c0) / n
     t64, t32 = tabs[False], tabs[True]
     report("realistic model labels, float64 LM (reference), CPU", 1e3 * cpu[False], "ms/spectrum")
-    report("realistic model labels, lm_float32, CPU", 1e3 * cpu[True], "ms/spectrum",
+    report(f"realistic model labels, {fast}, CPU", 1e3 * cpu[True], "ms/spectrum",
            "float64 LM", 1e3 * cpu[False], higher_is_better=False)
     ok = t64["converged"] & t32["converged"]
     d = np.column_stack([np.abs(t32[k] - t64[k]) / t64[f"e_{k}"] for k in names])[ok].max(axis=1)
@@ -562,6 +566,8 @@ def main() -> None:
     ap.add_argument("--lm-float32", action="store_true", help="large run with SLAM(lm_float32=True)")
     ap.add_argument("--lm-precision", type=int, default=0, metavar="N",
                     help="only: label N mock spectra with float64 and float32 LM, compare")
+    ap.add_argument("--lm-xtol", type=float, default=None, help="LM step tolerance of the fast labels")
+    ap.add_argument("--lm-ftol", type=float, default=None, help="LM chi2 tolerance of the fast labels")
     ap.add_argument("--book", action="store_true", help="figure + table for book/scaling.md from the JSON")
     a = ap.parse_args()
     if a.book:
@@ -577,13 +583,17 @@ def main() -> None:
     print(f"# {RESULTS_DOC['machine']}")
     print(f"# load average at start: {os.getloadavg()}", flush=True)
     if a.lm_precision:
-        bench_lm_precision(a.lm_precision)
+        fast = {"lm_float32": True, **({"lm_xtol": a.lm_xtol} if a.lm_xtol else {}),
+                **({"lm_ftol": a.lm_ftol} if a.lm_ftol else {})}
+        bench_lm_precision(a.lm_precision, fast)
         return
     if not a.only_large:
         bench_reference_model()
         bench_realistic_model()
     if not a.skip_large:
-        bench_large(a.n_large, model_options={"lm_float32": True} if a.lm_float32 else None)
+        opts = {"lm_float32": True} if a.lm_float32 else {}
+        opts.update({k: v for k, v in (("lm_xtol", a.lm_xtol), ("lm_ftol", a.lm_ftol)) if v})
+        bench_large(a.n_large, model_options=opts or None)
     extrapolate()
     RESULTS_DOC["machine"]["load_at_end"] = os.getloadavg()
     JSON_PATH.write_text(json.dumps(RESULTS_DOC, indent=1, default=float))
