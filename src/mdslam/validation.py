@@ -6,7 +6,8 @@ outside the root is a slip), the equal-count SNR bins of their Fig. 5 and the
 power-law fits of eqs. 6-8; the "median +- standard deviation" comparisons of
 both papers (:func:`compare`, :func:`binned_medians`), the wide-binary
 consistency test of Li et al. 2021 sec. 5.2 (:func:`pair_statistics`) and the
-open-cluster table of Li et al. 2021 Table 3 (:func:`cluster_statistics`).
+open-cluster table of Li et al. 2021 Table 3 (:func:`cluster_statistics`) and the
+FGK+FGK wide-binary test of the sign of Q25 eq. 11 (:func:`niu2023_sign_test`).
 
 Conventions: differences are ``x - y`` (e.g. SLAM minus reference); standard
 deviations use ``ddof=0`` (numpy's default); the robust scatter is
@@ -40,6 +41,9 @@ __all__ = [
     "PairStatistics",
     "pair_statistics",
     "cluster_statistics",
+    "NIU2023_CONVENTIONS",
+    "niu2023_pair_differences",
+    "niu2023_sign_test",
     "ESTIMATORS",
     "compare_estimators",
 ]
@@ -594,6 +598,89 @@ def pair_statistics(x1: np.ndarray, err1: np.ndarray, x2: np.ndarray, err2: np.n
 # --------------------------------------------------------------------------- #
 # open clusters (Li 2021 Table 3)
 # --------------------------------------------------------------------------- #
+# --------------------------------------------------------------------------- #
+# Q25 Fig. 12: the sign of eq. 11 (Niu et al. 2023) on FGK+FGK wide binaries
+# --------------------------------------------------------------------------- #
+#: How eq. 11's Delta can be applied: not at all, removed (``feh - Delta``, the
+#: convention of :func:`mdslam.relations.niu2023_corrected_feh`) or added.
+NIU2023_CONVENTIONS: dict[str, int] = {"uncorrected": 0, "feh - Delta (adopted)": -1, "feh + Delta": 1}
+
+
+def niu2023_pair_differences(teff1: np.ndarray, feh1: np.ndarray, teff2: np.ndarray,
+                             feh2: np.ndarray) -> dict[str, np.ndarray]:
+    """Primary-minus-secondary [Fe/H] of FGK+FGK pairs under each reading of Q25 eq. 11.
+
+    Parameters
+    ----------
+    teff1, feh1 : array_like, shape (n,)
+        LAMOST Teff (K) and [Fe/H] (dex) of the primaries (Q25 Fig. 12's x-axis).
+    teff2, feh2 : array_like, shape (n,)
+        The same for the secondaries.
+
+    Returns
+    -------
+    dict of str -> ndarray, shape (n,)
+        One entry per :data:`NIU2023_CONVENTIONS` key: ``[Fe/H]_1 - [Fe/H]_2``
+        after ``feh + s * Delta(Teff)`` with the convention's sign ``s``, in dex;
+        NaN where a Teff is outside 4000-7000 K (eq. 11 not calibrated there).
+    """
+    from .relations import niu2023_correction
+
+    t1, t2 = np.asarray(teff1, float), np.asarray(teff2, float)
+    f1, f2 = np.asarray(feh1, float), np.asarray(feh2, float)
+    d1, d2 = niu2023_correction(t1), niu2023_correction(t2)
+    raw = np.where(np.isfinite(d1) & np.isfinite(d2), f1 - f2, np.nan)
+    return {name: raw + s * (d1 - d2) for name, s in NIU2023_CONVENTIONS.items()}
+
+
+def niu2023_sign_test(teff1: np.ndarray, feh1: np.ndarray, teff2: np.ndarray, feh2: np.ndarray,
+                      bins: int | np.ndarray | None = None) -> Table:
+    """Which sign of Q25 eq. 11 makes the pair [Fe/H] difference flat in Teff (Q25 Fig. 12).
+
+    The two stars of a wide binary share one [Fe/H]; a Teff-dependent bias of
+    the survey shows as a trend of ``[Fe/H]_1 - [Fe/H]_2`` with the primary's
+    Teff. Q25 (appendix, Fig. 12) find that the correction makes the difference
+    "independent of Teff" and "converge to zero" on 4,078 LAMOST DR11 pairs;
+    this measures each reading of the correction on the same footing.
+
+    Parameters
+    ----------
+    teff1, feh1, teff2, feh2 : array_like, shape (n,)
+        As in :func:`niu2023_pair_differences` (K, dex).
+    bins : int or array_like, optional
+        Primary-Teff bins (K) for the binned medians (:func:`binned_medians`);
+        default 500 K wide from 4000 to 7000 K.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per convention: ``convention``, ``n`` (pairs with both Teff in
+        4000-7000 K), ``median`` and ``std`` of the difference (dex),
+        ``slope`` (dex per 1000 K, least squares of the difference on the
+        primary's Teff) and ``binned_spread`` (dex: the standard deviation of
+        the binned medians with at least 5 pairs; 0 for a flat relation).
+    """
+    diffs = niu2023_pair_differences(teff1, feh1, teff2, feh2)
+    t1 = np.asarray(teff1, float)
+    bins = np.arange(4000.0, 7001.0, 500.0) if bins is None else bins
+    rows = []
+    for name, d in diffs.items():
+        ok = np.isfinite(d) & np.isfinite(t1)
+        n = int(ok.sum())
+        slope = float(np.polyfit(t1[ok] / 1000.0, d[ok], 1)[0]) if n >= 2 else np.nan
+        spread = np.nan
+        if n:
+            med = binned_medians(t1[ok], d[ok], bins=bins, min_count=5)["median"]
+            med = np.asarray(med, float)[np.isfinite(med)]
+            spread = float(np.std(med)) if med.size >= 2 else np.nan
+        rows.append((name, n, float(np.median(d[ok])) if n else np.nan,
+                     float(np.std(d[ok])) if n else np.nan, slope, spread))
+    out = Table(rows=rows, names=("convention", "n", "median", "std", "slope", "binned_spread"))
+    for c, u in (("median", "dex"), ("std", "dex"), ("binned_spread", "dex")):
+        out[c].unit = u
+    return out
+
+
 def _cluster_key(name: str) -> str:
     """'Melotte_22', ' melotte 22 ' -> 'MELOTTE 22' (OCCAM member and cluster tables differ)."""
     return " ".join(str(name).replace("_", " ").split()).upper()
