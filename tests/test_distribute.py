@@ -124,3 +124,13 @@ def test_lost_worker_data_is_scattered_again(problem, cluster):
         remote = BlockRunner(2, spy).solve(solve_svr_staged, ke, Y, 1.0, 0.05, tol=1e-3)
     assert spy.scattered.count("KernelEig") == 2
     assert np.array_equal(local.beta, remote.beta) and np.array_equal(local.intercept, remote.intercept)
+
+
+def test_nystrom_fit_on_dask_is_bit_identical(problem, cluster):
+    """kernel_rank (Nystrom landmarks) with a client: the in-process model with the same n_jobs."""
+    flux, ivar, lab = problem
+    kw = dict(GRID, cv=3, random_state=3, kernel_rank=60)
+    ref = SLAM(**kw, n_jobs=2).fit(flux, lab, ivar)
+    dist = SLAM(**kw).fit(flux, lab, ivar, client=cluster)
+    for name in FITTED:
+        assert np.array_equal(getattr(dist, name), getattr(ref, name), equal_nan=True), name
