@@ -72,6 +72,7 @@ __all__ = [
     "li2021_published",
     "tess_cool_dwarfs",
     "galgano2020_table",
+    "teff_bt_references",
     "CHAPTER_INPUTS",
     "INPUT_NAMES",
     "fetch",
@@ -1222,6 +1223,25 @@ def galgano2020_table(*, columns: Sequence[str] = ("**", "_RAJ2000", "_DEJ2000")
     tab = _radec_teff(tab, f"Galgano et al. 2020 ({GALGANO2020_VIZIER})")
     tab.meta["provenance"] = f"archive: VizieR {GALGANO2020_VIZIER} (Galgano et al. 2020), N={len(tab):,}"
     return tab
+
+
+def teff_bt_references(data_mode: str = "offline") -> dict:
+    """The catalogues Li et al. (2021) sec. 4.1.2 compare TEFF_BT with, in the form of
+    :func:`mdslam.gridslam.compare_teff_bt`: ``{name: (table, Teff column, RA column, Dec column)}``.
+
+    Offline: B20 Table 6 from the registry (``birky2020_table6_full``; the TESS Cool Dwarf
+    Catalog and Galgano et al. 2020 are not in the mirror). Archive: B20 Table 6
+    (:func:`b20_table`), :func:`tess_cool_dwarfs` and :func:`galgano2020_table` from VizieR.
+    """
+    from .. import datasets
+
+    if data_mode == "offline":
+        return {"B20": (datasets.load("birky2020_table6_full"), "TEFF", "RA", "DEC")}
+    if data_mode != "archive":
+        raise ValueError(f"data_mode must be 'offline' or 'archive', got {data_mode!r}")
+    return {"B20": (b20_table(), "TEFF", "RA", "DEC"),
+            "TESS CDC": (tess_cool_dwarfs(), "teff", "ra", "dec"),
+            "Galgano 2020": (galgano2020_table(), "teff", "ra", "dec")}
 
 
 # --------------------------------------------------------------------------- #
