@@ -884,6 +884,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("05", {}, {}),
     ("06", {}, {}),
     ("08", {}, {}),
+    ("09", {"n_draw": 120, "n_test": 20, "n_per_bin": 10, "both_surveys": False, "cv": 2}, {}),
 ])
 def test_chapter_runs_in_archive_mode_against_the_replays(inp, tmp_path, number, params, expect, monkeypatch):
     """`mdslam book --only NN -p data_mode archive` with every service on 127.0.0.1."""
