@@ -21,6 +21,7 @@ from mdslam.slam import (
     _iter_folds,
     describe_flag,
 )
+from mdslam.slam.infer import quick_grid
 from mdslam.svr import KernelEig, kkt_gap, rbf_kernel, solve_svr_exact
 
 LABELS = ["teff", "logg", "fe_h"]
@@ -384,10 +385,10 @@ def test_set_params_on_fitted_model_drops_the_prediction_cache(trained):
     m = copy.deepcopy(model).set_params(quick_grid=None)
     flux, ivar, _, _ = make_spectra(5, seed=13)
     m.predict(flux, ivar)
-    n_start = m._quick_grid()[0].shape[0]
+    n_start = quick_grid(m)[0].shape[0]
     assert n_start == model.n_train_                        # training labels only
     m.set_params(quick_grid=4)
-    assert m._quick_grid()[0].shape[0] == model.n_train_ + 4**3
+    assert quick_grid(m)[0].shape[0] == model.n_train_ + 4**3
     assert np.array_equal(m.dual_coef_, model.dual_coef_)   # fitted state kept
 
 

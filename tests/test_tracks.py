@@ -100,16 +100,24 @@ def _toy_training_set(n=40, n_pix=12, seed=0, track="toy", int_ids=True):
 TOY_GRID = dict(C=(10.0,), epsilon=(0.05,), gamma=(0.3,))
 
 
-def test_model_key_depends_on_stars_grid_folds_and_seed():
-    ts = _toy_training_set()
-    k = tracks._model_key(ts, TOY_GRID, 5, 0)
-    assert k == tracks._model_key(ts, dict(TOY_GRID), 5, 0) and len(k) == 16
-    assert k != tracks._model_key(ts, TOY_GRID, 4, 0)
-    assert k != tracks._model_key(ts, TOY_GRID, 5, 1)
-    assert k != tracks._model_key(ts, dict(TOY_GRID, C=(1.0,)), 5, 0)
-    assert k != tracks._model_key(ts.subset(np.arange(39)), TOY_GRID, 5, 0)
-    # string ids (LAMOST track) hash too
-    assert len(tracks._model_key(_toy_training_set(int_ids=False), TOY_GRID, 5, 0)) == 16
+def _count_fits(monkeypatch):
+    """Count the calls of SLAM.fit (the work the cache saves)."""
+    from mdslam.slam import SLAM
+
+    calls = []
+    fit = SLAM.fit
+
+    def counting_fit(self, *a, **k):
+        calls.append(1)
+        return fit(self, *a, **k)
+
+    monkeypatch.setattr(SLAM, "fit", counting_fit)
+    return calls
+
+
+def _cache_entries(root, func):
+    """The joblib.Memory entries (output files) of ``func`` of tracks under ``root``."""
+    return sorted((root / "models").rglob(f"*{func}/*/output.pkl"))
 
 
 def test_cv_labels_are_cached_on_disk_and_reused(tmp_path, monkeypatch):
@@ -119,9 +127,9 @@ def test_cv_labels_are_cached_on_disk_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path))
     ts = _toy_training_set()
     cvt, model = tracks.cv_labels(ts, grid=TOY_GRID, cv=4, seed=3)
-    key = tracks._model_key(ts, TOY_GRID, 4, 3)
-    assert (tmp_path / "models" / f"toy_cv_{key}.fits").exists()
-    assert (tmp_path / "models" / f"toy_slam_{key}.npz").exists()
+    # one model and one CV table, both under $MDSLAM_CACHE/models
+    assert len(_cache_entries(tmp_path, "_fit")) == 1
+    assert len(_cache_entries(tmp_path, "_cross_validate")) == 1
     assert list(cvt["id"]) == list(ts.labels["id"])
     # CV labels are out-of-fold: close to the truth but not the in-sample fit
     insample = model.predict(ts.spectra.flux, ts.spectra.ivar)
@@ -134,9 +142,60 @@ def test_cv_labels_are_cached_on_disk_and_reused(tmp_path, monkeypatch):
 
     monkeypatch.setattr(SLAM, "fit", boom)
     monkeypatch.setattr(SLAM, "cv_predict", boom)
-    again, _ = tracks.cv_labels(ts, grid=TOY_GRID, cv=4, seed=3)
-    np.testing.assert_allclose(np.asarray(again["teff"]), np.asarray(cvt["teff"]))
-    assert np.isnan(np.asarray(again["e_teff_cv"])).all()  # NaN survives the FITS round trip unmasked
+    again, model2 = tracks.cv_labels(ts, grid=TOY_GRID, cv=4, seed=3)
+    np.testing.assert_array_equal(np.asarray(again["teff"]), np.asarray(cvt["teff"]))
+    np.testing.assert_array_equal(model2.predict(ts.spectra.flux, ts.spectra.ivar), insample)
+    assert again.meta["CV"] == 4 and again.meta["SEED"] == 3 and again.meta["TRACK"] == "toy"
+
+
+def test_model_cache_key_is_stars_labels_grid_folds_and_seed(tmp_path, monkeypatch):
+    from mdslam import datasets
+
+    monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path))
+    ts = _toy_training_set()
+    fits = _count_fits(monkeypatch)
+    tracks.slam_model(ts, grid=TOY_GRID, cv=4, seed=0)
+    tracks.slam_model(ts, grid={k: list(v) for k, v in TOY_GRID.items()}, cv=4, seed=0)  # same grid
+    tracks.slam_model(_toy_training_set(), grid=TOY_GRID, cv=4, seed=0)  # same stars, rebuilt
+    assert len(fits) == 1
+    tracks.slam_model(ts, grid=TOY_GRID, cv=3, seed=0)
+    tracks.slam_model(ts, grid=TOY_GRID, cv=4, seed=1)
+    tracks.slam_model(ts, grid=dict(TOY_GRID, C=(1.0,)), cv=4, seed=0)
+    tracks.slam_model(ts.subset(np.arange(39)), grid=TOY_GRID, cv=4, seed=0)
+    tracks.slam_model(_toy_training_set(int_ids=False), grid=TOY_GRID, cv=4, seed=0)  # string ids, same spectra: same model
+    assert len(fits) == 5
+    assert len(_cache_entries(tmp_path, "_fit")) == 5
+
+
+def test_unreadable_cache_entry_is_named_and_recomputed(tmp_path, monkeypatch):
+    from mdslam import datasets
+
+    monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path))
+    ts = _toy_training_set()
+    cvt, model = tracks.cv_labels(ts, grid=TOY_GRID, cv=4, seed=3)
+    (entry,) = _cache_entries(tmp_path, "_fit")
+    entry.write_bytes(b"not a pickle")
+    fits = _count_fits(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="unreadable cache entry .*_fit") as caught:
+        again = tracks.slam_model(ts, grid=TOY_GRID, cv=4, seed=3)
+    assert str(entry.parent) in str(caught[0].message)
+    assert len(fits) == 1  # retrained once, and the entry is readable again
+    np.testing.assert_array_equal(again.predict(ts.spectra.flux, ts.spectra.ivar),
+                                  model.predict(ts.spectra.flux, ts.spectra.ivar))
+    tracks.slam_model(ts, grid=TOY_GRID, cv=4, seed=3)
+    assert len(fits) == 1
+
+
+def test_cache_false_recomputes_and_writes_nothing(tmp_path, monkeypatch):
+    from mdslam import datasets
+
+    monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path))
+    ts = _toy_training_set()
+    fits = _count_fits(monkeypatch)
+    tracks.cv_labels(ts, grid=TOY_GRID, cv=4, seed=3, cache=False)
+    tracks.slam_model(ts, grid=TOY_GRID, cv=4, seed=3, cache=False)
+    assert len(fits) == 2
+    assert not (tmp_path / "models").exists()
 
 
 def test_xp_slam_labels_use_cv_for_training_stars_and_predictions_otherwise(tmp_path, monkeypatch):

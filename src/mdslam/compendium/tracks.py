@@ -7,17 +7,22 @@ labels, and a seeded train/test split. Every function returns the data and a
 short provenance string for figure captions.
 
 The SLAM model of a track (:func:`slam_model`) and the k-fold cross-validated
-labels of its training stars (:func:`cv_labels`) are cached on disk in
-``datasets.cache_dir()/models``, keyed by the training stars, labels, grid,
-folds and seed, so the chapters share one training and one CV run.
+labels of its training stars (:func:`cv_labels`) are cached on disk by
+:class:`joblib.Memory` in ``datasets.cache_dir()/models`` (``MDSLAM_CACHE``),
+keyed by the training spectra, labels, grid, folds and seed, so the chapters
+share one training and one CV run.
 :func:`xp_slam_labels` gives every XP M dwarf a label that is never in-sample:
 CV for training stars, a prediction for the others.
 """
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import joblib
 import numpy as np
 from astropy.table import Table
 
@@ -258,58 +263,80 @@ def train_test_split(n: int, test_fraction: float = 0.25, seed: int = 42) -> tup
 BOOK_GRID = dict(C=(1.0, 10.0), epsilon=(0.03, 0.1), gamma=(0.1, 0.3, 1.0))
 
 
-def _models_dir():
+def _models_dir() -> Path:
     """``datasets.cache_dir()/models``; silences tqdm's IProgress warning that importing pooch
     raises in a Jupyter kernel without ipywidgets (the chapters' kernels)."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="IProgress not found")
         return datasets.cache_dir() / "models"
 
 
-def _model_key(ts: TrainingSet, grid: dict, cv: int, seed: int) -> str:
-    """Cache key of a model: training stars, labels, grid, folds and seed (16 hex digits)."""
-    import hashlib
-    import json
+#: What reading a damaged or stale cache entry raises: the entry is recomputed, with a warning.
+_UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, KeyError, AttributeError, ImportError, OSError)
 
-    ids = [int(i) if isinstance(i, (int, np.integer)) else str(i) for i in ts.labels["id"]]
-    return hashlib.sha256(json.dumps({"ids": ids, "labels": ts.label_names,
-                                      "grid": {k: list(map(float, v)) for k, v in grid.items()},
-                                      "cv": cv, "seed": seed}, sort_keys=True).encode()).hexdigest()[:16]
+
+def _memoized(func, cache: bool, ignore: tuple[str, ...] = (), **kwargs):
+    """``func(**kwargs)`` through a :class:`joblib.Memory` in :func:`_models_dir`.
+
+    The entry is keyed by joblib's hash of the arguments (arrays by content)
+    except those in ``ignore``, and by ``func``'s code. An entry that cannot be
+    read is named in a warning, cleared and recomputed; ``cache=False`` calls
+    ``func`` and writes nothing.
+    """
+    if not cache:
+        return func(**kwargs)
+    cached = joblib.Memory(_models_dir(), verbose=0).cache(func, ignore=list(ignore))
+    if cached.check_call_in_cache(**kwargs):
+        ref = cached.call_and_shelve(**kwargs)
+        try:
+            return ref.get()
+        except _UNREADABLE as exc:
+            entry = Path(ref.store_backend.location, ref.func_id, ref.args_id)
+            warnings.warn(f"unreadable cache entry {entry} ({type(exc).__name__}: {exc}): recomputed",
+                          RuntimeWarning, stacklevel=3)
+            ref.clear()
+    return cached(**kwargs)
+
+
+def _fit(flux, y, ivar, wavelength, label_names, label_units, grid, cv, seed):
+    """The SLAM model of :func:`slam_model` (arrays as in :class:`TrainingSet`)."""
+    from ..slam import SLAM
+
+    return SLAM(cv=cv, random_state=seed, **grid).fit(flux, y, ivar, wavelength=wavelength,
+                                                      label_names=label_names, label_units=label_units)
+
+
+def _cross_validate(model, flux, y, ivar, wavelength, label_names, label_units, grid, cv, seed,
+                    snr, ids, nested, track):
+    """The CV table of :func:`cv_labels`; ``model`` is the :func:`_fit` of the other arguments
+    (left out of the cache key)."""
+    t = model.cv_predict(flux, y, ivar, snr=snr, ids=ids, nested=nested)
+    t.meta["TRACK"], t.meta["CV"], t.meta["SEED"], t.meta["NESTED"] = track, cv, seed, bool(nested)
+    return t
+
+
+def _fit_arguments(ts: TrainingSet, grid: dict | None, cv: int, seed: int) -> dict:
+    """The arguments of :func:`_fit` for the training set ``ts``: what a cached model is keyed by."""
+    return dict(flux=ts.spectra.flux, y=ts.y, ivar=ts.spectra.ivar, wavelength=ts.spectra.wavelength,
+                label_names=list(ts.label_names),
+                label_units=[str(ts.labels[n].unit or "") for n in ts.label_names],
+                grid={k: tuple(map(float, v)) for k, v in dict(grid or BOOK_GRID).items()}, cv=cv, seed=seed)
 
 
 def slam_model(ts: TrainingSet, grid: dict | None = None, cv: int = 5, seed: int = 0, cache: bool = True):
     """A SLAM model trained on the training set ``ts`` of any track, cached on disk.
 
-    The model file ``<track>_slam_<key>.npz`` is keyed by the training stars, the
-    labels, the grid (default :data:`BOOK_GRID`), ``cv`` and ``seed`` and kept in
-    ``datasets.cache_dir()/models`` (``cache=False`` retrains), so the chapters
-    that need the same model train it once.
+    The model is kept by :class:`joblib.Memory` in ``datasets.cache_dir()/models``
+    (``MDSLAM_CACHE``), keyed by the training spectra, labels, the grid
+    (default :data:`BOOK_GRID`), ``cv`` and ``seed``, so the chapters that need
+    the same model train it once. ``cache=False`` retrains and writes nothing; an
+    unreadable cache entry is named in a warning and retrained.
 
     Returns
     -------
     SLAM
     """
-    from ..slam import SLAM
-
-    grid = dict(grid or BOOK_GRID)
-    path = _models_dir() / f"{ts.track}_slam_{_model_key(ts, grid, cv, seed)}.npz"
-    if cache and path.exists():
-        try:
-            return SLAM.load(path)
-        except Exception:  # a stale or corrupted cache entry: retrain
-            pass
-    model = SLAM(cv=cv, random_state=seed, **grid).fit(
-        ts.spectra.flux, ts.y, ts.spectra.ivar, wavelength=ts.spectra.wavelength,
-        label_names=ts.label_names, label_units=[str(ts.labels[n].unit or "") for n in ts.label_names])
-    if cache:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            model.save(path)
-        except Exception:  # the model file format may not be available: keep going uncached
-            pass
-    return model
+    return _memoized(_fit, cache, **_fit_arguments(ts, grid, cv, seed))
 
 
 def cv_labels(ts: TrainingSet, grid: dict | None = None, cv: int = 5, seed: int = 0,
@@ -317,10 +344,9 @@ def cv_labels(ts: TrainingSet, grid: dict | None = None, cv: int = 5, seed: int 
     """k-fold cross-validated SLAM labels of the training set ``ts``, cached on disk.
 
     Every training star is labelled by a model fitted without its fold
-    (:meth:`mdslam.slam.SLAM.cv_predict`), never in-sample. The table is kept
-    as FITS in ``datasets.cache_dir()/models/<track>_cv_<key>[_nested].fits``
-    with the key of :func:`slam_model` (training stars, labels, grid, ``cv``,
-    ``seed``), so every chapter computes it once; ``cache=False`` recomputes.
+    (:meth:`mdslam.slam.SLAM.cv_predict`), never in-sample. The table is cached
+    next to the model of :func:`slam_model` (same key, plus the ids, SNR and
+    ``nested``), so every chapter computes it once; ``cache=False`` recomputes.
 
     Parameters
     ----------
@@ -336,40 +362,11 @@ def cv_labels(ts: TrainingSet, grid: dict | None = None, cv: int = 5, seed: int 
         labels, ``e_<label>``, ``e_<label>_cv``, fit diagnostics, ``flag`` and
         ``<label>_true``) and the model fitted on all training stars.
     """
-    model = slam_model(ts, grid=grid, cv=cv, seed=seed, cache=cache)
-    key = _model_key(ts, dict(grid or BOOK_GRID), cv, seed)
-    path = _models_dir() / f"{ts.track}_cv_{key}{'_nested' if nested else ''}.fits"
-    ids = np.asarray(ts.labels["id"])
-    if cache and path.exists():
-        try:
-            t = _unmask(Table.read(path))
-            if len(t) == len(ts) and np.array_equal(np.asarray(t["id"]).astype(ids.dtype), ids):
-                return t, model
-        except Exception:  # unreadable cache entry: recompute
-            pass
-    t = model.cv_predict(ts.spectra.flux, ts.y, ts.spectra.ivar, snr=ts.snr, ids=ids, nested=nested)
-    t.meta["TRACK"], t.meta["CV"], t.meta["SEED"], t.meta["NESTED"] = ts.track, cv, seed, bool(nested)
-    if cache:
-        import warnings
-
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with warnings.catch_warnings():  # 'dex' is no FITS unit: the cache does not need it
-                warnings.simplefilter("ignore")
-                t.write(path, overwrite=True)
-        except OSError:  # read-only cache: keep going uncached
-            pass
+    args = _fit_arguments(ts, grid, cv, seed)
+    model = _memoized(_fit, cache, **args)
+    t = _memoized(_cross_validate, cache, ignore=("model",), model=model, **args, snr=ts.snr,
+                  ids=np.asarray(ts.labels["id"]), nested=bool(nested), track=ts.track)
     return t, model
-
-
-def _unmask(t: Table) -> Table:
-    """Float columns read back from FITS with NaN masked: plain arrays with NaN again."""
-    for name in t.colnames:
-        col = t[name]
-        if getattr(col, "mask", None) is not None and col.dtype.kind == "f":
-            t[name] = np.asarray(col.filled(np.nan))
-            t[name].unit, t[name].description = col.unit, col.description
-    return t
 
 
 def xp_slam_model(ts: TrainingSet | None = None, grid: dict | None = None, cv: int = 5, seed: int = 0,

@@ -14,62 +14,30 @@ with the chi2 of eq. 3 divided by a scale ``s`` chosen by CV
 (:mod:`mdslam.slam.posterior`): the MAP, and the posterior mean and standard
 deviation, the mean being the headline label.
 
-What is here, and where mdslam departs from the published code (astroslam):
-
-* :class:`SLAM` -- a scikit-learn estimator (``fit``/``predict``,
-  ``get_params``/``set_params``/``clone``).  Training solves the SVR duals of
-  all pixels together (:mod:`mdslam.svr`), so it is much faster than one
-  libsvm call per pixel, and reaches libsvm's optimum (same KKT stopping rule;
-  the final fit is refined to the exact optimum).
-* CV folds are shuffled with a seed (astroslam's are not).
-* The model variance is the CV-MSE of Li eq. 3 (astroslam: in-sample MSE,
-  turned into an inverse variance as ``mse**-2``).
-* Labels come from Levenberg-Marquardt with an analytic Jacobian (astroslam:
-  ``least_squares(method="trf", loss="soft_l1")`` with finite differences).
-* Formal uncertainties are ``sqrt(diag((J^T W J)^-1))``, *not* scaled by the
-  reduced chi2 (the table gives ``rchi2`` to do so); empirical uncertainties
-  follow Qiu eqs. 6-8, ``sigma = a * SNR**b`` fitted to CV scatter
-  (:meth:`SLAM.fit_error_law`).
-* Pixels with no usable training flux, or masked in a spectrum (ivar 0 /
-  NaN), drop out of the likelihood; astroslam's silent drop of pixels with
-  scaled ivar < 1 is not reproduced.
+This file is the estimator a reader meets: its parameters, ``fit``,
+``predict``/``predict_table``, ``cv_predict``, ``fit_error_law`` and
+``save``/``load``.  The work is done by functions in the sibling modules
+(listed in :mod:`mdslam.slam`, with where mdslam departs from astroslam).
 
 Flags (bit values of the ``flag`` column): :class:`mdslam.flags.LabelFlag`.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from astropy.table import Table
-from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from .. import checks, modelfile
-from ..flags import LABEL_FLAG_MEANING, LabelFlag, label_flag_meanings
-from . import errorlaw, forward, lm, posterior
-from ._util import _n_workers, _progress
-from .training import (
-    _grid_edge_fraction,
-    _grid_search_cv,
-    _iter_folds,
-    _n_folds,
-    _refit_all,
-    _standardise,
-)
-
-__all__ = [
-    "SLAM",
-    "QIU2025_USABLE_RANGE",
-    "DEFAULT_C",
-    "DEFAULT_EPSILON",
-    "DEFAULT_GAMMA",
-    "describe_flag",
-]
+from .. import checks
+from . import cv as _cv
+from . import errorlaw, forward, infer, inputs, persistence, quality
+from . import table as _table
+from ._util import _n_workers
+from .training import _grid_edge_fraction, _grid_search_cv, _iter_folds, _refit_all, _standardise
 
 #: Qiu et al. 2025 Table 1 "usable range" (SLAM valid), for ``SLAM(domain=...)``.
 QIU2025_USABLE_RANGE = {"fe_h": (-0.6, 0.5), "teff": (3100.0, 3900.0), "logg": (4.45, 4.95)}
@@ -82,22 +50,6 @@ QIU2025_USABLE_RANGE = {"fe_h": (-0.6, 0.5), "teff": (3100.0, 3900.0), "logg": (
 DEFAULT_C = (1.0, 10.0, 100.0, 1000.0)
 DEFAULT_EPSILON = (0.01, 0.03, 0.1, 0.3, 1.0)
 DEFAULT_GAMMA = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-
-#: Candidate chi2 scales ``s`` (likelihood ``exp(-chi2 / 2s)``) for ``chi2_scale="cv"``.
-CHI2_SCALE_GRID = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0)
-
-
-def describe_flag(flag: int, label_names: Sequence[str] = ()) -> list[str]:
-    """Human-readable meanings of the bits set in ``flag``.
-
-    Parameters
-    ----------
-    flag : int
-        A value of the ``flag`` column of :meth:`SLAM.predict_table`.
-    label_names : sequence of str
-        The model's label names, to name the "outside domain" bits.
-    """
-    return label_flag_meanings(flag, label_names)
 
 
 class SLAM(RegressorMixin, BaseEstimator):
@@ -159,7 +111,7 @@ class SLAM(RegressorMixin, BaseEstimator):
     chi2_scale : "cv" or float
         ``s`` of the likelihood ``exp(-chi2 / 2s)``: about the number of pixels
         per independent datum (correlated pixels make ``s > 1``).  ``"cv"``:
-        chosen in :meth:`fit` among :data:`CHI2_SCALE_GRID` by the k-fold CV
+        chosen in :meth:`fit` among :data:`mdslam.slam.cv.CHI2_SCALE_GRID` by the k-fold CV
         error of the posterior-mean labels (only when ``prior`` is set).
 
     Attributes
@@ -283,13 +235,9 @@ class SLAM(RegressorMixin, BaseEstimator):
             return self._fit(X, y, ivar, wavelength, label_names, label_units)
 
     def _fit(self, X, y, ivar, wavelength, label_names, label_units) -> SLAM:
-        flux, labels, good = self._check_training(X, y, ivar)
+        flux, labels, good = inputs.check_training(X, y, ivar)
         n, n_pix = flux.shape
-        L = labels.shape[1]
-        self.label_names_ = list(label_names) if label_names is not None else [f"label{k}" for k in range(L)]
-        self.label_units_ = list(label_units) if label_units is not None else [""] * L
-        if len(self.label_names_) != L or len(self.label_units_) != L:
-            raise ValueError(f"label_names/label_units must have {L} entries")
+        self.label_names_, self.label_units_ = inputs.label_metadata(label_names, label_units, labels.shape[1])
         # --- input checks (mdslam.checks): poison is an error or a logged, counted exclusion
         keep = checks.training_rows(labels, good, self.label_names_, self.label_units_,
                                     self.C, self.epsilon, self.gamma, self.cv)
@@ -298,47 +246,26 @@ class SLAM(RegressorMixin, BaseEstimator):
             ivar = None if ivar is None else np.asarray(ivar, float)[keep]
             n = flux.shape[0]
         # --- end of input checks
-        self.wavelength_ = (np.arange(n_pix, dtype=float) if wavelength is None
-                            else np.asarray(wavelength, float).ravel())
-        if self.wavelength_.size != n_pix:
-            raise ValueError(f"wavelength has {self.wavelength_.size} entries, flux has {n_pix} pixels")
-
+        self.wavelength_ = inputs.wavelength_grid(wavelength, n_pix)
         Xs, Ys, scalers = _standardise(flux, labels, good)
         self.label_mean_, self.label_scale_, self.flux_mean_, self.flux_scale_ = scalers
-        Cs = np.asarray(self.C, float).ravel()
-        es = np.asarray(self.epsilon, float).ravel()
-        gs = np.asarray(self.gamma, float).ravel()
-        if min(Cs.size, es.size, gs.size) == 0 or np.any(Cs <= 0) or np.any(es < 0) or np.any(gs <= 0):
-            raise ValueError("C and gamma grids must be positive, epsilon non-negative, none empty")
-        self.param_grid_ = {"C": Cs, "epsilon": es, "gamma": gs}
+        self.param_grid_ = inputs.hyperparameter_grid(self.C, self.epsilon, self.gamma)
+        Cs, es, gs = self.param_grid_["C"], self.param_grid_["epsilon"], self.param_grid_["gamma"]
 
+        # per-pixel (C, epsilon, gamma) of lowest k-fold CV-MSE
         folds = _iter_folds(n, self.cv, self.random_state)
         nw = _n_workers(self.n_jobs)
         sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, nw)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mse = sse / cnt                                   # (nC, neps, ng, n_pix)
-            md = se / cnt
-        flat = mse.reshape(-1, n_pix)
-        usable = cnt > 0
-        best = np.zeros(n_pix, int)
-        if usable.any():
-            best[usable] = np.nanargmin(np.where(np.isfinite(flat[:, usable]), flat[:, usable], np.inf), axis=0)
-        ic, ie, ig = np.unravel_index(best, mse.shape[:3])
-        self.C_ = Cs[ic]
-        self.epsilon_ = es[ie]
-        self.gamma_ = gs[ig]
-        self.cv_mse_grid_ = np.moveaxis(mse, -1, 0)              # (n_pix, nC, neps, ng), scaled
-        self.cv_mse_scaled_ = np.where(usable, flat[best, np.arange(n_pix)], np.inf)
-        self.cv_md_scaled_ = np.where(usable, md.reshape(-1, n_pix)[best, np.arange(n_pix)], np.nan)
+        for attr, value in _cv.choose_hyperparameters(sse, se, cnt, Cs, es, gs).items():
+            setattr(self, attr, value)
         self.cv_mse_ = self.cv_mse_scaled_ * self.flux_scale_**2
         self.cv_md_ = self.cv_md_scaled_ * self.flux_scale_
-        self.pixel_usable_ = usable
         self.grid_edge_fraction_ = _grid_edge_fraction(self)
 
         # final fits on all training stars, per gamma group
         self.X_train_ = Xs
         self.dual_coef_, self.intercept_, refit_info = _refit_all(
-            Xs, Ys, good, self.C_, self.epsilon_, self.gamma_, usable, self.tol, self.refit_tol,
+            Xs, Ys, good, self.C_, self.epsilon_, self.gamma_, self.pixel_usable_, self.tol, self.refit_tol,
             self.verbose, nw)
         self.training_domain_ = np.column_stack([labels.min(axis=0), labels.max(axis=0)])
         self.n_train_ = n
@@ -346,118 +273,13 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.error_law_ = None
         self.solver_info_ = {**info, **refit_info, "n_folds": len(folds)}
         self._reset_cache()
-        self._fit_likelihood_scale(flux, labels, good, ivar, folds)
+        _cv.fit_likelihood_scale(self, flux, labels, good, ivar, folds)
         # --- fit-quality thresholds (mdslam.checks), learnt from the training set itself
         self.knn_k_ = checks.KNN_K
         self.knn_threshold_ = checks.knn_threshold(Xs, self.knn_k_)
-        self.rchi2_threshold_ = checks.rchi2_threshold(self._training_rchi2(flux, good, ivar))
+        self.rchi2_threshold_ = checks.rchi2_threshold(infer.training_rchi2(self, flux, good, ivar))
         # --- end of fit-quality thresholds
         return self
-
-    def _fit_likelihood_scale(self, flux, labels, good, ivar, folds) -> None:
-        """Set ``chi2_scale_`` (CV choice or given) and ``posterior_std_scale_``.
-
-        For ``chi2_scale="cv"`` with a prior: every fold is predicted by the model
-        refitted on the other folds (per-pixel hyperparameters fixed), the
-        posterior mean is computed at every candidate ``s`` of
-        :data:`CHI2_SCALE_GRID`, and the ``s`` of lowest mean normalised MSE
-        (MSE / label variance, averaged over labels) is kept.  At that ``s``,
-        the width of ``(mean - truth) / std`` per label and SNR bin gives
-        ``posterior_std_scale_``.
-        """
-        L = labels.shape[1]
-        self.chi2_scale_cv_ = None
-        self.posterior_std_scale_ = np.column_stack([np.ones(L), np.zeros(L)])
-        self.posterior_std_snr_ref_ = 1.0
-        if self.chi2_scale != "cv":
-            s = float(self.chi2_scale)
-            if not s > 0:
-                raise ValueError(f"chi2_scale must be 'cv' or a positive number, got {self.chi2_scale!r}")
-            self.chi2_scale_ = s
-            return
-        self.chi2_scale_ = 1.0
-        if self.prior is None:
-            return
-        grid = np.asarray(CHI2_SCALE_GRID, float)
-        n = labels.shape[0]
-        means = np.full((grid.size, n, L), np.nan)
-        stds = np.full((grid.size, n, L), np.nan)
-        ivar_arr = None if ivar is None else np.asarray(ivar, float)
-        for tr, te in _progress(folds, self.verbose, "chi2 scale CV", unit="fold"):
-            sub = self._refit_fixed(flux[tr], labels[tr], good[tr])
-            Xte = np.where(good[te], flux[te], np.nan)
-            w = sub._weights(Xte, None if ivar_arr is None else ivar_arr[te])
-            fobs = np.where(w > 0, Xte, 0.0)
-            ok = (w > 0).sum(axis=1) > L
-            idx = te[ok]
-            with threadpool_limits(limits=1, user_api="blas"):
-                th, cov, *_ = sub._lm_batch(fobs[ok], w[ok])
-                for k, s in enumerate(grid):
-                    _, mu, C, _ = sub._posterior_batch(fobs[ok], w[ok], th, s)
-                    means[k, idx], stds[k, idx] = sub._physical(mu, C)
-        best, score = posterior.choose_scale(means, labels)
-        self.chi2_scale_ = float(grid[best])
-        self.chi2_scale_cv_ = {"grid": grid, "score": score}
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = (means[best] - labels) / stds[best]
-        self.posterior_std_scale_, self.posterior_std_snr_ref_ = posterior.fit_std_calibration(
-            z, self._snr(flux, good, ivar_arr))
-
-    def _fit_quality_flags(self, chi2, n_good, labels, flux) -> np.ndarray:
-        """BAD_FIT, FAR_FROM_TRAINING and NOT_NORMALISED bits (:func:`mdslam.checks.fit_flags`), (n,)."""
-        usable = self.pixel_usable_
-        return checks.fit_flags(
-            _rchi2(chi2, n_good, self.label_mean_.size), (labels - self.label_mean_) / self.label_scale_,
-            self.X_train_, flux, rchi2_threshold=getattr(self, "rchi2_threshold_", np.inf),
-            knn_threshold=getattr(self, "knn_threshold_", np.inf), knn_k=getattr(self, "knn_k_", checks.KNN_K),
-            flux_level=float(np.median(self.flux_mean_[usable])) if usable.any() else np.nan)
-
-    def _training_rchi2(self, flux, good, ivar) -> np.ndarray:
-        """Reduced chi2 of the maximum-likelihood fits of the training spectra (in-sample), (n_train,)."""
-        X = np.where(good, flux, np.nan)
-        w = self._weights(X, None if ivar is None else np.asarray(ivar, float))
-        fobs = np.where(w > 0, X, 0.0)
-        n_good = (w > 0).sum(axis=1)
-        L = self.label_mean_.size
-        out = np.full(X.shape[0], np.nan)
-        ok = n_good > L
-        if ok.any():
-            with threadpool_limits(limits=1, user_api="blas"):
-                self._quick_grid()
-                c2 = self._lm_batch(fobs[ok], w[ok])[2]
-            out[ok] = _rchi2(c2, n_good[ok], L)
-        return out
-
-    def _snr(self, flux, ok, ivar) -> np.ndarray:
-        """Median ``|flux| sqrt(ivar)`` over the pixels ``ok`` (n,), NaN without ivar."""
-        n = flux.shape[0]
-        snr = np.full(n, np.nan)
-        if ivar is None:
-            return snr
-        with np.errstate(invalid="ignore"):
-            s = np.where(ok & (ivar > 0), np.abs(flux) * np.sqrt(np.where(ivar > 0, ivar, 0)), np.nan)
-        has = np.isfinite(s).any(axis=1)
-        snr[has] = np.nanmedian(s[has], axis=1)
-        return snr
-
-    def _check_training(self, X, y, ivar):
-        flux = np.array(X, dtype=float, ndmin=2)
-        labels = np.array(y, dtype=float)
-        if labels.ndim == 1:
-            labels = labels[:, None]
-        if flux.ndim != 2 or labels.ndim != 2:
-            raise ValueError("X must be (n_star, n_pix) and y (n_star, n_label)")
-        if flux.shape[0] != labels.shape[0]:
-            raise ValueError(f"X has {flux.shape[0]} spectra but y has {labels.shape[0]} rows")
-        if not np.all(np.isfinite(labels)):
-            raise ValueError("training labels must be finite (drop stars with missing labels)")
-        good = np.isfinite(flux)
-        if ivar is not None:
-            ivar = np.asarray(ivar, float)
-            if ivar.shape != flux.shape:
-                raise ValueError(f"ivar shape {ivar.shape} != flux shape {flux.shape}")
-            good &= np.isfinite(ivar) & (ivar > 0)
-        return np.where(good, flux, 0.0), labels, good
 
     # ------------------------------------------------------------------ forward model
     def _reset_cache(self) -> None:
@@ -540,7 +362,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         (n_spec, n_label) array; NaN rows for spectra that could not be fitted
         (see :meth:`predict_table` for flags and uncertainties).
         """
-        return self._infer(X, ivar)["labels"]
+        return infer.infer(self, X, ivar)["labels"]
 
     def predict_table(self, X, ivar=None, *, snr=None, ids=None) -> Table:
         """Labels, uncertainties, fit diagnostics and flags as an astropy Table.
@@ -573,353 +395,17 @@ class SLAM(RegressorMixin, BaseEstimator):
         added.  ``meta['HEADLINE']`` says which estimate the headline is.
         """
         if hasattr(X, "flux") and hasattr(X, "ivar") and hasattr(X, "meta"):      # a Spectra container
-            X, ivar, ids, snr = self._from_spectra(X, ivar, ids, snr)
-        res = self._infer(X, ivar, snr=snr)
-        n_spec = res["labels"].shape[0]
-        t = Table()
-        t["id"] = np.arange(n_spec) if ids is None else np.asarray(ids)
-        t["snr"] = res["snr"]
-        law = self.error_law_
-        post = res["posterior"]
-        for li, (name, unit) in enumerate(zip(self.label_names_, self.label_units_, strict=True)):
-            t[name] = res["labels"][:, li]
-            t[name].unit = unit or None
-            if post is None:
-                t[f"e_{name}"] = res["e_formal"][:, li]
-                t[f"e_{name}"].description = "formal: sqrt(diag((J^T W J)^-1)), not scaled by rchi2"
-            else:
-                t[name].description = "posterior mean (Li 2021 eq. 2)"
-                t[f"e_{name}"] = post["std"][:, li]
-                t[f"e_{name}"].description = "posterior standard deviation, CV-calibrated"
-                t[f"{name}_map"] = post["map"][:, li]
-                t[f"{name}_map"].unit = unit or None
-                t[f"{name}_map"].description = "posterior maximum (Li 2021 eq. 2)"
-                t[f"{name}_ml"] = res["ml"][:, li]
-                t[f"{name}_ml"].unit = unit or None
-                t[f"{name}_ml"].description = "maximum likelihood (Li 2021 eq. 3)"
-                t[f"e_{name}_ml"] = res["e_formal"][:, li]
-                t[f"e_{name}_ml"].unit = unit or None
-                t[f"e_{name}_ml"].description = "formal: sqrt(diag((J^T W J)^-1)), not scaled by rchi2"
-            t[f"e_{name}"].unit = unit or None
-            t[f"e_{name}_cv"] = errorlaw.error_law_sigma(law, res["snr"], li)
-            t[f"e_{name}_cv"].unit = unit or None
-            t[f"e_{name}_cv"].description = "empirical: a * SNR**b fitted to CV scatter (Qiu eqs. 6-8)"
-        t["chi2"] = res["chi2"]
-        t["rchi2"] = _rchi2(res["chi2"], res["n_good"], len(self.label_names_))
-        t["n_good_pixels"] = res["n_good"]
-        t["n_iter"] = res["n_iter"]
-        t["converged"] = res["converged"]
-        t["flag"] = res["flag"].astype(np.int32)
-        t["flag"].description = "; ".join(f"{int(b)}: {s}" for b, s in LABEL_FLAG_MEANING.items())
-        t.meta["LABELS"] = ",".join(self.label_names_)
-        if post is None:
-            t.meta["HEADLINE"] = "maximum likelihood (Li 2021 eq. 3)"
-        else:
-            t["posterior_n_eff"] = res["n_eff"]
-            kind = self.prior if isinstance(self.prior, str) else type(self.prior).__name__
-            t.meta["HEADLINE"] = f"posterior mean (Li 2021 eq. 2), prior {kind}"
-            t.meta["CHI2SCL"] = self._likelihood_scale()
-        return t
-
-    def _from_spectra(self, sp, ivar, ids, snr):
-        """Arrays from a :class:`mdslam.spectra.Spectra`, checking its grid against the model's."""
-        self._check_fitted()
-        wave = np.asarray(sp.wavelength, float)
-        if wave.ndim != 1 or wave.shape != self.wavelength_.shape or not np.allclose(
-                wave, self.wavelength_, rtol=1e-9, atol=0):
-            raise ValueError("spectra are not on the model wavelength grid "
-                             f"({wave.shape} vs {self.wavelength_.shape}); use mdslam.preprocess first")
-        iv = np.asarray(sp.ivar, float) if ivar is None else ivar
-        iv = np.where(np.asarray(sp.mask, bool), 0.0, iv)
-        meta = sp.meta
-        if ids is None and "id" in meta.colnames:
-            ids = np.asarray(meta["id"])
-        if snr is None and "snr" in meta.colnames:
-            snr = np.asarray(meta["snr"], float)
-        return np.asarray(sp.flux, float), iv, ids, snr
-
-    def _coerce_spectra(self, X, ivar):
-        """-> flux (n, n_pix), ivar (n, n_pix) or None, bad_input (n,) bool.
-
-        A 2-D array with the wrong number of pixels is an error; in a list of
-        1-D spectra, the ones of the wrong length are only flagged.
-        """
-        n_pix = self.n_features_in_
-        if not isinstance(X, (list, tuple)):
-            flux = np.array(X, dtype=float, ndmin=2)
-            if flux.ndim != 2:
-                raise ValueError(f"spectra must be (n_spec, n_pix), got shape {flux.shape}")
-            if flux.shape[1] != n_pix:
-                raise ValueError(f"spectra have {flux.shape[1]} pixels but the model grid has {n_pix}; "
-                                 "resample onto the model wavelength grid first")
-            iv = None
-            if ivar is not None:
-                iv = np.array(ivar, dtype=float, ndmin=2)
-                if iv.shape != flux.shape:
-                    raise ValueError(f"ivar shape {iv.shape} != flux shape {flux.shape}")
-            return flux, iv, np.zeros(flux.shape[0], bool)
-        # ragged sequence: check each spectrum, flag the wrong ones
-        seq = list(X)
-        n = len(seq)
-        flux = np.full((n, n_pix), np.nan)
-        iv = None if ivar is None else np.zeros((n, n_pix))
-        bad = np.zeros(n, bool)
-        for i, f in enumerate(seq):
-            try:
-                f = np.asarray(f, float).ravel()
-                w = None if ivar is None else np.asarray(ivar[i], float).ravel()
-            except (TypeError, ValueError):
-                bad[i] = True
-                continue
-            if f.size != n_pix or (w is not None and w.size != n_pix):
-                bad[i] = True
-                continue
-            flux[i] = f
-            if iv is not None:
-                iv[i] = w
-        return flux, iv, bad
-
-    def _weights(self, flux, ivar):
-        """Per-pixel likelihood weights 1/(sigma_obs^2 + CV-MSE_j) (0 = masked), flux units."""
-        model_var = self.cv_mse_
-        ok = np.isfinite(flux) & np.isfinite(model_var)[None, :] & self.pixel_usable_[None, :]
-        if ivar is None:
-            var = np.broadcast_to(model_var, flux.shape)
-        else:
-            ok &= ~np.isnan(ivar) & (ivar > 0)              # ivar = inf: no observational noise
-            with np.errstate(divide="ignore", invalid="ignore"):
-                var = 1.0 / np.where(ok, ivar, 1.0) + model_var
-        with np.errstate(divide="ignore"):
-            w = np.where(ok & (var > 0), 1.0 / np.where(var > 0, var, 1.0), 0.0)
-        return w
-
-    def _quick_grid(self):
-        """(grid labels scaled (m, L), model flux (m, n_pix) physical) for the quick start."""
-        cache = self._cache if hasattr(self, "_cache") else {}
-        if "quick" not in cache:
-            pts = [self.X_train_]
-            if self.quick_grid:
-                k = int(self.quick_grid)
-                lo, hi = self.X_train_.min(axis=0), self.X_train_.max(axis=0)
-                axes = [np.linspace(a, b, k) for a, b in zip(lo, hi, strict=True)]
-                mesh = np.meshgrid(*axes, indexing="ij")
-                pts.append(np.column_stack([m.ravel() for m in mesh]))
-            G = np.vstack(pts)
-            F, _ = self._model_scaled(G)
-            cache["quick"] = (G, self.flux_mean_ + F * self.flux_scale_)
-            self._cache = cache
-        return cache["quick"]
-
-    def _infer(self, X, ivar, snr=None) -> dict:
-        self._check_fitted()
-        flux, iv, bad = self._coerce_spectra(X, ivar)
-        n, n_pix = flux.shape
-        L = self.label_mean_.size
-        w = self._weights(flux, iv)
-        w[bad] = 0.0
-        fobs = np.where(w > 0, flux, 0.0)
-        n_good = (w > 0).sum(axis=1)
-        if snr is None:
-            snr = self._snr(flux, w > 0, iv)
-        snr = np.asarray(snr, float).ravel()
-        if snr.size != n:
-            raise ValueError(f"snr has {snr.size} entries for {n} spectra")
-
-        labels = np.full((n, L), np.nan)
-        e_formal = np.full((n, L), np.nan)
-        chi2 = np.full(n, np.nan)
-        n_iter = np.zeros(n, int)
-        converged = np.zeros(n, bool)
-        fittable = (~bad) & (n_good > L)
-        flag = self._input_flags(fittable, n_good, snr)
-
-        idx_all = np.flatnonzero(fittable)
-        nw = _n_workers(self.n_jobs)
-        bs = max(1, min(int(self.batch_size), -(-idx_all.size // nw)))
-        batches = [idx_all[i:i + bs] for i in range(0, idx_all.size, bs)]
-
-        has_prior = self.prior is not None
-        s_lik = self._likelihood_scale() if has_prior else 1.0
-        post = {k: np.full((n, L), np.nan) for k in ("map", "mean", "std")}
-        n_eff = np.full(n, np.nan)
-        # the CV calibration of the std holds for the CV-chosen scale only
-        std_scale = (posterior.std_factor(self.posterior_std_scale_, self.posterior_std_snr_ref_, snr)
-                     if self.chi2_scale == "cv" and has_prior else np.ones((n, L)))
-
-        def run(bidx):
-            try:
-                out = self._lm_batch(fobs[bidx], w[bidx])
-            except Exception as exc:  # never lose a whole batch: redo one by one
-                warnings.warn(f"batch fit failed ({exc!r}); refitting spectra one by one", stacklevel=2)
-                out = self._lm_one_by_one(fobs[bidx], w[bidx])
-            if not has_prior:
-                return out, None
-            return out, self._posterior_batch(fobs[bidx], w[bidx], out[0], s_lik)
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            self._quick_grid()                            # build the shared cache before threads start
-            if has_prior:
-                self._prior()
-            with ThreadPoolExecutor(max_workers=max(1, min(nw, len(batches)))) as ex:
-                results = ex.map(run, batches)
-                for bidx, out in zip(batches, _progress(results, self.verbose, "SLAM labels", unit="batch",
-                                                        total=len(batches)), strict=True):
-                    (th, cov, c2, nit, conv, failed), pst = out
-                    if pst is not None:
-                        th_map, mu, C, n_eff[bidx] = pst
-                        post["map"][bidx] = self._physical(th_map, C)[0]
-                        post["mean"][bidx], sd = self._physical(mu, C)
-                        post["std"][bidx] = sd * std_scale[bidx]
-                        for v in post.values():
-                            v[bidx[failed]] = np.nan
-                    labels[bidx], e_formal[bidx] = self._physical(th, cov)
-                    chi2[bidx] = c2
-                    n_iter[bidx] = nit
-                    converged[bidx] = conv
-                    flag[bidx[~conv]] |= LabelFlag.NOT_CONVERGED
-                    flag[bidx[failed]] |= LabelFlag.FAILED
-                    labels[bidx[failed]] = np.nan
-        headline = post["mean"] if has_prior else labels
-        flag |= self._domain_flags(headline)
-        flag |= self._fit_quality_flags(chi2, n_good, labels, flux)    # mdslam.checks
-        return dict(labels=headline, ml=labels, e_formal=e_formal, chi2=chi2, n_good=n_good, n_iter=n_iter,
-                    converged=converged, flag=flag, snr=snr, posterior=post if has_prior else None,
-                    n_eff=n_eff)
-
-    def _input_flags(self, fittable, n_good, snr) -> np.ndarray:
-        """FAILED (not fittable), FEW_PIXELS and LOW_SNR bits per spectrum, (n,) int64."""
-        flag = np.zeros(fittable.size, np.int64)
-        flag[~fittable] |= LabelFlag.FAILED
-        flag[n_good < self.min_good_fraction * int(self.pixel_usable_.sum())] |= LabelFlag.FEW_PIXELS
-        flag[np.isfinite(snr) & (snr < self.low_snr)] |= LabelFlag.LOW_SNR
-        return flag
-
-    def _domain_flags(self, labels) -> np.ndarray:
-        """OUTSIDE_DOMAIN bits (one per label) of (n, L) physical labels, (n,) int64."""
-        dom = self.domain_array()
-        flag = np.zeros(labels.shape[0], np.int64)
-        with np.errstate(invalid="ignore"):
-            for li in range(labels.shape[1]):
-                out_l = (labels[:, li] < dom[li, 0]) | (labels[:, li] > dom[li, 1])
-                flag[out_l] |= LabelFlag.OUTSIDE_DOMAIN << li
-        return flag
-
-    def _physical(self, theta, cov):
-        """Standardised labels (m, L) and covariances (m, L, L) -> physical labels and standard deviations."""
-        with np.errstate(invalid="ignore"):
-            return (self.label_mean_ + theta * self.label_scale_,
-                    np.sqrt(np.diagonal(cov, axis1=1, axis2=2)) * self.label_scale_)
-
-    # ------------------------------------------------------------------ posterior (Li 2021 eq. 2)
-    def _prior(self) -> posterior.Prior:
-        """The prior in standardised label units (cached)."""
-        cache = self.__dict__.setdefault("_cache", {})
-        if "prior" not in cache:
-            cache["prior"] = posterior.make_prior(self.prior, self.X_train_, self.label_mean_, self.label_scale_)
-        return cache["prior"]
-
-    def _likelihood_scale(self) -> float:
-        """``s`` of the likelihood ``exp(-chi2 / 2s)``: ``chi2_scale`` or the CV choice of :meth:`fit`."""
-        if self.chi2_scale != "cv":
-            return float(self.chi2_scale)
-        if getattr(self, "chi2_scale_cv_", None) is None:
-            raise ValueError("chi2_scale='cv' but this model chose no chi2 scale (it was fitted without a "
-                             "prior): refit with the prior set, or give chi2_scale a number")
-        return float(self.chi2_scale_)
-
-    def _posterior_batch(self, fobs, w, theta_ml, chi2_scale):
-        """MAP, posterior mean and covariance of a batch (standardised labels).
-
-        Parameters
-        ----------
-        fobs, w : (m, n_pix) observed flux (0 where masked) and likelihood weights.
-        theta_ml : (m, L) maximum-likelihood labels (start of the MAP search).
-        chi2_scale : float
-
-        Returns
-        -------
-        theta_map (m, L), mean (m, L), cov (m, L, L), n_eff (m,).  The mean is the
-        importance-sampling estimate of :func:`mdslam.slam.posterior.posterior_moments`;
-        the covariance is the Laplace one where fewer than
-        :data:`mdslam.slam.posterior.MIN_N_EFF` nodes carry the weight.
-        """
-        prior = self._prior()
-        scale, mean = self.flux_scale_, self.flux_mean_
-
-        def model(th):
-            F, J = self._model_scaled(th, jacobian=True)
-            return mean + F * scale, J * scale[None, :, None]
-
-        def flux(th):
-            return mean + self._model_scaled(th)[0] * scale
-
-        start = np.where(np.isfinite(theta_ml), theta_ml, 0.0)
-        start = np.clip(start, prior.lo, prior.hi)
-        r = posterior.map_estimate(model, fobs, w, start, prior, chi2_scale, max_iter=self.lm_max_iter,
-                                   xtol=self.lm_xtol, ftol=self.lm_ftol)
-        mu, C, ne = posterior.posterior_moments(flux, fobs, w, r.theta, r.cov, prior, chi2_scale)
-        lap = ~(ne >= posterior.MIN_N_EFF)
-        C[lap] = r.cov[lap]
-        bad = ~np.all(np.isfinite(mu), axis=1)
-        mu[bad] = r.theta[bad]
-        return r.theta, mu, C, ne
-
-    def _lm_one_by_one(self, fobs, w):
-        m, L = fobs.shape[0], self.label_mean_.size
-        th = np.full((m, L), np.nan)
-        cov = np.full((m, L, L), np.nan)
-        c2 = np.full(m, np.nan)
-        nit = np.zeros(m, int)
-        conv = np.zeros(m, bool)
-        failed = np.ones(m, bool)
-        for i in range(m):
-            try:
-                o = self._lm_batch(fobs[i:i + 1], w[i:i + 1])
-            except Exception:  # noqa: BLE001 - a failed spectrum is flagged, not raised
-                continue
-            th[i], cov[i], c2[i], nit[i], conv[i], failed[i] = (o[0][0], o[1][0], o[2][0], o[3][0],
-                                                                o[4][0], o[5][0])
-        return th, cov, c2, nit, conv, failed
-
-    def _lm_batch(self, fobs, w):
-        """Batched Levenberg-Marquardt (:mod:`mdslam.slam.lm`) in standardised label space.
-
-        Parameters
-        ----------
-        fobs, w : (m, n_pix) observed flux (0 where masked) and weights.
-
-        Returns
-        -------
-        theta (m, L) scaled, cov (m, L, L) scaled, chi2 (m,), n_iter (m,),
-        converged (m,), failed (m,).
-        """
-        scale = self.flux_scale_
-        mean = self.flux_mean_
-        G, FG = self._quick_grid()
-        theta0 = lm.grid_start(fobs, w, G, FG)
-
-        def model(th):
-            F, J = self._model_scaled(th, jacobian=True)
-            return mean + F * scale, J * scale[None, :, None]
-
-        return tuple(lm.levenberg_marquardt(model, fobs, w, theta0, max_iter=self.lm_max_iter,
-                                            xtol=self.lm_xtol, ftol=self.lm_ftol))
+            self._check_fitted()
+            X, ivar, ids, snr = inputs.from_spectra(X, ivar, ids, snr, self.wavelength_)
+        res = infer.infer(self, X, ivar, snr=snr)
+        scale = None if res["posterior"] is None else infer.likelihood_scale(self)
+        return _table.label_table(res, self.label_names_, self.label_units_, self.error_law_, ids,
+                                  prior=self.prior, chi2_scale=scale)
 
     def domain_array(self) -> np.ndarray:
         """(n_label, 2) label domain (physical units) used for the outside-domain flags."""
         self._check_fitted()
-        dom = np.array(self.training_domain_, float, copy=True)
-        if self.domain is None:
-            return dom
-        if isinstance(self.domain, dict):
-            for li, name in enumerate(self.label_names_):
-                if name in self.domain:
-                    dom[li] = np.asarray(self.domain[name], float)
-            return dom
-        user = np.asarray(self.domain, float)
-        if user.shape != dom.shape:
-            raise ValueError(f"domain must be ({dom.shape[0]}, 2), got {user.shape}")
-        return user
+        return quality.domain_array(self.training_domain_, self.domain, self.label_names_)
 
     # ------------------------------------------------------------------ CV of labels, error law
     def cv_predict(self, X, y, ivar=None, *, snr=None, ids=None, nested: bool = False) -> Table:
@@ -943,63 +429,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         Table as :meth:`predict_table` plus ``<label>_true`` columns, rows in
         input order.
         """
-        self._check_fitted()
-        flux, labels, good = self._check_training(X, y, ivar)
-        ivar_arr = None if ivar is None else np.asarray(ivar, float)
-        n = flux.shape[0]
-        if snr is None and ivar_arr is None:
-            snr = np.full(n, np.nan)
-        folds = _iter_folds(n, self.cv, self.random_state)
-        parts = []
-        for tr, te in _progress(folds, self.verbose, "CV folds", unit="fold"):
-            if nested:
-                sub = clone(self).set_params(verbose=False)
-                sub.fit(np.where(good[tr], flux[tr], np.nan), labels[tr],
-                        None if ivar_arr is None else ivar_arr[tr], wavelength=self.wavelength_, label_names=self.label_names_,
-                        label_units=self.label_units_)
-                sub.error_law_ = self.error_law_
-            else:
-                sub = self._refit_fixed(flux[tr], labels[tr], good[tr])
-            Xte = np.where(good[te], flux[te], np.nan)
-            t = sub.predict_table(Xte, None if ivar_arr is None else ivar_arr[te],
-                                  snr=None if snr is None else np.asarray(snr, float)[te],
-                                  ids=te)
-            parts.append(t)
-        from astropy.table import vstack
-        out = vstack(parts)
-        out.sort("id")
-        if ids is not None:
-            out["id"] = np.asarray(ids)
-        for li, name in enumerate(self.label_names_):
-            out[f"{name}_true"] = labels[:, li]
-        return out
-
-    def _refit_fixed(self, flux, labels, good) -> SLAM:
-        """A copy of this model refitted on new data with the per-pixel hyperparameters fixed."""
-        sub = clone(self).set_params(verbose=False)
-        Xs, Ys, scalers = _standardise(flux, labels, good)
-        sub.label_mean_, sub.label_scale_, sub.flux_mean_, sub.flux_scale_ = scalers
-        for attr in ("label_names_", "label_units_", "wavelength_", "C_", "epsilon_", "gamma_",
-                     "param_grid_", "cv_mse_grid_", "error_law_", "solver_info_", "grid_edge_fraction_",
-                     "chi2_scale_", "chi2_scale_cv_", "posterior_std_scale_", "posterior_std_snr_ref_"):
-            if not hasattr(self, attr):      # the likelihood scale is set at the end of fit
-                continue
-            setattr(sub, attr, getattr(self, attr))
-        sub.pixel_usable_ = self.pixel_usable_ & (good.sum(axis=0) > 1)
-        sub.cv_mse_scaled_ = self.cv_mse_scaled_
-        sub.cv_md_scaled_ = self.cv_md_scaled_
-        sub.cv_mse_ = self.cv_mse_scaled_ * sub.flux_scale_**2
-        sub.cv_md_ = self.cv_md_scaled_ * sub.flux_scale_
-        sub.X_train_ = Xs
-        with threadpool_limits(limits=1, user_api="blas"):
-            sub.dual_coef_, sub.intercept_, _ = _refit_all(Xs, Ys, good, self.C_, self.epsilon_, self.gamma_,
-                                                           sub.pixel_usable_, self.tol, self.refit_tol, False,
-                                                           _n_workers(self.n_jobs))
-        sub.training_domain_ = self.training_domain_
-        sub.n_train_ = flux.shape[0]
-        sub.n_features_in_ = self.n_features_in_
-        sub._reset_cache()
-        return sub
+        return _cv.cv_predict(self, X, y, ivar, snr=snr, ids=ids, nested=nested)
 
     def fit_error_law(self, snr, y_true, y_pred, *, n_bins: int = 6, min_per_bin: int = 20) -> Table:
         """Fit the empirical uncertainty law ``sigma = a * SNR**b`` per label (Qiu 2025 eqs. 6-8).
@@ -1027,59 +457,9 @@ class SLAM(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
         """Write the fitted model to ``path`` (.npz; format in :mod:`mdslam.modelfile`)."""
-        self._check_fitted()
-        state = {k: v for k, v in self.__dict__.items() if k.endswith("_") and not k.startswith("_")}
-        modelfile.save_model(path, state, _jsonable_params(self.get_params()))
+        persistence.save(self, path)
 
     @classmethod
     def load(cls, path) -> SLAM:
         """Read a model written by :meth:`save` (no pickle; format checked)."""
-        params, state = modelfile.load_model(path)
-        params.pop("cv_repr", None)
-        if isinstance(params.get("domain"), list):
-            params["domain"] = np.asarray(params["domain"], float)
-        if isinstance(params.get("prior"), list):
-            params["prior"] = np.asarray(params["prior"], float)
-        for key in ("C", "epsilon", "gamma"):
-            params[key] = tuple(params[key])
-        valid = cls().get_params()
-        model = cls(**{k: v for k, v in params.items() if k in valid})
-        model.__dict__.update(state)
-        model.n_features_in_ = int(model.dual_coef_.shape[0])
-        model.cv_mse_ = model.cv_mse_scaled_ * model.flux_scale_**2
-        model.cv_md_ = model.cv_md_scaled_ * model.flux_scale_
-        model.grid_edge_fraction_ = _grid_edge_fraction(model)
-        model._reset_cache()
-        return model
-
-
-def _rchi2(chi2, n_good, n_label) -> np.ndarray:
-    """Reduced chi2 ``chi2 / max(n_good - n_label, 1)``, shape (n,)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(chi2, float) / np.maximum(np.asarray(n_good) - n_label, 1)
-
-
-def _jsonable_params(params: dict) -> dict:
-    """``get_params()`` as JSON types; a CV splitter is stored as its number of folds."""
-    out = {}
-    for k, v in params.items():
-        if k == "prior" and callable(v):
-            raise ValueError("a model with a callable prior cannot be saved (the file holds no code): "
-                             "set_params(prior=...) to 'flat', 'training' or label samples first")
-        if k == "cv" and not isinstance(v, (int, np.integer)):
-            nf = _n_folds(v)
-            out[k] = nf if nf is not None else 10
-            out["cv_repr"] = repr(v)
-        elif isinstance(v, np.ndarray):
-            out[k] = v.tolist()
-        elif isinstance(v, (tuple, list)):
-            out[k] = [float(x) if isinstance(x, (np.floating, float)) else x for x in v]
-        elif isinstance(v, dict):
-            out[k] = {kk: list(map(float, vv)) for kk, vv in v.items()}
-        elif isinstance(v, (np.integer,)):
-            out[k] = int(v)
-        elif isinstance(v, (np.floating,)):
-            out[k] = float(v)
-        else:
-            out[k] = v
-    return out
+        return persistence.load(cls, path)

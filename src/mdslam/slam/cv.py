@@ -1,0 +1,211 @@
+"""Cross-validation in SLAM: per-pixel hyperparameter choice, the chi2 scale, CV labels.
+
+* :func:`choose_hyperparameters` -- each pixel's ``(C, epsilon, gamma)`` of lowest
+  k-fold CV-MSE (Li 2021 eq. 1 / Qiu 2025 eqs. 1-2), from the sums of
+  :func:`mdslam.slam.training._grid_search_cv`;
+* :func:`fit_likelihood_scale` -- the likelihood scale ``s`` of the posterior by CV;
+* :func:`cv_predict` -- k-fold CV labels of the training set (Qiu 2025 sec. 3.3);
+* :func:`refit_fixed` -- a model refitted on a fold with the hyperparameters fixed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from astropy.table import Table, vstack
+from sklearn.base import clone
+from threadpoolctl import threadpool_limits
+
+from . import infer, inputs, posterior, quality
+from ._util import _n_workers, _progress
+from .training import _iter_folds, _refit_all, _standardise
+
+#: Candidate chi2 scales ``s`` (likelihood ``exp(-chi2 / 2s)``) for ``chi2_scale="cv"``.
+CHI2_SCALE_GRID = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0)
+
+#: Fitted attributes a fold's model takes over unchanged from the full model.
+_SHARED_STATE = ("label_names_", "label_units_", "wavelength_", "C_", "epsilon_", "gamma_",
+                 "param_grid_", "cv_mse_grid_", "error_law_", "solver_info_", "grid_edge_fraction_",
+                 "chi2_scale_", "chi2_scale_cv_", "posterior_std_scale_", "posterior_std_snr_ref_")
+
+
+def choose_hyperparameters(sse: np.ndarray, se: np.ndarray, cnt: np.ndarray, Cs: np.ndarray, es: np.ndarray,
+                           gs: np.ndarray) -> dict[str, np.ndarray]:
+    """Per pixel, the grid point of lowest CV-MSE.
+
+    Parameters
+    ----------
+    sse, se : (n_C, n_epsilon, n_gamma, n_pix) arrays
+        Sums over the CV test points of the squared and absolute errors
+        (standardised flux).
+    cnt : (n_pix,) array
+        Test points per pixel (0: no usable training data).
+    Cs, es, gs : (n_C,), (n_epsilon,), (n_gamma,) arrays
+        The grid.
+
+    Returns
+    -------
+    dict of fitted attributes: ``C_``, ``epsilon_``, ``gamma_``, ``cv_mse_scaled_``,
+    ``cv_md_scaled_``, ``pixel_usable_`` (n_pix,) and ``cv_mse_grid_``
+    (n_pix, n_C, n_epsilon, n_gamma).  Unusable pixels get the first grid point,
+    CV-MSE ``inf`` and CV-MD NaN.
+    """
+    n_pix = cnt.shape[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mse = sse / cnt                                   # (nC, neps, ng, n_pix)
+        md = se / cnt
+    flat = mse.reshape(-1, n_pix)
+    usable = cnt > 0
+    best = np.zeros(n_pix, int)
+    if usable.any():
+        best[usable] = np.nanargmin(np.where(np.isfinite(flat[:, usable]), flat[:, usable], np.inf), axis=0)
+    ic, ie, ig = np.unravel_index(best, mse.shape[:3])
+    return {"C_": Cs[ic], "epsilon_": es[ie], "gamma_": gs[ig],
+            "cv_mse_grid_": np.moveaxis(mse, -1, 0),              # (n_pix, nC, neps, ng), scaled
+            "cv_mse_scaled_": np.where(usable, flat[best, np.arange(n_pix)], np.inf),
+            "cv_md_scaled_": np.where(usable, md.reshape(-1, n_pix)[best, np.arange(n_pix)], np.nan),
+            "pixel_usable_": usable}
+
+
+def fit_likelihood_scale(model: Any, flux: np.ndarray, labels: np.ndarray, good: np.ndarray,
+                         ivar: np.ndarray | None, folds: list) -> None:
+    """Set ``chi2_scale_`` (CV choice or given) and ``posterior_std_scale_`` on a model being fitted.
+
+    For ``chi2_scale="cv"`` with a prior: every fold is predicted by the model
+    refitted on the other folds (per-pixel hyperparameters fixed), the
+    posterior mean is computed at every candidate ``s`` of
+    :data:`CHI2_SCALE_GRID`, and the ``s`` of lowest mean normalised MSE
+    (MSE / label variance, averaged over labels) is kept.  At that ``s``,
+    the width of ``(mean - truth) / std`` per label and SNR bin gives
+    ``posterior_std_scale_``.
+
+    Parameters
+    ----------
+    model : SLAM
+        The model, fitted up to its likelihood scale.
+    flux, good : (n, n_pix) arrays
+        Training fluxes (0 where not good) and their good-pixel mask.
+    labels : (n, L) array, physical units.
+    ivar : (n, n_pix) array or None
+    folds : list of (train, test) index arrays
+
+    Raises
+    ------
+    ValueError
+        ``chi2_scale`` neither "cv" nor a positive number.
+    """
+    L = labels.shape[1]
+    model.chi2_scale_cv_ = None
+    model.posterior_std_scale_ = np.column_stack([np.ones(L), np.zeros(L)])
+    model.posterior_std_snr_ref_ = 1.0
+    if model.chi2_scale != "cv":
+        s = float(model.chi2_scale)
+        if not s > 0:
+            raise ValueError(f"chi2_scale must be 'cv' or a positive number, got {model.chi2_scale!r}")
+        model.chi2_scale_ = s
+        return
+    model.chi2_scale_ = 1.0
+    if model.prior is None:
+        return
+    grid = np.asarray(CHI2_SCALE_GRID, float)
+    n = labels.shape[0]
+    means = np.full((grid.size, n, L), np.nan)
+    stds = np.full((grid.size, n, L), np.nan)
+    ivar_arr = None if ivar is None else np.asarray(ivar, float)
+    for tr, te in _progress(folds, model.verbose, "chi2 scale CV", unit="fold"):
+        sub = refit_fixed(model, flux[tr], labels[tr], good[tr])
+        Xte = np.where(good[te], flux[te], np.nan)
+        w = inputs.weights(Xte, None if ivar_arr is None else ivar_arr[te], sub.cv_mse_, sub.pixel_usable_)
+        fobs = np.where(w > 0, Xte, 0.0)
+        ok = (w > 0).sum(axis=1) > L
+        idx = te[ok]
+        with threadpool_limits(limits=1, user_api="blas"):
+            th, cov, *_ = infer.lm_batch(sub, fobs[ok], w[ok])
+            for k, s in enumerate(grid):
+                _, mu, C, _ = infer.posterior_batch(sub, fobs[ok], w[ok], th, s)
+                means[k, idx], stds[k, idx] = infer.physical(sub, mu, C)
+    best, score = posterior.choose_scale(means, labels)
+    model.chi2_scale_ = float(grid[best])
+    model.chi2_scale_cv_ = {"grid": grid, "score": score}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (means[best] - labels) / stds[best]
+    model.posterior_std_scale_, model.posterior_std_snr_ref_ = posterior.fit_std_calibration(
+        z, quality.snr(flux, good, ivar_arr))
+
+
+def cv_predict(model: Any, X: Any, y: Any, ivar: Any = None, *, snr: Any = None, ids: Any = None,
+               nested: bool = False) -> Table:
+    """k-fold cross-validated labels of the training set (Qiu 2025 sec. 3.3).
+
+    The arguments and the table are those of :meth:`mdslam.slam.SLAM.cv_predict`.
+    """
+    model._check_fitted()
+    flux, labels, good = inputs.check_training(X, y, ivar)
+    ivar_arr = None if ivar is None else np.asarray(ivar, float)
+    n = flux.shape[0]
+    if snr is None and ivar_arr is None:
+        snr = np.full(n, np.nan)
+    folds = _iter_folds(n, model.cv, model.random_state)
+    parts = []
+    for tr, te in _progress(folds, model.verbose, "CV folds", unit="fold"):
+        if nested:
+            sub = clone(model).set_params(verbose=False)
+            sub.fit(np.where(good[tr], flux[tr], np.nan), labels[tr],
+                    None if ivar_arr is None else ivar_arr[tr], wavelength=model.wavelength_,
+                    label_names=model.label_names_, label_units=model.label_units_)
+            sub.error_law_ = model.error_law_
+        else:
+            sub = refit_fixed(model, flux[tr], labels[tr], good[tr])
+        Xte = np.where(good[te], flux[te], np.nan)
+        t = sub.predict_table(Xte, None if ivar_arr is None else ivar_arr[te],
+                              snr=None if snr is None else np.asarray(snr, float)[te],
+                              ids=te)
+        parts.append(t)
+    out = vstack(parts)
+    out.sort("id")
+    if ids is not None:
+        out["id"] = np.asarray(ids)
+    for li, name in enumerate(model.label_names_):
+        out[f"{name}_true"] = labels[:, li]
+    return out
+
+
+def refit_fixed(model: Any, flux: np.ndarray, labels: np.ndarray, good: np.ndarray) -> Any:
+    """A copy of ``model`` refitted on new data with the per-pixel hyperparameters fixed.
+
+    Parameters
+    ----------
+    model : SLAM
+        A fitted model (up to its likelihood scale at least).
+    flux, good : (n, n_pix) arrays
+        Fluxes (0 where not good) and their good-pixel mask.
+    labels : (n, L) array, physical units.
+
+    Returns
+    -------
+    SLAM, fitted; the standardisation and the SVRs are the new data's, the
+    hyperparameters, CV-MSE (standardised) and label domain the model's.
+    """
+    sub = clone(model).set_params(verbose=False)
+    Xs, Ys, scalers = _standardise(flux, labels, good)
+    sub.label_mean_, sub.label_scale_, sub.flux_mean_, sub.flux_scale_ = scalers
+    for attr in _SHARED_STATE:
+        if not hasattr(model, attr):      # the likelihood scale is set at the end of fit
+            continue
+        setattr(sub, attr, getattr(model, attr))
+    sub.pixel_usable_ = model.pixel_usable_ & (good.sum(axis=0) > 1)
+    sub.cv_mse_scaled_ = model.cv_mse_scaled_
+    sub.cv_md_scaled_ = model.cv_md_scaled_
+    sub.cv_mse_ = model.cv_mse_scaled_ * sub.flux_scale_**2
+    sub.cv_md_ = model.cv_md_scaled_ * sub.flux_scale_
+    sub.X_train_ = Xs
+    with threadpool_limits(limits=1, user_api="blas"):
+        sub.dual_coef_, sub.intercept_, _ = _refit_all(Xs, Ys, good, model.C_, model.epsilon_, model.gamma_,
+                                                       sub.pixel_usable_, model.tol, model.refit_tol, False,
+                                                       _n_workers(model.n_jobs))
+    sub.training_domain_ = model.training_domain_
+    sub.n_train_ = flux.shape[0]
+    sub.n_features_in_ = model.n_features_in_
+    sub._reset_cache()
+    return sub

@@ -1,0 +1,308 @@
+"""Labels of spectra from a fitted SLAM model: quick-grid start, batched LM, posterior.
+
+The functions take the fitted model (:class:`mdslam.slam.SLAM`) and read its
+state; the only thing they write is the model's prediction cache (the quick
+grid, the prior).  Labels are found in standardised label space and returned
+in physical units:
+
+1. weights ``1 / (sigma_obs^2 + CV-MSE_j)`` (:func:`mdslam.slam.inputs.weights`);
+2. start at the best point of a label grid (:func:`quick_grid`, :func:`mdslam.slam.lm.grid_start`);
+3. Levenberg-Marquardt to the maximum likelihood of Li 2021 eq. 3 (:func:`lm_batch`);
+4. with a prior, the MAP and posterior moments of Li eq. 2 (:func:`posterior_batch`);
+5. flags (:mod:`mdslam.slam.quality`).
+
+Spectra go in batches of ``batch_size`` to ``n_jobs`` threads, BLAS single-threaded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..flags import LabelFlag
+from . import inputs, lm, posterior, quality
+from ._util import _n_workers, _progress
+
+
+def physical(model: Any, theta: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised labels (m, L) and covariances (m, L, L) -> physical labels and standard deviations (m, L)."""
+    with np.errstate(invalid="ignore"):
+        return (model.label_mean_ + theta * model.label_scale_,
+                np.sqrt(np.diagonal(cov, axis1=1, axis2=2)) * model.label_scale_)
+
+
+def quick_grid(model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Starting points of LM and their model spectra (cached on the model).
+
+    Returns
+    -------
+    labels : (m, L) array
+        Standardised: the training labels, plus a regular ``quick_grid**L``
+        grid over their range when ``quick_grid`` is set.
+    flux : (m, n_pix) array
+        Model flux at those labels (normalised flux units).
+    """
+    cache = model._cache if hasattr(model, "_cache") else {}
+    if "quick" not in cache:
+        pts = [model.X_train_]
+        if model.quick_grid:
+            k = int(model.quick_grid)
+            lo, hi = model.X_train_.min(axis=0), model.X_train_.max(axis=0)
+            axes = [np.linspace(a, b, k) for a, b in zip(lo, hi, strict=True)]
+            mesh = np.meshgrid(*axes, indexing="ij")
+            pts.append(np.column_stack([m.ravel() for m in mesh]))
+        G = np.vstack(pts)
+        F, _ = model._model_scaled(G)
+        cache["quick"] = (G, model.flux_mean_ + F * model.flux_scale_)
+        model._cache = cache
+    return cache["quick"]
+
+
+def _model_fn(model: Any) -> lm.ModelFn:
+    """``theta (k, L) standardised -> (flux (k, n_pix), d flux / d theta (k, n_pix, L))``, flux units."""
+    scale, mean = model.flux_scale_, model.flux_mean_
+
+    def fn(th):
+        F, J = model._model_scaled(th, jacobian=True)
+        return mean + F * scale, J * scale[None, :, None]
+
+    return fn
+
+
+def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Batched Levenberg-Marquardt (:mod:`mdslam.slam.lm`) in standardised label space.
+
+    Parameters
+    ----------
+    model : SLAM
+        A fitted model.
+    fobs, w : (m, n_pix) arrays
+        Observed flux (0 where masked) and weights (flux^-2).
+
+    Returns
+    -------
+    theta (m, L) scaled, cov (m, L, L) scaled, chi2 (m,), n_iter (m,),
+    converged (m,), failed (m,).
+    """
+    G, FG = quick_grid(model)
+    theta0 = lm.grid_start(fobs, w, G, FG)
+    return tuple(lm.levenberg_marquardt(_model_fn(model), fobs, w, theta0, max_iter=model.lm_max_iter,
+                                        xtol=model.lm_xtol, ftol=model.lm_ftol))
+
+
+def lm_one_by_one(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
+    """:func:`lm_batch` one spectrum at a time; a spectrum whose fit raises is marked failed.
+
+    Returns
+    -------
+    As :func:`lm_batch`.
+    """
+    m, L = fobs.shape[0], model.label_mean_.size
+    th = np.full((m, L), np.nan)
+    cov = np.full((m, L, L), np.nan)
+    c2 = np.full(m, np.nan)
+    nit = np.zeros(m, int)
+    conv = np.zeros(m, bool)
+    failed = np.ones(m, bool)
+    for i in range(m):
+        try:
+            o = lm_batch(model, fobs[i:i + 1], w[i:i + 1])
+        except Exception:  # noqa: BLE001 - a failed spectrum is flagged, not raised
+            continue
+        th[i], cov[i], c2[i], nit[i], conv[i], failed[i] = (o[0][0], o[1][0], o[2][0], o[3][0],
+                                                            o[4][0], o[5][0])
+    return th, cov, c2, nit, conv, failed
+
+
+def prior(model: Any) -> posterior.Prior:
+    """The model's prior in standardised label units (cached on the model)."""
+    cache = model.__dict__.setdefault("_cache", {})
+    if "prior" not in cache:
+        cache["prior"] = posterior.make_prior(model.prior, model.X_train_, model.label_mean_, model.label_scale_)
+    return cache["prior"]
+
+
+def likelihood_scale(model: Any) -> float:
+    """``s`` of the likelihood ``exp(-chi2 / 2s)``: ``chi2_scale`` or the CV choice of ``fit``.
+
+    Raises
+    ------
+    ValueError
+        ``chi2_scale="cv"`` on a model fitted without a prior (no CV choice was made).
+    """
+    if model.chi2_scale != "cv":
+        return float(model.chi2_scale)
+    if getattr(model, "chi2_scale_cv_", None) is None:
+        raise ValueError("chi2_scale='cv' but this model chose no chi2 scale (it was fitted without a "
+                         "prior): refit with the prior set, or give chi2_scale a number")
+    return float(model.chi2_scale_)
+
+
+def posterior_batch(model: Any, fobs: np.ndarray, w: np.ndarray, theta_ml: np.ndarray,
+                    chi2_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MAP, posterior mean and covariance of a batch (standardised labels).
+
+    Parameters
+    ----------
+    model : SLAM
+        A fitted model with a prior.
+    fobs, w : (m, n_pix) arrays
+        Observed flux (0 where masked) and likelihood weights.
+    theta_ml : (m, L) array
+        Maximum-likelihood labels (start of the MAP search).
+    chi2_scale : float
+
+    Returns
+    -------
+    theta_map (m, L), mean (m, L), cov (m, L, L), n_eff (m,).  The mean is the
+    importance-sampling estimate of :func:`mdslam.slam.posterior.posterior_moments`;
+    the covariance is the Laplace one where fewer than
+    :data:`mdslam.slam.posterior.MIN_N_EFF` nodes carry the weight.
+    """
+    pr = prior(model)
+    scale, mean = model.flux_scale_, model.flux_mean_
+
+    def flux(th):
+        return mean + model._model_scaled(th)[0] * scale
+
+    start = np.where(np.isfinite(theta_ml), theta_ml, 0.0)
+    start = np.clip(start, pr.lo, pr.hi)
+    r = posterior.map_estimate(_model_fn(model), fobs, w, start, pr, chi2_scale, max_iter=model.lm_max_iter,
+                               xtol=model.lm_xtol, ftol=model.lm_ftol)
+    mu, C, ne = posterior.posterior_moments(flux, fobs, w, r.theta, r.cov, pr, chi2_scale)
+    lap = ~(ne >= posterior.MIN_N_EFF)
+    C[lap] = r.cov[lap]
+    bad = ~np.all(np.isfinite(mu), axis=1)
+    mu[bad] = r.theta[bad]
+    return r.theta, mu, C, ne
+
+
+def training_rchi2(model: Any, flux: np.ndarray, good: np.ndarray, ivar: np.ndarray | None) -> np.ndarray:
+    """Reduced chi2 of the maximum-likelihood fits of the training spectra (in-sample).
+
+    Parameters
+    ----------
+    model : SLAM
+        The model just fitted on them.
+    flux, good : (n_train, n_pix) arrays
+        Training fluxes and their good-pixel mask.
+    ivar : (n_train, n_pix) array or None
+
+    Returns
+    -------
+    (n_train,) array; NaN where too few pixels are good.
+    """
+    X = np.where(good, flux, np.nan)
+    w = inputs.weights(X, None if ivar is None else np.asarray(ivar, float), model.cv_mse_, model.pixel_usable_)
+    fobs = np.where(w > 0, X, 0.0)
+    n_good = (w > 0).sum(axis=1)
+    L = model.label_mean_.size
+    out = np.full(X.shape[0], np.nan)
+    ok = n_good > L
+    if ok.any():
+        with threadpool_limits(limits=1, user_api="blas"):
+            quick_grid(model)
+            c2 = lm_batch(model, fobs[ok], w[ok])[2]
+        out[ok] = quality.rchi2(c2, n_good[ok], L)
+    return out
+
+
+def infer(model: Any, X: Any, ivar: Any = None, snr: Any = None) -> dict[str, Any]:
+    """Labels, uncertainties, fit diagnostics and flags of spectra.
+
+    Parameters
+    ----------
+    model : SLAM
+        A fitted model.
+    X, ivar : as for :meth:`mdslam.slam.SLAM.predict`.
+    snr : (n,) array, optional
+        Default: :func:`mdslam.slam.quality.snr` over the good pixels.
+
+    Returns
+    -------
+    dict with ``labels`` (n, L) headline (posterior mean with a prior, else
+    ML), ``ml`` and ``e_formal`` (n, L), ``chi2``, ``n_good``, ``n_iter``,
+    ``converged``, ``flag``, ``snr``, ``n_eff`` (n,) and ``posterior`` (dict
+    of ``map``, ``mean``, ``std`` (n, L), or None without a prior).
+    """
+    model._check_fitted()
+    flux, iv, bad = inputs.coerce_spectra(X, ivar, model.n_features_in_)
+    n = flux.shape[0]
+    L = model.label_mean_.size
+    w = inputs.weights(flux, iv, model.cv_mse_, model.pixel_usable_)
+    w[bad] = 0.0
+    fobs = np.where(w > 0, flux, 0.0)
+    n_good = (w > 0).sum(axis=1)
+    if snr is None:
+        snr = quality.snr(flux, w > 0, iv)
+    snr = np.asarray(snr, float).ravel()
+    if snr.size != n:
+        raise ValueError(f"snr has {snr.size} entries for {n} spectra")
+    fittable = (~bad) & (n_good > L)
+    flag = quality.input_flags(fittable, n_good, snr, low_snr=model.low_snr,
+                               min_good=model.min_good_fraction * int(model.pixel_usable_.sum()))
+    res = _fit_all(model, fobs, w, np.flatnonzero(fittable), snr, flag)
+    has_prior = model.prior is not None
+    headline = res["post"]["mean"] if has_prior else res["labels"]
+    flag |= quality.domain_flags(headline, model.domain_array())
+    flag |= quality.fit_quality_flags(model, res["chi2"], n_good, res["labels"], flux)    # mdslam.checks
+    return dict(labels=headline, ml=res["labels"], e_formal=res["e_formal"], chi2=res["chi2"], n_good=n_good,
+                n_iter=res["n_iter"], converged=res["converged"], flag=flag, snr=snr,
+                posterior=res["post"] if has_prior else None, n_eff=res["n_eff"])
+
+
+def _fit_all(model: Any, fobs: np.ndarray, w: np.ndarray, idx_all: np.ndarray, snr: np.ndarray,
+             flag: np.ndarray) -> dict[str, Any]:
+    """LM (and posterior) fits of the rows ``idx_all``, in batches on threads; sets bits in ``flag``."""
+    n, L = fobs.shape[0], model.label_mean_.size
+    out = dict(labels=np.full((n, L), np.nan), e_formal=np.full((n, L), np.nan), chi2=np.full(n, np.nan),
+               n_iter=np.zeros(n, int), converged=np.zeros(n, bool), n_eff=np.full(n, np.nan),
+               post={k: np.full((n, L), np.nan) for k in ("map", "mean", "std")})
+    nw = _n_workers(model.n_jobs)
+    bs = max(1, min(int(model.batch_size), -(-idx_all.size // nw)))
+    batches = [idx_all[i:i + bs] for i in range(0, idx_all.size, bs)]
+    has_prior = model.prior is not None
+    s_lik = likelihood_scale(model) if has_prior else 1.0
+    post = out["post"]
+    # the CV calibration of the std holds for the CV-chosen scale only
+    std_scale = (posterior.std_factor(model.posterior_std_scale_, model.posterior_std_snr_ref_, snr)
+                 if model.chi2_scale == "cv" and has_prior else np.ones((n, L)))
+
+    def run(bidx):
+        try:
+            res = lm_batch(model, fobs[bidx], w[bidx])
+        except Exception as exc:  # never lose a whole batch: redo one by one
+            warnings.warn(f"batch fit failed ({exc!r}); refitting spectra one by one", stacklevel=2)
+            res = lm_one_by_one(model, fobs[bidx], w[bidx])
+        if not has_prior:
+            return res, None
+        return res, posterior_batch(model, fobs[bidx], w[bidx], res[0], s_lik)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        quick_grid(model)                            # build the shared cache before threads start
+        if has_prior:
+            prior(model)
+        with ThreadPoolExecutor(max_workers=max(1, min(nw, len(batches)))) as ex:
+            results = ex.map(run, batches)
+            for bidx, res in zip(batches, _progress(results, model.verbose, "SLAM labels", unit="batch",
+                                                    total=len(batches)), strict=True):
+                (th, cov, c2, nit, conv, failed), pst = res
+                if pst is not None:
+                    th_map, mu, C, out["n_eff"][bidx] = pst
+                    post["map"][bidx] = physical(model, th_map, C)[0]
+                    post["mean"][bidx], sd = physical(model, mu, C)
+                    post["std"][bidx] = sd * std_scale[bidx]
+                    for v in post.values():
+                        v[bidx[failed]] = np.nan
+                out["labels"][bidx], out["e_formal"][bidx] = physical(model, th, cov)
+                out["chi2"][bidx] = c2
+                out["n_iter"][bidx] = nit
+                out["converged"][bidx] = conv
+                flag[bidx[~conv]] |= LabelFlag.NOT_CONVERGED
+                flag[bidx[failed]] |= LabelFlag.FAILED
+                out["labels"][bidx[failed]] = np.nan
+    return out
