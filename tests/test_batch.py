@@ -107,6 +107,19 @@ def test_inprocess_labels_every_spectrum_and_flags_bad_ones(model_file, inputs, 
     assert cat["teff"].unit == "K" and cat.meta["LABELS"] == "teff,fe_h"
 
 
+def test_options_dataclass_runs_as_the_keywords_do(model_file, inputs, reference, tmp_path):
+    """``options=BatchOptions(...)`` and the same fields as keywords give the same catalogue."""
+    out = tmp_path / "opts.fits"
+    opts = batch.BatchOptions(chunk_size=CHUNK, threads=1, progress=False)
+    res = predict_batch(model_file, FileSource([inputs[0]]), out, options=opts)
+    assert res.n_chunks == 6 and res.n_spectra == 231
+    assert_same_catalogue(reference[1], read(out))
+    with pytest.raises(TypeError, match="not both"):
+        predict_batch(model_file, FileSource([inputs[0]]), tmp_path / "x.fits", options=opts, chunk_size=10)
+    with pytest.raises(TypeError, match="chunksize"):
+        predict_batch(model_file, FileSource([inputs[0]]), tmp_path / "x.fits", chunksize=10)
+
+
 def test_dask_localcluster_on_loopback_gives_the_same_catalogue(model_file, inputs, reference, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, host="127.0.0.1", protocol="tcp://",

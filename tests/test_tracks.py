@@ -44,6 +44,39 @@ def test_chapter_training_set_facade_offline(data_mirror):
         chapter.training_set("xp", data_mode="online")
 
 
+def test_chapter_training_set_xp_all_is_every_xp_m_dwarf(data_mirror):
+    every = chapter.training_set("xp_all")
+    assert list(every.labels["id"]) == list(tracks.xp_all_mdwarfs().labels["id"])
+    teff = np.asarray(every.labels["teff"], float)
+    assert (teff < tracks.MDWARF_TEFF_MAX).all() and (np.asarray(every.labels["logg"], float) > 4).all()
+    assert len(np.unique(every.labels["id"])) == len(every)  # one row per Gaia source
+    some = chapter.training_set("xp_all", n_max=25, seed=4)
+    assert len(some) == 25 and set(some.labels["id"]) <= set(every.labels["id"])
+
+
+def test_chapter_load_reads_the_registry_offline_and_the_archive_function_otherwise(data_mirror, monkeypatch):
+    from mdslam import datasets
+    from mdslam.compendium import inputs
+
+    b20 = datasets.load("birky2020_table6_full")
+    assert len(chapter.load("b20")) == len(b20)
+    some = chapter.load("b20", n_max=30, seed=5)
+    assert len(some) == 30 and list(some["APOGEE_ID"]) == list(chapter.subsample(b20, 30, 5)["APOGEE_ID"])
+    # any registry name loads in either mode
+    assert len(chapter.load("carmenes_cif03", data_mode="archive")) == len(datasets.load("carmenes_cif03"))
+    calls = []
+
+    def fake_fetch(name, *, n_max=None, seed=42, **kwargs):
+        calls.append((name, n_max, seed, kwargs))
+        return b20
+
+    monkeypatch.setattr(inputs, "fetch", fake_fetch)
+    assert len(chapter.load("occam_dr16", data_mode="archive", n_max=7, seed=2)) == 7
+    assert calls == [("occam_members", 7, 2, {"release": "dr16"})]
+    with pytest.raises(ValueError, match="data_mode"):
+        chapter.load("b20", data_mode="online")
+
+
 def test_xp_track_n_max_is_seeded(data_mirror):
     a = tracks.xp_mdwarfs(n_max=50, seed=1)
     b = tracks.xp_mdwarfs(n_max=50, seed=1)

@@ -72,6 +72,38 @@ def _window_mean(wave: np.ndarray, flux: np.ndarray, var: np.ndarray, good: np.n
     return mean, v, lam
 
 
+def _as_rows(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Wavelength, flux, variance (0 where not good or without ivar) and good-pixel mask, all (n, n_pix).
+
+    Raises
+    ------
+    ValueError
+        ``ivar`` of another shape than ``flux``.
+    """
+    flux = np.atleast_2d(np.asarray(flux, float))
+    wave = np.broadcast_to(np.atleast_2d(np.asarray(wave, float)), flux.shape)
+    if ivar is None:
+        return wave, flux, np.zeros_like(flux), np.isfinite(flux) & np.isfinite(wave)
+    ivar = np.atleast_2d(np.asarray(ivar, float))
+    if ivar.shape != flux.shape:
+        raise ValueError(f"ivar has shape {ivar.shape}, flux {flux.shape}: they must agree")
+    good = np.isfinite(flux) & np.isfinite(wave) & np.isfinite(ivar) & (ivar > 0)
+    with np.errstate(divide="ignore"):
+        var = np.where(good, 1.0 / np.where(good, ivar, 1.0), 0.0)
+    return wave, flux, var, good
+
+
+def _check_windows(wave: np.ndarray, line: tuple[float, float],
+                   continuum: tuple[tuple[float, float], tuple[float, float]]) -> None:
+    """Raise ValueError naming the first H-alpha window (A) outside every wavelength grid."""
+    lo_all, hi_all = np.nanmin(wave), np.nanmax(wave)
+    for name, (lo, hi) in (("line", line), ("blue continuum", continuum[0]), ("red continuum", continuum[1])):
+        if hi < lo_all or lo > hi_all:
+            raise ValueError(f"H-alpha {name} window {lo:g}-{hi:g} A lies outside the wavelength grid "
+                             f"({lo_all:g}-{hi_all:g} A)")
+
+
 def halpha_ew(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray | None = None, *,
               line: tuple[float, float] = HALPHA_LINE,
               continuum: tuple[tuple[float, float], tuple[float, float]] = HALPHA_CONTINUUM,
@@ -112,25 +144,9 @@ def halpha_ew(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray | None = None
     ValueError
         If the shapes disagree or a window lies outside every wavelength grid.
     """
-    flux = np.atleast_2d(np.asarray(flux, float))
-    wave = np.broadcast_to(np.atleast_2d(np.asarray(wave, float)), flux.shape)
-    if ivar is None:
-        var = np.zeros_like(flux)
-        good = np.isfinite(flux) & np.isfinite(wave)
-        have_err = False
-    else:
-        ivar = np.atleast_2d(np.asarray(ivar, float))
-        if ivar.shape != flux.shape:
-            raise ValueError(f"ivar has shape {ivar.shape}, flux {flux.shape}: they must agree")
-        good = np.isfinite(flux) & np.isfinite(wave) & np.isfinite(ivar) & (ivar > 0)
-        with np.errstate(divide="ignore"):
-            var = np.where(good, 1.0 / np.where(good, ivar, 1.0), 0.0)
-        have_err = True
-    lo_all, hi_all = np.nanmin(wave), np.nanmax(wave)
-    for name, (lo, hi) in (("line", line), ("blue continuum", continuum[0]), ("red continuum", continuum[1])):
-        if hi < lo_all or lo > hi_all:
-            raise ValueError(f"H-alpha {name} window {lo:g}-{hi:g} A lies outside the wavelength grid "
-                             f"({lo_all:g}-{hi_all:g} A)")
+    wave, flux, var, good = _as_rows(wave, flux, ivar)
+    have_err = ivar is not None
+    _check_windows(wave, line, continuum)
     fb, vb, lb = _window_mean(wave, flux, var, good, *continuum[0])
     fr, vr, lr = _window_mean(wave, flux, var, good, *continuum[1])
     # pixel widths: midpoints between neighbours, edge pixels mirrored

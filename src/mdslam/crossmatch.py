@@ -473,6 +473,31 @@ def _cluster_name(names) -> np.ndarray:
     return np.array([" ".join(str(n).replace("_", " ").split()) for n in np.asarray(names).astype(str)])
 
 
+def _best_row_per_star(ox: Table, key: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """Index of each star's kept row: a member row first, then highest ``CG_PROB``, ``PM_PROB``, ``RV_PROB``."""
+    from mdslam import selection
+
+    prob = [np.nan_to_num(np.asarray(selection.column(ox, c), float), nan=-np.inf)
+            for c in ("CG_PROB", "PM_PROB", "RV_PROB")] if len(ox) else [np.zeros(0)] * 3
+    # lexsort: last key is primary -> key, member (True first), CG, PM, RV descending
+    order = np.lexsort((-prob[2], -prob[1], -prob[0], ~member, key))
+    _, first = np.unique(key[order], return_index=True)
+    return order[first]
+
+
+def _mark_pms(out: Table, young_clusters: frozenset[str] | set[str], logg_col: str | None,
+              logg_pms_max: float) -> None:
+    """Add ``young_cluster``, ``low_logg`` (log g [dex] below ``logg_pms_max``) and ``pms`` (either) to ``out``."""
+    young = {" ".join(str(c).replace("_", " ").split()) for c in young_clusters}
+    out["young_cluster"] = np.isin(out["cluster"], sorted(young))
+    if logg_col is not None and logg_col in out.colnames:
+        with np.errstate(invalid="ignore"):
+            out["low_logg"] = np.asarray(out[logg_col], float) < logg_pms_max
+    else:
+        out["low_logg"] = np.zeros(len(out), bool)
+    out["pms"] = out["young_cluster"] | out["low_logg"]
+
+
 def occam_stars(occam: Table, labels: Table, *, right_col: str = "apogee_id",
                 member_kw: dict | None = None, cluster_feh: dict[str, float] | None = None,
                 logg_col: str | None = "logg_apogee", logg_pms_max: float = 4.5,
@@ -530,12 +555,7 @@ def occam_stars(occam: Table, labels: Table, *, right_col: str = "apogee_id",
     n_rows = len(ox)
     key = normalize_apogee_id(ox["APOGEE_ID"])
     member = selection.occam_members(ox, **member_kw) if n_rows else np.zeros(0, bool)
-    prob = [np.nan_to_num(np.asarray(selection.column(ox, c), float), nan=-np.inf)
-            for c in ("CG_PROB", "PM_PROB", "RV_PROB")] if n_rows else [np.zeros(0)] * 3
-    # lexsort: last key is primary -> key, member (True first), CG, PM, RV descending
-    order = np.lexsort((-prob[2], -prob[1], -prob[0], ~member, key))
-    _, first = np.unique(key[order], return_index=True)
-    keep = order[first]
+    keep = _best_row_per_star(ox, key, member)
     names = _cluster_name(ox["CLUSTER"]) if n_rows else np.zeros(0, str)
     listed = {}
     for k, c in zip(key.tolist(), names.tolist(), strict=True):
@@ -546,14 +566,7 @@ def occam_stars(occam: Table, labels: Table, *, right_col: str = "apogee_id",
     out["clusters_listed"] = np.array(["; ".join(sorted(set(listed[k]))) for k in key[keep]], dtype=str) \
         if len(keep) else np.zeros(0, str)
     out["member"] = member[keep]
-    young = {" ".join(str(c).replace("_", " ").split()) for c in young_clusters}
-    out["young_cluster"] = np.isin(out["cluster"], sorted(young))
-    if logg_col is not None and logg_col in out.colnames:
-        with np.errstate(invalid="ignore"):
-            out["low_logg"] = np.asarray(out[logg_col], float) < logg_pms_max
-    else:
-        out["low_logg"] = np.zeros(len(out), bool)
-    out["pms"] = out["young_cluster"] | out["low_logg"]
+    _mark_pms(out, young_clusters, logg_col, logg_pms_max)
     lit = {" ".join(str(k).replace("_", " ").split()).upper(): float(v) for k, v in (cluster_feh or {}).items()}
     out["cluster_fe_h"] = np.array([lit.get(c.upper(), np.nan) for c in out["cluster"]], float)
     out["cluster_fe_h"].unit = "dex"

@@ -38,19 +38,6 @@ class SpectrumFlag(enum.IntFlag):
     FEW_PIXELS = 1 << 7
 
 
-SPECTRUM_FLAG_MEANING: dict[SpectrumFlag, str] = {
-    SpectrumFlag.READ_ERROR: "the file could not be read, or is not a spectrum of the expected kind",
-    SpectrumFlag.ALL_NAN: "every flux value is NaN or infinite",
-    SpectrumFlag.NO_IVAR: "no pixel has a positive, finite inverse variance",
-    SpectrumFlag.NOT_INCREASING: "the wavelength array is not strictly increasing (or not finite)",
-    SpectrumFlag.NO_OVERLAP: "the spectrum does not overlap the target wavelength grid",
-    SpectrumFlag.LOW_SNR: "SNR below the threshold asked for in preprocessing",
-    SpectrumFlag.NORM_FAILED: "the pseudo-continuum fit failed (no usable pixels or a non-positive continuum)",
-    SpectrumFlag.FEW_PIXELS: "too few good pixels left on the common grid after rebinning and masking",
-}
-"""One line per :class:`SpectrumFlag` bit: what it means."""
-
-
 class LabelFlag(enum.IntFlag):
     """Problems found while labelling a spectrum (the ``flag`` column of a label table)."""
 
@@ -65,18 +52,91 @@ class LabelFlag(enum.IntFlag):
     NOT_NORMALISED = 1 << 14
 
 
-LABEL_FLAG_MEANING: dict[LabelFlag, str] = {
-    LabelFlag.FAILED: "failed: no fit (bad input, too few pixels, numerical failure); labels are NaN",
-    LabelFlag.NOT_CONVERGED: "Levenberg-Marquardt stopped at its iteration cap without meeting the tolerances",
-    LabelFlag.LOW_SNR: "SNR below the model's low_snr threshold",
-    LabelFlag.FEW_PIXELS: "fewer good pixels than min_good_fraction of the model's usable pixels",
-    LabelFlag.OUTSIDE_DOMAIN: "label k outside the training domain: bit OUTSIDE_DOMAIN << k",
-    LabelFlag.BAD_FIT: "reduced chi2 above the model's rchi2_threshold_ (learnt from the training spectra)",
-    LabelFlag.FAR_FROM_TRAINING: ("best-fit labels farther from the training labels (k-th neighbour, "
-                                  "standardised) than the model's knn_threshold_"),
-    LabelFlag.NOT_NORMALISED: "median flux far from the training spectra's level: not normalised like them",
-}
+#: Every bit once: (flag, what it means, when it is set, what a user should do about it).
+_FLAG_DOCS: tuple[tuple[enum.IntFlag, str, str, str], ...] = (
+    (SpectrumFlag.READ_ERROR,
+     "the file could not be read, or is not a spectrum of the expected kind",
+     "reading (mdslam.spectra readers, batch reads)",
+     "check the file and the format option; the reason column names the problem"),
+    (SpectrumFlag.ALL_NAN,
+     "every flux value is NaN or infinite",
+     "reading",
+     "drop the spectrum"),
+    (SpectrumFlag.NO_IVAR,
+     "no pixel has a positive, finite inverse variance",
+     "reading",
+     "give an inverse variance (or an error array) with the flux"),
+    (SpectrumFlag.NOT_INCREASING,
+     "the wavelength array is not strictly increasing (or not finite)",
+     "reading",
+     "check the wavelength array or header (units, order)"),
+    (SpectrumFlag.NO_OVERLAP,
+     "the spectrum does not overlap the target wavelength grid",
+     "preprocessing (rebinning onto the model grid)",
+     "check the wavelength units/frame; use a model trained on this range"),
+    (SpectrumFlag.LOW_SNR,
+     "SNR below the threshold asked for in preprocessing",
+     "preprocessing, when min_snr is given",
+     "use the spectrum only if a noisy label is acceptable"),
+    (SpectrumFlag.NORM_FAILED,
+     "the pseudo-continuum fit failed (no usable pixels or a non-positive continuum)",
+     "preprocessing (pseudo-continuum)",
+     "inspect the spectrum; too many masked pixels or negative flux"),
+    (SpectrumFlag.FEW_PIXELS,
+     "too few good pixels left on the common grid after rebinning and masking",
+     "preprocessing, below min_good_fraction",
+     "inspect the mask; the spectrum covers too little of the grid"),
+    (LabelFlag.FAILED,
+     "failed: no fit (bad input, too few pixels, numerical failure); labels are NaN",
+     "labelling: unreadable or unusable input, no good pixel, numerical failure",
+     "do not use the labels (they are NaN); read the error column"),
+    (LabelFlag.NOT_CONVERGED,
+     "Levenberg-Marquardt stopped at its iteration cap without meeting the tolerances",
+     "labelling: the optimiser hit its iteration cap",
+     "treat the labels as unreliable; check rchi2"),
+    (LabelFlag.LOW_SNR,
+     "SNR below the model's low_snr threshold",
+     "labelling: snr below the model's low_snr",
+     "use the empirical (CV) uncertainty, not the formal one"),
+    (LabelFlag.FEW_PIXELS,
+     "fewer good pixels than min_good_fraction of the model's usable pixels",
+     "labelling: good pixels below the model's min_good_fraction",
+     "treat the labels as unreliable"),
+    (LabelFlag.OUTSIDE_DOMAIN,
+     "label k outside the training domain: bit OUTSIDE_DOMAIN << k",
+     "labelling: the label lies outside the training labels' range",
+     "leave the label out of comparisons: the model extrapolates there"),
+    (LabelFlag.BAD_FIT,
+     "reduced chi2 above the model's rchi2_threshold_ (learnt from the training spectra)",
+     "labelling: rchi2 above the model's rchi2_threshold_ (mdslam.checks.rchi2_threshold)",
+     "the model does not describe this spectrum (other star type, wrong grid or units, out-of-domain labels): do not use the labels"),
+    (LabelFlag.FAR_FROM_TRAINING,
+     "best-fit labels farther from the training labels (k-th neighbour, standardised) than the model's knn_threshold_",
+     "labelling: k-NN distance above the model's knn_threshold_ (mdslam.checks.knn_threshold)",
+     "treat the labels as extrapolated: the true labels are likely outside the training set, and pulled inside it"),
+    (LabelFlag.NOT_NORMALISED,
+     "median flux far from the training spectra's level: not normalised like them",
+     "labelling: median flux / training level outside mdslam.checks.FLUX_LEVEL_RANGE",
+     "normalise the spectrum like the training spectra (mdslam.preprocess) and relabel"),
+)
+
+
+def _key(flag: enum.IntFlag) -> str:
+    """``"Class.NAME"`` of a flag member (members of the two enums with equal values compare equal)."""
+    return f"{type(flag).__name__}.{flag.name}"
+
+
+SPECTRUM_FLAG_MEANING: dict[SpectrumFlag, str] = {f: m for f, m, _, _ in _FLAG_DOCS if isinstance(f, SpectrumFlag)}
+"""One line per :class:`SpectrumFlag` bit: what it means."""
+
+LABEL_FLAG_MEANING: dict[LabelFlag, str] = {f: m for f, m, _, _ in _FLAG_DOCS if isinstance(f, LabelFlag)}
 """One line per :class:`LabelFlag` bit: what it means."""
+
+#: When each bit is set, keyed ``"Class.NAME"``.
+FLAG_WHEN: dict[str, str] = {_key(f): w for f, _, w, _ in _FLAG_DOCS}
+
+#: What a user should do about each bit, keyed ``"Class.NAME"``.
+FLAG_ACTION: dict[str, str] = {_key(f): a for f, _, _, a in _FLAG_DOCS}
 
 
 def spectrum_flag_names(flag: int) -> list[str]:
@@ -101,51 +161,6 @@ def label_flag_meanings(flag: int, label_names: Sequence[str] = ()) -> list[str]
         if flag & (int(LabelFlag.OUTSIDE_DOMAIN) << k):
             out.append(f"{name} outside the domain")
     return out
-
-
-#: When each bit is set, keyed ``"Class.NAME"`` (members of the two enums with equal values
-#: compare equal, so they cannot share a dict as keys).
-FLAG_WHEN: dict[str, str] = {
-    "SpectrumFlag.READ_ERROR": "reading (mdslam.spectra readers, batch reads)",
-    "SpectrumFlag.ALL_NAN": "reading",
-    "SpectrumFlag.NO_IVAR": "reading",
-    "SpectrumFlag.NOT_INCREASING": "reading",
-    "SpectrumFlag.NO_OVERLAP": "preprocessing (rebinning onto the model grid)",
-    "SpectrumFlag.LOW_SNR": "preprocessing, when min_snr is given",
-    "SpectrumFlag.NORM_FAILED": "preprocessing (pseudo-continuum)",
-    "SpectrumFlag.FEW_PIXELS": "preprocessing, below min_good_fraction",
-    "LabelFlag.FAILED": "labelling: unreadable or unusable input, no good pixel, numerical failure",
-    "LabelFlag.NOT_CONVERGED": "labelling: the optimiser hit its iteration cap",
-    "LabelFlag.LOW_SNR": "labelling: snr below the model's low_snr",
-    "LabelFlag.FEW_PIXELS": "labelling: good pixels below the model's min_good_fraction",
-    "LabelFlag.OUTSIDE_DOMAIN": "labelling: the label lies outside the training labels' range",
-    "LabelFlag.BAD_FIT": "labelling: rchi2 above the model's rchi2_threshold_ (mdslam.checks.rchi2_threshold)",
-    "LabelFlag.FAR_FROM_TRAINING": "labelling: k-NN distance above the model's knn_threshold_ "
-                                 "(mdslam.checks.knn_threshold)",
-    "LabelFlag.NOT_NORMALISED": "labelling: median flux / training level outside mdslam.checks.FLUX_LEVEL_RANGE",
-}
-
-#: What a user should do about each bit, keyed ``"Class.NAME"``.
-FLAG_ACTION: dict[str, str] = {
-    "SpectrumFlag.READ_ERROR": "check the file and the format option; the reason column names the problem",
-    "SpectrumFlag.ALL_NAN": "drop the spectrum",
-    "SpectrumFlag.NO_IVAR": "give an inverse variance (or an error array) with the flux",
-    "SpectrumFlag.NOT_INCREASING": "check the wavelength array or header (units, order)",
-    "SpectrumFlag.NO_OVERLAP": "check the wavelength units/frame; use a model trained on this range",
-    "SpectrumFlag.LOW_SNR": "use the spectrum only if a noisy label is acceptable",
-    "SpectrumFlag.NORM_FAILED": "inspect the spectrum; too many masked pixels or negative flux",
-    "SpectrumFlag.FEW_PIXELS": "inspect the mask; the spectrum covers too little of the grid",
-    "LabelFlag.FAILED": "do not use the labels (they are NaN); read the error column",
-    "LabelFlag.NOT_CONVERGED": "treat the labels as unreliable; check rchi2",
-    "LabelFlag.LOW_SNR": "use the empirical (CV) uncertainty, not the formal one",
-    "LabelFlag.FEW_PIXELS": "treat the labels as unreliable",
-    "LabelFlag.OUTSIDE_DOMAIN": "leave the label out of comparisons: the model extrapolates there",
-    "LabelFlag.BAD_FIT": "the model does not describe this spectrum (other star type, wrong grid or units, "
-                       "out-of-domain labels): do not use the labels",
-    "LabelFlag.FAR_FROM_TRAINING": "treat the labels as extrapolated: the true labels are likely outside the "
-                                 "training set, and pulled inside it",
-    "LabelFlag.NOT_NORMALISED": "normalise the spectrum like the training spectra (mdslam.preprocess) and relabel",
-}
 
 
 def flag_table():

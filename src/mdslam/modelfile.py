@@ -205,38 +205,60 @@ def load_model(path) -> tuple[dict, dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no model file {path}")
+    meta, arrays = _read(path)
+    state = _state(meta, arrays)
+    _check_consistent(state, path)
+    return dict(meta["params"]), state
+
+
+def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metadata and arrays of a model file, checked (format, version, required members).
+
+    Raises
+    ------
+    ModelFileError
+        Not an mdslam model, a newer format version, or a corrupted/truncated file.
+    """
     try:
         with np.load(path, allow_pickle=False) as z:
             names = set(z.files)
             if "metadata" not in names:
                 raise ModelFileError(f"{path}: not an mdslam SLAM model (no 'metadata' member)")
             meta = json.loads(str(z["metadata"][()]))
-            if not isinstance(meta, dict):
-                raise ModelFileError(f"{path}: model metadata is not a JSON object")
-            if meta.get("format") != FORMAT_NAME:
-                raise ModelFileError(f"{path}: format {meta.get('format')!r} is not {FORMAT_NAME!r}")
-            version = int(meta.get("format_version", -1))
-            if version > FORMAT_VERSION:
-                raise ModelFileError(
-                    f"{path}: model format version {version} is newer than this mdslam understands "
-                    f"(<= {FORMAT_VERSION}); upgrade mdslam (file written by mdslam "
-                    f"{meta.get('mdslam_version', '?')})")
-            if version < 1:
-                raise ModelFileError(f"{path}: invalid format_version {version}")
-            absent = [k for k in _REQUIRED_META if k not in meta]
-            if absent:
-                raise ModelFileError(f"{path}: model metadata lacks {absent}; the file is damaged or "
-                                     "was not written by mdslam")
+            _check_meta(meta, path)
             missing = [m for m in list(_ARRAYS) + ["grid_C", "grid_epsilon", "grid_gamma"] if m not in names]
             if missing:
                 raise ModelFileError(f"{path}: truncated or corrupted model file, missing {missing}")
-            arrays = {m: z[m] for m in names if m != "metadata"}
+            return meta, {m: z[m] for m in names if m != "metadata"}
     except ModelFileError:
         raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError, TypeError,
             json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: corrupted or truncated model file ({type(exc).__name__}: {exc})") from exc
 
+
+def _check_meta(meta: object, path: Path) -> None:
+    """Raise :class:`ModelFileError` unless ``meta`` is this format's metadata, of a version this code reads."""
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: model metadata is not a JSON object")
+    if meta.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{path}: format {meta.get('format')!r} is not {FORMAT_NAME!r}")
+    version = int(meta.get("format_version", -1))
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {version} is newer than this mdslam understands "
+            f"(<= {FORMAT_VERSION}); upgrade mdslam (file written by mdslam "
+            f"{meta.get('mdslam_version', '?')})")
+    if version < 1:
+        raise ModelFileError(f"{path}: invalid format_version {version}")
+    absent = [k for k in _REQUIRED_META if k not in meta]
+    if absent:
+        raise ModelFileError(f"{path}: model metadata lacks {absent}; the file is damaged or "
+                             "was not written by mdslam")
+
+
+def _state(meta: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """The learned attributes of a model from its file's metadata and arrays (defaults for optional members)."""
     state = {attr: np.asarray(arrays[name], dtype=dt) for name, (attr, dt) in _ARRAYS.items()}
     state["param_grid_"] = {k: arrays[f"grid_{k}"] for k in ("C", "epsilon", "gamma")}
     for name, (attr, dt, default) in _OPTIONAL_ARRAYS.items():
@@ -260,8 +282,7 @@ def load_model(path) -> tuple[dict, dict]:
                                        if "posterior_std_snr_ref" in arrays else 1.0)
     state["chi2_scale_cv_"] = ({"grid": arrays["chi2_scale_grid"], "score": arrays["chi2_scale_score"]}
                                if "chi2_scale_grid" in arrays else None)
-    _check_consistent(state, path)
-    return dict(meta["params"]), state
+    return state
 
 
 def _check_consistent(s: dict, path) -> None:

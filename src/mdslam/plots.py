@@ -19,17 +19,26 @@ an HR diagram.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 from scipy.stats import binned_statistic_2d
 
 from mdslam import selection
-from mdslam.validation import MIN_N_SCATTER, binned_medians, compare, fit_gaussian, fit_power_law
+from mdslam.validation import (
+    MIN_N_SCATTER,
+    Comparison,
+    binned_medians,
+    compare,
+    fit_gaussian,
+    fit_power_law,
+)
 
 __all__ = [
     "add_data_label",
@@ -88,6 +97,55 @@ def _median_std_title(median: float, std: float, n: int, unit: str = "") -> str:
     return f"median \u00b1 std = {median:.3g} \u00b1 {std:.3g}{u} (N = {n})"
 
 
+def _one_to_one_top(fig: Figure, ax: Axes, x: np.ndarray, y: np.ndarray, c: np.ndarray | None,
+                    lims: tuple[float, float] | None, ylabel: str, color_label: str) -> None:
+    """Top panel of :func:`one_to_one`: ``y`` against ``x``, the 1:1 line (default: data range), colour bar."""
+    if c is None:
+        sc = ax.scatter(x, y, s=4, c="C0", rasterized=True)
+    else:
+        sc = ax.scatter(x, y, s=4, c=c, cmap="viridis", rasterized=True)
+    if lims is None and x.size:
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        lims = (lo, hi)
+    if lims is not None:
+        ax.plot(lims, lims, "k--", lw=1, label="1:1")
+        ax.set_xlim(lims)
+        ax.set_ylim(lims)
+    ax.set_ylabel(ylabel)
+    if lims is not None:  # the 1:1 line is the only labelled artist
+        ax.legend(loc="upper left", fontsize=8)
+    if c is not None:
+        fig.colorbar(sc, ax=ax, label=color_label)
+
+
+def _residual_panel(ax: Axes, x: np.ndarray, d: np.ndarray, bins: int | np.ndarray) -> None:
+    """Residuals ``d`` against ``x`` with binned medians and standard deviations (Q25 Figs. 6-8)."""
+    ax.scatter(x, d, s=3, c="0.6", rasterized=True)
+    ax.axhline(0.0, color="k", lw=1, ls="--")
+    if x.size:
+        bm = binned_medians(x, d, bins, min_count=3)
+        good = np.isfinite(np.asarray(bm["median"], float))
+        ax.errorbar(np.asarray(bm["x_median"])[good], np.asarray(bm["median"])[good],
+                    yerr=np.asarray(bm["std"])[good], fmt="o", mfc="white", mec="k", ecolor="k",
+                    capsize=2, label="binned median \u00b1 std")
+        ax.legend(fontsize=7, loc="best")
+
+
+def _residual_histogram(ax: Axes, d: np.ndarray, st: Comparison, hist_bins: int,
+                        hist_range: tuple[float, float] | None, unit: str) -> None:
+    """Histogram of the residuals ``d`` titled "median +- std" (statistics ``st`` of :func:`compare`)."""
+    u = f" [{unit}]" if unit else ""
+    if hist_range is None and st.n and st.robust_std > 0:
+        hist_range = (st.median - 6 * st.robust_std, st.median + 6 * st.robust_std)
+    ax.hist(d, bins=hist_bins, range=hist_range, color="C0", alpha=0.7)
+    ax.axvline(0.0, color="k", lw=1, ls="--")
+    if st.n:
+        ax.axvline(st.median, color="C3", lw=1.2)
+    ax.set_xlabel(f"\u0394{u}")
+    ax.set_ylabel("N")
+    ax.set_title(_median_std_title(st.median, st.std, st.n, unit), fontsize=9)
+
+
 def one_to_one(x: np.ndarray, y: np.ndarray, *, data_label: str, xlabel: str = "reference",
                ylabel: str = "this work", unit: str = "", color: np.ndarray | None = None,
                color_label: str = "", bins: int | np.ndarray = 8, hist_bins: int = 30,
@@ -140,43 +198,11 @@ def one_to_one(x: np.ndarray, y: np.ndarray, *, data_label: str, xlabel: str = "
     ax0 = fig.add_subplot(gs[0])
     ax1 = fig.add_subplot(gs[1], sharex=ax0)
     ax2 = fig.add_subplot(gs[2])
-    if c is None:
-        sc = ax0.scatter(x, y, s=4, c="C0", rasterized=True)
-    else:
-        sc = ax0.scatter(x, y, s=4, c=c, cmap="viridis", rasterized=True)
-    if lims is None and x.size:
-        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
-        lims = (lo, hi)
-    if lims is not None:
-        ax0.plot(lims, lims, "k--", lw=1, label="1:1")
-        ax0.set_xlim(lims)
-        ax0.set_ylim(lims)
-    ax0.set_ylabel(ylabel + u)
-    if lims is not None:  # the 1:1 line is the only labelled artist
-        ax0.legend(loc="upper left", fontsize=8)
-    if c is not None:
-        fig.colorbar(sc, ax=ax0, label=color_label)
-    ax1.scatter(x, d, s=3, c="0.6", rasterized=True)
-    ax1.axhline(0.0, color="k", lw=1, ls="--")
-    if x.size:
-        bm = binned_medians(x, d, bins, min_count=3)
-        good = np.isfinite(np.asarray(bm["median"], float))
-        ax1.errorbar(np.asarray(bm["x_median"])[good], np.asarray(bm["median"])[good],
-                     yerr=np.asarray(bm["std"])[good], fmt="o", mfc="white", mec="k", ecolor="k",
-                     capsize=2, label="binned median \u00b1 std")
-        ax1.legend(fontsize=7, loc="best")
+    _one_to_one_top(fig, ax0, x, y, c, lims, ylabel + u, color_label)
+    _residual_panel(ax1, x, d, bins)
     ax1.set_xlabel(xlabel + u)
     ax1.set_ylabel(f"\u0394 ({ylabel} \u2212 {xlabel})")
-    st = compare(y, x)
-    if hist_range is None and st.n and st.robust_std > 0:
-        hist_range = (st.median - 6 * st.robust_std, st.median + 6 * st.robust_std)
-    ax2.hist(d, bins=hist_bins, range=hist_range, color="C0", alpha=0.7)
-    ax2.axvline(0.0, color="k", lw=1, ls="--")
-    if st.n:
-        ax2.axvline(st.median, color="C3", lw=1.2)
-    ax2.set_xlabel(f"\u0394{u}")
-    ax2.set_ylabel("N")
-    ax2.set_title(_median_std_title(st.median, st.std, st.n, unit), fontsize=9)
+    _residual_histogram(ax2, d, compare(y, x), hist_bins, hist_range, unit)
     return add_data_label(fig, data_label)
 
 
@@ -443,6 +469,19 @@ def histogram_gaussian(values: np.ndarray, *, data_label: str, xlabel: str = "",
     return add_data_label(fig, data_label)
 
 
+def _colour_coded(draw: Callable[[Axes], Any], colour_label: str, lines: Sequence[Line] | None,
+                  xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
+    """A one-axis figure drawn by ``draw(ax)`` (which returns the colour mappable), with its colour bar,
+    the overlaid ``lines`` and the axis labels."""
+    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    fig.colorbar(draw(ax), ax=ax, label=colour_label)
+    _draw_lines(ax, lines)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return fig, ax
+
+
 # --------------------------------------------------------------------------- #
 def hr_diagram(x: np.ndarray, mg: np.ndarray, color: np.ndarray, *, data_label: str,
                xlabel: str = "T$_{\\rm eff}$ [K]", ylabel: str = "M$_G$ [mag]",
@@ -470,13 +509,9 @@ def hr_diagram(x: np.ndarray, mg: np.ndarray, color: np.ndarray, *, data_label: 
         The diagram axis and a colour-bar axis.
     """
     xx, yy, cc = _finite(x, mg, color)
-    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
-    ax = fig.add_subplot()
-    sc = ax.scatter(xx, yy, c=cc, s=3, cmap="viridis", vmin=vmin, vmax=vmax, rasterized=True)
-    fig.colorbar(sc, ax=ax, label=color_label)
-    _draw_lines(ax, lines)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    fig, ax = _colour_coded(
+        lambda ax: ax.scatter(xx, yy, c=cc, s=3, cmap="viridis", vmin=vmin, vmax=vmax, rasterized=True),
+        color_label, lines, xlabel, ylabel)
     ax.invert_yaxis()
     if invert_x:
         ax.invert_xaxis()
@@ -515,13 +550,8 @@ def binned_median_map(x: np.ndarray, y: np.ndarray, z: np.ndarray, *, data_label
     med, xe, ye, _ = binned_statistic_2d(xx, yy, zz, statistic="median", bins=bins)
     cnt, _, _, _ = binned_statistic_2d(xx, yy, zz, statistic="count", bins=[xe, ye])
     med = np.where(cnt >= min_count, med, np.nan)
-    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
-    ax = fig.add_subplot()
-    mesh = ax.pcolormesh(xe, ye, med.T, cmap="viridis", vmin=vmin, vmax=vmax)
-    fig.colorbar(mesh, ax=ax, label=zlabel)
-    _draw_lines(ax, lines)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    fig, ax = _colour_coded(lambda ax: ax.pcolormesh(xe, ye, med.T, cmap="viridis", vmin=vmin, vmax=vmax),
+                            zlabel, lines, xlabel, ylabel)
     if invert_y:
         ax.invert_yaxis()
     fig.mdslam_map = (med, xe, ye, cnt)

@@ -297,6 +297,54 @@ def _overlap_reason(wave_row: np.ndarray, grid: np.ndarray) -> str:
     return f"no good pixel within the grid {grid[0]:.1f}-{grid[-1]:.1f} A"
 
 
+def _rebin_inputs(
+    spectra: Spectra | Sequence[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """``(wave, flux (n, n_pix), ivar, mask, single)`` from what :func:`rebin` accepts.
+
+    ``single`` is True for one 1-D spectrum given as arrays.
+
+    Raises
+    ------
+    ValueError
+        Not 3 or 4 arrays, or flux, ivar and mask of different shapes.
+    """
+    if isinstance(spectra, Spectra):
+        return spectra.wavelength, spectra.flux, spectra.ivar, spectra.mask, False
+    arrs = list(spectra)
+    if len(arrs) not in (3, 4):
+        raise ValueError("give (wave, flux, ivar) or (wave, flux, ivar, mask)")
+    wave = np.asarray(arrs[0], dtype=float)
+    flux = np.asarray(arrs[1], dtype=float)
+    single = flux.ndim == 1
+    flux = np.atleast_2d(flux)
+    ivar = np.atleast_2d(np.asarray(arrs[2], dtype=float))
+    mask = (np.atleast_2d(np.asarray(arrs[3], dtype=bool)) if len(arrs) == 4
+            else np.zeros(flux.shape, dtype=bool))
+    if wave.ndim == 2 and wave.shape[0] == 1 and flux.shape[0] == 1:
+        wave = wave[0]
+    if ivar.shape != flux.shape or mask.shape != flux.shape:
+        raise ValueError(f"flux {flux.shape}, ivar {ivar.shape}, mask {mask.shape} differ")
+    return wave, flux, ivar, mask, single
+
+
+def _rebin_chunks(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, new_edges: np.ndarray,
+                  min_coverage: float, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_rebin_block` over blocks of ``chunk_size`` spectra: flux, ivar, mask (n, n_new), max coverage (n,)."""
+    n = flux.shape[0]
+    out_f = np.empty((n, new_edges.size - 1))
+    out_i = np.empty_like(out_f)
+    out_m = np.empty(out_f.shape, dtype=bool)
+    cover = np.empty(n)
+    for s in range(0, n, max(1, int(chunk_size))):
+        sl = slice(s, min(n, s + max(1, int(chunk_size))))
+        w = wave if wave.ndim == 1 else wave[sl]
+        f, i, m, cov = _rebin_block(w, flux[sl], ivar[sl], mask[sl], new_edges, min_coverage)
+        out_f[sl], out_i[sl], out_m[sl] = f, i, m
+        cover[sl] = cov.max(axis=1)
+    return out_f, out_i, out_m, cover
+
+
 def rebin(
     spectra: Spectra | Sequence[np.ndarray],
     new_wave: np.ndarray,
@@ -346,37 +394,10 @@ def rebin(
     if new_wave.ndim != 1 or new_wave.size < 2 or not np.all(np.diff(new_wave) > 0):
         raise ValueError("new_wave must be 1-D, strictly increasing, with >= 2 pixels")
     new_edges = pixel_edges(new_wave)
-    if isinstance(spectra, Spectra):
-        wave, flux, ivar, mask = spectra.wavelength, spectra.flux, spectra.ivar, spectra.mask
-        single = False
-    else:
-        arrs = list(spectra)
-        if len(arrs) not in (3, 4):
-            raise ValueError("give (wave, flux, ivar) or (wave, flux, ivar, mask)")
-        wave = np.asarray(arrs[0], dtype=float)
-        flux = np.asarray(arrs[1], dtype=float)
-        single = flux.ndim == 1
-        flux = np.atleast_2d(flux)
-        ivar = np.atleast_2d(np.asarray(arrs[2], dtype=float))
-        mask = (np.atleast_2d(np.asarray(arrs[3], dtype=bool)) if len(arrs) == 4
-                else np.zeros(flux.shape, dtype=bool))
-        if wave.ndim == 2 and wave.shape[0] == 1 and flux.shape[0] == 1:
-            wave = wave[0]
-        if ivar.shape != flux.shape or mask.shape != flux.shape:
-            raise ValueError(f"flux {flux.shape}, ivar {ivar.shape}, mask {mask.shape} differ")
+    wave, flux, ivar, mask, single = _rebin_inputs(spectra)
     if on_error is None:
         on_error = "raise" if single else "flag"
-    n = flux.shape[0]
-    out_f = np.empty((n, new_wave.size))
-    out_i = np.empty_like(out_f)
-    out_m = np.empty(out_f.shape, dtype=bool)
-    cover = np.empty(n)
-    for s in range(0, n, max(1, int(chunk_size))):
-        sl = slice(s, min(n, s + max(1, int(chunk_size))))
-        w = wave if wave.ndim == 1 else wave[sl]
-        f, i, m, cov = _rebin_block(w, flux[sl], ivar[sl], mask[sl], new_edges, min_coverage)
-        out_f[sl], out_i[sl], out_m[sl] = f, i, m
-        cover[sl] = cov.max(axis=1)
+    out_f, out_i, out_m, cover = _rebin_chunks(wave, flux, ivar, mask, new_edges, min_coverage, chunk_size)
     none = cover <= 0
     if none.any() and on_error == "raise":
         k = int(np.argmax(none))
@@ -426,6 +447,13 @@ NORM_DEFAULTS: dict[str, Any] = dict(
     min_pixels=20, select_smooth=20.0,
 )
 """Default pseudo-continuum parameters (:func:`normalize`, :func:`preprocess`).
+
+M dwarf spectra have no true continuum: molecular bands (TiO, VO, CaH)
+cover most of the optical. The result is a *pseudo*-continuum, an upper
+envelope through the band-free peaks; with knots 400 A apart it cannot
+follow the band complexes, which keep their depth (normalised flux well
+below 1 at 7050-7150, 7600-7700 and 8430-8460 A) while the peaks sit
+near 1.
 
 Chosen on the 54 LAMOST DR7 M0-M4 spectra of the mirror and on noise
 experiments: knots 400 A apart bridge the 300-450 A wide CaH+TiO
@@ -571,20 +599,30 @@ def _continuum_block(
     return cont, ok
 
 
+def _continuum(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray,
+               kw: dict[str, Any]) -> np.ndarray:
+    """Pseudo-continuum (n_spec, n_pix) on a shared 1-D grid, or row by row on a NaN-padded 2-D one.
+
+    ``kw`` holds the keywords of :func:`normalize`; a row with fewer valid
+    wavelengths than ``max(min_pixels, 8)`` keeps a NaN continuum.
+    """
+    if wave.ndim == 1:
+        return _continuum_block(wave, flux, ivar, mask, **kw)[0]
+    cont = np.full(flux.shape, np.nan)
+    for r in range(flux.shape[0]):
+        w = wave[r]
+        nv = int(np.isfinite(w).sum())
+        if nv >= max(kw["min_pixels"], 8):
+            c, _ = _continuum_block(w[:nv], flux[r:r + 1, :nv], ivar[r:r + 1, :nv],
+                                    mask[r:r + 1, :nv], **kw)
+            cont[r, :nv] = c[0]
+    return cont
+
+
 def normalize(
-    wave: np.ndarray,
-    flux: np.ndarray,
-    ivar: np.ndarray | None = None,
-    mask: np.ndarray | None = None,
-    *,
-    knot_spacing: float = 400.0,
-    bin_width: float = 100.0,
-    lower: float = 0.5,
-    upper: float = 3.0,
-    niter: int = 5,
-    smooth: float = 1e-2,
-    min_pixels: int = 20,
-    select_smooth: float = 20.0,
+    wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray | None = None, mask: np.ndarray | None = None,
+    *, knot_spacing: float = 400.0, bin_width: float = 100.0, lower: float = 0.5, upper: float = 3.0,
+    niter: int = 5, smooth: float = 1e-2, min_pixels: int = 20, select_smooth: float = 20.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Divide spectra by a smoothing-spline pseudo-continuum.
 
@@ -601,12 +639,8 @@ def normalize(
     iterations, as in Zhang et al.'s code, but never leaves fewer than
     ``min_pixels`` (or the number of spline coefficients + 2) pixels.
 
-    M dwarf spectra have no true continuum: molecular bands (TiO, VO, CaH)
-    cover most of the optical. The result is a *pseudo*-continuum, an upper
-    envelope through the band-free peaks; with knots 400 A apart it cannot
-    follow the band complexes, which keep their depth (normalised flux well
-    below 1 at 7050-7150, 7600-7700 and 8430-8460 A) while the peaks sit
-    near 1 (see :data:`NORM_DEFAULTS` for the numbers on real spectra).
+    M dwarf spectra have no true continuum: the result is a *pseudo*-continuum
+    through the band-free peaks (:data:`NORM_DEFAULTS`).
 
     Parameters
     ----------
@@ -652,19 +686,9 @@ def normalize(
     f2 = np.atleast_2d(flux)
     iv = np.ones_like(f2) if ivar is None else np.atleast_2d(np.asarray(ivar, dtype=float))
     m2 = np.zeros(f2.shape, bool) if mask is None else np.atleast_2d(np.asarray(mask, bool))
-    kw = dict(knot_spacing=knot_spacing, bin_width=bin_width, lower=lower, upper=upper,
-              niter=niter, smooth=smooth, min_pixels=min_pixels, select_smooth=select_smooth)
-    if wave.ndim == 1:
-        cont, _ = _continuum_block(wave, f2, iv, m2, **kw)
-    else:
-        cont = np.full(f2.shape, np.nan)
-        for r in range(f2.shape[0]):
-            w = wave[r]
-            nv = int(np.isfinite(w).sum())
-            if nv >= max(min_pixels, 8):
-                c, _ = _continuum_block(w[:nv], f2[r:r + 1, :nv], iv[r:r + 1, :nv],
-                                        m2[r:r + 1, :nv], **kw)
-                cont[r, :nv] = c[0]
+    cont = _continuum(wave, f2, iv, m2, dict(
+        knot_spacing=knot_spacing, bin_width=bin_width, lower=lower, upper=upper, niter=niter,
+        smooth=smooth, min_pixels=min_pixels, select_smooth=select_smooth))
     nf, ni = _apply_continuum(f2, iv, cont)
     if one:
         return nf[0], ni[0], cont[0]
@@ -773,40 +797,23 @@ def _redshifts(spectra: Spectra, rv: Any, z: Any) -> np.ndarray:
 
 
 def preprocess(
-    spectra: Spectra,
-    grid: np.ndarray | None = None,
-    rv: Any = None,
-    *,
-    z: Any = None,
-    normalize: bool = True,
-    mask_halpha: bool = True,
-    tellurics: bool = False,
-    n_jobs: int = 1,
-    progress: bool = True,
-    chunk_size: int = 500,
-    min_coverage: float = 0.5,
-    min_good_fraction: float = 0.2,
-    min_snr: float | None = None,
-    halpha_width: float = 20.0,
+    spectra: Spectra, grid: np.ndarray | None = None, rv: Any = None, *, z: Any = None,
+    normalize: bool = True, mask_halpha: bool = True, tellurics: bool = False, n_jobs: int = 1,
+    progress: bool = True, chunk_size: int = 500, min_coverage: float = 0.5,
+    min_good_fraction: float = 0.2, min_snr: float | None = None, halpha_width: float = 20.0,
     telluric_bands: Sequence[tuple[float, float]] = TELLURIC_BANDS,
-    norm_kwargs: dict[str, Any] | None = None,
-    fill_value: float | None = None,
+    norm_kwargs: dict[str, Any] | None = None, fill_value: float | None = None,
     return_continuum: bool = False,
 ) -> Spectra | tuple[Spectra, np.ndarray]:
     """Rest frame, rebin, mask and normalise many spectra onto one grid.
 
-    Per spectrum: wavelengths are divided by ``1 + z``; the spectrum is
-    rebinned onto ``grid`` (:func:`rebin`); H-alpha (rest frame) and,
-    optionally, telluric bands (observed frame) are masked; the
-    pseudo-continuum is divided out (:func:`normalize`, ivar scaled by
-    continuum^2). Work is done in vectorised chunks of ``chunk_size`` spectra.
-
-    A spectrum that cannot be processed is flagged in ``meta['flag']`` /
-    ``meta['flag_reason']`` (no overlap with the grid, fewer than
-    ``min_good_fraction`` good pixels, failed continuum, SNR below
-    ``min_snr``) and, like spectra already flagged on input (which keep their
-    flags and get no new ones), carried through with ``ivar = 0`` and
-    ``mask = True`` everywhere; the batch never stops.
+    Per spectrum: wavelengths divided by ``1 + z``, :func:`rebin` onto ``grid``,
+    H-alpha (rest frame) and optionally telluric bands (observed frame) masked,
+    :func:`normalize` (ivar times continuum^2); in vectorised chunks. A spectrum
+    that cannot be processed (no overlap, fewer than ``min_good_fraction`` good
+    pixels, failed continuum, SNR below ``min_snr``) is flagged in ``meta['flag']``
+    / ``meta['flag_reason']`` and, like spectra flagged on input (which keep
+    their flags), carried through with ``ivar = 0`` and ``mask = True``.
 
     Parameters
     ----------
@@ -821,19 +828,13 @@ def preprocess(
         values), else no shift. ``rv=0`` disables the shift.
     z : float or ndarray (n_spec,), optional
         Redshifts, instead of ``rv``.
-    normalize : bool
-        Divide by the pseudo-continuum.
-    mask_halpha : bool
-        Mask ``halpha_width`` A around H-alpha (Li et al. 2021 sec. 4.4).
-    tellurics : bool
-        Mask ``telluric_bands`` (observed frame).
+    normalize, mask_halpha, tellurics : bool
+        Divide by the pseudo-continuum; mask ``halpha_width`` A around H-alpha
+        (Li et al. 2021 sec. 4.4); mask ``telluric_bands`` (observed frame).
     n_jobs : int
-        Chunks processed in parallel threads (numpy releases the GIL in the
-        heavy steps); 1 = serial.
-    progress : bool
-        Show a tqdm progress bar (spectra done).
-    chunk_size : int
-        Spectra per vectorised chunk.
+        Chunks in parallel threads (numpy releases the GIL); 1 = serial.
+    progress, chunk_size : bool, int
+        A tqdm progress bar (spectra done); spectra per vectorised chunk.
     min_coverage : float
         See :func:`rebin`.
     min_good_fraction : float
@@ -856,44 +857,32 @@ def preprocess(
         On the 1-D ``grid``, ``meta`` copied plus ``z_applied`` and
         ``good_fraction``; optionally the continuum (flux units).
     """
-    grid = log_lambda_grid() if grid is None else np.asarray(grid, dtype=float)
-    if grid.ndim != 1 or not np.all(np.diff(grid) > 0):
-        raise ValueError("grid must be 1-D and strictly increasing")
-    nk = dict(NORM_DEFAULTS)
-    nk.update(norm_kwargs or {})
+    grid = _output_grid(grid)
+    nk = {**NORM_DEFAULTS, **(norm_kwargs or {})}
     if fill_value is None:
         fill_value = 1.0 if normalize else np.nan
-    n = spectra.n_spec
     zs = _redshifts(spectra, rv, z)
     fac = 1.0 + zs
-    edges = pixel_edges(grid)
-    basis = _SplineBasis(grid, nk["knot_spacing"]) if normalize else None
-    halpha = _mask_halpha(grid, halpha_width) if mask_halpha else np.zeros(grid.size, bool)
-
-    out_f = np.empty((n, grid.size))
-    out_i = np.empty_like(out_f)
-    out_m = np.empty(out_f.shape, dtype=bool)
-    out_c = np.full(out_f.shape, np.nan) if return_continuum else None
-    cover = np.empty(n)
-    norm_ok = np.ones(n, dtype=bool)
-    steps = _ChunkSteps(grid, edges, fac, halpha, tellurics, telluric_bands, min_coverage,
-                        basis, nk)
-
-    def work(sl: slice) -> None:
-        f, iv, m, cont, cover[sl], norm_ok[sl] = steps.run(spectra, sl)
-        out_f[sl], out_i[sl], out_m[sl] = f, iv, m
-        if out_c is not None and cont is not None:
-            out_c[sl] = cont
-
-    _run_in_chunks(work, n, chunk_size, n_jobs, progress, "preprocess")
+    steps = _ChunkSteps(grid, pixel_edges(grid), fac,
+                        _mask_halpha(grid, halpha_width) if mask_halpha else np.zeros(grid.size, bool),
+                        tellurics, telluric_bands, min_coverage,
+                        _SplineBasis(grid, nk["knot_spacing"]) if normalize else None, nk)
+    out_f, out_i, out_m, out_c, cover, norm_ok = steps.run_all(spectra, chunk_size, n_jobs, progress,
+                                                               return_continuum)
     result = Spectra(grid.copy(), out_f, out_i, out_m, spectra.meta.copy())
     result.meta["z_applied"] = zs
     _flag_preprocessed(result, spectra, fac, grid, cover, norm_ok if normalize else None,
                        min_good_fraction, min_snr)
     result.flux[~np.isfinite(result.flux)] = fill_value
-    if return_continuum:
-        return result, out_c
-    return result
+    return (result, out_c) if return_continuum else result
+
+
+def _output_grid(grid: np.ndarray | None) -> np.ndarray:
+    """The output grid of :func:`preprocess` (default :func:`log_lambda_grid`), checked 1-D and increasing."""
+    grid = log_lambda_grid() if grid is None else np.asarray(grid, dtype=float)
+    if grid.ndim != 1 or not np.all(np.diff(grid) > 0):
+        raise ValueError("grid must be 1-D and strictly increasing")
+    return grid
 
 
 class _ChunkSteps:
@@ -904,6 +893,26 @@ class _ChunkSteps:
         self.grid, self.edges, self.fac, self.halpha = grid, edges, fac, halpha
         self.tellurics, self.telluric_bands = tellurics, telluric_bands
         self.min_coverage, self.basis, self.nk = min_coverage, basis, norm_kwargs
+
+    def run_all(self, spectra: Spectra, chunk_size: int, n_jobs: int, progress: bool,
+                with_continuum: bool) -> tuple:
+        """(flux, ivar, mask, continuum or None, coverage, continuum ok) of all spectra, in chunks."""
+        n, n_pix = spectra.n_spec, self.grid.size
+        out_f = np.empty((n, n_pix))
+        out_i = np.empty_like(out_f)
+        out_m = np.empty(out_f.shape, dtype=bool)
+        out_c = np.full(out_f.shape, np.nan) if with_continuum else None
+        cover = np.empty(n)
+        norm_ok = np.ones(n, dtype=bool)
+
+        def work(sl: slice) -> None:
+            f, iv, m, cont, cover[sl], norm_ok[sl] = self.run(spectra, sl)
+            out_f[sl], out_i[sl], out_m[sl] = f, iv, m
+            if out_c is not None and cont is not None:
+                out_c[sl] = cont
+
+        _run_in_chunks(work, n, chunk_size, n_jobs, progress, "preprocess")
+        return out_f, out_i, out_m, out_c, cover, norm_ok
 
     def run(self, spectra: Spectra, sl: slice):
         """(flux, ivar, mask, continuum or None, coverage, continuum ok) of the spectra ``sl``."""

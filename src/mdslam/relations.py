@@ -414,17 +414,18 @@ def mann2015_radius(mks: ArrayLike) -> np.ndarray:
     """Radius from absolute 2MASS Ks, Q25 eq. 13 (Mann et al. 2015, scatter 2.89%).
 
     ``R / Rsun = 1.9515 - 0.3520 M_Ks + 0.01680 M_Ks^2`` (the paper's "+ (0.0168)2"
-    is a typo). Mann et al. calibrate it for 4.6 < M_Ks < 9.8.
+    is a typo).
 
     Parameters
     ----------
     mks : array_like
-        Absolute Ks magnitude in mag.
+        Absolute Ks magnitude in mag; Mann et al. calibrate the relation for
+        4.6 < M_Ks < 9.8.
 
     Returns
     -------
     ndarray
-        Radius in solar radii.
+        Radius in solar radii, shaped like ``mks``.
     """
     c0, c1, c2 = MANN2015_RADIUS_COEFFS
     m = np.asarray(mks, float)
@@ -435,12 +436,12 @@ def mann2019_mass(mks: ArrayLike) -> np.ndarray:
     """Mass from absolute 2MASS Ks, Q25 eq. 14 (Mann et al. 2019, n = 5).
 
     ``log10(M / Msun) = sum_{i=0}^{5} a_i (M_Ks - 7.5)^i`` with the coefficients of
-    :data:`MANN2019_MASS_COEFFS`; Mann et al. calibrate it for 4 < M_Ks < 11.
+    :data:`MANN2019_MASS_COEFFS`.
 
     Parameters
     ----------
     mks : array_like
-        Absolute Ks magnitude in mag.
+        Absolute Ks magnitude in mag (calibrated range 4 < M_Ks < 11).
 
     Returns
     -------
@@ -657,7 +658,7 @@ def teff_to_spt(teff: ArrayLike) -> np.ndarray:
     """M subtype (0 = M0V ... 9 = M9V) of a dwarf of effective temperature ``teff``.
 
     The inverse of :func:`spt_to_teff` (tabulated every 1e-4 subtypes and
-    interpolated); NaN outside :data:`DWARF_TEFF_RANGE`.
+    interpolated).
 
     Parameters
     ----------
@@ -667,7 +668,7 @@ def teff_to_spt(teff: ArrayLike) -> np.ndarray:
     Returns
     -------
     ndarray
-        Subtype, shape of ``teff``.
+        Subtype, shape of ``teff``; NaN outside :data:`DWARF_TEFF_RANGE`.
     """
     return np.interp(
         np.asarray(teff, float), _TEFF_DENSE[::-1], _SPT_DENSE[::-1], left=np.nan, right=np.nan
@@ -680,12 +681,12 @@ def logg_from_teff(teff: ArrayLike) -> np.ndarray:
     ``log g = 4.438 + log10 M - 2 log10 R`` (Q25 eq. 9) evaluated on the
     M0V-M9V rows of :data:`DWARF_SEQUENCE` (Pecaut & Mamajek 2013), smoothed
     by a least-squares cubic in ``(Teff - 3000 K) / 1000 K`` (rms 0.03 dex
-    about the rows). Teff is clipped to :data:`DWARF_TEFF_RANGE`.
+    about the rows).
 
     Parameters
     ----------
     teff : array_like
-        Effective temperature, K.
+        Effective temperature, K; clipped to :data:`DWARF_TEFF_RANGE`.
 
     Returns
     -------

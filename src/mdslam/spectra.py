@@ -1277,23 +1277,8 @@ def read_gaia_xp_sampled(path: PathLike) -> Table:
         or spectra on different wavelength grids; the message names the file
         (and member).
     """
-    import zipfile
-
     path = Path(path)
-    if not path.exists():
-        raise SpectrumReadError(path, "file does not exist")
-    members: list[tuple[str, bytes]] = []
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                members = [(n, zf.read(n)) for n in sorted(zf.namelist())
-                           if Path(n).name.upper().startswith("XP_SAMPLED")]
-            if not members:
-                raise SpectrumReadError(path, "DataLink zip without an XP_SAMPLED member")
-        else:
-            members = [(path.name, path.read_bytes())]
-    except (zipfile.BadZipFile, OSError) as err:
-        raise SpectrumReadError(path, f"cannot be read ({type(err).__name__}: {err})") from err
+    members = _xp_members(path)
     ids: list[int] = []
     flux: list[np.ndarray] = []
     err_: list[np.ndarray] = []
@@ -1322,11 +1307,42 @@ def read_gaia_xp_sampled(path: PathLike) -> Table:
             flux += f
             err_ += e
             unit = unit or getattr(tab[[c for c in tab.colnames if c.lower() == "flux"][0]], "unit", None)
+    return _xp_table(path, ids, flux, err_, wave, unit)
+
+
+def _xp_members(path: Path) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of the XP_SAMPLED members of a DataLink zip, or of the one product file.
+
+    Raises
+    ------
+    SpectrumReadError
+        Missing or unreadable file, or a zip without an XP_SAMPLED member.
+    """
+    import zipfile
+
+    if not path.exists():
+        raise SpectrumReadError(path, "file does not exist")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                members = [(n, zf.read(n)) for n in sorted(zf.namelist())
+                           if Path(n).name.upper().startswith("XP_SAMPLED")]
+            if not members:
+                raise SpectrumReadError(path, "DataLink zip without an XP_SAMPLED member")
+            return members
+        return [(path.name, path.read_bytes())]
+    except (zipfile.BadZipFile, OSError) as err:
+        raise SpectrumReadError(path, f"cannot be read ({type(err).__name__}: {err})") from err
+
+
+def _xp_table(path: Path, ids: list[int], flux: list[np.ndarray], err: list[np.ndarray],
+              wave: np.ndarray | None, unit: Any) -> Table:
+    """The table :func:`read_gaia_xp_sampled` returns, from the rows read (``wave`` None: no rows)."""
     n_pix = 0 if wave is None else wave.size
     out = Table()
     out["source_id"] = np.array(ids, dtype=np.int64)
     out["flux"] = np.array(flux, dtype=float).reshape(len(ids), n_pix)
-    out["flux_error"] = np.array(err_, dtype=float).reshape(len(ids), n_pix)
+    out["flux_error"] = np.array(err, dtype=float).reshape(len(ids), n_pix)
     if unit is not None:
         out["flux"].unit = out["flux_error"].unit = unit
     out.meta["wavelength"] = wave if wave is not None else np.empty(0)

@@ -33,80 +33,15 @@ the chapters call with ``data_mode="archive"``. The names it had here
 (``mdslam.archive.xp_training_set``, ...) keep working for one release.
 """
 
-from ._core import (
-    DEFAULT_URLS,
-    ENV,
-    ArchiveError,
-    ArchiveUnavailableError,
-    cache_root,
-    service_url,
-)
-from .files import (
-    LAMOST_CATALOGUES,
-    LAMOST_RELEASES,
-    SDSS_FILES,
-    boss_spectra,
-    boss_spectrum,
-    decode_specobjid,
-    lamost_catalogue,
-    lamost_spectra,
-    lamost_spectrum,
-    li2021_catalogue,
-    sdss_file,
-    sdss_table,
-)
-from .gaia import (
-    DEFAULT_COLUMNS,
-    GAIA_SCHEMAS,
-    HYADES_CENTRE,
-    best_dr3_neighbour,
-    gaia_by_source_id,
-    gaia_cone,
-    gaia_dr2_dr3_neighbourhood,
-    gaia_dr3_ids_from_dr2,
-    gaia_query,
-    gaia_xp_sampled,
-    hyades_cone,
-)
-from .vizier import PAPER_CATALOGUES, vizier_catalog, vizier_tables
+from . import files, gaia, vizier
+from ._core import DEFAULT_URLS, ENV, ArchiveError, ArchiveUnavailableError, cache_root, service_url
+from .files import *  # noqa: F403 - SDSS, LAMOST and paper data: files.__all__
+from .gaia import *  # noqa: F403 - Gaia: gaia.__all__
+from .vizier import *  # noqa: F403 - VizieR: vizier.__all__
 
-__all__ = [
-    "ArchiveError",
-    "ArchiveUnavailableError",
-    "ENV",
-    "DEFAULT_URLS",
-    "service_url",
-    "cache_root",
-    # Gaia
-    "GAIA_SCHEMAS",
-    "DEFAULT_COLUMNS",
-    "HYADES_CENTRE",
-    "gaia_query",
-    "gaia_by_source_id",
-    "gaia_cone",
-    "hyades_cone",
-    "gaia_dr2_dr3_neighbourhood",
-    "best_dr3_neighbour",
-    "gaia_dr3_ids_from_dr2",
-    "gaia_xp_sampled",
-    # VizieR
-    "PAPER_CATALOGUES",
-    "vizier_tables",
-    "vizier_catalog",
-    # SDSS, LAMOST, paper data
-    "SDSS_FILES",
-    "LAMOST_RELEASES",
-    "LAMOST_CATALOGUES",
-    "sdss_file",
-    "sdss_table",
-    "boss_spectrum",
-    "boss_spectra",
-    "decode_specobjid",
-    "lamost_spectrum",
-    "lamost_spectra",
-    "lamost_catalogue",
-    "li2021_catalogue",
-]
+__all__ = ["ArchiveError", "ArchiveUnavailableError", "ENV", "DEFAULT_URLS", "service_url", "cache_root",
+           *gaia.__all__, *vizier.__all__, *files.__all__]
+
 
 #: Chapter-input functions that moved to :mod:`mdslam.compendium.inputs` (old names kept
 #: for one release; resolved lazily so that this package never imports the compendium).

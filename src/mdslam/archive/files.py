@@ -125,13 +125,8 @@ def _sas_relpath(name_or_url: str, base: str) -> str:
 
 
 def sdss_file(
-    name_or_url: str,
-    *,
-    url: str | None = None,
-    sha256: str | None = None,
-    progress: bool = True,
-    timeout: float | None = None,
-    retries: int | None = None,
+    name_or_url: str, *, url: str | None = None, sha256: str | None = None, progress: bool = True,
+    timeout: float | None = None, retries: int | None = None,
 ) -> Path:
     """A file from the SDSS Science Archive Server, downloaded once and cached.
 
@@ -203,18 +198,10 @@ def _boss_relpath(field: int | None, mjd: int, catalogid: int | None, run2d: str
 
 
 def boss_spectrum(
-    field: int | None = None,
-    mjd: int | None = None,
-    catalogid: int | None = None,
-    *,
-    specobjid: int | None = None,
-    run2d: str = "v6_1_3",
-    release: str | None = None,
-    kind: str = "lite",
-    url: str | None = None,
-    progress: bool = False,
-    timeout: float | None = None,
-    retries: int | None = None,
+    field: int | None = None, mjd: int | None = None, catalogid: int | None = None, *,
+    specobjid: int | None = None, run2d: str = "v6_1_3", release: str | None = None,
+    kind: str = "lite", url: str | None = None, progress: bool = False,
+    timeout: float | None = None, retries: int | None = None,
 ) -> Path:
     """One BOSS coadd ``spec-*.fits`` from the SAS: SDSS-V by (field, mjd, catalogid), older by specobjid.
 
@@ -279,14 +266,8 @@ def _lamost_version(release: str, version: str | None) -> tuple[str, str]:
 
 
 def lamost_spectrum(
-    obsid: int,
-    release: str = "dr6",
-    *,
-    version: str | None = None,
-    url: str | None = None,
-    progress: bool = False,
-    timeout: float | None = None,
-    retries: int | None = None,
+    obsid: int, release: str = "dr6", *, version: str | None = None, url: str | None = None,
+    progress: bool = False, timeout: float | None = None, retries: int | None = None,
 ) -> Path:
     """One LAMOST low-resolution spectrum by ``obsid`` (``<site>/<dr>/<version>/spectrum/fits/<obsid>``).
 
@@ -330,16 +311,9 @@ def lamost_spectra(obsids: Iterable[int], release: str = "dr6", *, progress: boo
 
 
 def lamost_catalogue(
-    name: str = "mstellar",
-    release: str = "dr6",
-    *,
-    version: str | None = None,
-    url: str | None = None,
-    hdu: int = 1,
-    columns: Iterable[str] | None = None,
-    progress: bool = True,
-    timeout: float | None = None,
-    retries: int | None = None,
+    name: str = "mstellar", release: str = "dr6", *, version: str | None = None,
+    url: str | None = None, hdu: int = 1, columns: Iterable[str] | None = None,
+    progress: bool = True, timeout: float | None = None, retries: int | None = None,
 ):
     """A LAMOST catalogue (``.../catdl?name=<file>``) as an astropy Table.
 
@@ -370,12 +344,8 @@ def lamost_catalogue(
 
 
 def li2021_catalogue(
-    *,
-    url: str | None = None,
-    columns: Iterable[str] | None = None,
-    progress: bool = True,
-    timeout: float | None = None,
-    retries: int | None = None,
+    *, url: str | None = None, columns: Iterable[str] | None = None, progress: bool = True,
+    timeout: float | None = None, retries: int | None = None,
 ):
     """The published Li et al. (2021) catalogue of LAMOST DR6 M dwarfs (their Table 4), for comparisons.
 

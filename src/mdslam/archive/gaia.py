@@ -206,10 +206,7 @@ def _fits_safe(tab):
 
 
 def gaia_query(
-    adql: str,
-    *,
-    async_job: bool | None = None,
-    timeout: float | None = None,
+    adql: str, *, async_job: bool | None = None, timeout: float | None = None,
     retries: int | None = None,
 ):
     """Run one ADQL query on the Gaia archive (cached: a rerun sends nothing).
@@ -344,13 +341,8 @@ def _chunked(
 
 
 def gaia_by_source_id(
-    ids: Iterable[int],
-    columns: Sequence[str] = DEFAULT_COLUMNS,
-    release: str = "dr3",
-    *,
-    chunk_size: int = 1000,
-    progress: bool = True,
-    timeout: float | None = None,
+    ids: Iterable[int], columns: Sequence[str] = DEFAULT_COLUMNS, release: str = "dr3", *,
+    chunk_size: int = 1000, progress: bool = True, timeout: float | None = None,
     retries: int | None = None,
 ):
     """Astrometry, photometry and quality columns for a list of Gaia ``source_id``.
@@ -392,14 +384,8 @@ def gaia_by_source_id(
 
 
 def gaia_cone(
-    ra: float,
-    dec: float,
-    radius_deg: float,
-    columns: Sequence[str] = DEFAULT_COLUMNS,
-    release: str = "dr2",
-    *,
-    where: str | None = None,
-    timeout: float | None = None,
+    ra: float, dec: float, radius_deg: float, columns: Sequence[str] = DEFAULT_COLUMNS,
+    release: str = "dr2", *, where: str | None = None, timeout: float | None = None,
     retries: int | None = None,
 ):
     """Every source of ``release`` within ``radius_deg`` of (``ra``, ``dec``), as one async job.
@@ -430,12 +416,8 @@ def gaia_cone(
 
 
 def hyades_cone(
-    release: str = "dr2",
-    columns: Sequence[str] = DEFAULT_COLUMNS,
-    *,
-    where: str | None = "g.parallax > 15",
-    timeout: float | None = None,
-    retries: int | None = None,
+    release: str = "dr2", columns: Sequence[str] = DEFAULT_COLUMNS, *,
+    where: str | None = "g.parallax > 15", timeout: float | None = None, retries: int | None = None,
 ):
     """Li et al. (2021) sec. 5.1: Gaia sources within 5 deg of the Hyades centre (66.725, 15.867).
 
@@ -450,12 +432,8 @@ def hyades_cone(
 
 
 def gaia_dr2_dr3_neighbourhood(
-    dr2_ids: Iterable[int],
-    *,
-    chunk_size: int = 500,
-    progress: bool = True,
-    timeout: float | None = None,
-    retries: int | None = None,
+    dr2_ids: Iterable[int], *, chunk_size: int = 500, progress: bool = True,
+    timeout: float | None = None, retries: int | None = None,
 ):
     """The archive's DR2 -> DR3 crossmatch (``gaiadr3.dr2_neighbourhood``) for DR2 ids.
 
@@ -547,12 +525,8 @@ def best_dr3_neighbour(neighbours, *, max_magnitude_difference: float = DR2_DR3_
 
 
 def gaia_dr3_ids_from_dr2(
-    dr2_ids: Iterable[int],
-    *,
-    max_magnitude_difference: float = DR2_DR3_MAX_DMAG,
-    chunk_size: int = 500,
-    progress: bool = True,
-    timeout: float | None = None,
+    dr2_ids: Iterable[int], *, max_magnitude_difference: float = DR2_DR3_MAX_DMAG,
+    chunk_size: int = 500, progress: bool = True, timeout: float | None = None,
     retries: int | None = None,
 ) -> np.ndarray:
     """Gaia DR3 source_id of each Gaia DR2 source_id, through ``gaiadr3.dr2_neighbourhood``.
@@ -617,13 +591,8 @@ def _parse_xp_zip(path: Path):
 
 
 def gaia_xp_sampled(
-    ids: Iterable[int],
-    *,
-    release: str = "Gaia DR3",
-    chunk_size: int = 500,
-    progress: bool = True,
-    timeout: float | None = None,
-    retries: int | None = None,
+    ids: Iterable[int], *, release: str = "Gaia DR3", chunk_size: int = 500, progress: bool = True,
+    timeout: float | None = None, retries: int | None = None,
 ):
     """Gaia XP sampled mean spectra (343 px, 336-1020 nm) through the archive's DataLink.
 

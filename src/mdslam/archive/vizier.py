@@ -14,17 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
-from ._core import (
-    ArchiveError,
-    CacheEntry,
-    Settings,
-    _Permanent,
-    _quiet_astropy,
-    query_key,
-    service_url,
-    settings,
-    with_retries,
-)
+from . import _core
 
 __all__ = ["PAPER_CATALOGUES", "vizier_tables", "vizier_catalog"]
 
@@ -52,7 +42,7 @@ def _infos(tree) -> list[str]:
 _ERROR_RE = re.compile(rb'<INFO[^>]*name="QUERY_STATUS"[^>]*value="ERROR"[^>]*>(.*?)</INFO>', re.S)
 
 
-def _viz(base: str, columns: Sequence[str], net: Settings):
+def _viz(base: str, columns: Sequence[str], net: _core.Settings):
     from astroquery.vizier import VizierClass
 
     class _Vizier(VizierClass):
@@ -72,7 +62,7 @@ def _parse(path: Path, request: str) -> dict:
     from astroquery.vizier import VizierClass
 
     content = path.read_bytes()
-    with _quiet_astropy():
+    with _core._quiet_astropy():
         tables = VizierClass()._parse_result(SimpleNamespace(content=content))
     out = {}
     for name in tables.keys():
@@ -82,11 +72,11 @@ def _parse(path: Path, request: str) -> dict:
     return out
 
 
-def _fetch(catalog: str, constraints: dict, columns: Sequence[str], net: Settings, base: str | None) -> dict:
-    root = service_url("vizier", base)
+def _fetch(catalog: str, constraints: dict, columns: Sequence[str], net: _core.Settings, base: str | None) -> dict:
+    root = _core.service_url("vizier", base)
     viz = _viz(root, columns, net)
     payload = viz.query_constraints_async(catalog=catalog, get_query_payload=True, **constraints)
-    entry = CacheEntry(f"vizier/{query_key('vizier', payload)}.vot", "vizier", payload)
+    entry = _core.CacheEntry(f"vizier/{_core.query_key('vizier', payload)}.vot", "vizier", payload)
     found = entry.find()
     if found is not None:
         return _parse(found, payload)
@@ -99,12 +89,12 @@ def _fetch(catalog: str, constraints: dict, columns: Sequence[str], net: Setting
         content = response.content
         m = _ERROR_RE.search(content)
         if m:
-            raise _Permanent(f"VizieR says: {m.group(1).decode('utf-8', 'replace').strip()}")
+            raise _core._Permanent(f"VizieR says: {m.group(1).decode('utf-8', 'replace').strip()}")
         if not content.lstrip().startswith(b"<?xml"):
-            raise _Permanent(f"VizieR did not answer with a VOTable: {content[:300]!r}")
+            raise _core._Permanent(f"VizieR did not answer with a VOTable: {content[:300]!r}")
         entry.part.parent.mkdir(parents=True, exist_ok=True)
         entry.part.write_bytes(content)
-        with _quiet_astropy():
+        with _core._quiet_astropy():
             from astropy.io import votable
 
             tree = votable.parse(str(entry.part))  # a cut reply fails here, before it is cached
@@ -112,25 +102,18 @@ def _fetch(catalog: str, constraints: dict, columns: Sequence[str], net: Setting
             notes = _infos(tree)
             if any(_NOT_FOUND_RE.search(n) for n in notes):
                 entry.part.unlink()
-                raise _Permanent("VizieR says: " + "; ".join(notes))
+                raise _core._Permanent("VizieR says: " + "; ".join(notes))
 
-    with_retries(attempt, service="vizier", query=payload, what=f"catalogue {catalog}", net=net,
+    _core.with_retries(attempt, service="vizier", query=payload, what=f"catalogue {catalog}", net=net,
                  hint=entry.hint())
     path = entry.commit(entry.part, catalog=catalog, url=f"{root}/viz-bin/votable")
     return _parse(path, payload)
 
 
 def vizier_tables(
-    catalog: str,
-    *,
-    columns: Sequence[str] = ("**",),
-    chunk_column: str | None = None,
-    chunk_edges: Sequence[float] | None = None,
-    progress: bool = True,
-    url: str | None = None,
-    timeout: float | None = None,
-    retries: int | None = None,
-    **constraints: str,
+    catalog: str, *, columns: Sequence[str] = ("**",), chunk_column: str | None = None,
+    chunk_edges: Sequence[float] | None = None, progress: bool = True, url: str | None = None,
+    timeout: float | None = None, retries: int | None = None, **constraints: str,
 ) -> dict:
     """Every table of a VizieR catalogue, all rows (``-out.max=unlimited``), cached.
 
@@ -160,7 +143,7 @@ def vizier_tables(
     from astropy.table import vstack
     from tqdm.auto import tqdm
 
-    net = settings(timeout, retries)
+    net = _core.settings(timeout, retries)
     cat = _resolve(catalog)
     if chunk_column is None:
         return _fetch(cat, dict(constraints), columns, net, url)
@@ -210,7 +193,7 @@ def vizier_catalog(catalog: str, table: str | None = None, **kwargs):
         return next(iter(tables.values()))
     if cat in tables:
         return tables[cat]
-    raise ArchiveError(
+    raise _core.ArchiveError(
         f"vizier: {cat} has {len(tables)} tables ({', '.join(tables)}); choose one with table=...",
         service="vizier", query=cat,
     )

@@ -59,7 +59,7 @@ Example
 
 from __future__ import annotations
 
-from .driver import BatchInterrupted, BatchResult, file_sha256, predict_batch
+from .driver import BatchInterrupted, BatchOptions, BatchResult, file_sha256, predict_batch
 from .engines import ENGINES, local_cluster
 from .manifest import BatchError, BatchLocked
 from .output import read_catalogue
@@ -71,6 +71,7 @@ __all__ = [
     "BatchError",
     "BatchInterrupted",
     "BatchLocked",
+    "BatchOptions",
     "BatchResult",
     "ChunkData",
     "FileSource",

@@ -16,6 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..flags import LabelFlag
@@ -24,7 +25,7 @@ from .engines import ENGINES, Outcome, _failed_table, _get_model, make_engine
 from .output import check_output, write_catalogue
 from .sources import _as_source, _Task
 
-__all__ = ["BatchInterrupted", "BatchResult", "file_sha256", "predict_batch"]
+__all__ = ["BatchInterrupted", "BatchOptions", "BatchResult", "file_sha256", "predict_batch"]
 
 MANIFEST_VERSION = 2
 MAX_ROUNDS_WITHOUT_PROGRESS = 2
@@ -266,25 +267,12 @@ def _assemble(run: _Run, out: Path, n_spectra: int, meta: dict) -> tuple[bool, t
     return True, mf.count_flags(parts, int(LabelFlag.FAILED))
 
 
-def predict_batch(model, source, out, *, fmt: str = "auto", chunk_size: int = 1000,
-                  engine: str = "inprocess", n_workers: int | None = None, scheduler=None,
-                  threads: int | None = None, resume: bool = False, overwrite: bool = False,
-                  work_dir=None, keep_parts: bool = False, retry_failed: bool = True,
-                  assemble: bool = True, progress: bool = True, low_snr: float | None = None,
-                  model_options: dict | None = None) -> BatchResult:
-    """Label a stream of spectra chunk by chunk into one catalogue, resumably (package docstring).
+@dataclass(frozen=True)
+class BatchOptions:
+    """How :func:`predict_batch` runs; give it as ``options=`` or its fields as keywords.
 
     Parameters
     ----------
-    model : path or SLAM
-        Model file written by :meth:`SLAM.save` (workers load it by path), or
-        a fitted model (saved into the work directory for the process engines).
-    source : FileSource, MockSource, ArraySource, or path(s)
-        Paths and directories are read as ``FileSource(source, fmt)``.
-    out : path
-        Catalogue to write: ``.fits``/``.fit`` (FITS binary table, streamed),
-        ``.parquet``/``.pq`` (Parquet, one row group per chunk), or any other
-        format astropy writes (assembled in memory).
     fmt : {"auto", "arrays", "lamost", "boss"}
         Format of file inputs.
     chunk_size : int
@@ -322,6 +310,43 @@ def predict_batch(model, source, out, *, fmt: str = "auto", chunk_size: int = 10
     model_options : dict, optional
         Other :meth:`SLAM.set_params` options for prediction (e.g.
         ``{"batch_size": 128}``).
+    """
+
+    fmt: str = "auto"
+    chunk_size: int = 1000
+    engine: str = "inprocess"
+    n_workers: int | None = None
+    scheduler: Any = None
+    threads: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+    work_dir: Any = None
+    keep_parts: bool = False
+    retry_failed: bool = True
+    assemble: bool = True
+    progress: bool = True
+    low_snr: float | None = None
+    model_options: dict | None = None
+
+
+def predict_batch(model, source, out, *, options: BatchOptions | None = None, **keywords: Any) -> BatchResult:
+    """Label a stream of spectra chunk by chunk into one catalogue, resumably (package docstring).
+
+    Parameters
+    ----------
+    model : path or SLAM
+        Model file written by :meth:`SLAM.save` (workers load it by path), or
+        a fitted model (saved into the work directory for the process engines).
+    source : FileSource, MockSource, ArraySource, or path(s)
+        Paths and directories are read as ``FileSource(source, fmt)``.
+    out : path
+        Catalogue to write: ``.fits``/``.fit`` (FITS binary table, streamed),
+        ``.parquet``/``.pq`` (Parquet, one row group per chunk), or any other
+        format astropy writes (assembled in memory).
+    options : BatchOptions, optional
+        How the run goes (chunk size, engine, resume, ...).
+    **keywords
+        The fields of :class:`BatchOptions` instead (``chunk_size=500, engine="dask"``).
 
     Returns
     -------
@@ -338,54 +363,70 @@ def predict_batch(model, source, out, *, fmt: str = "auto", chunk_size: int = 10
         or chunk size; the work directory is locked by another run.
     BatchInterrupted (a KeyboardInterrupt)
         Ctrl-C: the finished chunks are kept for ``resume``.
+    TypeError
+        A keyword that is no field of :class:`BatchOptions`, or both ``options`` and keywords.
     """
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
+    if options is not None and keywords:
+        raise TypeError(f"predict_batch: give options=BatchOptions(...) or keywords, not both ({sorted(keywords)})")
+    o = options if options is not None else BatchOptions(**keywords)
     out = Path(out)
-    n_workers = _check_arguments(engine, chunk_size, n_workers)
-    if assemble:
-        check_output(out, overwrite)
-    src = _as_source(source, fmt)
-    options = _prediction_options(model_options, low_snr, threads, engine)
-    model_obj = _checked_model(model, options)
-    work = mf.work_dir_for(out, work_dir)
-    eng = make_engine(engine, n_workers, scheduler)
+    n_workers = _check_arguments(o.engine, o.chunk_size, o.n_workers)
+    if o.assemble:
+        check_output(out, o.overwrite)
+    src = _as_source(source, o.fmt)
+    prediction = _prediction_options(o.model_options, o.low_snr, o.threads, o.engine)
+    model_obj = _checked_model(model, prediction)
+    work = mf.work_dir_for(out, o.work_dir)
+    eng = make_engine(o.engine, n_workers, o.scheduler)
     try:
         mf.claim_work_dir(work)
         with mf.work_lock(work):
-            model_path = Path(model) if model_obj is not model else work / mf.SAVED_MODEL
-            if model_obj is model:
-                model.save(model_path)
-            model_sha = file_sha256(model_path)
-            tasks = {t.index: t for t in src.tasks(chunk_size)}
-            key_doc = {"version": MANIFEST_VERSION, "model_sha256": model_sha, "source": src.fingerprint(),
-                       "chunk_size": int(chunk_size),
-                       "options": {k: v for k, v in sorted(options.items()) if k not in ("n_jobs", "verbose")}}
-            key = _open_manifest(work, out, key_doc, resume, overwrite, len(src), len(tasks))
-            run = _Run(work, eng, model if (engine == "inprocess" and model_obj is model) else str(model_path),
-                       options, tasks, {i: mf.chunk_id(key, t.identity()) for i, t in tasks.items()})
-            todo = _todo(run, retry_failed)
-            try:
-                with tqdm(total=sum(t.n for t in todo), unit="spec", desc=f"labelling ({engine})",
-                          disable=not progress, smoothing=0.1) as bar:
-                    _label(run, todo, bar)
-            except KeyboardInterrupt as exc:
-                n_done = sum(mf.part_path(work, i).exists() for i in tasks)
-                raise BatchInterrupted(work, n_done, len(tasks)) from exc
-            n_skipped = len(tasks) - len(todo)
-            written, counts = False, (0, 0, [])
-            if assemble and tasks and not run.lost:
-                meta = {"MODEL": "(in-memory SLAM model)" if model_obj is model else str(model_path),
-                        "MODELSHA": model_sha, "MDSLAMV": __version__, "NCHUNKS": len(tasks),
-                        "LABELS": ",".join(model_obj.label_names_)}
-                written, counts = _assemble(run, out, len(src), meta)
-            if written:
-                mf.write_json({**json.loads((work / mf.MANIFEST).read_text()), "complete": True},
-                              work / mf.MANIFEST)
-                if not keep_parts:
-                    mf.remove_work_dir(work)
+            return _run_locked(work, eng, model, model_obj, src, out, prediction, o, t_start)
     finally:
         eng.close()
+
+
+def _run_locked(work: Path, eng: Any, model: Any, model_obj: Any, src: Any, out: Path, prediction: dict,
+                o: BatchOptions, t_start: float) -> BatchResult:
+    """The run in its claimed, locked work directory: manifest, labelling, catalogue."""
+    model_path = Path(model) if model_obj is not model else work / mf.SAVED_MODEL
+    if model_obj is model:
+        model.save(model_path)
+    model_sha = file_sha256(model_path)
+    tasks = {t.index: t for t in src.tasks(o.chunk_size)}
+    key_doc = {"version": MANIFEST_VERSION, "model_sha256": model_sha, "source": src.fingerprint(),
+               "chunk_size": int(o.chunk_size),
+               "options": {k: v for k, v in sorted(prediction.items()) if k not in ("n_jobs", "verbose")}}
+    key = _open_manifest(work, out, key_doc, o.resume, o.overwrite, len(src), len(tasks))
+    run = _Run(work, eng, model if (o.engine == "inprocess" and model_obj is model) else str(model_path),
+               prediction, tasks, {i: mf.chunk_id(key, t.identity()) for i, t in tasks.items()})
+    todo = _todo(run, o.retry_failed)
+    _label_with_progress(run, todo, o)
+    n_skipped = len(tasks) - len(todo)
+    written, counts = False, (0, 0, [])
+    if o.assemble and tasks and not run.lost:
+        meta = {"MODEL": "(in-memory SLAM model)" if model_obj is model else str(model_path),
+                "MODELSHA": model_sha, "MDSLAMV": __version__, "NCHUNKS": len(tasks),
+                "LABELS": ",".join(model_obj.label_names_)}
+        written, counts = _assemble(run, out, len(src), meta)
+    if written:
+        mf.write_json({**json.loads((work / mf.MANIFEST).read_text()), "complete": True},
+                      work / mf.MANIFEST)
+        if not o.keep_parts:
+            mf.remove_work_dir(work)
     return BatchResult(out if written else None, len(src), len(tasks), n_skipped, run.n_labelled, run.failed,
-                       counts[0], counts[1], counts[2], time.perf_counter() - t_start, engine, work, run.lost)
+                       counts[0], counts[1], counts[2], time.perf_counter() - t_start, o.engine, work, run.lost)
+
+
+def _label_with_progress(run: _Run, todo: list, o: BatchOptions) -> None:
+    """:func:`_label` the chunks ``todo`` under a progress bar; Ctrl-C becomes :class:`BatchInterrupted`."""
+    from tqdm.auto import tqdm
+
+    try:
+        with tqdm(total=sum(t.n for t in todo), unit="spec", desc=f"labelling ({o.engine})",
+                  disable=not o.progress, smoothing=0.1) as bar:
+            _label(run, todo, bar)
+    except KeyboardInterrupt as exc:
+        n_done = sum(mf.part_path(run.work, i).exists() for i in run.tasks)
+        raise BatchInterrupted(run.work, n_done, len(run.tasks)) from exc

@@ -4,7 +4,11 @@
   (``data_mode="archive"``), returning the same types as the offline path;
 * :mod:`mdslam.compendium.tracks`: the data tracks (Gaia XP, LAMOST) and their
   training sets, cached models and cross-validated labels;
-* :mod:`mdslam.compendium.chapter`: the helpers every chapter needs;
+* :mod:`mdslam.compendium.chapter`: the helpers every chapter needs (the
+  ``data_mode`` facade :func:`~mdslam.compendium.chapter.load`);
+* :mod:`mdslam.compendium.clusters`, :mod:`~mdslam.compendium.binaries`,
+  :mod:`~mdslam.compendium.calibration`, :mod:`~mdslam.compendium.cataloguing`:
+  the analysis steps of chapters 5, 6, 7 and 8;
 * :mod:`mdslam.compendium.build`: papermill + jupyter-book (``mdslam book``).
 
 This layer may import the core and the data/services layers; nothing below it

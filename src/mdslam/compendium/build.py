@@ -84,6 +84,8 @@ __all__ = [
     "require_data_mode",
     "subsample",
     "training_set",
+    "INPUTS",
+    "load",
     "provenance",
     "markdown_table",
     "comparison_table",
@@ -558,6 +560,23 @@ def _finalise(output: Path, chapter: Chapter, root: Path, parameters: Mapping[st
     nbformat.write(nb, output)
 
 
+def _papermill(source: Path, running: Path, params: Mapping[str, Any], root: Path, cwd: Path,
+               timeout: float | None, log_output: bool) -> str | None:
+    """Execute ``source`` into ``running`` in the book's kernel; the chapter's error in one line, or None."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        with kernel(root / BUILD_DIR) as kernel_name:
+            papermill.execute_notebook(str(source), str(running), parameters=dict(params), kernel_name=kernel_name,
+                                       cwd=str(cwd), progress_bar=False, log_output=log_output,
+                                       execution_timeout=timeout)
+    except PapermillExecutionError as exc:
+        evalue = str(exc.evalue).strip().splitlines()
+        return f"In [{exc.exec_count}]: {exc.ename}: {evalue[-1] if evalue else ''}"
+    return None
+
+
 def execute_chapter(
     chapter: Chapter,
     root: str | os.PathLike,
@@ -596,9 +615,6 @@ def execute_chapter(
         executed copy is kept. Other errors (missing kernel, a parameter the
         chapter does not declare or cannot take) raise before anything runs.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     root = Path(root).resolve()
     out = Path(output) if output is not None else chapter.executed_path(root)
     out = out.resolve()
@@ -613,23 +629,9 @@ def execute_chapter(
     except BookError:
         tmp_input.unlink(missing_ok=True)
         raise
-    error: str | None = None
     t0 = time.perf_counter()
     try:
-        with kernel(root / BUILD_DIR) as kernel_name:
-            papermill.execute_notebook(
-                str(tmp_input),
-                str(running),
-                parameters=params,
-                kernel_name=kernel_name,
-                cwd=str(out.parent),
-                progress_bar=False,
-                log_output=log_output,
-                execution_timeout=timeout,
-            )
-    except PapermillExecutionError as exc:
-        evalue = str(exc.evalue).strip().splitlines()
-        error = f"In [{exc.exec_count}]: {exc.ename}: {evalue[-1] if evalue else ''}"
+        error = _papermill(tmp_input, running, params, root, out.parent, timeout, log_output)
     finally:
         tmp_input.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
@@ -964,7 +966,9 @@ def build(
 
 # The chapter helpers, re-exported for chapters written against ``mdslam.book``.
 from .chapter import (  # noqa: E402
+    INPUTS,
     comparison_table,
+    load,
     markdown_table,
     provenance,
     require_data_mode,

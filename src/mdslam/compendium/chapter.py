@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["require_data_mode", "training_set", "subsample", "provenance", "markdown_table", "comparison_table"]
+__all__ = ["require_data_mode", "training_set", "INPUTS", "load", "subsample", "provenance", "markdown_table",
+           "comparison_table"]
 
 
 def require_data_mode(data_mode: str) -> Any:
@@ -50,7 +51,9 @@ def training_set(track: str = "xp", data_mode: str = "offline", n_max: int | Non
         ``"xp"`` (Gaia XP x APOGEE DR17, Li 2021's window, :func:`mdslam.compendium.tracks.xp_mdwarfs`),
         ``"xp_teff_logg"`` (the two-label set of :func:`mdslam.compendium.tracks.xp_teff_logg`),
         ``"lamost"`` (offline: the 54 DR7 spectra, :func:`mdslam.compendium.tracks.lamost_dr7`; archive:
-        L21's LAMOST DR6 x APOGEE DR16) or ``"boss"`` (archive only: Q25's
+        L21's LAMOST DR6 x APOGEE DR16), ``"xp_all"`` (every XP M dwarf, the
+        stars chapters 4-8 label: :func:`mdslam.compendium.tracks.xp_all_mdwarfs`;
+        archive: no SNR, [Fe/H] or label cut) or ``"boss"`` (archive only: Q25's
         BOSS DR19 FGK+M pairs).
     data_mode : str
         ``"offline"`` (registry and mirror) or ``"archive"``
@@ -83,21 +86,75 @@ def training_set(track: str = "xp", data_mode: str = "offline", n_max: int | Non
             kwargs.pop("teff_min", None)  # the archive set's lower Teff bound is the label cut (2800 K)
             return archive.xp_training_set(**{"teff_max": tracks.LI2021_TEFF[1], **kwargs}, snr_min=snr_min,
                                            n_max=n_max, seed=seed)
+        if track == "xp_all":
+            return archive.xp_training_set(label_cuts=False, require_feh=False, snr_min=0, n_max=n_max, seed=seed,
+                                           **kwargs)
         if track == "lamost":
             return archive.lamost_training_set(n_max=n_max, seed=seed, **kwargs)
         if track == "boss":
             return archive.boss_training_set(n_max=n_max, seed=seed, **kwargs)
-        raise ValueError(f"track must be 'xp', 'lamost' or 'boss' in archive mode, got {track!r}")
+        raise ValueError(f"track must be 'xp', 'xp_all', 'lamost' or 'boss' in archive mode, got {track!r}")
     if track == "xp":
         return tracks.xp_mdwarfs(snr_min=snr_min, n_max=n_max, seed=seed, **kwargs)
     if track == "xp_teff_logg":
         return tracks.xp_teff_logg(snr_min=snr_min, n_max=n_max, seed=seed, **kwargs)
-    if track == "lamost":
-        ts = tracks.lamost_dr7(**kwargs)
+    if track in ("lamost", "xp_all"):
+        ts = tracks.lamost_dr7(**kwargs) if track == "lamost" else tracks.xp_all_mdwarfs(**kwargs)
         return ts if n_max is None else ts.subset(draw(len(ts), n_max, seed))
     if track == "boss":
         raise ValueError("track 'boss' (Q25's BOSS DR19 FGK+M pairs) needs data_mode='archive'")
-    raise ValueError(f"track must be 'xp', 'xp_teff_logg' or 'lamost' offline, got {track!r}")
+    raise ValueError(f"track must be 'xp', 'xp_teff_logg', 'xp_all' or 'lamost' offline, got {track!r}")
+
+
+#: Chapter inputs with an archive counterpart: name -> (registry dataset read offline,
+#: :mod:`mdslam.compendium.inputs` function read in archive mode, its keyword arguments).
+INPUTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "b20": ("birky2020_table6_full", "b20_table", {}),
+    "b20_binaries": ("birky2020_table3_binaries", "b20_table", {"table": "table3"}),
+    "b20_mann": ("birky2020_table4_mann_labels", "b20_table", {"table": "table4"}),
+    "hyades_cone": ("hyades_gaiadr2_cone_full", "hyades_candidates", {"vizier_names": True}),
+    "occam_dr16": ("occam_member_dr16", "occam_members", {"release": "dr16"}),
+    "occam_dr17": ("occam_member_dr17", "occam_members", {"release": "dr17"}),
+    "aspcap_calibration": ("birky2020_table6_full", "aspcap_calibration_sample", {}),
+}
+
+
+def load(name: str, data_mode: str = "offline", n_max: int | None = None, seed: int = 42) -> Any:
+    """A chapter input, offline or from the archives: the one call that replaces ``if archive`` blocks.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`INPUTS` (offline: its registry dataset; archive: its
+        :mod:`mdslam.compendium.inputs` function), or any registry dataset name
+        (read from the registry in both modes).
+    data_mode : str
+        ``"offline"`` or ``"archive"``.
+    n_max, seed : int, optional
+        At most ``n_max`` rows, drawn with :func:`subsample` (the archive inputs
+        that draw before downloading draw with the same ``n_max`` and ``seed``).
+
+    Returns
+    -------
+    astropy.table.Table
+        As the offline dataset or the archive function returns it.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``data_mode``.
+    """
+    from .. import datasets
+
+    require_data_mode(data_mode)
+    if name not in INPUTS:
+        return subsample(datasets.load(name), n_max, seed)
+    offline, function, kwargs = INPUTS[name]
+    if data_mode == "offline":
+        return subsample(datasets.load(offline), n_max, seed)
+    from . import inputs
+
+    return subsample(inputs.fetch(function, n_max=n_max, seed=seed, **kwargs), n_max, seed)
 
 
 def subsample(table: Any, n_max: int | None, seed: int | None = None) -> Any:

@@ -234,6 +234,23 @@ def _add_cmd(table, *, g="phot_g_mean_mag", bp="phot_bp_mean_mag", rp="phot_rp_m
     table.meta["extinction"] = "supplied" if extinction else "none (A_G = A_BP = A_RP = 0)"
 
 
+def _draw(table, n_max: int | None, seed: int, flow: list[tuple[str, int]]):
+    """:func:`_subsample`, with its row in ``flow`` when ``n_max`` is given."""
+    table = _subsample(table, n_max, seed)
+    if n_max is not None:
+        flow.append((f"random n_max={n_max}", len(table)))
+    return table
+
+
+def _on_grid(raw, grid: dict | None, progress: bool):
+    """Spectra rebinned onto the log-lambda ``grid`` (default the LAMOST track's) and normalised."""
+    from .. import preprocess
+    from . import tracks
+
+    g = grid or tracks.LAMOST_GRID
+    return preprocess.preprocess(raw, preprocess.log_lambda_grid(g["start"], g["stop"], g["n"]), progress=progress)
+
+
 def _flow(rows: list[tuple[str, int]]):
     from astropy.table import Table
 
@@ -334,6 +351,41 @@ def _lamost_table(name: str, release: str, candidates: Sequence[str], progress: 
     return tab
 
 
+def _spall_m_stars(path, n_max: int | None, seed: int):
+    """spAll's M-type stars, one spectrum per CATALOGID (highest SN), with a Gaia id, at most ``n_max``.
+
+    Returns the table (``source_id`` from the Gaia id column, ``snr``), the name of that
+    column and the cut flow as (step, rows) pairs.
+    """
+    want = ("FIELD", "MJD", "CATALOGID", "SDSS_ID", "CLASS", "SUBCLASS", "SN_MEDIAN_ALL", "RACAT",
+            "DECCAT", "PLUG_RA", "PLUG_DEC", "GAIA_ID", "GAIA_SOURCE_ID", "GAIADR3_SOURCE_ID",
+            "GAIA_DR3_SOURCE_ID", "OBJTYPE", "PROGRAMNAME")
+    spall = _read_fits(path, want)
+    spall.meta["file"] = str(path)
+    flow = [("DR19 spAll-lite spectra", len(spall))]
+    cls = np.char.upper(np.char.strip(np.asarray(spall[pick_column(spall, "CLASS")]).astype(str)))
+    sub = np.char.upper(np.char.strip(np.asarray(spall[pick_column(spall, "SUBCLASS")]).astype(str)))
+    spall = spall[(cls == "STAR") & (np.char.startswith(sub, "M"))]
+    flow.append(("CLASS STAR, SUBCLASS M*", len(spall)))
+    sn = _float(spall[pick_column(spall, "SN_MEDIAN_ALL")])
+    cid = _as_int64(spall[pick_column(spall, "CATALOGID")])
+    order = np.lexsort((-np.nan_to_num(sn, nan=-1.0), cid))
+    _, first = np.unique(cid[order], return_index=True)
+    spall = spall[np.sort(order[first])]
+    flow.append(("one spectrum per CATALOGID (max SN)", len(spall)))
+    gcol = pick_column(spall, "GAIA_ID", "GAIA_SOURCE_ID", "GAIADR3_SOURCE_ID", "GAIA_DR3_SOURCE_ID",
+                       what="spAll: Gaia source_id")
+    spall["source_id"] = _as_int64(spall[gcol])
+    spall = spall[spall["source_id"] > 0]
+    flow.append(("with a Gaia id", len(spall)))
+    spall["snr"] = _float(spall[pick_column(spall, "SN_MEDIAN_ALL")])
+    n_gaia_id = len(spall)
+    spall = _subsample(spall, n_max, seed)
+    if n_max is not None and n_gaia_id > int(n_max):
+        flow.append((f"random n_max={n_max}", len(spall)))
+    return spall, gcol, flow
+
+
 def boss_mdwarf_candidates(
     *,
     n_max: int | None = None,
@@ -376,30 +428,7 @@ def boss_mdwarf_candidates(
         ``selection.qiu2025_cmd_cuts(t, mg0="MG0", bp_rp0="BP_RP0", ruwe="ruwe")``.
     """
     path = sdss_file("spAll-lite-v6_1_3", progress=progress, timeout=timeout, retries=retries)
-    want = ("FIELD", "MJD", "CATALOGID", "SDSS_ID", "CLASS", "SUBCLASS", "SN_MEDIAN_ALL", "RACAT",
-            "DECCAT", "PLUG_RA", "PLUG_DEC", "GAIA_ID", "GAIA_SOURCE_ID", "GAIADR3_SOURCE_ID",
-            "GAIA_DR3_SOURCE_ID", "OBJTYPE", "PROGRAMNAME")
-    spall = _read_fits(path, want)
-    spall.meta["file"] = str(path)
-    n_all = len(spall)
-    cls = np.char.upper(np.char.strip(np.asarray(spall[pick_column(spall, "CLASS")]).astype(str)))
-    sub = np.char.upper(np.char.strip(np.asarray(spall[pick_column(spall, "SUBCLASS")]).astype(str)))
-    spall = spall[(cls == "STAR") & (np.char.startswith(sub, "M"))]
-    n_m = len(spall)
-    sn = _float(spall[pick_column(spall, "SN_MEDIAN_ALL")])
-    cid = _as_int64(spall[pick_column(spall, "CATALOGID")])
-    order = np.lexsort((-np.nan_to_num(sn, nan=-1.0), cid))
-    _, first = np.unique(cid[order], return_index=True)
-    spall = spall[np.sort(order[first])]
-    n_unique = len(spall)
-    gcol = pick_column(spall, "GAIA_ID", "GAIA_SOURCE_ID", "GAIADR3_SOURCE_ID", "GAIA_DR3_SOURCE_ID",
-                       what="spAll: Gaia source_id")
-    spall["source_id"] = _as_int64(spall[gcol])
-    spall = spall[spall["source_id"] > 0]
-    n_gaia_id = len(spall)
-    spall["snr"] = _float(spall[pick_column(spall, "SN_MEDIAN_ALL")])
-    spall = _subsample(spall, n_max, seed)
-    n_sub = len(spall)
+    spall, gcol, flow = _spall_m_stars(path, n_max, seed)
     is_dr2 = "DR3" not in gcol.upper()
     if is_dr2:  # GAIA_ID of the DR19 data model: a DR2 id, mapped to DR3 through the archive
         spall["gaia_dr2_source_id"] = spall["source_id"]
@@ -411,10 +440,6 @@ def boss_mdwarf_candidates(
     out = _attach(spall, "source_id", gaia, "source_id", suffix="_gaia")
     out.rename_column("_matched_gaia", "in_gaia")
     _add_cmd(out, extinction=extinction)
-    flow = [("DR19 spAll-lite spectra", n_all), ("CLASS STAR, SUBCLASS M*", n_m),
-            ("one spectrum per CATALOGID (max SN)", n_unique), ("with a Gaia id", n_gaia_id)]
-    if n_max is not None and n_gaia_id > int(n_max):
-        flow.append((f"random n_max={n_max}", n_sub))
     if is_dr2:
         flow.append(("DR2 id with a DR3 counterpart (dr2_neighbourhood)", len(out)))
     flow.append(("found in Gaia DR3", int(np.sum(out["in_gaia"]))))
@@ -789,9 +814,7 @@ def xp_training_set(*, teff_max: float = 4000.0, logg_min: float = 4.0, snr_min:
                                                    m_h_err="FE_H_ERR", logg="LOGG")
         tab = tab[selection.combine(cuts)]
         flow.append(("Li 2021 label cuts", len(tab)))
-    tab = _subsample(tab, n_max, seed)
-    if n_max is not None:
-        flow.append((f"random n_max={n_max}", len(tab)))
+    tab = _draw(tab, n_max, seed, flow)
     spec = gaia_xp_for(_as_int64(tab[gcol]), progress=progress, timeout=timeout, retries=retries)
     flow.append(("with a Gaia XP spectrum", spec.n_spec))
     ids = np.array([int(s) for s in spec.meta["id"]], dtype=np.int64)
@@ -818,18 +841,9 @@ def xp_training_set(*, teff_max: float = 4000.0, logg_min: float = 4.0, snr_min:
     return tracks.TrainingSet(spec, labels, ["teff", "logg", "fe_h"], "xp", prov, _flow(flow))
 
 
-def lamost_training_set(
-    release: str = "dr6",
-    *,
-    match_radius_arcsec: float = 3.0,
-    label_cuts: bool = True,
-    n_max: int | None = None,
-    seed: int = 42,
-    grid: dict | None = None,
-    progress: bool = True,
-    timeout=None,
-    retries=None,
-):
+def lamost_training_set(release: str = "dr6", *, match_radius_arcsec: float = 3.0, label_cuts: bool = True,
+                        n_max: int | None = None, seed: int = 42, grid: dict | None = None, progress: bool = True,
+                        timeout=None, retries=None):
     """Li et al. (2021) sec. 3.2 training set: LAMOST DR6 M dwarf spectra with APOGEE DR16 labels.
 
     The LAMOST DR6 M star catalogue (:func:`lamost_catalogue`) is matched on
@@ -853,7 +867,7 @@ def lamost_training_set(
     """
     from astropy.table import Table
 
-    from .. import crossmatch, preprocess, selection
+    from .. import crossmatch, selection
     from . import tracks
 
     cat = _lamost_table("mstellar", release, LAMOST_MSTAR_COLUMNS, progress, timeout, retries)
@@ -873,15 +887,10 @@ def lamost_training_set(
                                                    m_h=col("M_H"), m_h_err=col("M_H_ERR"), logg=col("LOGG"))
         m = m[selection.combine(cuts)]
         flow.append(("Li 2021 label cuts", len(m)))
-    m = _subsample(m, n_max, seed)
-    if n_max is not None:
-        flow.append((f"random n_max={n_max}", len(m)))
+    m = _draw(m, n_max, seed, flow)
     obs_col = pick_column(m, "obsid", "obsid_lamost", what="LAMOST obsid")
     obsids = _as_int64(m[obs_col])
-    raw = lamost_spectra(obsids, rel, progress=progress, timeout=timeout, retries=retries)
-    g = grid or tracks.LAMOST_GRID
-    wave = preprocess.log_lambda_grid(g["start"], g["stop"], g["n"])
-    spec = preprocess.preprocess(raw, wave, progress=progress)
+    spec = _on_grid(lamost_spectra(obsids, rel, progress=progress, timeout=timeout, retries=retries), grid, progress)
     got = np.asarray([int(o) for o in spec.meta["obsid"]], dtype=np.int64)
     row = {int(o): i for i, o in enumerate(obsids)}
     idx = np.array([row.get(int(o), -1) for o in got])
@@ -908,19 +917,9 @@ LAMOST_STELLAR_COLUMNS = ("obsid", "gaia_source_id", "ra", "dec", "class", "subc
                           "logg", "logg_err", "feh", "feh_err", "snrg", "snri")
 
 
-def boss_training_set(
-    *,
-    lamost_release: str = "dr11",
-    fgk_teff: tuple[float, float] = (4000.0, 7000.0),
-    fgk_logg_min: float = 4.0,
-    max_feh_err: float = 0.2,
-    n_max: int | None = None,
-    seed: int = 42,
-    grid: dict | None = None,
-    progress: bool = True,
-    timeout=None,
-    retries=None,
-):
+def boss_training_set(*, lamost_release: str = "dr11", fgk_teff: tuple[float, float] = (4000.0, 7000.0),
+                      fgk_logg_min: float = 4.0, max_feh_err: float = 0.2, n_max: int | None = None, seed: int = 42,
+                      grid: dict | None = None, progress: bool = True, timeout=None, retries=None):
     """Qiu et al. (2025) sec. 2.3-2.4 training set: BOSS M dwarfs in FGK+M wide binaries.
 
     1. El-Badry et al. (2021) pairs (:func:`elbadry2021_binaries`, 1-2 GB once);
@@ -952,7 +951,7 @@ def boss_training_set(
         ``fgk_source_id``, ``feh_lamost``, ``teff_fgk``, ``snr`` (BOSS
         SN_MEDIAN_ALL), ``sep_AU``.
     """
-    from .. import preprocess, selection
+    from .. import selection
     from . import tracks
 
     eb = elbadry2021_binaries(columns=("source_id1", "source_id2", "ruwe1", "ruwe2", "R_chance_align",
@@ -970,34 +969,16 @@ def boss_training_set(
 
     pairs = _fgk_m_pairs(eb, np.asarray(lam["gaia_id"]), np.asarray(mdw["source_id"]))
     flow.append(("FGK (LAMOST) + M (BOSS) pairs", len(pairs)))
-    lam_cols = [pick_column(lam, c) for c in ("teff", "logg", "feh", "feh_err")]
-    pairs = _attach(pairs, "fgk_source_id", lam, "gaia_id", columns=lam_cols, suffix="_fgk")
-    pairs.rename_columns(lam_cols, ["teff_fgk", "logg_fgk", "feh_lamost", "feh_err"])
-    cuts = selection.qiu2025_binary_cuts(pairs, feh_err="feh_err")
-    if max_feh_err != 0.2:
-        cuts = {**{f"[Fe/H]_FGK_err < {max_feh_err:g}": _float(pairs["feh_err"]) < max_feh_err},
-                **{k: v for k, v in cuts.items() if not k.startswith("[Fe/H]")}}
-    pairs = pairs[selection.combine(cuts)]
+    pairs = _fgk_labels_and_pair_cuts(pairs, lam, max_feh_err)
     flow.append(("Q25 pair cuts ([Fe/H] err, R_chance_align, RUWE)", len(pairs)))
     spcols = [c for c in ("FIELD", "MJD", "CATALOGID", "SDSS_ID", "snr", "SUBCLASS") if c in mdw.colnames]
     pairs = _attach(pairs, "source_id", mdw, "source_id", columns=spcols, suffix="_boss")
-    anet = apogee_net_dr19(progress=progress, timeout=timeout, retries=retries)
-    akey = pick_column(anet, "gaia_dr3_source_id", what="APOGEE Net: Gaia DR3 id")
-    acols = [c for c in anet.colnames if c.lower() in ("teff", "e_teff", "logg", "e_logg")]
-    pairs = _attach(pairs, "source_id", anet, akey, columns=acols, suffix="_anet")
-    teff_m = _float(pairs[pick_column(pairs, "teff")])
-    logg_m = _float(pairs[pick_column(pairs, "logg")])
-    pairs = pairs[np.isfinite(teff_m) & np.isfinite(logg_m)]
+    pairs = _with_apogee_net(pairs, progress, timeout, retries)
     flow.append(("M dwarf with APOGEE Net Teff, log g", len(pairs)))
-    pairs = _subsample(pairs, n_max, seed)
-    if n_max is not None:
-        flow.append((f"random n_max={n_max}", len(pairs)))
+    pairs = _draw(pairs, n_max, seed, flow)
     rows = list(zip(_as_int64(pairs["FIELD"]), _as_int64(pairs["MJD"]), _as_int64(pairs["CATALOGID"]),
                     strict=True))
-    raw = boss_spectra(rows, progress=progress, timeout=timeout, retries=retries)
-    g = grid or tracks.LAMOST_GRID
-    wave = preprocess.log_lambda_grid(g["start"], g["stop"], g["n"])
-    spec = preprocess.preprocess(raw, wave, progress=progress)
+    spec = _on_grid(boss_spectra(rows, progress=progress, timeout=timeout, retries=retries), grid, progress)
     keep = np.asarray(spec.meta["flag"]) == 0
     spec, pairs = spec[np.flatnonzero(keep)], pairs[keep]
     flow.append(("spectrum read and normalised, unflagged", len(pairs)))
@@ -1042,6 +1023,31 @@ def _fgk_m_pairs(eb, fgk_ids: np.ndarray, m_ids: np.ndarray):
     pairs["R_chance_align"] = _float(eb["R_chance_align"])[sel]
     pairs["sep_AU"] = _float(eb["sep_AU"])[sel]
     return pairs
+
+
+def _fgk_labels_and_pair_cuts(pairs, lam, max_feh_err: float):
+    """The FGK star's LAMOST Teff, log g, [Fe/H] (``feh_lamost``) and its error attached; Q25's pair cuts."""
+    from .. import selection
+
+    lam_cols = [pick_column(lam, c) for c in ("teff", "logg", "feh", "feh_err")]
+    pairs = _attach(pairs, "fgk_source_id", lam, "gaia_id", columns=lam_cols, suffix="_fgk")
+    pairs.rename_columns(lam_cols, ["teff_fgk", "logg_fgk", "feh_lamost", "feh_err"])
+    cuts = selection.qiu2025_binary_cuts(pairs, feh_err="feh_err")
+    if max_feh_err != 0.2:
+        cuts = {**{f"[Fe/H]_FGK_err < {max_feh_err:g}": _float(pairs["feh_err"]) < max_feh_err},
+                **{k: v for k, v in cuts.items() if not k.startswith("[Fe/H]")}}
+    return pairs[selection.combine(cuts)]
+
+
+def _with_apogee_net(pairs, progress, timeout, retries):
+    """The M dwarf's DR19 APOGEE Net Teff and log g (with errors) attached; pairs without both dropped."""
+    anet = apogee_net_dr19(progress=progress, timeout=timeout, retries=retries)
+    akey = pick_column(anet, "gaia_dr3_source_id", what="APOGEE Net: Gaia DR3 id")
+    acols = [c for c in anet.colnames if c.lower() in ("teff", "e_teff", "logg", "e_logg")]
+    pairs = _attach(pairs, "source_id", anet, akey, columns=acols, suffix="_anet")
+    teff_m = _float(pairs[pick_column(pairs, "teff")])
+    logg_m = _float(pairs[pick_column(pairs, "logg")])
+    return pairs[np.isfinite(teff_m) & np.isfinite(logg_m)]
 
 
 def _boss_pair_labels(pairs, spec):

