@@ -70,6 +70,7 @@ __all__ = [
     "LI2021_LABEL_COLUMNS",
     "li2021_table4_printed",
     "li2021_published",
+    "li2021_reference",
     "tess_cool_dwarfs",
     "galgano2020_table",
     "teff_bt_references",
@@ -1166,6 +1167,17 @@ def li2021_published(*, progress: bool = True, timeout=None, retries=None):
         tab[c].unit = unit
     tab.meta["provenance"] = f"archive: Li et al. (2021) catalogue (paperdata jdli21.fits), N={len(tab):,}"
     return tab
+
+
+def li2021_reference(data_mode: str = "offline"):
+    """Li et al. (2021)'s labels to compare ours with: offline the 21 rows printed in their
+    Table 4 (:func:`li2021_table4_printed`), archive the whole published catalogue
+    (:func:`li2021_published`). Both have ``obsid``, ``TEFF_AP`` [K] and ``M_H_AP`` [dex]."""
+    if data_mode == "offline":
+        return li2021_table4_printed()
+    if data_mode != "archive":
+        raise ValueError(f"data_mode must be 'offline' or 'archive', got {data_mode!r}")
+    return li2021_published()
 
 
 def _radec_teff(tab, what: str):
