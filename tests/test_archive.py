@@ -671,6 +671,17 @@ def test_li2021_published_catalogue_against_the_lamost_training_set(inp):
     assert [r.path for r in inp.requests("/jordan/")] == [ri.LI2021]
 
 
+def test_li2021_reference_offline_is_the_printed_table_4(env):
+    """Offline: the 21 rows of L21 Table 4 as printed (first and last rows checked against the paper)."""
+    from mdslam.compendium import inputs
+
+    t = inputs.li2021_reference("offline")
+    assert len(t) == 21 and t["obsid"][0] == 300208242 and t["TEFF_AP"][0] == 3804.0
+    assert t["obsid"][-1] == 557905051 and t["M_H_AP"][-1] == -0.15 and str(t["TEFF_AP"].unit) == "K"
+    with pytest.raises(ValueError, match="data_mode"):
+        inputs.li2021_reference("online")
+
+
 def test_li2021_published_names_a_missing_label_column(inp):
     from archive_replay import inputs as ri
 
