@@ -888,10 +888,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.parametrize("number, params, expect", [
     ("01", {}, {"n_input_lamost": 51, "n_hyades_literal": 0}),
-    ("02", {"track": "boss"}, {"track": "boss"}),
+    ("02", {"track": "boss"}, {"track": "boss", "n_fgk_fgk_pairs": 8}),  # 9 replay FGK+FGK pairs, 1 RUWE 2.0
     ("03", {"track": "lamost", "n_max": 30}, {"n_train": 23}),
     ("07", {}, {"track": "catalogs"}),
-    ("04", {}, {}),
+    ("04", {"behmard2025_catalog": "J/other/replay/behmard2025"}, {}),
     ("05", {}, {}),
     ("06", {}, {}),
     ("08", {}, {}),
@@ -936,3 +936,82 @@ def test_cli_archive_fetches_a_chapters_inputs_into_the_cache(inp, capsys):
     assert archive.aspcap_calibration_sample(n_max=100, progress=False).meta["provenance"]
     assert len(inp.log) == n  # the chapter will read the cache
     assert cli.main(["archive", "fetch", "no_such_input"]) == 1
+
+
+# --------------------------------------------------------------------------- #
+# the papers' remaining comparisons (L21 Fig. 1 giants, Q25 sec. 4.3, Q25 Fig. 12)
+# --------------------------------------------------------------------------- #
+def test_zhong2019_mgiants_from_vizier_with_gaia_dr2(inp):
+    from archive_replay import papers
+
+    from mdslam import selection
+    from mdslam.compendium import inputs
+
+    t = inputs.zhong2019_mgiants(progress=False)
+    served = papers.zhong2019_mgiants()
+    assert len(t) == len(served) and t["in_gaia"].all()
+    assert "-source=J/ApJS/244/8/mgiants" in inp.requests("/viz-bin")[0].text
+    assert (np.asarray(t["gaia_source_id"]) == np.asarray(served["GaiaDR2"])).all()
+    # M_G = G + 5 log10(parallax / 100 mas), by hand from the served Gaia DR2 rows
+    g = replay.gaia_dr2()
+    row = {int(s): i for i, s in enumerate(np.asarray(g["source_id"]))}
+    i = np.array([row[int(s)] for s in t["gaia_source_id"]])
+    mg = np.asarray(g["phot_g_mean_mag"], float)[i] + 5 * np.log10(np.asarray(g["parallax"], float)[i] / 100)
+    np.testing.assert_allclose(np.asarray(t["MG"], float), mg)
+    cuts = selection.li2021_cmd_giant_cuts(t["BP_RP"], t["MG"])
+    giant = np.asarray(t["MG"], float) < 3.0   # the luminous rows standing in for giants
+    assert giant.sum() >= 1 and not cuts["M_G + A_G > 5 (giants removed)"][giant].any()
+    assert [c for c, _ in t.meta["cut_flow"]][-1] == "found in Gaia DR2"
+
+
+def test_du2024_mdwarfs_keep_the_best_spectrum_of_each_gaia_source(inp):
+    from archive_replay import papers
+
+    from mdslam.compendium import inputs
+
+    t = inputs.du2024_mdwarfs(progress=False)
+    served = papers.lamost_dr11_mstellar()
+    assert len(t) == len(served) - 2  # the second, worse spectrum and the row without a Gaia id go
+    first = t[np.asarray(t["gaia_source_id"]) == int(served["gaia_source_id"][0])]
+    assert len(first) == 1 and float(first["teff"][0]) == pytest.approx(float(served["teff"][0]))
+    assert str(t["teff"].unit) == "K"
+    assert [r.path for r in inp.log] == ["/dr11/v1.0/catdl"]
+
+
+def test_behmard2025_needs_a_catalogue_id_then_reads_the_vizier_labels(inp):
+    from archive_replay import papers
+
+    from mdslam.compendium import inputs
+
+    with pytest.raises(archive.ArchiveError, match="not known to this package"):
+        inputs.behmard2025_table()
+    assert not inp.log
+    t = inputs.behmard2025_table(catalog=papers.BEHMARD_REPLAY_ID)
+    served = papers.behmard2025()
+    assert len(t) == len(served)
+    np.testing.assert_allclose(np.asarray(t["feh_ref"], float), np.asarray(served["[Fe/H]"], float))
+    assert list(t["apogee_id"][:3]) == [str(s) for s in served["2MASS"][:3]]
+
+
+def test_lamost_fgk_binaries_pairs_two_fgk_dwarfs_hotter_star_first(inp):
+    from archive_replay import inputs as ri
+    from archive_replay import papers
+
+    from mdslam import validation
+    from mdslam.compendium import inputs
+
+    t = inputs.lamost_fgk_binaries(progress=False)
+    pairs = papers.fgk_fgk_pairs()
+    assert len(t) == len(pairs) - 1  # the pair with RUWE 2.0 goes; the FGK+M pairs never match
+    lam = ri.lamost_dr11_stellar()
+    teff = {int(g): float(v) for g, v in zip(lam["gaia_source_id"], lam["teff"], strict=True)}
+    feh = {int(g): float(v) for g, v in zip(lam["gaia_source_id"], lam["feh"], strict=True)}
+    for r in t:
+        assert r["teff1"] >= r["teff2"]
+        assert r["teff1"] == pytest.approx(teff[int(r["source_id1"])])
+        assert r["feh2"] == pytest.approx(feh[int(r["source_id2"])])
+        assert {int(r["source_id1"]), int(r["source_id2"])} in [
+            {int(a), int(b)} for a, b in zip(pairs["source_id1"], pairs["source_id2"], strict=True)]
+    res = validation.niu2023_sign_test(t["teff1"], t["feh1"], t["teff2"], t["feh2"])
+    assert list(res["n"]) == [len(t)] * 3
+    assert [c for c, _ in t.meta["cut_flow"]][0] == "El-Badry et al. 2021 pairs"

@@ -362,3 +362,18 @@ def test_user_guide_commands_rerun_in_a_fresh_directory(tmp_path):
 
     cat = read_catalogue(work / "new_labels.fits")
     assert len(cat) == 12 and {"teff", "logg", "fe_h", "flag"} <= set(cat.colnames)
+
+
+def test_archive_only_prints_a_command_the_cli_accepts():
+    import re
+    import shlex
+
+    from mdslam import cli
+
+    text = book.archive_only("02", track="boss")
+    assert text.startswith("archive-only: run `")
+    command = shlex.split(re.search(r"`(.*)`", text).group(1))
+    assert command[:2] == ["mdslam", "book"]
+    args = cli.build_parser().parse_args(command[1:])
+    assert args.only == ["02"]
+    assert dict(args.param) == {"data_mode": "archive", "track": "boss"}

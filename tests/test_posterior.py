@@ -158,6 +158,7 @@ def test_compare_estimators_same_folds_for_all():
     """The ML row equals labels of SLAM models fitted on the same shuffled folds; skill = 1 - MSE/Var."""
     from sklearn.model_selection import KFold
 
+    from mdslam.baselines import PCARidge
     from mdslam.slam import SLAM
     from mdslam.validation import compare_estimators
 
@@ -171,8 +172,8 @@ def test_compare_estimators_same_folds_for_all():
     grid = dict(C=(10.0,), epsilon=(0.01,), gamma=(0.5,), cv=3, n_jobs=1)
     est = {"ml": {"prior": None}, "post": {"prior": "training", "chi2_scale": "cv"}}
     tab = compare_estimators(flux, y, ivar, label_names=["teff", "fe_h"], cv=3, random_state=1, slam_params=grid,
-                             estimators=est, n_pca=5)
-    assert list(tab["estimator"]) == ["ml", "post", "PCA(5) + ridge regression (baseline)"]
+                             estimators=est, baselines={"pca_ridge": PCARidge(5)})
+    assert list(tab["estimator"]) == ["ml", "post", "pca_ridge"]
     ref = np.full_like(y, np.nan)
     for tr, te in KFold(3, shuffle=True, random_state=1).split(y):
         model = SLAM(random_state=1, **grid).fit(flux[tr], y[tr], ivar[tr])

@@ -183,3 +183,16 @@ def test_cmd_regions_on_carmenes_dwarfs(load):
     flow = sel.cut_flow(t, sel.qiu2025_cmd_cuts(t, ruwe="RUWE"))
     assert list(flow["n_kept"]) == [2483, 2385, 2366, 2278, 1658]
     assert sel.in_li2021_cmd(t["BP_RP0"], t["MG0"]).sum() == 2174
+
+
+def test_li2021_cmd_giant_cuts_by_hand():
+    # at BP-RP = 2.0 the quadrangle spans M_G from 5 + 11.5/3.6 * 0.6 = 6.917 (bright edge)
+    # to 5 + 11.5/3.3 * 1.3 = 9.530 (faint edge)
+    bp_rp = np.array([1.0, 2.0, 2.0, 2.0, np.nan, 2.0])
+    mg = np.array([2.0, 6.0, 8.0, 10.0, 8.0, 4.5])
+    a_g = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.0])   # the last: M_G + A_G = 5.5 passes the giant cut
+    cuts = sel.li2021_cmd_giant_cuts(bp_rp, mg, a_g)
+    assert list(cuts) == ["finite colour and M_G", "M_G + A_G > 5 (giants removed)", "inside the Fig. 1 quadrangle"]
+    assert cuts["finite colour and M_G"].tolist() == [True, True, True, True, False, True]
+    assert cuts["M_G + A_G > 5 (giants removed)"].tolist() == [False, True, True, True, False, True]
+    assert cuts["inside the Fig. 1 quadrangle"].tolist() == [False, False, True, False, False, False]

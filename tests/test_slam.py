@@ -13,7 +13,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.svm import SVR
 
-from mdslam import modelfile
+from mdslam import modelfile, validation
 from mdslam.flags import LabelFlag
 from mdslam.slam import (
     QIU2025_USABLE_RANGE,
@@ -255,10 +255,14 @@ def test_cv_predict_and_error_law(trained):
     pred = np.column_stack([cvt[n] for n in LABELS])
     bins = m.fit_error_law(cvt["snr"], lab, pred, n_bins=4, min_per_bin=20)
     assert len(bins) == 4
-    a, b = m.error_law_["a"], m.error_law_["b"]
-    assert np.all(b < 0)                  # scatter falls with SNR
+    a, floor = m.error_law_["a"], m.error_law_["floor"]     # sigma^2 = floor^2 + (a/SNR)^2
+    assert np.all(a >= 0) and np.all(floor >= 0) and np.any(a > 0)
+    _, laws = validation.fit_floor_laws(cvt["snr"], pred, lab, LABELS, n_bins=4, min_per_bin=20)
+    assert np.allclose(a, [laws[n].a for n in LABELS]) and np.allclose(floor, [laws[n].floor for n in LABELS])
     t = m.predict_table(flux[:3], ivar[:3])
-    assert np.allclose(t["e_teff_cv"], a[0] * t["snr"] ** b[0])
+    assert np.allclose(t["e_teff_cv"], np.sqrt(floor[0] ** 2 + (a[0] / t["snr"]) ** 2))
+    lo, hi = m.error_law_["snr_range"]
+    assert list(t["e_cv_extrapolated"]) == [not (lo <= s <= hi) for s in t["snr"]]
 
 
 # --------------------------------------------------------------------- persistence

@@ -13,7 +13,7 @@ import pytest
 from sklearn.model_selection import KFold
 from sklearn.svm import SVR
 
-from mdslam.svr import KernelEig, rbf_kernel, solve_svr_exact, solve_svr_staged
+from mdslam.svr import KernelEig, nystrom_kernel, rbf_kernel, solve_svr_exact, solve_svr_staged
 
 
 def _smooth_pixels(n: int, n_pix: int, snr: float, seed: int):
@@ -83,3 +83,76 @@ def test_cv_solver_meets_libsvm_tolerance_at_C_1000(hard):
     assert np.all(np.sqrt(np.mean((pred - pred_sk) ** 2, axis=1)) < 0.1 * resid)
     mse, mse_sk = np.mean((pred - Y[:, te]) ** 2, 1), np.mean((pred_sk - Y[:, te]) ** 2, 1)
     assert np.all(np.abs(mse / mse_sk - 1) < 0.02)
+
+
+def test_nystrom_kernel_is_the_pivoted_cholesky_approximation():
+    """Landmark rows exact, entry-wise error <= the largest residual diagonal <= tol, and the
+    landmark expansion equals sum_i beta_i K~(x_i, x) with K~ = K_nm W^-1 K_mn built by numpy."""
+    X, _ = _smooth_pixels(400, 1, snr=100.0, seed=3)
+    g = 0.3
+    K = rbf_kernel(X, X, g)
+    kn = nystrom_kernel(X, g, 400, tol=1e-6)
+    Kt = (kn.U * kn.lam) @ kn.U.T
+    m = kn.landmarks
+    assert 20 < m.size < 300, "a smooth 3-D kernel needs fewer landmarks than points"
+    assert np.max(np.abs(Kt[m] - K[m])) < 1e-8
+    assert np.max(np.diag(K - Kt)) <= 1e-6 and np.max(np.abs(K - Kt)) <= 1e-6
+    W = K[np.ix_(m, m)]
+    Xq = np.random.default_rng(1).normal(0, 1, (7, 3))
+    beta = np.random.default_rng(2).normal(0, 1, (2, 400))
+    ref = beta @ K[:, m] @ np.linalg.solve(W, rbf_kernel(X[m], Xq, g))
+    coef, idx = kn.expansion(beta)
+    assert np.array_equal(idx, m)
+    assert np.allclose(coef @ rbf_kernel(X[idx], Xq, g), ref, atol=1e-6 * np.abs(ref).max())
+
+
+def test_nystrom_svr_stays_within_its_documented_bound():
+    """Approximate path (Nystrom kernel, default landmark tolerance, ADMM + polish to libsvm's tol)
+    against the exact SVR on the held-out stars of one fold: the rms forward-model difference is
+    <= 2 % of the exact held-out rms residual on every pixel and the held-out MSE agrees to 1 %
+    (the bound documented in benchmarks/README.md; measured here 0.2-0.3 % and <= 0.15 %).
+    Reference: libsvm (sklearn ``SVR``, tol 1e-7) for C <= 10; for C = 100, where libsvm takes
+    a minute, the exact-kernel solver to a KKT gap of 1e-9 (checked against libsvm above)."""
+    X, Y = _smooth_pixels(400, 8, snr=100.0, seed=11)
+    tr, te = next(iter(KFold(5, shuffle=True, random_state=0).split(X)))
+    for C, eps, g in ((1.0, 0.05, 0.3), (10.0, 0.05, 0.1), (100.0, 0.01, 0.3)):
+        kn = nystrom_kernel(X[tr], g, 2000)
+        assert kn.landmarks.size < 0.8 * tr.size, "the approximation must be active (rank < n)"
+        sol = solve_svr_staged(kn, Y[:, tr], C, eps, tol=1e-3)
+        assert sol.converged.all()
+        coef, idx = kn.expansion(sol.beta)
+        pred = coef @ rbf_kernel(X[tr][idx], X[te], g) + sol.intercept[:, None]
+        if C <= 10:
+            pred_ref = np.array([SVR(C=C, epsilon=eps, gamma=g, tol=1e-7).fit(X[tr], y[tr]).predict(X[te])
+                                 for y in Y])
+        else:
+            ex = solve_svr_exact(KernelEig.from_kernel(rbf_kernel(X[tr], X[tr], g)), Y[:, tr], C, eps,
+                                 final_tol=1e-9)
+            assert np.max(ex.gap) < 1e-9
+            pred_ref = ex.beta @ rbf_kernel(X[tr], X[te], g) + ex.intercept[:, None]
+        mse_ref = np.mean((pred_ref - Y[:, te]) ** 2, axis=1)
+        diff = np.sqrt(np.mean((pred - pred_ref) ** 2, axis=1))
+        assert np.all(diff <= 0.02 * np.sqrt(mse_ref)), (C, eps, g, diff / np.sqrt(mse_ref))
+        assert np.all(np.abs(np.mean((pred - Y[:, te]) ** 2, axis=1) / mse_ref - 1) < 0.01)
+
+
+def test_slam_kernel_rank_is_opt_in_and_close_to_the_exact_model():
+    """``SLAM(kernel_rank=m)``: the forward model at held-out labels is within the same 2 % of
+    sqrt(CV-MSE) of the exact model's, the same hyperparameters are chosen, the expansion uses
+    fewer training stars than the exact one, and a bad ``kernel_rank`` is a one-line error."""
+    from mdslam.slam import SLAM
+
+    X, Y = _smooth_pixels(360, 6, snr=100.0, seed=21)
+    flux, labels = 1.0 + 0.1 * Y.T[:300], X[:300]
+    grid = {"C": (1.0, 10.0), "epsilon": (0.05,), "gamma": (0.1, 0.3), "cv": 3}
+    exact = SLAM(**grid).fit(flux, labels)
+    approx = SLAM(**grid, kernel_rank=2000).fit(flux, labels)
+    assert exact.kernel_rank is None
+    assert np.array_equal(exact.C_, approx.C_) and np.array_equal(exact.gamma_, approx.gamma_)
+    assert np.all(np.abs(approx.cv_mse_ / exact.cv_mse_ - 1) < 0.01)
+    used = np.any(approx.dual_coef_ != 0, axis=0).sum()
+    assert used < 0.8 * np.any(exact.dual_coef_ != 0, axis=0).sum()
+    d = np.sqrt(np.mean((approx.predict_flux(X[300:]) - exact.predict_flux(X[300:])) ** 2, axis=0))
+    assert np.all(d <= 0.02 * np.sqrt(exact.cv_mse_))
+    with pytest.raises(ValueError, match="kernel_rank=0"):
+        SLAM(**grid, kernel_rank=0).fit(flux, labels)

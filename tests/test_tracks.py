@@ -274,3 +274,40 @@ def test_xp_model_error_laws_do_not_grow_with_snr(data_mirror, tmp_path, monkeyp
         assert laws[n].a >= 0 and laws[n].floor >= 0
         assert np.all(np.diff(laws[n](grid)[0]) <= 1e-12), n
     assert 30 < laws["teff"](50.0)[0] < 200   # K: the CV scatter of the XP M dwarfs is ~80 K
+
+
+def test_xp_functions_use_the_light_grid_with_a_warning_on_other_stars(tmp_path, monkeypatch):
+    """The tuned hyperparameters belong to the catalogue's 393 stars: on other stars the XP functions
+    say so and fall back to the light grid (here patched to the toy grid)."""
+    from mdslam import datasets
+
+    monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(tracks, "BOOK_GRID", TOY_GRID)
+    toy = _toy_training_set(n=40, track="xp")
+    with pytest.warns(UserWarning, match="tuned hyperparameters belong to other stars"):
+        model, _ = tracks.xp_slam_model(ts=toy, cv=3)
+    assert {k: tuple(v) for k, v in model.param_grid_.items()} == {k: tuple(v) for k, v in TOY_GRID.items()}
+    with pytest.raises(ValueError, match="belong to other stars"):
+        tracks.slam_model(toy, grid=tracks.TUNED)
+
+
+@pytest.mark.slow
+def test_catalogue_model_is_refitted_at_the_tuned_hyperparameters(data_mirror, tmp_path, monkeypatch):
+    """On the catalogue's stars the XP model is the tuned one: its per-pixel choices are the cached
+    table's, and its labels equal those of ``tuning.tuned_model`` (no cache) on the same stars."""
+    from mdslam import datasets
+    from mdslam.compendium import tuning
+
+    monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path))
+    model, ts = tracks.xp_slam_model()
+    hyper = tuning.hyperparameters()
+    assert len(ts) == hyper.meta["n_train"] == 393
+    for k in ("C", "epsilon", "gamma"):
+        assert np.array_equal(getattr(model, k + "_"), np.asarray(hyper[k])), k
+    ref = tuning.tuned_model(ts)
+    np.testing.assert_allclose(model.predict(ts.spectra.flux[:20], ts.spectra.ivar[:20]),
+                               ref.predict(ts.spectra.flux[:20], ts.spectra.ivar[:20]), rtol=1e-8)
+    use = np.asarray(hyper["usable"], bool)
+    for k, grid in hyper.meta["grid"].items():       # the stored edge fractions, recounted by hand
+        on_edge = np.isin(np.asarray(hyper[k])[use], (min(grid), max(grid)))
+        assert hyper.meta["grid_edge_fraction"][k] == pytest.approx(on_edge.mean()), k

@@ -281,3 +281,42 @@ def test_fit_flags_find_mock_stars_outside_the_training_domain():
     assert completeness >= 0.7, completeness
     assert false_positive <= 0.12, false_positive
     assert np.mean(outside[kind == 2] & bits > 0) >= 0.9        # the [Fe/H] -1.5 case of the report
+
+
+# ----------------------------------------------------------------------------- --prior / --chi2-scale
+@pytest.mark.parametrize("prior,scale", [("training", "3"), ("flat", "cv")])
+def test_train_with_a_prior_writes_the_posterior_model(tmp_path, capsys, prior, scale):
+    """``--prior`` / ``--chi2-scale`` reach the model file: the loaded model gives the posterior mean,
+    equal to a model fitted in Python with the same settings (the reference)."""
+    spec, lab = _files(tmp_path)
+    code, err = _train(tmp_path, capsys, "--prior", prior, "--chi2-scale", scale, spectra=spec, labels=lab)
+    assert code == 0, err
+    m = SLAM.load(tmp_path / "m.npz")
+    assert m.prior == prior
+    flux, ivar, y = _data(30)
+    ref = SLAM(C=(10.0,), epsilon=(0.05,), gamma=(0.5,), cv=3, random_state=0, prior=prior,
+               chi2_scale="cv" if scale == "cv" else float(scale)).fit(flux, y, ivar)
+    assert m.chi2_scale_ == pytest.approx(ref.chi2_scale_)
+    if scale != "cv":
+        assert m.chi2_scale_ == 3.0
+    t = m.predict_table(flux[:5], ivar[:5])
+    assert "teff_ml" in t.colnames and t.meta["HEADLINE"].startswith("posterior mean")
+    assert np.allclose(t["teff"], ref.predict(flux[:5], ivar[:5])[:, 0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("value", ["zero", "0", "-2", "inf"])
+def test_bad_chi2_scale_is_one_line_error_before_training(tmp_path, capsys, monkeypatch, value):
+    spec, lab = _files(tmp_path)
+    monkeypatch.setattr(SLAM, "fit", lambda *a, **k: pytest.fail("trained with a bad --chi2-scale"))
+    code, err = _train(tmp_path, capsys, "--prior", "training", "--chi2-scale", value, spectra=spec, labels=lab)
+    assert code == 1 and "--chi2-scale" in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_train_is_maximum_likelihood(tmp_path, capsys):
+    spec, lab = _files(tmp_path)
+    code, err = _train(tmp_path, capsys, spectra=spec, labels=lab)
+    assert code == 0, err
+    m = SLAM.load(tmp_path / "m.npz")
+    flux, ivar, _ = _data(30)
+    t = m.predict_table(flux[:3], ivar[:3])
+    assert m.prior is None and "teff_ml" not in t.colnames

@@ -213,3 +213,49 @@ def test_flag_cuts_reads_the_per_label_domain_bits():
     assert list(cuts["fit ok (no failure, converged, SNR, pixels)"]) == [True, True, True, False, True]
     assert list(cuts["teff inside the training domain"]) == [True, False, True, True, True]
     assert list(cuts["fe_h inside the training domain"]) == [True, True, False, True, True]
+
+
+# --------------------------------------------------------------------------- #
+# Q25 Fig. 12: the sign of eq. 11 on FGK+FGK pairs
+# --------------------------------------------------------------------------- #
+def _niu_by_hand(t):
+    """Q25 eq. 11 written out again with math.pow (independent of mdslam.relations)."""
+    import math
+
+    r = t / 5281.4
+    return 0.358 * math.pow(r, -2.404 if t >= 5281.4 else 1.254) - 0.4
+
+
+def test_niu2023_pair_differences_by_hand():
+    # both stars [Fe/H] = 0, each measured with the bias Delta(Teff):
+    # Delta(6000) = 0.358 * (6000/5281.4)^-2.404 - 0.4 = -0.136551
+    # Delta(4500) = 0.358 * (4500/5281.4)^1.254 - 0.4 = -0.107124
+    d6000, d4500 = _niu_by_hand(6000.0), _niu_by_hand(4500.0)
+    assert d6000 == pytest.approx(-0.136551, abs=2e-6) and d4500 == pytest.approx(-0.107124, abs=2e-6)
+    teff1, teff2 = np.array([6000.0, 6000.0]), np.array([4500.0, 3800.0])  # 3800 K: outside eq. 11's range
+    feh1, feh2 = np.array([d6000, d6000]), np.array([d4500, 0.0])
+    out = val.niu2023_pair_differences(teff1, feh1, teff2, feh2)
+    assert list(out) == list(val.NIU2023_CONVENTIONS)
+    assert out["uncorrected"][0] == pytest.approx(d6000 - d4500)            # -0.029427
+    assert out["feh - Delta (adopted)"][0] == pytest.approx(0.0, abs=1e-12)  # the bias removed
+    assert out["feh + Delta"][0] == pytest.approx(2 * (d6000 - d4500))      # the bias doubled
+    assert all(np.isnan(v[1]) for v in out.values())
+
+
+def test_niu2023_sign_test_finds_the_flat_convention():
+    # 40 pairs sharing [Fe/H] = 0.1, primaries 5000-6900 K, secondaries 900 K cooler,
+    # both measured with the bias Delta(Teff): removing Delta leaves exactly 0 at every Teff
+    teff1 = np.linspace(5000.0, 6900.0, 40)
+    teff2 = teff1 - 900.0
+    feh1 = 0.1 + np.array([_niu_by_hand(t) for t in teff1])
+    feh2 = 0.1 + np.array([_niu_by_hand(t) for t in teff2])
+    res = val.niu2023_sign_test(teff1, feh1, teff2, feh2)
+    row = {r["convention"]: r for r in res}
+    adopted, raw, added = row["feh - Delta (adopted)"], row["uncorrected"], row["feh + Delta"]
+    assert adopted["n"] == raw["n"] == 40
+    assert abs(adopted["slope"]) < 1e-10 and abs(adopted["median"]) < 1e-12 and adopted["binned_spread"] < 1e-12
+    raw_d = feh1 - feh2
+    assert raw["median"] == pytest.approx(np.median(raw_d))
+    assert abs(raw["slope"]) > 0.01 and raw["binned_spread"] > 0.005
+    # adding Delta doubles every difference: twice the slope, twice the median
+    assert added["slope"] == pytest.approx(2 * raw["slope"]) and added["median"] == pytest.approx(2 * raw["median"])

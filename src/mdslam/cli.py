@@ -194,6 +194,7 @@ def _train(args: argparse.Namespace) -> int:
     _check_out(args.out)
     grid = {k: checks.parse_floats(getattr(args, k), f"--{k}") for k in ("C", "epsilon", "gamma")}
     checks.check_hyperparameters(grid["C"], grid["epsilon"], grid["gamma"])
+    chi2_scale = _chi2_scale(args.chi2_scale)
     data = _training_data(args)
     if data is None:
         return 1
@@ -207,7 +208,8 @@ def _train(args: argparse.Namespace) -> int:
     print(f"training on {keep.sum()} of {len(y)} spectra ({(~keep).sum()} excluded), {flux.shape[1]} pixels")
     domain = slam.QIU2025_USABLE_RANGE if args.domain == "qiu2025" else None
     model = slam.SLAM(C=grid["C"], epsilon=grid["epsilon"], gamma=grid["gamma"],
-                      cv=args.cv, random_state=args.seed, domain=domain, verbose=True)
+                      cv=args.cv, random_state=args.seed, domain=domain, verbose=True,
+                      prior=None if args.prior == "none" else args.prior, chi2_scale=chi2_scale)
     model.fit(flux[keep], y[keep], None if ivar is None else ivar[keep], wavelength=wave,
               label_names=cols, label_units=units)
     model.save(args.out)
@@ -215,7 +217,25 @@ def _train(args: argparse.Namespace) -> int:
             for k, g in model.param_grid_.items() if g.size > 2}
     print(f"wrote {args.out}: median CV-MSE {np.median(model.cv_mse_[model.pixel_usable_]):.3g} (flux^2); "
           f"fraction of pixels on a grid edge: {edge}")
+    if args.prior != "none":
+        print(f"labels: posterior mean, {args.prior} prior, chi2 scale {model.chi2_scale_:g}"
+              + (" (chosen by CV)" if args.chi2_scale == "cv" else ""))
     return 0
+
+
+def _chi2_scale(text: str) -> str | float:
+    """``--chi2-scale``: ``cv`` or a positive number (an :class:`mdslam.checks.InputError` otherwise)."""
+    from .checks import InputError
+
+    if text.strip().lower() == "cv":
+        return "cv"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise InputError(f"--chi2-scale {text!r}: expected 'cv' or a positive number")
+    return value
 
 
 def _check_out(out: str) -> None:
@@ -325,6 +345,13 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the fold shuffle")
     p.add_argument("--domain", default="training", choices=["training", "qiu2025"],
                    help="label domain for the outside-domain flags")
+    p.add_argument("--prior", default="none", choices=["none", "flat", "training"],
+                   help="label prior of Li 2021 eq. 2: 'none' gives the maximum-likelihood labels (eq. 3, "
+                        "default); 'flat' (uniform over the training labels' box) and 'training' (a Gaussian "
+                        "fitted to the training labels) give posterior means")
+    p.add_argument("--chi2-scale", default="cv", metavar="{cv,<float>}",
+                   help="likelihood scale s of exp(-chi2 / 2s) with a prior: 'cv' chooses it by k-fold CV on "
+                        "the training set (default), a number fixes it")
     p.set_defaults(func=_cmd_train)
 
 
@@ -515,6 +542,24 @@ def _add_predict(sub) -> None:
                         "files (default: beside --out); only that subdirectory is ever removed")
     p.add_argument("--keep-parts", action="store_true", help="keep the chunk files after writing the catalogue")
     p.set_defaults(func=_cmd_predict)
+
+
+# ----------------------------------------------------------------------------- tune
+def _cmd_tune(args: argparse.Namespace) -> int:
+    """``mdslam tune``: regenerate the catalogue model's cached hyperparameters and nested-CV table."""
+    from .compendium import tracks, tuning
+
+    return tuning.run(args, tracks.xp_mdwarfs(**tracks.XP_CATALOGUE_WINDOW))
+
+
+def _add_tune(sub) -> None:
+    from .compendium import tuning
+
+    p = sub.add_parser(
+        "tune", help="tune the catalogue's XP model on the wide grid (10-fold CV per pixel) and score it by "
+                     "nested CV; writes the two cached files of the package data")
+    tuning.add_arguments(p)
+    p.set_defaults(func=_cmd_tune)
 
 
 # ----------------------------------------------------------------------------- main

@@ -27,8 +27,9 @@ member                      shape                   meaning
 ``pixel_usable``            (n_pix,) bool           pixel had training data
 ``grid_C`` etc.             (nC,), (neps,), (ng,)   the hyperparameter grid
 ``training_domain``         (n_label, 2)            min/max of the training labels (physical units)
-``error_law_a/b``           (n_label,)              ``sigma = a * SNR**b`` (only if an error law is set)
-``error_law_cov``           (n_label, 2, 2)         covariance of (a, b)
+``error_law_a/floor``       (n_label,)              ``sigma^2 = floor^2 + (a/SNR)^2`` (if an error law is set)
+``error_law_b``             (n_label,)              ``sigma = a * SNR**b`` instead (files of earlier versions)
+``error_law_cov``           (n_label, 2, 2)         covariance of (a, floor), or of (a, b)
 ``chi2_scale``              ()                      likelihood scale ``s`` of ``exp(-chi2/2s)`` (v2)
 ``posterior_std_scale``     (n_label, 2)            ``f_ref, d`` of the posterior std factor (v2)
 ``posterior_std_snr_ref``   ()                      its reference SNR (v2)
@@ -159,7 +160,8 @@ def save_model(path, state: dict, params: dict) -> Path:
     law = state.get("error_law_")
     if law is not None:
         arrays["error_law_a"] = np.asarray(law["a"], float)
-        arrays["error_law_b"] = np.asarray(law["b"], float)
+        second = "floor" if law.get("kind") == "floor" else "b"
+        arrays[f"error_law_{second}"] = np.asarray(law[second], float)
         arrays["error_law_cov"] = np.asarray(law["cov"], float)
         meta["error_law"] = {"snr_range": list(law["snr_range"]), "n_bins": int(law["n_bins"])}
     arrays["chi2_scale"] = np.asarray(state.get("chi2_scale_", 1.0), float)
@@ -268,8 +270,9 @@ def _state(meta: dict, arrays: dict[str, np.ndarray]) -> dict:
     state["n_train_"] = int(meta["n_train"])
     state["solver_info_"] = meta.get("solver_info", {})
     if "error_law_a" in arrays:
-        state["error_law_"] = {"a": arrays["error_law_a"], "b": arrays["error_law_b"],
-                               "cov": arrays["error_law_cov"],
+        second = "floor" if "error_law_floor" in arrays else "b"
+        state["error_law_"] = {"a": arrays["error_law_a"], second: arrays[f"error_law_{second}"],
+                               "cov": arrays["error_law_cov"], "kind": "floor" if second == "floor" else "power",
                                "snr_range": tuple(meta["error_law"]["snr_range"]),
                                "n_bins": int(meta["error_law"]["n_bins"])}
     else:

@@ -42,6 +42,7 @@ __all__ = [
     "li2021_gaia_quality",
     "li2021_cmd_polygon",
     "in_li2021_cmd",
+    "li2021_cmd_giant_cuts",
     "qiu2025_cmd_cuts",
     "in_qiu2025_cmd",
     "qiu2025_cmd_polygon",
@@ -284,6 +285,39 @@ def in_li2021_cmd(bp_rp: np.ndarray, mg: np.ndarray) -> np.ndarray:
     bright_edge = yb + (yd - yb) / (xd - xb) * (x - xb)  # (1.4, 5)-(5, 16.5)
     with np.errstate(invalid="ignore"):
         return (y >= ya) & (y <= yc) & (y >= bright_edge) & (y <= faint_edge)
+
+
+def li2021_cmd_giant_cuts(bp_rp: np.ndarray, mg: np.ndarray, a_g: np.ndarray | float = 0.0
+                          ) -> dict[str, np.ndarray]:
+    """L21 sec. 3.1 / Fig. 1 CMD criteria as cumulative masks, for counting contaminants.
+
+    Applied to known M giants (Zhong et al. 2019, as L21 draw them on Fig. 1),
+    the last mask marks the giants the M dwarf selection would keep.
+
+    Parameters
+    ----------
+    bp_rp : array_like, shape (n,)
+        Gaia BP - RP colour in mag.
+    mg : array_like, shape (n,)
+        Absolute G magnitude ``G + 5 log10(parallax/100 mas)`` in mag (not
+        extinction corrected).
+    a_g : array_like or float
+        G-band extinction in mag (L21 cut on ``M_G + A_G``; 0 when not known).
+
+    Returns
+    -------
+    dict of str -> ndarray of bool, shape (n,)
+        Cumulative (each mask includes the ones before): ``"finite colour and
+        M_G"``, ``"M_G + A_G > 5 (giants removed)"``, ``"inside the Fig. 1
+        quadrangle"`` (:func:`in_li2021_cmd` on ``M_G + A_G``).
+    """
+    x = np.asarray(bp_rp, float)
+    y = np.asarray(mg, float) + np.asarray(a_g, float)
+    finite = np.isfinite(x) & np.isfinite(y)
+    faint = finite & _gt(y, LI2021_CMD_VERTICES[0][1])
+    return {"finite colour and M_G": finite,
+            "M_G + A_G > 5 (giants removed)": faint,
+            "inside the Fig. 1 quadrangle": faint & in_li2021_cmd(x, y)}
 
 
 def qiu2025_cmd_cuts(table: Table, *, mg0: str = "MG0", bp_rp0: str = "BP_RP0",

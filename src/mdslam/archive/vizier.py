@@ -26,6 +26,7 @@ PAPER_CATALOGUES = {
     "el_badry2021": "J/MNRAS/506/2269",     # El-Badry, Rix & Heintz 2021: 1.3 M wide binaries (Gaia EDR3)
     "tian2020": "J/ApJS/246/4",             # Tian et al. 2020: 807,611 wide-binary candidates (Gaia DR2)
     "li2021": "J/ApJS/253/45",              # Li et al. 2021: LAMOST DR6 M dwarf parameters
+    "zhong2019": "J/ApJS/244/8",            # Zhong et al. 2019 (ApJS 244, 8): LAMOST DR5 M giants and dwarfs
 }
 
 _NOT_FOUND_RE = re.compile(r"(?i)error|not found|no catalogue|unknown")

@@ -4,6 +4,8 @@
   (``data_mode="archive"``), returning the same types as the offline path;
 * :mod:`mdslam.compendium.tracks`: the data tracks (Gaia XP, LAMOST) and their
   training sets, cached models and cross-validated labels;
+* :mod:`mdslam.compendium.tuning`: the catalogue's tuned XP model, its per-pixel
+  hyperparameters and nested-CV table cached in the package (``mdslam tune``);
 * :mod:`mdslam.compendium.chapter`: the helpers every chapter needs (the
   ``data_mode`` facade :func:`~mdslam.compendium.chapter.load`);
 * :mod:`mdslam.compendium.clusters`, :mod:`~mdslam.compendium.binaries`,

@@ -89,6 +89,7 @@ __all__ = [
     "provenance",
     "markdown_table",
     "comparison_table",
+    "archive_only",
     "data_page",
     "stage",
     "render",
@@ -967,6 +968,7 @@ def build(
 # The chapter helpers, re-exported for chapters written against ``mdslam.book``.
 from .chapter import (  # noqa: E402
     INPUTS,
+    archive_only,
     comparison_table,
     load,
     markdown_table,

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 __all__ = ["require_data_mode", "training_set", "INPUTS", "load", "subsample", "provenance", "markdown_table",
-           "comparison_table"]
+           "comparison_table", "archive_only"]
 
 
 def require_data_mode(data_mode: str) -> Any:
@@ -238,3 +238,23 @@ def comparison_table(rows: Iterable[Sequence[Any]]) -> Any:
     lines = ["| quantity | paper | here |", "|---|---|---|"]
     lines += [f"| {_md_cell(a)} | {_md_cell(b)} | {_md_cell(c)} |" for a, b, c in rows]
     return Markdown("\n".join(lines))
+
+
+def archive_only(chapter: str, **params: str) -> str:
+    """What a chapter shows for a result that only archive mode can compute.
+
+    Parameters
+    ----------
+    chapter : str
+        The chapter's two-digit number (``"04"``).
+    **params : str
+        Further papermill parameters the result needs (``track="boss"``).
+
+    Returns
+    -------
+    str
+        ``"archive-only: run `mdslam book --only NN -p data_mode archive`"``, with
+        ``-p NAME VALUE`` for each of ``params``.
+    """
+    extra = "".join(f" -p {k} {v}" for k, v in params.items())
+    return f"archive-only: run `mdslam book --only {chapter} -p data_mode archive{extra}`"

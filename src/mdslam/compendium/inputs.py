@@ -64,6 +64,12 @@ __all__ = [
     "xp_training_set",
     "lamost_training_set",
     "boss_training_set",
+    "ZHONG2019_TABLE",
+    "BEHMARD2025_VIZIER",
+    "zhong2019_mgiants",
+    "du2024_mdwarfs",
+    "behmard2025_table",
+    "lamost_fgk_binaries",
     "TESS_CDC_VIZIER",
     "GALGANO2020_VIZIER",
     "LI2021_TABLE4_PRINTED",
@@ -1077,6 +1083,214 @@ def _boss_pair_labels(pairs, spec):
     return labels
 
 # --------------------------------------------------------------------------- #
+# the papers' remaining comparisons: L21 Fig. 1 giants, Q25 sec. 4.3 and Fig. 12
+# --------------------------------------------------------------------------- #
+#: VizieR table of the M giants of Zhong et al. (2019, ApJS 244, 8; J/ApJS/244/8). The
+#: catalogue id follows from the journal reference; the table name inside it is NOT verified
+#: (no machine of this project reaches VizieR): pass ``table=`` if VizieR names it otherwise.
+ZHONG2019_TABLE = "mgiants"
+
+#: VizieR id of Behmard et al. (2025), the APOGEE M dwarf [Fe/H] Q25 sec. 4.3.1 compare with.
+#: Not known to this package (it could not be looked up offline): pass ``catalog=``.
+BEHMARD2025_VIZIER: str | None = None
+
+#: Columns of the LAMOST M star catalogue read by :func:`du2024_mdwarfs` (those present are kept).
+DU2024_COLUMNS = ("obsid", "gaia_source_id", "ra", "dec", "subclass", "snri", "teff", "teff_err", "logg",
+                  "logg_err", "m_h", "m_h_err", "feh", "feh_err")
+
+
+def zhong2019_mgiants(table: str = ZHONG2019_TABLE, *, n_max: int | None = None, seed: int = 42,
+                      chunk_size: int = 1000, progress: bool = True, timeout: float | None = None,
+                      retries: int | None = None, **kwargs):
+    """Li et al. (2021) Fig. 1 giants: the LAMOST M giants of Zhong et al. (2019) x Gaia DR2.
+
+    Downloads the M giant table of VizieR J/ApJS/244/8 (39,796 LAMOST DR5 M
+    giants in Zhong et al.'s abstract; L21 draw 35,382 of them; a few MB,
+    seconds) and, for its Gaia DR2 ids, the astrometry and photometry of
+    :data:`mdslam.archive.DEFAULT_COLUMNS` from the Gaia archive (~40 cached
+    ADQL queries, minutes). Not verified: the table name
+    (:data:`ZHONG2019_TABLE`) and the label of its Gaia DR2 id column (one of
+    ``GaiaDR2``, ``Gaia``, ``DR2Name``, ``Source``, ``source_id``; a table
+    without one raises :class:`ArchiveError` naming the columns it has).
+
+    Parameters
+    ----------
+    table : str
+        Table of J/ApJS/244/8 holding the giants.
+    n_max : int, optional
+        At most this many giants (seeded draw) before the Gaia queries.
+    **kwargs
+        Passed to :func:`mdslam.archive.vizier_catalog` (e.g. ``url``).
+
+    Returns
+    -------
+    astropy.table.Table
+        The VizieR columns, ``gaia_source_id`` (int64), the Gaia DR2 columns
+        (NaN where Gaia has no row), ``in_gaia`` and ``BP_RP``, ``MG`` (mag,
+        ``A_G = 0``); ``meta["cut_flow"]``. L21's criteria on them:
+        ``selection.li2021_cmd_giant_cuts(t["BP_RP"], t["MG"])``.
+    """
+    tab = vizier_catalog("zhong2019", table=table, timeout=timeout, retries=retries, **kwargs)
+    n_cat = len(tab)
+    idcol = pick_column(tab, "GaiaDR2", "Gaia", "DR2Name", "Source", "source_id", "gaia_source_id",
+                        what="Zhong et al. 2019 M giants: Gaia DR2 id")
+    ids = _as_int64([str(v).replace("Gaia DR2", "").strip() for v in np.asarray(tab[idcol])]
+                    if tab[idcol].dtype.kind in "USO" else tab[idcol])
+    tab = tab[ids > 0]
+    tab["gaia_source_id"] = ids[ids > 0]
+    n_id = len(tab)
+    tab = _subsample(tab, n_max, seed)
+    gaia = gaia_by_source_id(tab["gaia_source_id"], DEFAULT_COLUMNS, release="dr2", chunk_size=chunk_size,
+                             progress=progress, timeout=timeout, retries=retries)
+    out = _attach(tab, "gaia_source_id", gaia, "source_id", suffix="_gaia")
+    out.rename_column("_matched_gaia", "in_gaia")
+    _add_cmd(out)
+    flow = [("Zhong et al. 2019 M giants (VizieR J/ApJS/244/8)", n_cat), ("with a Gaia DR2 id", n_id)]
+    if n_max is not None and n_id > int(n_max):
+        flow.append((f"random n_max={n_max}", len(out)))
+    flow.append(("found in Gaia DR2", int(np.sum(out["in_gaia"]))))
+    out.meta["cut_flow"] = flow
+    out.meta["provenance"] = f"archive: Zhong et al. 2019 LAMOST M giants x Gaia DR2, N={len(out):,}"
+    return out
+
+
+def du2024_mdwarfs(release: str = "dr11", *, progress: bool = True, timeout: float | None = None,
+                   retries: int | None = None):
+    """Qiu et al. (2025) sec. 4.3.2-4.3.3 reference: LAMOST gM/dM/sdM catalogue Teff and log g (Du et al. 2024).
+
+    Q25 compare with "the LAMOST gM/dM/sdM stars catalog (Du et al. 2024)": the
+    release's M star catalogue (:func:`mdslam.archive.lamost_catalogue`,
+    ``dr11_v1.0_LRS_mstellar.fits.gz``, a few hundred MB, minutes), whose Teff
+    and log g Du et al. (2024) describe. Not verified: which release Q25 read
+    (DR11 assumed, as for their FGK primaries), the file name and its
+    ``teff``/``logg``/``gaia_source_id`` columns (:func:`pick_column` names what
+    is missing).
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per Gaia id (the spectrum of highest ``snri``): the
+        catalogue's columns of :data:`DU2024_COLUMNS` present, with
+        ``gaia_source_id`` (int64, DR3), ``teff`` (K) and ``logg`` (dex) under these names.
+    """
+    cat = _lamost_table("mstellar", release, DU2024_COLUMNS, progress, timeout, retries)
+    rel = cat.meta["release"]
+    gid = pick_column(cat, "gaia_source_id", "gaia_dr3_source_id", what=f"LAMOST {rel} M stars: Gaia id")
+    cols = {"gaia_source_id": gid, "teff": pick_column(cat, "teff", what=f"LAMOST {rel} M stars: Teff"),
+            "logg": pick_column(cat, "logg", what=f"LAMOST {rel} M stars: log g")}
+    for new, old in cols.items():
+        if old != new:
+            cat.rename_column(old, new)
+    cat["gaia_source_id"] = _as_int64(cat["gaia_source_id"])
+    teff = _float(cat["teff"])
+    cat = cat[(cat["gaia_source_id"] > 0) & np.isfinite(teff) & (teff > 0)]
+    snr = _float(cat["snri"]) if "snri" in cat.colnames else np.zeros(len(cat))
+    order = np.argsort(-np.nan_to_num(snr, nan=-np.inf), kind="stable")
+    _, first = np.unique(np.asarray(cat["gaia_source_id"])[order], return_index=True)
+    out = cat[np.sort(order[first])]
+    out["teff"].unit, out["logg"].unit = "K", "dex"
+    out.meta["provenance"] = f"archive: LAMOST {rel.upper()} gM/dM/sdM catalogue (Du et al. 2024), N={len(out):,}"
+    return out
+
+
+def behmard2025_table(catalog: str | None = None, table: str | None = None, **kwargs):
+    """Qiu et al. (2025) sec. 4.3.1 reference: Behmard et al. (2025) [Fe/H] of APOGEE M dwarfs, from VizieR.
+
+    Behmard et al. calibrate The Cannon on APOGEE spectra of M dwarfs with FGK
+    companions (Q25 sec. 4.3.1). The VizieR id is not known to this package
+    (:data:`BEHMARD2025_VIZIER`): pass ``catalog`` (and ``table`` if it has
+    several). Column labels are not verified either: the star is identified by
+    an APOGEE/2MASS id (``APOGEE``, ``APOGEE_ID``, ``2MASS``) and/or a Gaia DR3
+    id (``GaiaDR3``, ``Gaia``, ``Source``, ``source_id``), [Fe/H] by ``[Fe/H]``,
+    ``Fe_H``, ``FeH`` or ``[M/H]``. ``kwargs`` go to :func:`mdslam.archive.vizier_catalog`.
+
+    Returns
+    -------
+    astropy.table.Table
+        VizieR's columns plus ``feh_ref`` (dex) and ``apogee_id`` (str) and/or
+        ``source_id`` (int64) under these names.
+
+    Raises
+    ------
+    ArchiveError
+        Without a catalogue id, or when no id or [Fe/H] column is found.
+    """
+    cat = catalog or BEHMARD2025_VIZIER
+    if cat is None:
+        raise ArchiveError("behmard2025_table: the VizieR id of Behmard et al. (2025) is not known to this "
+                           "package; pass catalog='J/...' (chapter 4: -p behmard2025_catalog J/...)",
+                           service="vizier", query="Behmard et al. 2025")
+    tab = vizier_catalog(cat, table=table, **kwargs)
+    apo_names, gaia_names = ("APOGEE", "APOGEE_ID", "2MASS", "2MASS_ID"), ("GaiaDR3", "Gaia", "Source", "source_id")
+    apo, gaia = pick_column(tab, *apo_names, required=False), pick_column(tab, *gaia_names, required=False)
+    if apo is None and gaia is None:
+        pick_column(tab, *apo_names, *gaia_names, what=f"Behmard et al. 2025 ({cat}): APOGEE or Gaia id")
+    feh = pick_column(tab, "[Fe/H]", "Fe_H", "FeH", "[M/H]", what=f"Behmard et al. 2025 ({cat}): [Fe/H]")
+    tab["feh_ref"] = _float(tab[feh])
+    tab["feh_ref"].unit = "dex"
+    if apo is not None and apo != "apogee_id":
+        tab["apogee_id"] = [str(v).strip() for v in np.asarray(tab[apo])]
+    if gaia is not None and gaia != "source_id":
+        tab["source_id"] = _as_int64(tab[gaia])
+    tab.meta["provenance"] = f"archive: VizieR {cat} (Behmard et al. 2025), N={len(tab):,}"
+    return tab
+
+
+def lamost_fgk_binaries(*, lamost_release: str = "dr11", fgk_teff: tuple[float, float] = (4000.0, 7000.0),
+                        fgk_logg_min: float = 4.0, max_feh_err: float = 0.2, max_r_chance_align: float = 0.1,
+                        max_ruwe: float = 1.4, progress: bool = True, timeout=None, retries=None):
+    """Qiu et al. (2025) Fig. 12 input: El-Badry et al. (2021) pairs of two LAMOST FGK dwarfs with [Fe/H].
+
+    Q25 (appendix) find 4,078 FGK+FGK pairs in LAMOST DR11 "following the
+    methodology of Niu et al. (2023)" without printing the cuts. Adopted here:
+    both stars in the LAMOST AFGK catalogue (``dr11_v1.0_LRS_stellar.fits.gz``,
+    several GB once, shared with :func:`boss_training_set`) with
+    ``fgk_teff[0] < Teff < fgk_teff[1]`` K (eq. 11's range), ``logg > fgk_logg_min``
+    and a [Fe/H] error below ``max_feh_err`` dex, and Q25's pair cuts
+    (``R_chance_align < max_r_chance_align``, RUWE of both ``< max_ruwe``).
+    The primary is the hotter star (Fig. 12's x-axis is its Teff).
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per pair: ``source_id1``/``2`` (primary, secondary; Gaia DR3),
+        ``teff1``, ``feh1``, ``feh_err1``, ``logg1`` and the same with ``2``
+        (K, dex), ``R_chance_align``, ``sep_AU``; ``meta["cut_flow"]``. The
+        test: ``validation.niu2023_sign_test(t["teff1"], t["feh1"], t["teff2"], t["feh2"])``.
+    """
+    from astropy.table import Table
+
+    eb = elbadry2021_binaries(columns=("source_id1", "source_id2", "ruwe1", "ruwe2", "R_chance_align", "sep_AU"),
+                              progress=progress, timeout=timeout, retries=retries)
+    flow = [("El-Badry et al. 2021 pairs", len(eb))]
+    lam = _lamost_fgk_dwarfs(lamost_release, fgk_teff, fgk_logg_min, progress, timeout, retries)
+    rel = lam.meta["release"]
+    lam = lam[_float(lam[pick_column(lam, "feh_err")]) < max_feh_err]
+    flow.append((f"LAMOST {rel.upper()} FGK dwarfs with [Fe/H] error < {max_feh_err:g} dex", len(lam)))
+    s1, s2 = _as_int64(eb["source_id1"]), _as_int64(eb["source_id2"])
+    eb = eb[np.isin(s1, lam["gaia_id"]) & np.isin(s2, lam["gaia_id"])]
+    flow.append(("both stars LAMOST FGK dwarfs", len(eb)))
+    ok = ((_float(eb["R_chance_align"]) < max_r_chance_align) & (_float(eb["ruwe1"]) < max_ruwe)
+          & (_float(eb["ruwe2"]) < max_ruwe))
+    eb = eb[ok]
+    flow.append((f"R_chance_align < {max_r_chance_align:g}, RUWE < {max_ruwe:g} (both)", len(eb)))
+    cols = [pick_column(lam, c) for c in ("teff", "logg", "feh", "feh_err")]
+    stars = [_attach(Table({"id": _as_int64(eb[f"source_id{k}"])}), "id", lam, "gaia_id", columns=cols)
+             for k in (1, 2)]
+    hot = _float(stars[0][cols[0]]) >= _float(stars[1][cols[0]])
+    out = Table()
+    for k, (a, b) in enumerate(((0, 1), (1, 0)), start=1):
+        out[f"source_id{k}"] = np.where(hot, stars[a]["id"], stars[b]["id"])
+        for c, name in zip(cols, ("teff", "logg", "feh", "feh_err"), strict=True):
+            out[f"{name}{k}"] = np.where(hot, _float(stars[a][c]), _float(stars[b][c]))
+    out["R_chance_align"], out["sep_AU"] = _float(eb["R_chance_align"]), _float(eb["sep_AU"])
+    out.meta["cut_flow"] = flow
+    out.meta["provenance"] = (f"archive: El-Badry et al. 2021 pairs of two LAMOST {rel.upper()} FGK dwarfs, "
+                              f"N={len(out):,}")
+    return out
+
+
+# --------------------------------------------------------------------------- #
 # published catalogues our labels are compared with (Li et al. 2021 Figs. 3-4, Table 4)
 # --------------------------------------------------------------------------- #
 #: VizieR id of the TESS Cool Dwarf Catalog (Muirhead et al. 2018, AJ 155, 180; 1,140,255 cool
@@ -1268,11 +1482,13 @@ def teff_bt_references(data_mode: str = "offline") -> dict:
 #: Chapter number -> the inputs it reads in archive mode (function names of this module, with
 #: keyword arguments). Chapters 2 and 3 read one training set, chosen by their ``track``.
 CHAPTER_INPUTS: dict[str, list[tuple[str, dict]]] = {
-    "01": [("lamost_mdwarf_candidates", {}), ("boss_mdwarf_candidates", {}), ("hyades_candidates", {})],
-    "02": [("b20_table", {}), ("xp_training_set", {}), ("lamost_training_set", {}), ("boss_training_set", {})],
+    "01": [("lamost_mdwarf_candidates", {}), ("boss_mdwarf_candidates", {}), ("hyades_candidates", {}),
+           ("zhong2019_mgiants", {})],
+    "02": [("b20_table", {}), ("xp_training_set", {}), ("lamost_training_set", {}), ("boss_training_set", {}),
+           ("lamost_fgk_binaries", {})],
     "03": [("xp_training_set", {}), ("lamost_training_set", {}), ("boss_training_set", {})],
     "04": [("xp_training_set", {}), ("xp_training_set", {"label_cuts": False, "require_feh": False, "snr_min": 0}),
-           ("b20_table", {}), ("b20_table", {"table": "table4"})],
+           ("b20_table", {}), ("b20_table", {"table": "table4"}), ("du2024_mdwarfs", {})],
     "05": [("xp_training_set", {}), ("xp_training_set", {"label_cuts": False, "require_feh": False, "snr_min": 0}),
            ("hyades_candidates", {"vizier_names": True}), ("occam_members", {"release": "dr16"}),
            ("occam_members", {"release": "dr17"})],
@@ -1288,12 +1504,13 @@ CHAPTER_INPUTS: dict[str, list[tuple[str, dict]]] = {
 INPUT_NAMES = ("lamost_mdwarf_candidates", "boss_mdwarf_candidates", "b20_table", "mann2015_table",
                "hyades_candidates", "occam_members", "elbadry2021_binaries", "aspcap_dr16", "aspcap_dr17",
                "aspcap_dr19", "apogee_net_dr19", "astra_slam_catalogue", "aspcap_calibration_sample",
-               "xp_training_set", "lamost_training_set", "boss_training_set", "li2021_published",
-               "tess_cool_dwarfs", "galgano2020_table")
+               "xp_training_set", "lamost_training_set", "boss_training_set", "zhong2019_mgiants",
+               "du2024_mdwarfs", "behmard2025_table", "lamost_fgk_binaries",
+               "li2021_published", "tess_cool_dwarfs", "galgano2020_table")
 
 #: Functions that take ``n_max`` and ``seed`` (a capped draw before downloading).
 _SAMPLED = {"lamost_mdwarf_candidates", "boss_mdwarf_candidates", "aspcap_calibration_sample",
-            "xp_training_set", "lamost_training_set", "boss_training_set"}
+            "xp_training_set", "lamost_training_set", "boss_training_set", "zhong2019_mgiants"}
 
 
 def fetch(name: str, *, n_max: int | None = None, seed: int = 42, **kwargs):

@@ -10,7 +10,10 @@ The SLAM model of a track (:func:`slam_model`) and the k-fold cross-validated
 labels of its training stars (:func:`cv_labels`) are cached on disk by
 :class:`joblib.Memory` in ``datasets.cache_dir()/models`` (``MDSLAM_CACHE``),
 keyed by the training spectra, labels, grid, folds and seed, so the chapters
-share one training and one CV run.
+share one training and one CV run. The XP functions (:func:`xp_slam_model`,
+:func:`xp_cv_labels`, :func:`xp_slam_labels`) default to the catalogue's tuned
+model (``grid=TUNED``, :mod:`mdslam.compendium.tuning`) on the stars it was
+tuned on.
 :func:`xp_slam_labels` gives every XP M dwarf a label that is never in-sample:
 CV for training stars, a prediction for the others.
 """
@@ -304,6 +307,21 @@ def _memoized(func, cache: bool, ignore: tuple[str, ...] = (), **kwargs):
     return cached(**kwargs)
 
 
+#: ``grid=TUNED``: the XP catalogue model at its cached per-pixel hyperparameters
+#: (:mod:`mdslam.compendium.tuning`: a wide grid, scored by nested CV), refitted
+#: without a grid search. Only for the stars it was tuned on.
+TUNED = "tuned"
+
+
+def _fit_tuned(flux, y, ivar, wavelength, label_names, label_units, grid, cv, seed):
+    """The SLAM model of :func:`slam_model` with ``grid=TUNED``: refitted at the cached per-pixel
+    hyperparameters (``grid`` holds the cached file's sha256, so a new file is a new cache entry)."""
+    from . import tuning
+
+    return tuning.fit_tuned(tuning.hyperparameters(), flux, y, ivar, wavelength=wavelength,
+                            label_names=label_names, label_units=label_units, prior=grid["prior"], cv=cv)
+
+
 def _fit(flux, y, ivar, wavelength, label_names, label_units, grid, cv, seed):
     """The SLAM model of :func:`slam_model` (arrays as in :class:`TrainingSet`)."""
     from ..slam import SLAM
@@ -321,20 +339,46 @@ def _cross_validate(model, flux, y, ivar, wavelength, label_names, label_units, 
     return t
 
 
-def _fit_arguments(ts: TrainingSet, grid: dict | None, cv: int, seed: int) -> dict:
+def _fit_arguments(ts: TrainingSet, grid: dict | str | None, cv: int, seed: int) -> dict:
     """The arguments of :func:`_fit` for the training set ``ts``: what a cached model is keyed by."""
+    if grid == TUNED:
+        from .. import datasets
+        from . import tuning
+
+        if not tuning.matches(ts):
+            raise ValueError(f"grid={TUNED!r}: the tuned hyperparameters ({tuning.HYPER_DATASET}) belong to "
+                             f"other stars than this {ts.track} training set (N={len(ts)}); pass a grid")
+        key = {"tuned_sha256": next(iter(datasets.get(tuning.HYPER_DATASET).files.values())),
+               "prior": tuning.CATALOGUE_PRIOR}
+    else:
+        key = {k: tuple(map(float, v)) for k, v in dict(grid or BOOK_GRID).items()}
     return dict(flux=ts.spectra.flux, y=ts.y, ivar=ts.spectra.ivar, wavelength=ts.spectra.wavelength,
                 label_names=list(ts.label_names),
                 label_units=[str(ts.labels[n].unit or "") for n in ts.label_names],
-                grid={k: tuple(map(float, v)) for k, v in dict(grid or BOOK_GRID).items()}, cv=cv, seed=seed)
+                grid=key, cv=cv, seed=seed)
 
 
-def slam_model(ts: TrainingSet, grid: dict | None = None, cv: int = 5, seed: int = 0, cache: bool = True):
+def _xp_grid(ts: TrainingSet, grid):
+    """The grid of the XP functions: ``grid``, or by default :data:`TUNED` when the cache was tuned
+    on ``ts``, else :data:`BOOK_GRID` with a warning that says so."""
+    if grid is not None:
+        return grid
+    from . import tuning
+
+    if tuning.matches(ts):
+        return TUNED
+    warnings.warn(f"the tuned hyperparameters belong to other stars than this XP training set (N={len(ts)}): "
+                  "using the light book grid", UserWarning, stacklevel=3)
+    return BOOK_GRID
+
+
+def slam_model(ts: TrainingSet, grid: dict | str | None = None, cv: int = 5, seed: int = 0, cache: bool = True):
     """A SLAM model trained on the training set ``ts`` of any track, cached on disk.
 
     The model is kept by :class:`joblib.Memory` in ``datasets.cache_dir()/models``
     (``MDSLAM_CACHE``), keyed by the training spectra, labels, the grid
-    (default :data:`BOOK_GRID`), ``cv`` and ``seed``, so the chapters that need
+    (default :data:`BOOK_GRID`; :data:`TUNED`: the tuned per-pixel
+    hyperparameters of the XP catalogue model, no grid search), ``cv`` and ``seed``, so the chapters that need
     the same model train it once. ``cache=False`` retrains and writes nothing; an
     unreadable cache entry is named in a warning and retrained.
 
@@ -342,10 +386,10 @@ def slam_model(ts: TrainingSet, grid: dict | None = None, cv: int = 5, seed: int
     -------
     SLAM
     """
-    return _memoized(_fit, cache, **_fit_arguments(ts, grid, cv, seed))
+    return _memoized(_fit_tuned if grid == TUNED else _fit, cache, **_fit_arguments(ts, grid, cv, seed))
 
 
-def cv_labels(ts: TrainingSet, grid: dict | None = None, cv: int = 5, seed: int = 0,
+def cv_labels(ts: TrainingSet, grid: dict | str | None = None, cv: int = 5, seed: int = 0,
               nested: bool = False, cache: bool = True):
     """k-fold cross-validated SLAM labels of the training set ``ts``, cached on disk.
 
@@ -369,25 +413,28 @@ def cv_labels(ts: TrainingSet, grid: dict | None = None, cv: int = 5, seed: int 
         ``<label>_true``) and the model fitted on all training stars.
     """
     args = _fit_arguments(ts, grid, cv, seed)
-    model = _memoized(_fit, cache, **args)
+    model = _memoized(_fit_tuned if grid == TUNED else _fit, cache, **args)
     t = _memoized(_cross_validate, cache, ignore=("model",), model=model, **args, snr=ts.snr,
                   ids=np.asarray(ts.labels["id"]), nested=bool(nested), track=ts.track)
     return t, model
 
 
-def xp_slam_model(ts: TrainingSet | None = None, grid: dict | None = None, cv: int = 5, seed: int = 0,
+def xp_slam_model(ts: TrainingSet | None = None, grid: dict | str | None = None, cv: int = 5, seed: int = 0,
                   cache: bool = True, **track_kwargs):
     """:func:`slam_model` on the XP track (``ts`` or :func:`xp_mdwarfs` with ``track_kwargs``).
+
+    ``grid=None`` is :data:`TUNED` when the cached hyperparameters were tuned on
+    these stars, else :data:`BOOK_GRID` (with a warning).
 
     Returns
     -------
     (SLAM, TrainingSet)
     """
     ts = ts if ts is not None else xp_mdwarfs(**{**XP_CATALOGUE_WINDOW, **track_kwargs})
-    return slam_model(ts, grid=grid, cv=cv, seed=seed, cache=cache), ts
+    return slam_model(ts, grid=_xp_grid(ts, grid), cv=cv, seed=seed, cache=cache), ts
 
 
-def xp_cv_labels(ts: TrainingSet | None = None, grid: dict | None = None, cv: int = 5, seed: int = 0,
+def xp_cv_labels(ts: TrainingSet | None = None, grid: dict | str | None = None, cv: int = 5, seed: int = 0,
                  nested: bool = False, cache: bool = True, **track_kwargs):
     """:func:`cv_labels` on the XP track: the k-fold CV labels of the XP training stars, cached.
 
@@ -402,7 +449,7 @@ def xp_cv_labels(ts: TrainingSet | None = None, grid: dict | None = None, cv: in
     (Table, SLAM, TrainingSet)
     """
     ts = ts if ts is not None else xp_mdwarfs(**{**XP_CATALOGUE_WINDOW, **track_kwargs})
-    t, model = cv_labels(ts, grid=grid, cv=cv, seed=seed, nested=nested, cache=cache)
+    t, model = cv_labels(ts, grid=_xp_grid(ts, grid), cv=cv, seed=seed, nested=nested, cache=cache)
     return t, model, ts
 
 
@@ -426,7 +473,7 @@ def _add_error_law_columns(out: Table, laws: dict | None, names: list[str]) -> N
     out["e_cv_extrapolated"].description = "SNR outside the SNR range the e_<label>_cv law was fitted on"
 
 
-def xp_slam_labels(grid: dict | None = None, cv: int = 5, seed: int = 0, n_max: int | None = None,
+def xp_slam_labels(grid: dict | str | None = None, cv: int = 5, seed: int = 0, n_max: int | None = None,
                    draw_seed: int | None = None, cache: bool = True, ts: TrainingSet | None = None,
                    allx: TrainingSet | None = None, **track_kwargs):
     """SLAM labels of every XP M dwarf: CV labels for training stars, predictions for the rest.

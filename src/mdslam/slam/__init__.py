@@ -12,7 +12,8 @@ in their own modules:
 * :mod:`~mdslam.slam.posterior` -- priors, MAP and posterior moments (Li 2021 eq. 2);
 * :mod:`~mdslam.slam.quality` -- SNR, reduced chi2, label domain and flag bits;
 * :mod:`~mdslam.slam.table` -- the label table of ``predict_table``;
-* :mod:`~mdslam.slam.errorlaw` -- the empirical uncertainty law ``sigma = a * SNR**b``;
+* :mod:`~mdslam.slam.errorlaw` -- the empirical uncertainty law ``sigma^2 = floor^2 + (a/SNR)^2``;
+* :mod:`~mdslam.slam.fixed` -- a model refitted at given per-pixel hyperparameters (no grid search);
 * :mod:`~mdslam.slam.persistence` -- the model to and from its file (:mod:`mdslam.modelfile`).
 
 Where mdslam departs from the published code (astroslam):
@@ -29,7 +30,7 @@ Where mdslam departs from the published code (astroslam):
   ``least_squares(method="trf", loss="soft_l1")`` with finite differences).
 * Formal uncertainties are ``sqrt(diag((J^T W J)^-1))``, *not* scaled by the
   reduced chi2 (the table gives ``rchi2`` to do so); empirical uncertainties
-  follow Qiu eqs. 6-8, ``sigma = a * SNR**b`` fitted to CV scatter
+  replace Qiu eqs. 6-8's ``sigma = a * SNR**b`` by ``sigma^2 = floor^2 + (a/SNR)^2`` fitted to CV scatter
   (:meth:`SLAM.fit_error_law`).
 * Pixels with no usable training flux, or masked in a spectrum (ivar 0 /
   NaN), drop out of the likelihood; astroslam's silent drop of pixels with

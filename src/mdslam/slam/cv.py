@@ -203,7 +203,7 @@ def refit_fixed(model: Any, flux: np.ndarray, labels: np.ndarray, good: np.ndarr
     with threadpool_limits(limits=1, user_api="blas"):
         sub.dual_coef_, sub.intercept_, _ = _refit_all(Xs, Ys, good, model.C_, model.epsilon_, model.gamma_,
                                                        sub.pixel_usable_, model.tol, model.refit_tol, False,
-                                                       _n_workers(model.n_jobs))
+                                                       _n_workers(model.n_jobs), getattr(model, "kernel_rank", None))
     sub.training_domain_ = model.training_domain_
     sub.n_train_ = flux.shape[0]
     sub.n_features_in_ = model.n_features_in_

@@ -113,6 +113,16 @@ class SLAM(RegressorMixin, BaseEstimator):
         per independent datum (correlated pixels make ``s > 1``).  ``"cv"``:
         chosen in :meth:`fit` among :data:`mdslam.slam.cv.CHI2_SCALE_GRID` by the k-fold CV
         error of the posterior-mean labels (only when ``prior`` is set).
+    kernel_rank : None or int
+        None (default): every SVR is solved with the exact kernel matrix (``O(n^2)``
+        memory, ``O(n^3)`` per kernel; practical to a few thousand training stars).
+        An int ``m``: the approximate path for large training sets. CV and final fits
+        use a Nystrom kernel of at most ``m`` landmarks chosen among the training stars
+        by pivoted Cholesky (:func:`mdslam.svr.nystrom_kernel`; ``O(n m)`` memory and
+        per ADMM iteration), solved to ``tol``; ``dual_coef_`` then holds the exact-kernel
+        expansion coefficients over the landmarks (zero for the other stars), so the
+        forward model keeps its form. Its error against the exact SVR is measured in
+        ``benchmarks/README.md`` ("Nystrom path") and bounded in ``tests/test_svr.py``.
 
     Attributes
     ----------
@@ -150,7 +160,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         Min and max of the training labels (physical units).
     pixel_usable_ : (n_pix,) bool array
     error_law_ : dict or None
-        ``a``, ``b`` (n_label,) of ``sigma = a * SNR**b``, set by :meth:`fit_error_law`.
+        ``a``, ``floor`` (n_label,) of ``sigma^2 = floor^2 + (a/SNR)^2`` and its
+        ``snr_range``, set by :meth:`fit_error_law` (:mod:`mdslam.slam.errorlaw`).
     solver_info_ : dict
         Mean ADMM iterations, largest KKT gaps of the CV and final fits.
     chi2_scale_ : float
@@ -174,7 +185,7 @@ class SLAM(RegressorMixin, BaseEstimator):
                  min_good_fraction: float = 0.5, lm_max_iter: int = 100, lm_xtol: float = 1e-7,
                  lm_ftol: float = 1e-10, quick_grid: int | None = None, batch_size: int = 256,
                  n_jobs: int | None = None, verbose: bool = False, prior=None,
-                 chi2_scale: str | float = "cv"):
+                 chi2_scale: str | float = "cv", kernel_rank: int | None = None):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -194,6 +205,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.verbose = verbose
         self.prior = prior
         self.chi2_scale = chi2_scale
+        self.kernel_rank = kernel_rank
 
     def set_params(self, **params) -> SLAM:
         """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.
@@ -255,7 +267,10 @@ class SLAM(RegressorMixin, BaseEstimator):
         # per-pixel (C, epsilon, gamma) of lowest k-fold CV-MSE
         folds = _iter_folds(n, self.cv, self.random_state)
         nw = _n_workers(self.n_jobs)
-        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, nw)
+        kr = self.kernel_rank
+        if kr is not None and (isinstance(kr, bool) or not isinstance(kr, (int, np.integer)) or kr < 1):
+            raise ValueError(f"kernel_rank={kr!r}: must be None (exact kernel) or a positive int (Nystrom landmarks)")
+        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, nw, kr)
         for attr, value in _cv.choose_hyperparameters(sse, se, cnt, Cs, es, gs).items():
             setattr(self, attr, value)
         self.cv_mse_ = self.cv_mse_scaled_ * self.flux_scale_**2
@@ -266,7 +281,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.X_train_ = Xs
         self.dual_coef_, self.intercept_, refit_info = _refit_all(
             Xs, Ys, good, self.C_, self.epsilon_, self.gamma_, self.pixel_usable_, self.tol, self.refit_tol,
-            self.verbose, nw)
+            self.verbose, nw, kr)
         self.training_domain_ = np.column_stack([labels.min(axis=0), labels.max(axis=0)])
         self.n_train_ = n
         self.n_features_in_ = n_pix
@@ -377,7 +392,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         -------
         Table with one row per spectrum: ``id``, ``snr``, one column per label,
         ``e_<label>`` (formal: ``sqrt(diag((J^T W J)^-1))``, not scaled by the
-        reduced chi2), ``e_<label>_cv`` (empirical ``a * SNR**b``, NaN without
+        reduced chi2), ``e_<label>_cv`` (empirical ``sqrt(floor^2 + (a/SNR)^2)``, NaN without
         an error law), ``chi2``, ``rchi2``, ``n_good_pixels``, ``n_iter``,
         ``converged``, ``flag`` (bits: :class:`mdslam.flags.LabelFlag`).
 
@@ -427,11 +442,12 @@ class SLAM(RegressorMixin, BaseEstimator):
         return _cv.cv_predict(self, X, y, ivar, snr=snr, ids=ids, nested=nested)
 
     def fit_error_law(self, snr, y_true, y_pred, *, n_bins: int = 6, min_per_bin: int = 20) -> Table:
-        """Fit the empirical uncertainty law ``sigma = a * SNR**b`` per label (Qiu 2025 eqs. 6-8).
+        """Fit the empirical uncertainty law ``sigma^2 = floor^2 + (a / SNR)^2`` per label.
 
-        CV scatter in equal-count SNR bins (:func:`mdslam.validation.binned_bias_scatter`)
-        is fitted with :func:`mdslam.validation.fit_power_law`.  The law is stored in
-        ``error_law_`` and used by :meth:`predict_table` for ``e_<label>_cv``.
+        Delegates to :func:`mdslam.slam.errorlaw.fit_error_law`: the CV scatter in
+        equal-count SNR bins, fitted with ``a, floor >= 0`` (never increasing with
+        SNR).  The law is stored in ``error_law_`` and used by :meth:`predict_table`
+        for ``e_<label>_cv``, with ``e_cv_extrapolated`` outside its SNR range.
 
         Parameters
         ----------
@@ -442,7 +458,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         Returns
         -------
         The binned table (``snr_lo``, ``snr_hi``, ``snr_median``, ``n``,
-        ``bias``, ``scatter``), with the fitted ``a``, ``b`` in ``meta``.
+        ``bias``, ``scatter``), with the fitted ``a``, ``floor`` in ``meta``.
         """
         self._check_fitted()
         self.error_law_, tab = errorlaw.fit_error_law(snr, y_true, y_pred, self.label_names_,

@@ -33,7 +33,8 @@ def label_table(res: dict[str, Any], label_names: Sequence[str], label_units: Se
         :func:`mdslam.slam.infer.infer`'s output.
     label_names, label_units : sequences of str
     error_law : dict or None
-        ``a``, ``b`` of ``sigma = a * SNR**b`` per label, for ``e_<label>_cv``.
+        The law of :func:`mdslam.slam.errorlaw.fit_error_law` (``a``, ``floor``
+        per label), for ``e_<label>_cv`` and ``e_cv_extrapolated``.
     ids : (n,) sequence, optional
         The ``id`` column (default ``0..n-1``).
     prior : str, array or callable, optional
@@ -61,7 +62,9 @@ def label_table(res: dict[str, Any], label_names: Sequence[str], label_units: Se
             _add(t, f"{name}_ml", res["ml"][:, li], unit, "maximum likelihood (Li 2021 eq. 3)")
             _add(t, f"e_{name}_ml", res["e_formal"][:, li], unit, _FORMAL)
         _add(t, f"e_{name}_cv", errorlaw.error_law_sigma(error_law, res["snr"], li), unit,
-             "empirical: a * SNR**b fitted to CV scatter (Qiu eqs. 6-8)")
+             "empirical: sqrt(floor^2 + (a/SNR)^2) fitted to the binned CV scatter")
+    t["e_cv_extrapolated"] = errorlaw.error_law_outside(error_law, res["snr"])
+    t["e_cv_extrapolated"].description = "SNR outside the range the e_<label>_cv law was fitted on"
     t["chi2"] = res["chi2"]
     t["rchi2"] = quality.rchi2(res["chi2"], res["n_good"], len(label_names))
     t["n_good_pixels"] = res["n_good"]

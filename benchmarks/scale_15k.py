@@ -1,0 +1,235 @@
+"""Training at Li 2021's SLAM_1 scale: 15,000 mock LAMOST stars x 1,596 px, 8-point grid, k-fold CV.
+
+Target: CV grid search + final fits in < 30 min and < 16 GB.  The exact solver needs an
+``n x n`` kernel and its eigendecomposition per fold and gamma (1.8 GB and ~10^13 flop at
+n = 15,000), so this scale runs the approximate path, ``SLAM(kernel_rank=m)`` (Nystrom
+kernel, :func:`mdslam.svr.nystrom_kernel`).
+
+Two modes:
+
+* default (scale): the mock training set (``MockSurvey("lamost", seed=2024)``, the data of
+  ``realistic_grid.py``), grid C = (1, 10) x epsilon = (0.03, 0.1) x gamma = (0.3, 1),
+  shuffled ``KFold(--folds)``.  ``--n-pix`` trains an evenly spaced subset of the pixels and
+  extrapolates: the kernel builds (timed separately, independent of the pixels) plus the
+  rest scaled linearly in the number of pixels (pixels are solved independently).  Times are
+  CPU seconds of the process (one thread, ``--n-jobs 1``): on a shared machine the wall time
+  measures the other jobs as much as this one; the wall time is printed beside it.  The
+  reference, the exact path, is timed with the Nystrom path on the first ``--exact-n``
+  stars (same pixels, grid, folds, same process) and extrapolated to ``--n-star`` as
+  ``t * (n_star / exact_n)^2``: a lower bound (the dense ADMM work per iteration grows as
+  n^2; the eigendecompositions grow as n^3 and the iteration counts grow with n too).
+  Peak memory is the process's peak resident set size.
+* ``--accuracy``: the error of the approximate path against the exact one where exact is
+  feasible: ``--exact-n`` stars (80 % training, 20 % test), ``--n-pix`` pixels, the same
+  grid, 5-fold CV, both models fitted in full.  Prints the CV-MSE ratio per pixel, the
+  fraction of pixels with the same (C, epsilon, gamma), the forward-model difference at the
+  test labels relative to the exact CV-MSE, and the label differences on the test spectra
+  relative to the exact model's own test errors.
+
+Usage::
+
+    python benchmarks/scale_15k.py --n-pix 16                     # the scale run on 16 pixels
+    python benchmarks/scale_15k.py --accuracy --exact-n 2000 --n-pix 64
+    python benchmarks/scale_15k.py --data mock.npz ...           # reuse a saved mock set
+
+The mock set is cached in ``benchmarks/results/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from bench_astroslam import LoadSampler  # noqa: E402
+from realistic_grid import make_data  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+GRID = {"C": (1.0, 10.0), "epsilon": (0.03, 0.1), "gamma": (0.3, 1.0)}
+TARGET_S = 30 * 60
+TARGET_GB = 16.0
+
+
+def load_data(path: Path | None, n_star: int) -> dict:
+    """Mock LAMOST set (flux, ivar, labels, wave) of ``n_star`` stars, cached as npz."""
+    path = path or HERE / "results" / f"mock_lamost_{n_star}.npz"
+    if path.exists():
+        d = dict(np.load(path))
+        if d["flux"].shape[0] >= n_star:
+            return {k: (v[:n_star] if v.ndim == 2 else v) for k, v in d.items()}
+    d = make_data(n_star, None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **d)
+    return d
+
+
+def pixel_subset(n_total: int, n_pix: int) -> np.ndarray:
+    """``n_pix`` evenly spaced pixel indices out of ``n_total``."""
+    return np.linspace(0, n_total - 1, min(n_pix, n_total)).round().astype(int)
+
+
+def train(flux, labels, good, folds, kernel_rank, tol, n_jobs) -> dict:
+    """CV grid search + final fits (what ``SLAM.fit`` spends on the SVRs); seconds and solver info."""
+    from mdslam.slam.training import _grid_search_cv, _refit_all, _standardise
+
+    Xs, Ys, _ = _standardise(flux, labels, good)
+    Cs, es, gs = (np.asarray(GRID[k], float) for k in ("C", "epsilon", "gamma"))
+    t0, c0 = time.perf_counter(), time.process_time()
+    sse, _, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, False, n_jobs, kernel_rank)
+    t_cv = time.perf_counter() - t0
+    mse = (sse / np.maximum(cnt, 1)).reshape(-1, Ys.shape[1])
+    best = np.unravel_index(np.argmin(mse, axis=0), sse.shape[:3])
+    usable = cnt > 0
+    t1 = time.perf_counter()
+    _, _, rinfo = _refit_all(Xs, Ys, good, Cs[best[0]], es[best[1]], gs[best[2]], usable, tol, 1e-6,
+                             False, n_jobs, kernel_rank)
+    t_refit = time.perf_counter() - t1
+    return {"cv_s": t_cv, "refit_s": t_refit, "total_s": t_cv + t_refit, "cpu_s": time.process_time() - c0,
+            **info, **rinfo}
+
+
+def kernel_build_seconds(labels, folds, kernel_rank) -> tuple[float, list[int]]:
+    """Time of the Nystrom kernels of every (fold, gamma) and of the final fits; their ranks."""
+    from mdslam.slam.training import _standardise
+    from mdslam.svr import nystrom_kernel
+
+    Xs = _standardise(np.zeros((labels.shape[0], 1)), labels, np.ones((labels.shape[0], 1), bool))[0]
+    t0 = time.process_time()
+    ranks = []
+    for g in GRID["gamma"]:
+        for tr in [f[0] for f in folds] + [np.arange(Xs.shape[0])]:
+            ranks.append(int(nystrom_kernel(Xs[tr], g, kernel_rank, rel_cut=1e-8).landmarks.size))
+    return time.process_time() - t0, ranks
+
+
+def peak_rss_gb() -> float:
+    """Peak resident set size of this process so far, GB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def run_scale(args) -> dict:
+    """The scale run on a pixel subset, its extrapolation, and the exact-path reference."""
+    from sklearn.model_selection import KFold
+
+    d = load_data(args.data, args.n_star)
+    pix = pixel_subset(d["flux"].shape[1], args.n_pix)
+    flux, ivar, labels = d["flux"][:, pix], d["ivar"][:, pix], d["labels"]
+    good = (ivar > 0) & np.isfinite(flux)
+    folds = list(KFold(args.folds, shuffle=True, random_state=0).split(flux))
+    out = {"n_star": int(flux.shape[0]), "n_pix_run": int(pix.size), "folds": args.folds, "grid": GRID,
+           "kernel_rank": args.kernel_rank, "tol": args.tol}
+    with LoadSampler() as load:
+        t_k, ranks = kernel_build_seconds(labels, folds, args.kernel_rank)
+        res = train(flux, labels, good, folds, args.kernel_rank, args.tol, args.n_jobs)
+    out.update(nystrom=res, kernel_s=t_k, ranks=ranks, load_nystrom=load.summary(), peak_rss_gb=peak_rss_gb())
+    n_full = d["flux"].shape[1]
+    out["extrapolated_s"] = t_k + max(res["cpu_s"] - t_k, 0.0) * n_full / pix.size
+    m = args.exact_n
+    sub_folds = list(KFold(args.folds, shuffle=True, random_state=0).split(flux[:m]))
+    with LoadSampler() as load:
+        ex = train(flux[:m], labels[:m], good[:m], sub_folds, None, args.tol, args.n_jobs)
+        ny = train(flux[:m], labels[:m], good[:m], sub_folds, args.kernel_rank, args.tol, args.n_jobs)
+    out.update(exact_sub=ex, nystrom_sub=ny, load_sub=load.summary(), exact_n=m)
+    out["exact_extrapolated_s"] = ex["cpu_s"] * (flux.shape[0] / m) ** 2 * n_full / pix.size
+    return out
+
+
+def fit_models(flux, labels, ivar, kernel_rank, n_jobs):
+    """SLAM with the 8-point grid and 5-fold CV, exact (``kernel_rank=None``) or Nystrom; model, seconds."""
+    from mdslam.slam import SLAM
+
+    model = SLAM(C=GRID["C"], epsilon=GRID["epsilon"], gamma=GRID["gamma"], cv=5, n_jobs=n_jobs,
+                 kernel_rank=kernel_rank)
+    t0 = time.process_time()
+    model.fit(flux, labels, ivar)
+    return model, time.process_time() - t0
+
+
+def run_accuracy(args) -> dict:
+    """Approximate vs exact SLAM where exact is feasible: CV-MSE, forward model, test labels."""
+    d = load_data(args.data, args.exact_n)
+    pix = pixel_subset(d["flux"].shape[1], args.n_pix)
+    flux, ivar, labels = d["flux"][:, pix], d["ivar"][:, pix], d["labels"]
+    n_tr = int(0.8 * flux.shape[0])
+    with LoadSampler() as load:
+        ex, t_ex = fit_models(flux[:n_tr], labels[:n_tr], ivar[:n_tr], None, args.n_jobs)
+        ny, t_ny = fit_models(flux[:n_tr], labels[:n_tr], ivar[:n_tr], args.kernel_rank, args.n_jobs)
+    use = ex.pixel_usable_ & (ex.cv_mse_scaled_ > 0)
+    ratio = ny.cv_mse_scaled_[use] / ex.cv_mse_scaled_[use]
+    same = np.mean((ny.C_ == ex.C_) & (ny.epsilon_ == ex.epsilon_) & (ny.gamma_ == ex.gamma_))
+    te_lab = labels[n_tr:]
+    dF = ny.predict_flux(te_lab) - ex.predict_flux(te_lab)                  # (n_test, n_pix), flux
+    rel = np.sqrt(np.mean(dF**2, axis=0))[use] / np.sqrt(ex.cv_mse_[use])
+    lab_ex = ex.predict(flux[n_tr:], ivar[n_tr:])
+    lab_ny = ny.predict(flux[n_tr:], ivar[n_tr:])
+    ok = np.all(np.isfinite(lab_ex) & np.isfinite(lab_ny), axis=1)
+    dlab = np.sqrt(np.mean((lab_ny[ok] - lab_ex[ok]) ** 2, axis=0))
+    err = np.sqrt(np.mean((lab_ex[ok] - te_lab[ok]) ** 2, axis=0))
+    return {"n_train": n_tr, "n_test": int(flux.shape[0] - n_tr), "n_pix": int(pix.size),
+            "kernel_rank": args.kernel_rank, "exact_s": t_ex, "nystrom_s": t_ny, "load": load.summary(),
+            "cv_mse_ratio_q": np.quantile(ratio, [0, 0.01, 0.5, 0.99, 1]).tolist(),
+            "frac_within_0.5pct": float(np.mean(np.abs(ratio - 1) <= 0.005)), "same_hyper": float(same),
+            "dF_over_sqrt_cvmse_q": np.quantile(rel, [0.5, 0.99, 1]).tolist(),
+            "label_rms_diff": dlab.tolist(), "label_rms_err_exact": err.tolist(), "n_label_ok": int(ok.sum()),
+            "nystrom_solver": ny.solver_info_, "exact_solver": ex.solver_info_}
+
+
+def report(out: dict, accuracy: bool) -> None:
+    """One line per figure."""
+    if accuracy:
+        print(f"accuracy ({out['n_train']} train / {out['n_test']} test stars, {out['n_pix']} px, 8-point grid,"
+              f" 5-fold, kernel_rank {out['kernel_rank']}; load {out['load']['load1_mean']:.1f})")
+        print(f"  fit CPU time exact {out['exact_s']:.1f} s  nystrom {out['nystrom_s']:.1f} s  "
+              f"ratio {out['exact_s'] / out['nystrom_s']:.2f}x")
+        print(f"  CV-MSE nystrom/exact quantiles (0, 1, 50, 99, 100 %) {np.round(out['cv_mse_ratio_q'], 4)}; "
+              f"within 0.5 %: {out['frac_within_0.5pct']:.3f}; same (C, eps, gamma): {out['same_hyper']:.3f}")
+        print(f"  forward model at test labels, rms difference / sqrt(exact CV-MSE): median, 99 %, max "
+              f"{np.round(out['dF_over_sqrt_cvmse_q'], 4)}")
+        print(f"  test labels (Teff K, logg, [Fe/H]) rms nystrom - exact {np.round(out['label_rms_diff'], 4)}"
+              f"  vs exact - truth {np.round(out['label_rms_err_exact'], 4)} ({out['n_label_ok']} spectra)")
+        return
+    ny, ex, nys = out["nystrom"], out["exact_sub"], out["nystrom_sub"]
+    t, lim = out["extrapolated_s"], "met" if out["extrapolated_s"] < TARGET_S else "not met"
+    print(f"scale run: {out['n_star']} stars x {out['n_pix_run']} px, 8-point grid, {out['folds']}-fold, "
+          f"kernel_rank {out['kernel_rank']} (ranks {min(out['ranks'])}-{max(out['ranks'])}), tol {out['tol']}")
+    print(f"  measured {ny['total_s']:.0f} s wall, {ny['cpu_s']:.0f} s CPU (CV {ny['cv_s']:.0f} s, final fits "
+          f"{ny['refit_s']:.0f} s wall; kernel builds {out['kernel_s']:.0f} s CPU); load {out['load_nystrom']['load1_mean']:.1f}; mean ADMM iterations "
+          f"{ny['cv_mean_iterations']:.0f}; CV solves above tol {ny['cv_n_unconverged']}")
+    print(f"  extrapolated to 1596 px, one core: {t:.0f} s CPU = {t / 60:.1f} min (target < 30 min: {lim}); "
+          f"peak RSS {out['peak_rss_gb']:.2f} GB (target < {TARGET_GB:.0f} GB)")
+    print(f"  reference on the first {out['exact_n']} stars: CPU exact {ex['cpu_s']:.0f} s, nystrom {nys['cpu_s']:.0f} s "
+          f"(ratio {ex['cpu_s'] / nys['cpu_s']:.2f}x, load {out['load_sub']['load1_mean']:.1f}); exact "
+          f"extrapolated to all stars and pixels >= {out['exact_extrapolated_s'] / 3600:.1f} h, ratio >= "
+          f"{out['exact_extrapolated_s'] / t:.1f}x")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-star", type=int, default=15000)
+    ap.add_argument("--n-pix", type=int, default=1596, help="pixels trained (evenly spaced); time extrapolated")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--kernel-rank", type=int, default=2000)
+    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--exact-n", type=int, default=2000, help="stars of the exact-path reference")
+    ap.add_argument("--n-jobs", type=int, default=2)
+    ap.add_argument("--accuracy", action="store_true", help="error of the approximate path vs exact")
+    ap.add_argument("--data", type=Path, default=None, help="saved mock set (npz: flux, ivar, labels, wave)")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "scale_15k.json")
+    args = ap.parse_args(argv)
+    out = run_accuracy(args) if args.accuracy else run_scale(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1, default=float))
+    report(out, args.accuracy)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
