@@ -42,13 +42,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tile", type=int, default=2, help="copies of the 393 XP spectra to label")
     ap.add_argument("--repeat", type=int, default=3, help="runs per estimator (the best is kept)")
+    ap.add_argument("--lm-float32", action="store_true", help="both paths with SLAM(lm_float32=True)")
     args = ap.parse_args(argv)
 
     from mdslam import tracks
 
     ts = tracks.xp_mdwarfs()
     model, _ = tracks.xp_slam_model(ts)
-    model.set_params(n_jobs=1, verbose=False)
+    model.set_params(n_jobs=1, verbose=False, lm_float32=args.lm_float32)
     flux = np.tile(ts.spectra.flux, (args.tile, 1))
     ivar = np.tile(ts.spectra.ivar, (args.tile, 1))
     n = flux.shape[0]
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     post = model.set_params(prior="training", chi2_scale=10.0)
     post.predict(flux[:8], ivar[:8])
     t_post = _best_time(lambda: post.predict(flux, ivar), args.repeat)
-    print(f"# {n} XP spectra, {flux.shape[1]} px, 1 thread, best of {args.repeat}; "
+    print(f"# {n} XP spectra, {flux.shape[1]} px, 1 thread, best of {args.repeat}, lm_float32={args.lm_float32}; "
           f"load avg {os.getloadavg()[0]:.1f}")
     print(f"maximum likelihood (reference, prior=None): {1e3 * t_ml / n:.2f} ms/spectrum")
     print(f"posterior (prior='training'):               {1e3 * t_post / n:.2f} ms/spectrum, "

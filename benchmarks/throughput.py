@@ -312,7 +312,8 @@ def bench_realistic_model(n_predict: int = 512, n_stream: int = 1024, n_cluster1
         speedup_2_vs_1=cores[2] / cores[1], lm_iterations_mean=float(np.mean(tab["n_iter"])))
 
 
-def bench_large(n: int = 100_000, chunk_size: int = 1000, keep: bool = False) -> None:
+def bench_large(n: int = 100_000, chunk_size: int = 1000, keep: bool = False,
+                model_options: dict | None = None) -> None:
     from dask.distributed import Client
 
     from mdslam.batch import MockSource, local_cluster
@@ -335,7 +336,7 @@ def bench_large(n: int = 100_000, chunk_size: int = 1000, keep: bool = False) ->
         from mdslam.batch import predict_batch
         c0, w0 = cpu_seconds(), worker_cpu_seconds(client)
         res = predict_batch(REALISTIC_MODEL, MockSource(stream_survey(), n=n), out, chunk_size=chunk_size,
-                            engine="dask", scheduler=client, progress=True)
+                            engine="dask", scheduler=client, progress=True, model_options=model_options)
         cpu = cpu_seconds() - c0 + worker_cpu_seconds(client) - w0
         worker_rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     wall = time.perf_counter() - t0
@@ -378,6 +379,47 @@ def bench_large(n: int = 100_000, chunk_size: int = 1000, keep: bool = False) ->
           f"{acc['fe_h']['robust_sigma']:.3f} dex (mock)", flush=True)
     if not keep:
         out.unlink()
+
+
+def bench_lm_precision(n: int = 1000, fast: dict | None = None) -> None:
+    """Labels of ``n`` mock spectra by the realistic model: float64 LM (reference) vs ``fast`` options.
+
+    ``fast`` defaults to ``{"lm_float32": True}``; the reference uses the model's own settings.
+
+    CPU time per spectrum of ``predict_table`` in this process (one thread), label differences in
+    units of the float64 formal errors, and the scatter of both against the mock truth.
+    """
+    from mdslam.preprocess import preprocess
+
+    model = realistic_model()
+    model.set_params(n_jobs=1, verbose=False)
+    spec, truth = stream_survey().generate(n)
+    pp = preprocess(spec, grid=lamost_grid(), rv=np.asarray(truth["rv_true"]), progress=False)
+    names = ("teff", "logg", "fe_h")
+    tabs, cpu = {}, {}
+    fast = fast or {"lm_float32": True}
+    ref = {k: model.get_params()[k] for k in fast}
+    for f32 in (False, True):
+        model.set_params(**(fast if f32 else ref))
+        model.predict_table(pp.flux[:8], pp.ivar[:8])                 # caches
+        c0 = cpu_seconds()
+        tabs[f32] = model.predict_table(pp.flux, pp.ivar)
+        cpu[f32] = (cpu_seconds() - c0) / n
+    t64, t32 = tabs[False], tabs[True]
+    report("realistic model labels, float64 LM (reference), CPU", 1e3 * cpu[False], "ms/spectrum")
+    report(f"realistic model labels, {fast}, CPU", 1e3 * cpu[True], "ms/spectrum",
+           "float64 LM", 1e3 * cpu[False], higher_is_better=False)
+    ok = t64["converged"] & t32["converged"]
+    d = np.column_stack([np.abs(t32[k] - t64[k]) / t64[f"e_{k}"] for k in names])[ok].max(axis=1)
+    report("  |label difference| / formal error, 99th percentile", float(np.percentile(d, 99)), "",
+           max=float(d.max()), n_compared=int(ok.sum()), n_above_0p1=int((d > 0.1).sum()))
+    for k, tk in zip(names, ("teff_true", "logg_true", "feh_true"), strict=True):
+        r = [float(1.4826 * np.median(np.abs(t[k][ok] - truth[tk][ok] - np.median(t[k][ok] - truth[tk][ok]))))
+             for t in (t64, t32)]
+        report(f"  {k} - truth robust sigma, lm_float32", r[1], "", f"float64 LM ({r[0]:.4g})", r[0],
+               higher_is_better=False)
+    print(f"#   load average {os.getloadavg()[0]:.1f}; flags differ on {int(np.sum(t64['flag'] != t32['flag']))} "
+          f"of {n} spectra", flush=True)
 
 
 def extrapolate() -> None:
@@ -521,6 +563,11 @@ def main() -> None:
     ap.add_argument("--only-large", action="store_true", help="only the large run (keeps the other results)")
     ap.add_argument("--n-large", type=int, default=100_000)
     ap.add_argument("--train-only", action="store_true", help="train and cache the realistic model")
+    ap.add_argument("--lm-float32", action="store_true", help="large run with SLAM(lm_float32=True)")
+    ap.add_argument("--lm-precision", type=int, default=0, metavar="N",
+                    help="only: label N mock spectra with float64 and float32 LM, compare")
+    ap.add_argument("--lm-xtol", type=float, default=None, help="LM step tolerance of the fast labels")
+    ap.add_argument("--lm-ftol", type=float, default=None, help="LM chi2 tolerance of the fast labels")
     ap.add_argument("--book", action="store_true", help="figure + table for book/scaling.md from the JSON")
     a = ap.parse_args()
     if a.book:
@@ -535,11 +582,18 @@ def main() -> None:
     RESULTS_DOC["machine"] = machine()
     print(f"# {RESULTS_DOC['machine']}")
     print(f"# load average at start: {os.getloadavg()}", flush=True)
+    if a.lm_precision:
+        fast = {"lm_float32": True, **({"lm_xtol": a.lm_xtol} if a.lm_xtol else {}),
+                **({"lm_ftol": a.lm_ftol} if a.lm_ftol else {})}
+        bench_lm_precision(a.lm_precision, fast)
+        return
     if not a.only_large:
         bench_reference_model()
         bench_realistic_model()
     if not a.skip_large:
-        bench_large(a.n_large)
+        opts = {"lm_float32": True} if a.lm_float32 else {}
+        opts.update({k: v for k, v in (("lm_xtol", a.lm_xtol), ("lm_ftol", a.lm_ftol)) if v})
+        bench_large(a.n_large, model_options=opts or None)
     extrapolate()
     RESULTS_DOC["machine"]["load_at_end"] = os.getloadavg()
     JSON_PATH.write_text(json.dumps(RESULTS_DOC, indent=1, default=float))

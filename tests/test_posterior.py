@@ -39,6 +39,35 @@ def test_batched_lm_reaches_scipy_least_squares_optimum():
         assert np.allclose(res.cov[i], np.linalg.inv(ref.jac.T @ ref.jac), rtol=1e-5)
 
 
+def test_lm_split_evaluation_reaches_the_same_optimum():
+    """Values at trial points, Jacobian at accepted ones (split): scipy's optimum, like the joint call."""
+    rng = np.random.default_rng(5)
+    x = np.linspace(0, 4, 40)
+    truth = np.column_stack([rng.uniform(1, 3, 6), rng.uniform(0.3, 1.5, 6), rng.uniform(-0.5, 0.5, 6)])
+    sigma = 0.05
+    y = _decay(truth, x)[0] + rng.normal(0, 1, (6, 40)) * sigma
+    w = np.full(y.shape, 1.0 / sigma**2)
+    calls = {"values": 0, "jacobian": 0}
+
+    def values(th):
+        calls["values"] += th.shape[0]
+        return _decay(th, x)[0]
+
+    def jacobian(th):
+        calls["jacobian"] += th.shape[0]
+        return _decay(th, x)[1]
+
+    start = np.tile([1.0, 1.0, 0.0], (6, 1))
+    res = lm.levenberg_marquardt(lambda th: _decay(th, x), y, w, start, max_iter=200, xtol=1e-12, ftol=1e-15,
+                                 split=(values, jacobian))
+    assert res.converged.all() and calls["jacobian"] < calls["values"]      # rejected steps: values only
+    for i in range(6):
+        ref = least_squares(lambda p, yi=y[i]: (yi - _decay(p[None], x)[0][0]) / sigma, [1.0, 1.0, 0.0],
+                            xtol=1e-15, ftol=1e-15)
+        assert np.allclose(res.theta[i], ref.x, rtol=1e-6, atol=1e-8)
+        assert res.chi2[i] == pytest.approx(2 * ref.cost, rel=1e-9)
+
+
 def _linear_problem(seed=1, m=4, n=30, L=2):
     rng = np.random.default_rng(seed)
     A = rng.normal(0, 1, (n, L))

@@ -150,6 +150,45 @@ def test_jacobian_matches_finite_differences(trained):
         assert np.allclose(fd, J[:, :, k], rtol=1e-5, atol=1e-7 * np.abs(J[:, :, k]).max())
 
 
+def test_float32_forward_model_matches_float64_and_finite_differences(trained):
+    """The single-precision kernel products: F and J within float32 rounding of float64; J vs finite differences."""
+    model, (_, _, lab) = trained
+    th = model._scale_labels(lab[:7])
+    F, J = model._model_scaled(th, jacobian=True)
+    F32, J32 = model._model_scaled(th, jacobian=True, dtype=np.float32)
+    Fv, _ = model._model_scaled(th, dtype=np.float32)
+    J32d = model._model_scaled(th, jacobian=True, dtype=np.float32, values=False)[1]     # derivatives only
+    # bound: float32 epsilon x the sum of |beta_ij k_i| (<= sum |beta_ij|), per pixel
+    bound = 1e-6 * np.abs(model.dual_coef_).sum(axis=1) + 1e-12
+    assert np.all(np.abs(F32 - F) <= bound) and np.all(np.abs(Fv - F) <= bound)
+    # dF/dtheta_l sums beta_ij k_i (-2 gamma_j) (theta_l - x_il): the same bound times 2 gamma_j max|theta - x|
+    reach = np.abs(th[:, None, :] - model.X_train_[None]).max()
+    for Jx in (J32, J32d):
+        assert np.all(np.abs(Jx - J) <= (2 * model.gamma_ * reach * bound)[None, :, None])
+    scale = np.abs(J).max()
+    h = 1e-3
+    for k in range(3):
+        d = np.zeros(3)
+        d[k] = h
+        fd = (model._model_scaled(th + d)[0] - model._model_scaled(th - d)[0]) / (2 * h)
+        assert np.allclose(J32[:, :, k], fd, rtol=0, atol=2e-3 * scale)
+
+
+def test_float32_labels_agree_with_float64(trained):
+    """lm_float32: labels within 5 % of their formal error of the float64 path, the same rms against truth."""
+    model, _ = trained
+    flux, ivar, lab, _ = make_spectra(120, seed=7)
+    t64 = copy.copy(model).set_params(lm_float32=False).predict_table(flux, ivar)
+    t32 = copy.copy(model).set_params(lm_float32=True).predict_table(flux, ivar)
+    assert np.all(t32["converged"]) and np.array_equal(t32["flag"], t64["flag"])
+    for n, true in zip(LABELS, lab.T, strict=True):
+        assert np.all(np.abs(t32[n] - t64[n]) <= 0.05 * t64[f"e_{n}"]), n
+        assert np.allclose(t32[f"e_{n}"], t64[f"e_{n}"], rtol=1e-3)
+        rms32, rms64 = np.sqrt(np.mean((t32[n] - true) ** 2)), np.sqrt(np.mean((t64[n] - true) ** 2))
+        assert abs(rms32 / rms64 - 1) < 0.01, (n, rms32, rms64)
+    assert np.allclose(t32["chi2"], t64["chi2"], rtol=1e-3)
+
+
 def test_recovers_held_out_labels(trained):
     model, _ = trained
     flux, ivar, lab, _ = make_spectra(60, seed=7)

@@ -5,6 +5,7 @@ in their own modules:
 
 * :mod:`~mdslam.slam.inputs` -- training arrays checked, spectra coerced, likelihood weights;
 * :mod:`~mdslam.slam.training` -- standardisation, CV folds, per-pixel grid search, final SVR fits;
+* :mod:`~mdslam.slam.distribute` -- pixel blocks of the SVR solves in threads or on a Dask cluster;
 * :mod:`~mdslam.slam.cv` -- per-pixel hyperparameter choice, the chi2 scale by CV, CV labels;
 * :mod:`~mdslam.slam.forward` -- the forward model and its analytic Jacobian;
 * :mod:`~mdslam.slam.infer` -- labels of spectra: quick-grid start, batched LM, posterior;

@@ -37,6 +37,7 @@ from . import cv as _cv
 from . import errorlaw, forward, infer, inputs, persistence, quality
 from . import table as _table
 from ._util import _n_workers
+from .distribute import BlockRunner
 from .training import _grid_edge_fraction, _grid_search_cv, _iter_folds, _refit_all, _standardise
 
 #: Qiu et al. 2025 Table 1 "usable range" (SLAM valid), for ``SLAM(domain=...)``.
@@ -87,6 +88,13 @@ class SLAM(RegressorMixin, BaseEstimator):
     lm_max_iter, lm_xtol, lm_ftol : LM controls
         Iteration cap; convergence when the step (standardised labels) is below
         ``lm_xtol`` or the relative chi2 decrease below ``lm_ftol``.
+    lm_float32 : bool
+        Levenberg-Marquardt (and the posterior's MAP and moments) evaluate the
+        model's kernel products in float32: about twice as fast per iteration;
+        the chi2 and the covariance of the returned maximum-likelihood labels
+        are computed in float64 at the solution.  The labels differ from the
+        float64 path (False, the default) by a small fraction of their formal
+        uncertainty (``tests/test_slam.py`` bounds it).
     quick_grid : None or int
         Starting points for LM: None uses the training labels; an int ``m``
         adds a regular ``m**n_label`` grid spanning the training labels.
@@ -185,7 +193,8 @@ class SLAM(RegressorMixin, BaseEstimator):
                  min_good_fraction: float = 0.5, lm_max_iter: int = 100, lm_xtol: float = 1e-7,
                  lm_ftol: float = 1e-10, quick_grid: int | None = None, batch_size: int = 256,
                  n_jobs: int | None = None, verbose: bool = False, prior=None,
-                 chi2_scale: str | float = "cv", kernel_rank: int | None = None):
+                 chi2_scale: str | float = "cv", kernel_rank: int | None = None,
+                 lm_float32: bool = False):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -206,6 +215,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.prior = prior
         self.chi2_scale = chi2_scale
         self.kernel_rank = kernel_rank
+        self.lm_float32 = lm_float32
 
     def set_params(self, **params) -> SLAM:
         """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.
@@ -221,7 +231,7 @@ class SLAM(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------------ training
     def fit(self, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None = None, *,
             wavelength: np.ndarray | None = None, label_names: Sequence[str] | None = None,
-            label_units: Sequence[str] | None = None) -> SLAM:
+            label_units: Sequence[str] | None = None, client=None) -> SLAM:
         """Train the spectral model.
 
         Parameters
@@ -238,15 +248,22 @@ class SLAM(RegressorMixin, BaseEstimator):
             :meth:`predict_table` as :class:`mdslam.spectra.Spectra` must be on it.
         label_names, label_units : sequence of str, optional
             Names (default ``label0, label1, ...``) and units of the labels.
+        client : dask.distributed.Client, optional
+            Solve the pixel blocks of the grid search and the final fits on
+            this Dask cluster (the ``scale`` extra); each kernel's eigen
+            decomposition is computed here once and scattered
+            (:mod:`mdslam.slam.distribute`).  ``n_jobs`` sets the number of
+            blocks (None: the cluster's worker threads); the model is
+            bit-identical to the in-process fit with the same ``n_jobs``.
 
         Returns
         -------
         self
         """
         with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit(X, y, ivar, wavelength, label_names, label_units)
+            return self._fit(X, y, ivar, wavelength, label_names, label_units, client)
 
-    def _fit(self, X, y, ivar, wavelength, label_names, label_units) -> SLAM:
+    def _fit(self, X, y, ivar, wavelength, label_names, label_units, client=None) -> SLAM:
         flux, labels, good = inputs.check_training(X, y, ivar)
         n, n_pix = flux.shape
         self.label_names_, self.label_units_ = inputs.label_metadata(label_names, label_units, labels.shape[1])
@@ -266,11 +283,11 @@ class SLAM(RegressorMixin, BaseEstimator):
 
         # per-pixel (C, epsilon, gamma) of lowest k-fold CV-MSE
         folds = _iter_folds(n, self.cv, self.random_state)
-        nw = _n_workers(self.n_jobs)
         kr = self.kernel_rank
         if kr is not None and (isinstance(kr, bool) or not isinstance(kr, (int, np.integer)) or kr < 1):
             raise ValueError(f"kernel_rank={kr!r}: must be None (exact kernel) or a positive int (Nystrom landmarks)")
-        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, nw, kr)
+        runner = BlockRunner.for_fit(None if self.n_jobs is None else _n_workers(self.n_jobs), client)
+        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, runner, kr)
         for attr, value in _cv.choose_hyperparameters(sse, se, cnt, Cs, es, gs).items():
             setattr(self, attr, value)
         self.cv_mse_ = self.cv_mse_scaled_ * self.flux_scale_**2
@@ -281,7 +298,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.X_train_ = Xs
         self.dual_coef_, self.intercept_, refit_info = _refit_all(
             Xs, Ys, good, self.C_, self.epsilon_, self.gamma_, self.pixel_usable_, self.tol, self.refit_tol,
-            self.verbose, nw, kr)
+            self.verbose, runner, kr)
+        runner.release()
         self.training_domain_ = np.column_stack([labels.min(axis=0), labels.max(axis=0)])
         self.n_train_ = n
         self.n_features_in_ = n_pix
@@ -300,18 +318,24 @@ class SLAM(RegressorMixin, BaseEstimator):
     def _reset_cache(self) -> None:
         self._cache = {}
 
-    def _groups(self) -> list[forward.PixelGroup]:
-        """Pixels grouped by gamma (:func:`mdslam.slam.forward.pixel_groups`), cached."""
+    def _groups(self, dtype: type = np.float64) -> list[forward.PixelGroup]:
+        """Pixels grouped by gamma (:func:`mdslam.slam.forward.pixel_groups`), cached per dtype."""
         cache = getattr(self, "_cache", None)
         if cache is None:
             self._cache = cache = {}
-        if "groups" not in cache:
-            cache["groups"] = forward.pixel_groups(self.gamma_, self.dual_coef_, self.intercept_)
-        return cache["groups"]
+        key = "groups" if dtype == np.float64 else f"groups_{np.dtype(dtype).name}"
+        if key not in cache:
+            cache[key] = forward.pixel_groups(self.gamma_, self.dual_coef_, self.intercept_, dtype)
+        return cache[key]
 
-    def _model_scaled(self, Th: np.ndarray, jacobian: bool = False):
-        """Standardised model flux (m, n_pix) and optionally d/dtheta_scaled (m, n_pix, L)."""
-        return forward.model_flux(Th, self.X_train_, self._groups(), self.n_features_in_, jacobian)
+    def _model_scaled(self, Th: np.ndarray, jacobian: bool = False, dtype: type = np.float64,
+                      values: bool = True):
+        """Standardised model flux (m, n_pix) and optionally d/dtheta_scaled (m, n_pix, L).
+
+        ``dtype=np.float32``: kernel products in single precision; ``values=False``: the
+        derivatives only (:func:`mdslam.slam.forward.model_flux`).
+        """
+        return forward.model_flux(Th, self.X_train_, self._groups(dtype), self.n_features_in_, jacobian, values)
 
     def predict_flux(self, labels: np.ndarray) -> np.ndarray:
         """Model spectra at given labels (the forward model, all pixels at once).

@@ -21,7 +21,8 @@ from ..svr import rbf_kernel
 PixelGroup = tuple[float, np.ndarray, np.ndarray, np.ndarray]
 
 
-def pixel_groups(gamma: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray) -> list[PixelGroup]:
+def pixel_groups(gamma: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray,
+                 dtype: type = np.float64) -> list[PixelGroup]:
     """Group pixels by their RBF width for :func:`model_flux`.
 
     Parameters
@@ -32,6 +33,9 @@ def pixel_groups(gamma: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray
         SVR dual coefficients ``alpha - alpha*``.
     intercept : (n_pix,) array
         SVR intercepts (standardised flux).
+    dtype : numpy float type
+        Type of the stored dual coefficients: ``np.float32`` makes
+        :func:`model_flux` compute its kernel products in single precision.
 
     Returns
     -------
@@ -40,12 +44,12 @@ def pixel_groups(gamma: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray
     groups = []
     for g in np.unique(gamma):
         pix = np.flatnonzero(gamma == g)
-        groups.append((float(g), pix, np.ascontiguousarray(dual_coef[pix].T), intercept[pix]))
+        groups.append((float(g), pix, np.ascontiguousarray(dual_coef[pix].T, dtype=dtype), intercept[pix]))
     return groups
 
 
 def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup], n_pix: int,
-               jacobian: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+               jacobian: bool = False, values: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Standardised model flux at standardised labels, and optionally its label derivatives.
 
     Parameters
@@ -55,11 +59,17 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
     X_train : (n_train, n_label) array
         Standardised training labels (the support vectors).
     groups : list of PixelGroup
-        From :func:`pixel_groups`.
+        From :func:`pixel_groups`.  With float32 dual coefficients the kernel
+        products run in float32 (about twice as fast; relative error ~1e-6 of
+        the sum of ``|beta_ij k_i|``), the derivatives from ``k (theta - x_i)``
+        directly (no cancellation); F and J are returned in float64.
     n_pix : int
         Number of pixels of the model.
     jacobian : bool
         Also return ``d f / d theta``.
+    values : bool
+        False (with ``jacobian``): the float32 path skips the model flux
+        (``F`` is then left unset); the float64 path computes it anyway.
 
     Returns
     -------
@@ -74,6 +84,9 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
     Xt = X_train
     for g, pix, BT, b in groups:
         k = rbf_kernel(theta, Xt, g)                    # (m, n_train)
+        if BT.dtype == np.float32:
+            _model_flux32(theta, Xt, g, k, BT, b, pix, F if values or not jacobian else None, J)
+            continue
         if not jacobian:
             F[:, pix] = k @ BT + b
             continue
@@ -85,3 +98,22 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
         for li in range(L):
             J[:, pix, li] = -2.0 * g * (theta[:, li, None] * kb - prod[1 + li])
     return F, J
+
+
+def _model_flux32(theta, Xt, g, k, BT, b, pix, F, J) -> None:
+    """One pixel group of :func:`model_flux` with float32 products (fills ``F`` and/or ``J`` in place)."""
+    if J is None:
+        F[:, pix] = k.astype(np.float32) @ BT + b
+        return
+    L = theta.shape[1]
+    v = 0 if F is None else 1                            # rows of the stack for the values
+    stack = np.empty((v + L,) + k.shape, np.float32)
+    if v:
+        stack[0] = k
+    for li in range(L):                                  # k (theta_l - x_il): no difference of large terms
+        stack[v + li] = k * (theta[:, li, None] - Xt[None, :, li])
+    prod = (stack.reshape(-1, Xt.shape[0]) @ BT).reshape(v + L, k.shape[0], -1)
+    if v:
+        F[:, pix] = prod[0] + b
+    for li in range(L):
+        J[:, pix, li] = (-2.0 * g) * prod[v + li]

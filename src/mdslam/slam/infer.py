@@ -62,15 +62,33 @@ def quick_grid(model: Any) -> tuple[np.ndarray, np.ndarray]:
     return cache["quick"]
 
 
-def _model_fn(model: Any) -> lm.ModelFn:
+def _lm_dtype(model: Any) -> type:
+    """Precision of the kernel products inside LM: float32 when ``lm_float32`` is set."""
+    return np.float32 if getattr(model, "lm_float32", False) else np.float64
+
+
+def _model_fn(model: Any, dtype: type = np.float64) -> lm.ModelFn:
     """``theta (k, L) standardised -> (flux (k, n_pix), d flux / d theta (k, n_pix, L))``, flux units."""
     scale, mean = model.flux_scale_, model.flux_mean_
 
     def fn(th):
-        F, J = model._model_scaled(th, jacobian=True)
+        F, J = model._model_scaled(th, jacobian=True, dtype=dtype)
         return mean + F * scale, J * scale[None, :, None]
 
     return fn
+
+
+def _split_fns(model: Any, dtype: type) -> tuple:
+    """(values, jacobian) of the model in flux units for :func:`mdslam.slam.lm.levenberg_marquardt`'s ``split``."""
+    scale, mean = model.flux_scale_, model.flux_mean_
+
+    def values(th):
+        return mean + model._model_scaled(th, dtype=dtype)[0] * scale
+
+    def jacobian(th):
+        return model._model_scaled(th, jacobian=True, dtype=dtype, values=False)[1] * scale[None, :, None]
+
+    return values, jacobian
 
 
 def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -90,8 +108,21 @@ def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, .
     """
     G, FG = quick_grid(model)
     theta0 = lm.grid_start(fobs, w, G, FG)
-    return tuple(lm.levenberg_marquardt(_model_fn(model), fobs, w, theta0, max_iter=model.lm_max_iter,
-                                        xtol=model.lm_xtol, ftol=model.lm_ftol))
+    dtype = _lm_dtype(model)
+    split = _split_fns(model, dtype) if dtype != np.float64 else None
+    r = lm.levenberg_marquardt(_model_fn(model, dtype), fobs, w, theta0, max_iter=model.lm_max_iter,
+                               xtol=model.lm_xtol, ftol=model.lm_ftol, split=split)
+    if dtype == np.float64:
+        return tuple(r)
+    # single-precision iterations: chi2 and covariance at the solution in double precision
+    chi2, cov = np.full_like(r.chi2, np.nan), np.full_like(r.cov, np.nan)
+    ok = np.all(np.isfinite(r.theta), axis=1)
+    if ok.any():
+        f, J = _model_fn(model)(r.theta[ok])
+        chi2[ok] = (w[ok] * (fobs[ok] - f) ** 2).sum(axis=1)
+        cov[ok] = lm.covariance(J, w[ok])
+    failed = ~ok | ~np.isfinite(chi2)
+    return r.theta, cov, chi2, r.n_iter, r.converged & ~failed, failed
 
 
 def lm_one_by_one(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -166,12 +197,14 @@ def posterior_batch(model: Any, fobs: np.ndarray, w: np.ndarray, theta_ml: np.nd
     pr = prior(model)
     scale, mean = model.flux_scale_, model.flux_mean_
 
+    dtype = _lm_dtype(model)
+
     def flux(th):
-        return mean + model._model_scaled(th)[0] * scale
+        return mean + model._model_scaled(th, dtype=dtype)[0] * scale
 
     start = np.where(np.isfinite(theta_ml), theta_ml, 0.0)
     start = np.clip(start, pr.lo, pr.hi)
-    r = posterior.map_estimate(_model_fn(model), fobs, w, start, pr, chi2_scale, max_iter=model.lm_max_iter,
+    r = posterior.map_estimate(_model_fn(model, dtype), fobs, w, start, pr, chi2_scale, max_iter=model.lm_max_iter,
                                xtol=model.lm_xtol, ftol=model.lm_ftol)
     mu, C, ne = posterior.posterior_moments(flux, fobs, w, r.theta, r.cov, pr, chi2_scale)
     lap = ~(ne >= posterior.MIN_N_EFF)

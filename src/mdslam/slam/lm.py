@@ -50,7 +50,8 @@ def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.nd
 
 
 def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, *,
-                        max_iter: int = 100, xtol: float = 1e-7, ftol: float = 1e-10) -> LMResult:
+                        max_iter: int = 100, xtol: float = 1e-7, ftol: float = 1e-10,
+                        split: tuple[Callable, Callable] | None = None) -> LMResult:
     """Minimise ``sum_j w_ij (y_ij - f_j(theta_i))^2`` for every row ``i`` together.
 
     Parameters
@@ -67,6 +68,10 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         Stop when the largest step component is below ``xtol``.
     ftol : float
         Stop when an accepted step lowers chi2 by less than ``ftol * chi2``.
+    split : (values, jacobian), optional
+        ``values(theta) -> f`` and ``jacobian(theta) -> J``: trial points get
+        ``values`` only, the Jacobian is computed for accepted steps (a
+        rejected step then costs one model evaluation instead of both).
 
     Returns
     -------
@@ -98,7 +103,10 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         damp = mu[active, None] * (dA + 1e-12 * dA.sum(axis=1, keepdims=True) + 1e-300)
         step = np.linalg.solve(A + damp[:, :, None] * eye, g[..., None])[..., 0]
         th_new = theta[active] + step
-        r_new, J_new = evaluate(th_new, active)
+        if split is None:
+            r_new, J_new = evaluate(th_new, active)
+        else:
+            r_new, J_new = y[active] - split[0](th_new), None
         chi2_new = (wa * r_new * r_new).sum(axis=1)
         n_iter[active] += 1
         acc = np.isfinite(chi2_new) & (chi2_new <= chi2[active])
@@ -107,14 +115,36 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         ia = active[acc]
         theta[ia] = th_new[acc]
         r[ia] = r_new[acc]
-        Jp[ia] = J_new[acc]
+        if J_new is not None:
+            Jp[ia] = J_new[acc]
+        elif ia.size:
+            Jp[ia] = split[1](th_new[acc])
         chi2[ia] = chi2_new[acc]
         mu[active] = np.where(acc, np.maximum(mu[active] * 0.3, 1e-12), mu[active] * 10.0)
         done = small_step | small_df | (mu[active] > 1e12)
         converged[active[done]] = True
         active = active[~done]
-    # covariance (J^T W J)^-1 at the solution
-    A = np.matmul((Jp * w[:, :, None]).transpose(0, 2, 1), Jp)
+    cov = covariance(Jp, w)
+    failed = ~np.all(np.isfinite(theta), axis=1) | ~np.isfinite(chi2)
+    return LMResult(theta, cov, chi2, n_iter, converged & ~failed, failed)
+
+
+def covariance(J: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``(J^T W J)^-1`` per problem: the covariance of least-squares parameters.
+
+    Parameters
+    ----------
+    J : (m, n, L) array
+        Model derivatives at the solution.
+    w : (m, n) array
+        Weights (inverse variances).
+
+    Returns
+    -------
+    (m, L, L) array; NaN where ``J^T W J`` is singular or not finite.
+    """
+    m, L = J.shape[0], J.shape[2]
+    A = np.matmul((J * w[:, :, None]).transpose(0, 2, 1), J)
     cov = np.full((m, L, L), np.nan)
     okA = np.all(np.isfinite(A), axis=(1, 2))
     for i in np.flatnonzero(okA):
@@ -122,5 +152,4 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
             cov[i] = np.linalg.inv(A[i])
         except np.linalg.LinAlgError:
             pass
-    failed = ~np.all(np.isfinite(theta), axis=1) | ~np.isfinite(chi2)
-    return LMResult(theta, cov, chi2, n_iter, converged & ~failed, failed)
+    return cov

@@ -2,12 +2,11 @@
 
 Pure functions on standardised arrays, called by :meth:`mdslam.slam.SLAM.fit`
 and :meth:`mdslam.slam.SLAM.cv_predict`.  The SVR duals of many pixels are
-solved together by :mod:`mdslam.svr`, in threads over pixel blocks.
+solved together by :mod:`mdslam.svr`, over pixel blocks in threads or on a
+Dask cluster (:mod:`mdslam.slam.distribute`).
 """
 
 from __future__ import annotations
-
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from sklearn.model_selection import KFold
@@ -21,6 +20,7 @@ from ..svr import (
     solve_svr_staged,
 )
 from ._util import _progress
+from .distribute import BlockRunner
 
 
 def _iter_folds(n: int, cv, random_state) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -59,28 +59,15 @@ def _grid_edge_fraction(model) -> dict:
 
 
 def _solve_parallel(fn, ke, Y, C, eps, n_workers, **kw) -> SVRBatchSolution:
-    """Run a batched SVR solver on pixel blocks in threads (BLAS single-threaded inside)."""
-    P = Y.shape[0]
-    nw = max(1, min(int(n_workers), P // 8 or 1))
-    if nw == 1:
-        return fn(ke, Y, C, eps, **kw)
-    n_chunks = min(2 * nw, max(P // 64, nw))          # a few more chunks than threads: load balance
-    edges = np.linspace(0, P, n_chunks + 1).astype(int)
+    """Run a batched SVR solver on pixel blocks: ``n_workers`` threads, or a :class:`BlockRunner` (Dask)."""
+    runner = n_workers if isinstance(n_workers, BlockRunner) else BlockRunner(n_workers)
+    return runner.solve(fn, ke, Y, C, eps, **kw)
 
-    def rows(a, lo, hi):
-        return a[lo:hi] if np.ndim(a) >= 1 and np.shape(a)[0] == P else a
 
-    def part(k):
-        lo, hi = edges[k], edges[k + 1]
-        return fn(ke, Y[lo:hi], rows(C, lo, hi), rows(eps, lo, hi), **kw)
-
-    with ThreadPoolExecutor(max_workers=nw) as ex:
-        parts = list(ex.map(part, range(n_chunks)))
-    cat = np.concatenate
-    return SVRBatchSolution(beta=cat([p.beta for p in parts]), intercept=cat([p.intercept for p in parts]),
-                            gap=cat([p.gap for p in parts]), n_iter=cat([p.n_iter for p in parts]),
-                            converged=cat([p.converged for p in parts]),
-                            state=tuple(cat([p.state[i] for p in parts]) for i in range(3)))
+def _solve_grid(fn, ke, Y, problems, n_workers, **kw):
+    """Solutions for each (C, eps) of ``problems`` in order; on a cluster several are in flight at once."""
+    runner = n_workers if isinstance(n_workers, BlockRunner) else BlockRunner(n_workers)
+    return runner.solve_many(fn, ke, Y, problems, **kw)
 
 
 def _kernel(X, gamma, kernel_rank, rel_cut=1e-12) -> KernelEig:
@@ -143,17 +130,17 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
         Cmask = None if gtr.all() else gtr.astype(float)
         gte = good[te].T
         Yte = Ys[te].T
-        for ci, C in enumerate(Cs):
-            for ei, e in enumerate(es):
-                sol = _solve_parallel(solve_svr_staged, ke, Ytr, C if Cmask is None else C * Cmask, e,
-                                      n_workers, tol=tol)
-                res = (ke.expansion(sol.beta)[0] @ Kv + sol.intercept[:, None] - Yte) * gte
-                sse[ci, ei, gi] += (res * res).sum(axis=1)
-                se[ci, ei, gi] += res.sum(axis=1)
-                n_iter_tot += int(sol.n_iter.sum())
-                n_solves += n_pix
-                max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
-                n_unconv += int((~sol.converged).sum())
+        points = [(ci, ei) for ci in range(Cs.size) for ei in range(es.size)]
+        problems = ((Cs[ci] if Cmask is None else Cs[ci] * Cmask, es[ei]) for ci, ei in points)
+        sols = _solve_grid(solve_svr_staged, ke, Ytr, problems, n_workers, tol=tol)
+        for (ci, ei), sol in zip(points, sols, strict=True):
+            res = (ke.expansion(sol.beta)[0] @ Kv + sol.intercept[:, None] - Yte) * gte
+            sse[ci, ei, gi] += (res * res).sum(axis=1)
+            se[ci, ei, gi] += res.sum(axis=1)
+            n_iter_tot += int(sol.n_iter.sum())
+            n_solves += n_pix
+            max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
+            n_unconv += int((~sol.converged).sum())
     info = {"cv_mean_iterations": n_iter_tot / max(n_solves, 1), "cv_max_kkt_gap": max_gap,
             "cv_n_unconverged": n_unconv}
     return sse, se, cnt, info

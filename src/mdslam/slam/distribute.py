@@ -1,0 +1,238 @@
+"""Where the pixel blocks of a batched SVR solve run: threads in this process, or a Dask cluster.
+
+SLAM's SVRs of one kernel (one gamma, one CV fold) share the kernel matrix
+and its eigen decomposition; only the targets differ.  A solve over all
+pixels is cut into *pixel blocks* (:func:`pixel_blocks`), solved
+independently and put back together.  :class:`BlockRunner` runs the blocks
+either in a thread pool of this process or on a Dask cluster
+(``dask.distributed.Client``, the ``scale`` extra): there the kernel and
+its eigen decomposition are scattered to every worker once per kernel, the
+targets once per block and kernel, and only ``C``, ``epsilon`` and the
+solutions travel for each point of the (C, epsilon) grid.
+
+The block layout depends on the number of blocks asked for (``n_workers``),
+never on where the blocks run, and a block's solution depends only on its
+inputs (BLAS single-threaded in every block): a fit on a cluster is
+bit-identical to the in-process fit with the same ``n_workers``.  (Cutting
+the pixels differently changes the solutions at the rounding level, ~1e-10,
+because the solver's matrix products see blocks of other sizes.)
+
+Dask is never imported here: a client is used through its methods
+(``scatter``, ``submit``, ``gather``, ``nthreads``), so the core of the
+package runs without the extra.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..svr import KernelEig, SVRBatchSolution
+
+__all__ = ["BlockRunner", "pixel_blocks"]
+
+
+def pixel_blocks(n_pix: int, n_workers: int) -> np.ndarray:
+    """Edges of the pixel blocks of one solve.
+
+    Parameters
+    ----------
+    n_pix : int
+        Number of targets (pixels) in the solve.
+    n_workers : int
+        Workers the blocks are meant for (threads, or Dask worker threads).
+
+    Returns
+    -------
+    (n_block + 1,) int array
+        Block ``k`` is pixels ``edges[k]:edges[k + 1]``.  One block when
+        ``n_workers`` is 1 or there are fewer than 16 pixels; otherwise
+        about two blocks per worker (load balance), at most one per 64 pixels
+        and at least one per worker, and never more workers than ``n_pix // 8``.
+    """
+    nw = max(1, min(int(n_workers), n_pix // 8 or 1))
+    if nw == 1:
+        return np.array([0, n_pix])
+    n_chunks = min(2 * nw, max(n_pix // 64, nw))
+    return np.linspace(0, n_pix, n_chunks + 1).astype(int)
+
+
+def _rows(a, lo: int, hi: int, n_pix: int):
+    """Rows ``lo:hi`` of a per-pixel array (first axis ``n_pix``); scalars and other shapes as they are."""
+    return a[lo:hi] if np.ndim(a) >= 1 and np.shape(a)[0] == n_pix else a
+
+
+def _concat(parts: list[SVRBatchSolution]) -> SVRBatchSolution:
+    """One solution from the solutions of consecutive pixel blocks."""
+    if len(parts) == 1:
+        return parts[0]
+    cat = np.concatenate
+    return SVRBatchSolution(beta=cat([p.beta for p in parts]), intercept=cat([p.intercept for p in parts]),
+                            gap=cat([p.gap for p in parts]), n_iter=cat([p.n_iter for p in parts]),
+                            converged=cat([p.converged for p in parts]),
+                            state=tuple(cat([p.state[i] for p in parts]) for i in range(3)))
+
+
+def _solve_block(fn: Callable, ke: KernelEig, Y: np.ndarray, C, eps, kw: dict) -> SVRBatchSolution:
+    """One block on a worker, BLAS single-threaded (the result must not depend on the worker)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return fn(ke, Y, C, eps, **kw)
+
+
+class BlockRunner:
+    """Solve pixel blocks in threads of this process or on a Dask cluster.
+
+    Parameters
+    ----------
+    n_workers : int
+        Sets the block layout (:func:`pixel_blocks`) and, without a client,
+        the number of threads.
+    client : dask.distributed.Client, optional
+        Run the blocks on this client's cluster.  The layout is still set by
+        ``n_workers``, so the result equals the in-process one bit for bit.
+
+    Notes
+    -----
+    With a client, the last kernel (:class:`~mdslam.svr.KernelEig`) and
+    target matrix given to :meth:`solve` are kept scattered on the cluster
+    (recognised by identity, not content): the grid search calls
+    :meth:`solve` once per (C, epsilon) with the same kernel and targets.
+    Scattered data lost with a worker cannot be recovered by Dask: the
+    blocks of a problem whose futures were cancelled or whose worker was
+    killed are scattered again and resubmitted once (with a warning).
+    """
+
+    def __init__(self, n_workers: int = 1, client: Any = None):
+        self.n_workers = max(int(n_workers), 1)
+        self.client = client
+        self._held: tuple | None = None        # (ke, Y, edges, ke future, Y-block futures)
+
+    @classmethod
+    def for_fit(cls, n_workers: int | None, client: Any = None) -> BlockRunner:
+        """The runner of a fit: ``n_workers`` None with a client means the cluster's worker threads.
+
+        Parameters
+        ----------
+        n_workers : int or None
+            Number of blocks' workers; None: 1 in process, the total
+            ``nthreads`` of the cluster with a client.
+        client : dask.distributed.Client, optional
+        """
+        if n_workers is None:
+            n_workers = sum(client.nthreads().values()) if client is not None else 1
+        return cls(n_workers, client)
+
+    def solve(self, fn: Callable, ke: KernelEig, Y: np.ndarray, C, eps, **kw) -> SVRBatchSolution:
+        """``fn(ke, Y, C, eps, **kw)`` solved block by block.
+
+        Parameters
+        ----------
+        fn : callable
+            A batched solver of :mod:`mdslam.svr` (``solve_svr_staged``,
+            ``solve_svr_exact``) or one with the same signature.
+        ke : KernelEig
+            Kernel of the ``n`` training stars.
+        Y : (n_pix, n) array
+            Targets.
+        C, eps : float, (n_pix,) or (n_pix, n) arrays
+            Box bounds and tube half-widths; per-pixel rows are cut by block.
+        **kw
+            Passed to ``fn`` unchanged.
+
+        Returns
+        -------
+        SVRBatchSolution
+            Over all ``n_pix`` targets, in their order.
+        """
+        P = Y.shape[0]
+        edges = pixel_blocks(P, self.n_workers)
+        nb = edges.size - 1
+        if self.client is None and nb == 1:
+            return fn(ke, Y, C, eps, **kw)
+        if self.client is None:
+            def part(k):
+                lo, hi = edges[k], edges[k + 1]
+                return fn(ke, Y[lo:hi], _rows(C, lo, hi, P), _rows(eps, lo, hi, P), **kw)
+
+            with ThreadPoolExecutor(max_workers=min(self.n_workers, nb)) as ex:
+                return _concat(list(ex.map(part, range(nb))))
+        return self._gather(self._submit(fn, ke, Y, C, eps, kw), (fn, ke, Y, C, eps, kw))
+
+    def solve_many(self, fn: Callable, ke: KernelEig, Y: np.ndarray, problems: Iterable[tuple], *,
+                   window: int = 4, **kw) -> Iterator[SVRBatchSolution]:
+        """Solutions of ``fn(ke, Y, C, eps, **kw)`` for each ``(C, eps)`` of ``problems``, in order.
+
+        In process this is :meth:`solve` problem after problem.  With a client,
+        up to ``window`` problems are on the cluster at once, so that workers
+        do not wait while this process reads the previous solution.
+
+        Parameters
+        ----------
+        fn, ke, Y, **kw : as for :meth:`solve`.
+        problems : iterable of (C, eps)
+            Read lazily, at most ``window`` ahead of the solutions handed out.
+        window : int
+            Problems in flight on the cluster.
+
+        Yields
+        ------
+        SVRBatchSolution, one per problem.
+        """
+        if self.client is None:
+            for C, eps in problems:
+                yield self.solve(fn, ke, Y, C, eps, **kw)
+            return
+        pending: deque = deque()
+        for C, eps in problems:
+            pending.append((self._submit(fn, ke, Y, C, eps, kw), (fn, ke, Y, C, eps, kw)))
+            if len(pending) >= max(int(window), 1):
+                yield self._gather(*pending.popleft())
+        while pending:
+            yield self._gather(*pending.popleft())
+
+    def _gather(self, futures: list, problem: tuple) -> SVRBatchSolution:
+        """The blocks' solutions; if a worker was lost with scattered data, scatter again and resubmit once."""
+        try:
+            return _concat(self.client.gather(futures))
+        except (CancelledError, Exception) as exc:
+            if not isinstance(exc, CancelledError) and type(exc).__name__ != "KilledWorker":
+                raise
+            warnings.warn(f"pixel blocks lost with a Dask worker ({type(exc).__name__}): scattering the kernel "
+                          "again and resubmitting them", RuntimeWarning, stacklevel=3)
+            self._held = None
+            if hasattr(self.client, "wait_for_workers"):     # a lost worker is restarted by its nanny
+                self.client.wait_for_workers(1, timeout=120)
+            return _concat(self.client.gather(self._submit(*problem)))
+
+    def _submit(self, fn: Callable, ke: KernelEig, Y: np.ndarray, C, eps, kw: dict) -> list:
+        """Futures of the blocks of one problem on the cluster."""
+        P = Y.shape[0]
+        edges = pixel_blocks(P, self.n_workers)
+        ke_f, y_f = self._scattered(ke, Y, edges)
+        futures = []
+        for k in range(edges.size - 1):
+            lo, hi = edges[k], edges[k + 1]
+            futures.append(self.client.submit(_solve_block, fn, ke_f, y_f[k], _rows(C, lo, hi, P),
+                                              _rows(eps, lo, hi, P), kw, pure=False))
+        return futures
+
+    def _scattered(self, ke: KernelEig, Y: np.ndarray, edges: np.ndarray) -> tuple:
+        """Futures of ``ke`` (on every worker) and of the target blocks, scattered once per (ke, Y)."""
+        h = self._held
+        if h is not None and h[0] is ke and h[1] is Y and np.array_equal(h[2], edges):
+            return h[3], h[4]
+        self._held = None                      # drop the previous kernel's futures first
+        ke_f = self.client.scatter(ke, broadcast=True, hash=False)
+        y_f = self.client.scatter([Y[edges[k]:edges[k + 1]] for k in range(edges.size - 1)], hash=False)
+        self._held = (ke, Y, edges, ke_f, y_f)
+        return ke_f, y_f
+
+    def release(self) -> None:
+        """Forget the scattered kernel and targets (their cluster memory is freed)."""
+        self._held = None

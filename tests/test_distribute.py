@@ -1,0 +1,136 @@
+"""Pixel blocks of SLAM.fit on a Dask cluster (mdslam.slam.distribute): same model, bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_slam import make_spectra
+
+from mdslam.slam import SLAM
+from mdslam.slam.distribute import BlockRunner, pixel_blocks
+from mdslam.svr import KernelEig, rbf_kernel, solve_svr_staged
+
+distributed = pytest.importorskip("distributed")
+
+GRID = {"C": (1.0, 10.0), "epsilon": (0.01, 0.05), "gamma": (0.1, 0.5)}
+FITTED = ("dual_coef_", "intercept_", "cv_mse_grid_", "C_", "epsilon_", "gamma_", "cv_mse_", "cv_md_")
+
+
+class CountingClient:
+    """A client that counts what is scattered (a real client underneath)."""
+
+    def __init__(self, client):
+        self.client = client
+        self.scattered = []
+
+    def scatter(self, data, **kw):
+        self.scattered.append(type(data).__name__ if not isinstance(data, list) else f"list{len(data)}")
+        return self.client.scatter(data, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    flux, ivar, lab, _ = make_spectra(160, n_pix=96, seed=1)
+    ivar[::7, 5] = 0.0                    # masked training pixels: per-sample C on some pixels
+    return flux, ivar, lab
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as c, distributed.Client(c) as client:
+        yield client
+
+
+def test_pixel_blocks_cover_every_pixel_once():
+    for n_pix, nw in [(1, 1), (7, 4), (96, 2), (1596, 2), (1596, 16), (100, 64)]:
+        e = pixel_blocks(n_pix, nw)
+        assert e[0] == 0 and e[-1] == n_pix and np.all(np.diff(e) > 0)
+        assert e.size - 1 >= min(nw, max(n_pix // 8, 1))    # at least one block per worker that has 8 px
+    assert pixel_blocks(1596, 1).tolist() == [0, 1596]
+
+
+def test_fit_on_dask_is_bit_identical_to_in_process(problem, cluster):
+    """2 workers (the cluster's threads set 2 blocks' workers) = in-process n_jobs=2, every array bit for bit."""
+    flux, ivar, lab = problem
+    ref = SLAM(**GRID, cv=3, random_state=3, n_jobs=2).fit(flux, lab, ivar)
+    spy = CountingClient(cluster)
+    dist = SLAM(**GRID, cv=3, random_state=3).fit(flux, lab, ivar, client=spy)
+    for name in FITTED:
+        assert np.array_equal(getattr(dist, name), getattr(ref, name), equal_nan=True), name
+    assert dist.solver_info_ == ref.solver_info_
+    # the kernel of each (gamma, fold) and of each refit gamma is scattered once, not once per (C, epsilon)
+    n_kernels = len(GRID["gamma"]) * 3 + np.unique(ref.gamma_).size
+    assert spy.scattered.count("KernelEig") == n_kernels
+    flux_new, ivar_new, _, _ = make_spectra(5, n_pix=96, seed=9)
+    assert np.array_equal(dist.predict(flux_new, ivar_new), ref.predict(flux_new, ivar_new))
+
+
+def test_block_layout_is_set_by_n_jobs_not_by_the_cluster(problem, cluster):
+    """n_jobs=3 on a 2-worker cluster: the in-process fit with n_jobs=3, bit for bit."""
+    flux, ivar, lab = problem
+    X = (lab - lab.mean(0)) / lab.std(0)
+    Y = ((flux - flux.mean(0)) / flux.std(0)).T
+    ke = KernelEig.from_kernel(rbf_kernel(X, X, 0.5))
+    C = np.where(ivar.T > 0, 10.0, 0.0)
+    local = BlockRunner(3).solve(solve_svr_staged, ke, Y, C, 0.05, tol=1e-3)
+    remote = BlockRunner(3, cluster).solve(solve_svr_staged, ke, Y, C, 0.05, tol=1e-3)
+    assert pixel_blocks(Y.shape[0], 3).tolist() == [0, 32, 64, 96]   # min(2 x 3, max(96 // 64, 3)) = 3 blocks
+    for a, b in zip((local.beta, local.intercept, local.gap, local.n_iter),
+                    (remote.beta, remote.intercept, remote.gap, remote.n_iter), strict=True):
+        assert np.array_equal(a, b)
+    assert np.all(remote.gap <= 1e-3)     # libsvm's tolerance reached by every block
+
+
+@pytest.mark.slow
+def test_fit_on_worker_processes_is_bit_identical(problem):
+    """Two worker processes (kernel pickled and shipped, BLAS limited per task): the same model."""
+    flux, ivar, lab = problem
+    ref = SLAM(**GRID, cv=3, random_state=3, n_jobs=2).fit(flux, lab, ivar)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as c, distributed.Client(c) as client:
+        dist = SLAM(**GRID, cv=3, random_state=3).fit(flux, lab, ivar, client=client)
+    for name in FITTED:
+        assert np.array_equal(getattr(dist, name), getattr(ref, name), equal_nan=True), name
+
+
+class LosingClient(CountingClient):
+    """The first gather fails as when a worker holding scattered data is lost."""
+
+    def __init__(self, client):
+        super().__init__(client)
+        self.lost = False
+
+    def gather(self, futures, **kw):
+        if not self.lost:
+            self.lost = True
+            from concurrent.futures import CancelledError
+            raise CancelledError("scattered data lost with a worker")
+        return self.client.gather(futures, **kw)
+
+
+def test_lost_worker_data_is_scattered_again(problem, cluster):
+    """A cancelled gather: warning, kernel scattered again, blocks resubmitted, same solution."""
+    flux, ivar, lab = problem
+    X = (lab - lab.mean(0)) / lab.std(0)
+    Y = ((flux - flux.mean(0)) / flux.std(0)).T
+    ke = KernelEig.from_kernel(rbf_kernel(X, X, 0.3))
+    local = BlockRunner(2).solve(solve_svr_staged, ke, Y, 1.0, 0.05, tol=1e-3)
+    spy = LosingClient(cluster)
+    with pytest.warns(RuntimeWarning, match="lost with a Dask worker"):
+        remote = BlockRunner(2, spy).solve(solve_svr_staged, ke, Y, 1.0, 0.05, tol=1e-3)
+    assert spy.scattered.count("KernelEig") == 2
+    assert np.array_equal(local.beta, remote.beta) and np.array_equal(local.intercept, remote.intercept)
+
+
+def test_nystrom_fit_on_dask_is_bit_identical(problem, cluster):
+    """kernel_rank (Nystrom landmarks) with a client: the in-process model with the same n_jobs."""
+    flux, ivar, lab = problem
+    kw = dict(GRID, cv=3, random_state=3, kernel_rank=60)
+    ref = SLAM(**kw, n_jobs=2).fit(flux, lab, ivar)
+    dist = SLAM(**kw).fit(flux, lab, ivar, client=cluster)
+    for name in FITTED:
+        assert np.array_equal(getattr(dist, name), getattr(ref, name), equal_nan=True), name
