@@ -647,6 +647,76 @@ def test_published_tables_from_vizier(inp):
     assert len(mann) == 183 and "[Fe/H]" in mann.colnames
 
 
+def test_li2021_published_catalogue_against_the_lamost_training_set(inp):
+    """jdli21.fits in L21 Table 2's columns: our training labels match its rows by obsid, and the
+    replay's stand-in offsets (TEFF_AP = TEFF + 30 K, M_H_AP = M_H - 0.10 dex) come back exactly."""
+    from archive_replay import inputs as ri
+
+    from mdslam import crossmatch
+    from mdslam.compendium import inputs
+
+    li = inputs.li2021_published(progress=False)
+    assert len(li) == len(ri.li2021_catalogue()) and li["obsid"].dtype == np.int64
+    assert str(li["TEFF_AP"].unit) == "K" and str(li["M_H_AP"].unit) == "dex"
+    printed = inputs.li2021_table4_printed()
+    first = li[: len(printed)]
+    assert (first["obsid"] == printed["obsid"]).all() and first["TEFF_BT"][0] == 3599.0  # Table 4, row 1
+    ts = archive.lamost_training_set(progress=False)
+    stats, matched = crossmatch.compare_catalogues(ts.labels, li, {"teff": "TEFF_AP", "feh": "M_H_AP"},
+                                                   key=("id", "obsid"), reference="L21")
+    row = {r["label"]: r for r in stats}
+    assert row["teff"]["n"] == len(ts) > 40
+    assert row["teff"]["offset"] == pytest.approx(-30.0) and row["teff"]["scatter"] < 1e-3
+    assert row["feh"]["offset"] == pytest.approx(0.10, abs=1e-6) and row["feh"]["scatter"] < 1e-6
+    assert [r.path for r in inp.requests("/jordan/")] == [ri.LI2021]
+
+
+def test_li2021_reference_offline_is_the_printed_table_4(env):
+    """Offline: the 21 rows of L21 Table 4 as printed (first and last rows checked against the paper)."""
+    from mdslam.compendium import inputs
+
+    t = inputs.li2021_reference("offline")
+    assert len(t) == 21 and t["obsid"][0] == 300208242 and t["TEFF_AP"][0] == 3804.0
+    assert t["obsid"][-1] == 557905051 and t["M_H_AP"][-1] == -0.15 and str(t["TEFF_AP"].unit) == "K"
+    with pytest.raises(ValueError, match="data_mode"):
+        inputs.li2021_reference("online")
+
+
+def test_li2021_published_names_a_missing_label_column(inp):
+    from archive_replay import inputs as ri
+
+    from mdslam.compendium import inputs
+
+    bad = ri.li2021_catalogue().copy()
+    bad.remove_column("M_H_AP")
+    inp.files[ri.LI2021] = ri._fits_bytes(bad)
+    with pytest.raises(archive.ArchiveError, match=r"M_H_AP: none of M_H_AP in .*jdli21.fits; its columns are"):
+        inputs.li2021_published(progress=False)
+
+
+def test_tess_cool_dwarfs_and_galgano2020_from_vizier(inp):
+    """Li 2021 sec. 4.1.2 references: sky matches to the 54 LAMOST stars recover the replay's
+    stand-in offsets (CDC = literature + 100 K at 0.5", Galgano = literature - 50 K, 20 stars at 1")."""
+    from mdslam import crossmatch
+    from mdslam.compendium import inputs
+
+    cdc = inputs.tess_cool_dwarfs(progress=False)
+    gal = inputs.galgano2020_table()
+    assert len(cdc) == 108 and len(gal) == 40 and {"ra", "dec", "teff"} <= set(cdc.colnames)
+    sources = [r.text for r in inp.requests("/viz-bin")]
+    assert sum("-source=J/AJ/155/180" in t for t in sources) == 18  # 10-degree declination slices
+    assert any("-source=J/AJ/159/193" in t for t in sources)
+    lit = datasets.load("lamost_dr7_labels")
+    for ref, shift, n in ((cdc, -100.0, 54), (gal, 50.0, 20)):
+        stats, m = crossmatch.compare_catalogues(lit, ref, {"teffin": "teff"}, sky=("RA", "DEC", "ra", "dec"),
+                                                 radius_arcsec=3.0)
+        assert stats["n"][0] == n and stats["offset"][0] == pytest.approx(shift) and stats["scatter"][0] < 1e-6
+        assert (m["sep_arcsec"] < 1.01).all()
+    before = len(inp.log)
+    inputs.tess_cool_dwarfs(progress=False)
+    assert len(inp.log) == before  # every slice cached
+
+
 def test_hyades_candidates_and_members(inp):
     from mdslam import selection
 
@@ -825,6 +895,7 @@ ROOT = Path(__file__).resolve().parents[1]
     ("05", {}, {}),
     ("06", {}, {}),
     ("08", {}, {}),
+    ("09", {"n_draw": 120, "n_test": 20, "n_per_bin": 10, "both_surveys": False, "cv": 2}, {}),
 ])
 def test_chapter_runs_in_archive_mode_against_the_replays(inp, tmp_path, number, params, expect, monkeypatch):
     """`mdslam book --only NN -p data_mode archive` with every service on 127.0.0.1."""

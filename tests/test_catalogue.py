@@ -184,3 +184,39 @@ def test_qiu2025_table4_says_which_model_gave_each_label(pred):
     assert t4.colnames[-4:] == ["FLAG", "TEFF_MODEL", "LOGG_MODEL", "FE_H_MODEL"]
     np.testing.assert_array_equal(t4["Teff"], [3450.0, 3600.0, 3700.0, 3200.0])
     assert t4["TEFF_MODEL"].tolist() == ["2-label", "3-label", "3-label", "2-label"]
+
+
+def _qiu2025_table4_as_printed() -> list[tuple[str, str, str]]:
+    """(column, unit, description) of Qiu et al. 2025 Table 4, parsed from the paper's text
+    (``tests/data/qiu2025_table4.txt``, where the PDF's underscores became spaces)."""
+    from pathlib import Path
+
+    lines = (Path(__file__).parent / "data" / "qiu2025_table4.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[1].split() == ["Column", "Units", "Description"]
+    rows = []
+    for line in lines[2:]:
+        tok = line.split()
+        i = next(k for k, t in enumerate(tok) if t in ("K", "dex"))
+        rows.append(("_".join(tok[:i]), tok[i], " ".join(tok[i + 1:])))
+    return rows
+
+
+def test_every_column_of_qiu2025_table4_is_written_with_its_unit(pred, tmp_path):
+    """Each column the paper prints in Table 4 is in the written file, with the printed unit (TUNITn)."""
+    printed = _qiu2025_table4_as_printed()
+    assert len(printed) == 10 and printed[8][:2] == ("FeH_niu", "dex")
+    niu = np.array([0.1, 0.2, 0.3, np.nan])
+    t4 = catalogue.qiu2025_table4(_build(pred), feh_niu=niu, feh_niu_err=np.full(4, 0.05))
+    path = catalogue.write_catalogue(t4, tmp_path / "t4.fits")
+    back = catalogue.read_catalogue(path)
+    with fits.open(path) as h:
+        header = h["CATALOGUE"].header
+    for name, unit, desc in printed:
+        assert name in back.colnames, name
+        assert header[f"TUNIT{back.colnames.index(name) + 1}"] == unit, name
+        assert str(back[name].unit) == unit
+        words = desc.replace("α", "alpha").replace("log g", "logg").split()
+        assert back[name].description.replace("log g", "logg").split()[: len(words)] == words, name
+    np.testing.assert_allclose(np.asarray(back["FeH_niu"]), niu, equal_nan=True)
+    # Qiu's Table 4 names no flag column: the writer's own flags follow the ten printed columns
+    assert back.colnames[-1] == "FLAG" and back["FLAG"].description

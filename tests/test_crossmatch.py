@@ -208,3 +208,44 @@ def test_occam_dr17_briceno1_stars_are_ascc16_stars(load):
     stars = cm.occam_stars(occ, lab, logg_col=None)
     assert len(stars) == 50 and stars.meta["N_ROWS"] >= 100
     assert np.all(stars["n_listed"] >= 2)
+
+
+def test_compare_catalogues_by_obsid_hand_computed():
+    """ours - theirs matched on obsid: d = 20, 50, 300 K; ids <= 0 never match."""
+    from mdslam.crossmatch import compare_catalogues
+
+    ours = Table({"obsid": [1, 2, 3, 4, -9999], "TEFF": [3500.0, 3600.0, 3700.0, 3800.0, 3000.0]})
+    theirs = Table({"obsid": [3, 2, 1, 99, -9999], "TEFF_AP": [3400.0, 3550.0, 3480.0, 4000.0, 3000.0]})
+    stats, matched = compare_catalogues(ours, theirs, {"TEFF": "TEFF_AP"}, key=("obsid", "obsid"),
+                                        reference="L21")
+    row = stats[0]
+    assert (row["label"], row["reference"], row["n"]) == ("TEFF", "L21", 3)
+    assert row["offset"] == 50.0                                  # median of 20, 50, 300
+    assert row["mean"] == pytest.approx(370.0 / 3)
+    m = 370.0 / 3
+    assert row["scatter"] == pytest.approx(np.sqrt(((20 - m) ** 2 + (50 - m) ** 2 + (300 - m) ** 2) / 3))
+    assert row["robust_scatter"] == pytest.approx(1.4826 * 30.0)  # |d - 50| = 30, 0, 250
+    assert sorted(np.asarray(matched["TEFF"]).tolist()) == [3500.0, 3600.0, 3700.0]
+    # a selection drops a star before matching
+    stats2, _ = compare_catalogues(ours, theirs, {"TEFF": "TEFF_AP"}, key=("obsid", "obsid"),
+                                   select=[True, True, False, True, True])
+    assert stats2["n"][0] == 2 and stats2["offset"][0] == pytest.approx(35.0)
+
+
+def test_compare_catalogues_by_sky_position_and_no_overlap():
+    from mdslam.crossmatch import compare_catalogues
+
+    ours = Table({"ra": [10.0, 20.0], "dec": [0.0, 0.0], "TEFF_BT": [3300.0, 3400.0]})
+    # 1 arcsec and 10 arcsec away along RA at dec 0
+    theirs = Table({"RAJ2000": [10.0 + 1 / 3600, 20.0 + 10 / 3600], "DEJ2000": [0.0, 0.0], "Teff": [3200.0, 3000.0]})
+    stats, matched = compare_catalogues(ours, theirs, {"TEFF_BT": "Teff"}, sky=("ra", "dec", "RAJ2000", "DEJ2000"),
+                                        radius_arcsec=3.0, reference="TESS CDC")
+    assert stats["n"][0] == 1 and stats["offset"][0] == 100.0 and stats["scatter"][0] == 0.0
+    assert matched["sep_arcsec"][0] == pytest.approx(1.0, rel=1e-6)
+    none, _ = compare_catalogues(ours, theirs[1:], {"TEFF_BT": "Teff"}, sky=("ra", "dec", "RAJ2000", "DEJ2000"),
+                                 radius_arcsec=3.0)
+    assert none["n"][0] == 0 and np.isnan(none["offset"][0])
+    with pytest.raises(ValueError, match="'TEFF_AP'"):
+        compare_catalogues(ours, theirs, {"TEFF_BT": "TEFF_AP"}, sky=("ra", "dec", "RAJ2000", "DEJ2000"))
+    with pytest.raises(ValueError, match="key="):
+        compare_catalogues(ours, theirs, {"TEFF_BT": "Teff"})

@@ -237,3 +237,25 @@ def test_train_grid_cli_then_predict_labels_the_54_lamost_spectra(tmp_path, data
     ok = labelled
     r = stats.pearsonr(cat["teff"][ok], np.asarray(lab["teffin"], float)[idx[ok]]).statistic
     assert ok.sum() >= 40 and r > 0.7
+
+
+def test_compare_teff_bt_matches_references_on_the_sky_hand_computed():
+    """TEFF_BT - Teff per reference: B20 shares stars 1 and 2 (d = +100, +140 K); a reference
+    without the paper's numbers gets empty paper columns; flagged stars are left out."""
+    from astropy.table import Table
+
+    from mdslam import gridslam
+
+    cat = Table({"ra": [10.0, 20.0, 30.0], "dec": [5.0, 5.0, 5.0], "TEFF_BT": [3400.0, 3540.0, 3000.0],
+                 "FLAG_BT": [0, 0, 1]})
+    b20 = Table({"RA": [10.0, 20.0, 30.0], "DEC": [5.0 + 0.5 / 3600, 5.0, 5.0], "TEFF": [3300.0, 3400.0, 2000.0]})
+    other = Table({"ra": [50.0], "dec": [5.0], "teff": [3000.0]})
+    stats, matched = gridslam.compare_teff_bt(cat, {"B20": (b20, "TEFF", "RA", "DEC"),
+                                                    "mine": (other, "teff", "ra", "dec")},
+                                              select=np.asarray(cat["FLAG_BT"]) == 0)
+    b = stats[stats["reference"] == "B20"][0]
+    assert b["n"] == 2 and b["offset"] == pytest.approx(120.0) and b["scatter"] == pytest.approx(20.0)
+    assert (b["paper_offset"], b["paper_scatter"]) == ("~110 K", "~90 K") and "Fig. 3" in b["where"]
+    m = stats[stats["reference"] == "mine"][0]
+    assert m["n"] == 0 and np.isnan(m["offset"]) and m["paper_offset"] == ""
+    assert len(matched["B20"]) == 2 and str(stats["offset"].unit) == "K"

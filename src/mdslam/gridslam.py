@@ -48,6 +48,8 @@ __all__ = [
     "recovery_on_mock",
     "compare_literature",
     "teff_bt_table",
+    "LI2021_TEFF_BT_LITERATURE",
+    "compare_teff_bt",
 ]
 
 LI2021_DRAW_RANGES = {"teff": (2800.0, 4500.0), "m_h": (-1.0, 0.0), "logg": (4.5, 5.5)}
@@ -475,3 +477,63 @@ def teff_bt_table(pred: Table, ids: dict[str, tuple[np.ndarray, str]] | None = N
     t["FLAG_BT"].description = pred["flag"].description or "SLAM label flags (mdslam.flags.LabelFlag)"
     t.meta["GRID"] = grid_name
     return t
+
+
+LI2021_TEFF_BT_LITERATURE = {
+    "B20": ("~110 K", "~90 K", "sec. 4.1.2, Fig. 3 (bottom)"),
+    "TESS CDC": ("~100 K", "114 K", "sec. 4.1.2"),
+    "Galgano 2020": ("50 (unit not printed)", "65 K", "sec. 4.1.2, Fig. 4"),
+}
+"""Li et al. (2021) sec. 4.1.2: TEFF_BT against B20, the TESS Cool Dwarf Catalog (Muirhead et al.
+2018) and Galgano et al. (2020), as printed: reference -> (offset, scatter, where). The paper
+gives no sign for the offsets."""
+
+
+def compare_teff_bt(cat: Table, references: dict[str, tuple[Table, str, str, str]], *,
+                    ra: str = "ra", dec: str = "dec", radius_arcsec: float = 3.0,
+                    select: np.ndarray | None = None) -> tuple[Table, dict[str, Table]]:
+    """TEFF_BT minus the Teff of published catalogues on the stars they share (Li et al. 2021 Figs. 3-4).
+
+    Each reference is matched on the sky (nearest neighbour within
+    ``radius_arcsec``, one-to-one; :func:`mdslam.crossmatch.compare_catalogues`).
+
+    Parameters
+    ----------
+    cat : Table
+        From :func:`teff_bt_table` with the positions added (``ra``, ``dec`` [deg]).
+    references : dict
+        ``{name: (table, teff column, ra column, dec column)}``; a name of
+        :data:`LI2021_TEFF_BT_LITERATURE` gets the paper's numbers beside ours.
+    ra, dec : str
+        Position columns of ``cat`` [deg].
+    radius_arcsec : float
+        Largest separation of a match.
+    select : (len(cat),) bool, optional
+        Rows of ``cat`` to use (e.g. ``FLAG_BT == 0``).
+
+    Returns
+    -------
+    stats : Table
+        One row per reference: ``reference``, ``n``, ``offset`` (median of
+        TEFF_BT - Teff) [K], ``scatter`` (std) [K], ``robust_scatter`` [K], and
+        the paper's ``paper_offset``, ``paper_scatter``, ``where`` (empty if none).
+    matched : dict of str -> Table
+        The matched rows of each reference (``TEFF_BT``, the reference Teff, ``sep_arcsec``).
+    """
+    from .crossmatch import compare_catalogues
+
+    rows, matched = [], {}
+    for name, (tab, teff, rra, rdec) in references.items():
+        st, m = compare_catalogues(cat, tab, {"TEFF_BT": teff}, sky=(ra, dec, rra, rdec),
+                                   radius_arcsec=radius_arcsec, select=select, reference=name)
+        paper = LI2021_TEFF_BT_LITERATURE.get(name, ("", "", ""))
+        r = st[0]
+        rows.append((name, int(r["n"]), float(r["offset"]), float(r["scatter"]), float(r["robust_scatter"]),
+                     *paper))
+        matched[name] = m
+    stats = Table(rows=rows, names=("reference", "n", "offset", "scatter", "robust_scatter", "paper_offset",
+                                    "paper_scatter", "where"),
+                  dtype=(str, int, float, float, float, str, str, str))
+    for c in ("offset", "scatter", "robust_scatter"):
+        stats[c].unit = "K"
+    return stats, matched

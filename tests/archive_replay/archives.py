@@ -366,9 +366,11 @@ def xp_zip(ids: list[int]) -> bytes:
 @functools.cache
 def vizier_catalogues() -> dict[str, Table]:
     from . import papers
-    from .inputs import mann2015_table5
+    from .inputs import galgano2020_standin, mann2015_table5, tess_cdc_standin
 
     return {
+        "J/AJ/155/180/cdc": tess_cdc_standin(),
+        "J/AJ/159/193/table2": galgano2020_standin(),
         "J/A+A/616/A10/tablea1a": _load("hyades_gaia2018_members"),
         "J/ApJ/892/31/table3": _load("birky2020_table3_binaries"),
         "J/ApJ/892/31/table4": _load("birky2020_table4_mann_labels"),

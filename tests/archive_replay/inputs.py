@@ -34,6 +34,12 @@ archives' numbers:
   SNR as the ASPCAP columns, B20's Cannon FE_H/TEFF as the SLAM columns),
   keyed by B20's real Gaia DR2 id standing in for a DR3 id; those rows are
   added to ``gaiadr3.gaia_source`` with their DR2 astrometry and photometry.
+* **Li et al. (2021) catalogue** (``jdli21.fits``, the columns of their Table 2): the 21
+  rows printed in their Table 4, then stand-in labels for the replayed DR6 spectra (the
+  replayed APOGEE DR16 labels shifted by :data:`LI2021_STANDIN`).
+* **TESS Cool Dwarf Catalog, Galgano et al. 2020** (VizieR J/AJ/155/180, J/AJ/159/193):
+  the literature Teff of the 54 LAMOST stars shifted by +100 K and -50 K, near their
+  positions, with decoys; the table names (``cdc``, ``table2``) and labels are guesses.
 """
 
 from __future__ import annotations
@@ -498,6 +504,87 @@ def astra_slam_aspcap() -> tuple[Table, Table]:
 
 
 # --------------------------------------------------------------------------- #
+# published catalogues of Li et al. 2021 sec. 4.1.2 and Table 4
+# --------------------------------------------------------------------------- #
+LI2021 = "/jordan/Mdwarf/jdli21.fits"
+
+#: Li et al. (2021) Table 2, the columns of their published catalogue, in the printed order.
+LI2021_TABLE2_COLUMNS = ("source_id", "obsid", "ra_obs", "dec_obs", "snru", "snrg", "snrr", "snri", "snrz", "z",
+                         "z_err", "type", "TEFF_BT", "TEFF_BT_ERR", "TEFF_AP", "TEFF_AP_ERR", "M_H_AP",
+                         "M_H_AP_ERR")
+
+#: Stand-in offsets of the replayed published labels from the replayed APOGEE DR16 labels.
+LI2021_STANDIN = {"TEFF_AP": ("TEFF", 30.0), "M_H_AP": ("M_H", -0.10), "TEFF_BT": ("TEFF", -100.0)}
+
+
+@functools.cache
+def li2021_catalogue() -> Table:
+    """``jdli21.fits`` in the columns of L21 Table 2: the 21 rows printed in their Table 4 (real
+    values, other columns empty), then one row per replayed DR6 M star spectrum whose labels are
+    stand-ins: the replayed APOGEE DR16 label of the star within 3 arcsec plus
+    :data:`LI2021_STANDIN` (TEFF_AP = TEFF + 30 K, M_H_AP = M_H - 0.10 dex, TEFF_BT = TEFF - 100 K),
+    errors 50 K / 0.1 dex, source_id the catalogue's Gaia id."""
+    from astropy.coordinates import SkyCoord
+
+    from mdslam.compendium.inputs import li2021_table4_printed
+
+    printed = li2021_table4_printed()
+    cat, aps = lamost_dr6_mstellar(), allstar_dr16()
+    idx, sep, _ = SkyCoord(cat["ra"], cat["dec"], unit="deg").match_to_catalog_sky(
+        SkyCoord(aps["RA"], aps["DEC"], unit="deg"))
+    cat, idx = cat[sep.arcsec < 3.0], idx[sep.arcsec < 3.0]
+    n_p, n = len(printed), len(printed) + len(cat)
+    t = Table()
+    for c in LI2021_TABLE2_COLUMNS:
+        t[c] = np.full(n, -1, np.int64) if c in ("source_id", "obsid") else (
+            np.full(n, "", "U8") if c == "type" else np.full(n, np.nan))
+    t["obsid"][:n_p] = printed["obsid"]
+    for c in ("TEFF_BT", "TEFF_BT_ERR", "TEFF_AP", "TEFF_AP_ERR", "M_H_AP", "M_H_AP_ERR", "snri"):
+        t[c][:n_p] = printed[c]
+    t["obsid"][n_p:] = cat["obsid"]
+    t["source_id"][n_p:] = cat["gaia_source_id"]
+    for new, old in (("ra_obs", "ra"), ("dec_obs", "dec"), ("snri", "snri"), ("z", "z")):
+        t[new][n_p:] = cat[old]
+    for c, (src, shift) in LI2021_STANDIN.items():
+        t[c][n_p:] = np.asarray(aps[src], float)[idx] + shift
+        t[f"{c}_ERR"][n_p:] = 0.1 if c.startswith("M_H") else 50.0
+    for c in ("TEFF_BT", "TEFF_BT_ERR", "TEFF_AP", "TEFF_AP_ERR"):
+        t[c].unit = "K"
+    t["ra_obs"].unit = t["dec_obs"].unit = "deg"
+    return t
+
+
+def _vizier_standin(teff_shift: float, n: int | None, sep_arcsec: float) -> Table:
+    """VizieR rows at the positions of the mirror's 54 LAMOST stars, ``sep_arcsec`` north of them,
+    with the literature Teff + ``teff_shift`` standing in for the catalogue's Teff, plus a decoy
+    row 1 deg away from each; ``_RAJ2000``/``_DEJ2000`` as VizieR computes them, ``DEJ2000`` too."""
+    lab = _load("lamost_dr7_labels")
+    lab = lab if n is None else lab[:n]
+    ra, dec = _filled(lab["RA"]), _filled(lab["DEC"]) + sep_arcsec / 3600.0
+    t = Table()
+    t["_RAJ2000"] = np.concatenate([ra, ra])
+    t["_DEJ2000"] = np.concatenate([dec, np.clip(dec + 1.0, -89.9, 89.9)])
+    t["DEJ2000"] = t["_DEJ2000"]
+    t["Teff"] = np.concatenate([_filled(lab["teffin"]) + teff_shift, np.full(len(lab), 3000.0)])
+    for c in ("_RAJ2000", "_DEJ2000", "DEJ2000"):
+        t[c].unit = "deg"
+    t["Teff"].unit = "K"
+    return t
+
+
+@functools.cache
+def tess_cdc_standin() -> Table:
+    """J/AJ/155/180 stand-in: literature Teff + 100 K at the 54 LAMOST stars (0.5 arcsec off), decoys."""
+    return _vizier_standin(100.0, None, 0.5)
+
+
+@functools.cache
+def galgano2020_standin() -> Table:
+    """J/AJ/159/193 stand-in: literature Teff - 50 K at the first 20 LAMOST stars (1 arcsec off), decoys."""
+    return _vizier_standin(-50.0, 20, 1.0)
+
+
+# --------------------------------------------------------------------------- #
 # install on a server
 # --------------------------------------------------------------------------- #
 def install(srv) -> None:
@@ -515,6 +602,7 @@ def install(srv) -> None:
     srv.files[ALLSTAR_DR17] = _fits_bytes(allstar_dr17())
     srv.files[SPALL] = gzipped(_fits_bytes(spall_lite()))
     srv.files[ELBADRY] = gzipped(_fits_bytes(masked_to_nan(elbadry_catalog())))
+    srv.files[LI2021] = _fits_bytes(li2021_catalogue())
     srv.files[ASTRA.format("ApogeeNet")] = gzipped(_astra_file(astra_apogee_net(), pipeline="ApogeeNet"))
     slam, asp = astra_slam_aspcap()
     srv.files[ASTRA.format("Slam")] = gzipped(_astra_file(Table({"sdss_id": np.zeros(0, np.int64)}), boss=slam,

@@ -70,6 +70,16 @@ __all__ = [
     "du2024_mdwarfs",
     "behmard2025_table",
     "lamost_fgk_binaries",
+    "TESS_CDC_VIZIER",
+    "GALGANO2020_VIZIER",
+    "LI2021_TABLE4_PRINTED",
+    "LI2021_LABEL_COLUMNS",
+    "li2021_table4_printed",
+    "li2021_published",
+    "li2021_reference",
+    "tess_cool_dwarfs",
+    "galgano2020_table",
+    "teff_bt_references",
     "CHAPTER_INPUTS",
     "INPUT_NAMES",
     "fetch",
@@ -1281,6 +1291,192 @@ def lamost_fgk_binaries(*, lamost_release: str = "dr11", fgk_teff: tuple[float, 
 
 
 # --------------------------------------------------------------------------- #
+# published catalogues our labels are compared with (Li et al. 2021 Figs. 3-4, Table 4)
+# --------------------------------------------------------------------------- #
+#: VizieR id of the TESS Cool Dwarf Catalog (Muirhead et al. 2018, AJ 155, 180; 1,140,255 cool
+#: dwarfs, Teff from the colour relations of Mann et al. 2015), checked against a public record
+#: that cites it for a Teff; its table name and column labels are not verified.
+TESS_CDC_VIZIER = "J/AJ/155/180"
+
+#: VizieR id of Galgano et al. (2020, AJ 159, 193; 29,678 LAMOST DR1 M dwarfs, The Cannon trained
+#: on the TESS Cool Dwarf Catalog), checked against the CDS ReadMe title; its table name and column
+#: labels are not verified.
+GALGANO2020_VIZIER = "J/AJ/159/193"
+
+#: Li et al. (2021) Table 4 as printed (the first 21 rows of the published catalogue):
+#: obsid, TEFF_BT, TEFF_BT_ERR, TEFF_AP, TEFF_AP_ERR [K], M_H_AP, M_H_AP_ERR [dex], snri.
+LI2021_TABLE4_PRINTED = (
+    (300208242, 3599, 38, 3804, 66, 0.14, 0.16, 46), (331715172, 3676, 38, 3746, 73, -0.17, 0.17, 39),
+    (438102143, 3587, 36, 3602, 51, -0.21, 0.12, 74), (285016161, 3628, 38, 3612, 76, -1.12, 0.18, 36),
+    (185605033, 3680, 38, 3763, 77, -0.23, 0.18, 35), (400108239, 3681, 36, 3749, 49, -0.15, 0.12, 78),
+    (8003208, 3584, 38, 3704, 72, -0.25, 0.17, 40), (364813026, 3645, 38, 3777, 85, 0.03, 0.20, 29),
+    (387207221, 3522, 36, 3612, 47, -0.14, 0.12, 86), (574612100, 3451, 38, 3425, 97, -0.52, 0.22, 23),
+    (21803121, 3602, 38, 3692, 76, -0.14, 0.18, 36), (196704044, 3606, 38, 3680, 59, -0.20, 0.14, 57),
+    (212806086, 3545, 36, 3669, 48, 0.09, 0.12, 82), (593209154, 3635, 36, 3724, 45, -0.08, 0.11, 92),
+    (600415191, 3645, 36, 3726, 35, -0.18, 0.09, 144), (333012162, 3280, 38, 3472, 92, -0.18, 0.21, 25),
+    (287010071, 3380, 38, 3649, 81, 0.06, 0.19, 32), (334502112, 3643, 38, 3677, 67, -0.38, 0.16, 45),
+    (353612149, 3384, 38, 3474, 63, -0.39, 0.15, 51), (33107013, 3507, 36, 3577, 43, -0.10, 0.11, 100),
+    (557905051, 3618, 38, 3626, 60, -0.15, 0.14, 55),
+)
+
+#: The columns of Li et al. (2021) Table 4 (and of their Table 2 that carry labels), with units.
+LI2021_LABEL_COLUMNS = {"TEFF_BT": "K", "TEFF_BT_ERR": "K", "TEFF_AP": "K", "TEFF_AP_ERR": "K",
+                        "M_H_AP": "dex", "M_H_AP_ERR": "dex"}
+
+
+def li2021_table4_printed():
+    """Li et al. (2021) Table 4 as printed in the paper: 21 rows, no download.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``obsid`` (int64), the columns of :data:`LI2021_LABEL_COLUMNS` with units, ``snri``.
+    """
+    from astropy.table import Table
+
+    t = Table(rows=list(LI2021_TABLE4_PRINTED),
+              names=("obsid", *LI2021_LABEL_COLUMNS, "snri"),
+              dtype=(np.int64, float, float, float, float, float, float, float))
+    for c, u in LI2021_LABEL_COLUMNS.items():
+        t[c].unit = u
+    t.meta["provenance"] = "Li et al. (2021) Table 4 as printed (21 rows)"
+    return t
+
+
+def li2021_published(*, progress: bool = True, timeout=None, retries=None):
+    """The published Li et al. (2021) LAMOST DR6 M dwarf catalogue (their Tables 2 and 4), every row.
+
+    Downloads ``jordan/Mdwarf/jdli21.fits`` from the China-VO paper data server,
+    the address printed under the paper's Table 4
+    (:func:`mdslam.archive.li2021_catalogue`; ~300,000 rows, tens of MB, a minute).
+    Column names follow the paper's Table 2 (``obsid``, ``source_id``, ``ra_obs``,
+    ``dec_obs``, ``snri``, ``TEFF_BT``, ``TEFF_AP``, ``M_H_AP`` and their
+    ``_ERR``); the file itself could not be opened here, so spellings are
+    looked up case-insensitively (:func:`pick_column`) and a missing one is
+    reported with the columns the file has. The VizieR copy (``J/ApJS/253/45``)
+    is not used: its id is not verified.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``obsid`` as int64, the label columns of :data:`LI2021_LABEL_COLUMNS` as
+        float with their units (those the file has; ``TEFF_AP`` and ``M_H_AP``
+        required), and every other column of the file.
+    """
+    from ..archive.files import li2021_catalogue
+
+    tab = li2021_catalogue(progress=progress, timeout=timeout, retries=retries)
+    ob = pick_column(tab, "obsid", what="Li et al. 2021 catalogue: LAMOST obsid")
+    tab[ob] = _as_int64(tab[ob])
+    if ob != "obsid":
+        tab.rename_column(ob, "obsid")
+    for c, unit in LI2021_LABEL_COLUMNS.items():
+        name = pick_column(tab, c, what=f"Li et al. 2021 catalogue: {c}",
+                           required=c in ("TEFF_AP", "M_H_AP"))
+        if name is None:
+            continue
+        tab[name] = _float(tab[name])
+        if name != c:
+            tab.rename_column(name, c)
+        tab[c].unit = unit
+    tab.meta["provenance"] = f"archive: Li et al. (2021) catalogue (paperdata jdli21.fits), N={len(tab):,}"
+    return tab
+
+
+def li2021_reference(data_mode: str = "offline"):
+    """Li et al. (2021)'s labels to compare ours with: offline the 21 rows printed in their
+    Table 4 (:func:`li2021_table4_printed`), archive the whole published catalogue
+    (:func:`li2021_published`). Both have ``obsid``, ``TEFF_AP`` [K] and ``M_H_AP`` [dex]."""
+    if data_mode == "offline":
+        return li2021_table4_printed()
+    if data_mode != "archive":
+        raise ValueError(f"data_mode must be 'offline' or 'archive', got {data_mode!r}")
+    return li2021_published()
+
+
+def _radec_teff(tab, what: str):
+    """Add float ``ra``, ``dec`` [deg] and ``teff`` [K] to a VizieR table (sexagesimal read too)."""
+    from astropy.coordinates import SkyCoord
+
+    ra = pick_column(tab, "_RAJ2000", "RAJ2000", "RAdeg", "RA_ICRS", "ra", what=f"{what}: right ascension")
+    de = pick_column(tab, "_DEJ2000", "DEJ2000", "DEdeg", "DE_ICRS", "dec", what=f"{what}: declination")
+    te = pick_column(tab, "Teff", "TEFF", "teff", what=f"{what}: Teff")
+    if np.asarray(tab[ra]).dtype.kind in "US":
+        c = SkyCoord(np.asarray(tab[ra]).astype(str), np.asarray(tab[de]).astype(str), unit=("hourangle", "deg"))
+        tab["ra"], tab["dec"] = c.ra.deg, c.dec.deg
+    else:
+        tab["ra"], tab["dec"] = _float(tab[ra]), _float(tab[de])
+    tab["teff"] = _float(tab[te])
+    tab["ra"].unit = tab["dec"].unit = "deg"
+    tab["teff"].unit = "K"
+    return tab
+
+
+def tess_cool_dwarfs(*, dec_step: float = 10.0, columns: Sequence[str] = ("_RAJ2000", "_DEJ2000", "Teff"),
+                     progress: bool = True, **kwargs):
+    """The TESS Cool Dwarf Catalog (Muirhead et al. 2018) from VizieR: position and Teff of every star.
+
+    Li et al. (2021) sec. 4.1.2 compare TEFF_BT with it ("a scatter of 114K and
+    an offset of ~100 K"). 1,140,255 rows fetched in declination slices of
+    ``dec_step`` degrees on ``DEJ2000`` (one cached VizieR request each, so an
+    interrupted download resumes); with the default three columns some tens
+    of MB, minutes. ``_RAJ2000``/``_DEJ2000`` are positions VizieR computes in
+    degrees; ``Teff`` and ``DEJ2000`` are the ReadMe labels we expect, not
+    verified (a missing one is named with the columns VizieR sent).
+
+    Returns
+    -------
+    astropy.table.Table
+        VizieR's columns plus float ``ra``, ``dec`` [deg], ``teff`` [K].
+    """
+    edges = np.arange(-90.0, 90.0 + dec_step / 2, dec_step)
+    tab = vizier_catalog(TESS_CDC_VIZIER, columns=columns, chunk_column="DEJ2000", chunk_edges=edges,
+                         progress=progress, **kwargs)
+    tab = _radec_teff(tab, f"TESS Cool Dwarf Catalog ({TESS_CDC_VIZIER})")
+    tab.meta["provenance"] = f"archive: VizieR {TESS_CDC_VIZIER} (Muirhead et al. 2018), N={len(tab):,}"
+    return tab
+
+
+def galgano2020_table(*, columns: Sequence[str] = ("**", "_RAJ2000", "_DEJ2000"), **kwargs):
+    """Galgano et al. (2020) from VizieR: Teff of 29,678 LAMOST DR1 M dwarfs (The Cannon).
+
+    Li et al. (2021) sec. 4.1.2 and Fig. 4 compare TEFF_BT with it ("a small
+    scatter of 65K and an offset of 50"). One VizieR request, a few MB,
+    seconds. Positions are VizieR's computed ``_RAJ2000``/``_DEJ2000``; the
+    ``Teff`` label is the one we expect, not verified. Stars are matched on the
+    sky: a LAMOST DR1 obsid column, if the table has one, is not relied upon.
+
+    Returns
+    -------
+    astropy.table.Table
+        VizieR's columns plus float ``ra``, ``dec`` [deg], ``teff`` [K].
+    """
+    tab = vizier_catalog(GALGANO2020_VIZIER, columns=columns, **kwargs)
+    tab = _radec_teff(tab, f"Galgano et al. 2020 ({GALGANO2020_VIZIER})")
+    tab.meta["provenance"] = f"archive: VizieR {GALGANO2020_VIZIER} (Galgano et al. 2020), N={len(tab):,}"
+    return tab
+
+
+def teff_bt_references(data_mode: str = "offline") -> dict:
+    """The catalogues Li et al. (2021) sec. 4.1.2 compare TEFF_BT with, in the form of
+    :func:`mdslam.gridslam.compare_teff_bt`: ``{name: (table, Teff column, RA column, Dec column)}``.
+
+    Offline: B20 Table 6 from the registry (``birky2020_table6_full``; the TESS Cool Dwarf
+    Catalog and Galgano et al. 2020 are not in the mirror). Archive: B20 Table 6
+    (:func:`b20_table`), :func:`tess_cool_dwarfs` and :func:`galgano2020_table` from VizieR.
+    """
+    from .. import datasets
+
+    if data_mode == "offline":
+        return {"B20": (datasets.load("birky2020_table6_full"), "TEFF", "RA", "DEC")}
+    if data_mode != "archive":
+        raise ValueError(f"data_mode must be 'offline' or 'archive', got {data_mode!r}")
+    return {"B20": (b20_table(), "TEFF", "RA", "DEC"),
+            "TESS CDC": (tess_cool_dwarfs(), "teff", "ra", "dec"),
+            "Galgano 2020": (galgano2020_table(), "teff", "ra", "dec")}
+
+
+# --------------------------------------------------------------------------- #
 # which chapter reads what (the CLI's ``mdslam archive`` and book/archive_mode.md)
 # --------------------------------------------------------------------------- #
 #: Chapter number -> the inputs it reads in archive mode (function names of this module, with
@@ -1300,7 +1496,8 @@ CHAPTER_INPUTS: dict[str, list[tuple[str, dict]]] = {
            ("b20_table", {}), ("b20_table", {"table": "table3"})],
     "07": [("aspcap_calibration_sample", {})],
     "08": [("xp_training_set", {}), ("xp_training_set", {"label_cuts": False, "require_feh": False, "snr_min": 0}),
-           ("b20_table", {}), ("lamost_training_set", {})],
+           ("b20_table", {}), ("lamost_training_set", {}), ("li2021_published", {})],
+    "09": [("b20_table", {}), ("tess_cool_dwarfs", {}), ("galgano2020_table", {})],
 }
 
 #: The input functions :func:`fetch` runs by name.
@@ -1308,7 +1505,8 @@ INPUT_NAMES = ("lamost_mdwarf_candidates", "boss_mdwarf_candidates", "b20_table"
                "hyades_candidates", "occam_members", "elbadry2021_binaries", "aspcap_dr16", "aspcap_dr17",
                "aspcap_dr19", "apogee_net_dr19", "astra_slam_catalogue", "aspcap_calibration_sample",
                "xp_training_set", "lamost_training_set", "boss_training_set", "zhong2019_mgiants",
-               "du2024_mdwarfs", "behmard2025_table", "lamost_fgk_binaries")
+               "du2024_mdwarfs", "behmard2025_table", "lamost_fgk_binaries",
+               "li2021_published", "tess_cool_dwarfs", "galgano2020_table")
 
 #: Functions that take ``n_max`` and ``seed`` (a capped draw before downloading).
 _SAMPLED = {"lamost_mdwarf_candidates", "boss_mdwarf_candidates", "aspcap_calibration_sample",
