@@ -215,6 +215,9 @@ def train_grid_slam(grid: modelgrid.ModelGrid, n_draw: int = 1000,
     Returns
     -------
     GridSLAMResult
+        SLAM_1 sets no ``BAD_FIT`` threshold (``rchi2_threshold_`` is inf): the
+        reduced chi2 of the draws does not describe an observed spectrum's, which
+        includes the grid's mismatch with real stars.
     """
     kw1 = dict(slam_kwargs or {})
     kw0 = dict(slam0_kwargs if slam0_kwargs is not None else kw1)
@@ -247,6 +250,10 @@ def train_grid_slam(grid: modelgrid.ModelGrid, n_draw: int = 1000,
     slam1.fit(flux, lab, ivar, wavelength=grid.wavelength, label_names=grid.label_names,
               label_units=grid.label_units)
     timings["slam1_fit_s"] = time.perf_counter() - t0
+    # The draws' reduced chi2 (noiseless, or noise drawn from the model itself) says nothing of an
+    # observed spectrum's, which also holds the grid's own mismatch with real stars: a model-grid
+    # SLAM learns no BAD_FIT threshold (Li et al. 2021 cut none); the other flags still apply.
+    slam1.rchi2_threshold_ = np.inf
     timings["peak_rss_mb"] = _peak_mb()
     timings["n_draw"] = n_draw
     timings["n_pix"] = grid.wavelength.size
