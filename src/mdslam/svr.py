@@ -274,22 +274,30 @@ def _as_target_array(v, P: int, n: int | None = None) -> np.ndarray:
     return np.broadcast_to(v.reshape(-1, 1) if v.ndim else v, (P, 1))
 
 
-def solve_svr_batch(
-    ke: KernelEig,
-    Y: np.ndarray,
-    C,
-    epsilon,
-    *,
-    tol: float = 1e-3,
-    max_iter: int = 20000,
-    rho0: float | None = None,
-    alpha: float = 1.6,
-    check_every: int = 10,
-    adapt_every: int = 50,
-    dtype=np.float32,
-    warm: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-    first_check: int = 0,
-) -> SVRBatchSolution:
+def _start_state(Cfull: np.ndarray, n: int, rho0: float | None, warm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ADMM start (z, u, rho) per target for ``n`` samples: a warm state clipped to the box, or
+    zeros and ``rho0`` (None: ``0.1 / max_i C_i`` per target, clipped to [3e-4, 1])."""
+    P = Cfull.shape[0]
+    if warm is not None:
+        z0, u0, r0 = (np.array(a, float) for a in warm)
+        return np.clip(z0, -Cfull, Cfull), u0, r0
+    if rho0 is None:
+        r0 = np.clip(0.1 / np.maximum(Cfull.max(axis=1), 1e-12), 3e-4, 1.0)
+    else:
+        r0 = np.full(P, float(rho0))
+    return np.zeros((P, n)), np.zeros((P, n)), r0
+
+
+def _empty_phase_result(P: int, n: int) -> list[np.ndarray]:
+    """Per-target outputs of an ADMM phase: beta, b, gap, n_iter, z, u, rho."""
+    return [np.zeros((P, n)), np.zeros(P), np.full(P, np.inf), np.zeros(P, int),
+            np.zeros((P, n)), np.zeros((P, n)), np.zeros(P)]
+
+
+def solve_svr_batch(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1e-3, max_iter: int = 20000,
+                    rho0: float | None = None, alpha: float = 1.6, check_every: int = 10, adapt_every: int = 50,
+                    dtype=np.float32, warm: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                    first_check: int = 0) -> SVRBatchSolution:
     """Solve ``n_target`` epsilon-SVR duals that share the kernel ``ke.K``.
 
     Parameters
@@ -309,21 +317,16 @@ def solve_svr_batch(
         Iteration cap per target; targets that hit it are returned with
         ``converged = False``.
     rho0, alpha, check_every, adapt_every : ADMM controls
-        Initial penalty (None: ``0.1 / max_i C_i`` per target, clipped to
-        [3e-4, 1]; adaptation keeps it in [1e-4, 1e4]: on SLAM's standardised problems the best start scales as
-        1/C, and a poor start costs up to 5 times the iterations), over-relaxation, how often the KKT gap is checked
-        and how often ``rho`` is rebalanced.
+        Initial penalty (None: ``0.1 / max_i C_i``, clipped to [3e-4, 1]: the best start scales as 1/C, a poor
+        one costs up to 5x the iterations), over-relaxation, KKT-check and ``rho``-rebalancing periods.
     dtype : numpy dtype
-        Arithmetic of the iterations (float32 by default: twice as fast).
-        The KKT gap is always checked in float64; targets that float32 cannot
-        bring below ``tol`` continue in float64.
+        Arithmetic of the iterations (float32 by default: twice as fast). The KKT gap is always
+        checked in float64; targets that float32 cannot bring below ``tol`` continue in float64.
     warm : (z, u, rho), optional
-        State of a previous solve on the same kernel (e.g. a neighbouring
-        ``C``/``epsilon``) to start from.
+        State of a previous solve on the same kernel (e.g. a neighbouring ``C``) to start from.
     first_check : int
-        Iterations before the first KKT check (then every ``check_every``).
-        From a cold start no SLAM pixel reaches libsvm's tolerance before
-        ~50 iterations, so earlier checks only cost time.
+        Iterations before the first KKT check (then every ``check_every``): from a cold start no
+        SLAM pixel reaches libsvm's tolerance before ~50 iterations.
 
     Returns
     -------
@@ -336,28 +339,10 @@ def solve_svr_batch(
     if np.any(Cfull < 0) or np.any(efull < 0):
         raise ValueError("C and epsilon must be non-negative")
 
-    out_beta = np.zeros((P, n))
-    out_b = np.zeros(P)
-    out_gap = np.full(P, np.inf)
-    out_it = np.zeros(P, int)
-    out_z = np.zeros((P, n))
-    out_u = np.zeros((P, n))
-    if rho0 is None:
-        rho_start = np.clip(0.1 / np.maximum(Cfull.max(axis=1), 1e-12), 3e-4, 1.0)
-    else:
-        rho_start = np.full(P, float(rho0))
-    out_rho = rho_start.copy()
-
-    if warm is not None:
-        z0, u0, r0 = (np.asarray(a, float) for a in warm)
-        z0 = np.clip(z0, -Cfull, Cfull)
-    else:
-        z0 = np.zeros((P, n))
-        u0 = np.zeros((P, n))
-        r0 = rho_start.copy()
-
+    z0, u0, r0 = _start_state(Cfull, n, rho0, warm)
+    out = _empty_phase_result(P, n)
+    out[6][:] = r0
     remaining = np.arange(P)
-    it_done = np.zeros(P, int)
     for phase_dtype in ([dtype, np.float64] if np.dtype(dtype) != np.float64 else [np.float64]):
         if remaining.size == 0:
             break
@@ -365,22 +350,19 @@ def solve_svr_batch(
                           z0[remaining], u0[remaining], r0[remaining], tol, max_iter,
                           alpha, check_every, adapt_every, np.dtype(phase_dtype),
                           first_check if phase_dtype is dtype else 0)
-        beta, b, gap, nit, z, u, rho = res
-        idx = remaining
-        out_beta[idx] = beta
-        out_b[idx] = b
-        out_gap[idx] = gap
-        it_done[idx] += nit
-        out_z[idx] = z
-        out_u[idx] = u
-        out_rho[idx] = rho
+        for k, arr in enumerate(out):                     # beta, b, gap, n_iter, z, u, rho
+            if k == 3:
+                arr[remaining] += res[k]
+            else:
+                arr[remaining] = res[k]
         # continue in float64 only those float32 could not finish (and had iterations left)
+        gap, nit, z, u, rho = res[2], res[3], res[4], res[5], res[6]
         again = (gap > tol) & (nit < max_iter)
-        remaining = idx[again]
+        remaining = remaining[again]
         z0[remaining] = z[again]
         u0[remaining] = u[again]
         r0[remaining] = rho[again]
-    out_it[:] = it_done
+    out_beta, out_b, out_gap, out_it, out_z, out_u, out_rho = out
     return SVRBatchSolution(beta=out_beta, intercept=out_b, gap=out_gap, n_iter=out_it,
                             converged=out_gap <= tol, state=(out_z, out_u, out_rho))
 
@@ -396,13 +378,7 @@ def _admm_phase(ke, Y, Cf, ef, z, u, rho, tol, max_iter, alpha, check_every,
     stops improving in float32 (rounding floor), or at ``max_iter``.
     """
     P, n = Y.shape
-    out_beta = np.zeros((P, n))
-    out_b = np.zeros(P)
-    out_gap = np.full(P, np.inf)
-    out_it = np.zeros(P, int)
-    out_z = np.zeros((P, n))
-    out_u = np.zeros((P, n))
-    out_rho = np.zeros(P)
+    out_beta, out_b, out_gap, out_it, out_z, out_u, out_rho = _empty_phase_result(P, n)
     if P == 0:
         return out_beta, out_b, out_gap, out_it, out_z, out_u, out_rho
 
