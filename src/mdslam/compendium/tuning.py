@@ -312,10 +312,8 @@ def nested_table(path: str | Path | None = None) -> Table:
     return _read(NESTED_DATASET, path)
 
 
-#: The catalogue's label estimator on the tuned model: the posterior mean with a Gaussian prior
-#: fitted to the training labels (Li 2021 eq. 2) and the cached CV-chosen chi2 scale; the best SLAM
-#: estimator in the nested CV (chapter 3). None would give the maximum-likelihood labels (eq. 3).
-CATALOGUE_PRIOR = "training"
+#: The catalogue's label estimator on the tuned model (None: maximum likelihood, Li 2021 eq. 3).
+CATALOGUE_PRIOR = None
 
 
 def matches(ts, hyper: Table | None = None) -> bool:
