@@ -362,7 +362,7 @@ def tuned_model(ts, retune: bool = False, prior=CATALOGUE_PRIOR, hyper: Table | 
         The cache was tuned on other stars.
     """
     if retune:
-        return tuned_model_from(tune_hyperparameters(ts), prior)
+        return tune_hyperparameters(ts).set_params(prior=prior)
     hyper = hyperparameters() if hyper is None else hyper
     if not matches(ts, hyper):
         raise ValueError(f"{HYPER_DATASET}: tuned on other stars (key {hyper.meta.get('training_key')}, "
@@ -405,11 +405,6 @@ def fit_tuned(hyper: Table, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | 
         h["chi2_scale_grid"], h["chi2_scale_score"] = m["chi2_scale_grid"], m["chi2_scale_score"]
     return fit_fixed(model, flux, y, ivar, h, wavelength=wavelength, label_names=label_names,
                      label_units=label_units)
-
-
-def tuned_model_from(model, prior="training"):
-    """``model`` with the label prior ``prior`` (a fitted model's prediction-time parameter)."""
-    return model.set_params(prior=prior)
 
 
 def write(table: Table, path: str | Path) -> str:
