@@ -368,7 +368,7 @@ def bench_large(n: int = 100_000, chunk_size: int = 1000, keep: bool = False,
            max=sampler.load()["max"])
     per_worker = rate / 2
     RESULTS_DOC["large"] = dict(
-        n=n, chunk_size=chunk_size, wall_s=wall, rate=rate, rate_per_worker=per_worker, cpu_ms_per_spectrum=1e3 * cpu / n,
+        n=n, chunk_size=chunk_size, options=model_options or {}, wall_s=wall, cpu_s=cpu, rate=rate, rate_per_worker=per_worker, cpu_ms_per_spectrum=1e3 * cpu / n,
         peak_rss_tree_mb=float(rss.max()), rss_early_mb=float(np.median(early)) if early.size else None,
         rss_late_mb=float(np.median(late)) if late.size else None, worker_peak_rss_mb=max(worker_rss.values()),
         driver_peak_rss_mb=maxrss_mb(), load=sampler.load(), n_failed=int(res.n_failed_spectra),
@@ -557,6 +557,13 @@ def _table(doc: dict) -> str:
 
 
 # --------------------------------------------------------------------------- #
+def _fast_options(a: argparse.Namespace) -> dict:
+    """SLAM options of the fast labels given on the command line (LM tolerances, batch size)."""
+    given = (("lm_xtol", a.lm_xtol), ("lm_ftol", a.lm_ftol), ("lm_sigma_tol", a.lm_sigma_tol),
+             ("batch_size", a.batch_size))
+    return {k: v for k, v in given if v}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-large", action="store_true", help="skip the large streamed run")
@@ -568,6 +575,9 @@ def main() -> None:
                     help="only: label N mock spectra with float64 and float32 LM, compare")
     ap.add_argument("--lm-xtol", type=float, default=None, help="LM step tolerance of the fast labels")
     ap.add_argument("--lm-ftol", type=float, default=None, help="LM chi2 tolerance of the fast labels")
+    ap.add_argument("--lm-sigma-tol", type=float, default=None,
+                    help="LM stop at a Gauss-Newton step below this fraction of the formal errors (fast labels)")
+    ap.add_argument("--batch-size", type=int, default=None, help="spectra per LM batch of the fast labels")
     ap.add_argument("--book", action="store_true", help="figure + table for book/scaling.md from the JSON")
     a = ap.parse_args()
     if a.book:
@@ -583,8 +593,7 @@ def main() -> None:
     print(f"# {RESULTS_DOC['machine']}")
     print(f"# load average at start: {os.getloadavg()}", flush=True)
     if a.lm_precision:
-        fast = {"lm_float32": True, **({"lm_xtol": a.lm_xtol} if a.lm_xtol else {}),
-                **({"lm_ftol": a.lm_ftol} if a.lm_ftol else {})}
+        fast = {"lm_float32": True, **_fast_options(a)}
         bench_lm_precision(a.lm_precision, fast)
         return
     if not a.only_large:
@@ -592,7 +601,7 @@ def main() -> None:
         bench_realistic_model()
     if not a.skip_large:
         opts = {"lm_float32": True} if a.lm_float32 else {}
-        opts.update({k: v for k, v in (("lm_xtol", a.lm_xtol), ("lm_ftol", a.lm_ftol)) if v})
+        opts.update(_fast_options(a))
         bench_large(a.n_large, model_options=opts or None)
     extrapolate()
     RESULTS_DOC["machine"]["load_at_end"] = os.getloadavg()

@@ -95,6 +95,11 @@ class SLAM(RegressorMixin, BaseEstimator):
         are computed in float64 at the solution.  The labels differ from the
         float64 path (False, the default) by a small fraction of their formal
         uncertainty (``tests/test_slam.py`` bounds it).
+    lm_sigma_tol : None or float
+        Also stop LM when the Gauss-Newton step is below ``lm_sigma_tol`` times the
+        labels' formal uncertainty (``g^T (J^T W J)^-1 g < lm_sigma_tol^2``): a tolerance
+        in the units that matter for the labels, not in standardised label units.
+        None (default): ``lm_xtol``/``lm_ftol`` only.
     quick_grid : None or int
         Starting points for LM: None uses the training labels; an int ``m``
         adds a regular ``m**n_label`` grid spanning the training labels.
@@ -194,7 +199,7 @@ class SLAM(RegressorMixin, BaseEstimator):
                  lm_ftol: float = 1e-10, quick_grid: int | None = None, batch_size: int = 256,
                  n_jobs: int | None = None, verbose: bool = False, prior=None,
                  chi2_scale: str | float = "cv", kernel_rank: int | None = None,
-                 lm_float32: bool = False):
+                 lm_float32: bool = False, lm_sigma_tol: float | None = None):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -216,6 +221,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.chi2_scale = chi2_scale
         self.kernel_rank = kernel_rank
         self.lm_float32 = lm_float32
+        self.lm_sigma_tol = lm_sigma_tol
 
     def set_params(self, **params) -> SLAM:
         """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..svr import rbf_kernel
-
 #: One group of pixels with the same RBF width: (gamma, pixel indices (n_g,),
 #: transposed dual coefficients (n_train, n_g), intercepts (n_g,)).
 PixelGroup = tuple[float, np.ndarray, np.ndarray, np.ndarray]
@@ -48,6 +46,11 @@ def pixel_groups(gamma: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray
     return groups
 
 
+#: Rows of ``theta`` per block in :func:`model_flux`: keeps the kernel rows and the
+#: stacked products of one block in cache, however many spectra a call carries.
+ROW_BLOCK = 128
+
+
 def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup], n_pix: int,
                jacobian: bool = False, values: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Standardised model flux at standardised labels, and optionally its label derivatives.
@@ -77,31 +80,53 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
         Standardised model flux.
     J : (m, n_pix, n_label) array or None
         ``d F / d theta`` (standardised flux per standardised label unit).
+
+    Notes
+    -----
+    Rows go in blocks of :data:`ROW_BLOCK`; the squared label distances of a
+    block are computed once (as in :func:`mdslam.svr.rbf_kernel`, so the
+    kernel is the same to the last bit) and shared by all pixel groups.
     """
+    theta = np.asarray(theta, float)
     m, L = theta.shape
     F = np.empty((m, n_pix))
     J = np.empty((m, n_pix, L)) if jacobian else None
-    Xt = X_train
-    for g, pix, BT, b in groups:
-        k = rbf_kernel(theta, Xt, g)                    # (m, n_train)
-        if BT.dtype == np.float32:
-            _model_flux32(theta, Xt, g, k, BT, b, pix, F if values or not jacobian else None, J)
-            continue
-        if not jacobian:
-            F[:, pix] = k @ BT + b
-            continue
-        # d k(theta, x_i) / d theta_l = -2 gamma (theta_l - x_il) k: one stacked product
-        stack = np.concatenate([k[None], k[None] * Xt.T[:, None, :]], axis=0)   # (1+L, m, n_train)
-        prod = (stack.reshape(-1, Xt.shape[0]) @ BT).reshape(1 + L, m, -1)
-        kb = prod[0]
-        F[:, pix] = kb + b
+    Xt = np.asarray(X_train, float)
+    for lo in range(0, m, ROW_BLOCK):
+        rows = slice(lo, min(lo + ROW_BLOCK, m))
+        th = theta[rows]
+        d2 = np.zeros((th.shape[0], Xt.shape[0]))
         for li in range(L):
-            J[:, pix, li] = -2.0 * g * (theta[:, li, None] * kb - prod[1 + li])
+            diff = th[:, li, None] - Xt[None, :, li]
+            d2 += diff * diff
+        for g, pix, BT, b in groups:
+            k = np.exp(np.multiply(d2, -g))                      # (block, n_train), = rbf_kernel(th, Xt, g)
+            Fb = F[rows] if values or not jacobian else None
+            Jb = J[rows] if jacobian else None
+            if BT.dtype == np.float32:
+                _model_flux32(th, Xt, g, k, BT, b, pix, Fb, Jb)
+            else:
+                _model_flux64(th, Xt, g, k, BT, b, pix, F[rows], Jb)
     return F, J
 
 
+def _model_flux64(theta, Xt, g, k, BT, b, pix, F, J) -> None:
+    """One pixel group and row block of :func:`model_flux` in float64 (fills ``F`` and ``J`` in place)."""
+    if J is None:
+        F[:, pix] = k @ BT + b
+        return
+    L = theta.shape[1]
+    # d k(theta, x_i) / d theta_l = -2 gamma (theta_l - x_il) k: one stacked product
+    stack = np.concatenate([k[None], k[None] * Xt.T[:, None, :]], axis=0)   # (1+L, m, n_train)
+    prod = (stack.reshape(-1, Xt.shape[0]) @ BT).reshape(1 + L, k.shape[0], -1)
+    kb = prod[0]
+    F[:, pix] = kb + b
+    for li in range(L):
+        J[:, pix, li] = -2.0 * g * (theta[:, li, None] * kb - prod[1 + li])
+
+
 def _model_flux32(theta, Xt, g, k, BT, b, pix, F, J) -> None:
-    """One pixel group of :func:`model_flux` with float32 products (fills ``F`` and/or ``J`` in place)."""
+    """One pixel group and row block of :func:`model_flux` with float32 products (fills ``F`` and/or ``J``)."""
     if J is None:
         F[:, pix] = k.astype(np.float32) @ BT + b
         return

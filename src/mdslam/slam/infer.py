@@ -79,11 +79,15 @@ def _model_fn(model: Any, dtype: type = np.float64) -> lm.ModelFn:
 
 
 def _split_fns(model: Any, dtype: type) -> tuple:
-    """(values, jacobian) of the model in flux units for :func:`mdslam.slam.lm.levenberg_marquardt`'s ``split``."""
+    """(values, jacobian) of the model in flux units for :func:`mdslam.slam.lm.levenberg_marquardt`'s ``split``.
+
+    The values (hence chi2 and the acceptance of LM steps) are always float64;
+    ``dtype`` sets the precision of the Jacobian's kernel products.
+    """
     scale, mean = model.flux_scale_, model.flux_mean_
 
     def values(th):
-        return mean + model._model_scaled(th, dtype=dtype)[0] * scale
+        return mean + model._model_scaled(th)[0] * scale
 
     def jacobian(th):
         return model._model_scaled(th, jacobian=True, dtype=dtype, values=False)[1] * scale[None, :, None]
@@ -109,20 +113,14 @@ def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, .
     G, FG = quick_grid(model)
     theta0 = lm.grid_start(fobs, w, G, FG)
     dtype = _lm_dtype(model)
-    split = _split_fns(model, dtype) if dtype != np.float64 else None
-    r = lm.levenberg_marquardt(_model_fn(model, dtype), fobs, w, theta0, max_iter=model.lm_max_iter,
-                               xtol=model.lm_xtol, ftol=model.lm_ftol, split=split)
     if dtype == np.float64:
-        return tuple(r)
-    # single-precision iterations: chi2 and covariance at the solution in double precision
-    chi2, cov = np.full_like(r.chi2, np.nan), np.full_like(r.cov, np.nan)
-    ok = np.all(np.isfinite(r.theta), axis=1)
-    if ok.any():
-        f, J = _model_fn(model)(r.theta[ok])
-        chi2[ok] = (w[ok] * (fobs[ok] - f) ** 2).sum(axis=1)
-        cov[ok] = lm.covariance(J, w[ok])
-    failed = ~ok | ~np.isfinite(chi2)
-    return r.theta, cov, chi2, r.n_iter, r.converged & ~failed, failed
+        fn, split = _model_fn(model), None
+    else:    # float32 Jacobian, float64 values: chi2, step acceptance and the optimum stay double precision
+        split = _split_fns(model, dtype)
+        fn = lambda th: (split[0](th), split[1](th))    # noqa: E731
+    r = lm.levenberg_marquardt(fn, fobs, w, theta0, max_iter=model.lm_max_iter, xtol=model.lm_xtol,
+                               ftol=model.lm_ftol, split=split, sigma_tol=getattr(model, "lm_sigma_tol", None))
+    return tuple(r)
 
 
 def lm_one_by_one(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -3,7 +3,8 @@
 Each row ``i`` minimises ``chi2_i(theta) = sum_j w_ij (y_ij - f_j(theta_i))^2``
 (Li 2021 eq. 3 with ``w = 1/sigma^2``).  All rows take their step together,
 one batched ``(L, L)`` solve per iteration; a row leaves the batch when its
-step or its relative chi2 decrease is small.  The model is any function that
+step or its relative chi2 decrease is small, or (with ``sigma_tol``) when its
+Gauss-Newton step is a small fraction of the parameters' formal uncertainty.  The model is any function that
 returns the model values and their Jacobian for a batch of parameter vectors.
 """
 
@@ -51,7 +52,8 @@ def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.nd
 
 def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, *,
                         max_iter: int = 100, xtol: float = 1e-7, ftol: float = 1e-10,
-                        split: tuple[Callable, Callable] | None = None) -> LMResult:
+                        split: tuple[Callable, Callable] | None = None,
+                        sigma_tol: float | None = None) -> LMResult:
     """Minimise ``sum_j w_ij (y_ij - f_j(theta_i))^2`` for every row ``i`` together.
 
     Parameters
@@ -72,6 +74,13 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         ``values(theta) -> f`` and ``jacobian(theta) -> J``: trial points get
         ``values`` only, the Jacobian is computed for accepted steps (a
         rejected step then costs one model evaluation instead of both).
+    sigma_tol : float, optional
+        Also stop (converged) when the undamped Gauss-Newton step ``s = A^-1 g``
+        (``A = J^T W J``, ``g = J^T W r``) is shorter than ``sigma_tol`` in units of
+        the formal uncertainty, i.e. ``s^T A s = g^T A^-1 g < sigma_tol^2`` (the
+        predicted chi2 decrease; every parameter then moves by less than
+        ``sigma_tol`` of its standard error).  Tested before the step, so the
+        row costs no further model evaluation.  None: ``xtol``/``ftol`` only.
 
     Returns
     -------
@@ -87,6 +96,7 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     r, Jp = evaluate(theta, slice(None))
     Jp = Jp if Jp.flags.writeable else np.array(Jp)             # updated in place below
     chi2 = (w * r * r).sum(axis=1)
+    A_all, g_all = _normal_equations(Jp, w, r)                  # refreshed for accepted rows only
     mu = np.full(m, 1e-3)
     n_iter = np.zeros(m, int)
     converged = np.zeros(m, bool)
@@ -95,11 +105,16 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     for _ in range(int(max_iter)):
         if active.size == 0:
             break
-        Ja, wa, ra = Jp[active], w[active], r[active]
-        JW = Ja * wa[:, :, None]
-        A = np.matmul(JW.transpose(0, 2, 1), Ja)
-        g = np.matmul(JW.transpose(0, 2, 1), ra[:, :, None])[..., 0]
+        A, g = A_all[active], g_all[active]
         dA = np.diagonal(A, axis1=1, axis2=2)
+        if sigma_tol is not None:
+            near = _gn_decrement(A, g, dA) < sigma_tol**2
+            if near.any():
+                converged[active[near]] = True
+                active, A, g, dA = active[~near], A[~near], g[~near], dA[~near]
+                if active.size == 0:
+                    break
+        wa = w[active]
         damp = mu[active, None] * (dA + 1e-12 * dA.sum(axis=1, keepdims=True) + 1e-300)
         step = np.linalg.solve(A + damp[:, :, None] * eye, g[..., None])[..., 0]
         th_new = theta[active] + step
@@ -113,20 +128,36 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         small_step = np.max(np.abs(step), axis=1) < xtol
         small_df = acc & ((chi2[active] - chi2_new) <= ftol * np.maximum(chi2[active], 1e-300))
         ia = active[acc]
-        theta[ia] = th_new[acc]
-        r[ia] = r_new[acc]
-        if J_new is not None:
-            Jp[ia] = J_new[acc]
-        elif ia.size:
-            Jp[ia] = split[1](th_new[acc])
-        chi2[ia] = chi2_new[acc]
+        if ia.size:
+            theta[ia], r[ia], chi2[ia] = th_new[acc], r_new[acc], chi2_new[acc]
+            Jp[ia] = J_acc = J_new[acc] if J_new is not None else split[1](th_new[acc])
+            A_all[ia], g_all[ia] = _normal_equations(J_acc, wa[acc], r_new[acc])
         mu[active] = np.where(acc, np.maximum(mu[active] * 0.3, 1e-12), mu[active] * 10.0)
         done = small_step | small_df | (mu[active] > 1e12)
         converged[active[done]] = True
         active = active[~done]
-    cov = covariance(Jp, w)
+    cov = _inverse(A_all)
     failed = ~np.all(np.isfinite(theta), axis=1) | ~np.isfinite(chi2)
     return LMResult(theta, cov, chi2, n_iter, converged & ~failed, failed)
+
+
+def _normal_equations(J: np.ndarray, w: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``A = J^T W J`` (m, L, L) and ``g = J^T W r`` (m, L) of each row."""
+    JW = (J * w[:, :, None]).transpose(0, 2, 1)
+    return np.matmul(JW, J), np.matmul(JW, r[:, :, None])[..., 0]
+
+
+def _gn_decrement(A: np.ndarray, g: np.ndarray, dA: np.ndarray) -> np.ndarray:
+    """``g^T A^-1 g`` per row (m,), the Gauss-Newton chi2 decrease; inf where ``A`` is singular."""
+    reg = A + (1e-12 * dA.sum(axis=1) + 1e-300)[:, None, None] * np.eye(A.shape[1])
+    out = np.full(A.shape[0], np.inf)
+    ok = np.all(np.isfinite(reg), axis=(1, 2)) & np.all(np.isfinite(g), axis=1)
+    try:
+        s = np.linalg.solve(reg[ok], g[ok][..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return out
+    out[ok] = np.einsum("ij,ij->i", s, g[ok])
+    return out
 
 
 def covariance(J: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -143,8 +174,12 @@ def covariance(J: np.ndarray, w: np.ndarray) -> np.ndarray:
     -------
     (m, L, L) array; NaN where ``J^T W J`` is singular or not finite.
     """
-    m, L = J.shape[0], J.shape[2]
-    A = np.matmul((J * w[:, :, None]).transpose(0, 2, 1), J)
+    return _inverse(np.matmul((J * w[:, :, None]).transpose(0, 2, 1), J))
+
+
+def _inverse(A: np.ndarray) -> np.ndarray:
+    """Inverse of each ``(L, L)`` matrix of ``A`` (m, L, L); NaN where singular or not finite."""
+    m, L = A.shape[0], A.shape[1]
     cov = np.full((m, L, L), np.nan)
     okA = np.all(np.isfinite(A), axis=(1, 2))
     for i in np.flatnonzero(okA):
