@@ -89,12 +89,13 @@ class SLAM(RegressorMixin, BaseEstimator):
         Iteration cap; convergence when the step (standardised labels) is below
         ``lm_xtol`` or the relative chi2 decrease below ``lm_ftol``.
     lm_float32 : bool
-        Levenberg-Marquardt (and the posterior's MAP and moments) evaluate the
-        model's kernel products in float32: about twice as fast per iteration;
-        the chi2 and the covariance of the returned maximum-likelihood labels
-        are computed in float64 at the solution.  The labels differ from the
-        float64 path (False, the default) by a small fraction of their formal
-        uncertainty (``tests/test_slam.py`` bounds it).
+        Levenberg-Marquardt computes the model's label derivatives (the
+        kernel products of the Jacobian) in float32, and the model values,
+        chi2 and the acceptance of each step in float64, so it stops at the
+        float64 optimum (the posterior's MAP and moments run their kernel
+        products in float32).  The maximum-likelihood labels differ from the
+        float64 path (False, the default) by ~1e-3 of their formal uncertainty
+        (``tests/test_labelling.py`` bounds it at 1e-2).
     lm_sigma_tol : None or float
         Also stop LM when the Gauss-Newton step is below ``lm_sigma_tol`` times the
         labels' formal uncertainty (``g^T (J^T W J)^-1 g < lm_sigma_tol^2``): a tolerance
