@@ -75,12 +75,10 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         ``values`` only, the Jacobian is computed for accepted steps (a
         rejected step then costs one model evaluation instead of both).
     sigma_tol : float, optional
-        Also stop (converged) when the undamped Gauss-Newton step ``s = A^-1 g``
-        (``A = J^T W J``, ``g = J^T W r``) is shorter than ``sigma_tol`` in units of
-        the formal uncertainty, i.e. ``s^T A s = g^T A^-1 g < sigma_tol^2`` (the
-        predicted chi2 decrease; every parameter then moves by less than
-        ``sigma_tol`` of its standard error).  Tested before the step, so the
-        row costs no further model evaluation.  None: ``xtol``/``ftol`` only.
+        Also stop (converged) when the Gauss-Newton step ``s = A^-1 g`` (``A = J^T W J``,
+        ``g = J^T W r``) is below ``sigma_tol`` formal errors: ``s^T A s = g^T A^-1 g <
+        sigma_tol^2`` (no parameter then moves by more than ``sigma_tol`` of its standard
+        error).  Tested before the step, at no model evaluation.  None: ``xtol``/``ftol`` only.
 
     Returns
     -------
@@ -89,11 +87,8 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     m, L = theta0.shape
     theta = np.array(theta0, float, copy=True)
 
-    def evaluate(th, rows):
-        f, Jp = model(th)
-        return y[rows] - f, Jp
-
-    r, Jp = evaluate(theta, slice(None))
+    f, Jp = model(theta)
+    r = y - f
     Jp = Jp if Jp.flags.writeable else np.array(Jp)             # updated in place below
     chi2 = (w * r * r).sum(axis=1)
     A_all, g_all = _normal_equations(Jp, w, r)                  # refreshed for accepted rows only
@@ -107,21 +102,17 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
             break
         A, g = A_all[active], g_all[active]
         dA = np.diagonal(A, axis1=1, axis2=2)
-        if sigma_tol is not None:
-            near = _gn_decrement(A, g, dA) < sigma_tol**2
-            if near.any():
-                converged[active[near]] = True
-                active, A, g, dA = active[~near], A[~near], g[~near], dA[~near]
-                if active.size == 0:
-                    break
+        if sigma_tol is not None and (near := _gn_decrement(A, g, dA) < sigma_tol**2).any():
+            converged[active[near]] = True
+            active, A, g, dA = active[~near], A[~near], g[~near], dA[~near]
+            if active.size == 0:
+                break
         wa = w[active]
         damp = mu[active, None] * (dA + 1e-12 * dA.sum(axis=1, keepdims=True) + 1e-300)
         step = np.linalg.solve(A + damp[:, :, None] * eye, g[..., None])[..., 0]
         th_new = theta[active] + step
-        if split is None:
-            r_new, J_new = evaluate(th_new, active)
-        else:
-            r_new, J_new = y[active] - split[0](th_new), None
+        f_new, J_new = model(th_new) if split is None else (split[0](th_new), None)
+        r_new = y[active] - f_new
         chi2_new = (wa * r_new * r_new).sum(axis=1)
         n_iter[active] += 1
         acc = np.isfinite(chi2_new) & (chi2_new <= chi2[active])
