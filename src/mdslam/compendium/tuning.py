@@ -42,12 +42,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from astropy.table import Table
+from astropy.table import Table, vstack
 
 __all__ = ["TUNING_GRID", "TUNING_CV", "NESTED_OUTER", "NESTED_INNER", "SEED", "HYPER_DATASET",
-           "NESTED_DATASET", "tune_hyperparameters", "nested_cv", "assemble",
-           "pooled_hyperparameters", "hyperparameter_table", "hyperparameters", "nested_table", "tuned_model",
-           "fit_tuned", "matches", "CATALOGUE_PRIOR", "add_arguments", "run"]
+           "NESTED_DATASET", "FOLDS_DATASET", "tune_hyperparameters", "nested_cv", "assemble",
+           "pooled_hyperparameters", "hyperparameter_table", "fold_table", "hyperparameters", "nested_table",
+           "nested_folds", "fold_hyperparameters", "reevaluate", "tuned_model", "fit_tuned", "matches",
+           "CATALOGUE_PRIOR", "add_arguments", "run"]
 
 #: The tuning grid (standardised labels and fluxes): decades, 4 x 5 x 6 = 120 points.
 #: epsilon stops at 5, the largest tube :func:`mdslam.checks.check_hyperparameters` allows.
@@ -60,11 +61,13 @@ NESTED_OUTER = 5
 NESTED_INNER = 2
 #: Seed of every fold shuffle.
 SEED = 0
-#: Registry names of the two cached files.
+#: Registry names of the three cached files.
 HYPER_DATASET = "xp_tuned_hyperparameters"
 NESTED_DATASET = "xp_nested_cv"
+FOLDS_DATASET = "xp_nested_folds"
 _FILES = {HYPER_DATASET: "data/tuned/xp_mdwarfs_hyperparameters.ecsv",
-          NESTED_DATASET: "data/tuned/xp_mdwarfs_nested_cv.ecsv"}
+          NESTED_DATASET: "data/tuned/xp_mdwarfs_nested_cv.ecsv",
+          FOLDS_DATASET: "data/tuned/xp_mdwarfs_nested_folds.ecsv"}
 
 
 def _training_key(ts) -> str:
@@ -148,7 +151,7 @@ def hyperparameter_table(model, ts) -> Table:
 
 
 def nested_cv(ts, grid: dict | None = None, outer: int = NESTED_OUTER, inner: int = NESTED_INNER,
-              seed: int = SEED, verbose: bool = False) -> tuple[Table, Table]:
+              seed: int = SEED, verbose: bool = False) -> tuple[Table, Table, Table]:
     """Nested CV of SLAM's estimators and the baselines, and the pooled per-pixel hyperparameters.
 
     Parameters
@@ -164,8 +167,9 @@ def nested_cv(ts, grid: dict | None = None, outer: int = NESTED_OUTER, inner: in
 
     Returns
     -------
-    (Table, Table)
-        The nested-CV table and the hyperparameter table of :func:`assemble`.
+    (Table, Table, Table)
+        The nested-CV table, the pooled hyperparameter table and the per-fold
+        table of :func:`assemble`.
     """
     from .. import baselines, validation
 
@@ -179,8 +183,8 @@ def nested_cv(ts, grid: dict | None = None, outer: int = NESTED_OUTER, inner: in
     return assemble(ts, folds, results, models, grid=grid, inner=inner, seed=seed)
 
 
-def assemble(ts, folds, results, models, *, grid: dict, inner: int, seed: int) -> tuple[Table, Table]:
-    """The two cached tables from the outer folds' results (:func:`mdslam.validation.estimator_fold`).
+def assemble(ts, folds, results, models, *, grid: dict, inner: int, seed: int) -> tuple[Table, Table, Table]:
+    """The three cached tables from the outer folds' results (:func:`mdslam.validation.estimator_fold`).
 
     Parameters
     ----------
@@ -196,9 +200,9 @@ def assemble(ts, folds, results, models, *, grid: dict, inner: int, seed: int) -
 
     Returns
     -------
-    (Table, Table)
+    (Table, Table, Table)
         The nested-CV table (:func:`mdslam.validation.estimator_cv_table` plus
-        ``id`` and ``snr``) and :func:`pooled_hyperparameters`.
+        ``id`` and ``snr``), :func:`pooled_hyperparameters` and :func:`fold_table`.
     """
     from .. import validation
 
@@ -207,7 +211,153 @@ def assemble(ts, folds, results, models, *, grid: dict, inner: int, seed: int) -
     t.add_column(ts.snr, name="snr", index=1)
     t.meta.update({"grid": {k: [float(v) for v in grid[k]] for k in ("C", "epsilon", "gamma")},
                    "inner_cv": inner, "training_key": _training_key(ts), "label_names": list(ts.label_names)})
-    return t, pooled_hyperparameters(models, ts, inner=inner, seed=seed)
+    return (t, pooled_hyperparameters(models, ts, inner=inner, seed=seed),
+            fold_table(models, ts, folds, inner=inner, seed=seed))
+
+
+def fold_table(models, ts, folds, *, inner: int, seed: int) -> Table:
+    """Every outer fold's own per-pixel choices and chi^2 scale (the ``xp_nested_folds`` file).
+
+    Parameters
+    ----------
+    models : sequence of SLAM
+        The outer folds' models, each fitted (grid search inside its training part) on ``folds[k][0]``.
+    ts : TrainingSet
+        All training stars.
+    folds : sequence of (train, test)
+        The outer folds (``baselines.kfold(len(ts), len(folds), seed)``).
+    inner, seed : int
+        Inner folds and the seed of both shuffles.
+
+    Returns
+    -------
+    Table
+        One row per (outer fold, pixel): ``outer_fold``, ``wavelength``
+        (Angstrom), ``C``, ``epsilon``, ``gamma``, ``cv_mse_scaled``,
+        ``cv_md_scaled`` (standardised flux of that fold's training part) and
+        ``usable``; ``meta``: the grid, ``cv`` (inner folds), ``outer_cv``,
+        ``seed``, ``n_train``, ``training_key``, ``label_names`` and ``folds``,
+        one dict per outer fold: ``n_train``, ``chi2_scale`` with its CV grid
+        and score, ``posterior_std_scale``, ``posterior_std_snr_ref`` and
+        ``grid_edge_fraction``.
+    """
+    wl = np.asarray(ts.spectra.wavelength, float)
+    parts, per_fold = [], []
+    for k, (m, (tr, _)) in enumerate(zip(models, folds, strict=True)):
+        part = Table({"outer_fold": np.full(wl.size, k), "wavelength": wl})
+        for h in ("C", "epsilon", "gamma"):
+            part[h] = np.asarray(getattr(m, h + "_"), float)
+        part["cv_mse_scaled"] = np.where(m.pixel_usable_, m.cv_mse_scaled_, np.nan)
+        part["cv_md_scaled"] = np.asarray(m.cv_md_scaled_, float)
+        part["usable"] = np.asarray(m.pixel_usable_, bool)
+        parts.append(part)
+        cvs = m.chi2_scale_cv_ or {}
+        per_fold.append({"n_train": len(tr), "chi2_scale": float(m.chi2_scale_),
+                         "chi2_scale_grid": [float(v) for v in cvs.get("grid", [])],
+                         "chi2_scale_score": [float(v) for v in cvs.get("score", [])],
+                         "posterior_std_scale": np.asarray(m.posterior_std_scale_, float).tolist(),
+                         "posterior_std_snr_ref": float(m.posterior_std_snr_ref_),
+                         "grid_edge_fraction": {h: float(v) for h, v in m.grid_edge_fraction_.items()}})
+    t = vstack(parts)
+    t["wavelength"].unit = "Angstrom"
+    grid = models[0].param_grid_
+    t.meta.update({"grid": {h: [float(v) for v in grid[h]] for h in ("C", "epsilon", "gamma")},
+                   "cv": inner, "outer_cv": len(models), "seed": seed, "n_train": len(ts),
+                   "training_key": _training_key(ts), "label_names": list(ts.label_names), "folds": per_fold})
+    return t
+
+
+def fold_hyperparameters(folds: Table, k: int) -> Table:
+    """Outer fold ``k``'s per-pixel hyperparameters from :func:`fold_table`, as :func:`fit_tuned` takes them.
+
+    Parameters
+    ----------
+    folds : Table
+        :func:`nested_folds` (or :func:`fold_table`).
+    k : int
+        The outer fold, 0 to ``folds.meta["outer_cv"] - 1``.
+
+    Returns
+    -------
+    Table
+        One row per pixel, the columns and ``meta`` of :func:`hyperparameter_table`
+        (the chi^2 scale and posterior-std calibration chosen inside that fold).
+
+    Raises
+    ------
+    ValueError
+        ``k`` is not one of the stored outer folds.
+    """
+    n_outer = int(folds.meta["outer_cv"])
+    if not 0 <= k < n_outer:
+        raise ValueError(f"{FOLDS_DATASET}: outer fold {k} not stored (0 to {n_outer - 1})")
+    t = folds[np.asarray(folds["outer_fold"]) == k]
+    t.remove_column("outer_fold")
+    t.meta = {key: v for key, v in folds.meta.items() if key != "folds"}
+    t.meta.update(folds.meta["folds"][k])
+    return t
+
+
+def reevaluate(ts, estimators: dict | None = None, baselines: dict | None = None,
+               folds: Table | None = None) -> Table:
+    """The nested CV rerun from the stored per-fold choices: no grid search, the same outer folds.
+
+    In each outer fold the SLAM model is refitted on the training part at that
+    fold's stored per-pixel (C, epsilon, gamma) and chi^2 scale
+    (:func:`fold_hyperparameters`, :func:`fit_tuned` with the training prior,
+    i.e. :func:`mdslam.slam.fixed.fit_fixed`), and every estimator and
+    baseline labels the held-out part (:func:`mdslam.validation.label_fold`).
+    A new estimator is scored on exactly the folds and hyperparameters of the
+    cached nested CV in minutes instead of hours.
+
+    Parameters
+    ----------
+    ts : TrainingSet
+        The stars the folds were tuned on (checked by their ids and labels).
+    estimators : dict, optional
+        Key -> SLAM prediction-time parameters (``set_params``); default
+        :data:`mdslam.validation.ESTIMATORS`.
+    baselines : dict, optional
+        Key -> baseline estimator; default :func:`mdslam.validation.default_baselines`
+        (``{}``: none).
+    folds : Table, optional
+        Default: the packaged :func:`nested_folds`.
+
+    Returns
+    -------
+    Table
+        As :func:`nested_table`: ``id``, ``snr``, ``fold``, ``<label>_true``,
+        ``<key>_<label>`` and ``e_<key>_<label>``; summarise it with
+        :func:`mdslam.validation.estimator_summary`.
+
+    Raises
+    ------
+    ValueError
+        The folds were tuned on other stars.
+    """
+    from .. import validation
+    from ..baselines import kfold
+
+    folds = nested_folds() if folds is None else folds
+    if folds.meta.get("training_key") != _training_key(ts):
+        raise ValueError(f"{FOLDS_DATASET}: tuned on other stars (key {folds.meta.get('training_key')}, "
+                         f"these {_training_key(ts)}); regenerate with 'mdslam tune'")
+    flux, y, ivar = ts.spectra.flux, ts.y, ts.spectra.ivar
+    splits = kfold(len(ts), int(folds.meta["outer_cv"]), int(folds.meta["seed"]))
+    results = []
+    for k, (tr, te) in enumerate(splits):
+        model = fit_tuned(fold_hyperparameters(folds, k), flux[tr], y[tr], ivar[tr],
+                          wavelength=ts.spectra.wavelength, label_names=ts.label_names,
+                          label_units=_units(ts), prior="training")
+        pred = validation.label_fold(model, flux, y, ivar, tr, te, label_names=list(ts.label_names),
+                                     estimators=estimators, baselines=baselines)
+        results.append((pred, {"chi2_scale": float(model.chi2_scale_), "edge": dict(model.grid_edge_fraction_)}))
+    t = validation.estimator_cv_table(y, list(ts.label_names), splits, results, int(folds.meta["seed"]))
+    t.add_column(np.asarray(ts.labels["id"], np.int64), name="id", index=0)
+    t.add_column(ts.snr, name="snr", index=1)
+    t.meta.update({"grid": folds.meta["grid"], "inner_cv": folds.meta["cv"],
+                   "training_key": folds.meta["training_key"], "label_names": list(ts.label_names)})
+    return t
 
 
 def pooled_hyperparameters(models, ts, *, inner: int, seed: int) -> Table:
@@ -310,6 +460,11 @@ def hyperparameters(path: str | Path | None = None) -> Table:
 def nested_table(path: str | Path | None = None) -> Table:
     """The cached nested-CV table (``xp_nested_cv``; ``path`` reads another copy)."""
     return _read(NESTED_DATASET, path)
+
+
+def nested_folds(path: str | Path | None = None) -> Table:
+    """The cached per-fold choices of the nested CV (``xp_nested_folds``, :func:`fold_table`; ``path``: another copy)."""
+    return _read(FOLDS_DATASET, path)
 
 
 #: The catalogue's label estimator on the tuned model (None: maximum likelihood, Li 2021 eq. 3).
@@ -425,17 +580,17 @@ def _package_dir() -> Path:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``mdslam tune``."""
     p.add_argument("--out-dir", default=None,
-                   help="directory for the two files (default: the package's data/tuned folder)")
+                   help="directory for the three files (default: the package's data/tuned folder)")
     p.add_argument("--outer", type=int, default=NESTED_OUTER, help=f"outer folds (default {NESTED_OUTER})")
     p.add_argument("--inner", type=int, default=NESTED_INNER, help=f"inner folds (default {NESTED_INNER})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace, ts) -> int:
-    """Run ``mdslam tune`` with parsed ``args`` on the training set ``ts``: the nested CV, then both files."""
+    """Run ``mdslam tune`` with parsed ``args`` on the training set ``ts``: the nested CV, then the three files."""
     base = Path(args.out_dir) if args.out_dir else _package_dir()
-    nested, hyper = nested_cv(ts, outer=args.outer, inner=args.inner, verbose=not args.quiet)
-    for name, table in ((NESTED_DATASET, nested), (HYPER_DATASET, hyper)):
+    nested, hyper, folds = nested_cv(ts, outer=args.outer, inner=args.inner, verbose=not args.quiet)
+    for name, table in ((NESTED_DATASET, nested), (HYPER_DATASET, hyper), (FOLDS_DATASET, folds)):
         path = base / (_FILES[name] if args.out_dir is None else Path(_FILES[name]).name)
         sha = write(table, path)
         print(f"{name}: wrote {path.name} (sha256 {sha}); update src/mdslam/data/registry.json if it changed")
