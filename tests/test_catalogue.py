@@ -160,6 +160,9 @@ def test_add_teff_logg_model_routes_and_flags_by_hand(pred):
     assert out["FLAG"].tolist() == [64, 0, 32, 1 | 64]
     assert out.meta["ROUTE"] == "2 3-label, 2 2-label"
     assert str(out["TEFF_2L"].unit) == "K" and "TEFF_MODEL" in out["TEFF"].description
+    for c in ("TEFF", "TEFF_ERR", "TEFF_ERR_CV", "LOGG", "LOGG_ERR"):   # routed columns keep unit and description
+        assert out[c].unit == cat[c].unit and out[c].description, c
+    assert out["TEFF_ERR"].description.startswith(cat["TEFF_ERR"].description)
     assert cat["TEFF"][0] == 3500.0  # the input catalogue is not changed
 
 

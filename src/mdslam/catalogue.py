@@ -246,9 +246,8 @@ def add_teff_logg_model(cat: Table, pred2: Table, domain3: np.ndarray, *,
         e_cv = pred2[f"e_{n}_cv"] if f"e_{n}_cv" in pred2.colnames else None
         for suffix, src in (("", pred2[n]), ("_ERR", pred2[f"e_{n}"]), ("_ERR_CV", e_cv), ("_ML", ml2[n])):
             if f"{col}{suffix}" in out.colnames and src is not None:
-                out[f"{col}{suffix}"] = np.where(route3, np.asarray(out[f"{col}{suffix}"], float),
-                                                 np.asarray(src, float))
-        out[col].description = f"SLAM {what}, headline: model in {col}_MODEL ({ROUTE_RULE})"
+                _route_column(out, f"{col}{suffix}", route3, src, f"{col}_MODEL = {model_names[1]}")
+        out[col].description = f"SLAM {what} ({cat.meta.get('HEADLINE', _ML)}) of the model in {col}_MODEL ({ROUTE_RULE})"
         out[f"{col}_MODEL"] = np.where(route3, model_names[0], model_names[1])
         out[f"{col}_MODEL"].description = f"model that gave {col}: {model_names[0]} or {model_names[1]}"
     out["FE_H_MODEL"] = np.full(len(out), model_names[0])
@@ -262,6 +261,20 @@ def add_teff_logg_model(cat: Table, pred2: Table, domain3: np.ndarray, *,
         _copy_col(out, "FLAG_2L", pred2["flag"], f"bit flags of the {model_names[1]} model (labels teff, logg)")
     out.meta["ROUTE"] = f"{int(route3.sum())} {model_names[0]}, {int((~route3).sum())} {model_names[1]}"
     return out
+
+
+def _route_column(out: Table, name: str, keep: np.ndarray, other, where: str) -> None:
+    """``out[name]`` where ``keep``, else ``other``, in place; unit and description kept.
+
+    The description gains what the other rows hold (``where``: which rows, e.g.
+    ``"TEFF_MODEL = 2-label"``, and ``other``'s description).
+    """
+    old = out[name]
+    out[name] = np.where(keep, np.asarray(old, float), np.asarray(other, float))
+    out[name].unit = old.unit
+    extra = getattr(other, "description", None)
+    out[name].description = "; ".join(t for t in (old.description, f"rows with {where}: "
+                                                  f"{extra or 'the other model'}") if t)
 
 
 def _copy_col(out: Table, name: str, values, description: str, unit: str | None = None) -> None:
