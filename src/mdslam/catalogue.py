@@ -146,7 +146,8 @@ def _label_columns(out: Table, pred: Table, n: str, headline: str, training_labe
 
 #: The rule that picks the model of a star's headline Teff and log g (column descriptions, chapter 8).
 ROUTE_RULE = ("Teff and log g come from the three-label model when the two-label (Teff, log g) model puts the "
-              "star inside the three-label model's label domain (both labels), else from the two-label model; "
+              "star inside the three-label model's label domain (both labels, by its maximum-likelihood labels), "
+              "else from the two-label model; "
               "[Fe/H] always comes from the three-label model and carries its OUTSIDE_DOMAIN bit when the star "
               "is outside that domain")
 
