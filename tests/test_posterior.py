@@ -190,6 +190,8 @@ def test_std_calibration_ignores_a_fit_in_a_wrong_mode():
     cal, _ = posterior.fit_std_calibration(z, snr)
     assert cal[0] == pytest.approx(clean[0], abs=0.03) and cal[0, 0] == pytest.approx(0.8, abs=0.08)
     assert np.isnan(posterior.clipped_rms(np.array([np.nan])))
+    small = np.array([0.9, -1.1, 1.0, -0.8, 1.2, -1.0, 0.7, -1.3, 1.1, 20.0])   # 10 values, one gross
+    assert posterior.clipped_rms(small) == pytest.approx(np.sqrt(np.mean(small[:-1] ** 2)))
 
 
 def test_choose_scale_by_normalised_mse():

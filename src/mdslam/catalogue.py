@@ -239,18 +239,7 @@ def add_teff_logg_model(cat: Table, pred2: Table, domain3: np.ndarray, *,
     route3 = teff_logg_route(ml2["teff"], ml2["logg"], dom)
     out = Table(cat, copy=True)
     for n in ("teff", "logg"):
-        col, unit, what = LABEL_COLUMNS[n]
-        _copy_col(out, f"{col}_3L", out[col], f"SLAM {what} of the {model_names[0]} model", unit)
-        _copy_col(out, f"{col}_2L", pred2[n], f"SLAM {what} of the {model_names[1]} (Teff, log g) model", unit)
-        _copy_col(out, f"{col}_2L_ERR", pred2[f"e_{n}"], f"uncertainty of {col}_2L: "
-                  f"{pred2[f'e_{n}'].description or 'formal'}", unit)
-        e_cv = pred2[f"e_{n}_cv"] if f"e_{n}_cv" in pred2.colnames else None
-        for suffix, src in (("", pred2[n]), ("_ERR", pred2[f"e_{n}"]), ("_ERR_CV", e_cv), ("_ML", ml2[n])):
-            if f"{col}{suffix}" in out.colnames and src is not None:
-                _route_column(out, f"{col}{suffix}", route3, src, f"{col}_MODEL = {model_names[1]}")
-        out[col].description = f"SLAM {what} ({cat.meta.get('HEADLINE', _ML)}) of the model in {col}_MODEL ({ROUTE_RULE})"
-        out[f"{col}_MODEL"] = np.where(route3, model_names[0], model_names[1])
-        out[f"{col}_MODEL"].description = f"model that gave {col}: {model_names[0]} or {model_names[1]}"
+        _route_label(out, pred2, n, route3, ml2[n], model_names)
     out["FE_H_MODEL"] = np.full(len(out), model_names[0])
     out["FE_H_MODEL"].description = f"model that gave FE_H: always the {model_names[0]} model"
     if "FLAG" in out.colnames and "fe_h" in names3:
@@ -264,18 +253,36 @@ def add_teff_logg_model(cat: Table, pred2: Table, domain3: np.ndarray, *,
     return out
 
 
-def _route_column(out: Table, name: str, keep: np.ndarray, other, where: str) -> None:
-    """``out[name]`` where ``keep``, else ``other``, in place; unit and description kept.
+def _route_label(out: Table, pred2: Table, n: str, route3: np.ndarray, ml2, model_names: tuple[str, str]) -> None:
+    """Label ``n`` (teff or logg) of :func:`add_teff_logg_model`, in place: the ``_3L``, ``_2L`` copies,
+    the routed ``<COL>``, ``_ERR``, ``_ERR_CV``, ``_ML`` (unit kept, descriptions say what each row
+    holds) and ``<COL>_MODEL``; ``ml2`` is the two-label model's maximum-likelihood label."""
+    col, unit, what = LABEL_COLUMNS[n]
+    head3, head2 = out.meta.get("HEADLINE", _ML), pred2.meta.get("HEADLINE", _ML)
+    _copy_col(out, f"{col}_3L", out[col], f"SLAM {what} of the {model_names[0]} model", unit)
+    _copy_col(out, f"{col}_2L", pred2[n], f"SLAM {what} of the {model_names[1]} (Teff, log g) model", unit)
+    _copy_col(out, f"{col}_2L_ERR", pred2[f"e_{n}"], f"uncertainty of {col}_2L: "
+              f"{pred2[f'e_{n}'].description or 'formal'}", unit)
+    e_cv = pred2[f"e_{n}_cv"] if f"e_{n}_cv" in pred2.colnames else None
+    two = f"rows with {col}_MODEL = {model_names[1]}: the {model_names[1]} model's"
+    for suffix, src, note in (("", pred2[n], head2),
+                              ("_ERR", pred2[f"e_{n}"], pred2[f"e_{n}"].description or "formal uncertainty"),
+                              ("_ERR_CV", e_cv, "empirical uncertainty"), ("_ML", ml2, _ML)):
+        if f"{col}{suffix}" in out.colnames and src is not None:
+            _route_column(out, f"{col}{suffix}", route3, src, f"{two} {note}")
+    out[col].description = (f"SLAM {what} of the model in {col}_MODEL ({ROUTE_RULE}): the {model_names[0]} "
+                            f"model's {head3}, the {model_names[1]} model's {head2}")
+    out[f"{col}_MODEL"] = np.where(route3, model_names[0], model_names[1])
+    out[f"{col}_MODEL"].description = f"model that gave {col}: {model_names[0]} or {model_names[1]}"
 
-    The description gains what the other rows hold (``where``: which rows, e.g.
-    ``"TEFF_MODEL = 2-label"``, and ``other``'s description).
-    """
+
+def _route_column(out: Table, name: str, keep: np.ndarray, other, note: str) -> None:
+    """``out[name]`` where ``keep``, else ``other``, in place; the unit kept, ``note`` (what the
+    other rows hold) appended to the description."""
     old = out[name]
     out[name] = np.where(keep, np.asarray(old, float), np.asarray(other, float))
     out[name].unit = old.unit
-    extra = getattr(other, "description", None)
-    out[name].description = "; ".join(t for t in (old.description, f"rows with {where}: "
-                                                  f"{extra or 'the other model'}") if t)
+    out[name].description = "; ".join(t for t in (old.description, note) if t)
 
 
 def _copy_col(out: Table, name: str, values, description: str, unit: str | None = None) -> None:

@@ -358,8 +358,11 @@ def fit_std_calibration(z: np.ndarray, snr: np.ndarray, n_bins: int = 4,
 def clipped_rms(z: np.ndarray, k: float = CLIP_Z, n_iter: int = 5) -> float:
     """Root mean square of ``z`` about 0 without the values beyond ``k`` times it (iterated).
 
-    For Gaussian ``z`` this is the plain root mean square (the clipped mass is
-    ~1e-6 at ``k = 5``); a few gross outliers no longer set it.
+    The first clip is at ``k`` times the robust width ``1.4826 median|z|`` (a
+    plain root mean square can never clip the one outlier of a small sample:
+    it is at most ``sqrt(n)`` times it). For Gaussian ``z`` the result is the
+    plain root mean square (the clipped mass is ~1e-6 at ``k = 5``); a few gross
+    outliers no longer set it.
 
     Parameters
     ----------
@@ -378,7 +381,7 @@ def clipped_rms(z: np.ndarray, k: float = CLIP_Z, n_iter: int = 5) -> float:
     z = z[np.isfinite(z)]
     if z.size == 0:
         return float("nan")
-    r = float(np.sqrt(np.mean(z * z)))
+    r = float(1.4826 * np.median(np.abs(z))) or float(np.sqrt(np.mean(z * z)))
     for _ in range(n_iter):
         keep = np.abs(z) <= k * r
         if not keep.any():
