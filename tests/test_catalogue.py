@@ -160,7 +160,44 @@ def test_add_teff_logg_model_routes_and_flags_by_hand(pred):
     assert out["FLAG"].tolist() == [64, 0, 32, 1 | 64]
     assert out.meta["ROUTE"] == "2 3-label, 2 2-label"
     assert str(out["TEFF_2L"].unit) == "K" and "TEFF_MODEL" in out["TEFF"].description
+    for c in ("TEFF", "TEFF_ERR", "TEFF_ERR_CV", "LOGG", "LOGG_ERR"):   # routed columns keep unit and description
+        assert out[c].unit == cat[c].unit and out[c].description, c
+    assert out["TEFF_ERR"].description.startswith(cat["TEFF_ERR"].description)
     assert cat["TEFF"][0] == 3500.0  # the input catalogue is not changed
+
+
+def _posterior(pred, ml_offset):
+    """``pred`` as a posterior-mean table: ``<label>_ml`` = label + offset, HEADLINE in meta."""
+    post = Table(pred, copy=True)
+    for n, d in ml_offset.items():
+        post[f"{n}_ml"] = np.asarray(post[n], float) + d
+        post[f"{n}_ml"].unit = post[n].unit
+        post[f"e_{n}"].description = "posterior standard deviation, CV-calibrated"
+    post.meta["HEADLINE"] = "posterior mean (Li 2021 eq. 2), prior training"
+    return post
+
+
+def test_a_posterior_catalogue_names_its_headline_and_keeps_the_ml_labels(pred, tmp_path):
+    cat = _build(_posterior(pred, {"teff": -300.0, "logg": 0.0, "fe_h": 0.1}))
+    np.testing.assert_allclose(np.asarray(cat["TEFF"]), pred["teff"])               # headline: posterior mean
+    np.testing.assert_allclose(np.asarray(cat["TEFF_ML"]), np.asarray(pred["teff"]) - 300.0)
+    assert "posterior mean" in cat["TEFF"].description and "posterior" in cat["TEFF_ERR"].description
+    assert "maximum likelihood" in cat["TEFF_ML"].description and "FLAG" in cat["TEFF_ML"].description
+    back = catalogue.read_catalogue(catalogue.write_catalogue(cat, tmp_path / "p.fits"))
+    assert back.meta["HEADLINE"].startswith("posterior mean") and str(back["TEFF_ML"].unit) == "K"
+    assert _build(pred).meta["HEADLINE"].startswith("maximum likelihood") and "TEFF_ML" not in _build(pred).colnames
+
+
+def test_route_follows_the_two_label_maximum_likelihood_labels(pred):
+    """Posterior means inside the 3-label domain, ML Teff below it: routed to the 2-label model by ML."""
+    cat = _build(_posterior(pred, {"teff": 0.0, "logg": 0.0, "fe_h": 0.0}))
+    pred2 = _posterior(_pred2([3600.0, 3620.0, 3710.0, 3600.0], [4.8] * 4), {"teff": 0.0, "logg": 0.0})
+    pred2["teff_ml"] = [3400.0, 3620.0, 3710.0, 3300.0]       # stars 0 and 3: below 3585 K by likelihood
+    out = catalogue.add_teff_logg_model(cat, pred2, DOMAIN3)
+    assert out["TEFF_MODEL"].tolist() == ["2-label", "3-label", "3-label", "2-label"]
+    np.testing.assert_array_equal(out["TEFF"], [3600.0, 3600.0, 3700.0, 3600.0])  # 2-label posterior means
+    np.testing.assert_array_equal(out["TEFF_ML"], [3400.0, 3600.0, 3700.0, 3300.0])
+    assert out["FLAG"].tolist() == [64, 0, 32, 1 | 64]
 
 
 def test_add_teff_logg_model_rejects_other_stars(pred):

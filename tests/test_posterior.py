@@ -175,6 +175,25 @@ def test_std_calibration_recovers_a_power_law_of_snr():
     assert np.allclose(fac[0], cal[:, 0]) and np.allclose(fac[1], cal[:, 0])
 
 
+def test_std_calibration_ignores_a_fit_in_a_wrong_mode():
+    """One gross outlier per SNR bin (z ~ 20, a wrong likelihood mode) leaves the factors unchanged."""
+    rng = np.random.default_rng(6)
+    snr = np.exp(rng.uniform(np.log(5), np.log(200), 400))
+    z = rng.normal(0, 1, (snr.size, 1)) * 0.8
+    clean, _ = posterior.fit_std_calibration(z, snr)
+    edges = np.quantile(snr, [0, 0.25, 0.5, 0.75, 1])
+    for lo in edges[:-1]:
+        z[np.argmin(np.where(snr >= lo, snr, np.inf)), 0] = 20.0
+    plain = np.sqrt(np.mean(z[:, 0] ** 2))
+    assert plain > 1.2                                                # the outliers would dominate
+    assert posterior.clipped_rms(z[:, 0]) == pytest.approx(np.sqrt(np.mean(z[np.abs(z[:, 0]) < 10, 0] ** 2)))
+    cal, _ = posterior.fit_std_calibration(z, snr)
+    assert cal[0] == pytest.approx(clean[0], abs=0.03) and cal[0, 0] == pytest.approx(0.8, abs=0.08)
+    assert np.isnan(posterior.clipped_rms(np.array([np.nan])))
+    small = np.array([0.9, -1.1, 1.0, -0.8, 1.2, -1.0, 0.7, -1.3, 1.1, 20.0])   # 10 values, one gross
+    assert posterior.clipped_rms(small) == pytest.approx(np.sqrt(np.mean(small[:-1] ** 2)))
+
+
 def test_choose_scale_by_normalised_mse():
     truth = np.array([[0.0, 10.0], [1.0, 20.0], [2.0, 30.0]])        # variances 2/3 and 200/3
     means = np.stack([truth + [[0.3, 0.0]], truth + [[0.0, 3.0]], truth + [[0.1, 1.0]]])
@@ -220,9 +239,11 @@ def test_compare_estimators_same_folds_for_all():
 def test_mock_track_posterior_beats_ml_at_low_snr_with_calibrated_errors(data_mirror):
     """Mock LAMOST spectra (known truth): posterior-mean RMS < ML RMS at SNR < 30; z width near 1 per SNR bin.
 
-    z = (posterior mean - truth) / e_label on 400 test stars, 4 equal-count SNR bins.  Measured
-    (this seed): Teff 0.74, 0.89, 0.95, 1.13 and [Fe/H] 1.03, 1.07, 1.08, 0.91, so the target
-    0.8-1.2 is missed in the lowest-SNR Teff bin; the bound checked is 0.7-1.3.
+    z = (posterior mean - truth) / e_label on 400 test stars, 4 equal-count SNR bins, target
+    0.8-1.2.  With the plain RMS of the CV z per SNR bin as the calibration, one training star
+    fitted in a wrong likelihood mode (SNR 13, Teff 3711 K fitted at 2592 K) set the lowest-SNR
+    factor and the test widths were Teff 0.74, 0.89, 0.95, 1.13; with the clipped RMS
+    (``posterior.clipped_rms``): Teff 0.95, 1.02, 0.99, 1.04, [Fe/H] 1.03, 1.07, 1.08, 0.91.
     """
     from mdslam.mock import MockSurvey
     from mdslam.preprocess import log_lambda_grid, preprocess
@@ -248,4 +269,4 @@ def test_mock_track_posterior_beats_ml_at_low_snr_with_calibrated_errors(data_mi
         z = (t[n] - y[te][:, li]) / t[f"e_{n}"]
         for k in range(4):
             sel = (snr >= edges[k]) & (snr <= edges[k + 1])
-            assert 0.7 <= np.std(z[sel]) <= 1.3, (n, k, np.std(z[sel]))
+            assert 0.8 <= np.std(z[sel]) <= 1.2, (n, k, np.std(z[sel]))

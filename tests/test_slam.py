@@ -503,6 +503,34 @@ def test_posterior_mean_beats_maximum_likelihood_at_low_snr(trained_prior):
         assert 0.6 < np.std(z) < 1.5, (n, np.std(z))       # calibrated on CV, checked on new stars
 
 
+def test_domain_flags_come_from_the_likelihood_not_the_prior():
+    """Known truth: stars far below the training Teff range keep OUTSIDE_DOMAIN with the prior on.
+
+    Trained on Teff > 3500 K only; stars at 3100-3300 K (truth) get maximum-likelihood Teff below
+    the domain, while the training prior pulls their posterior mean into it (the likelihood is
+    nearly flat where the RBF model extrapolates).  The flag must follow the ML labels (Li 2021
+    eq. 3), as a flag on the posterior mean (eq. 2) would pass these stars as in-domain.
+    """
+    rng = np.random.default_rng(0)
+    flux, ivar, lab, _ = make_spectra(240, seed=1, snr=rng.uniform(20, 100, 240))
+    keep = lab[:, 0] > 3500
+    model = SLAM(C=(1.0, 10.0), epsilon=(0.01, 0.05), gamma=(0.1, 0.5), cv=4, random_state=3, n_jobs=1,
+                 prior="training")
+    model.fit(flux[keep], lab[keep], ivar[keep], label_names=LABELS, label_units=UNITS)
+    lo, hi = model.domain_array()[0]
+    f2, iv2, lab2, _ = make_spectra(60, seed=5, snr=20.0)
+    t = model.predict_table(f2, iv2)
+    teff_bit = (np.asarray(t["flag"]) & int(LabelFlag.OUTSIDE_DOMAIN)) > 0
+    ml = np.asarray(t["teff_ml"])
+    assert np.array_equal(teff_bit, (ml < lo) | (ml > hi))              # the rule: ML labels
+    far = lab2[:, 0] < 3300                                              # truth 200+ K below the domain
+    assert far.sum() >= 5 and np.all(ml[far] < lo) and teff_bit[far].all()
+    pulled = far & (np.asarray(t["teff"]) >= lo)
+    assert pulled.sum() >= 0.8 * far.sum()                               # the posterior mean is inside
+    inside = (lab2[:, 0] > 3600) & (lab2[:, 0] < 4000)
+    assert teff_bit[inside].mean() < 0.2                                 # in-domain stars stay unflagged
+
+
 def test_posterior_settings_round_trip_and_flat_prior(trained_prior, tmp_path):
     model = trained_prior
     path = tmp_path / "post.npz"

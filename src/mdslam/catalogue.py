@@ -57,10 +57,13 @@ def build_catalogue(pred: Table, identifiers: Mapping[str, tuple[Sequence, str]]
     Parameters
     ----------
     pred : Table
-        One row per spectrum: ``snr``, the labels, ``e_<label>`` (formal),
-        ``e_<label>_cv`` (empirical ``a * SNR**b``), ``chi2``, ``rchi2``,
+        One row per spectrum: ``snr``, the labels, ``e_<label>`` (formal, or the
+        posterior std), ``e_<label>_cv`` (empirical law of SNR), ``chi2``, ``rchi2``,
         ``n_good_pixels``, ``converged``, ``flag``; labels named in ``pred.meta["LABELS"]``
-        (comma separated) or found among :data:`LABEL_COLUMNS`.
+        (comma separated) or found among :data:`LABEL_COLUMNS`. With a prior the
+        labels are posterior means (``pred.meta["HEADLINE"]``, copied to the
+        catalogue's meta and label descriptions) and the maximum-likelihood
+        ``<label>_ml``, which the flags test, become ``<LABEL>_ML``.
     identifiers : mapping
         ``{column name: (values, description)}``, written first (e.g. Gaia source_id).
     training_labels : str
@@ -87,17 +90,9 @@ def build_catalogue(pred: Table, identifiers: Mapping[str, tuple[Sequence, str]]
         out[col].description = desc
     out["SNR"] = np.asarray(pred["snr"], float)
     out["SNR"].description = "spectral SNR, median flux * sqrt(ivar) over good pixels"
+    headline = str(pred.meta.get("HEADLINE", _ML))
     for n in names:
-        col, unit, what = LABEL_COLUMNS.get(n, (n.upper(), str(pred[n].unit or ""), n))
-        out[col] = np.asarray(pred[n], float)
-        out[col].unit, out[col].description = unit or None, f"SLAM {what} (maximum likelihood; trained on {training_labels})"
-        out[f"{col}_ERR"] = np.asarray(pred[f"e_{n}"], float)
-        out[f"{col}_ERR"].unit = unit or None
-        out[f"{col}_ERR"].description = "formal uncertainty sqrt(diag((J^T W J)^-1))"
-        if f"e_{n}_cv" in pred.colnames:
-            out[f"{col}_ERR_CV"] = np.asarray(pred[f"e_{n}_cv"], float)
-            out[f"{col}_ERR_CV"].unit = unit or None
-            out[f"{col}_ERR_CV"].description = "empirical uncertainty a * SNR^b fitted to the CV scatter (Qiu eqs. 6-8)"
+        _label_columns(out, pred, n, headline, training_labels)
     if in_train is not None:
         in_train = np.asarray(in_train, bool)
         out["IN_TRAIN"] = in_train
@@ -123,12 +118,36 @@ def build_catalogue(pred: Table, identifiers: Mapping[str, tuple[Sequence, str]]
             out[c.upper()].description = desc
     out.meta["TRACK"] = track
     out.meta["LABELS"] = ",".join(names)
+    out.meta["HEADLINE"] = headline
     return out
+
+
+_ML = "maximum likelihood (Li 2021 eq. 3)"
+
+
+def _label_columns(out: Table, pred: Table, n: str, headline: str, training_labels: str) -> None:
+    """``<COL>``, ``<COL>_ERR``, ``<COL>_ERR_CV`` and (with a posterior) ``<COL>_ML`` of label ``n``, in place.
+
+    ``<COL>`` is ``pred``'s headline label (``headline``: the posterior mean of Li 2021
+    eq. 2 with a prior, else the maximum likelihood of eq. 3); ``<COL>_ERR`` its
+    uncertainty as ``pred`` describes it (posterior std, or the formal one).
+    """
+    col, unit, what = LABEL_COLUMNS.get(n, (n.upper(), str(pred[n].unit or ""), n))
+    _copy_col(out, col, np.asarray(pred[n], float), f"SLAM {what} ({headline}; trained on {training_labels})", unit)
+    err = pred[f"e_{n}"].description or "formal uncertainty sqrt(diag((J^T W J)^-1))"
+    _copy_col(out, f"{col}_ERR", np.asarray(pred[f"e_{n}"], float), err, unit)
+    if f"e_{n}_cv" in pred.colnames:
+        _copy_col(out, f"{col}_ERR_CV", np.asarray(pred[f"e_{n}_cv"], float), pred[f"e_{n}_cv"].description or
+                  "empirical uncertainty fitted to the CV scatter against SNR (Qiu eqs. 6-8)", unit)
+    if f"{n}_ml" in pred.colnames:
+        _copy_col(out, f"{col}_ML", np.asarray(pred[f"{n}_ml"], float),
+                  f"SLAM {what}, {_ML}: the label the FLAG bits (OUTSIDE_DOMAIN included) test", unit)
 
 
 #: The rule that picks the model of a star's headline Teff and log g (column descriptions, chapter 8).
 ROUTE_RULE = ("Teff and log g come from the three-label model when the two-label (Teff, log g) model puts the "
-              "star inside the three-label model's label domain (both labels), else from the two-label model; "
+              "star inside the three-label model's label domain (both labels, by its maximum-likelihood labels), "
+              "else from the two-label model; "
               "[Fe/H] always comes from the three-label model and carries its OUTSIDE_DOMAIN bit when the star "
               "is outside that domain")
 
@@ -138,7 +157,11 @@ def teff_logg_route(teff2: np.ndarray, logg2: np.ndarray, domain3: np.ndarray) -
 
     The test uses the two-label model's labels, not the three-label model's own:
     a model pulls a star from outside its training domain towards the domain's
-    edge, so its own labels cannot tell that the star lies outside.
+    edge, so its own labels cannot tell that the star lies outside. Pass the
+    two-label model's maximum-likelihood labels (Li 2021 eq. 3) when it has a
+    prior: a prior pulls a star towards the training labels too, while the
+    likelihood alone says where the spectrum lies (:func:`add_teff_logg_model`
+    does this).
 
     Parameters
     ----------
@@ -172,6 +195,9 @@ def add_teff_logg_model(cat: Table, pred2: Table, domain3: np.ndarray, *,
     that :func:`teff_logg_route` picks for each star; the three-label model's own
     Teff and log g stay in ``TEFF_3L``, ``LOGG_3L`` and the two-label model's in
     ``TEFF_2L``, ``LOGG_2L`` (with ``_ERR``) and ``FLAG_2L``, so no label is lost.
+    The route follows the two-label model's maximum-likelihood labels (``teff_ml``,
+    ``logg_ml`` when it has a prior, else ``teff``, ``logg``); ``TEFF_ML`` and
+    ``LOGG_ML`` (if present) are routed with ``TEFF`` and ``LOGG``.
     ``TEFF_MODEL``, ``LOGG_MODEL``, ``FE_H_MODEL`` name the model of each headline
     label. ``FE_H`` stays the three-label model's; for a star routed to the
     two-label model, ``FLAG`` gains the ``OUTSIDE_DOMAIN`` bit of [Fe/H]
@@ -209,20 +235,11 @@ def add_teff_logg_model(cat: Table, pred2: Table, domain3: np.ndarray, *,
             not np.array_equal(np.asarray(pred2["id"]), np.asarray(cat["SOURCE_ID"])):
         raise ValueError("pred2: ids differ from the catalogue's SOURCE_ID: label the same stars in the same order")
     dom = np.asarray(domain3, float)[[names3.index("teff"), names3.index("logg")]]
-    route3 = teff_logg_route(pred2["teff"], pred2["logg"], dom)
+    ml2 = {n: pred2[f"{n}_ml"] if f"{n}_ml" in pred2.colnames else pred2[n] for n in ("teff", "logg")}
+    route3 = teff_logg_route(ml2["teff"], ml2["logg"], dom)
     out = Table(cat, copy=True)
     for n in ("teff", "logg"):
-        col, unit, what = LABEL_COLUMNS[n]
-        _copy_col(out, f"{col}_3L", out[col], f"SLAM {what} of the {model_names[0]} model", unit)
-        _copy_col(out, f"{col}_2L", pred2[n], f"SLAM {what} of the {model_names[1]} (Teff, log g) model", unit)
-        _copy_col(out, f"{col}_2L_ERR", pred2[f"e_{n}"], f"formal uncertainty of {col}_2L", unit)
-        for suffix, src in (("", n), ("_ERR", f"e_{n}"), ("_ERR_CV", f"e_{n}_cv")):
-            if f"{col}{suffix}" in out.colnames and src in pred2.colnames:
-                out[f"{col}{suffix}"] = np.where(route3, np.asarray(out[f"{col}{suffix}"], float),
-                                                 np.asarray(pred2[src], float))
-        out[col].description = f"SLAM {what}, headline: model in {col}_MODEL ({ROUTE_RULE})"
-        out[f"{col}_MODEL"] = np.where(route3, model_names[0], model_names[1])
-        out[f"{col}_MODEL"].description = f"model that gave {col}: {model_names[0]} or {model_names[1]}"
+        _route_label(out, pred2, n, route3, ml2[n], model_names)
     out["FE_H_MODEL"] = np.full(len(out), model_names[0])
     out["FE_H_MODEL"].description = f"model that gave FE_H: always the {model_names[0]} model"
     if "FLAG" in out.colnames and "fe_h" in names3:
@@ -234,6 +251,38 @@ def add_teff_logg_model(cat: Table, pred2: Table, domain3: np.ndarray, *,
         _copy_col(out, "FLAG_2L", pred2["flag"], f"bit flags of the {model_names[1]} model (labels teff, logg)")
     out.meta["ROUTE"] = f"{int(route3.sum())} {model_names[0]}, {int((~route3).sum())} {model_names[1]}"
     return out
+
+
+def _route_label(out: Table, pred2: Table, n: str, route3: np.ndarray, ml2, model_names: tuple[str, str]) -> None:
+    """Label ``n`` (teff or logg) of :func:`add_teff_logg_model`, in place: the ``_3L``, ``_2L`` copies,
+    the routed ``<COL>``, ``_ERR``, ``_ERR_CV``, ``_ML`` (unit kept, descriptions say what each row
+    holds) and ``<COL>_MODEL``; ``ml2`` is the two-label model's maximum-likelihood label."""
+    col, unit, what = LABEL_COLUMNS[n]
+    head3, head2 = out.meta.get("HEADLINE", _ML), pred2.meta.get("HEADLINE", _ML)
+    _copy_col(out, f"{col}_3L", out[col], f"SLAM {what} of the {model_names[0]} model", unit)
+    _copy_col(out, f"{col}_2L", pred2[n], f"SLAM {what} of the {model_names[1]} (Teff, log g) model", unit)
+    _copy_col(out, f"{col}_2L_ERR", pred2[f"e_{n}"], f"uncertainty of {col}_2L: "
+              f"{pred2[f'e_{n}'].description or 'formal'}", unit)
+    e_cv = pred2[f"e_{n}_cv"] if f"e_{n}_cv" in pred2.colnames else None
+    two = f"rows with {col}_MODEL = {model_names[1]}: the {model_names[1]} model's"
+    for suffix, src, note in (("", pred2[n], head2),
+                              ("_ERR", pred2[f"e_{n}"], pred2[f"e_{n}"].description or "formal uncertainty"),
+                              ("_ERR_CV", e_cv, "empirical uncertainty"), ("_ML", ml2, _ML)):
+        if f"{col}{suffix}" in out.colnames and src is not None:
+            _route_column(out, f"{col}{suffix}", route3, src, f"{two} {note}")
+    out[col].description = (f"SLAM {what} of the model in {col}_MODEL ({ROUTE_RULE}): the {model_names[0]} "
+                            f"model's {head3}, the {model_names[1]} model's {head2}")
+    out[f"{col}_MODEL"] = np.where(route3, model_names[0], model_names[1])
+    out[f"{col}_MODEL"].description = f"model that gave {col}: {model_names[0]} or {model_names[1]}"
+
+
+def _route_column(out: Table, name: str, keep: np.ndarray, other, note: str) -> None:
+    """``out[name]`` where ``keep``, else ``other``, in place; the unit kept, ``note`` (what the
+    other rows hold) appended to the description."""
+    old = out[name]
+    out[name] = np.where(keep, np.asarray(old, float), np.asarray(other, float))
+    out[name].unit = old.unit
+    out[name].description = "; ".join(t for t in (old.description, note) if t)
 
 
 def _copy_col(out: Table, name: str, values, description: str, unit: str | None = None) -> None:

@@ -348,8 +348,9 @@ def _fit_arguments(ts: TrainingSet, grid: dict | str | None, cv: int, seed: int)
         if not tuning.matches(ts):
             raise ValueError(f"grid={TUNED!r}: the tuned hyperparameters ({tuning.HYPER_DATASET}) belong to "
                              f"other stars than this {ts.track} training set (N={len(ts)}); pass a grid")
+        # "flags": the labels the flags come from, so that entries labelled under another rule are not reused
         key = {"tuned_sha256": next(iter(datasets.get(tuning.HYPER_DATASET).files.values())),
-               "prior": tuning.CATALOGUE_PRIOR}
+               "prior": tuning.CATALOGUE_PRIOR, "flags": "maximum likelihood"}
     else:
         key = {k: tuple(map(float, v)) for k, v in dict(grid or BOOK_GRID).items()}
     return dict(flux=ts.spectra.flux, y=ts.y, ivar=ts.spectra.ivar, wavelength=ts.spectra.wavelength,

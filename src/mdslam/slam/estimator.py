@@ -434,6 +434,10 @@ class SLAM(RegressorMixin, BaseEstimator):
         ``e_<label>_ml`` (formal), and ``<label>_map`` (posterior maximum) and
         ``posterior_n_eff`` (importance-sampling nodes carrying the weight) are
         added.  ``meta['HEADLINE']`` says which estimate the headline is.
+        The flags, the ``OUTSIDE_DOMAIN`` bits included, always test the
+        maximum-likelihood labels: the prior pulls a star from outside the
+        training domain into it, the likelihood alone says where the spectrum
+        lies (:func:`mdslam.slam.infer.infer`).
         """
         if hasattr(X, "flux") and hasattr(X, "ivar") and hasattr(X, "meta"):      # a Spectra container
             self._check_fitted()

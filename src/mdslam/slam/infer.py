@@ -259,6 +259,16 @@ def infer(model: Any, X: Any, ivar: Any = None, snr: Any = None) -> dict[str, An
     ML), ``ml`` and ``e_formal`` (n, L), ``chi2``, ``n_good``, ``n_iter``,
     ``converged``, ``flag``, ``snr``, ``n_eff`` (n,) and ``posterior`` (dict
     of ``map``, ``mean``, ``std`` (n, L), or None without a prior).
+
+    Notes
+    -----
+    Every flag, the ``OUTSIDE_DOMAIN`` bits included, comes from the
+    maximum-likelihood labels of Li 2021 eq. 3, also when a prior makes the
+    posterior mean of eq. 2 the headline: the likelihood alone says where
+    the spectrum lies, while a prior fitted to the training labels pulls a
+    star from outside the training domain into it, so a test on the
+    posterior mean would pass exactly the stars the flag exists to catch.
+    The headline label of an in-domain star is then its posterior mean.
     """
     model._check_fitted()
     flux, iv, bad = inputs.coerce_spectra(X, ivar, model.n_features_in_)
@@ -279,7 +289,8 @@ def infer(model: Any, X: Any, ivar: Any = None, snr: Any = None) -> dict[str, An
     res = _fit_all(model, fobs, w, np.flatnonzero(fittable), snr, flag)
     has_prior = model.prior is not None
     headline = res["post"]["mean"] if has_prior else res["labels"]
-    flag |= quality.domain_flags(headline, model.domain_array())
+    # where the spectrum lies is the likelihood's answer (ML labels), not the prior's (see docstring)
+    flag |= quality.domain_flags(res["labels"], model.domain_array())
     flag |= quality.fit_quality_flags(model, res["chi2"], n_good, res["labels"], flux)    # mdslam.checks
     return dict(labels=headline, ml=res["labels"], e_formal=res["e_formal"], chi2=res["chi2"], n_good=n_good,
                 n_iter=res["n_iter"], converged=res["converged"], flag=flag, snr=snr,
