@@ -242,7 +242,28 @@ def exact_cv_check(data: Path, model_path: Path, pixels: np.ndarray, s: dict) ->
             "astro_max": float(r_a.max())}
 
 
-def main(argv=None) -> int:
+def _print_speed(a: dict, m: dict, a_lab: float) -> None:
+    """Training CPU and wall ratios and labels per spectrum (float64 LM and ``lm_float32``) against astroslam."""
+    if "cpu_s" in a:
+        # astroslam's CPU: its whole process tree minus the wall time of its single-process phases after
+        # training (a lower bound of its training CPU under load, so the CPU ratio is conservative)
+        rest = a["dump_s"] + a["training_nmse_s"] + N_TEST * a_lab + 5 * a["predict_spectrum_s"]
+        a_cpu = a["cpu_s"] - rest
+        print(f"{'training CPU time (user + system)':46s} astroslam {a_cpu:10.4g} s  mdslam {m['train_cpu_s']:10.4g} s  "
+              f"ratio {a_cpu / m['train_cpu_s']:8.1f}x  target >= 30x: "
+              f"{'met' if a_cpu / m['train_cpu_s'] >= 30 else 'NOT met'}")
+    print(f"{'training wall time (as above), target 30x':46s} ratio {a['train_s'] / m['train_s']:.1f}x: "
+          f"{'met' if a['train_s'] / m['train_s'] >= 30 else 'NOT met'}; mdslam n_jobs {m['n_jobs']}, "
+          f"cv_prune {m['cv_prune']}")
+    for tag, name in (("", "float64 LM"), ("_f32", "lm_float32")):
+        r = a_lab / m["labels_per_spec_s" + tag]
+        print(f"{'labels per spectrum, ' + name:46s} astroslam {a_lab:10.4g} s  mdslam {m['labels_per_spec_s' + tag]:10.4g} s "
+              f"(CPU {m['labels_per_spec_cpu_s' + tag]:.4g} s) ratio {r:8.1f}x  target >= 500x: "
+              f"{'met' if r >= 500 else 'NOT met'}; rms {m['rms' + tag]}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line of this script."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="150 pixels, 400 training stars, for development")
     ap.add_argument("--skip-astroslam", action="store_true", help="reuse the last astroslam result")
@@ -255,7 +276,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n-jobs", type=int, default=2, help="mdslam's worker threads (astroslam runs n_jobs=2)")
     ap.add_argument("--cv-prune", type=float, default=None,
                     help="SLAM(cv_prune=F): stop grid points above F x a pixel's best CV-MSE after 2 folds")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     tag = "quick" if args.quick else ("full" if args.pixel_step == 1 else f"step{args.pixel_step}")
@@ -292,22 +317,7 @@ def main(argv=None) -> int:
     for name, (va, vm, unit, target) in lines.items():
         tgt = "" if target is None else f"  target >= {target}x: {'met' if va / vm >= target else 'NOT met'}"
         print(f"{name:46s} astroslam {va:10.4g} {unit:2s} mdslam {vm:10.4g} {unit:2s} ratio {va / vm:8.1f}x{tgt}")
-    if "cpu_s" in a:
-        # astroslam's CPU: its whole process tree minus the wall time of its single-process phases after
-        # training (a lower bound of its training CPU under load, so the CPU ratio is conservative)
-        rest = a["dump_s"] + a["training_nmse_s"] + N_TEST * a_lab + 5 * a["predict_spectrum_s"]
-        a_cpu = a["cpu_s"] - rest
-        print(f"{'training CPU time (user + system)':46s} astroslam {a_cpu:10.4g} s  mdslam {m['train_cpu_s']:10.4g} s  "
-              f"ratio {a_cpu / m['train_cpu_s']:8.1f}x  target >= 30x: "
-              f"{'met' if a_cpu / m['train_cpu_s'] >= 30 else 'NOT met'}")
-    print(f"{'training wall time (as above), target 30x':46s} ratio {a['train_s'] / m['train_s']:.1f}x: "
-          f"{'met' if a['train_s'] / m['train_s'] >= 30 else 'NOT met'}; mdslam n_jobs {m['n_jobs']}, "
-          f"cv_prune {m['cv_prune']}")
-    for tag, name in (("", "float64 LM"), ("_f32", "lm_float32")):
-        r = a_lab / m["labels_per_spec_s" + tag]
-        print(f"{'labels per spectrum, ' + name:46s} astroslam {a_lab:10.4g} s  mdslam {m['labels_per_spec_s' + tag]:10.4g} s "
-              f"(CPU {m['labels_per_spec_cpu_s' + tag]:.4g} s) ratio {r:8.1f}x  target >= 500x: "
-              f"{'met' if r >= 500 else 'NOT met'}; rms {m['rms' + tag]}")
+    _print_speed(a, m, a_lab)
     print(f"{'test rms (Teff K, logg, [M/H]), 20 spectra':46s} astroslam {a['rms']}  mdslam {m['rms']}")
     print(f"{'test bias (Teff K, logg, [M/H]), 20 spectra':46s} astroslam {a['bias']}  mdslam {m['bias']}")
     print(f"{'CV-MSE per pixel, mdslam <= astroslam':46s} {np.mean(ratio_cv <= 1):.3f} of pixels strictly; "
