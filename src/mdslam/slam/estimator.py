@@ -137,6 +137,13 @@ class SLAM(RegressorMixin, BaseEstimator):
         expansion coefficients over the landmarks (zero for the other stars), so the
         forward model keeps its form. Its error against the exact SVR is measured in
         ``benchmarks/README.md`` ("Nystrom path") and bounded in ``tests/test_svr.py``.
+    cv_prune : None or float
+        None (default): every grid point is solved in every CV fold (the exact grid
+        search).  A factor ``f > 1``: after the first two folds, a pixel's grid points whose
+        CV-MSE so far is above ``f`` times the pixel's best are not solved in the remaining
+        folds (their ``cv_mse_grid_`` entries are NaN); the fraction of CV solves saved is
+        ``solver_info_["cv_pruned_fraction"]``.  How often this changes the choice is
+        measured in ``benchmarks/README.md``.
 
     Attributes
     ----------
@@ -149,7 +156,7 @@ class SLAM(RegressorMixin, BaseEstimator):
     cv_mse_scaled_, cv_md_scaled_ : (n_pix,) arrays
         The same in standardised flux units.
     cv_mse_grid_ : (n_pix, n_C, n_epsilon, n_gamma) array
-        Standardised CV-MSE over the whole grid.
+        Standardised CV-MSE over the whole grid (NaN where ``cv_prune`` stopped a point early).
     grid_edge_fraction_ : dict
         Per hyperparameter, fraction of pixels whose choice is on a grid edge.
     dual_coef_ : (n_pix, n_train) array
@@ -178,6 +185,9 @@ class SLAM(RegressorMixin, BaseEstimator):
         ``snr_range``, set by :meth:`fit_error_law` (:mod:`mdslam.slam.errorlaw`).
     solver_info_ : dict
         Mean ADMM iterations, largest KKT gaps of the CV and final fits.
+    cv_unconverged_ : (n_pix,) int array
+        CV solves per pixel stopped above libsvm's tolerance ``tol`` (at ``max_iter``);
+        set by :meth:`fit`, not saved in the model file.
     chi2_scale_ : float
         The likelihood scale ``s`` in use (``chi2_scale`` or the CV choice; 1
         without a prior).
@@ -200,7 +210,8 @@ class SLAM(RegressorMixin, BaseEstimator):
                  lm_ftol: float = 1e-10, quick_grid: int | None = None, batch_size: int = 256,
                  n_jobs: int | None = None, verbose: bool = False, prior=None,
                  chi2_scale: str | float = "cv", kernel_rank: int | None = None,
-                 lm_float32: bool = False, lm_sigma_tol: float | None = None):
+                 lm_float32: bool = False, lm_sigma_tol: float | None = None,
+                 cv_prune: float | None = None):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -223,6 +234,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.kernel_rank = kernel_rank
         self.lm_float32 = lm_float32
         self.lm_sigma_tol = lm_sigma_tol
+        self.cv_prune = cv_prune
 
     def set_params(self, **params) -> SLAM:
         """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.
@@ -294,7 +306,12 @@ class SLAM(RegressorMixin, BaseEstimator):
         if kr is not None and (isinstance(kr, bool) or not isinstance(kr, (int, np.integer)) or kr < 1):
             raise ValueError(f"kernel_rank={kr!r}: must be None (exact kernel) or a positive int (Nystrom landmarks)")
         runner = BlockRunner.for_fit(None if self.n_jobs is None else _n_workers(self.n_jobs), client)
-        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, runner, kr)
+        prune = self.cv_prune
+        if prune is not None and (isinstance(prune, bool) or not np.isfinite(prune) or prune <= 1):
+            raise ValueError(f"cv_prune={prune!r}: must be None (every grid point in every fold) or a factor > 1")
+        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, runner, kr,
+                                             prune=prune)
+        self.cv_unconverged_ = info.pop("cv_unconverged_per_pixel")
         for attr, value in _cv.choose_hyperparameters(sse, se, cnt, Cs, es, gs).items():
             setattr(self, attr, value)
         self.cv_mse_ = self.cv_mse_scaled_ * self.flux_scale_**2
