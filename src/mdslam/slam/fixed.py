@@ -16,10 +16,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import checks
+from . import cv as _cv
 from . import infer, inputs
 from ._util import _n_workers
 from .estimator import SLAM
-from .training import _grid_edge_fraction, _refit_all, _standardise
+from .training import _grid_edge_fraction, _iter_folds, _refit_all, _standardise
 
 __all__ = ["fit_fixed"]
 
@@ -47,6 +48,12 @@ def fit_fixed(model: SLAM, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None
         (n_label, 2) and ``posterior_std_snr_ref`` (float).
     wavelength, label_names, label_units
         As for :meth:`mdslam.slam.SLAM.fit`.
+
+    With ``model.likelihood == "correlated"`` the noise model and (for
+    ``chi2_scale="cv"`` with a prior) the chi2 scale are chosen by
+    ``model.cv``-fold CV refits at these hyperparameters
+    (:func:`mdslam.slam.cv.fit_likelihood_scale`); ``hyper``'s chi2 scale,
+    chosen for the independent likelihood, is not used.
 
     Returns
     -------
@@ -89,7 +96,11 @@ def fit_fixed(model: SLAM, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None
     model.error_law_ = None
     model.solver_info_ = {**info, "n_folds": 0}
     model._reset_cache()
-    _set_likelihood_scale(model, hyper, L)
+    if _cv.check_likelihood(model.likelihood) == "correlated":
+        # the noise model (and a chi2 scale for it) come from CV refits at these hyperparameters
+        _cv.fit_likelihood_scale(model, flux, labels, good, ivar, _iter_folds(n, model.cv, model.random_state))
+    else:
+        _set_likelihood_scale(model, hyper, L)
     model.knn_k_ = checks.KNN_K
     model.knn_threshold_ = checks.knn_threshold(Xs, model.knn_k_)
     model.rchi2_threshold_ = checks.rchi2_threshold(

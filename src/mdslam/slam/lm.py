@@ -16,6 +16,9 @@ import numpy as np
 
 #: ``model(theta (k, L)) -> (f (k, n), J (k, n, L))``.
 ModelFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: ``whiten(rows, X (k, n) or (k, n, L)) -> W_rows X``: a linear map per problem
+#: (:class:`mdslam.slam.noise.Whitener`) applied to residuals and Jacobians.
+Whiten = Callable[[object, np.ndarray], np.ndarray]
 
 
 class LMResult(NamedTuple):
@@ -29,7 +32,8 @@ class LMResult(NamedTuple):
     failed: np.ndarray       #: (m,) bool, non-finite parameters or chi2
 
 
-def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.ndarray) -> np.ndarray:
+def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.ndarray,
+               whiten: Whiten | None = None) -> np.ndarray:
     """Best starting point of each problem among precomputed model evaluations.
 
     Parameters
@@ -40,19 +44,29 @@ def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.nd
         Parameter vectors.
     grid_model : (g, n) array
         Model values at ``grid``.
+    whiten : Whitener, optional
+        Correlated residuals (:class:`mdslam.slam.noise.Whitener`): its
+        ``grid_chi2`` replaces the weighted sum (``w`` is then not used).
 
     Returns
     -------
     (m, L) array, the grid point of lowest chi2 per row (by three matrix products).
     """
+    if whiten is not None:
+        return grid[np.argmin(whiten.grid_chi2(y, grid_model), axis=1)].copy()
     chi2_grid = ((w * y**2).sum(axis=1)[:, None] - 2.0 * (w * y) @ grid_model.T + w @ (grid_model**2).T)
     return grid[np.argmin(chi2_grid, axis=1)].copy()
 
 
 def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, *,
                         max_iter: int = 100, xtol: float = 1e-7, ftol: float = 1e-10,
-                        split: tuple[Callable, Callable] | None = None) -> LMResult:
+                        split: tuple[Callable, Callable] | None = None,
+                        whiten: Whiten | None = None) -> LMResult:
     """Minimise ``sum_j w_ij (y_ij - f_j(theta_i))^2`` for every row ``i`` together.
+
+    With ``whiten`` the residuals are ``W_i (y_i - f(theta_i))`` and the
+    Jacobian ``W_i J``: the objective is ``sum_j w_ij [W_i r_i]_j^2``, i.e.
+    ``r^T Sigma_i^-1 r`` for ``W^T W = Sigma^-1`` and ``w = 1``.
 
     Parameters
     ----------
@@ -72,6 +86,9 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         ``values(theta) -> f`` and ``jacobian(theta) -> J``: trial points get
         ``values`` only, the Jacobian is computed for accepted steps (a
         rejected step then costs one model evaluation instead of both).
+    whiten : callable, optional
+        ``whiten(rows, X)``: the per-problem linear map ``W`` applied to
+        residuals (k, n) and Jacobians (k, n, L) of the problems ``rows``.
 
     Returns
     -------
@@ -80,9 +97,11 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     m, L = theta0.shape
     theta = np.array(theta0, float, copy=True)
 
+    wh = whiten if whiten is not None else (lambda rows, X: X)
+
     def evaluate(th, rows):
         f, Jp = model(th)
-        return y[rows] - f, Jp
+        return wh(rows, y[rows] - f), wh(rows, Jp)
 
     r, Jp = evaluate(theta, slice(None))
     Jp = Jp if Jp.flags.writeable else np.array(Jp)             # updated in place below
@@ -106,7 +125,7 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         if split is None:
             r_new, J_new = evaluate(th_new, active)
         else:
-            r_new, J_new = y[active] - split[0](th_new), None
+            r_new, J_new = wh(active, y[active] - split[0](th_new)), None
         chi2_new = (wa * r_new * r_new).sum(axis=1)
         n_iter[active] += 1
         acc = np.isfinite(chi2_new) & (chi2_new <= chi2[active])
@@ -118,7 +137,7 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         if J_new is not None:
             Jp[ia] = J_new[acc]
         elif ia.size:
-            Jp[ia] = split[1](th_new[acc])
+            Jp[ia] = wh(ia, split[1](th_new[acc]))
         chi2[ia] = chi2_new[acc]
         mu[active] = np.where(acc, np.maximum(mu[active] * 0.3, 1e-12), mu[active] * 10.0)
         done = small_step | small_df | (mu[active] > 1e12)
