@@ -49,11 +49,8 @@ def fit_fixed(model: SLAM, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None
     wavelength, label_names, label_units
         As for :meth:`mdslam.slam.SLAM.fit`.
 
-    With ``model.likelihood == "correlated"`` the noise model and (for
-    ``chi2_scale="cv"`` with a prior) the chi2 scale are chosen by
-    ``model.cv``-fold CV refits at these hyperparameters
-    (:func:`mdslam.slam.cv.fit_likelihood_scale`); ``hyper``'s chi2 scale,
-    chosen for the independent likelihood, is not used.
+    With ``likelihood="correlated"`` the noise model and chi2 scale come from
+    ``model.cv``-fold CV refits (:func:`mdslam.slam.cv.fit_likelihood_scale`), not ``hyper``.
 
     Returns
     -------
@@ -97,7 +94,6 @@ def fit_fixed(model: SLAM, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None
     model.solver_info_ = {**info, "n_folds": 0}
     model._reset_cache()
     if _cv.check_likelihood(model.likelihood) == "correlated":
-        # the noise model (and a chi2 scale for it) come from CV refits at these hyperparameters
         _cv.fit_likelihood_scale(model, flux, labels, good, ivar, _iter_folds(n, model.cv, model.random_state))
     else:
         _set_likelihood_scale(model, hyper, L)

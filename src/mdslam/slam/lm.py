@@ -64,9 +64,8 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
                         whiten: Whiten | None = None) -> LMResult:
     """Minimise ``sum_j w_ij (y_ij - f_j(theta_i))^2`` for every row ``i`` together.
 
-    With ``whiten`` the residuals are ``W_i (y_i - f(theta_i))`` and the
-    Jacobian ``W_i J``: the objective is ``sum_j w_ij [W_i r_i]_j^2``, i.e.
-    ``r^T Sigma_i^-1 r`` for ``W^T W = Sigma^-1`` and ``w = 1``.
+    With ``whiten``, residuals ``W_i (y_i - f)`` and Jacobians ``W_i J``: for
+    ``W^T W = Sigma^-1`` and ``w = 1`` the objective is ``r^T Sigma_i^-1 r``.
 
     Parameters
     ----------
@@ -87,8 +86,7 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         ``values`` only, the Jacobian is computed for accepted steps (a
         rejected step then costs one model evaluation instead of both).
     whiten : callable, optional
-        ``whiten(rows, X)``: the per-problem linear map ``W`` applied to
-        residuals (k, n) and Jacobians (k, n, L) of the problems ``rows``.
+        ``whiten(rows, X)``: ``W`` of the problems ``rows`` applied to (k, n) or (k, n, L) arrays.
 
     Returns
     -------
@@ -110,17 +108,11 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     n_iter = np.zeros(m, int)
     converged = np.zeros(m, bool)
     active = np.arange(m)
-    eye = np.eye(L)
     for _ in range(int(max_iter)):
         if active.size == 0:
             break
-        Ja, wa, ra = Jp[active], w[active], r[active]
-        JW = Ja * wa[:, :, None]
-        A = np.matmul(JW.transpose(0, 2, 1), Ja)
-        g = np.matmul(JW.transpose(0, 2, 1), ra[:, :, None])[..., 0]
-        dA = np.diagonal(A, axis1=1, axis2=2)
-        damp = mu[active, None] * (dA + 1e-12 * dA.sum(axis=1, keepdims=True) + 1e-300)
-        step = np.linalg.solve(A + damp[:, :, None] * eye, g[..., None])[..., 0]
+        wa = w[active]
+        step = _damped_step(Jp[active], wa, r[active], mu[active])
         th_new = theta[active] + step
         if split is None:
             r_new, J_new = evaluate(th_new, active)
@@ -146,6 +138,16 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     cov = covariance(Jp, w)
     failed = ~np.all(np.isfinite(theta), axis=1) | ~np.isfinite(chi2)
     return LMResult(theta, cov, chi2, n_iter, converged & ~failed, failed)
+
+
+def _damped_step(J: np.ndarray, w: np.ndarray, r: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """LM steps ``(J^T W J + mu D)^-1 J^T W r`` (D: the diagonal of ``J^T W J``), (k, L) for (k, n, L) ``J``."""
+    JW = J * w[:, :, None]
+    A = np.matmul(JW.transpose(0, 2, 1), J)
+    g = np.matmul(JW.transpose(0, 2, 1), r[:, :, None])[..., 0]
+    dA = np.diagonal(A, axis1=1, axis2=2)
+    damp = mu[:, None] * (dA + 1e-12 * dA.sum(axis=1, keepdims=True) + 1e-300)
+    return np.linalg.solve(A + damp[:, :, None] * np.eye(J.shape[2]), g[..., None])[..., 0]
 
 
 def covariance(J: np.ndarray, w: np.ndarray) -> np.ndarray:
