@@ -59,22 +59,27 @@ class Whitener:
 
     def __init__(self, w: np.ndarray, V: np.ndarray):
         w = np.asarray(w, float)
-        V = np.asarray(V, float).reshape(w.shape[1], -1)
         self.n_pix = w.shape[1]
+        self.V = np.ascontiguousarray(np.asarray(V, float).reshape(self.n_pix, -1))
         self.sqrt_w = np.sqrt(w)
-        self.B = self.sqrt_w[:, :, None] * V[None, :, :]                      # (m, n, k)
-        BtB = np.matmul(self.B.transpose(0, 2, 1), self.B)                     # (m, k, k)
+        k = self.V.shape[1]
+        # B^T B = V^T diag(w) V = Q diag(s^2) Q^T per spectrum, (m, k, k)
+        BtB = np.matmul((w[:, :, None] * self.V[None]).transpose(0, 2, 1), self.V) if k else np.zeros((len(w), 0, 0))
         s2, Q = np.linalg.eigh(BtB)
-        s2 = np.clip(s2, 0.0, None)
-        r = np.sqrt(1.0 + s2)
+        r = np.sqrt(1.0 + np.clip(s2, 0.0, None))
         self.M = np.matmul(Q * (1.0 / (r * (r + 1.0)))[:, None, :], Q.transpose(0, 2, 1))
-        # (I + B^T B)^-1 = C C^T: the low-rank part of the chi2 for grid_chi2
-        self.C = Q * (1.0 / r)[:, None, :]
+        self.C = Q * (1.0 / r)[:, None, :]                    # C C^T = (I + B^T B)^-1
 
     @property
     def rank(self) -> int:
         """Number of factors ``k``."""
-        return self.B.shape[2]
+        return self.V.shape[1]
+
+    def _project(self, sw: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """``B^T Z = V^T (sqrt_w * Z)`` for (r, n, L) ``Z``, as (r, L, k): one matrix product for all rows."""
+        r, n, L = Z.shape
+        SZ = (sw[:, :, None] * Z).transpose(0, 2, 1).reshape(r * L, n)
+        return (SZ @ self.V).reshape(r, L, self.rank)
 
     def __call__(self, rows, X: np.ndarray) -> np.ndarray:
         """``W_i X_i`` for the spectra ``rows``.
@@ -95,37 +100,38 @@ class Whitener:
         n = self.n_pix
         vec = X.ndim == 2
         Xp = X[:, :n, None] if vec else X[:, :n]
-        sw, B, M = self.sqrt_w[rows], self.B[rows], self.M[rows]
-        Z = sw[:, :, None] * Xp
-        if B.shape[2]:
-            Z = Z - np.matmul(B, np.matmul(M, np.matmul(B.transpose(0, 2, 1), Z)))
+        sw = self.sqrt_w[rows]
+        Z = sw[:, :, None] * Xp                                             # A^-1/2 X
+        if self.rank:
+            r, _, L = Z.shape
+            t = np.matmul(self._project(sw, Z), self.M[rows])               # (M B^T Z)^T, (r, L, k)
+            BMt = (t.reshape(r * L, self.rank) @ self.V.T).reshape(r, L, n).transpose(0, 2, 1)
+            Z = Z - sw[:, :, None] * BMt
         Z = Z[..., 0] if vec else Z
         if X.shape[1] == n:
             return Z
         return np.concatenate([Z, X[:, n:]], axis=1)
 
-    def grid_chi2(self, y: np.ndarray, F: np.ndarray) -> np.ndarray:
-        """``chi2_ig = (y_i - F_g)^T Sigma_i^{-1} (y_i - F_g)`` for every spectrum and grid point.
+    def chi2(self, y: np.ndarray, F: np.ndarray) -> np.ndarray:
+        """``chi2_ic = (y_i - F_ic)^T Sigma_i^{-1} (y_i - F_ic)`` for candidate model fluxes of every spectrum.
 
         Parameters
         ----------
         y : (m, n_pix) array
             Observed fluxes (0 where masked).
-        F : (g, n_pix) array
-            Model fluxes at ``g`` grid points.
+        F : (m, c, n_pix) array
+            ``c`` candidate model fluxes per spectrum.
 
         Returns
         -------
-        (m, g) array: the diagonal part by three matrix products, minus the
-        low-rank part ``|C^T B^T A^{-1/2} (y - F)|^2`` (Woodbury).
+        (m, c) array: the diagonal part minus the low-rank part
+        ``|C^T B^T A^{-1/2} r|^2`` (Woodbury, ``C C^T = (I + B^T B)^-1``).
         """
-        w = self.sqrt_w ** 2
-        out = (w * y**2).sum(axis=1)[:, None] - 2.0 * (w * y) @ F.T + w @ (F**2).T
+        r = self.sqrt_w[:, None, :] * (y[:, None, :] - F)                     # (m, c, n)
+        out = (r * r).sum(axis=2)
         if self.rank:
-            E = np.matmul(self.C.transpose(0, 2, 1), (self.B * self.sqrt_w[:, :, None]).transpose(0, 2, 1))
-            a = np.matmul(E, y[:, :, None])                                    # (m, k, 1)
-            b = np.matmul(E, F.T)                                              # (m, k, g)
-            out = out - ((a - b) ** 2).sum(axis=1)
+            t = np.matmul(self._project(self.sqrt_w, r.transpose(0, 2, 1)), self.C)   # (m, c, k)
+            out = out - (t * t).sum(axis=2)
         return out
 
 
