@@ -48,7 +48,7 @@ def test_whitened_chi2_is_r_sigma_inverse_r_on_three_pixels():
     y = np.vstack([r, 2 * r])
     w2 = np.tile(1.0 / (d + 1.0 / ivar), (2, 1))
     ref = np.array([[(yi - f) @ np.linalg.solve(Sigma, yi - f) for f in F] for yi in y])
-    assert np.allclose(noise.Whitener(w2, V).chi2(y, np.broadcast_to(F, (2, *F.shape))), ref, rtol=1e-10)
+    assert np.allclose(noise.Whitener(w2, V).grid_chi2(y, F), ref, rtol=1e-10)
     grid = np.arange(8.0).reshape(4, 2)
     start = lm.grid_start(y, w2, grid, F, whiten=noise.Whitener(w2, V))
     assert np.array_equal(start, grid[np.argmin(ref, axis=1)])

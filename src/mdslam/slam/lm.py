@@ -19,8 +19,6 @@ ModelFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 #: ``whiten(rows, X (k, n) or (k, n, L)) -> W_rows X``: a linear map per problem
 #: (:class:`mdslam.slam.noise.Whitener`) applied to residuals and Jacobians.
 Whiten = Callable[[object, np.ndarray], np.ndarray]
-#: Grid points per problem, preselected by the diagonal chi2, that :func:`grid_start` ranks by the whitened chi2.
-N_CANDIDATES = 32
 
 
 class LMResult(NamedTuple):
@@ -47,21 +45,17 @@ def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.nd
     grid_model : (g, n) array
         Model values at ``grid``.
     whiten : Whitener, optional
-        Correlated residuals (:class:`mdslam.slam.noise.Whitener`, ``w`` its
-        diagonal weights): the :data:`N_CANDIDATES` grid points of lowest
-        diagonal chi2 are ranked by the full ``r^T Sigma^-1 r``.
+        Correlated residuals (:class:`mdslam.slam.noise.Whitener`): its
+        ``grid_chi2``, ``r^T Sigma^-1 r``, replaces the weighted sum.
 
     Returns
     -------
     (m, L) array, the grid point of lowest chi2 per row (by three matrix products).
     """
+    if whiten is not None:
+        return grid[np.argmin(whiten.grid_chi2(y, grid_model), axis=1)].copy()
     chi2_grid = ((w * y**2).sum(axis=1)[:, None] - 2.0 * (w * y) @ grid_model.T + w @ (grid_model**2).T)
-    if whiten is None:
-        return grid[np.argmin(chi2_grid, axis=1)].copy()
-    c = min(N_CANDIDATES, grid.shape[0])
-    cand = np.argpartition(chi2_grid, c - 1, axis=1)[:, :c]                   # (m, c)
-    best = np.argmin(whiten.chi2(y, grid_model[cand]), axis=1)
-    return grid[cand[np.arange(y.shape[0]), best]].copy()
+    return grid[np.argmin(chi2_grid, axis=1)].copy()
 
 
 def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, *,

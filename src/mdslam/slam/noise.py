@@ -112,26 +112,31 @@ class Whitener:
             return Z
         return np.concatenate([Z, X[:, n:]], axis=1)
 
-    def chi2(self, y: np.ndarray, F: np.ndarray) -> np.ndarray:
-        """``chi2_ic = (y_i - F_ic)^T Sigma_i^{-1} (y_i - F_ic)`` for candidate model fluxes of every spectrum.
+    def grid_chi2(self, y: np.ndarray, F: np.ndarray) -> np.ndarray:
+        """``chi2_ig = (y_i - F_g)^T Sigma_i^{-1} (y_i - F_g)`` for every spectrum and grid point.
 
         Parameters
         ----------
         y : (m, n_pix) array
             Observed fluxes (0 where masked).
-        F : (m, c, n_pix) array
-            ``c`` candidate model fluxes per spectrum.
+        F : (g, n_pix) array
+            Model fluxes at ``g`` grid points.
 
         Returns
         -------
-        (m, c) array: the diagonal part minus the low-rank part
-        ``|C^T B^T A^{-1/2} r|^2`` (Woodbury, ``C C^T = (I + B^T B)^-1``).
+        (m, g) array: the diagonal part by three matrix products, minus the
+        low-rank part ``|C_i^T V^T diag(w_i) (y_i - F_g)|^2`` (Woodbury,
+        ``C C^T = (I + B^T B)^-1``), whose ``V^T diag(w_i) F_g`` for all ``i``
+        and ``g`` is one matrix product.
         """
-        r = self.sqrt_w[:, None, :] * (y[:, None, :] - F)                     # (m, c, n)
-        out = (r * r).sum(axis=2)
+        w = self.sqrt_w ** 2
+        out = (w * y**2).sum(axis=1)[:, None] - 2.0 * (w * y) @ F.T + w @ (F**2).T
         if self.rank:
-            t = np.matmul(self._project(self.sqrt_w, r.transpose(0, 2, 1)), self.C)   # (m, c, k)
-            out = out - (t * t).sum(axis=2)
+            m, k = y.shape[0], self.rank
+            VW = (self.V.T[None, :, :] * w[:, None, :]).reshape(m * k, self.n_pix)     # rows V^T diag(w_i)
+            D = ((w * y) @ self.V)[:, :, None] - (VW @ F.T).reshape(m, k, -1)           # (m, k, g)
+            T = np.matmul(self.C.transpose(0, 2, 1), D)
+            out = out - (T * T).sum(axis=1)
         return out
 
 
