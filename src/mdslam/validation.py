@@ -839,7 +839,7 @@ def likelihood_model(model, likelihood: str | None, flux: np.ndarray, y: np.ndar
                      twins: dict):
     """``model``, or its twin refitted at the same per-pixel hyperparameters with another ``likelihood``.
 
-    The twin (:func:`mdslam.slam.fixed.fit_fixed`, no grid search) gets the
+    The twin (:func:`mdslam.slam.fit_fixed`, no grid search) gets the
     training prior and the CV-chosen chi2 scale; its noise model
     (:mod:`mdslam.slam.noise`) comes from ``model.cv``-fold refits on the
     same training stars. It is made once per likelihood and kept in ``twins``.
@@ -861,7 +861,7 @@ def likelihood_model(model, likelihood: str | None, flux: np.ndarray, y: np.ndar
     """
     from sklearn.base import clone
 
-    from .slam.fixed import fit_fixed
+    from .slam import fit_fixed
 
     if likelihood is None or likelihood == model.likelihood:
         return model

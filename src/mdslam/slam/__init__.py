@@ -45,6 +45,7 @@ Where mdslam departs from the published code (astroslam):
 
 from . import _util, training
 from .estimator import DEFAULT_C, DEFAULT_EPSILON, DEFAULT_GAMMA, QIU2025_USABLE_RANGE, SLAM
+from .fixed import fit_fixed
 from .quality import describe_flag
 
 # private helpers, importable from here as before the split (tests, benchmarks)
@@ -58,4 +59,5 @@ _refit_all = training._refit_all
 _solve_parallel = training._solve_parallel
 _standardise = training._standardise
 
-__all__ = ["SLAM", "QIU2025_USABLE_RANGE", "DEFAULT_C", "DEFAULT_EPSILON", "DEFAULT_GAMMA", "describe_flag"]
+__all__ = ["SLAM", "QIU2025_USABLE_RANGE", "DEFAULT_C", "DEFAULT_EPSILON", "DEFAULT_GAMMA", "describe_flag",
+           "fit_fixed"]
