@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import zipfile
 from pathlib import Path
@@ -159,7 +160,12 @@ def test_correlated_model_round_trip_and_posterior(correlated_models, tmp_path):
     for c in t1.colnames:
         assert np.array_equal(np.asarray(t1[c]), np.asarray(t2[c]), equal_nan=True), c
     assert np.all(np.isfinite(t1["teff"])) and np.all(t1["e_teff"] > 0)
+    # single-precision LM on whitened residuals: labels within 5 % of their formal error of float64's
     cor.set_params(prior=None, chi2_scale="cv")
+    t64 = cor.predict_table(flux, ivar)
+    t32 = copy.deepcopy(cor).set_params(lm_float32=True).predict_table(flux, ivar)
+    for n in ("teff", "fe_h"):
+        assert np.all(np.abs(t32[n] - t64[n]) < 0.05 * t64[f"e_{n}"]), n
 
 
 def test_old_model_files_load_as_independent(correlated_models, tmp_path):
