@@ -12,7 +12,10 @@ point of a precomputed label grid.  With a ``prior``, the labels are
 summaries of the posterior of Li eq. 2, ``p(theta|f) ~ p(f|theta) p(theta)``,
 with the chi2 of eq. 3 divided by a scale ``s`` chosen by CV
 (:mod:`mdslam.slam.posterior`): the MAP, and the posterior mean and standard
-deviation, the mean being the headline label.
+deviation, the mean being the headline label.  With
+``likelihood="correlated"`` the chi2 is ``r^T Sigma^-1 r`` with ``Sigma`` a
+factor model of the covariance of the training set's CV residuals plus the
+spectrum's noise (:mod:`mdslam.slam.noise`).
 
 This file is the estimator a reader meets: its parameters, ``fit``,
 ``predict``/``predict_table``, ``cv_predict``, ``fit_error_law`` and
