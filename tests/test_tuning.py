@@ -101,7 +101,7 @@ def test_pooled_hyperparameters_of_one_model_are_its_own_choices():
 def test_packaged_cache_files_are_registered_and_small():
     from mdslam import datasets
 
-    for name in (tuning.HYPER_DATASET, tuning.NESTED_DATASET):
+    for name in (tuning.HYPER_DATASET, tuning.NESTED_DATASET, tuning.FOLDS_DATASET):
         ds = datasets.get(name)
         assert ds.citation and ds.description and ds.manual.startswith("mdslam tune")
         (path,) = datasets.fetch(name)                       # sha256 checked on the way
@@ -109,6 +109,12 @@ def test_packaged_cache_files_are_registered_and_small():
     hyper, nested = tuning.hyperparameters(), tuning.nested_table()
     assert len(hyper) == 343 and set(hyper.meta["grid"]) == {"C", "epsilon", "gamma"}
     assert len(nested) == hyper.meta["n_train"] and set(nested["fold"]) == set(range(nested.meta["cv"]))
+    folds = tuning.nested_folds()
+    assert folds.meta["outer_cv"] == nested.meta["cv"] and len(folds) == 343 * folds.meta["outer_cv"]
+    assert folds.meta["training_key"] == nested.meta["training_key"] == hyper.meta["training_key"]
+    for k, (_, te) in enumerate(baselines.kfold(len(nested), folds.meta["outer_cv"], folds.meta["seed"])):
+        assert set(nested["fold"][te]) == {k}
+        assert folds.meta["folds"][k]["chi2_scale"] == nested.meta["chi2_scale_per_fold"][k]
 
 
 # ----------------------------------------------------------------------------- the floor error law
@@ -181,8 +187,8 @@ def test_compare_estimators_uses_shared_folds_and_the_baseline_classes():
     assert len(t.meta["grid_edge_fraction_per_fold"]) == 3
 
 
-def test_mdslam_tune_writes_both_files_from_one_nested_run(tmp_path, capsys, monkeypatch):
-    """``mdslam tune`` end to end on a small set and grid: both ECSV files written where asked, their
+def test_mdslam_tune_writes_the_three_files_from_one_nested_run(tmp_path, capsys, monkeypatch):
+    """``mdslam tune`` end to end on a small set and grid: the three ECSV files written where asked, their
     sha256 printed; every star labelled by exactly one outer fold; one hyperparameter row per pixel,
     each a grid value; the pooled chi2 scale is the grid value of lowest summed fold score."""
     from mdslam import cli, datasets
@@ -195,7 +201,8 @@ def test_mdslam_tune_writes_both_files_from_one_nested_run(tmp_path, capsys, mon
     assert cli.main(["tune", "--out-dir", str(tmp_path), "--outer", "2", "--inner", "2", "--quiet"]) == 0
     out = capsys.readouterr().out
     for name, fname in (("xp_nested_cv", "xp_mdwarfs_nested_cv.ecsv"),
-                        ("xp_tuned_hyperparameters", "xp_mdwarfs_hyperparameters.ecsv")):
+                        ("xp_tuned_hyperparameters", "xp_mdwarfs_hyperparameters.ecsv"),
+                        ("xp_nested_folds", "xp_mdwarfs_nested_folds.ecsv")):
         assert f"{name}: wrote {fname} (sha256 {datasets.sha256sum(tmp_path / fname)})" in out
     nested = tuning.nested_table(tmp_path / "xp_mdwarfs_nested_cv.ecsv")
     hyper = tuning.hyperparameters(tmp_path / "xp_mdwarfs_hyperparameters.ecsv")
@@ -206,3 +213,33 @@ def test_mdslam_tune_writes_both_files_from_one_nested_run(tmp_path, capsys, mon
     score = np.asarray(hyper.meta["chi2_scale_score"])
     assert hyper.meta["chi2_scale"] == hyper.meta["chi2_scale_grid"][int(np.argmin(score))]
     assert tuning.matches(ts, hyper)
+
+
+# ----------------------------------------------------------------------------- the stored per-fold choices
+def test_stored_fold_choices_reproduce_the_nested_labels_without_a_grid_search(tmp_path):
+    """Reference 1: the nested CV's own labels, from models fitted with the grid search inside each outer fold.
+    Reference 2: a direct ``fit_fixed`` + ``predict`` at one fold's stored choices. ``reevaluate`` reads the
+    per-fold file back from ECSV and matches both; a fold that was not stored is refused."""
+    flux, ivar, y = _data(n=48, n_pix=12)
+    ts = _training_set(flux, ivar, y)
+    nested, _, folds = tuning.nested_cv(ts, grid=GRID, outer=3, inner=2)
+    tuning.write(folds, tmp_path / "f.ecsv")
+    folds = tuning.nested_folds(tmp_path / "f.ecsv")
+    assert len(folds) == 3 * 12 and folds.meta["outer_cv"] == 3
+    assert [f["chi2_scale"] for f in folds.meta["folds"]] == nested.meta["chi2_scale_per_fold"]
+    est = {"ml": {"prior": None}, "post_training_cv": {"prior": "training", "chi2_scale": "cv"}}
+    again = tuning.reevaluate(ts, estimators=est, baselines={}, folds=folds)
+    assert np.array_equal(again["fold"], nested["fold"]) and np.array_equal(again["id"], nested["id"])
+    for c in ("ml_teff", "ml_fe_h", "post_training_cv_teff", "e_post_training_cv_fe_h"):
+        assert np.allclose(again[c], nested[c], rtol=1e-6, atol=0), c
+    tr, te = baselines.kfold(len(y), 3, tuning.SEED)[1]
+    h = folds[folds["outer_fold"] == 1]
+    hyper = {k: np.asarray(h[k]) for k in ("C", "epsilon", "gamma", "cv_md_scaled", "usable")}
+    hyper["cv_mse_scaled"] = np.where(hyper["usable"], np.asarray(h["cv_mse_scaled"]), np.inf)
+    model = fit_fixed(SLAM(**GRID, prior=None), flux[tr], y[tr], ivar[tr], hyper)
+    assert np.allclose(model.predict(flux[te], ivar[te]), np.column_stack([again["ml_teff"][te],
+                                                                           again["ml_fe_h"][te]]), rtol=1e-9)
+    with pytest.raises(ValueError, match="outer fold 3 not stored"):
+        tuning.fold_hyperparameters(folds, 3)
+    with pytest.raises(ValueError, match="tuned on other stars"):
+        tuning.reevaluate(_training_set(flux[1:], ivar[1:], y[1:]), folds=folds)

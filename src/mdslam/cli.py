@@ -564,8 +564,8 @@ def _add_tune(sub) -> None:
     from .compendium import tuning
 
     p = sub.add_parser(
-        "tune", help="tune the catalogue's XP model on the wide grid (10-fold CV per pixel) and score it by "
-                     "nested CV; writes the two cached files of the package data")
+        "tune", help="tune the catalogue's XP model on the tuning grid and score it by nested CV (10 outer "
+                     "folds, as the papers' 10-fold CV); writes the three cached files of the package data")
     tuning.add_arguments(p)
     p.set_defaults(func=_cmd_tune)
 

@@ -48,6 +48,7 @@ __all__ = [
     "ESTIMATOR_TITLES",
     "default_baselines",
     "estimator_fold",
+    "label_fold",
     "likelihood_model",
     "estimator_summary",
     "estimator_cv_table",
@@ -816,10 +817,41 @@ def estimator_fold(flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, tra
     """
     from .slam import SLAM
 
-    iv = (lambda idx: None) if ivar is None else (lambda idx: ivar[idx])
+    iv = None if ivar is None else ivar[train]
     params = {"random_state": random_state, **(slam_params or {}), "prior": "training", "chi2_scale": "cv"}
-    model = SLAM(**params).fit(flux[train], y[train], iv(train), label_names=label_names)
+    model = SLAM(**params).fit(flux[train], y[train], iv, label_names=label_names)
     info = {"chi2_scale": float(model.chi2_scale_), "edge": dict(model.grid_edge_fraction_), "model": model}
+    return label_fold(model, flux, y, ivar, train, test, label_names=label_names, estimators=estimators,
+                      baselines=baselines), info
+
+
+def label_fold(model, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, train: np.ndarray,
+               test: np.ndarray, *, label_names: list[str], estimators: dict[str, dict] | None = None,
+               baselines: dict | None = None) -> dict:
+    """The held-out labels of one fold: every SLAM estimator of a fitted ``model``, every baseline refitted.
+
+    Parameters
+    ----------
+    model : SLAM
+        Fitted on the training part ``train`` (any way: grid search, or
+        :func:`mdslam.slam.fixed.fit_fixed` at stored hyperparameters). Its
+        prior and chi2 scale are changed by ``set_params`` for each estimator;
+        an estimator with another ``likelihood`` uses the model's twin at the
+        same per-pixel hyperparameters (:func:`likelihood_model`).
+    flux, ivar : (n_star, n_pix) arrays
+    y : (n_star, n_label) array, physical units.
+    train, test : int arrays
+        Row indices of the fold (``train`` fits the baselines).
+    label_names : list of str
+    estimators, baselines : as for :func:`compare_estimators`.
+
+    Returns
+    -------
+    dict
+        Key -> ``(labels, errors)``, each (n_test, n_label); errors are the
+        posterior standard deviations of posterior estimators, None otherwise.
+    """
+    iv = (lambda idx: None) if ivar is None else (lambda idx: ivar[idx])
     pred, twins = {}, {}
     for key, over in (ESTIMATORS if estimators is None else estimators).items():
         over = dict(over)
@@ -832,7 +864,7 @@ def estimator_fold(flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, tra
     for key, est in (default_baselines() if baselines is None else baselines).items():
         pred[key] = (np.asarray(est.fit(flux[train], y[train], iv(train)).predict(flux[test], iv(test)),
                                 float).reshape(len(test), -1), None)
-    return pred, info
+    return pred
 
 
 def likelihood_model(model, likelihood: str | None, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None,
