@@ -30,6 +30,9 @@ def fit_fixed(model: SLAM, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None
               label_units: Sequence[str] | None = None) -> SLAM:
     """Fit ``model`` on (X, y) at the per-pixel hyperparameters ``hyper`` (no grid search).
 
+    With ``likelihood="correlated"`` the noise model and chi2 scale come from
+    ``model.cv``-fold CV refits (:func:`mdslam.slam.cv.fit_likelihood_scale`), not ``hyper``.
+
     Parameters
     ----------
     model : SLAM
@@ -48,9 +51,6 @@ def fit_fixed(model: SLAM, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None
         (n_label, 2) and ``posterior_std_snr_ref`` (float).
     wavelength, label_names, label_units
         As for :meth:`mdslam.slam.SLAM.fit`.
-
-    With ``likelihood="correlated"`` the noise model and chi2 scale come from
-    ``model.cv``-fold CV refits (:func:`mdslam.slam.cv.fit_likelihood_scale`), not ``hyper``.
 
     Returns
     -------
