@@ -243,3 +243,18 @@ def test_stored_fold_choices_reproduce_the_nested_labels_without_a_grid_search(t
         tuning.fold_hyperparameters(folds, 3)
     with pytest.raises(ValueError, match="tuned on other stars"):
         tuning.reevaluate(_training_set(flux[1:], ivar[1:], y[1:]), folds=folds)
+
+
+@pytest.mark.slow
+def test_packaged_fold_choices_reproduce_the_packaged_nested_labels(data_mirror):
+    """Reference: the packaged nested-CV labels, from the grid searches inside each outer fold. Refitted at
+    the packaged per-fold choices (no grid search), every fold's ML and posterior labels are the same."""
+    from mdslam.compendium import tracks
+
+    ts = tracks.xp_mdwarfs(**tracks.XP_CATALOGUE_WINDOW)
+    est = {"ml": {"prior": None}, "post_training_cv": {"prior": "training", "chi2_scale": "cv"}}
+    again, nested = tuning.reevaluate(ts, estimators=est, baselines={}), tuning.nested_table()
+    assert np.array_equal(again["fold"], nested["fold"]) and again.meta["cv"] == 10
+    for key in est:
+        for n in ts.label_names:
+            assert np.allclose(again[f"{key}_{n}"], nested[f"{key}_{n}"], rtol=1e-6, atol=0), (key, n)
