@@ -209,7 +209,8 @@ def _train(args: argparse.Namespace) -> int:
     domain = slam.QIU2025_USABLE_RANGE if args.domain == "qiu2025" else None
     model = slam.SLAM(C=grid["C"], epsilon=grid["epsilon"], gamma=grid["gamma"],
                       cv=args.cv, random_state=args.seed, domain=domain, verbose=True,
-                      prior=None if args.prior == "none" else args.prior, chi2_scale=chi2_scale)
+                      prior=None if args.prior == "none" else args.prior, chi2_scale=chi2_scale,
+                      likelihood=args.likelihood)
     model.fit(flux[keep], y[keep], None if ivar is None else ivar[keep], wavelength=wave,
               label_names=cols, label_units=units)
     model.save(args.out)
@@ -220,6 +221,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.prior != "none":
         print(f"labels: posterior mean, {args.prior} prior, chi2 scale {model.chi2_scale_:g}"
               + (" (chosen by CV)" if args.chi2_scale == "cv" else ""))
+    if args.likelihood == "correlated":
+        print(f"likelihood: correlated pixels, model-error covariance of rank {model.noise_rank_cv_['rank']} "
+              "(chosen by CV) plus a diagonal")
     return 0
 
 
@@ -352,6 +356,10 @@ def _add_train(sub) -> None:
     p.add_argument("--chi2-scale", default="cv", metavar="{cv,<float>}",
                    help="likelihood scale s of exp(-chi2 / 2s) with a prior: 'cv' chooses it by k-fold CV on "
                         "the training set (default), a number fixes it")
+    p.add_argument("--likelihood", default="independent", choices=["independent", "correlated"],
+                   help="'independent': every pixel its own variance sigma_obs^2 + CV-MSE (Li 2021 eq. 3, "
+                        "default); 'correlated': chi2 = r^T Sigma^-1 r with Sigma a low-rank-plus-diagonal "
+                        "model of the training set's CV residual covariance plus each spectrum's noise")
     p.set_defaults(func=_cmd_train)
 
 

@@ -1,6 +1,6 @@
 """The SLAM model file: one ``.npz`` of plain arrays plus a JSON metadata string. No pickle.
 
-Format ``mdslam.slam-model``, version 2
+Format ``mdslam.slam-model``, version 3
 ---------------------------------------
 A zip archive written by :func:`numpy.savez_compressed` and read back with
 ``np.load(path, allow_pickle=False)``.  Members (``n_pix`` pixels, ``n_train``
@@ -35,6 +35,10 @@ member                      shape                   meaning
 ``posterior_std_snr_ref``   ()                      its reference SNR (v2)
 ``chi2_scale_grid``         (n_s,)                  candidate ``s`` of the CV choice (v2, if made)
 ``chi2_scale_score``        (n_s,)                  their CV score (v2, if made)
+``noise_factor``            (n_pix, k)              correlated likelihood: loadings ``V`` of ``V V^T + diag(d)`` (v3)
+``noise_diag``              (n_pix,)                its diagonal ``d``, flux^2 (v3)
+``noise_rank_grid/score``   (n_k,)                  candidate ranks and their held-out log-likelihood (v3)
+``noise_rank``              ()                      the chosen rank (v3)
 ``rchi2_threshold``         ()                      bad-fit flag threshold on rchi2 (optional)
 ``knn_threshold``           ()                      k-NN far-from-training threshold (optional)
 ``knn_k``                   ()                      neighbour rank of that distance (optional)
@@ -43,7 +47,11 @@ member                      shape                   meaning
 Version 2 added the likelihood scale and the posterior calibration; the prior
 is a hyperparameter (``params['prior']``: null, ``"flat"``, ``"training"`` or
 label samples).  A version-1 file loads with ``prior=None`` (maximum
-likelihood, as it was written) and ``s = 1``.
+likelihood, as it was written) and ``s = 1``.  Version 3 added the
+correlated-pixel likelihood (``params['likelihood']``: ``"independent"`` or
+``"correlated"``, :mod:`mdslam.slam.noise`); files without it load as
+``"independent"`` (Li 2021 eq. 3), and the ``noise_*`` members are written
+only for ``"correlated"`` models.
 
 The three optional members (:func:`mdslam.checks.rchi2_threshold`,
 :func:`mdslam.checks.knn_threshold`) may be absent from older files; the
@@ -78,7 +86,7 @@ import numpy as np
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ModelFileError", "save_model", "load_model"]
 
 FORMAT_NAME = "mdslam.slam-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 _ARRAYS = {
     # member: (attribute, dtype)
@@ -172,6 +180,13 @@ def save_model(path, state: dict, params: dict) -> Path:
     if cvs is not None:
         arrays["chi2_scale_grid"] = np.asarray(cvs["grid"], float)
         arrays["chi2_scale_score"] = np.asarray(cvs["score"], float)
+    if state.get("noise_factor_") is not None:
+        arrays["noise_factor"] = np.asarray(state["noise_factor_"], float)
+        arrays["noise_diag"] = np.asarray(state["noise_diag_"], float)
+        rk = state.get("noise_rank_cv_") or {}
+        arrays["noise_rank_grid"] = np.asarray(rk.get("ranks", []), int)
+        arrays["noise_rank_score"] = np.asarray(rk.get("score", []), float)
+        arrays["noise_rank"] = np.asarray(rk.get("rank", -1), int)
     arrays["metadata"] = np.array(json.dumps(meta))
     path = Path(path)
     if path.suffix != ".npz":
@@ -285,7 +300,19 @@ def _state(meta: dict, arrays: dict[str, np.ndarray]) -> dict:
                                        if "posterior_std_snr_ref" in arrays else 1.0)
     state["chi2_scale_cv_"] = ({"grid": arrays["chi2_scale_grid"], "score": arrays["chi2_scale_score"]}
                                if "chi2_scale_grid" in arrays else None)
+    state.update(_noise_state(arrays))
     return state
+
+
+def _noise_state(arrays: dict[str, np.ndarray]) -> dict:
+    """The correlated likelihood's noise model from a file's arrays (None for files without one)."""
+    if "noise_factor" not in arrays:
+        return {"noise_factor_": None, "noise_diag_": None, "noise_rank_cv_": None}
+    V = np.asarray(arrays["noise_factor"], float)
+    return {"noise_factor_": V, "noise_diag_": np.asarray(arrays["noise_diag"], float),
+            "noise_rank_cv_": {"ranks": np.asarray(arrays["noise_rank_grid"], int),
+                               "score": np.asarray(arrays["noise_rank_score"], float),
+                               "rank": int(arrays["noise_rank"]) if "noise_rank" in arrays else -1}}
 
 
 def _check_consistent(s: dict, path) -> None:
@@ -299,6 +326,9 @@ def _check_consistent(s: dict, path) -> None:
                                          ("intercept_", "C_", "epsilon_", "gamma_")),
         "label names": len(s["label_names_"]) == L == s["label_scale_"].size,
         "training_domain": s["training_domain_"].shape == (L, 2),
+        "noise_factor/noise_diag": s.get("noise_factor_") is None or (
+            s["noise_factor_"].ndim == 2 and s["noise_factor_"].shape[0] == n_pix
+            and s["noise_diag_"].shape == (n_pix,)),
     }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:

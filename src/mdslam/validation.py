@@ -49,6 +49,7 @@ __all__ = [
     "default_baselines",
     "estimator_fold",
     "label_fold",
+    "likelihood_model",
     "estimator_summary",
     "estimator_cv_table",
     "compare_estimators",
@@ -758,6 +759,8 @@ ESTIMATORS = {
     "post_training_s3": {"prior": "training", "chi2_scale": 3.0},
     "post_training_s10": {"prior": "training", "chi2_scale": 10.0},
     "post_training_cv": {"prior": "training", "chi2_scale": "cv"},
+    "cor_ml": {"likelihood": "correlated", "prior": None},
+    "cor_post_cv": {"likelihood": "correlated", "prior": "training", "chi2_scale": "cv"},
 }
 
 #: Titles of the estimators and baselines of :func:`compare_estimators` for tables.
@@ -768,6 +771,8 @@ ESTIMATOR_TITLES = {
     "post_training_s3": "same, chi2 / 3",
     "post_training_s10": "same, chi2 / 10",
     "post_training_cv": "same, chi2 scale chosen by CV inside the fold (headline)",
+    "cor_ml": "SLAM, correlated-pixel likelihood, maximum likelihood",
+    "cor_post_cv": "same, posterior mean, training prior, chi2 scale chosen by CV",
     "pca_ridge": "PCA(20) + ridge regression (baseline)",
     "cannon_like": "Cannon-like quadratic model (baseline)",
 }
@@ -830,7 +835,9 @@ def label_fold(model, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, 
     model : SLAM
         Fitted on the training part ``train`` (any way: grid search, or
         :func:`mdslam.slam.fixed.fit_fixed` at stored hyperparameters). Its
-        prior and chi2 scale are changed by ``set_params`` for each estimator.
+        prior and chi2 scale are changed by ``set_params`` for each estimator;
+        an estimator with another ``likelihood`` uses the model's twin at the
+        same per-pixel hyperparameters (:func:`likelihood_model`).
     flux, ivar : (n_star, n_pix) arrays
     y : (n_star, n_label) array, physical units.
     train, test : int arrays
@@ -845,9 +852,11 @@ def label_fold(model, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, 
         posterior standard deviations of posterior estimators, None otherwise.
     """
     iv = (lambda idx: None) if ivar is None else (lambda idx: ivar[idx])
-    pred = {}
+    pred, twins = {}, {}
     for key, over in (ESTIMATORS if estimators is None else estimators).items():
-        t = model.set_params(**over).predict_table(flux[test], iv(test))
+        over = dict(over)
+        m = likelihood_model(model, over.pop("likelihood", None), flux[train], y[train], iv(train), twins)
+        t = m.set_params(**over).predict_table(flux[test], iv(test))
         lab = np.column_stack([np.asarray(t[c], float) for c in label_names])
         err = (np.column_stack([np.asarray(t[f"e_{c}"], float) for c in label_names])
                if over.get("prior") is not None else None)
@@ -856,6 +865,45 @@ def label_fold(model, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, 
         pred[key] = (np.asarray(est.fit(flux[train], y[train], iv(train)).predict(flux[test], iv(test)),
                                 float).reshape(len(test), -1), None)
     return pred
+
+
+def likelihood_model(model, likelihood: str | None, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None,
+                     twins: dict):
+    """``model``, or its twin refitted at the same per-pixel hyperparameters with another ``likelihood``.
+
+    The twin (:func:`mdslam.slam.fit_fixed`, no grid search) gets the
+    training prior and the CV-chosen chi2 scale; its noise model
+    (:mod:`mdslam.slam.noise`) comes from ``model.cv``-fold refits on the
+    same training stars. It is made once per likelihood and kept in ``twins``.
+
+    Parameters
+    ----------
+    model : SLAM
+        Fitted on (flux, y, ivar).
+    likelihood : str or None
+        None or the model's own: ``model`` itself.
+    flux, ivar : (n_train, n_pix) arrays
+    y : (n_train, n_label) array
+    twins : dict
+        Cache, likelihood -> fitted twin.
+
+    Returns
+    -------
+    SLAM
+    """
+    from sklearn.base import clone
+
+    from .slam import fit_fixed
+
+    if likelihood is None or likelihood == model.likelihood:
+        return model
+    if likelihood not in twins:
+        hyper = {"C": model.C_, "epsilon": model.epsilon_, "gamma": model.gamma_, "usable": model.pixel_usable_,
+                 "cv_mse_scaled": model.cv_mse_scaled_, "cv_md_scaled": model.cv_md_scaled_}
+        twin = clone(model).set_params(likelihood=likelihood, prior="training", chi2_scale="cv")
+        twins[likelihood] = fit_fixed(twin, flux, y, ivar, hyper, wavelength=model.wavelength_,
+                                      label_names=model.label_names_, label_units=model.label_units_)
+    return twins[likelihood]
 
 
 def estimator_summary(table: Table, label_names: list[str], keys: list[str] | None = None) -> Table:

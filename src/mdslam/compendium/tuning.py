@@ -545,7 +545,8 @@ def tuned_model(ts, retune: bool = False, prior=CATALOGUE_PRIOR, hyper: Table | 
 
 def fit_tuned(hyper: Table, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, *,
               wavelength: np.ndarray | None = None, label_names: Sequence[str] | None = None,
-              label_units: Sequence[str] | None = None, prior=CATALOGUE_PRIOR, cv: int = TUNING_CV):
+              label_units: Sequence[str] | None = None, prior=CATALOGUE_PRIOR, cv: int = TUNING_CV,
+              likelihood: str = "independent"):
     """A SLAM model on (flux, y, ivar) at the per-pixel hyperparameters of ``hyper`` (no grid search).
 
     Parameters
@@ -559,7 +560,11 @@ def fit_tuned(hyper: Table, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | 
     prior : None or str
         The model's label prior.
     cv : int
-        Folds of the model's :meth:`~mdslam.slam.SLAM.cv_predict` (default 10, as the papers).
+        Folds of the model's :meth:`~mdslam.slam.SLAM.cv_predict` (default 10, as the papers), and
+        of the CV refits that fit the noise model of ``likelihood="correlated"``.
+    likelihood : str
+        ``"independent"`` (Li 2021 eq. 3) or ``"correlated"`` (:mod:`mdslam.slam.noise`; its noise
+        model and chi^2 scale are chosen by ``cv``-fold CV at these hyperparameters).
 
     Returns
     -------
@@ -569,7 +574,7 @@ def fit_tuned(hyper: Table, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | 
     from ..slam.fixed import fit_fixed
 
     m = hyper.meta
-    model = SLAM(cv=cv, random_state=m["seed"], prior=prior, chi2_scale="cv", **m["grid"])
+    model = SLAM(cv=cv, random_state=m["seed"], prior=prior, chi2_scale="cv", likelihood=likelihood, **m["grid"])
     h = {k: np.asarray(hyper[k]) for k in ("C", "epsilon", "gamma", "cv_mse_scaled", "cv_md_scaled", "usable")}
     h["cv_mse_scaled"] = np.where(np.isfinite(h["cv_mse_scaled"]), h["cv_mse_scaled"], np.inf)
     h.update({k: m[k] for k in ("chi2_scale", "posterior_std_scale", "posterior_std_snr_ref")})

@@ -11,6 +11,7 @@ in their own modules:
 * :mod:`~mdslam.slam.infer` -- labels of spectra: quick-grid start, batched LM, posterior;
 * :mod:`~mdslam.slam.lm` -- batched Levenberg-Marquardt;
 * :mod:`~mdslam.slam.posterior` -- priors, MAP and posterior moments (Li 2021 eq. 2);
+* :mod:`~mdslam.slam.noise` -- the correlated-pixel likelihood: CV-residual covariance, whitening;
 * :mod:`~mdslam.slam.quality` -- SNR, reduced chi2, label domain and flag bits;
 * :mod:`~mdslam.slam.table` -- the label table of ``predict_table``;
 * :mod:`~mdslam.slam.errorlaw` -- the empirical uncertainty law ``sigma^2 = floor^2 + (a/SNR)^2``;
@@ -33,6 +34,10 @@ Where mdslam departs from the published code (astroslam):
   reduced chi2 (the table gives ``rchi2`` to do so); empirical uncertainties
   replace Qiu eqs. 6-8's ``sigma = a * SNR**b`` by ``sigma^2 = floor^2 + (a/SNR)^2`` fitted to CV scatter
   (:meth:`SLAM.fit_error_law`).
+* Optionally (``likelihood="correlated"``) the chi2 of eqs. 2-3 counts the
+  correlations between pixels: ``r^T Sigma^-1 r`` with ``Sigma`` a factor
+  model of the CV residual covariance plus the spectrum's noise (Li eq. 3
+  is the diagonal of this).
 * Pixels with no usable training flux, or masked in a spectrum (ivar 0 /
   NaN), drop out of the likelihood; astroslam's silent drop of pixels with
   scaled ivar < 1 is not reproduced.
@@ -40,6 +45,7 @@ Where mdslam departs from the published code (astroslam):
 
 from . import _util, training
 from .estimator import DEFAULT_C, DEFAULT_EPSILON, DEFAULT_GAMMA, QIU2025_USABLE_RANGE, SLAM
+from .fixed import fit_fixed
 from .quality import describe_flag
 
 # private helpers, importable from here as before the split (tests, benchmarks)
@@ -53,4 +59,5 @@ _refit_all = training._refit_all
 _solve_parallel = training._solve_parallel
 _standardise = training._standardise
 
-__all__ = ["SLAM", "QIU2025_USABLE_RANGE", "DEFAULT_C", "DEFAULT_EPSILON", "DEFAULT_GAMMA", "describe_flag"]
+__all__ = ["SLAM", "QIU2025_USABLE_RANGE", "DEFAULT_C", "DEFAULT_EPSILON", "DEFAULT_GAMMA", "describe_flag",
+           "fit_fixed"]

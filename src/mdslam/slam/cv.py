@@ -3,7 +3,8 @@
 * :func:`choose_hyperparameters` -- each pixel's ``(C, epsilon, gamma)`` of lowest
   k-fold CV-MSE (Li 2021 eq. 1 / Qiu 2025 eqs. 1-2), from the sums of
   :func:`mdslam.slam.training._grid_search_cv`;
-* :func:`fit_likelihood_scale` -- the likelihood scale ``s`` of the posterior by CV;
+* :func:`fit_likelihood_scale` -- the likelihood by CV: the correlated-pixel noise model
+  (:func:`fit_noise`) and the scale ``s`` of the posterior;
 * :func:`cv_predict` -- k-fold CV labels of the training set (Qiu 2025 sec. 3.3);
 * :func:`refit_fixed` -- a model refitted on a fold with the hyperparameters fixed.
 """
@@ -17,7 +18,7 @@ from astropy.table import Table, vstack
 from sklearn.base import clone
 from threadpoolctl import threadpool_limits
 
-from . import infer, inputs, posterior, quality
+from . import infer, inputs, noise, posterior, quality
 from ._util import _n_workers, _progress
 from .training import _iter_folds, _refit_all, _standardise
 
@@ -27,7 +28,8 @@ CHI2_SCALE_GRID = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0)
 #: Fitted attributes a fold's model takes over unchanged from the full model.
 _SHARED_STATE = ("label_names_", "label_units_", "wavelength_", "C_", "epsilon_", "gamma_",
                  "param_grid_", "cv_mse_grid_", "error_law_", "solver_info_", "grid_edge_fraction_",
-                 "chi2_scale_", "chi2_scale_cv_", "posterior_std_scale_", "posterior_std_snr_ref_")
+                 "chi2_scale_", "chi2_scale_cv_", "posterior_std_scale_", "posterior_std_snr_ref_",
+                 "noise_factor_", "noise_diag_", "noise_rank_cv_")
 
 
 def choose_hyperparameters(sse: np.ndarray, se: np.ndarray, cnt: np.ndarray, Cs: np.ndarray, es: np.ndarray,
@@ -70,20 +72,22 @@ def choose_hyperparameters(sse: np.ndarray, se: np.ndarray, cnt: np.ndarray, Cs:
 
 def fit_likelihood_scale(model: Any, flux: np.ndarray, labels: np.ndarray, good: np.ndarray,
                          ivar: np.ndarray | None, folds: list) -> None:
-    """Set ``chi2_scale_`` (CV choice or given) and ``posterior_std_scale_`` on a model being fitted.
+    """Set the likelihood of a model being fitted: its noise model, ``chi2_scale_`` and ``posterior_std_scale_``.
 
-    For ``chi2_scale="cv"`` with a prior: every fold is predicted by the model
-    refitted on the other folds (per-pixel hyperparameters fixed), the
-    posterior mean is computed at every candidate ``s`` of
-    :data:`CHI2_SCALE_GRID`, and the ``s`` of lowest mean normalised MSE
-    (MSE / label variance, averaged over labels) is kept.  At that ``s``,
-    the width of ``(mean - truth) / std`` per label and SNR bin gives
-    ``posterior_std_scale_``.
+    Every fold is predicted by the model refitted on the other folds
+    (per-pixel hyperparameters fixed, :func:`refit_fixed`).  With
+    ``likelihood="correlated"`` the folds' residuals at the true labels give
+    the factor model of the model-error covariance (:func:`fit_noise`).  For
+    ``chi2_scale="cv"`` with a prior, the posterior mean is computed at every
+    candidate ``s`` of :data:`CHI2_SCALE_GRID`, and the ``s`` of lowest mean
+    normalised MSE (MSE / label variance, averaged over labels) is kept; at
+    that ``s``, the width of ``(mean - truth) / std`` per label and SNR bin
+    gives ``posterior_std_scale_``.
 
     Parameters
     ----------
     model : SLAM
-        The model, fitted up to its likelihood scale.
+        The model, fitted up to its likelihood.
     flux, good : (n, n_pix) arrays
         Training fluxes (0 where not good) and their good-pixel mask.
     labels : (n, L) array, physical units.
@@ -93,30 +97,88 @@ def fit_likelihood_scale(model: Any, flux: np.ndarray, labels: np.ndarray, good:
     Raises
     ------
     ValueError
-        ``chi2_scale`` neither "cv" nor a positive number.
+        ``chi2_scale`` neither "cv" nor a positive number, or an unknown ``likelihood``.
     """
     L = labels.shape[1]
     model.chi2_scale_cv_ = None
     model.posterior_std_scale_ = np.column_stack([np.ones(L), np.zeros(L)])
     model.posterior_std_snr_ref_ = 1.0
+    model.noise_factor_ = model.noise_diag_ = model.noise_rank_cv_ = None
+    correlated = check_likelihood(model.likelihood) == "correlated"
     if model.chi2_scale != "cv":
         s = float(model.chi2_scale)
         if not s > 0:
             raise ValueError(f"chi2_scale must be 'cv' or a positive number, got {model.chi2_scale!r}")
         model.chi2_scale_ = s
+    else:
+        model.chi2_scale_ = 1.0
+    choose_s = model.chi2_scale == "cv" and model.prior is not None
+    if not (correlated or choose_s):
         return
-    model.chi2_scale_ = 1.0
-    if model.prior is None:
-        return
+    subs = [(refit_fixed(model, flux[tr], labels[tr], good[tr]), te)
+            for tr, te in _progress(folds, model.verbose, "likelihood CV", unit="fold")]
+    if correlated:
+        fit_noise(model, subs, flux, labels, good, folds)
+        for sub, _ in subs:
+            sub.noise_factor_, sub.noise_diag_ = model.noise_factor_, model.noise_diag_
+            sub._reset_cache()
+    if choose_s:
+        _choose_chi2_scale(model, subs, flux, labels, good, ivar)
+
+
+def check_likelihood(likelihood: Any) -> str:
+    """``likelihood`` if it is ``"independent"`` or ``"correlated"``.
+
+    Raises
+    ------
+    ValueError
+        Any other value.
+    """
+    if likelihood not in ("independent", "correlated"):
+        raise ValueError(f"likelihood={likelihood!r}: use 'independent' (Li 2021 eq. 3) or 'correlated'")
+    return likelihood
+
+
+def fit_noise(model: Any, subs: list, flux: np.ndarray, labels: np.ndarray, good: np.ndarray,
+              folds: list) -> None:
+    """``noise_factor_``, ``noise_diag_`` and ``noise_rank_cv_`` from the CV residuals of the folds.
+
+    The residual of a star is its flux minus the forward model of the fold
+    without it, at its true labels (flux units; 0 on bad pixels); their
+    covariance is modelled by :func:`mdslam.slam.noise.fit_factor_model`.
+
+    Parameters
+    ----------
+    model : SLAM
+    subs : list of (SLAM, test indices)
+        Each fold's model (:func:`refit_fixed`) and held-out stars.
+    flux, good : (n, n_pix) arrays
+    labels : (n, L) array, physical units.
+    folds : list of (train, test)
+        The same folds (for the rank choice).
+    """
+    R = np.zeros_like(flux)
+    for sub, te in subs:
+        R[te] = np.where(good[te], flux[te] - sub.predict_flux(labels[te]), 0.0)
+    R[:, ~model.pixel_usable_] = 0.0
+    V, d, info = noise.fit_factor_model(R, folds, random_state=int(model.random_state or 0))
+    model.noise_factor_ = V
+    model.noise_diag_ = np.where(model.pixel_usable_, d, np.inf)
+    model.noise_rank_cv_ = info
+
+
+def _choose_chi2_scale(model: Any, subs: list, flux: np.ndarray, labels: np.ndarray, good: np.ndarray,
+                       ivar: np.ndarray | None) -> None:
+    """The CV choice of ``chi2_scale_`` and the posterior-std calibration (see :func:`fit_likelihood_scale`)."""
     grid = np.asarray(CHI2_SCALE_GRID, float)
-    n = labels.shape[0]
+    n, L = labels.shape
     means = np.full((grid.size, n, L), np.nan)
     stds = np.full((grid.size, n, L), np.nan)
     ivar_arr = None if ivar is None else np.asarray(ivar, float)
-    for tr, te in _progress(folds, model.verbose, "chi2 scale CV", unit="fold"):
-        sub = refit_fixed(model, flux[tr], labels[tr], good[tr])
+    for sub, te in subs:
         Xte = np.where(good[te], flux[te], np.nan)
-        w = inputs.weights(Xte, None if ivar_arr is None else ivar_arr[te], sub.cv_mse_, sub.pixel_usable_)
+        w = inputs.weights(Xte, None if ivar_arr is None else ivar_arr[te], infer.model_variance(sub),
+                           sub.pixel_usable_)
         fobs = np.where(w > 0, Xte, 0.0)
         ok = (w > 0).sum(axis=1) > L
         idx = te[ok]

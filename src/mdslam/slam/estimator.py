@@ -12,7 +12,10 @@ point of a precomputed label grid.  With a ``prior``, the labels are
 summaries of the posterior of Li eq. 2, ``p(theta|f) ~ p(f|theta) p(theta)``,
 with the chi2 of eq. 3 divided by a scale ``s`` chosen by CV
 (:mod:`mdslam.slam.posterior`): the MAP, and the posterior mean and standard
-deviation, the mean being the headline label.
+deviation, the mean being the headline label.  With
+``likelihood="correlated"`` the chi2 is ``r^T Sigma^-1 r`` with ``Sigma`` a
+factor model of the covariance of the training set's CV residuals plus the
+spectrum's noise (:mod:`mdslam.slam.noise`).
 
 This file is the estimator a reader meets: its parameters, ``fit``,
 ``predict``/``predict_table``, ``cv_predict``, ``fit_error_law`` and
@@ -127,6 +130,14 @@ class SLAM(RegressorMixin, BaseEstimator):
         per independent datum (correlated pixels make ``s > 1``).  ``"cv"``:
         chosen in :meth:`fit` among :data:`mdslam.slam.cv.CHI2_SCALE_GRID` by the k-fold CV
         error of the posterior-mean labels (only when ``prior`` is set).
+    likelihood : "independent" or "correlated"
+        ``"independent"`` (default): the chi2 of Li 2021 eq. 3, every pixel
+        independent with variance ``sigma_obs^2 + CV-MSE_j``.  ``"correlated"``:
+        ``chi2 = r^T Sigma^-1 r`` with ``Sigma`` a low-rank-plus-diagonal model
+        of the covariance of the training set's CV residuals plus each
+        spectrum's ``diag(1/ivar)``, the rank chosen by CV in :meth:`fit`
+        (:mod:`mdslam.slam.noise`); LM and the posterior run on residuals and
+        Jacobians whitened per spectrum.  Set before :meth:`fit`.
     kernel_rank : None or int
         None (default): every SVR is solved with the exact kernel matrix (``O(n^2)``
         memory, ``O(n^3)`` per kernel; practical to a few thousand training stars).
@@ -201,6 +212,12 @@ class SLAM(RegressorMixin, BaseEstimator):
         (:func:`mdslam.slam.posterior.fit_std_calibration`; ``(1, 0)`` without a CV choice).
     posterior_std_snr_ref_ : float
         Reference SNR of that factor (median training SNR).
+    noise_factor_, noise_diag_ : (n_pix, k) and (n_pix,) arrays
+        ``likelihood="correlated"`` only: loadings ``V`` (flux) and diagonal
+        ``d`` (flux^2; ``inf`` on unusable pixels) of the model-error covariance
+        ``V V^T + diag(d)`` (:func:`mdslam.slam.noise.fit_factor_model`).
+    noise_rank_cv_ : dict
+        Its candidate ranks, their held-out log-likelihood ``score`` and the chosen ``rank``.
     """
 
     def __init__(self, C: Sequence[float] = DEFAULT_C, epsilon: Sequence[float] = DEFAULT_EPSILON,
@@ -211,7 +228,7 @@ class SLAM(RegressorMixin, BaseEstimator):
                  n_jobs: int | None = None, verbose: bool = False, prior=None,
                  chi2_scale: str | float = "cv", kernel_rank: int | None = None,
                  lm_float32: bool = False, lm_sigma_tol: float | None = None,
-                 cv_prune: float | None = None):
+                 cv_prune: float | None = None, likelihood: str = "independent"):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -235,6 +252,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.lm_float32 = lm_float32
         self.lm_sigma_tol = lm_sigma_tol
         self.cv_prune = cv_prune
+        self.likelihood = likelihood
 
     def set_params(self, **params) -> SLAM:
         """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.
@@ -284,6 +302,7 @@ class SLAM(RegressorMixin, BaseEstimator):
 
     def _fit(self, X, y, ivar, wavelength, label_names, label_units, client=None) -> SLAM:
         flux, labels, good = inputs.check_training(X, y, ivar)
+        _cv.check_likelihood(self.likelihood)
         n, n_pix = flux.shape
         self.label_names_, self.label_units_ = inputs.label_metadata(label_names, label_units, labels.shape[1])
         # --- input checks (mdslam.checks): poison is an error or a logged, counted exclusion

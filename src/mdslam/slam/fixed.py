@@ -16,10 +16,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import checks
+from . import cv as _cv
 from . import infer, inputs
 from ._util import _n_workers
 from .estimator import SLAM
-from .training import _grid_edge_fraction, _refit_all, _standardise
+from .training import _grid_edge_fraction, _iter_folds, _refit_all, _standardise
 
 __all__ = ["fit_fixed"]
 
@@ -28,6 +29,9 @@ def fit_fixed(model: SLAM, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None
               wavelength: np.ndarray | None = None, label_names: Sequence[str] | None = None,
               label_units: Sequence[str] | None = None) -> SLAM:
     """Fit ``model`` on (X, y) at the per-pixel hyperparameters ``hyper`` (no grid search).
+
+    With ``likelihood="correlated"`` the noise model and chi2 scale come from
+    ``model.cv``-fold CV refits (:func:`mdslam.slam.cv.fit_likelihood_scale`), not ``hyper``.
 
     Parameters
     ----------
@@ -89,7 +93,10 @@ def fit_fixed(model: SLAM, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None
     model.error_law_ = None
     model.solver_info_ = {**info, "n_folds": 0}
     model._reset_cache()
-    _set_likelihood_scale(model, hyper, L)
+    if _cv.check_likelihood(model.likelihood) == "correlated":
+        _cv.fit_likelihood_scale(model, flux, labels, good, ivar, _iter_folds(n, model.cv, model.random_state))
+    else:
+        _set_likelihood_scale(model, hyper, L)
     model.knn_k_ = checks.KNN_K
     model.knn_threshold_ = checks.knn_threshold(Xs, model.knn_k_)
     model.rchi2_threshold_ = checks.rchi2_threshold(

@@ -5,7 +5,8 @@ state; the only thing they write is the model's prediction cache (the quick
 grid, the prior).  Labels are found in standardised label space and returned
 in physical units:
 
-1. weights ``1 / (sigma_obs^2 + CV-MSE_j)`` (:func:`mdslam.slam.inputs.weights`);
+1. weights ``1 / (sigma_obs^2 + CV-MSE_j)`` (:func:`mdslam.slam.inputs.weights`), or with
+   ``likelihood="correlated"`` the whitening of :mod:`mdslam.slam.noise` (:func:`whitener`);
 2. start at the best point of a label grid (:func:`quick_grid`, :func:`mdslam.slam.lm.grid_start`);
 3. Levenberg-Marquardt to the maximum likelihood of Li 2021 eq. 3 (:func:`lm_batch`);
 4. with a prior, the MAP and posterior moments of Li eq. 2 (:func:`posterior_batch`);
@@ -24,7 +25,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..flags import LabelFlag
-from . import inputs, lm, posterior, quality
+from . import inputs, lm, noise, posterior, quality
 from ._util import _n_workers, _progress
 
 
@@ -95,6 +96,40 @@ def _split_fns(model: Any, dtype: type) -> tuple:
     return values, jacobian
 
 
+def model_variance(model: Any) -> np.ndarray:
+    """Diagonal model variance of the likelihood (n_pix,), flux^2.
+
+    ``likelihood="independent"``: the CV-MSE of Li 2021 eq. 3.  ``"correlated"``:
+    the diagonal ``d`` of the factor model of the CV residuals
+    (:mod:`mdslam.slam.noise`), the factors entering through :func:`whitener`.
+    """
+    if getattr(model, "likelihood", "independent") == "correlated":
+        if getattr(model, "noise_diag_", None) is None:
+            raise ValueError("likelihood='correlated' but this model was fitted without a noise model: "
+                             "refit it with likelihood='correlated'")
+        return model.noise_diag_
+    return model.cv_mse_
+
+
+def whitener(model: Any, w: np.ndarray) -> noise.Whitener | None:
+    """The whitening of a batch (:class:`mdslam.slam.noise.Whitener`), None for the independent likelihood.
+
+    Parameters
+    ----------
+    model : SLAM
+    w : (m, n_pix) array
+        Diagonal weights ``1 / (model_variance + 1/ivar)`` (0 = masked).
+    """
+    if getattr(model, "likelihood", "independent") != "correlated":
+        return None
+    return noise.Whitener(w, model.noise_factor_)
+
+
+def lm_weights(w: np.ndarray, wh: noise.Whitener | None) -> np.ndarray:
+    """LM's weights: ``w`` itself, or with a whitener (which holds ``w``) 1 on good pixels and 0 on masked ones."""
+    return w if wh is None else (w > 0).astype(float)
+
+
 def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
     """Batched Levenberg-Marquardt (:mod:`mdslam.slam.lm`) in standardised label space.
 
@@ -103,7 +138,8 @@ def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, .
     model : SLAM
         A fitted model.
     fobs, w : (m, n_pix) arrays
-        Observed flux (0 where masked) and weights (flux^-2).
+        Observed flux (0 where masked) and diagonal weights (flux^-2); with
+        ``likelihood="correlated"`` the residuals are whitened (:func:`whitener`).
 
     Returns
     -------
@@ -111,15 +147,18 @@ def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, .
     converged (m,), failed (m,).
     """
     G, FG = quick_grid(model)
-    theta0 = lm.grid_start(fobs, w, G, FG)
+    wh = whitener(model, w)
+    theta0 = lm.grid_start(fobs, w, G, FG, whiten=wh)
+    wl = lm_weights(w, wh)
     dtype = _lm_dtype(model)
     if dtype == np.float64:
         fn, split = _model_fn(model), None
     else:    # float32 Jacobian, float64 values: chi2, step acceptance and the optimum stay double precision
         split = _split_fns(model, dtype)
         fn = lambda th: (split[0](th), split[1](th))    # noqa: E731
-    r = lm.levenberg_marquardt(fn, fobs, w, theta0, max_iter=model.lm_max_iter, xtol=model.lm_xtol,
-                               ftol=model.lm_ftol, split=split, sigma_tol=getattr(model, "lm_sigma_tol", None))
+    r = lm.levenberg_marquardt(fn, fobs, wl, theta0, max_iter=model.lm_max_iter, xtol=model.lm_xtol,
+                               ftol=model.lm_ftol, split=split, sigma_tol=getattr(model, "lm_sigma_tol", None),
+                               whiten=wh)
     return tuple(r)
 
 
@@ -180,7 +219,7 @@ def posterior_batch(model: Any, fobs: np.ndarray, w: np.ndarray, theta_ml: np.nd
     model : SLAM
         A fitted model with a prior.
     fobs, w : (m, n_pix) arrays
-        Observed flux (0 where masked) and likelihood weights.
+        Observed flux (0 where masked) and diagonal likelihood weights (as for :func:`lm_batch`).
     theta_ml : (m, L) array
         Maximum-likelihood labels (start of the MAP search).
     chi2_scale : float
@@ -202,9 +241,11 @@ def posterior_batch(model: Any, fobs: np.ndarray, w: np.ndarray, theta_ml: np.nd
 
     start = np.where(np.isfinite(theta_ml), theta_ml, 0.0)
     start = np.clip(start, pr.lo, pr.hi)
-    r = posterior.map_estimate(_model_fn(model, dtype), fobs, w, start, pr, chi2_scale, max_iter=model.lm_max_iter,
-                               xtol=model.lm_xtol, ftol=model.lm_ftol)
-    mu, C, ne = posterior.posterior_moments(flux, fobs, w, r.theta, r.cov, pr, chi2_scale)
+    wh = whitener(model, w)
+    wl = lm_weights(w, wh)
+    r = posterior.map_estimate(_model_fn(model, dtype), fobs, wl, start, pr, chi2_scale, whiten=wh,
+                               max_iter=model.lm_max_iter, xtol=model.lm_xtol, ftol=model.lm_ftol)
+    mu, C, ne = posterior.posterior_moments(flux, fobs, wl, r.theta, r.cov, pr, chi2_scale, whiten=wh)
     lap = ~(ne >= posterior.MIN_N_EFF)
     C[lap] = r.cov[lap]
     bad = ~np.all(np.isfinite(mu), axis=1)
@@ -228,7 +269,8 @@ def training_rchi2(model: Any, flux: np.ndarray, good: np.ndarray, ivar: np.ndar
     (n_train,) array; NaN where too few pixels are good.
     """
     X = np.where(good, flux, np.nan)
-    w = inputs.weights(X, None if ivar is None else np.asarray(ivar, float), model.cv_mse_, model.pixel_usable_)
+    w = inputs.weights(X, None if ivar is None else np.asarray(ivar, float), model_variance(model),
+                       model.pixel_usable_)
     fobs = np.where(w > 0, X, 0.0)
     n_good = (w > 0).sum(axis=1)
     L = model.label_mean_.size
@@ -274,7 +316,7 @@ def infer(model: Any, X: Any, ivar: Any = None, snr: Any = None) -> dict[str, An
     flux, iv, bad = inputs.coerce_spectra(X, ivar, model.n_features_in_)
     n = flux.shape[0]
     L = model.label_mean_.size
-    w = inputs.weights(flux, iv, model.cv_mse_, model.pixel_usable_)
+    w = inputs.weights(flux, iv, model_variance(model), model.pixel_usable_)
     w[bad] = 0.0
     fobs = np.where(w > 0, flux, 0.0)
     n_good = (w > 0).sum(axis=1)

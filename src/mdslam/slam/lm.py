@@ -17,6 +17,9 @@ import numpy as np
 
 #: ``model(theta (k, L)) -> (f (k, n), J (k, n, L))``.
 ModelFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: ``whiten(rows, X (k, n) or (k, n, L)) -> W_rows X``: a linear map per problem
+#: (:class:`mdslam.slam.noise.Whitener`) applied to residuals and Jacobians.
+Whiten = Callable[[object, np.ndarray], np.ndarray]
 
 
 class LMResult(NamedTuple):
@@ -30,7 +33,8 @@ class LMResult(NamedTuple):
     failed: np.ndarray       #: (m,) bool, non-finite parameters or chi2
 
 
-def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.ndarray) -> np.ndarray:
+def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.ndarray,
+               whiten: Whiten | None = None) -> np.ndarray:
     """Best starting point of each problem among precomputed model evaluations.
 
     Parameters
@@ -41,11 +45,16 @@ def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.nd
         Parameter vectors.
     grid_model : (g, n) array
         Model values at ``grid``.
+    whiten : Whitener, optional
+        Correlated residuals (:class:`mdslam.slam.noise.Whitener`): its
+        ``grid_chi2``, ``r^T Sigma^-1 r``, replaces the weighted sum.
 
     Returns
     -------
     (m, L) array, the grid point of lowest chi2 per row (by three matrix products).
     """
+    if whiten is not None:
+        return grid[np.argmin(whiten.grid_chi2(y, grid_model), axis=1)].copy()
     chi2_grid = ((w * y**2).sum(axis=1)[:, None] - 2.0 * (w * y) @ grid_model.T + w @ (grid_model**2).T)
     return grid[np.argmin(chi2_grid, axis=1)].copy()
 
@@ -53,8 +62,11 @@ def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.nd
 def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, *,
                         max_iter: int = 100, xtol: float = 1e-7, ftol: float = 1e-10,
                         split: tuple[Callable, Callable] | None = None,
-                        sigma_tol: float | None = None) -> LMResult:
+                        sigma_tol: float | None = None, whiten: Whiten | None = None) -> LMResult:
     """Minimise ``sum_j w_ij (y_ij - f_j(theta_i))^2`` for every row ``i`` together.
+
+    With ``whiten``, residuals ``W_i (y_i - f)`` and Jacobians ``W_i J``: for
+    ``W^T W = Sigma^-1`` and ``w = 1`` the objective is ``r^T Sigma_i^-1 r``.
 
     Parameters
     ----------
@@ -66,29 +78,28 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         Starting parameters.
     max_iter : int
         Iteration cap.
-    xtol : float
-        Stop when the largest step component is below ``xtol``.
-    ftol : float
-        Stop when an accepted step lowers chi2 by less than ``ftol * chi2``.
+    xtol, ftol : float
+        Stop when the largest step component is below ``xtol``, or an accepted step lowers chi2 by less than ``ftol * chi2``.
     split : (values, jacobian), optional
         ``values(theta) -> f`` and ``jacobian(theta) -> J``: trial points get
         ``values`` only, the Jacobian is computed for accepted steps (a
         rejected step then costs one model evaluation instead of both).
     sigma_tol : float, optional
-        Also stop (converged) when the Gauss-Newton step ``s = A^-1 g`` (``A = J^T W J``,
-        ``g = J^T W r``) is below ``sigma_tol`` formal errors: ``s^T A s = g^T A^-1 g <
-        sigma_tol^2`` (no parameter then moves by more than ``sigma_tol`` of its standard
-        error).  Tested before the step, at no model evaluation.  None: ``xtol``/``ftol`` only.
+        Also stop (converged) when the Gauss-Newton step ``s = A^-1 g`` (``A = J^T W J``, ``g = J^T W r``)
+        is below ``sigma_tol`` formal errors, ``s^T A s = g^T A^-1 g < sigma_tol^2`` (no parameter then moves
+        by more than ``sigma_tol`` of its standard error); tested before the step.  None: ``xtol``/``ftol`` only.
+    whiten : callable, optional
+        ``whiten(rows, X)``: ``W`` of the problems ``rows`` applied to (k, n) or (k, n, L) arrays.
 
     Returns
     -------
     LMResult
     """
-    m, L = theta0.shape
+    m = theta0.shape[0]
     theta = np.array(theta0, float, copy=True)
-
+    wh = whiten if whiten is not None else (lambda rows, X: X)
     f, Jp = model(theta)
-    r = y - f
+    r, Jp = wh(slice(None), y - f), wh(slice(None), Jp)
     Jp = Jp if Jp.flags.writeable else np.array(Jp)             # updated in place below
     chi2 = (w * r * r).sum(axis=1)
     A_all, g_all = _normal_equations(Jp, w, r)                  # refreshed for accepted rows only
@@ -96,7 +107,6 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     n_iter = np.zeros(m, int)
     converged = np.zeros(m, bool)
     active = np.arange(m)
-    eye = np.eye(L)
     for _ in range(int(max_iter)):
         if active.size == 0:
             break
@@ -108,11 +118,10 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
             if active.size == 0:
                 break
         wa = w[active]
-        damp = mu[active, None] * (dA + 1e-12 * dA.sum(axis=1, keepdims=True) + 1e-300)
-        step = np.linalg.solve(A + damp[:, :, None] * eye, g[..., None])[..., 0]
+        step = _damped_step(A, g, dA, mu[active])
         th_new = theta[active] + step
         f_new, J_new = model(th_new) if split is None else (split[0](th_new), None)
-        r_new = y[active] - f_new
+        r_new, J_new = wh(active, y[active] - f_new), (None if J_new is None else wh(active, J_new))
         chi2_new = (wa * r_new * r_new).sum(axis=1)
         n_iter[active] += 1
         acc = np.isfinite(chi2_new) & (chi2_new <= chi2[active])
@@ -121,7 +130,7 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         ia = active[acc]
         if ia.size:
             theta[ia], r[ia], chi2[ia] = th_new[acc], r_new[acc], chi2_new[acc]
-            Jp[ia] = J_acc = J_new[acc] if J_new is not None else split[1](th_new[acc])
+            Jp[ia] = J_acc = J_new[acc] if J_new is not None else wh(ia, split[1](th_new[acc]))
             A_all[ia], g_all[ia] = _normal_equations(J_acc, wa[acc], r_new[acc])
         mu[active] = np.where(acc, np.maximum(mu[active] * 0.3, 1e-12), mu[active] * 10.0)
         done = small_step | small_df | (mu[active] > 1e12)
@@ -130,6 +139,12 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     cov = _inverse(A_all)
     failed = ~np.all(np.isfinite(theta), axis=1) | ~np.isfinite(chi2)
     return LMResult(theta, cov, chi2, n_iter, converged & ~failed, failed)
+
+
+def _damped_step(A: np.ndarray, g: np.ndarray, dA: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """LM steps ``(A + mu D)^-1 g`` (k, L), D the diagonal ``dA`` of ``A = J^T W J``, ``g = J^T W r``."""
+    damp = mu[:, None] * (dA + 1e-12 * dA.sum(axis=1, keepdims=True) + 1e-300)
+    return np.linalg.solve(A + damp[:, :, None] * np.eye(A.shape[1]), g[..., None])[..., 0]
 
 
 def _normal_equations(J: np.ndarray, w: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -175,7 +175,7 @@ def gauss_hermite(L: int, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def map_estimate(model: lm.ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, prior: Prior,
-                 chi2_scale: float, **lm_kw) -> lm.LMResult:
+                 chi2_scale: float, whiten: lm.Whiten | None = None, **lm_kw) -> lm.LMResult:
     """Maximum of the posterior, ``chi2(theta)/s + (theta - mu)^T P (theta - mu)`` minimised by LM.
 
     The Gaussian part of the prior enters as ``L`` extra residuals
@@ -193,6 +193,9 @@ def map_estimate(model: lm.ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.nda
     prior : Prior
     chi2_scale : float
         ``s`` of the scaled likelihood.
+    whiten : Whitener, optional
+        Correlated pixels (:mod:`mdslam.slam.noise`): residuals and Jacobians
+        whitened per spectrum, the chi2 ``r^T Sigma^-1 r`` (``w`` then 1 or 0).
     **lm_kw
         ``max_iter``, ``xtol``, ``ftol`` of the LM.
 
@@ -205,7 +208,7 @@ def map_estimate(model: lm.ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.nda
     U = prior.precision_factor
     L = theta0.shape[1]
     if U is None:
-        res = lm.levenberg_marquardt(model, y, w / chi2_scale, theta0, **lm_kw)
+        res = lm.levenberg_marquardt(model, y, w / chi2_scale, theta0, whiten=whiten, **lm_kw)
         return res._replace(theta=np.clip(res.theta, prior.lo, prior.hi))
     mu = prior.mean
     m = y.shape[0]
@@ -218,12 +221,13 @@ def map_estimate(model: lm.ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.nda
 
     y_aug = np.concatenate([y, np.zeros((m, L))], axis=1)
     w_aug = np.concatenate([w / chi2_scale, np.ones((m, L))], axis=1)
-    return lm.levenberg_marquardt(model_aug, y_aug, w_aug, theta0, **lm_kw)
+    return lm.levenberg_marquardt(model_aug, y_aug, w_aug, theta0, whiten=whiten, **lm_kw)
 
 
 def posterior_moments(flux_fn: Callable[[np.ndarray], np.ndarray], y: np.ndarray, w: np.ndarray,
                       centre: np.ndarray, cov: np.ndarray, prior: Prior, chi2_scale: float, *,
-                      n_nodes: int = N_NODES, inflate: float = INFLATE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      n_nodes: int = N_NODES, inflate: float = INFLATE,
+                      whiten: lm.Whiten | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Posterior mean and covariance by importance sampling on Gauss-Hermite nodes.
 
     The proposal is the Laplace Gaussian ``N(centre, inflate**2 cov)``; at its
@@ -248,6 +252,8 @@ def posterior_moments(flux_fn: Callable[[np.ndarray], np.ndarray], y: np.ndarray
         Nodes per dimension.
     inflate : float
         Proposal width in units of the Laplace width.
+    whiten : Whitener, optional
+        As for :func:`map_estimate`.
 
     Returns
     -------
@@ -278,7 +284,7 @@ def posterior_moments(flux_fn: Callable[[np.ndarray], np.ndarray], y: np.ndarray
     chi2 = np.empty((m, k))
     for j in range(k):
         F = flux_fn(nodes[:, j])
-        r = y - F
+        r = y - F if whiten is None else whiten(slice(None), y - F)
         chi2[:, j] = (w * r * r).sum(axis=1)
     logpost = -0.5 * chi2 / chi2_scale + logp
     lw = logw_q[None, :] + logpost + 0.5 * (z * z).sum(axis=1)[None, :]
