@@ -54,3 +54,32 @@ def load(data_mirror):
         return cache[name]
 
     return _load
+
+
+def _decay(theta, x):
+    """f = a exp(-b x) + c and its Jacobian, for (k, 3) parameter rows (a small non-linear LM test problem)."""
+    import numpy as np
+
+    a, b, c = theta[:, 0:1], theta[:, 1:2], theta[:, 2:3]
+    e = np.exp(-b * x[None, :])
+    return a * e + c, np.stack([e, -a * x[None, :] * e, np.ones_like(e)], axis=-1)
+
+
+def _decay_problem(seed: int, m: int, n: int):
+    """m seeded decay problems on n points: x (n,), truth (m, 3), sigma (m, n), y (m, n), w = 1/sigma^2."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 4, n)
+    truth = np.column_stack([rng.uniform(1, 3, m), rng.uniform(0.3, 2, m), rng.uniform(-0.5, 0.5, m)])
+    sigma = rng.uniform(0.02, 0.1, (m, n))
+    y = _decay(truth, x)[0] + rng.normal(0, 1, (m, n)) * sigma
+    return x, truth, sigma, y, 1.0 / sigma**2
+
+
+@pytest.fixture
+def decay():
+    """The decay model ``decay.model(theta, x) -> (f, J)`` and ``decay.problem(seed, m, n)``."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model=_decay, problem=_decay_problem)

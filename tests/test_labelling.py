@@ -57,21 +57,10 @@ def test_blocked_forward_model_equals_the_kernel_expansion(fitted):
     assert np.allclose(F, Fv, rtol=1e-12, atol=1e-12)
 
 
-def _decay(theta, x):
-    """f = a exp(-b x) + c and its Jacobian for (k, 3) parameter rows."""
-    a, b, c = theta[:, 0:1], theta[:, 1:2], theta[:, 2:3]
-    e = np.exp(-b * x[None, :])
-    return a * e + c, np.stack([e, -a * x[None, :] * e, np.ones_like(e)], axis=-1)
-
-
-def test_lm_sigma_tol_stops_within_that_fraction_of_the_formal_error():
+def test_lm_sigma_tol_stops_within_that_fraction_of_the_formal_error(decay):
     """sigma_tol = 0.01: every parameter within 0.01 of its standard error of scipy's optimum, in fewer steps."""
-    rng = np.random.default_rng(4)
-    x = np.linspace(0, 4, 60)
-    truth = np.column_stack([rng.uniform(1, 3, 8), rng.uniform(0.3, 2, 8), rng.uniform(-0.5, 0.5, 8)])
-    sigma = rng.uniform(0.02, 0.1, (8, 60))
-    y = _decay(truth, x)[0] + rng.normal(0, 1, (8, 60)) * sigma
-    w = 1.0 / sigma**2
+    _decay = decay.model
+    x, truth, sigma, y, w = decay.problem(4, 8, 60)
     start = np.tile([1.0, 1.0, 0.0], (8, 1))
     tight = lm.levenberg_marquardt(lambda th: _decay(th, x), y, w, start, max_iter=200, xtol=1e-12, ftol=1e-15)
     fast = lm.levenberg_marquardt(lambda th: _decay(th, x), y, w, start, max_iter=200, xtol=1e-12, ftol=1e-15,

@@ -9,23 +9,10 @@ from scipy.optimize import least_squares
 from mdslam.slam import lm, posterior
 
 
-def _decay(theta, x):
-    """f = a exp(-b x) + c and its Jacobian, for (k, 3) parameter rows."""
-    a, b, c = theta[:, 0:1], theta[:, 1:2], theta[:, 2:3]
-    e = np.exp(-b * x[None, :])
-    f = a * e + c
-    J = np.stack([e, -a * x[None, :] * e, np.ones_like(e)], axis=-1)
-    return f, J
-
-
-def test_batched_lm_reaches_scipy_least_squares_optimum():
+def test_batched_lm_reaches_scipy_least_squares_optimum(decay):
     """Same weighted problems, same optimum as scipy.optimize.least_squares (to 1e-6), same covariance."""
-    rng = np.random.default_rng(0)
-    x = np.linspace(0, 4, 40)
-    truth = np.column_stack([rng.uniform(1, 3, 6), rng.uniform(0.3, 2, 6), rng.uniform(-0.5, 0.5, 6)])
-    sigma = rng.uniform(0.02, 0.1, (6, 40))
-    y = _decay(truth, x)[0] + rng.normal(0, 1, (6, 40)) * sigma
-    w = 1.0 / sigma**2
+    _decay = decay.model
+    x, truth, sigma, y, w = decay.problem(0, 6, 40)
     w[2, ::5] = 0.0                                               # masked pixels
     res = lm.levenberg_marquardt(lambda th: _decay(th, x), y, w, np.tile([1.0, 1.0, 0.0], (6, 1)),
                                  max_iter=200, xtol=1e-12, ftol=1e-15)
@@ -39,8 +26,9 @@ def test_batched_lm_reaches_scipy_least_squares_optimum():
         assert np.allclose(res.cov[i], np.linalg.inv(ref.jac.T @ ref.jac), rtol=1e-5)
 
 
-def test_lm_split_evaluation_reaches_the_same_optimum():
+def test_lm_split_evaluation_reaches_the_same_optimum(decay):
     """Values at trial points, Jacobian at accepted ones (split): scipy's optimum, like the joint call."""
+    _decay = decay.model
     rng = np.random.default_rng(5)
     x = np.linspace(0, 4, 40)
     truth = np.column_stack([rng.uniform(1, 3, 6), rng.uniform(0.3, 1.5, 6), rng.uniform(-0.5, 0.5, 6)])
