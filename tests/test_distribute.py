@@ -134,3 +134,17 @@ def test_nystrom_fit_on_dask_is_bit_identical(problem, cluster):
     dist = SLAM(**kw).fit(flux, lab, ivar, client=cluster)
     for name in FITTED:
         assert np.array_equal(getattr(dist, name), getattr(ref, name), equal_nan=True), name
+
+
+def test_in_process_blocks_do_not_depend_on_the_callers_blas_threads(problem):
+    """Blocks in threads: the same solution whether or not the caller already limited BLAS to one thread."""
+    from threadpoolctl import threadpool_limits
+
+    flux, ivar, lab = problem
+    X = (lab - lab.mean(0)) / lab.std(0)
+    Y = ((flux - flux.mean(0)) / flux.std(0)).T
+    ke = KernelEig.from_kernel(rbf_kernel(X, X, 0.5))
+    free = BlockRunner(3).solve(solve_svr_staged, ke, Y, 10.0, 0.05, tol=1e-3)
+    with threadpool_limits(limits=1, user_api="blas"):
+        limited = BlockRunner(3).solve(solve_svr_staged, ke, Y, 10.0, 0.05, tol=1e-3)
+    assert np.array_equal(free.beta, limited.beta) and np.array_equal(free.n_iter, limited.n_iter)

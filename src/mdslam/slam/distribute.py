@@ -79,8 +79,26 @@ def _concat(parts: list[SVRBatchSolution]) -> SVRBatchSolution:
                             state=tuple(cat([p.state[i] for p in parts]) for i in range(3)))
 
 
+def _one_blas_thread():
+    """BLAS limited to one thread, set by the calling thread for every block it runs.
+
+    OpenBLAS's thread count is process-wide, and threadpoolctl lets only one
+    thread at a time (the first to set it) change it: a limit set inside a
+    block running in a pool thread, or in a Dask worker thread of this
+    process, may silently do nothing, and the first block to finish would
+    restore the multithreaded BLAS under the others.  So the thread that
+    hands out the blocks holds the limit until they are all back.
+    """
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _solve_block(fn: Callable, ke: KernelEig, Y: np.ndarray, C, eps, kw: dict) -> SVRBatchSolution:
-    """One block on a worker, BLAS single-threaded (the result must not depend on the worker)."""
+    """One block on a worker, BLAS single-threaded (the result must not depend on the worker).
+
+    In a worker process this sets the limit (Dask's nanny also starts workers
+    with one BLAS thread); in a worker thread of the calling process the limit
+    is already held by the caller (:func:`_one_blas_thread`).
+    """
     with threadpool_limits(limits=1, user_api="blas"):
         return fn(ke, Y, C, eps, **kw)
 
@@ -153,16 +171,17 @@ class BlockRunner:
         P = Y.shape[0]
         edges = pixel_blocks(P, self.n_workers)
         nb = edges.size - 1
-        if self.client is None and nb == 1:
-            return fn(ke, Y, C, eps, **kw)
-        if self.client is None:
-            def part(k):
-                lo, hi = edges[k], edges[k + 1]
-                return fn(ke, Y[lo:hi], _rows(C, lo, hi, P), _rows(eps, lo, hi, P), **kw)
+        with _one_blas_thread():
+            if self.client is None and nb == 1:
+                return fn(ke, Y, C, eps, **kw)
+            if self.client is None:
+                def part(k):
+                    lo, hi = edges[k], edges[k + 1]
+                    return fn(ke, Y[lo:hi], _rows(C, lo, hi, P), _rows(eps, lo, hi, P), **kw)
 
-            with ThreadPoolExecutor(max_workers=min(self.n_workers, nb)) as ex:
-                return _concat(list(ex.map(part, range(nb))))
-        return self._gather(self._submit(fn, ke, Y, C, eps, kw), (fn, ke, Y, C, eps, kw))
+                with ThreadPoolExecutor(max_workers=min(self.n_workers, nb)) as ex:
+                    return _concat(list(ex.map(part, range(nb))))
+            return self._gather(self._submit(fn, ke, Y, C, eps, kw), (fn, ke, Y, C, eps, kw))
 
     def solve_many(self, fn: Callable, ke: KernelEig, Y: np.ndarray, problems: Iterable[tuple], *,
                    window: int = 4, **kw) -> Iterator[SVRBatchSolution]:
@@ -189,12 +208,13 @@ class BlockRunner:
                 yield self.solve(fn, ke, Y, C, eps, **kw)
             return
         pending: deque = deque()
-        for C, eps in problems:
-            pending.append((self._submit(fn, ke, Y, C, eps, kw), (fn, ke, Y, C, eps, kw)))
-            if len(pending) >= max(int(window), 1):
+        with _one_blas_thread():
+            for C, eps in problems:
+                pending.append((self._submit(fn, ke, Y, C, eps, kw), (fn, ke, Y, C, eps, kw)))
+                if len(pending) >= max(int(window), 1):
+                    yield self._gather(*pending.popleft())
+            while pending:
                 yield self._gather(*pending.popleft())
-        while pending:
-            yield self._gather(*pending.popleft())
 
     def _gather(self, futures: list, problem: tuple) -> SVRBatchSolution:
         """The blocks' solutions; if a worker was lost with scattered data, scatter again and resubmit once."""
