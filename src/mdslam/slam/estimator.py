@@ -176,6 +176,9 @@ class SLAM(RegressorMixin, BaseEstimator):
         SVR intercepts (standardised flux).
     X_train_ : (n_train, n_label) array
         Standardised training labels (the support vectors of every pixel).
+    quick_flux_ : (n_train, n_pix) float32 array
+        Model flux at the training labels, where each spectrum's LM starts
+        (:func:`mdslam.slam.infer.start_flux`); stored in the model file.
     label_mean_, label_scale_, flux_mean_, flux_scale_ : arrays
         Standardisation of labels (n_label,) and fluxes (n_pix,).
     label_names_, label_units_ : list of str
@@ -349,6 +352,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.error_law_ = None
         self.solver_info_ = {**info, **refit_info, "n_folds": len(folds)}
         self._reset_cache()
+        self.quick_flux_ = None
+        self.quick_flux_ = infer.start_flux(self)          # LM's starting grid, stored with the model
         _cv.fit_likelihood_scale(self, flux, labels, good, ivar, folds)
         # --- fit-quality thresholds (mdslam.checks), learnt from the training set itself
         self.knn_k_ = checks.KNN_K

@@ -188,6 +188,11 @@ def _inverse(A: np.ndarray) -> np.ndarray:
     m, L = A.shape[0], A.shape[1]
     cov = np.full((m, L, L), np.nan)
     okA = np.all(np.isfinite(A), axis=(1, 2))
+    try:                                   # all at once (LAPACK per matrix, as below) unless one is singular
+        cov[okA] = np.linalg.inv(A[okA])
+        return cov
+    except np.linalg.LinAlgError:
+        pass
     for i in np.flatnonzero(okA):
         try:
             cov[i] = np.linalg.inv(A[i])
