@@ -243,6 +243,7 @@ LABEL_CONFIGS = {
     "float64 LM, start grid evaluated in the call": ({}, False),
     "lm_sigma_tol=0.01": ({"lm_sigma_tol": 0.01}, True),
     "lm_float32": ({"lm_float32": True}, True),
+    "lm_float32 + lm_sigma_tol=0.01": ({"lm_float32": True, "lm_sigma_tol": 0.01}, True),
 }
 
 
@@ -335,7 +336,12 @@ def _print_speed(a: dict, m: dict, a_lab: float, a_lab_cpu: float | None) -> Non
     print(f"{'training wall time (as above), target 30x':46s} ratio {a['train_s'] / m['train_s']:.1f}x: "
           f"{'met' if a['train_s'] / m['train_s'] >= 30 else 'NOT met'}; mdslam n_jobs {m['n_jobs']}, "
           f"cv_prune {m['cv_prune']}")
-    for name, r in m["labels"].items():
+    _print_labels(m["labels"], a_lab, a_lab_cpu)
+
+
+def _print_labels(labels: dict, a_lab: float, a_lab_cpu: float | None) -> None:
+    """One line per labelling setting of :func:`label_timings`, with its CPU and wall ratios to astroslam."""
+    for name, r in labels.items():
         extra = "" if "max_dev_formal" not in r else (
             f"; vs default: max |dlabel| {r['max_dev_formal']:.3g} formal errors, flags "
             f"{'equal' if r['flags_equal'] else 'DIFFER'}")
@@ -364,7 +370,30 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--n-jobs", type=int, default=2, help="mdslam's worker threads (astroslam runs n_jobs=2)")
     ap.add_argument("--cv-prune", type=float, default=None,
                     help="SLAM(cv_prune=F): stop grid points above F x a pixel's best CV-MSE after 2 folds")
+    ap.add_argument("--labels-only", action="store_true",
+                    help="only the labelling figures, on the mdslam model of the last run in the same directory")
     return ap
+
+
+def labels_only(a: dict, a_cpu: dict | None, data: Path, outdir: Path) -> int:
+    """``--labels-only``: the labels-per-spectrum lines for the saved mdslam model of an earlier run."""
+    path = outdir / "mdslam_model.npz"
+    if not path.exists():
+        raise SystemExit(f"{path}: no mdslam model from an earlier run of this benchmark (run it without "
+                         "--labels-only first)")
+    d = np.load(data)
+    with LoadSampler() as load:
+        timings, _ = label_timings(path, d["te_flux"][:N_TEST], d["te_ivar"][:N_TEST], d["te_labels"][:N_TEST])
+    _print_labels(timings, a["quick_per_spec_s"] + a["multi_per_spec_s"],
+                  None if a_cpu is None else a_cpu["labels_cpu_per_spec_s"])
+    ld = load.summary()
+    print(f"{'machine load during the mdslam labels':46s} mean {ld['load1_mean']:.2f} max {ld['load1_max']:.2f} "
+          f"psi {ld['cpu_pressure_some_avg10_mean']} ({os.cpu_count()} cores)")
+    out = {"astroslam_labels_this_run": a_cpu, "mdslam_labels": timings, "load": ld,
+           "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (outdir / "labels.json").write_text(json.dumps(out, indent=1))
+    print(f"\n# wrote {outdir / 'labels.json'}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -393,6 +422,8 @@ def main(argv=None) -> int:
                                 outdir / "astroslam_labels.json") if (VENV / "bin" / "python").exists() else None
     print(f"# astroslam labelling CPU time measured in this run: "
           f"{'no (no model dump or venv)' if a_cpu is None else a_cpu}", flush=True)
+    if args.labels_only:
+        return labels_only(a, a_cpu, data, outdir)
     print("# mdslam running ...", flush=True)
     m = run_mdslam(data, outdir, args.n_jobs, args.cv_prune)
     s = {k: np.asarray(v) for k, v in a["scores"].items()}

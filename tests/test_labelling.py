@@ -167,3 +167,33 @@ def test_one_blas_thread_limits_and_restores_blas():
         after = [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
     assert inside and all(n == 1 for n in inside)
     assert after == before
+
+
+def test_lm_nielsen_damping_reaches_the_least_squares_optimum(decay):
+    """damping='nielsen': every problem at scipy's optimum (1e-6 of the standard errors), no more steps rejected."""
+    _decay = decay.model
+    x, truth, sigma, y, w = decay.problem(5, 12, 60)
+    start = np.tile([1.0, 1.0, 0.0], (12, 1))
+    kw = dict(max_iter=200, xtol=1e-12, ftol=1e-15)
+    fixed = lm.levenberg_marquardt(lambda th: _decay(th, x), y, w, start, **kw)
+    niel = lm.levenberg_marquardt(lambda th: _decay(th, x), y, w, start, damping="nielsen", **kw)
+    assert niel.converged.all()
+    for i in range(12):
+        sw = np.sqrt(w[i])
+        ref = least_squares(lambda p, sw=sw, yi=y[i]: sw * (yi - _decay(p[None], x)[0][0]), [1.0, 1.0, 0.0],
+                            jac=lambda p, sw=sw: -sw[:, None] * _decay(p[None], x)[1][0], xtol=1e-15, ftol=1e-15)
+        err = np.sqrt(np.diag(np.linalg.inv(ref.jac.T @ ref.jac)))
+        assert np.all(np.abs(niel.theta[i] - ref.x) <= 1e-6 * err), i
+        assert np.allclose(niel.cov[i], fixed.cov[i], rtol=1e-6)
+    with pytest.raises(ValueError, match="damping='lazy'"):
+        lm.levenberg_marquardt(lambda th: _decay(th, x), y, w, start, damping="lazy")
+
+
+def test_slam_nielsen_damping_labels_agree_with_the_default(fitted):
+    """SLAM(lm_damping='nielsen') on held-out spectra: labels within 0.01 formal errors of the default, same flags."""
+    flux, ivar, _ = _spectra(150, seed=12)
+    ref = copy.deepcopy(fitted).predict_table(flux, ivar)
+    niel = copy.deepcopy(fitted).set_params(lm_damping="nielsen").predict_table(flux, ivar)
+    assert np.array_equal(ref["flag"], niel["flag"])
+    for n in LABELS:
+        assert np.all(np.abs(niel[n] - ref[n]) <= 0.01 * ref[f"e_{n}"]), n

@@ -17,6 +17,7 @@ Spectra go in batches of ``batch_size`` to ``n_jobs`` threads, BLAS single-threa
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -177,7 +178,7 @@ def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, .
         fn = lambda th: (split[0](th), split[1](th))    # noqa: E731
     r = lm.levenberg_marquardt(fn, fobs, wl, theta0, max_iter=model.lm_max_iter, xtol=model.lm_xtol,
                                ftol=model.lm_ftol, split=split, sigma_tol=getattr(model, "lm_sigma_tol", None),
-                               whiten=wh)
+                               whiten=wh, damping=getattr(model, "lm_damping", "fixed"))
     return tuple(r)
 
 
@@ -389,8 +390,9 @@ def _fit_all(model: Any, fobs: np.ndarray, w: np.ndarray, idx_all: np.ndarray, s
         quick_grid(model)                            # build the shared cache before threads start
         if has_prior:
             prior(model)
-        with ThreadPoolExecutor(max_workers=max(1, min(nw, len(batches)))) as ex:
-            results = ex.map(run, batches)
+        workers = max(1, min(nw, len(batches)))
+        with ThreadPoolExecutor(max_workers=workers) if workers > 1 else contextlib.nullcontext() as ex:
+            results = map(run, batches) if ex is None else ex.map(run, batches)
             for bidx, res in zip(batches, _progress(results, model.verbose, "SLAM labels", unit="batch",
                                                     total=len(batches)), strict=True):
                 (th, cov, c2, nit, conv, failed), pst = res
