@@ -244,6 +244,7 @@ LABEL_CONFIGS = {
     "lm_sigma_tol=0.01": ({"lm_sigma_tol": 0.01}, True),
     "lm_float32": ({"lm_float32": True}, True),
     "lm_float32 + lm_sigma_tol=0.01": ({"lm_float32": True, "lm_sigma_tol": 0.01}, True),
+    "same + lm_damping=nielsen": ({"lm_float32": True, "lm_sigma_tol": 0.01, "lm_damping": "nielsen"}, True),
 }
 
 
