@@ -197,3 +197,5 @@ def test_slam_nielsen_damping_labels_agree_with_the_default(fitted):
     assert np.array_equal(ref["flag"], niel["flag"])
     for n in LABELS:
         assert np.all(np.abs(niel[n] - ref[n]) <= 0.01 * ref[f"e_{n}"]), n
+    with pytest.raises(ValueError, match="lm_damping='lazy'"):
+        copy.deepcopy(fitted).set_params(lm_damping="lazy").predict_table(flux, ivar)

@@ -70,8 +70,8 @@ def start_flux(model: Any) -> np.ndarray:
     loaded model does not evaluate the forward model at every training label (for
     800 stars x 150 px this was ~30 ms, most of labelling 20 spectra).  float32
     halves the file member; it only ranks the starting points (chi2 of a spectrum at
-    each training label), which its rounding (~6e-8 of the flux) changes only for
-    chi2 values equal to ~1e-4.
+    each training label), and its rounding (~6e-8 of the flux) changes that ranking
+    only where two training labels give chi2 values within ~1e-4 of each other.
 
     Returns
     -------
@@ -81,6 +81,13 @@ def start_flux(model: Any) -> np.ndarray:
     if stored is not None and stored.shape == (model.X_train_.shape[0], model.n_features_in_):
         return stored
     return (model.flux_mean_ + model._model_scaled(model.X_train_)[0] * model.flux_scale_).astype(np.float32)
+
+
+def check_lm_options(model: Any) -> None:
+    """Raise a one-line ValueError for an ``lm_damping`` that LM does not know (before any batch runs)."""
+    damping = getattr(model, "lm_damping", "fixed")
+    if damping not in ("fixed", "nielsen"):
+        raise ValueError(f"lm_damping={damping!r}: must be 'fixed' or 'nielsen'")
 
 
 def _lm_dtype(model: Any) -> type:
@@ -288,6 +295,7 @@ def training_rchi2(model: Any, flux: np.ndarray, good: np.ndarray, ivar: np.ndar
     -------
     (n_train,) array; NaN where too few pixels are good.
     """
+    check_lm_options(model)
     X = np.where(good, flux, np.nan)
     w = inputs.weights(X, None if ivar is None else np.asarray(ivar, float), model_variance(model),
                        model.pixel_usable_)
@@ -333,6 +341,7 @@ def infer(model: Any, X: Any, ivar: Any = None, snr: Any = None) -> dict[str, An
     The headline label of an in-domain star is then its posterior mean.
     """
     model._check_fitted()
+    check_lm_options(model)
     flux, iv, bad = inputs.coerce_spectra(X, ivar, model.n_features_in_)
     n = flux.shape[0]
     L = model.label_mean_.size
