@@ -26,11 +26,21 @@ Two modes:
   test labels relative to the exact CV-MSE, and the label differences on the test spectra
   relative to the exact model's own test errors.
 
+* ``--compare-solvers``: the two solvers of the Nystrom path, ADMM + polish
+  (:func:`mdslam.svr.solve_svr_staged`) and dual coordinate descent
+  (:func:`mdslam.slam.lowrank.solve_svr_dcd`), on the same kernel (one CV training fold of
+  the first ``n`` stars for each ``n`` of ``--sizes``, gamma 0.3, C = 10, epsilon = 0.05,
+  ``--n-pix`` pixels) and the same stopping rule (libsvm's KKT gap and ``|sum beta|`` <=
+  ``--tol``, both checked in float64 on every star): mean ADMM iterations and coordinate-descent
+  passes over the stars, the fraction converged, CPU seconds per pixel-solve, and the largest
+  difference between the two fitted functions at the training stars.
+
 Usage::
 
     python benchmarks/scale_15k.py --n-pix 16                     # the scale run on 16 pixels
     python benchmarks/scale_15k.py --accuracy --exact-n 2000 --n-pix 64
     python benchmarks/scale_15k.py --data mock.npz ...           # reuse a saved mock set
+    python benchmarks/scale_15k.py --compare-solvers --sizes 1600 3200 12000 --n-pix 8
 
 The mock set is cached in ``benchmarks/results/`` (gitignored).
 """
@@ -182,8 +192,52 @@ def run_accuracy(args) -> dict:
             "nystrom_solver": ny.solver_info_, "exact_solver": ex.solver_info_}
 
 
+def run_compare(args) -> dict:
+    """ADMM + polish vs dual coordinate descent on the same Nystrom kernels: passes, CPU, agreement."""
+    from sklearn.model_selection import KFold
+
+    from mdslam.slam.lowrank import solve_svr_dcd
+    from mdslam.slam.training import _standardise
+    from mdslam.svr import nystrom_kernel, solve_svr_staged
+
+    d = load_data(args.data, max(args.sizes) * 5 // 4 + 1)
+    pix = pixel_subset(d["flux"].shape[1], args.n_pix)
+    rows = []
+    for n in args.sizes:
+        m = n * 5 // 4                                   # one 5-fold training fold has n stars
+        flux, ivar, labels = d["flux"][:m, pix], d["ivar"][:m, pix], d["labels"][:m]
+        good = (ivar > 0) & np.isfinite(flux)
+        Xs, Ys, _ = _standardise(flux, labels, good)
+        tr = next(iter(KFold(5, shuffle=True, random_state=0).split(Xs)))[0]
+        ke = nystrom_kernel(Xs[tr], 0.3, args.kernel_rank, tol=1e-7, rel_cut=1e-8)
+        Y, Cb = np.ascontiguousarray(Ys[tr].T), 10.0 * good[tr].T
+        solve_svr_dcd(ke, Y[:1], Cb[:1], 0.05, tol=args.tol, max_epochs=1)      # compile outside the timing
+        row = {"n": int(tr.size), "rank": int(ke.lam.size), "n_pix": int(pix.size)}
+        sols = {}
+        for name, fn, kw in (("admm", solve_svr_staged, {}), ("dcd", solve_svr_dcd, {"max_epochs": args.max_epochs})):
+            c0 = time.process_time()
+            sols[name] = sol = fn(ke, Y, Cb, 0.05, tol=args.tol, **kw)
+            row[name] = {"cpu_per_solve_s": (time.process_time() - c0) / pix.size,
+                         "mean_iter": float(sol.n_iter.mean()), "converged": float(sol.converged.mean()),
+                         "max_gap": float(sol.gap.max())}
+        f = {k: ke.matmul(v.beta) + v.intercept[:, None] for k, v in sols.items()}
+        row["max_abs_f_diff"] = float(np.abs(f["admm"] - f["dcd"]).max())
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"rows": rows, "tol": args.tol, "max_epochs": args.max_epochs}
+
+
 def report(out: dict, accuracy: bool) -> None:
     """One line per figure."""
+    if "rows" in out:
+        for r in out["rows"]:
+            a, c = r["admm"], r["dcd"]
+            print(f"n {r['n']:6d} rank {r['rank']:4d} {r['n_pix']} px: ADMM {a['mean_iter']:.0f} iterations, "
+                  f"{a['converged']:.2f} converged, {a['cpu_per_solve_s']:.3f} s CPU per pixel-solve | DCD "
+                  f"{c['mean_iter']:.0f} passes, {c['converged']:.2f} converged (cap {out['max_epochs']} epochs), "
+                  f"{c['cpu_per_solve_s']:.3f} s | ratio DCD/ADMM CPU "
+                  f"{c['cpu_per_solve_s'] / a['cpu_per_solve_s']:.2f}; max |f_admm - f_dcd| {r['max_abs_f_diff']:.2e}")
+        return
     if accuracy:
         print(f"accuracy ({out['n_train']} train / {out['n_test']} test stars, {out['n_pix']} px, 8-point grid,"
               f" 5-fold, kernel_rank {out['kernel_rank']}; load {out['load']['load1_mean']:.1f})")
@@ -221,10 +275,13 @@ def main(argv=None) -> int:
     ap.add_argument("--exact-n", type=int, default=2000, help="stars of the exact-path reference")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--accuracy", action="store_true", help="error of the approximate path vs exact")
+    ap.add_argument("--compare-solvers", action="store_true", help="ADMM vs coordinate descent, same kernels")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1600, 3200, 12000], help="training stars compared")
+    ap.add_argument("--max-epochs", type=int, default=2000, help="coordinate-descent pass cap (--compare-solvers)")
     ap.add_argument("--data", type=Path, default=None, help="saved mock set (npz: flux, ivar, labels, wave)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "scale_15k.json")
     args = ap.parse_args(argv)
-    out = run_accuracy(args) if args.accuracy else run_scale(args)
+    out = run_compare(args) if args.compare_solvers else run_accuracy(args) if args.accuracy else run_scale(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=float))
     report(out, args.accuracy)
