@@ -152,8 +152,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         Solver of the SVR duals with ``kernel_rank`` set. ``"admm"`` (default): the
         batched ADMM with active-set polish of the exact path.  ``"dcd"``: dual coordinate
         descent on the ``r`` Nystrom features (:mod:`mdslam.slam.lowrank`, needs ``numba``,
-        the ``scale`` extra), the same problem and stopping rule; its cost against ADMM is
-        measured in ``benchmarks/README.md``.  Ignored by the exact path.
+        the ``scale`` extra), the same problem and stopping rule; measured slower than ADMM
+        on SLAM's problems (``benchmarks/README.md``).  Ignored by the exact path.
     cv_prune : None or float
         None (default): every grid point is solved in every CV fold (the exact grid
         search).  A factor ``f > 1``: after the first two folds, a pixel's grid points whose
