@@ -103,18 +103,20 @@ def test_missing_numba_is_a_one_line_error(easy, monkeypatch):
 
 @needs_numba
 def test_slam_solver_option():
-    """``SLAM(kernel_rank=m, solver="dcd")``: the same choices and forward model within 2 % of
-    sqrt(CV-MSE) of the ADMM Nystrom model (the documented bound of the path); a bad value is an error."""
+    """``SLAM(kernel_rank=m, solver="dcd")``: on held-out labels the forward model is within the
+    documented bound of the Nystrom path (2 % of sqrt(CV-MSE); measured 0.2-0.3 %) of the exact SLAM's, with the
+    same choices as the exact and the ADMM Nystrom models; a bad value is a one-line error."""
     from mdslam.slam import SLAM
 
     X, Y = _smooth_pixels(240, 3, snr=100.0, seed=21)
     flux, labels = 1.0 + 0.1 * Y.T[:200], X[:200]
-    grid = {"C": (1.0,), "epsilon": (0.05, 0.1), "gamma": (0.3,), "cv": 3, "kernel_rank": 60, "tol": 1e-3}
-    admm = SLAM(**grid).fit(flux, labels)
-    dcd = SLAM(**grid, solver="dcd").fit(flux, labels)
-    assert admm.solver == "admm"
-    assert np.array_equal(admm.epsilon_, dcd.epsilon_)
-    d = np.sqrt(np.mean((dcd.predict_flux(X[200:]) - admm.predict_flux(X[200:])) ** 2, axis=0))
-    assert np.all(d <= 0.02 * np.sqrt(admm.cv_mse_))
+    grid = {"C": (1.0,), "epsilon": (0.05, 0.1), "gamma": (0.3,), "cv": 3, "tol": 1e-3}
+    exact = SLAM(**grid).fit(flux, labels)
+    admm = SLAM(**grid, kernel_rank=2000).fit(flux, labels)
+    dcd = SLAM(**grid, kernel_rank=2000, solver="dcd").fit(flux, labels)
+    assert admm.solver == "admm" and dcd.solver_info_["cv_n_unconverged"] == 0
+    assert np.array_equal(exact.epsilon_, dcd.epsilon_) and np.array_equal(admm.epsilon_, dcd.epsilon_)
+    d = np.sqrt(np.mean((dcd.predict_flux(X[200:]) - exact.predict_flux(X[200:])) ** 2, axis=0))
+    assert np.all(d <= 0.02 * np.sqrt(exact.cv_mse_)), d / np.sqrt(exact.cv_mse_)
     with pytest.raises(ValueError, match="solver='cg'"):
-        SLAM(**grid, solver="cg").fit(flux, labels)
+        SLAM(**grid, kernel_rank=2000, solver="cg").fit(flux, labels)
