@@ -86,21 +86,22 @@ def pixel_subset(n_total: int, n_pix: int) -> np.ndarray:
     return np.linspace(0, n_total - 1, min(n_pix, n_total)).round().astype(int)
 
 
-def train(flux, labels, good, folds, kernel_rank, tol, n_jobs) -> dict:
+def train(flux, labels, good, folds, kernel_rank, tol, n_jobs, solver="admm") -> dict:
     """CV grid search + final fits (what ``SLAM.fit`` spends on the SVRs); seconds and solver info."""
     from mdslam.slam.training import _grid_search_cv, _refit_all, _standardise
 
     Xs, Ys, _ = _standardise(flux, labels, good)
     Cs, es, gs = (np.asarray(GRID[k], float) for k in ("C", "epsilon", "gamma"))
     t0, c0 = time.perf_counter(), time.process_time()
-    sse, _, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, False, n_jobs, kernel_rank)
+    sse, _, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, False, n_jobs, kernel_rank,
+                                        solver=solver)
     t_cv = time.perf_counter() - t0
     mse = (sse / np.maximum(cnt, 1)).reshape(-1, Ys.shape[1])
     best = np.unravel_index(np.argmin(mse, axis=0), sse.shape[:3])
     usable = cnt > 0
     t1 = time.perf_counter()
     _, _, rinfo = _refit_all(Xs, Ys, good, Cs[best[0]], es[best[1]], gs[best[2]], usable, tol, 1e-6,
-                             False, n_jobs, kernel_rank)
+                             False, n_jobs, kernel_rank, solver)
     t_refit = time.perf_counter() - t1
     return {"cv_s": t_cv, "refit_s": t_refit, "total_s": t_cv + t_refit, "cpu_s": time.process_time() - c0,
             **info, **rinfo}
@@ -135,10 +136,10 @@ def run_scale(args) -> dict:
     good = (ivar > 0) & np.isfinite(flux)
     folds = list(KFold(args.folds, shuffle=True, random_state=0).split(flux))
     out = {"n_star": int(flux.shape[0]), "n_pix_run": int(pix.size), "folds": args.folds, "grid": GRID,
-           "kernel_rank": args.kernel_rank, "tol": args.tol}
+           "kernel_rank": args.kernel_rank, "tol": args.tol, "solver": args.solver}
     with LoadSampler() as load:
         t_k, ranks = kernel_build_seconds(labels, folds, args.kernel_rank)
-        res = train(flux, labels, good, folds, args.kernel_rank, args.tol, args.n_jobs)
+        res = train(flux, labels, good, folds, args.kernel_rank, args.tol, args.n_jobs, args.solver)
     out.update(nystrom=res, kernel_s=t_k, ranks=ranks, load_nystrom=load.summary(), peak_rss_gb=peak_rss_gb())
     n_full = d["flux"].shape[1]
     out["extrapolated_s"] = t_k + max(res["cpu_s"] - t_k, 0.0) * n_full / pix.size
@@ -146,18 +147,18 @@ def run_scale(args) -> dict:
     sub_folds = list(KFold(args.folds, shuffle=True, random_state=0).split(flux[:m]))
     with LoadSampler() as load:
         ex = train(flux[:m], labels[:m], good[:m], sub_folds, None, args.tol, args.n_jobs)
-        ny = train(flux[:m], labels[:m], good[:m], sub_folds, args.kernel_rank, args.tol, args.n_jobs)
+        ny = train(flux[:m], labels[:m], good[:m], sub_folds, args.kernel_rank, args.tol, args.n_jobs, args.solver)
     out.update(exact_sub=ex, nystrom_sub=ny, load_sub=load.summary(), exact_n=m)
     out["exact_extrapolated_s"] = ex["cpu_s"] * (flux.shape[0] / m) ** 2 * n_full / pix.size
     return out
 
 
-def fit_models(flux, labels, ivar, kernel_rank, n_jobs):
+def fit_models(flux, labels, ivar, kernel_rank, n_jobs, solver="admm"):
     """SLAM with the 8-point grid and 5-fold CV, exact (``kernel_rank=None``) or Nystrom; model, seconds."""
     from mdslam.slam import SLAM
 
     model = SLAM(C=GRID["C"], epsilon=GRID["epsilon"], gamma=GRID["gamma"], cv=5, n_jobs=n_jobs,
-                 kernel_rank=kernel_rank)
+                 kernel_rank=kernel_rank, solver=solver)
     t0 = time.process_time()
     model.fit(flux, labels, ivar)
     return model, time.process_time() - t0
@@ -171,7 +172,7 @@ def run_accuracy(args) -> dict:
     n_tr = int(0.8 * flux.shape[0])
     with LoadSampler() as load:
         ex, t_ex = fit_models(flux[:n_tr], labels[:n_tr], ivar[:n_tr], None, args.n_jobs)
-        ny, t_ny = fit_models(flux[:n_tr], labels[:n_tr], ivar[:n_tr], args.kernel_rank, args.n_jobs)
+        ny, t_ny = fit_models(flux[:n_tr], labels[:n_tr], ivar[:n_tr], args.kernel_rank, args.n_jobs, args.solver)
     use = ex.pixel_usable_ & (ex.cv_mse_scaled_ > 0)
     ratio = ny.cv_mse_scaled_[use] / ex.cv_mse_scaled_[use]
     same = np.mean((ny.C_ == ex.C_) & (ny.epsilon_ == ex.epsilon_) & (ny.gamma_ == ex.gamma_))
@@ -184,7 +185,7 @@ def run_accuracy(args) -> dict:
     dlab = np.sqrt(np.mean((lab_ny[ok] - lab_ex[ok]) ** 2, axis=0))
     err = np.sqrt(np.mean((lab_ex[ok] - te_lab[ok]) ** 2, axis=0))
     return {"n_train": n_tr, "n_test": int(flux.shape[0] - n_tr), "n_pix": int(pix.size),
-            "kernel_rank": args.kernel_rank, "exact_s": t_ex, "nystrom_s": t_ny, "load": load.summary(),
+            "kernel_rank": args.kernel_rank, "solver": args.solver, "exact_s": t_ex, "nystrom_s": t_ny, "load": load.summary(),
             "cv_mse_ratio_q": np.quantile(ratio, [0, 0.01, 0.5, 0.99, 1]).tolist(),
             "frac_within_0.5pct": float(np.mean(np.abs(ratio - 1) <= 0.005)), "same_hyper": float(same),
             "dF_over_sqrt_cvmse_q": np.quantile(rel, [0.5, 0.99, 1]).tolist(),
@@ -240,7 +241,7 @@ def report(out: dict, accuracy: bool) -> None:
         return
     if accuracy:
         print(f"accuracy ({out['n_train']} train / {out['n_test']} test stars, {out['n_pix']} px, 8-point grid,"
-              f" 5-fold, kernel_rank {out['kernel_rank']}; load {out['load']['load1_mean']:.1f})")
+              f" 5-fold, kernel_rank {out['kernel_rank']}, solver {out['solver']}; load {out['load']['load1_mean']:.1f})")
         print(f"  fit CPU time exact {out['exact_s']:.1f} s  nystrom {out['nystrom_s']:.1f} s  "
               f"ratio {out['exact_s'] / out['nystrom_s']:.2f}x")
         print(f"  CV-MSE nystrom/exact quantiles (0, 1, 50, 99, 100 %) {np.round(out['cv_mse_ratio_q'], 4)}; "
@@ -275,6 +276,7 @@ def main(argv=None) -> int:
     ap.add_argument("--exact-n", type=int, default=2000, help="stars of the exact-path reference")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--accuracy", action="store_true", help="error of the approximate path vs exact")
+    ap.add_argument("--solver", choices=("admm", "dcd"), default="admm", help="solver of the Nystrom path")
     ap.add_argument("--compare-solvers", action="store_true", help="ADMM vs coordinate descent, same kernels")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1600, 3200, 12000], help="training stars compared")
     ap.add_argument("--max-epochs", type=int, default=2000, help="coordinate-descent pass cap (--compare-solvers)")
