@@ -16,7 +16,7 @@ with shrinking): ``w = Phi^T beta`` is kept, one coordinate update costs
 passes depends on the conditioning of the ``r``-dimensional problem, not on
 ``n``.  Bounded and zero coefficients that stay so are shrunk out of later
 passes.  On SLAM's problems that conditioning is poor (the RBF features are
-nearly collinear): ~1,500 passes at C = 10, more at large C, several times the
+nearly collinear): 800-1,800 passes at C = 10, more at large C, several times the
 CPU of the ADMM path (``benchmarks/README.md``, "Training at 15,000 stars").
 
 The free intercept (``sum beta = 0``; liblinear instead regularises ``b``
