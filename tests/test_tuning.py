@@ -258,3 +258,61 @@ def test_packaged_fold_choices_reproduce_the_packaged_nested_labels(data_mirror)
     for key in est:
         for n in ts.label_names:
             assert np.allclose(again[f"{key}_{n}"], nested[f"{key}_{n}"], rtol=1e-6, atol=0), (key, n)
+
+
+# ----------------------------------------------------------------------------- grid edges
+def test_edge_statistics_of_a_hand_made_surface():
+    """Four pixels on a 3 x 3 x 3 surface, answers counted by hand (rtol 1 %): pixel 0 interior; pixel 1 at the
+    highest C, 5 % below C's middle value (still improving); pixel 2 at the lowest epsilon, 0.5 % below the
+    middle value (flat); pixel 3 at the lowest gamma with its neighbour NaN (not solved: counted improving)."""
+    mse = np.full((4, 3, 3, 3), 2.0)
+    mse[0, 1, 1, 1] = 1.0
+    mse[1, 2, 1, 1], mse[1, 1, 1, 1] = 1.0, 1.05
+    mse[2, 1, 0, 1], mse[2, 1, 1, 1] = 1.0, 1.005
+    mse[3, 1, 1, 0], mse[3, 1, 1, 1] = 1.0, np.nan
+    idx = (np.array([1, 2, 1, 1]), np.array([1, 1, 0, 1]), np.array([1, 1, 1, 0]))
+    s = tuning.edge_statistics(mse, idx, np.ones(4, bool), rtol=0.01)
+    assert s["C"]["edge"] == s["C"]["improving"] == 0.25 and s["C"]["flat"] == 0.0
+    assert s["C"]["high"] == {"n": 1, "n_improving": 1, "median_gain": pytest.approx(0.05),
+                              "p90_gain": pytest.approx(0.05)}
+    assert s["C"]["low"]["n"] == 0 and np.isnan(s["C"]["low"]["median_gain"])
+    assert s["epsilon"]["flat"] == 0.25 and s["epsilon"]["improving"] == 0.0
+    assert s["epsilon"]["low"]["median_gain"] == pytest.approx(0.005)
+    assert s["gamma"]["improving"] == 0.25 and s["gamma"]["low"]["n_improving"] == 1
+    # a pixel left out of ``usable`` is not counted, and the fractions are over the usable pixels
+    s = tuning.edge_statistics(mse, idx, np.array([True, False, True, True]), rtol=0.01)
+    assert s["C"]["edge"] == 0.0 and s["epsilon"]["flat"] == pytest.approx(1 / 3)
+    # a tolerance above the 5 % gain makes pixel 1's edge flat
+    assert tuning.edge_statistics(mse, idx, np.ones(4, bool), rtol=0.06)["C"]["flat"] == 0.25
+
+
+def test_edges_rescored_from_the_stored_folds_match_the_grid_search():
+    """Reference 1: the pooled CV-MSE surfaces of the nested CV's grid searches (``pooled_hyperparameters``).
+    Re-solving only the edge points and their neighbours from the per-fold file gives the same edge
+    statistics, and ``cv_mse_at`` at each fold's chosen points gives that fold's CV-MSE. Reference 2: libsvm
+    (scikit-learn's SVR on the same kernel) gives the same CV-MSE to its tolerance."""
+    flux, ivar, y = _data(n=48, n_pix=12)
+    ts = _training_set(flux, ivar, y)
+    grid = dict(C=(1.0, 10.0, 100.0), epsilon=(0.001, 0.01, 0.1), gamma=(0.1, 0.5, 2.0))
+    _, hyper, folds = tuning.nested_cv(ts, grid=grid, outer=2, inner=2)
+    ref = hyper.meta["edge_gain"]
+    got = tuning.edges_from_folds(ts, hyper, folds)
+    assert sum(ref[k]["edge"] for k in grid) > 0                       # the test has edges to score
+    for k in grid:
+        for key in ("edge", "flat", "improving"):
+            assert got[k][key] == pytest.approx(ref[k][key]), (k, key)
+        for side in ("low", "high"):
+            assert got[k][side]["median_gain"] == pytest.approx(ref[k][side]["median_gain"], rel=1e-3, abs=1e-5,
+                                                                nan_ok=True), (k, side)
+    h = tuning.fold_hyperparameters(folds, 1)
+    pix = np.flatnonzero(np.asarray(h["usable"], bool))
+    args = [np.asarray(h[k], float)[pix] for k in ("C", "epsilon", "gamma")]
+    tr = baselines.kfold(len(ts), 2, tuning.SEED)[1][0]
+    fscale2 = np.var(flux[tr], axis=0)[pix]
+    admm, info = tuning.cv_mse_at(ts, folds, pix, *args, outer=[1])
+    assert info["n_solves"] == 2 * pix.size and info["n_unconverged"] == 0
+    assert np.allclose(admm, np.asarray(h["cv_mse_scaled"], float)[pix] * fscale2, rtol=1e-4)
+    lib, _ = tuning.cv_mse_at(ts, folds, pix, *args, outer=[1], solver="libsvm")
+    assert np.allclose(lib, admm, rtol=0.01)
+    with pytest.raises(ValueError, match="solver must be"):
+        tuning.cv_mse_at(ts, folds, pix, *args, solver="smo")

@@ -54,7 +54,8 @@ from astropy.table import Table, vstack
 
 __all__ = ["TUNING_GRID", "TUNING_CV", "NESTED_OUTER", "NESTED_INNER", "SEED", "HYPER_DATASET",
            "NESTED_DATASET", "FOLDS_DATASET", "tune_hyperparameters", "nested_cv", "assemble",
-           "pooled_hyperparameters", "hyperparameter_table", "fold_table", "hyperparameters", "nested_table",
+           "pooled_hyperparameters", "edge_statistics", "EDGE_RTOL", "cv_mse_at", "edges_from_folds", "edge_beyond",
+           "BEYOND_EDGE", "hyperparameter_table", "fold_table", "hyperparameters", "nested_table",
            "nested_folds", "fold_hyperparameters", "reevaluate", "tuned_model", "fit_tuned", "matches",
            "CATALOGUE_PRIOR", "add_arguments", "run"]
 
@@ -67,6 +68,11 @@ TUNING_CV = 10
 #: Outer and inner folds of the nested CV.
 NESTED_OUTER = 10
 NESTED_INNER = 2
+#: Relative CV-MSE tolerance of a flat grid edge (:func:`edge_statistics`): moving a pixel's choice
+#: from the edge to the next-inner grid value raises its CV-MSE by at most 1 %.
+EDGE_RTOL = 0.01
+#: Values one and two decades beyond the grid's edges scored by :func:`edge_beyond`.
+BEYOND_EDGE = {"C": (1e4, 1e5), "epsilon": (1e-4,)}
 #: Seed of every fold shuffle.
 SEED = 0
 #: Registry names of the three cached files.
@@ -414,8 +420,8 @@ def pooled_hyperparameters(models, ts, *, inner: int, seed: int) -> Table:
     t["cv_mse_scaled"] = np.where(usable, flat[np.arange(len(fs)), best] / fs**2, np.nan)
     t["cv_md_scaled"] = np.full(len(fs), np.nan)      # the grid of mean deviations is not kept by the folds
     t["usable"] = usable
-    edge = {k: float(np.mean(np.isin(t[k][usable], (min(grid[k]), max(grid[k])))))
-            if len(grid[k]) > 2 else float("nan") for k in ("C", "epsilon", "gamma")}
+    stats = edge_statistics(mse, idx, usable)
+    edge = {k: stats[k]["edge"] for k in ("C", "epsilon", "gamma")}
     cvs = [m.chi2_scale_cv_ for m in models if m.chi2_scale_cv_ is not None]
     s_grid = np.asarray(cvs[0]["grid"], float) if cvs else np.array([1.0])
     score = np.sum([c["score"] for c in cvs], axis=0) if cvs else np.zeros(1)
@@ -424,7 +430,8 @@ def pooled_hyperparameters(models, ts, *, inner: int, seed: int) -> Table:
         "method": f"CV-MSE averaged over {len(models)} outer folds x {inner} inner folds of the nested CV",
         "cv": inner, "outer_cv": len(models), "seed": seed, "n_train": len(ts),
         "training_key": _training_key(ts), "label_names": list(ts.label_names),
-        "grid_edge_fraction": edge, "edge_gain": _edge_gain(mse, idx, usable),
+        "grid_edge_fraction": edge, "edge_gain": stats,
+        "grid_edge_improving_fraction": {k: stats[k]["improving"] for k in ("C", "epsilon", "gamma")},
         "grid_edge_fraction_per_fold": [{k: float(v) for k, v in m.grid_edge_fraction_.items()} for m in models],
         "chi2_scale": float(s_grid[int(np.argmin(score))]), "chi2_scale_grid": s_grid.tolist(),
         "chi2_scale_score": np.asarray(score, float).tolist(),
@@ -433,27 +440,286 @@ def pooled_hyperparameters(models, ts, *, inner: int, seed: int) -> Table:
     return t
 
 
-def _edge_gain(mse: np.ndarray, idx: tuple, usable: np.ndarray) -> dict:
-    """Per hyperparameter and edge: pixels choosing that edge value, and the median and 90th-percentile
-    relative CV-MSE gain of the edge value over its interior neighbour (the other two fixed): near 0 where
-    the CV-MSE is flat towards the edge, larger where the optimum may lie beyond it."""
+def edge_statistics(mse: np.ndarray, idx: tuple, usable: np.ndarray, rtol: float = EDGE_RTOL) -> dict:
+    """How many pixels sit on each grid edge, and whether their CV-MSE is flat or still falling there.
+
+    A pixel whose chosen value of a hyperparameter is the lowest or highest of
+    its grid sits on an edge. Its gain is the relative CV-MSE increase from the
+    edge value to the next-inner grid value, the other two hyperparameters
+    fixed: ``(mse[inner] - mse[edge]) / mse[edge]``. A gain of at most
+    ``rtol`` is a **flat** edge (the CV-MSE has stopped changing: the optimum
+    is effectively reached, and a grid value beyond the edge could gain about
+    as little); a larger gain, or a neighbour without a CV-MSE (NaN, e.g. not
+    solved under ``cv_prune``), is a **still-improving** edge, where the
+    optimum may lie beyond the grid.
+
+    Parameters
+    ----------
+    mse : (n_pix, n_C, n_epsilon, n_gamma) array
+        CV-MSE surface, any one unit (flux^2 or standardised); only each
+        pixel's chosen point and its inner neighbours are read.
+    idx : tuple of three (n_pix,) int arrays
+        Each pixel's chosen grid indices (C, epsilon, gamma).
+    usable : (n_pix,) bool array
+        Pixels counted (the fractions are over these).
+    rtol : float
+        Relative CV-MSE tolerance of a flat edge (default :data:`EDGE_RTOL`).
+
+    Returns
+    -------
+    dict
+        Per hyperparameter: ``edge``, ``flat`` and ``improving``, fractions of
+        the usable pixels (``edge = flat + improving``; NaN for a grid of fewer
+        than 3 values), and per side ``low``/``high``: ``n`` (pixels),
+        ``n_improving``, ``median_gain`` and ``p90_gain`` (relative; NaN
+        without pixels), plus ``rtol``.
+    """
     n = mse.shape[0]
-    best = mse[(np.arange(n), *idx)]
-    out = {}
+    rows = np.arange(n)
+    best = mse[(rows, *idx)]
+    n_use = max(int(np.sum(usable)), 1)
+    out: dict = {"rtol": float(rtol)}
     for axis, k in enumerate(("C", "epsilon", "gamma")):
         size = mse.shape[axis + 1]
-        out[k] = {}
+        out[k] = {"edge": float("nan"), "flat": float("nan"), "improving": float("nan")}
+        n_on = n_up = 0
         for side, edge, inner in (("low", 0, 1), ("high", size - 1, size - 2)):
             on = usable & (idx[axis] == edge)
             if size < 3 or not on.any():
-                out[k][side] = {"n": int(on.sum()), "median_gain": float("nan"), "p90_gain": float("nan")}
+                out[k][side] = {"n": int(on.sum()), "n_improving": 0, "median_gain": float("nan"),
+                                "p90_gain": float("nan")}
                 continue
             nb = list(idx)
             nb[axis] = np.full(n, inner)
-            gain = (mse[(np.arange(n), *nb)] - best)[on] / best[on]
-            out[k][side] = {"n": int(on.sum()), "median_gain": float(np.median(gain)),
-                            "p90_gain": float(np.percentile(gain, 90))}
+            gain = (mse[(rows, *nb)][on] - best[on]) / best[on]
+            up = ~(gain <= rtol)                          # NaN (neighbour not solved) counts as improving
+            fin = gain[np.isfinite(gain)]
+            out[k][side] = {"n": int(on.sum()), "n_improving": int(up.sum()),
+                            "median_gain": float(np.median(fin)) if fin.size else float("nan"),
+                            "p90_gain": float(np.percentile(fin, 90)) if fin.size else float("nan")}
+            n_on, n_up = n_on + int(on.sum()), n_up + int(up.sum())
+        if size >= 3:
+            out[k].update(edge=n_on / n_use, flat=(n_on - n_up) / n_use, improving=n_up / n_use)
     return out
+
+
+def cv_mse_at(ts, folds: Table, pix: np.ndarray, C: np.ndarray, epsilon: np.ndarray, gamma: np.ndarray,
+              outer: Sequence[int] | None = None, tol: float = 1e-3, solver: str = "admm") -> tuple[np.ndarray, dict]:
+    """CV-MSE of single per-pixel grid points, re-solved on the stored outer folds' inner splits.
+
+    Each pixel of ``pix`` is solved at its own ``(C, epsilon, gamma)`` exactly
+    as one point of the inner grid search (:func:`mdslam.slam.training._grid_search_cv`:
+    the outer fold's training part standardised, the same inner folds, the
+    staged ADMM solver to the KKT gap ``tol``). The CV-MSE is turned into
+    flux^2 with each fold's flux scale and averaged over the outer folds, as
+    :func:`pooled_hyperparameters` averages the surfaces, so points off the
+    stored grid (beyond an edge) or grid points the files do not keep (an
+    edge's neighbour) are scored without a new grid search.
+
+    Parameters
+    ----------
+    ts : TrainingSet
+        The stars the folds were tuned on.
+    folds : Table
+        :func:`nested_folds` (its ``meta``: outer and inner folds, seed).
+    pix : (m,) int array
+        Pixel indices.
+    C, epsilon, gamma : (m,) arrays
+        Each pixel's point (standardised units, as the grid).
+    outer : sequence of int, optional
+        The outer folds averaged (default all).
+    tol : float
+        KKT-gap tolerance of the solves (SLAM's ``tol``).
+    solver : {"admm", "libsvm"}
+        SLAM's solver (:func:`mdslam.svr.solve_svr_staged`, at most 20,000
+        ADMM iterations), or libsvm (:class:`sklearn.svm.SVR` on the same
+        kernel, run to its own tolerance ``tol`` without an iteration cap): an
+        independent solver for points where the ADMM stops above ``tol``.
+
+    Returns
+    -------
+    mse : (m,) array
+        CV-MSE (flux^2), mean over the outer folds.
+    info : dict
+        ``n_solves``, ``mean_iterations`` (ADMM iterations per solve),
+        ``max_kkt_gap`` and ``n_unconverged`` (solves left above ``tol``);
+        libsvm: ``n_solves`` and ``mean_iterations`` (its SMO iterations).
+
+    Raises
+    ------
+    ValueError
+        ``solver`` is neither "admm" nor "libsvm".
+    """
+    if solver not in ("admm", "libsvm"):
+        raise ValueError(f"cv_mse_at: solver must be 'admm' or 'libsvm', got {solver!r}")
+    from ..baselines import kfold
+    from ..slam import inputs
+    from ..slam.training import _iter_folds, _kernel, _standardise, _support_index
+    from ..svr import rbf_kernel, solve_svr_staged
+
+    pix, C, epsilon, gamma = (np.asarray(a) for a in (pix, C, epsilon, gamma))
+    n_outer = int(folds.meta["outer_cv"])
+    splits = kfold(len(ts), n_outer, int(folds.meta["seed"]))
+    outer = range(n_outer) if outer is None else outer
+    total = np.zeros(pix.size)
+    rec = {"n_solves": 0, "iterations": 0, "max_kkt_gap": 0.0, "n_unconverged": 0}
+    for k in outer:
+        tr = splits[k][0]
+        flux, labels, good = inputs.check_training(ts.spectra.flux[tr], ts.y[tr], ts.spectra.ivar[tr])
+        Xs, Ys, (_, _, _, fs) = _standardise(flux, labels, good)
+        sse, cnt = np.zeros(pix.size), np.zeros(pix.size)
+        for a, b in _iter_folds(len(tr), int(folds.meta["cv"]), int(folds.meta["seed"])):
+            for g in np.unique(gamma):
+                sel = np.flatnonzero(gamma == g)
+                p = pix[sel]
+                if solver == "libsvm":
+                    res = _libsvm_residuals(Xs[a], Xs[b], Ys[a][:, p], Ys[b][:, p], good[a][:, p], float(g),
+                                            C[sel], epsilon[sel], tol, rec)
+                    sse[sel] += ((res * good[b][:, p].T) ** 2).sum(axis=1)
+                    cnt[sel] += good[b][:, p].sum(axis=0)
+                    continue
+                ke = _kernel(Xs[a], float(g), None, rel_cut=1e-8)
+                Kv = rbf_kernel(Xs[a][_support_index(ke)], Xs[b], float(g))
+                sol = solve_svr_staged(ke, np.ascontiguousarray(Ys[a][:, p].T), C[sel, None] * good[a][:, p].T,
+                                       epsilon[sel], tol=tol)
+                res = (ke.expansion(sol.beta)[0] @ Kv + sol.intercept[:, None] - Ys[b][:, p].T) * good[b][:, p].T
+                sse[sel] += (res * res).sum(axis=1)
+                cnt[sel] += good[b][:, p].sum(axis=0)
+                rec["n_solves"] += p.size
+                rec["iterations"] += int(sol.n_iter.sum())
+                rec["max_kkt_gap"] = max(rec["max_kkt_gap"], float(sol.gap.max(initial=0.0)))
+                rec["n_unconverged"] += int((~sol.converged).sum())
+        total += sse / cnt * fs[pix] ** 2
+    info = {"n_solves": rec["n_solves"], "mean_iterations": rec["iterations"] / max(rec["n_solves"], 1),
+            "max_kkt_gap": rec["max_kkt_gap"], "n_unconverged": rec["n_unconverged"]}
+    return total / len(outer), info
+
+
+def _grid_index(hyper: Table) -> tuple[dict, tuple]:
+    """The grid of a hyperparameter table and each pixel's chosen grid indices (C, epsilon, gamma)."""
+    grid = {k: np.asarray(hyper.meta["grid"][k], float) for k in ("C", "epsilon", "gamma")}
+    return grid, tuple(np.searchsorted(grid[k], np.asarray(hyper[k], float)) for k in grid)
+
+
+def edges_from_folds(ts, hyper: Table | None = None, folds: Table | None = None, rtol: float = EDGE_RTOL) -> dict:
+    """:func:`edge_statistics` of the catalogue's pooled choices, from the stored folds without a grid search.
+
+    The packaged files keep each pixel's chosen point, not its CV-MSE surface.
+    For every usable pixel on an edge, the chosen point and the next-inner
+    grid value are re-solved on all outer folds (:func:`cv_mse_at`) and their
+    fold-averaged CV-MSE fills a surface that is NaN elsewhere; the edge
+    statistics are then those :func:`pooled_hyperparameters` computes from the
+    full surface (the re-solved CV-MSE agrees with the grid search's to the
+    solver tolerance, ~1e-4 relative).
+
+    Parameters
+    ----------
+    ts : TrainingSet
+        The stars the files were tuned on.
+    hyper, folds : Table, optional
+        Default the packaged :func:`hyperparameters` and :func:`nested_folds`.
+    rtol : float
+        Tolerance of a flat edge.
+
+    Returns
+    -------
+    dict
+        :func:`edge_statistics`, plus ``solver`` (:func:`cv_mse_at`'s record).
+    """
+    hyper = hyperparameters() if hyper is None else hyper
+    folds = nested_folds() if folds is None else folds
+    grid, idx = _grid_index(hyper)
+    usable = np.asarray(hyper["usable"], bool)
+    points = set()
+    for axis, g in enumerate(grid.values()):
+        for edge, inner in ((0, 1), (g.size - 1, g.size - 2)):
+            for p in np.flatnonzero(usable & (idx[axis] == edge)) if g.size > 2 else ():
+                point = [int(i[p]) for i in idx]
+                points.add((int(p), *point))
+                point[axis] = inner
+                points.add((int(p), *point))
+    pts = np.array(sorted(points), int).reshape(-1, 4)
+    vals = [grid[k][pts[:, j + 1]] for j, k in enumerate(grid)]
+    mse, info = cv_mse_at(ts, folds, pts[:, 0], *vals)
+    surface = np.full((len(hyper), *(g.size for g in grid.values())), np.nan)
+    surface[tuple(pts.T)] = mse
+    out = edge_statistics(surface, idx, usable, rtol)
+    out["solver"] = info
+    return out
+
+
+def edge_beyond(ts, hyper: Table | None = None, folds: Table | None = None,
+                values: dict | None = None, outer: Sequence[int] = (0, 1), rtol: float = EDGE_RTOL) -> dict:
+    """The CV-MSE one or two decades beyond the grid's edges, for the pixels on those edges.
+
+    For every hyperparameter in ``values`` and each value beyond its grid, the
+    usable pixels at the nearest edge are re-solved at that value (their other
+    two hyperparameters kept) and at the edge value, on the outer folds
+    ``outer`` (:func:`cv_mse_at`) with libsvm, which converges where SLAM's
+    ADMM stops at its iteration cap; the ADMM's record at the same points is
+    kept too.
+
+    Parameters
+    ----------
+    ts : TrainingSet
+    hyper, folds : Table, optional
+        Default the packaged files.
+    values : dict, optional
+        Hyperparameter -> values outside the grid; default :data:`BEYOND_EDGE`.
+    outer : sequence of int
+        Outer folds averaged.
+    rtol : float
+        A pixel improves beyond the edge if its CV-MSE falls by more than this fraction.
+
+    Returns
+    -------
+    dict
+        Per hyperparameter, per value (as ``f"{value:g}"``): ``n`` (pixels),
+        ``median_gain`` and ``p90_gain`` (relative CV-MSE decrease from the
+        edge value, positive: better beyond), ``n_improving`` (gain > ``rtol``)
+        and ``admm`` (:func:`cv_mse_at`'s ADMM record); and ``outer``.
+    """
+    hyper = hyperparameters() if hyper is None else hyper
+    folds = nested_folds() if folds is None else folds
+    grid, idx = _grid_index(hyper)
+    usable = np.asarray(hyper["usable"], bool)
+    chosen = {k: np.asarray(hyper[k], float) for k in grid}
+    out: dict = {"outer": [int(k) for k in outer], "rtol": float(rtol)}
+    for k, vals in (BEYOND_EDGE if values is None else values).items():
+        out[k] = {}
+        for v in vals:
+            edge = grid[k].max() if v > grid[k].max() else grid[k].min()
+            pix = np.flatnonzero(usable & (chosen[k] == edge))
+            if pix.size == 0:
+                out[k][f"{v:g}"] = {"n": 0}
+                continue
+            at = {h: chosen[h][pix] for h in grid}
+            ref, _ = cv_mse_at(ts, folds, pix, at["C"], at["epsilon"], at["gamma"], outer, solver="libsvm")
+            at[k] = np.full(pix.size, float(v))
+            new, _ = cv_mse_at(ts, folds, pix, at["C"], at["epsilon"], at["gamma"], outer, solver="libsvm")
+            _, admm = cv_mse_at(ts, folds, pix, at["C"], at["epsilon"], at["gamma"], outer)
+            gain = (ref - new) / ref
+            out[k][f"{v:g}"] = {"n": int(pix.size), "median_gain": float(np.median(gain)),
+                                "p90_gain": float(np.percentile(gain, 90)),
+                                "n_improving": int(np.sum(gain > rtol)), "admm": admm}
+    return out
+
+
+def _libsvm_residuals(Xa, Xb, Ya, Yb, good_a, gamma, C, epsilon, tol, rec) -> np.ndarray:
+    """Test residuals (n_pix, n_b) of libsvm fits, one per pixel column of ``Ya``; ``rec`` counts the solves."""
+    from sklearn.svm import SVR
+
+    from ..svr import rbf_kernel
+
+    Kaa, Kba = rbf_kernel(Xa, Xa, gamma), rbf_kernel(Xb, Xa, gamma)
+    res = np.zeros((Ya.shape[1], Xb.shape[0]))
+    for j in range(Ya.shape[1]):
+        m = SVR(kernel="precomputed", C=float(C[j]), epsilon=float(epsilon[j]), tol=tol, max_iter=-1)
+        m.fit(Kaa, Ya[:, j], sample_weight=good_a[:, j].astype(float))
+        res[j] = m.predict(Kba) - Yb[:, j]
+        rec["n_solves"] += 1
+        rec["iterations"] += int(np.sum(m.n_iter_))
+    return res
 
 
 def _read(name: str, path: str | Path | None = None) -> Table:
@@ -607,14 +873,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inner", type=int, default=NESTED_INNER, help=f"inner folds (default {NESTED_INNER})")
     p.add_argument("--n-jobs", type=int, default=None, help="worker threads of the grid search (default one)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--edges-only", action="store_true",
+                   help="no grid search: rescore the grid edges of the stored hyperparameter file from the stored "
+                        "folds (edges_from_folds, edge_beyond) and rewrite that file only")
 
 
 def run(args: argparse.Namespace, ts) -> int:
-    """Run ``mdslam tune`` with parsed ``args`` on the training set ``ts``: the nested CV, then the three files."""
+    """Run ``mdslam tune`` with parsed ``args`` on the training set ``ts``: the nested CV, then the three files.
+
+    With ``--edges-only`` no grid search is run: the stored hyperparameter
+    file's edge statistics are rescored from the stored folds and only that file is rewritten.
+    """
     base = Path(args.out_dir) if args.out_dir else _package_dir()
-    nested, hyper, folds = nested_cv(ts, outer=args.outer, inner=args.inner, verbose=not args.quiet,
-                                     n_jobs=args.n_jobs)
-    for name, table in ((NESTED_DATASET, nested), (HYPER_DATASET, hyper), (FOLDS_DATASET, folds)):
+    if getattr(args, "edges_only", False):
+        hyper, folds = hyperparameters(), nested_folds()
+        stats = edges_from_folds(ts, hyper, folds)
+        hyper.meta.update({"edge_gain": stats, "edge_gain_method": "re-solved from xp_nested_folds",
+                           "grid_edge_improving_fraction": {k: stats[k]["improving"] for k in hyper.meta["grid"]}})
+        tables = [(HYPER_DATASET, hyper)]
+    else:
+        nested, hyper, folds = nested_cv(ts, outer=args.outer, inner=args.inner, verbose=not args.quiet,
+                                         n_jobs=args.n_jobs)
+        tables = [(NESTED_DATASET, nested), (HYPER_DATASET, hyper), (FOLDS_DATASET, folds)]
+    hyper.meta["edge_beyond"] = edge_beyond(ts, hyper, folds)
+    for name, table in tables:
         path = base / (_FILES[name] if args.out_dir is None else Path(_FILES[name]).name)
         sha = write(table, path)
         print(f"{name}: wrote {path.name} (sha256 {sha}); update src/mdslam/data/registry.json if it changed")
