@@ -554,8 +554,7 @@ def cv_mse_at(ts, folds: Table, pix: np.ndarray, C: np.ndarray, epsilon: np.ndar
         raise ValueError(f"cv_mse_at: solver must be 'admm' or 'libsvm', got {solver!r}")
     from ..baselines import kfold
     from ..slam import inputs
-    from ..slam.training import _iter_folds, _kernel, _standardise, _support_index
-    from ..svr import rbf_kernel, solve_svr_staged
+    from ..slam.training import _iter_folds, _standardise
 
     pix, C, epsilon, gamma = (np.asarray(a) for a in (pix, C, epsilon, gamma))
     n_outer = int(folds.meta["outer_cv"])
@@ -572,23 +571,11 @@ def cv_mse_at(ts, folds: Table, pix: np.ndarray, C: np.ndarray, epsilon: np.ndar
             for g in np.unique(gamma):
                 sel = np.flatnonzero(gamma == g)
                 p = pix[sel]
-                if solver == "libsvm":
-                    res = _libsvm_residuals(Xs[a], Xs[b], Ys[a][:, p], Ys[b][:, p], good[a][:, p], float(g),
-                                            C[sel], epsilon[sel], tol, rec)
-                    sse[sel] += ((res * good[b][:, p].T) ** 2).sum(axis=1)
-                    cnt[sel] += good[b][:, p].sum(axis=0)
-                    continue
-                ke = _kernel(Xs[a], float(g), None, rel_cut=1e-8)
-                Kv = rbf_kernel(Xs[a][_support_index(ke)], Xs[b], float(g))
-                sol = solve_svr_staged(ke, np.ascontiguousarray(Ys[a][:, p].T), C[sel, None] * good[a][:, p].T,
-                                       epsilon[sel], tol=tol)
-                res = (ke.expansion(sol.beta)[0] @ Kv + sol.intercept[:, None] - Ys[b][:, p].T) * good[b][:, p].T
-                sse[sel] += (res * res).sum(axis=1)
+                solve = _libsvm_residuals if solver == "libsvm" else _admm_residuals
+                res = solve(Xs[a], Xs[b], Ys[a][:, p], Ys[b][:, p], good[a][:, p], float(g), C[sel], epsilon[sel],
+                            tol, rec)
+                sse[sel] += ((res * good[b][:, p].T) ** 2).sum(axis=1)
                 cnt[sel] += good[b][:, p].sum(axis=0)
-                rec["n_solves"] += p.size
-                rec["iterations"] += int(sol.n_iter.sum())
-                rec["max_kkt_gap"] = max(rec["max_kkt_gap"], float(sol.gap.max(initial=0.0)))
-                rec["n_unconverged"] += int((~sol.converged).sum())
         total += sse / cnt * fs[pix] ** 2
     info = {"n_solves": rec["n_solves"], "mean_iterations": rec["iterations"] / max(rec["n_solves"], 1),
             "max_kkt_gap": rec["max_kkt_gap"], "n_unconverged": rec["n_unconverged"]}
@@ -703,6 +690,21 @@ def edge_beyond(ts, hyper: Table | None = None, folds: Table | None = None,
                                 "p90_gain": float(np.percentile(gain, 90)),
                                 "n_improving": int(np.sum(gain > rtol)), "admm": admm}
     return out
+
+
+def _admm_residuals(Xa, Xb, Ya, Yb, good_a, gamma, C, epsilon, tol, rec) -> np.ndarray:
+    """Test residuals (n_pix, n_b) of SLAM's ADMM fits, as one point of the grid search; ``rec`` keeps the record."""
+    from ..slam.training import _kernel, _support_index
+    from ..svr import rbf_kernel, solve_svr_staged
+
+    ke = _kernel(Xa, gamma, None, rel_cut=1e-8)
+    Kv = rbf_kernel(Xa[_support_index(ke)], Xb, gamma)
+    sol = solve_svr_staged(ke, np.ascontiguousarray(Ya.T), C[:, None] * good_a.T, epsilon, tol=tol)
+    rec["n_solves"] += Ya.shape[1]
+    rec["iterations"] += int(sol.n_iter.sum())
+    rec["max_kkt_gap"] = max(rec["max_kkt_gap"], float(sol.gap.max(initial=0.0)))
+    rec["n_unconverged"] += int((~sol.converged).sum())
+    return ke.expansion(sol.beta)[0] @ Kv + sol.intercept[:, None] - Yb.T
 
 
 def _libsvm_residuals(Xa, Xb, Ya, Yb, good_a, gamma, C, epsilon, tol, rec) -> np.ndarray:
