@@ -316,3 +316,57 @@ def test_edges_rescored_from_the_stored_folds_match_the_grid_search():
     assert np.allclose(lib, admm, rtol=0.01)
     with pytest.raises(ValueError, match="solver must be"):
         tuning.cv_mse_at(ts, folds, pix, *args, solver="smo")
+
+
+def test_edge_beyond_and_the_edges_only_command_against_scikit_learn(tmp_path, capsys, monkeypatch):
+    """Reference: scikit-learn's SVR (rbf kernel) fitted by hand on each outer fold's standardised training part
+    and its 2 inner KFold splits. ``edge_beyond``'s gain at C = 1000 for pixels whose stored choice is the
+    largest C is (CV-MSE at the edge - CV-MSE at 1000) / CV-MSE at the edge, averaged as the folds are;
+    ``mdslam tune --edges-only`` writes only the hyperparameter file, with both edge records in its meta."""
+    from sklearn.model_selection import KFold
+    from sklearn.svm import SVR
+
+    from mdslam import cli, datasets
+    from mdslam.compendium import tracks
+
+    flux, ivar, y = _data(n=40, n_pix=6)
+    ts = _training_set(flux, ivar, y)
+    _, hyper, folds = tuning.nested_cv(ts, grid=dict(C=(0.1, 1.0, 10.0), epsilon=(0.001, 0.01, 0.1),
+                                                     gamma=(0.1, 0.5, 2.0)), outer=2, inner=2)
+    hyper["C"][:3], hyper["C"][3:] = 10.0, 1.0           # three pixels on the largest-C edge, three inside
+    got = tuning.edge_beyond(ts, hyper, folds, values={"C": (1000.0,)}, outer=(0, 1))
+
+    def cv_mse(p, C):
+        out = []
+        for tr, _ in baselines.kfold(len(y), 2, tuning.SEED):
+            Xs = (y[tr] - y[tr].mean(0)) / y[tr].std(0)
+            f = flux[tr, p]
+            fs = f.std()
+            Ys = (f - f.mean()) / fs
+            sse = 0.0
+            for a, b in KFold(2, shuffle=True, random_state=tuning.SEED).split(Xs):
+                m = SVR(C=C, epsilon=hyper["epsilon"][p], gamma=hyper["gamma"][p], tol=1e-3).fit(Xs[a], Ys[a])
+                sse += np.sum((m.predict(Xs[b]) - Ys[b]) ** 2)
+            out.append(sse / len(tr) * fs**2)
+        return np.mean(out)
+
+    gain = [(cv_mse(p, 10.0) - cv_mse(p, 1000.0)) / cv_mse(p, 10.0) for p in range(3)]
+    rec = got["C"]["1000"]
+    assert rec["n"] == 3 and rec["median_gain"] == pytest.approx(np.median(gain), rel=2e-3)  # both libsvm, tol 1e-3
+    assert rec["n_improving"] == int(np.sum(np.asarray(gain) > tuning.EDGE_RTOL))
+    assert rec["admm"]["n_solves"] == 3 * 2 * 2 and got["outer"] == [0, 1]
+
+    tuning.write(hyper, tmp_path / "h.ecsv")
+    tuning.write(folds, tmp_path / "f.ecsv")
+    monkeypatch.setattr(tracks, "xp_mdwarfs", lambda **kw: ts)
+    monkeypatch.setattr(tuning, "hyperparameters", lambda path=None: tuning._read(tuning.HYPER_DATASET, tmp_path / "h.ecsv"))
+    monkeypatch.setattr(tuning, "nested_folds", lambda path=None: tuning._read(tuning.FOLDS_DATASET, tmp_path / "f.ecsv"))
+    monkeypatch.setattr(tuning, "BEYOND_EDGE", {"C": (1000.0,)})
+    out_dir = tmp_path / "out"
+    assert cli.main(["tune", "--edges-only", "--out-dir", str(out_dir), "--quiet"]) == 0
+    assert [p.name for p in out_dir.iterdir()] == ["xp_mdwarfs_hyperparameters.ecsv"]
+    assert f"sha256 {datasets.sha256sum(out_dir / 'xp_mdwarfs_hyperparameters.ecsv')}" in capsys.readouterr().out
+    back = tuning._read(tuning.HYPER_DATASET, out_dir / "xp_mdwarfs_hyperparameters.ecsv")
+    assert back.meta["edge_beyond"]["C"]["1000"]["median_gain"] == pytest.approx(rec["median_gain"])
+    assert back.meta["grid_edge_improving_fraction"]["C"] == back.meta["edge_gain"]["C"]["improving"]
+    assert back.meta["edge_gain"]["C"]["high"]["n"] == 3 and np.array_equal(back["C"], hyper["C"])
