@@ -42,7 +42,7 @@ member                      shape                   meaning
 ``rchi2_threshold``         ()                      bad-fit flag threshold on rchi2 (optional)
 ``knn_threshold``           ()                      k-NN far-from-training threshold (optional)
 ``knn_k``                   ()                      neighbour rank of that distance (optional)
-``quick_flux``              (n_train, n_pix)        float32 model flux at the training labels: LM's starting
+``quick_flux``              (n_train, n_pix)        float64 model flux at the training labels: LM's starting
                                                     grid (optional; computed at the first labelling if absent)
 ==========================  ======================  ========================================================
 
@@ -190,7 +190,7 @@ def save_model(path, state: dict, params: dict) -> Path:
         arrays["noise_rank_score"] = np.asarray(rk.get("score", []), float)
         arrays["noise_rank"] = np.asarray(rk.get("rank", -1), int)
     if state.get("quick_flux_") is not None:
-        arrays["quick_flux"] = np.asarray(state["quick_flux_"], np.float32)
+        arrays["quick_flux"] = np.asarray(state["quick_flux_"], np.float64)
     arrays["metadata"] = np.array(json.dumps(meta))
     path = Path(path)
     if path.suffix != ".npz":
@@ -305,7 +305,7 @@ def _state(meta: dict, arrays: dict[str, np.ndarray]) -> dict:
     state["chi2_scale_cv_"] = ({"grid": arrays["chi2_scale_grid"], "score": arrays["chi2_scale_score"]}
                                if "chi2_scale_grid" in arrays else None)
     state.update(_noise_state(arrays))
-    state["quick_flux_"] = np.asarray(arrays["quick_flux"], np.float32) if "quick_flux" in arrays else None
+    state["quick_flux_"] = np.asarray(arrays["quick_flux"], np.float64) if "quick_flux" in arrays else None
     return state
 
 

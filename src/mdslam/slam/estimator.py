@@ -189,7 +189,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         SVR intercepts (standardised flux).
     X_train_ : (n_train, n_label) array
         Standardised training labels (the support vectors of every pixel).
-    quick_flux_ : (n_train, n_pix) float32 array
+    quick_flux_ : (n_train, n_pix) float64 array
         Model flux at the training labels, where each spectrum's LM starts
         (:func:`mdslam.slam.infer.start_flux`); stored in the model file.
     label_mean_, label_scale_, flux_mean_, flux_scale_ : arrays

@@ -64,23 +64,24 @@ def quick_grid(model: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def start_flux(model: Any) -> np.ndarray:
-    """Model flux at the training labels, rounded to float32: the grid that starts LM.
+    """Model flux at the training labels: the grid that starts LM.
 
     The fitted model keeps it as ``quick_flux_`` and its file stores it, so a freshly
     loaded model does not evaluate the forward model at every training label (for
-    800 stars x 150 px this was ~30 ms, most of labelling 20 spectra).  float32
-    halves the file member; it only ranks the starting points (chi2 of a spectrum at
-    each training label), and its rounding (~6e-8 of the flux) changes that ranking
-    only where two training labels give chi2 values within ~1e-4 of each other.
+    800 stars x 150 px this was ~30 ms, most of labelling 20 spectra).  It is kept in
+    float64: rounded to float32 it changed the ranking of the starting points (chi2 of a
+    spectrum at each training label) where two were within ~1e-4, and with it the labels
+    of the few spectra whose chi2 has two minima, so stored results (the packaged nested
+    cross-validation labels) were no longer reproduced.
 
     Returns
     -------
-    (n_train, n_pix) float32 array, normalised flux.
+    (n_train, n_pix) float64 array, normalised flux.
     """
     stored = getattr(model, "quick_flux_", None)
     if stored is not None and stored.shape == (model.X_train_.shape[0], model.n_features_in_):
-        return stored
-    return (model.flux_mean_ + model._model_scaled(model.X_train_)[0] * model.flux_scale_).astype(np.float32)
+        return np.asarray(stored, float)
+    return model.flux_mean_ + model._model_scaled(model.X_train_)[0] * model.flux_scale_
 
 
 def check_lm_options(model: Any) -> None:
