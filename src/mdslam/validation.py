@@ -29,6 +29,7 @@ __all__ = [
     "fit_power_law",
     "skill",
     "skill_table",
+    "paired_bootstrap",
     "fit_floor_law",
     "fit_floor_laws",
     "flag_cuts",
@@ -197,6 +198,81 @@ def skill_table(snr: np.ndarray, pred: np.ndarray, truth: np.ndarray, label_name
                          float(cv_bias(p[fin, k], t[fin, k])), float(cv_scatter(p[fin, k], t[fin, k])),
                          float(np.std(t[fin, k])), float(skill(p[fin, k], t[fin, k]))))
     return Table(rows=rows, names=("label", "snr_lo", "snr_hi", "n", "bias", "scatter", "label_std", "skill"))
+
+
+def paired_bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, truth: np.ndarray, label_names=None, *,
+                     n_boot: int = 10000, confidence: float = 0.95, random_state: int = 0) -> Table:
+    """Paired bootstrap of the MSE and skill differences of two predictions of the same stars, per label.
+
+    The stars are resampled with replacement (the same draw for both
+    predictions, which stay as they are: CV predictions keep their folds);
+    each resample gives ``d_mse = MSE_a - MSE_b`` and ``d_skill = skill_a -
+    skill_b = (MSE_b - MSE_a) / Var(truth)`` (:func:`skill`, the variance of
+    the resampled labels). The interval is the percentile interval of the
+    resamples.
+
+    Parameters
+    ----------
+    pred_a, pred_b : (n,) or (n, n_labels) arrays
+        The two predictions (e.g. SLAM's and the best baseline's CV labels), label units.
+    truth : (n,) or (n, n_labels) array
+        Reference labels, same unit.
+    label_names : sequence of str, optional
+        Default ``label0, label1, ...``.
+    n_boot : int
+        Number of resamples.
+    confidence : float
+        Coverage of the interval (0.95: the 2.5th to 97.5th percentile).
+    random_state : int
+        Seed of :func:`numpy.random.default_rng`.
+
+    Returns
+    -------
+    Table
+        One row per label: ``label``, ``n`` (stars with all three finite),
+        ``rms_a``, ``rms_b`` (label units), ``skill_a``, ``skill_b``, ``d_mse``
+        (label unit squared) with ``d_mse_lo``/``d_mse_hi``, ``d_skill`` with
+        ``d_skill_lo``/``d_skill_hi`` (point values on all stars, interval
+        from the resamples), and ``frac_a_better`` (fraction of resamples with
+        ``d_mse < 0``). Resamples whose labels do not vary are dropped from
+        the skill interval.
+
+    Raises
+    ------
+    ValueError
+        The arrays differ in shape, or ``n_boot < 1`` or ``confidence`` not in (0, 1).
+    """
+    a, b, t = (np.asarray(v, float) for v in (pred_a, pred_b, truth))
+    if not a.shape == b.shape == t.shape:
+        raise ValueError(f"paired_bootstrap: pred_a {a.shape}, pred_b {b.shape} and truth {t.shape} differ in shape")
+    if n_boot < 1 or not 0 < confidence < 1:
+        raise ValueError(f"paired_bootstrap: n_boot={n_boot} must be >= 1 and confidence={confidence} in (0, 1)")
+    a, b, t = (v.reshape(len(v), -1) for v in (a, b, t))
+    names = [f"label{k}" for k in range(t.shape[1])] if label_names is None else list(label_names)
+    rng = np.random.default_rng(random_state)
+    q = 50.0 * (1.0 - confidence), 50.0 * (1.0 + confidence)
+    rows = []
+    for k, name in enumerate(names):
+        ok = np.isfinite(a[:, k]) & np.isfinite(b[:, k]) & np.isfinite(t[:, k])
+        ea, eb, tk = (a[ok, k] - t[ok, k]) ** 2, (b[ok, k] - t[ok, k]) ** 2, t[ok, k]
+        n = int(ok.sum())
+        if n < 2:
+            rows.append((name, n) + (np.nan,) * 11)
+            continue
+        idx = rng.integers(0, n, size=(n_boot, n))
+        d = ea[idx].mean(axis=1) - eb[idx].mean(axis=1)
+        var = tk[idx].var(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ds = np.where(var > 0, -d / var, np.nan)
+        ds = ds[np.isfinite(ds)]
+        v0 = np.var(tk)
+        rows.append((name, n, float(np.sqrt(ea.mean())), float(np.sqrt(eb.mean())),
+                     float(1 - ea.mean() / v0), float(1 - eb.mean() / v0), float(ea.mean() - eb.mean()),
+                     *(float(x) for x in np.percentile(d, q)), float((eb.mean() - ea.mean()) / v0),
+                     *(float(x) for x in (np.percentile(ds, q) if ds.size else (np.nan, np.nan))),
+                     float(np.mean(d < 0))))
+    return Table(rows=rows, names=("label", "n", "rms_a", "rms_b", "skill_a", "skill_b", "d_mse", "d_mse_lo",
+                                   "d_mse_hi", "d_skill", "d_skill_lo", "d_skill_hi", "frac_a_better"))
 
 
 @dataclass(frozen=True)
