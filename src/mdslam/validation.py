@@ -51,6 +51,8 @@ __all__ = [
     "estimator_fold",
     "label_fold",
     "likelihood_model",
+    "LABEL_RANKS",
+    "label_rank_predict",
     "estimator_summary",
     "estimator_cv_table",
     "compare_estimators",
@@ -837,7 +839,11 @@ ESTIMATORS = {
     "post_training_cv": {"prior": "training", "chi2_scale": "cv"},
     "cor_ml": {"likelihood": "correlated", "prior": None},
     "cor_post_cv": {"likelihood": "correlated", "prior": "training", "chi2_scale": "cv"},
+    "cor_ml_label_rank": {"likelihood": "correlated", "prior": None, "noise_rank": "label_cv"},
 }
+
+#: Candidate factor ranks of the per-label rank choice (:func:`label_rank_predict`).
+LABEL_RANKS = (0, 10, 20, 40, 80)
 
 #: Titles of the estimators and baselines of :func:`compare_estimators` for tables.
 ESTIMATOR_TITLES = {
@@ -849,6 +855,7 @@ ESTIMATOR_TITLES = {
     "post_training_cv": "same, chi2 scale chosen by CV inside the fold (headline)",
     "cor_ml": "SLAM, correlated-pixel likelihood, maximum likelihood",
     "cor_post_cv": "same, posterior mean, training prior, chi2 scale chosen by CV",
+    "cor_ml_label_rank": "same, maximum likelihood, noise-model rank chosen per label by CV label error",
     "pca_ridge": "PCA(20) + ridge regression (baseline)",
     "cannon_like": "Cannon-like quadratic model (baseline)",
 }
@@ -932,6 +939,10 @@ def label_fold(model, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, 
     for key, over in (ESTIMATORS if estimators is None else estimators).items():
         over = dict(over)
         m = likelihood_model(model, over.pop("likelihood", None), flux[train], y[train], iv(train), twins)
+        if over.pop("noise_rank", None) == "label_cv":
+            lab, _ = label_rank_predict(m, flux[train], y[train], iv(train), flux[test], iv(test))
+            pred[key] = (lab, None)
+            continue
         t = m.set_params(**over).predict_table(flux[test], iv(test))
         lab = np.column_stack([np.asarray(t[c], float) for c in label_names])
         err = (np.column_stack([np.asarray(t[f"e_{c}"], float) for c in label_names])
@@ -980,6 +991,78 @@ def likelihood_model(model, likelihood: str | None, flux: np.ndarray, y: np.ndar
         twins[likelihood] = fit_fixed(twin, flux, y, ivar, hyper, wavelength=model.wavelength_,
                                       label_names=model.label_names_, label_units=model.label_units_)
     return twins[likelihood]
+
+
+def label_rank_predict(model, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, flux_new: np.ndarray,
+                       ivar_new: np.ndarray | None, ranks=LABEL_RANKS) -> tuple[np.ndarray, dict]:
+    """Maximum-likelihood labels of new spectra, each label's noise-model rank chosen by CV label error.
+
+    The factor model of the correlated likelihood (:mod:`mdslam.slam.noise`)
+    is fitted to the CV residuals of ``model.cv`` refits on the training
+    stars (the folds of :func:`mdslam.slam.fixed.fit_fixed`); its rank is
+    chosen there by held-out log-likelihood of the residuals. Here, for each
+    candidate rank, each fold's refit labels its held-out training stars
+    with the factor model of the other folds' residuals, and each label takes
+    the rank of lowest CV mean squared label error (the lowest rank on a
+    tie); the new spectra are labelled once per chosen rank with the factor
+    model of all residuals.
+
+    Parameters
+    ----------
+    model : SLAM
+        Fitted with ``likelihood="correlated"`` on (flux, y, ivar).
+    flux, ivar : (n_train, n_pix) arrays
+    y : (n_train, n_label) array, physical units.
+    flux_new, ivar_new : (m, n_pix) arrays
+        The spectra to label.
+    ranks : sequence of int
+        Candidate ranks.
+
+    Returns
+    -------
+    labels : (m, n_label) array
+        Physical units, label ``l`` from the fit at its chosen rank.
+    info : dict
+        ``ranks``, ``rms`` ((n_ranks, n_label) CV label RMS on the training
+        stars, physical units) and ``rank`` (the chosen rank of each label).
+    """
+    import copy
+
+    from .slam import inputs, noise
+    from .slam.cv import refit_fixed
+    from .slam.training import _iter_folds
+
+    fl, labels, good = inputs.check_training(flux, y, ivar)
+    folds = _iter_folds(len(labels), model.cv, model.random_state)
+    subs = [(refit_fixed(model, fl[tr], labels[tr], good[tr]), te) for tr, te in folds]
+    R = np.zeros_like(fl)
+    for sub, te in subs:
+        R[te] = np.where(good[te], fl[te] - sub.predict_flux(labels[te]), 0.0)
+    R[:, ~model.pixel_usable_] = 0.0
+    rs = int(model.random_state or 0)
+    iv = (lambda idx: None) if ivar is None else (lambda idx: np.asarray(ivar)[idx])
+
+    def with_noise(m, rows, k):
+        m = copy.copy(m)
+        V, d = noise.factor_model(R[rows], k, rs)
+        m.noise_factor_, m.noise_diag_ = V, np.where(m.pixel_usable_, d, np.inf)
+        m._reset_cache()
+        return m.set_params(prior=None)
+
+    def values(t):
+        return np.column_stack([np.asarray(t[c], float) for c in model.label_names_])
+
+    inner = np.full((len(ranks), len(labels), labels.shape[1]), np.nan)
+    for j, k in enumerate(ranks):
+        for (tr, _), (sub, te) in zip(folds, subs, strict=True):
+            inner[j, te] = values(with_noise(sub, tr, k).predict_table(np.asarray(flux)[te], iv(te)))
+    rms = np.sqrt(np.nanmean((inner - labels[None]) ** 2, axis=1))
+    pick = np.argmin(rms, axis=0)
+    out = np.full((len(flux_new), labels.shape[1]), np.nan)
+    everyone = np.arange(len(labels))
+    for j in np.unique(pick):
+        out[:, pick == j] = values(with_noise(model, everyone, ranks[j]).predict_table(flux_new, ivar_new))[:, pick == j]
+    return out, {"ranks": np.asarray(ranks, int), "rms": rms, "rank": np.asarray(ranks, int)[pick]}
 
 
 def estimator_summary(table: Table, label_names: list[str], keys: list[str] | None = None) -> Table:
