@@ -239,3 +239,29 @@ def test_compare_estimators_scores_the_correlated_likelihood_on_the_same_folds()
     assert models[0].likelihood == "independent"            # the fold model itself is not changed
     for n in ("teff", "fe_h"):
         assert t[f"rms_{n}"][1] < 0.8 * t[f"rms_{n}"][0], (n, list(t[f"rms_{n}"]))
+
+
+def test_factor_model_rank_zero_is_the_per_pixel_variance_and_the_mean():
+    """Rank 0 by hand: the diagonal is each pixel's variance about its mean, the mean the one factor."""
+    R = np.array([[1.0, 0.0], [3.0, 2.0], [2.0, 4.0]])           # means 2, 2; variances 2/3, 8/3
+    V, d = noise.factor_model(R, 0)
+    assert np.allclose(d, [2.0 / 3.0, 8.0 / 3.0]) and np.allclose(V, [[2.0], [2.0]])
+    V2, d2 = noise.factor_model(R - R.mean(axis=0), 0)           # zero mean: no extra factor
+    assert V2.shape == (2, 0) and np.allclose(d2, d)
+
+
+def test_label_rank_choice_finds_the_noise_shapes_and_beats_rank_zero(correlated_models):
+    """Known truth: 3 common-mode noise shapes; CV label error picks rank 5 over 0 for both labels, and it pays."""
+    from mdslam import validation
+
+    _, cor = correlated_models
+    flux, ivar, lab = make_correlated(300, seed=1)
+    new, ivar_new, truth = make_correlated(100, seed=8)
+    labels, info = validation.label_rank_predict(cor, flux, lab, ivar, new, ivar_new, ranks=(0, 5))
+    assert list(info["rank"]) == [5, 5]
+    assert np.all(info["rms"][1] < 0.8 * info["rms"][0])          # CV label RMS on the training stars
+    zero, _ = validation.label_rank_predict(cor, flux, lab, ivar, new, ivar_new, ranks=(0,))
+    for li in range(2):
+        rms = np.sqrt(np.mean((labels[:, li] - truth[:, li]) ** 2))
+        rms0 = np.sqrt(np.mean((zero[:, li] - truth[:, li]) ** 2))
+        assert rms < 0.8 * rms0, (li, rms, rms0)

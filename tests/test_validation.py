@@ -27,6 +27,47 @@ def test_skill_by_hand():
     assert np.isnan(val.skill([1.0, 2.0], [3.0, 3.0]))  # labels that do not vary: no skill defined
 
 
+def test_paired_bootstrap_two_stars_by_enumeration():
+    # truth [0, 2], a = [1, 5] (squared errors 1, 9), b = truth (0, 0): per-star MSE difference [1, 9].
+    # Resamples of two stars: {0,0} (p 1/4) -> d 1, mixed (p 1/2) -> d 5, {1,1} (p 1/4) -> d 9;
+    # the 2.5th / 97.5th percentiles are 1 and 9. Skill difference -d / Var(truth): the mixed
+    # resamples have Var 1 (d_skill -5); the others have Var 0 and are dropped.
+    t = val.paired_bootstrap([1.0, 5.0], [0.0, 2.0], [0.0, 2.0], ["x"], n_boot=4000)
+    r = t[0]
+    assert r["n"] == 2
+    assert (r["rms_a"], r["rms_b"]) == pytest.approx((np.sqrt(5.0), 0.0))
+    assert (r["skill_a"], r["skill_b"]) == pytest.approx((1 - 5.0 / 1.0, 1.0))
+    assert (r["d_mse"], r["d_mse_lo"], r["d_mse_hi"]) == pytest.approx((5.0, 1.0, 9.0))
+    assert (r["d_skill"], r["d_skill_lo"], r["d_skill_hi"]) == pytest.approx((-5.0, -5.0, -5.0))
+    assert r["frac_a_better"] == 0.0
+
+
+def test_paired_bootstrap_matches_scipy_and_drops_nan():
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(3)
+    truth = rng.normal(0, 1, (300, 2))
+    a = truth + rng.normal(0, 0.5, truth.shape)
+    b = truth + rng.normal(0, 0.55, truth.shape)
+    a[7, 1] = np.nan                                            # star 7 drops out of label 1 only
+    t = val.paired_bootstrap(a, b, truth, ["p", "q"], n_boot=20000)
+    assert list(t["n"]) == [300, 299]
+    for k in range(2):
+        ok = np.isfinite(a[:, k])
+        ea, eb = (a[ok, k] - truth[ok, k]) ** 2, (b[ok, k] - truth[ok, k]) ** 2
+        ref = bootstrap((ea, eb), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), paired=True,
+                        n_resamples=20000, method="percentile", random_state=1).confidence_interval
+        half = (ref.high - ref.low) / 2
+        assert t["d_mse"][k] == pytest.approx(ea.mean() - eb.mean())
+        assert t["d_mse_lo"][k] == pytest.approx(ref.low, abs=0.05 * half)
+        assert t["d_mse_hi"][k] == pytest.approx(ref.high, abs=0.05 * half)
+        assert t["d_skill"][k] == pytest.approx(val.skill(a[ok, k], truth[ok, k]) - val.skill(b[ok, k], truth[ok, k]))
+    same = val.paired_bootstrap(a[:, 0], a[:, 0], truth[:, 0], n_boot=50)
+    assert (same["d_mse_lo"][0], same["d_mse_hi"][0], same["d_skill"][0]) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        val.paired_bootstrap(a, b[:, 0], truth)
+
+
 def test_skill_table_all_stars_and_snr_bins_by_hand():
     snr = np.array([10.0, 20.0, 30.0, 110.0, 120.0, 130.0])
     truth = np.array([0.0, 1.0, 2.0, 0.0, 2.0, 4.0])

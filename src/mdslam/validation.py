@@ -29,6 +29,7 @@ __all__ = [
     "fit_power_law",
     "skill",
     "skill_table",
+    "paired_bootstrap",
     "fit_floor_law",
     "fit_floor_laws",
     "flag_cuts",
@@ -50,6 +51,8 @@ __all__ = [
     "estimator_fold",
     "label_fold",
     "likelihood_model",
+    "LABEL_RANKS",
+    "label_rank_predict",
     "estimator_summary",
     "estimator_cv_table",
     "compare_estimators",
@@ -197,6 +200,81 @@ def skill_table(snr: np.ndarray, pred: np.ndarray, truth: np.ndarray, label_name
                          float(cv_bias(p[fin, k], t[fin, k])), float(cv_scatter(p[fin, k], t[fin, k])),
                          float(np.std(t[fin, k])), float(skill(p[fin, k], t[fin, k]))))
     return Table(rows=rows, names=("label", "snr_lo", "snr_hi", "n", "bias", "scatter", "label_std", "skill"))
+
+
+def paired_bootstrap(pred_a: np.ndarray, pred_b: np.ndarray, truth: np.ndarray, label_names=None, *,
+                     n_boot: int = 10000, confidence: float = 0.95, random_state: int = 0) -> Table:
+    """Paired bootstrap of the MSE and skill differences of two predictions of the same stars, per label.
+
+    The stars are resampled with replacement (the same draw for both
+    predictions, which stay as they are: CV predictions keep their folds);
+    each resample gives ``d_mse = MSE_a - MSE_b`` and ``d_skill = skill_a -
+    skill_b = (MSE_b - MSE_a) / Var(truth)`` (:func:`skill`, the variance of
+    the resampled labels). The interval is the percentile interval of the
+    resamples.
+
+    Parameters
+    ----------
+    pred_a, pred_b : (n,) or (n, n_labels) arrays
+        The two predictions (e.g. SLAM's and the best baseline's CV labels), label units.
+    truth : (n,) or (n, n_labels) array
+        Reference labels, same unit.
+    label_names : sequence of str, optional
+        Default ``label0, label1, ...``.
+    n_boot : int
+        Number of resamples.
+    confidence : float
+        Coverage of the interval (0.95: the 2.5th to 97.5th percentile).
+    random_state : int
+        Seed of :func:`numpy.random.default_rng`.
+
+    Returns
+    -------
+    Table
+        One row per label: ``label``, ``n`` (stars with all three finite),
+        ``rms_a``, ``rms_b`` (label units), ``skill_a``, ``skill_b``, ``d_mse``
+        (label unit squared) with ``d_mse_lo``/``d_mse_hi``, ``d_skill`` with
+        ``d_skill_lo``/``d_skill_hi`` (point values on all stars, interval
+        from the resamples), and ``frac_a_better`` (fraction of resamples with
+        ``d_mse < 0``). Resamples whose labels do not vary are dropped from
+        the skill interval.
+
+    Raises
+    ------
+    ValueError
+        The arrays differ in shape, or ``n_boot < 1`` or ``confidence`` not in (0, 1).
+    """
+    a, b, t = (np.asarray(v, float) for v in (pred_a, pred_b, truth))
+    if not a.shape == b.shape == t.shape:
+        raise ValueError(f"paired_bootstrap: pred_a {a.shape}, pred_b {b.shape} and truth {t.shape} differ in shape")
+    if n_boot < 1 or not 0 < confidence < 1:
+        raise ValueError(f"paired_bootstrap: n_boot={n_boot} must be >= 1 and confidence={confidence} in (0, 1)")
+    a, b, t = (v.reshape(len(v), -1) for v in (a, b, t))
+    names = [f"label{k}" for k in range(t.shape[1])] if label_names is None else list(label_names)
+    rng = np.random.default_rng(random_state)
+    q = 50.0 * (1.0 - confidence), 50.0 * (1.0 + confidence)
+    rows = []
+    for k, name in enumerate(names):
+        ok = np.isfinite(a[:, k]) & np.isfinite(b[:, k]) & np.isfinite(t[:, k])
+        ea, eb, tk = (a[ok, k] - t[ok, k]) ** 2, (b[ok, k] - t[ok, k]) ** 2, t[ok, k]
+        n = int(ok.sum())
+        if n < 2:
+            rows.append((name, n) + (np.nan,) * 11)
+            continue
+        idx = rng.integers(0, n, size=(n_boot, n))
+        d = ea[idx].mean(axis=1) - eb[idx].mean(axis=1)
+        var = tk[idx].var(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ds = np.where(var > 0, -d / var, np.nan)
+        ds = ds[np.isfinite(ds)]
+        v0 = np.var(tk)
+        rows.append((name, n, float(np.sqrt(ea.mean())), float(np.sqrt(eb.mean())),
+                     float(1 - ea.mean() / v0), float(1 - eb.mean() / v0), float(ea.mean() - eb.mean()),
+                     *(float(x) for x in np.percentile(d, q)), float((eb.mean() - ea.mean()) / v0),
+                     *(float(x) for x in (np.percentile(ds, q) if ds.size else (np.nan, np.nan))),
+                     float(np.mean(d < 0))))
+    return Table(rows=rows, names=("label", "n", "rms_a", "rms_b", "skill_a", "skill_b", "d_mse", "d_mse_lo",
+                                   "d_mse_hi", "d_skill", "d_skill_lo", "d_skill_hi", "frac_a_better"))
 
 
 @dataclass(frozen=True)
@@ -761,7 +839,11 @@ ESTIMATORS = {
     "post_training_cv": {"prior": "training", "chi2_scale": "cv"},
     "cor_ml": {"likelihood": "correlated", "prior": None},
     "cor_post_cv": {"likelihood": "correlated", "prior": "training", "chi2_scale": "cv"},
+    "cor_ml_label_rank": {"likelihood": "correlated", "prior": None, "noise_rank": "label_cv"},
 }
+
+#: Candidate factor ranks of the per-label rank choice (:func:`label_rank_predict`).
+LABEL_RANKS = (0, 10, 20, 40, 80)
 
 #: Titles of the estimators and baselines of :func:`compare_estimators` for tables.
 ESTIMATOR_TITLES = {
@@ -773,6 +855,7 @@ ESTIMATOR_TITLES = {
     "post_training_cv": "same, chi2 scale chosen by CV inside the fold (headline)",
     "cor_ml": "SLAM, correlated-pixel likelihood, maximum likelihood",
     "cor_post_cv": "same, posterior mean, training prior, chi2 scale chosen by CV",
+    "cor_ml_label_rank": "same, maximum likelihood, noise-model rank chosen per label by CV label error",
     "pca_ridge": "PCA(20) + ridge regression (baseline)",
     "cannon_like": "Cannon-like quadratic model (baseline)",
 }
@@ -856,6 +939,10 @@ def label_fold(model, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, 
     for key, over in (ESTIMATORS if estimators is None else estimators).items():
         over = dict(over)
         m = likelihood_model(model, over.pop("likelihood", None), flux[train], y[train], iv(train), twins)
+        if over.pop("noise_rank", None) == "label_cv":
+            lab, _ = label_rank_predict(m, flux[train], y[train], iv(train), flux[test], iv(test))
+            pred[key] = (lab, None)
+            continue
         t = m.set_params(**over).predict_table(flux[test], iv(test))
         lab = np.column_stack([np.asarray(t[c], float) for c in label_names])
         err = (np.column_stack([np.asarray(t[f"e_{c}"], float) for c in label_names])
@@ -904,6 +991,78 @@ def likelihood_model(model, likelihood: str | None, flux: np.ndarray, y: np.ndar
         twins[likelihood] = fit_fixed(twin, flux, y, ivar, hyper, wavelength=model.wavelength_,
                                       label_names=model.label_names_, label_units=model.label_units_)
     return twins[likelihood]
+
+
+def label_rank_predict(model, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, flux_new: np.ndarray,
+                       ivar_new: np.ndarray | None, ranks=LABEL_RANKS) -> tuple[np.ndarray, dict]:
+    """Maximum-likelihood labels of new spectra, each label's noise-model rank chosen by CV label error.
+
+    The factor model of the correlated likelihood (:mod:`mdslam.slam.noise`)
+    is fitted to the CV residuals of ``model.cv`` refits on the training
+    stars (the folds of :func:`mdslam.slam.fixed.fit_fixed`); its rank is
+    chosen there by held-out log-likelihood of the residuals. Here, for each
+    candidate rank, each fold's refit labels its held-out training stars
+    with the factor model of the other folds' residuals, and each label takes
+    the rank of lowest CV mean squared label error (the lowest rank on a
+    tie); the new spectra are labelled once per chosen rank with the factor
+    model of all residuals.
+
+    Parameters
+    ----------
+    model : SLAM
+        Fitted with ``likelihood="correlated"`` on (flux, y, ivar).
+    flux, ivar : (n_train, n_pix) arrays
+    y : (n_train, n_label) array, physical units.
+    flux_new, ivar_new : (m, n_pix) arrays
+        The spectra to label.
+    ranks : sequence of int
+        Candidate ranks.
+
+    Returns
+    -------
+    labels : (m, n_label) array
+        Physical units, label ``l`` from the fit at its chosen rank.
+    info : dict
+        ``ranks``, ``rms`` ((n_ranks, n_label) CV label RMS on the training
+        stars, physical units) and ``rank`` (the chosen rank of each label).
+    """
+    import copy
+
+    from .slam import inputs, noise
+    from .slam.cv import refit_fixed
+    from .slam.training import _iter_folds
+
+    fl, labels, good = inputs.check_training(flux, y, ivar)
+    folds = _iter_folds(len(labels), model.cv, model.random_state)
+    subs = [(refit_fixed(model, fl[tr], labels[tr], good[tr]), te) for tr, te in folds]
+    R = np.zeros_like(fl)
+    for sub, te in subs:
+        R[te] = np.where(good[te], fl[te] - sub.predict_flux(labels[te]), 0.0)
+    R[:, ~model.pixel_usable_] = 0.0
+    rs = int(model.random_state or 0)
+    iv = (lambda idx: None) if ivar is None else (lambda idx: np.asarray(ivar)[idx])
+
+    def with_noise(m, rows, k):
+        m = copy.copy(m)
+        V, d = noise.factor_model(R[rows], k, rs)
+        m.noise_factor_, m.noise_diag_ = V, np.where(m.pixel_usable_, d, np.inf)
+        m._reset_cache()
+        return m.set_params(prior=None)
+
+    def values(t):
+        return np.column_stack([np.asarray(t[c], float) for c in model.label_names_])
+
+    inner = np.full((len(ranks), len(labels), labels.shape[1]), np.nan)
+    for j, k in enumerate(ranks):
+        for (tr, _), (sub, te) in zip(folds, subs, strict=True):
+            inner[j, te] = values(with_noise(sub, tr, k).predict_table(np.asarray(flux)[te], iv(te)))
+    rms = np.sqrt(np.nanmean((inner - labels[None]) ** 2, axis=1))
+    pick = np.argmin(rms, axis=0)
+    out = np.full((len(flux_new), labels.shape[1]), np.nan)
+    everyone = np.arange(len(labels))
+    for j in np.unique(pick):
+        out[:, pick == j] = values(with_noise(model, everyone, ranks[j]).predict_table(flux_new, ivar_new))[:, pick == j]
+    return out, {"ranks": np.asarray(ranks, int), "rms": rms, "rank": np.asarray(ranks, int)[pick]}
 
 
 def estimator_summary(table: Table, label_names: list[str], keys: list[str] | None = None) -> Table:

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["FACTOR_RANKS", "Whitener", "fit_factor_model", "residual_covariance"]
+__all__ = ["FACTOR_RANKS", "Whitener", "factor_model", "fit_factor_model", "residual_covariance"]
 
 #: Candidate ranks ``k`` of the factor model, chosen by held-out log-likelihood.
 FACTOR_RANKS = (0, 5, 10, 20, 40, 80)
@@ -174,27 +174,50 @@ def fit_factor_model(R: np.ndarray, folds: Sequence, ranks: Sequence[int] = FACT
     info : dict
         ``ranks`` and their held-out ``score`` (log-likelihood per star, summed over folds), ``rank``.
     """
-    from sklearn.decomposition import FactorAnalysis
-
     R = np.asarray(R, float)
     n, n_pix = R.shape
     ranks = [int(k) for k in ranks if 0 <= int(k) < min(n - 1, n_pix)]
     score = np.zeros(len(ranks))
-    mean = R.mean(axis=0)
     for tr, te in folds:
         for j, k in enumerate(ranks):
             score[j] += _heldout_loglike(R[tr], R[te], k, random_state) * len(te)
     best = ranks[int(np.argmax(score))]
-    if best == 0:
-        V, d = np.zeros((n_pix, 0)), np.maximum(((R - mean) ** 2).mean(axis=0), 1e-300)
+    V, d = factor_model(R, best, random_state)
+    return V, d, {"ranks": np.asarray(ranks, int), "score": score / n, "rank": best}
+
+
+def factor_model(R: np.ndarray, k: int, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The rank-``k`` factor model of the residuals ``R``, their mean folded in as one more factor.
+
+    Parameters
+    ----------
+    R : (n_star, n_pix) array
+        CV residuals (flux units; 0 where masked).
+    k : int
+        Number of factors (0: the diagonal covariance about the mean).
+    random_state : int
+        Seed of :class:`sklearn.decomposition.FactorAnalysis`.
+
+    Returns
+    -------
+    V : (n_pix, k) or (n_pix, k + 1) array
+        Loadings (flux units), the residual mean the last column unless it is 0.
+    d : (n_pix,) array
+        Per-pixel variance not explained by the factors (flux^2).
+    """
+    from sklearn.decomposition import FactorAnalysis
+
+    R = np.asarray(R, float)
+    mean = R.mean(axis=0)
+    if k == 0:
+        V, d = np.zeros((R.shape[1], 0)), np.maximum(((R - mean) ** 2).mean(axis=0), 1e-300)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")                                    # ConvergenceWarning
-            fa = FactorAnalysis(n_components=best, random_state=random_state).fit(R)
+            fa = FactorAnalysis(n_components=k, random_state=random_state).fit(R)
         V, d = fa.components_.T.copy(), np.maximum(fa.noise_variance_, 1e-300)
     # the likelihood centres on the forward model, not on the residual mean: fold the mean in
-    V, d = _with_mean(V, d, mean, n)
-    return V, d, {"ranks": np.asarray(ranks, int), "score": score / n, "rank": best}
+    return _with_mean(V, d, mean, len(R))
 
 
 def _with_mean(V: np.ndarray, d: np.ndarray, mean: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
