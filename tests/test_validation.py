@@ -247,13 +247,17 @@ def test_flag_cuts_reads_the_per_label_domain_bits():
     from mdslam.flags import LabelFlag
 
     dom = int(LabelFlag.OUTSIDE_DOMAIN)
-    flag = np.array([0, dom, dom << 2, int(LabelFlag.NOT_CONVERGED), dom << 1])
+    flag = np.array([0, dom, dom << 2, int(LabelFlag.NOT_CONVERGED), dom << 1, int(LabelFlag.BAD_FIT),
+                     int(LabelFlag.FAR_FROM_TRAINING) | int(LabelFlag.LOW_SNR)])
     cuts = val.flag_cuts(flag, ["teff", "logg", "fe_h"], labels=["teff", "fe_h"])
     assert list(cuts) == ["fit ok (no failure, converged, SNR, pixels)", "teff inside the training domain",
-                          "fe_h inside the training domain"]
-    assert list(cuts["fit ok (no failure, converged, SNR, pixels)"]) == [True, True, True, False, True]
-    assert list(cuts["teff inside the training domain"]) == [True, False, True, True, True]
-    assert list(cuts["fe_h inside the training domain"]) == [True, True, False, True, True]
+                          "fe_h inside the training domain", "spectrum described by the model (rchi2)",
+                          "labels near the training set (k-NN)"]
+    assert list(cuts["fit ok (no failure, converged, SNR, pixels)"]) == [True] * 3 + [False, True, True, False]
+    assert list(cuts["teff inside the training domain"]) == [True, False, True, True, True, True, True]
+    assert list(cuts["fe_h inside the training domain"]) == [True, True, False, True, True, True, True]
+    assert list(cuts["spectrum described by the model (rchi2)"]) == [True] * 5 + [False, True]
+    assert list(cuts["labels near the training set (k-NN)"]) == [True] * 6 + [False]
 
 
 # --------------------------------------------------------------------------- #

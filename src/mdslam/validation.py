@@ -424,8 +424,13 @@ def flag_cuts(flag: np.ndarray, label_names, labels=None) -> dict[str, np.ndarra
     -------
     dict
         ``{"fit ok (no failure, converged, SNR, pixels)": mask, "<label> inside the
-        training domain": mask, ...}``; AND them (:func:`mdslam.selection.combine`) or
-        pass them to :func:`mdslam.selection.cut_flow` to count what each removes.
+        training domain": mask, ..., "spectrum described by the model (rchi2)": mask,
+        "labels near the training set (k-NN)": mask}``; AND them
+        (:func:`mdslam.selection.combine`) or pass them to
+        :func:`mdslam.selection.cut_flow` to count what each removes.  The last two
+        are the whole-spectrum out-of-domain bits (``BAD_FIT``, ``FAR_FROM_TRAINING``):
+        a label can lie inside every label's range and still come from a spectrum the
+        model does not describe, or from a corner of label space with no training stars.
     """
     from .flags import LabelFlag
 
@@ -436,6 +441,8 @@ def flag_cuts(flag: np.ndarray, label_names, labels=None) -> dict[str, np.ndarra
     for name in (names if labels is None else list(labels)):
         bit = int(LabelFlag.OUTSIDE_DOMAIN) << names.index(name)
         out[f"{name} inside the training domain"] = (f & bit) == 0
+    out["spectrum described by the model (rchi2)"] = (f & int(LabelFlag.BAD_FIT)) == 0
+    out["labels near the training set (k-NN)"] = (f & int(LabelFlag.FAR_FROM_TRAINING)) == 0
     return out
 
 
