@@ -18,7 +18,11 @@ Usage::
     python benchmarks/bench_astroslam.py --astroslam-json RUN.json   # a saved astroslam run on the same data
 
 astroslam takes 17-35 min on 2 cores: run it once (its result JSON records the data's
-sha256, the date and the machine load) and pass it with ``--astroslam-json``.
+sha256, the date and the machine load) and pass it with ``--astroslam-json``.  Its labelling
+is timed again in every run (CPU time, ``_astroslam_labels.py`` on the saved model dump in
+its venv), so that the labels-per-spectrum ratio compares CPU times of the same run; mdslam's
+labels are timed on a freshly loaded model for each setting of ``LABEL_CONFIGS``, with and
+without the stored start grid (the one-off evaluation of the model at every training label).
 
 Prints one line per figure (ratio = astroslam / mdslam, > 1 means mdslam is better)
 and writes ``benchmarks/results/<tag>/bench.json``.  Machine load (1-min load average
@@ -204,16 +208,7 @@ def run_mdslam(data: Path, outdir: Path, n_jobs: int = 2, cv_prune: float | None
         model.save(path)
         res["model_MB"] = path.stat().st_size / 2**20
         te_f, te_i, te_l = d["te_flux"][:N_TEST], d["te_ivar"][:N_TEST], d["te_labels"][:N_TEST]
-        for tag, f32 in (("", False), ("_f32", True)):
-            model = SLAM.load(path).set_params(lm_float32=f32, n_jobs=1)   # fresh: quick-start grid inside
-            t0, c0 = time.perf_counter(), _cpu()
-            t = model.predict_table(te_f, te_i)
-            res["labels_per_spec_s" + tag] = (time.perf_counter() - t0) / N_TEST
-            res["labels_per_spec_cpu_s" + tag] = (_cpu() - c0) / N_TEST
-            res["rms" + tag] = np.sqrt(((np.column_stack([t["teff"], t["logg"], t["m_h"]]) - te_l) ** 2).mean(0)
-                                       ).round(4).tolist()
-            if not f32:
-                tab = t
+        res["labels"], tab = label_timings(path, te_f, te_i, te_l)
         model = SLAM.load(path).set_params(n_jobs=1)
         model.predict_table(te_f[:1], te_i[:1])
         t0 = time.perf_counter()
@@ -240,6 +235,64 @@ def run_mdslam(data: Path, outdir: Path, n_jobs: int = 2, cv_prune: float | None
     res["cv_mse"] = model.cv_mse_.tolist()
     res["load"] = load.summary()
     return res
+
+
+#: Labelling settings timed by :func:`label_timings`: name -> (SLAM parameters, keep the stored start grid).
+LABEL_CONFIGS = {
+    "float64 LM (default)": ({}, True),
+    "float64 LM, start grid evaluated in the call": ({}, False),
+    "lm_sigma_tol=0.01": ({"lm_sigma_tol": 0.01}, True),
+    "lm_float32": ({"lm_float32": True}, True),
+    "lm_float32 + lm_sigma_tol=0.01": ({"lm_float32": True, "lm_sigma_tol": 0.01}, True),
+    "same + lm_damping=nielsen": ({"lm_float32": True, "lm_sigma_tol": 0.01, "lm_damping": "nielsen"}, True),
+}
+
+
+def label_timings(path: Path, flux: np.ndarray, ivar: np.ndarray, truth: np.ndarray, repeats: int = 5):
+    """CPU and wall time per spectrum of ``predict_table`` on a freshly loaded model, per :data:`LABEL_CONFIGS`.
+
+    Each setting is timed ``repeats`` times, each time on a model just read from ``path`` (median
+    kept: the cores are shared).  "start grid evaluated in the call" drops the stored start grid
+    (``quick_flux_``), so the one-off evaluation of the model at every training label is inside
+    the timing, as it was for every fresh model before the grid was stored.  Also: the rms against
+    the truth and, against the default, the largest label difference in formal errors and
+    whether the flags are equal.  Returns (dict per setting, the default's table).
+    """
+    from mdslam.slam import SLAM
+
+    names = ("teff", "logg", "m_h")
+    out, ref = {}, None
+    for name, (opts, stored) in LABEL_CONFIGS.items():
+        cpu, wall = [], []
+        for _ in range(repeats):
+            model = SLAM.load(path).set_params(n_jobs=1, **opts)
+            if not stored:
+                model.quick_flux_ = None
+            t0, c0 = time.perf_counter(), _cpu()
+            t = model.predict_table(flux, ivar)
+            cpu.append((_cpu() - c0) / len(flux))
+            wall.append((time.perf_counter() - t0) / len(flux))
+        lab = np.column_stack([t[k] for k in names])
+        r = {"cpu_s": float(np.median(cpu)), "cpu_s_min": float(np.min(cpu)), "wall_s": float(np.median(wall)),
+             "rms": np.sqrt(((lab - truth) ** 2).mean(0)).round(4).tolist(),
+             "n_iter_mean": float(np.mean(t["n_iter"])), "options": opts, "stored_start_grid": stored}
+        if ref is None:
+            ref = t
+        else:
+            dev = np.column_stack([np.abs(t[k] - ref[k]) / ref[f"e_{k}"] for k in names])
+            r["max_dev_formal"] = float(np.nanmax(dev))
+            r["flags_equal"] = bool(np.array_equal(t["flag"], ref["flag"]))
+        out[name] = r
+    return out, ref
+
+
+def astroslam_label_cpu(py: Path, dump: Path, data: Path, out: Path) -> dict | None:
+    """astroslam's CPU per spectrum of labelling (``_astroslam_labels.py`` in its venv), or None without a dump."""
+    if not dump.exists():
+        return None
+    subprocess.run([str(py), str(HERE / "_astroslam_labels.py"), str(dump), str(data), str(N_TEST), str(out)],
+                   check=True, capture_output=True)
+    return json.loads(out.read_text())
 
 
 def exact_cv_check(data: Path, model_path: Path, pixels: np.ndarray, s: dict) -> dict:
@@ -270,8 +323,12 @@ def exact_cv_check(data: Path, model_path: Path, pixels: np.ndarray, s: dict) ->
             "astro_max": float(r_a.max())}
 
 
-def _print_speed(a: dict, m: dict, a_lab: float) -> None:
-    """Training CPU and wall ratios and labels per spectrum (float64 LM and ``lm_float32``) against astroslam."""
+def _print_speed(a: dict, m: dict, a_lab: float, a_lab_cpu: float | None) -> None:
+    """Training CPU and wall ratios, and labels per spectrum of each labelling setting against astroslam.
+
+    ``a_lab`` is astroslam's wall time per spectrum (its benchmark's), ``a_lab_cpu`` its CPU time
+    (``_astroslam_labels.py``, measured in this run; None if it could not run).
+    """
     if "train_cpu_s" in a:
         a_cpu = a["train_cpu_s"]
         print(f"{'training CPU time (user + system)':46s} astroslam {a_cpu:10.4g} s  mdslam {m['train_cpu_s']:10.4g} s  "
@@ -280,11 +337,24 @@ def _print_speed(a: dict, m: dict, a_lab: float) -> None:
     print(f"{'training wall time (as above), target 30x':46s} ratio {a['train_s'] / m['train_s']:.1f}x: "
           f"{'met' if a['train_s'] / m['train_s'] >= 30 else 'NOT met'}; mdslam n_jobs {m['n_jobs']}, "
           f"cv_prune {m['cv_prune']}")
-    for tag, name in (("", "float64 LM"), ("_f32", "lm_float32")):
-        r = a_lab / m["labels_per_spec_s" + tag]
-        print(f"{'labels per spectrum, ' + name:46s} astroslam {a_lab:10.4g} s  mdslam {m['labels_per_spec_s' + tag]:10.4g} s "
-              f"(CPU {m['labels_per_spec_cpu_s' + tag]:.4g} s) ratio {r:8.1f}x  target >= 500x: "
-              f"{'met' if r >= 500 else 'NOT met'}; rms {m['rms' + tag]}")
+    _print_labels(m["labels"], a_lab, a_lab_cpu)
+
+
+def _print_labels(labels: dict, a_lab: float, a_lab_cpu: float | None) -> None:
+    """One line per labelling setting of :func:`label_timings`, with its CPU and wall ratios to astroslam."""
+    for name, r in labels.items():
+        extra = "" if "max_dev_formal" not in r else (
+            f"; vs default: max |dlabel| {r['max_dev_formal']:.3g} formal errors, flags "
+            f"{'equal' if r['flags_equal'] else 'DIFFER'}")
+        print(f"{'labels per spectrum, ' + name:46s} mdslam CPU {1e3 * r['cpu_s']:.3g} ms (min "
+              f"{1e3 * r['cpu_s_min']:.3g}), wall {1e3 * r['wall_s']:.3g} ms, LM iterations {r['n_iter_mean']:.1f}; "
+              f"rms {r['rms']}{extra}")
+        for kind, a_val in (("CPU", a_lab_cpu), ("wall", a_lab)):
+            if a_val is None:
+                continue
+            ratio = a_val / r["cpu_s" if kind == "CPU" else "wall_s"]
+            print(f"{'':46s}   {kind} ratio astroslam {a_val:.4g} s / mdslam: {ratio:7.1f}x  target >= 500x: "
+                  f"{'met' if ratio >= 500 else 'NOT met'}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -301,7 +371,30 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--n-jobs", type=int, default=2, help="mdslam's worker threads (astroslam runs n_jobs=2)")
     ap.add_argument("--cv-prune", type=float, default=None,
                     help="SLAM(cv_prune=F): stop grid points above F x a pixel's best CV-MSE after 2 folds")
+    ap.add_argument("--labels-only", action="store_true",
+                    help="only the labelling figures, on the mdslam model of the last run in the same directory")
     return ap
+
+
+def labels_only(a: dict, a_cpu: dict | None, data: Path, outdir: Path) -> int:
+    """``--labels-only``: the labels-per-spectrum lines for the saved mdslam model of an earlier run."""
+    path = outdir / "mdslam_model.npz"
+    if not path.exists():
+        raise SystemExit(f"{path}: no mdslam model from an earlier run of this benchmark (run it without "
+                         "--labels-only first)")
+    d = np.load(data)
+    with LoadSampler() as load:
+        timings, _ = label_timings(path, d["te_flux"][:N_TEST], d["te_ivar"][:N_TEST], d["te_labels"][:N_TEST])
+    _print_labels(timings, a["quick_per_spec_s"] + a["multi_per_spec_s"],
+                  None if a_cpu is None else a_cpu["labels_cpu_per_spec_s"])
+    ld = load.summary()
+    print(f"{'machine load during the mdslam labels':46s} mean {ld['load1_mean']:.2f} max {ld['load1_max']:.2f} "
+          f"psi {ld['cpu_pressure_some_avg10_mean']} ({os.cpu_count()} cores)")
+    out = {"astroslam_labels_this_run": a_cpu, "mdslam_labels": timings, "load": ld,
+           "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (outdir / "labels.json").write_text(json.dumps(out, indent=1))
+    print(f"\n# wrote {outdir / 'labels.json'}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -325,6 +418,13 @@ def main(argv=None) -> int:
         py = ensure_venv()
         print(f"# astroslam {VENV} running ...", flush=True)
         a = run_astroslam(py, data, outdir)
+    a_dir = saved.parent if saved is not None and saved.exists() else outdir
+    a_cpu = astroslam_label_cpu(VENV / "bin" / "python", a_dir / "astroslam_model.dump", data,
+                                outdir / "astroslam_labels.json") if (VENV / "bin" / "python").exists() else None
+    print(f"# astroslam labelling CPU time measured in this run: "
+          f"{'no (no model dump or venv)' if a_cpu is None else a_cpu}", flush=True)
+    if args.labels_only:
+        return labels_only(a, a_cpu, data, outdir)
     print("# mdslam running ...", flush=True)
     m = run_mdslam(data, outdir, args.n_jobs, args.cv_prune)
     s = {k: np.asarray(v) for k, v in a["scores"].items()}
@@ -334,7 +434,6 @@ def main(argv=None) -> int:
     a_lab = a["quick_per_spec_s"] + a["multi_per_spec_s"]
     lines = {
         "training time": (a["train_s"], m["train_s"], "s", 30),
-        "labels per spectrum (quick start + optimiser)": (a_lab, m["labels_per_spec_s"], "s", 500),
         "model file size": (a["dump_MB"], m["model_MB"], "MB", 5),
         "one forward-model spectrum": (a["predict_spectrum_s"], m["predict_spectrum_s"], "s", None),
     }
@@ -342,7 +441,7 @@ def main(argv=None) -> int:
     for name, (va, vm, unit, target) in lines.items():
         tgt = "" if target is None else f"  target >= {target}x: {'met' if va / vm >= target else 'NOT met'}"
         print(f"{name:46s} astroslam {va:10.4g} {unit:2s} mdslam {vm:10.4g} {unit:2s} ratio {va / vm:8.1f}x{tgt}")
-    _print_speed(a, m, a_lab)
+    _print_speed(a, m, a_lab, None if a_cpu is None else a_cpu["labels_cpu_per_spec_s"])
     print(f"{'test rms (Teff K, logg, [M/H]), 20 spectra':46s} astroslam {a['rms']}  mdslam {m['rms']}")
     print(f"{'test bias (Teff K, logg, [M/H]), 20 spectra':46s} astroslam {a['bias']}  mdslam {m['bias']}")
     print(f"{'CV-MSE per pixel, mdslam <= astroslam':46s} {np.mean(ratio_cv <= 1):.3f} of pixels strictly; "
@@ -368,7 +467,7 @@ def main(argv=None) -> int:
           f"max {la['load1_max']:.2f} psi {la['cpu_pressure_some_avg10_mean']}; mdslam mean "
           f"{lm['load1_mean']:.2f} max {lm['load1_max']:.2f} psi {lm['cpu_pressure_some_avg10_mean']} "
           f"({os.cpu_count()} cores)")
-    out = {"astroslam": a, "mdslam": {k: v for k, v in m.items() if k not in ("cv_mse", "cv_mse_scaled")},
+    out = {"astroslam": a, "astroslam_labels_this_run": a_cpu, "mdslam": {k: v for k, v in m.items() if k not in ("cv_mse", "cv_mse_scaled")},
            "cv_mse_ratio": {"frac_le": float(np.mean(ratio_cv <= 1)),
                             "frac_le_0.5pct": float(np.mean(ratio_cv <= 1.005)),
                             "median": float(np.median(ratio_cv))}}

@@ -26,11 +26,21 @@ Two modes:
   test labels relative to the exact CV-MSE, and the label differences on the test spectra
   relative to the exact model's own test errors.
 
+* ``--compare-solvers``: the two solvers of the Nystrom path, ADMM + polish
+  (:func:`mdslam.svr.solve_svr_staged`) and dual coordinate descent
+  (:func:`mdslam.slam.lowrank.solve_svr_dcd`), on the same kernel (one CV training fold of
+  the first ``n`` stars for each ``n`` of ``--sizes``, gamma 0.3, C = 10, epsilon = 0.05,
+  ``--n-pix`` pixels) and the same stopping rule (libsvm's KKT gap and ``|sum beta|`` <=
+  ``--tol``, both checked in float64 on every star): mean ADMM iterations and coordinate-descent
+  passes over the stars, the fraction converged, CPU seconds per pixel-solve, and the largest
+  difference between the two fitted functions at the training stars.
+
 Usage::
 
     python benchmarks/scale_15k.py --n-pix 16                     # the scale run on 16 pixels
     python benchmarks/scale_15k.py --accuracy --exact-n 2000 --n-pix 64
     python benchmarks/scale_15k.py --data mock.npz ...           # reuse a saved mock set
+    python benchmarks/scale_15k.py --compare-solvers --sizes 1600 3200 12000 --n-pix 8
 
 The mock set is cached in ``benchmarks/results/`` (gitignored).
 """
@@ -76,21 +86,22 @@ def pixel_subset(n_total: int, n_pix: int) -> np.ndarray:
     return np.linspace(0, n_total - 1, min(n_pix, n_total)).round().astype(int)
 
 
-def train(flux, labels, good, folds, kernel_rank, tol, n_jobs) -> dict:
+def train(flux, labels, good, folds, kernel_rank, tol, n_jobs, solver="admm") -> dict:
     """CV grid search + final fits (what ``SLAM.fit`` spends on the SVRs); seconds and solver info."""
     from mdslam.slam.training import _grid_search_cv, _refit_all, _standardise
 
     Xs, Ys, _ = _standardise(flux, labels, good)
     Cs, es, gs = (np.asarray(GRID[k], float) for k in ("C", "epsilon", "gamma"))
     t0, c0 = time.perf_counter(), time.process_time()
-    sse, _, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, False, n_jobs, kernel_rank)
+    sse, _, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, False, n_jobs, kernel_rank,
+                                        solver=solver)
     t_cv = time.perf_counter() - t0
     mse = (sse / np.maximum(cnt, 1)).reshape(-1, Ys.shape[1])
     best = np.unravel_index(np.argmin(mse, axis=0), sse.shape[:3])
     usable = cnt > 0
     t1 = time.perf_counter()
     _, _, rinfo = _refit_all(Xs, Ys, good, Cs[best[0]], es[best[1]], gs[best[2]], usable, tol, 1e-6,
-                             False, n_jobs, kernel_rank)
+                             False, n_jobs, kernel_rank, solver)
     t_refit = time.perf_counter() - t1
     return {"cv_s": t_cv, "refit_s": t_refit, "total_s": t_cv + t_refit, "cpu_s": time.process_time() - c0,
             **info, **rinfo}
@@ -125,10 +136,10 @@ def run_scale(args) -> dict:
     good = (ivar > 0) & np.isfinite(flux)
     folds = list(KFold(args.folds, shuffle=True, random_state=0).split(flux))
     out = {"n_star": int(flux.shape[0]), "n_pix_run": int(pix.size), "folds": args.folds, "grid": GRID,
-           "kernel_rank": args.kernel_rank, "tol": args.tol}
+           "kernel_rank": args.kernel_rank, "tol": args.tol, "solver": args.solver}
     with LoadSampler() as load:
         t_k, ranks = kernel_build_seconds(labels, folds, args.kernel_rank)
-        res = train(flux, labels, good, folds, args.kernel_rank, args.tol, args.n_jobs)
+        res = train(flux, labels, good, folds, args.kernel_rank, args.tol, args.n_jobs, args.solver)
     out.update(nystrom=res, kernel_s=t_k, ranks=ranks, load_nystrom=load.summary(), peak_rss_gb=peak_rss_gb())
     n_full = d["flux"].shape[1]
     out["extrapolated_s"] = t_k + max(res["cpu_s"] - t_k, 0.0) * n_full / pix.size
@@ -136,18 +147,18 @@ def run_scale(args) -> dict:
     sub_folds = list(KFold(args.folds, shuffle=True, random_state=0).split(flux[:m]))
     with LoadSampler() as load:
         ex = train(flux[:m], labels[:m], good[:m], sub_folds, None, args.tol, args.n_jobs)
-        ny = train(flux[:m], labels[:m], good[:m], sub_folds, args.kernel_rank, args.tol, args.n_jobs)
+        ny = train(flux[:m], labels[:m], good[:m], sub_folds, args.kernel_rank, args.tol, args.n_jobs, args.solver)
     out.update(exact_sub=ex, nystrom_sub=ny, load_sub=load.summary(), exact_n=m)
     out["exact_extrapolated_s"] = ex["cpu_s"] * (flux.shape[0] / m) ** 2 * n_full / pix.size
     return out
 
 
-def fit_models(flux, labels, ivar, kernel_rank, n_jobs):
+def fit_models(flux, labels, ivar, kernel_rank, n_jobs, solver="admm"):
     """SLAM with the 8-point grid and 5-fold CV, exact (``kernel_rank=None``) or Nystrom; model, seconds."""
     from mdslam.slam import SLAM
 
     model = SLAM(C=GRID["C"], epsilon=GRID["epsilon"], gamma=GRID["gamma"], cv=5, n_jobs=n_jobs,
-                 kernel_rank=kernel_rank)
+                 kernel_rank=kernel_rank, solver=solver)
     t0 = time.process_time()
     model.fit(flux, labels, ivar)
     return model, time.process_time() - t0
@@ -161,7 +172,7 @@ def run_accuracy(args) -> dict:
     n_tr = int(0.8 * flux.shape[0])
     with LoadSampler() as load:
         ex, t_ex = fit_models(flux[:n_tr], labels[:n_tr], ivar[:n_tr], None, args.n_jobs)
-        ny, t_ny = fit_models(flux[:n_tr], labels[:n_tr], ivar[:n_tr], args.kernel_rank, args.n_jobs)
+        ny, t_ny = fit_models(flux[:n_tr], labels[:n_tr], ivar[:n_tr], args.kernel_rank, args.n_jobs, args.solver)
     use = ex.pixel_usable_ & (ex.cv_mse_scaled_ > 0)
     ratio = ny.cv_mse_scaled_[use] / ex.cv_mse_scaled_[use]
     same = np.mean((ny.C_ == ex.C_) & (ny.epsilon_ == ex.epsilon_) & (ny.gamma_ == ex.gamma_))
@@ -174,7 +185,7 @@ def run_accuracy(args) -> dict:
     dlab = np.sqrt(np.mean((lab_ny[ok] - lab_ex[ok]) ** 2, axis=0))
     err = np.sqrt(np.mean((lab_ex[ok] - te_lab[ok]) ** 2, axis=0))
     return {"n_train": n_tr, "n_test": int(flux.shape[0] - n_tr), "n_pix": int(pix.size),
-            "kernel_rank": args.kernel_rank, "exact_s": t_ex, "nystrom_s": t_ny, "load": load.summary(),
+            "kernel_rank": args.kernel_rank, "solver": args.solver, "exact_s": t_ex, "nystrom_s": t_ny, "load": load.summary(),
             "cv_mse_ratio_q": np.quantile(ratio, [0, 0.01, 0.5, 0.99, 1]).tolist(),
             "frac_within_0.5pct": float(np.mean(np.abs(ratio - 1) <= 0.005)), "same_hyper": float(same),
             "dF_over_sqrt_cvmse_q": np.quantile(rel, [0.5, 0.99, 1]).tolist(),
@@ -182,11 +193,55 @@ def run_accuracy(args) -> dict:
             "nystrom_solver": ny.solver_info_, "exact_solver": ex.solver_info_}
 
 
+def run_compare(args) -> dict:
+    """ADMM + polish vs dual coordinate descent on the same Nystrom kernels: passes, CPU, agreement."""
+    from sklearn.model_selection import KFold
+
+    from mdslam.slam.lowrank import solve_svr_dcd
+    from mdslam.slam.training import _standardise
+    from mdslam.svr import nystrom_kernel, solve_svr_staged
+
+    d = load_data(args.data, max(args.sizes) * 5 // 4 + 1)
+    pix = pixel_subset(d["flux"].shape[1], args.n_pix)
+    rows = []
+    for n in args.sizes:
+        m = n * 5 // 4                                   # one 5-fold training fold has n stars
+        flux, ivar, labels = d["flux"][:m, pix], d["ivar"][:m, pix], d["labels"][:m]
+        good = (ivar > 0) & np.isfinite(flux)
+        Xs, Ys, _ = _standardise(flux, labels, good)
+        tr = next(iter(KFold(5, shuffle=True, random_state=0).split(Xs)))[0]
+        ke = nystrom_kernel(Xs[tr], 0.3, args.kernel_rank, tol=1e-7, rel_cut=1e-8)
+        Y, Cb = np.ascontiguousarray(Ys[tr].T), 10.0 * good[tr].T
+        solve_svr_dcd(ke, Y[:1], Cb[:1], 0.05, tol=args.tol, max_epochs=1)      # compile outside the timing
+        row = {"n": int(tr.size), "rank": int(ke.lam.size), "n_pix": int(pix.size)}
+        sols = {}
+        for name, fn, kw in (("admm", solve_svr_staged, {}), ("dcd", solve_svr_dcd, {"max_epochs": args.max_epochs})):
+            c0 = time.process_time()
+            sols[name] = sol = fn(ke, Y, Cb, 0.05, tol=args.tol, **kw)
+            row[name] = {"cpu_per_solve_s": (time.process_time() - c0) / pix.size,
+                         "mean_iter": float(sol.n_iter.mean()), "converged": float(sol.converged.mean()),
+                         "max_gap": float(sol.gap.max())}
+        f = {k: ke.matmul(v.beta) + v.intercept[:, None] for k, v in sols.items()}
+        row["max_abs_f_diff"] = float(np.abs(f["admm"] - f["dcd"]).max())
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"rows": rows, "tol": args.tol, "max_epochs": args.max_epochs}
+
+
 def report(out: dict, accuracy: bool) -> None:
     """One line per figure."""
+    if "rows" in out:
+        for r in out["rows"]:
+            a, c = r["admm"], r["dcd"]
+            print(f"n {r['n']:6d} rank {r['rank']:4d} {r['n_pix']} px: ADMM {a['mean_iter']:.0f} iterations, "
+                  f"{a['converged']:.2f} converged, {a['cpu_per_solve_s']:.3f} s CPU per pixel-solve | DCD "
+                  f"{c['mean_iter']:.0f} passes, {c['converged']:.2f} converged (cap {out['max_epochs']} epochs), "
+                  f"{c['cpu_per_solve_s']:.3f} s | ratio DCD/ADMM CPU "
+                  f"{c['cpu_per_solve_s'] / a['cpu_per_solve_s']:.2f}; max |f_admm - f_dcd| {r['max_abs_f_diff']:.2e}")
+        return
     if accuracy:
         print(f"accuracy ({out['n_train']} train / {out['n_test']} test stars, {out['n_pix']} px, 8-point grid,"
-              f" 5-fold, kernel_rank {out['kernel_rank']}; load {out['load']['load1_mean']:.1f})")
+              f" 5-fold, kernel_rank {out['kernel_rank']}, solver {out['solver']}; load {out['load']['load1_mean']:.1f})")
         print(f"  fit CPU time exact {out['exact_s']:.1f} s  nystrom {out['nystrom_s']:.1f} s  "
               f"ratio {out['exact_s'] / out['nystrom_s']:.2f}x")
         print(f"  CV-MSE nystrom/exact quantiles (0, 1, 50, 99, 100 %) {np.round(out['cv_mse_ratio_q'], 4)}; "
@@ -221,10 +276,14 @@ def main(argv=None) -> int:
     ap.add_argument("--exact-n", type=int, default=2000, help="stars of the exact-path reference")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--accuracy", action="store_true", help="error of the approximate path vs exact")
+    ap.add_argument("--solver", choices=("admm", "dcd"), default="admm", help="solver of the Nystrom path")
+    ap.add_argument("--compare-solvers", action="store_true", help="ADMM vs coordinate descent, same kernels")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1600, 3200, 12000], help="training stars compared")
+    ap.add_argument("--max-epochs", type=int, default=2000, help="coordinate-descent pass cap (--compare-solvers)")
     ap.add_argument("--data", type=Path, default=None, help="saved mock set (npz: flux, ivar, labels, wave)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "scale_15k.json")
     args = ap.parse_args(argv)
-    out = run_accuracy(args) if args.accuracy else run_scale(args)
+    out = run_compare(args) if args.compare_solvers else run_accuracy(args) if args.accuracy else run_scale(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=float))
     report(out, args.accuracy)

@@ -562,7 +562,7 @@ def _table(doc: dict) -> str:
 def _fast_options(a: argparse.Namespace) -> dict:
     """SLAM options of the fast labels given on the command line (LM tolerances, batch size)."""
     given = (("lm_xtol", a.lm_xtol), ("lm_ftol", a.lm_ftol), ("lm_sigma_tol", a.lm_sigma_tol),
-             ("batch_size", a.batch_size))
+             ("batch_size", a.batch_size), ("lm_damping", a.lm_damping))
     return {k: v for k, v in given if v}
 
 
@@ -580,6 +580,8 @@ def main() -> None:
     ap.add_argument("--lm-sigma-tol", type=float, default=None,
                     help="LM stop at a Gauss-Newton step below this fraction of the formal errors (fast labels)")
     ap.add_argument("--batch-size", type=int, default=None, help="spectra per LM batch of the fast labels")
+    ap.add_argument("--lm-damping", choices=("fixed", "nielsen"), default=None,
+                    help="LM damping rule of the fast labels (SLAM(lm_damping=...))")
     ap.add_argument("--book", action="store_true", help="figure + table for book/scaling.md from the JSON")
     a = ap.parse_args()
     if a.book:

@@ -377,3 +377,13 @@ def test_archive_only_prints_a_command_the_cli_accepts():
     args = cli.build_parser().parse_args(command[1:])
     assert args.only == ["02"]
     assert dict(args.param) == {"data_mode": "archive", "track": "boss"}
+
+
+def test_comparison_table_has_a_note_column_when_a_row_has_a_note():
+    three = book.comparison_table([("n", "870 (Q25 sec. 2.4)", "712, track xp")]).data.splitlines()
+    assert three[0] == "| quantity | paper | here |" and three[2] == "| n | 870 (Q25 sec. 2.4) | 712, track xp |"
+    four = book.comparison_table([("n", "870 (Q25 sec. 2.4)", "712, track xp", "seeded split"),
+                                  ("a|b", "-", "1")]).data.splitlines()
+    assert four[0] == "| quantity | paper (reference) | ours (track, n, cut) | note |"
+    assert four[2] == "| n | 870 (Q25 sec. 2.4) | 712, track xp | seeded split |"
+    assert four[3] == "| a/b | - | 1 |  |"     # a triple gets an empty note; "|" cannot break a cell

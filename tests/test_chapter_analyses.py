@@ -29,11 +29,16 @@ def test_hyades_counts_count_both_readings_per_table(monkeypatch):
     assert list(t["read as 0.04-0.05 kpc (20-25 mas)"]) == [2, 1]
 
 
-def test_cv_scatter_uses_unflagged_training_stars_only():
+def test_cv_skill_uses_unflagged_training_stars_only():
     xl = Table({"in_train": [True, True, True, False, True], "flag": [0, 0, 0, 0, BAD],
-                "fe_h": [0.1, -0.1, 0.3, 5.0, 5.0], "fe_h_apogee": [0.0, 0.0, 0.0, 0.0, 0.0]})
-    std, n = clusters.cv_scatter(xl, ["fe_h"])
-    assert n == 3 and std == pytest.approx(np.std([0.1, -0.1, 0.3]))
+                "snr": [40.0, 50.0, 60.0, 70.0, 80.0],
+                "fe_h": [0.1, -0.1, 0.3, 5.0, 5.0], "fe_h_apogee": [0.0, -0.2, 0.4, 0.0, 0.0]})
+    t = clusters.cv_skill(xl, ["fe_h"], n_bins=1)
+    row = t[0]
+    # by hand: differences 0.1, 0.1, -0.1 -> MSE 0.01; labels 0, -0.2, 0.4 -> Var 0.0622...
+    var = np.var([0.0, -0.2, 0.4])
+    assert row["n"] == 3 and row["scatter"] == pytest.approx(0.1)
+    assert row["label_std"] == pytest.approx(np.sqrt(var)) and row["skill"] == pytest.approx(1 - 0.01 / var)
 
 
 def test_cluster_feh_drops_clusters_without_a_value():
@@ -67,6 +72,20 @@ def test_table3_counts_and_lists_values_below_five_stars():
     d = clusters.table3(st, np.asarray(st["ok"]), "fe_h", "FE_H", members=False)
     assert d.colnames == ["Cluster", "N", "N PMS", "value", "reference", "last"]
     assert d[list(d["Cluster"]).index("B")]["last"] == "n=1: -0.10"   # -0.2 - (-0.1)
+
+
+def test_table3_leaves_out_sentinels_and_shows_the_printed_l21_row():
+    # OCCAM and B20 write -9999.99 / -9999 for a missing [Fe/H]: such a star is not averaged
+    st = _stars()
+    st["FE_H"][1] = -9999.99
+    st["cluster"] = ["Melotte 22"] * 3 + ["B"] * 2
+    t = clusters.table3(st, np.asarray(st["ok"]), "fe_h", "FE_H", members=False, paper=True)
+    m22 = t[list(t["Cluster"]).index("Melotte 22")]
+    assert m22["N"] == 2 and m22["reference"] == "n=2: +0.00, +0.00" and m22["last"] == "n=2: +0.10, +0.20"
+    # L21 Table 3 as printed: Melotte 22, 0.00 +- 0.13 (SLAM), 0.00 +- 0.09 (OCCAM), 66 stars
+    assert m22["L21 Table 3: <M_H_AP> / [Fe/H]_OCCAM (N)"] == "0.00 ± 0.13 / 0.00 ± 0.09 (N=66)"
+    assert t[list(t["Cluster"]).index("B")]["L21 Table 3: <M_H_AP> / [Fe/H]_OCCAM (N)"] == "-"
+    assert sum(n for *_, n in clusters.LI2021_TABLE3.values()) == 121 and len(clusters.LI2021_TABLE3) == 16
 
 
 def test_residuals_by_hand():
@@ -107,9 +126,10 @@ def test_slam_pairs_attach_unflagged_labels_and_b20():
     cif = Table({"GaiaDR3_id": [11, 12, 31, 41, 42], "ra": [10.0, 10.1, 20.0, 30.0, 30.1],
                  "dec": [0.0, 0.0, 5.0, 8.0, 8.0]})
     labels = Table({"id": [11, 12, 31, 42], "flag": [0, 0, 0, BAD], "fe_h": [0.05, -0.05, -0.3, 0.0],
-                    "e_fe_h_cv": [0.1, 0.1, 0.2, 0.1]})
+                    "e_fe_h_cv": [0.1, 0.1, 0.2, 0.1], "e_cv_extrapolated": [False, False, True, False]})
     b20 = Table({"RA": [10.0, 10.1], "DEC": [0.0, 0.0], "FE_H": [0.2, 0.1]})
     sp = binaries.slam_pairs(pairs, cif, labels, ["fe_h"], b20, 2.0)
+    assert list(sp.one["sigma SLAM"]) == [0.2] and list(sp.one["sigma extrapolated"]) == [True]
     assert list(sp.both_xp) == [True, False, False, False]
     assert list(sp.one_xp) == [False, False, True, False]       # 42 is flagged
     assert list(sp.both_b20) == [True, False, False, False]

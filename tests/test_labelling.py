@@ -99,3 +99,103 @@ def test_lm_float32_keeps_float64_values_and_chi2(fitted):
     for n in LABELS:
         assert np.all(np.abs(t32[n] - t64[n]) <= 0.01 * t64[f"e_{n}"]), n
         assert np.allclose(t32[f"e_{n}"], t64[f"e_{n}"], rtol=1e-4)
+
+
+def test_stored_start_grid_is_the_model_at_the_training_labels(fitted, tmp_path):
+    """quick_flux_ = the forward model at every training label (float32), kept in the file; labels equal with it
+    stored, recomputed (a file without it) or after a save/load round trip."""
+    model = copy.deepcopy(fitted)
+    phys = model.label_mean_ + model.X_train_ * model.label_scale_
+    assert model.quick_flux_.dtype == np.float32 and model.quick_flux_.shape == (model.n_train_, 40)
+    assert np.allclose(model.quick_flux_, model.predict_flux(phys), rtol=1e-6, atol=1e-7)
+    flux, ivar, _ = _spectra(60, seed=9)
+    ref = model.predict_table(flux, ivar)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    with np.load(path) as z:
+        assert np.array_equal(z["quick_flux"], model.quick_flux_)
+    loaded = SLAM.load(path)
+    bare = copy.deepcopy(fitted)
+    bare.quick_flux_ = None                       # as a file written without the member
+    bare._reset_cache()
+    for other in (loaded, bare):
+        t = other.predict_table(flux, ivar)
+        for name in ref.colnames:
+            assert np.array_equal(np.asarray(t[name]), np.asarray(ref[name]), equal_nan=True), name
+
+
+def test_float32_start_grid_gives_the_labels_of_the_float64_grid(fitted):
+    """The float32 start grid picks LM's start; against a float64 grid the labels agree within 1e-3 formal
+    errors and the flags are equal (the start only decides where LM begins)."""
+    flux, ivar, _ = _spectra(200, seed=10)
+    fast = copy.deepcopy(fitted)
+    ref = copy.deepcopy(fitted)
+    F64 = ref.flux_mean_ + ref._model_scaled(ref.X_train_)[0] * ref.flux_scale_
+    ref._cache["quick"] = (ref.X_train_, F64)             # the grid as evaluated before it was stored
+    t64, t32 = ref.predict_table(flux, ivar), fast.predict_table(flux, ivar)
+    assert np.array_equal(t32["flag"], t64["flag"])
+    for n in LABELS:
+        assert np.all(np.abs(t32[n] - t64[n]) <= 1e-3 * t64[f"e_{n}"]), n
+
+
+def test_batched_covariance_equals_per_matrix_inverse():
+    """lm._inverse: one batched call, bit-identical to np.linalg.inv per matrix; NaN where singular or not finite."""
+    rng = np.random.default_rng(3)
+    J = rng.normal(size=(6, 20, 3))
+    A = np.matmul(J.transpose(0, 2, 1), J)
+    cov = lm._inverse(A)
+    for i in range(6):
+        assert np.array_equal(cov[i], np.linalg.inv(A[i]))
+    A[2] = 0.0                                           # singular
+    A[4, 0, 0] = np.nan
+    cov = lm._inverse(A)
+    assert np.isnan(cov[[2, 4]]).all()
+    for i in (0, 1, 3, 5):
+        assert np.array_equal(cov[i], np.linalg.inv(A[i]))
+
+
+def test_one_blas_thread_limits_and_restores_blas():
+    """The cached-controller limit sets every BLAS library to one thread and restores the previous counts."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from mdslam.slam._util import one_blas_thread
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+        with one_blas_thread():
+            inside = [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+        after = [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+    assert inside and all(n == 1 for n in inside)
+    assert after == before
+
+
+def test_lm_nielsen_damping_reaches_the_least_squares_optimum(decay):
+    """damping='nielsen': every problem at scipy's optimum (1e-6 of the standard errors), no more steps rejected."""
+    _decay = decay.model
+    x, truth, sigma, y, w = decay.problem(5, 12, 60)
+    start = np.tile([1.0, 1.0, 0.0], (12, 1))
+    kw = dict(max_iter=200, xtol=1e-12, ftol=1e-15)
+    fixed = lm.levenberg_marquardt(lambda th: _decay(th, x), y, w, start, **kw)
+    niel = lm.levenberg_marquardt(lambda th: _decay(th, x), y, w, start, damping="nielsen", **kw)
+    assert niel.converged.all()
+    for i in range(12):
+        sw = np.sqrt(w[i])
+        ref = least_squares(lambda p, sw=sw, yi=y[i]: sw * (yi - _decay(p[None], x)[0][0]), [1.0, 1.0, 0.0],
+                            jac=lambda p, sw=sw: -sw[:, None] * _decay(p[None], x)[1][0], xtol=1e-15, ftol=1e-15)
+        err = np.sqrt(np.diag(np.linalg.inv(ref.jac.T @ ref.jac)))
+        assert np.all(np.abs(niel.theta[i] - ref.x) <= 1e-6 * err), i
+        assert np.allclose(niel.cov[i], fixed.cov[i], rtol=1e-6)
+    with pytest.raises(ValueError, match="damping='lazy'"):
+        lm.levenberg_marquardt(lambda th: _decay(th, x), y, w, start, damping="lazy")
+
+
+def test_slam_nielsen_damping_labels_agree_with_the_default(fitted):
+    """SLAM(lm_damping='nielsen') on held-out spectra: labels within 0.01 formal errors of the default, same flags."""
+    flux, ivar, _ = _spectra(150, seed=12)
+    ref = copy.deepcopy(fitted).predict_table(flux, ivar)
+    niel = copy.deepcopy(fitted).set_params(lm_damping="nielsen").predict_table(flux, ivar)
+    assert np.array_equal(ref["flag"], niel["flag"])
+    for n in LABELS:
+        assert np.all(np.abs(niel[n] - ref[n]) <= 0.01 * ref[f"e_{n}"]), n
+    with pytest.raises(ValueError, match="lm_damping='lazy'"):
+        copy.deepcopy(fitted).set_params(lm_damping="lazy").predict_table(flux, ivar)

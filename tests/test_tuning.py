@@ -265,3 +265,115 @@ def test_packaged_fold_choices_reproduce_the_packaged_nested_labels(data_mirror)
     for key in est:
         for n in ts.label_names:
             assert np.allclose(again[f"{key}_{n}"], nested[f"{key}_{n}"], rtol=1e-6, atol=0), (key, n)
+
+
+# ----------------------------------------------------------------------------- grid edges
+def test_edge_statistics_of_a_hand_made_surface():
+    """Four pixels on a 3 x 3 x 3 surface, answers counted by hand (rtol 1 %): pixel 0 interior; pixel 1 at the
+    highest C, 5 % below C's middle value (still improving); pixel 2 at the lowest epsilon, 0.5 % below the
+    middle value (flat); pixel 3 at the lowest gamma with its neighbour NaN (not solved: counted improving)."""
+    mse = np.full((4, 3, 3, 3), 2.0)
+    mse[0, 1, 1, 1] = 1.0
+    mse[1, 2, 1, 1], mse[1, 1, 1, 1] = 1.0, 1.05
+    mse[2, 1, 0, 1], mse[2, 1, 1, 1] = 1.0, 1.005
+    mse[3, 1, 1, 0], mse[3, 1, 1, 1] = 1.0, np.nan
+    idx = (np.array([1, 2, 1, 1]), np.array([1, 1, 0, 1]), np.array([1, 1, 1, 0]))
+    s = tuning.edge_statistics(mse, idx, np.ones(4, bool), rtol=0.01)
+    assert s["C"]["edge"] == s["C"]["improving"] == 0.25 and s["C"]["flat"] == 0.0
+    assert s["C"]["high"] == {"n": 1, "n_improving": 1, "median_gain": pytest.approx(0.05),
+                              "p90_gain": pytest.approx(0.05)}
+    assert s["C"]["low"]["n"] == 0 and np.isnan(s["C"]["low"]["median_gain"])
+    assert s["epsilon"]["flat"] == 0.25 and s["epsilon"]["improving"] == 0.0
+    assert s["epsilon"]["low"]["median_gain"] == pytest.approx(0.005)
+    assert s["gamma"]["improving"] == 0.25 and s["gamma"]["low"]["n_improving"] == 1
+    # a pixel left out of ``usable`` is not counted, and the fractions are over the usable pixels
+    s = tuning.edge_statistics(mse, idx, np.array([True, False, True, True]), rtol=0.01)
+    assert s["C"]["edge"] == 0.0 and s["epsilon"]["flat"] == pytest.approx(1 / 3)
+    # a tolerance above the 5 % gain makes pixel 1's edge flat
+    assert tuning.edge_statistics(mse, idx, np.ones(4, bool), rtol=0.06)["C"]["flat"] == 0.25
+
+
+def test_edges_rescored_from_the_stored_folds_match_the_grid_search():
+    """Reference 1: the pooled CV-MSE surfaces of the nested CV's grid searches (``pooled_hyperparameters``).
+    Re-solving only the edge points and their neighbours from the per-fold file gives the same edge
+    statistics, and ``cv_mse_at`` at each fold's chosen points gives that fold's CV-MSE. Reference 2: libsvm
+    (scikit-learn's SVR on the same kernel) gives the same CV-MSE to its tolerance."""
+    flux, ivar, y = _data(n=48, n_pix=12)
+    ts = _training_set(flux, ivar, y)
+    grid = dict(C=(1.0, 10.0, 100.0), epsilon=(0.001, 0.01, 0.1), gamma=(0.1, 0.5, 2.0))
+    _, hyper, folds = tuning.nested_cv(ts, grid=grid, outer=2, inner=2)
+    ref = hyper.meta["edge_gain"]
+    got = tuning.edges_from_folds(ts, hyper, folds)
+    assert sum(ref[k]["edge"] for k in grid) > 0                       # the test has edges to score
+    for k in grid:
+        for key in ("edge", "flat", "improving"):
+            assert got[k][key] == pytest.approx(ref[k][key]), (k, key)
+        for side in ("low", "high"):
+            assert got[k][side]["median_gain"] == pytest.approx(ref[k][side]["median_gain"], rel=1e-3, abs=1e-5,
+                                                                nan_ok=True), (k, side)
+    h = tuning.fold_hyperparameters(folds, 1)
+    pix = np.flatnonzero(np.asarray(h["usable"], bool))
+    args = [np.asarray(h[k], float)[pix] for k in ("C", "epsilon", "gamma")]
+    tr = baselines.kfold(len(ts), 2, tuning.SEED)[1][0]
+    fscale2 = np.var(flux[tr], axis=0)[pix]
+    admm, info = tuning.cv_mse_at(ts, folds, pix, *args, outer=[1])
+    assert info["n_solves"] == 2 * pix.size and info["n_unconverged"] == 0
+    assert np.allclose(admm, np.asarray(h["cv_mse_scaled"], float)[pix] * fscale2, rtol=1e-4)
+    lib, _ = tuning.cv_mse_at(ts, folds, pix, *args, outer=[1], solver="libsvm")
+    assert np.allclose(lib, admm, rtol=0.01)
+    with pytest.raises(ValueError, match="solver must be"):
+        tuning.cv_mse_at(ts, folds, pix, *args, solver="smo")
+
+
+def test_edge_beyond_and_the_edges_only_command_against_scikit_learn(tmp_path, capsys, monkeypatch):
+    """Reference: scikit-learn's SVR (rbf kernel) fitted by hand on each outer fold's standardised training part
+    and its 2 inner KFold splits. ``edge_beyond``'s gain at C = 1000 for pixels whose stored choice is the
+    largest C is (CV-MSE at the edge - CV-MSE at 1000) / CV-MSE at the edge, averaged as the folds are;
+    ``mdslam tune --edges-only`` writes only the hyperparameter file, with both edge records in its meta."""
+    from sklearn.model_selection import KFold
+    from sklearn.svm import SVR
+
+    from mdslam import cli, datasets
+    from mdslam.compendium import tracks
+
+    flux, ivar, y = _data(n=40, n_pix=6)
+    ts = _training_set(flux, ivar, y)
+    _, hyper, folds = tuning.nested_cv(ts, grid=dict(C=(0.1, 1.0, 10.0), epsilon=(0.001, 0.01, 0.1),
+                                                     gamma=(0.1, 0.5, 2.0)), outer=2, inner=2)
+    hyper["C"][:3], hyper["C"][3:] = 10.0, 1.0           # three pixels on the largest-C edge, three inside
+    got = tuning.edge_beyond(ts, hyper, folds, values={"C": (1000.0,)}, outer=(0, 1))
+
+    def cv_mse(p, C):
+        out = []
+        for tr, _ in baselines.kfold(len(y), 2, tuning.SEED):
+            Xs = (y[tr] - y[tr].mean(0)) / y[tr].std(0)
+            f = flux[tr, p]
+            fs = f.std()
+            Ys = (f - f.mean()) / fs
+            sse = 0.0
+            for a, b in KFold(2, shuffle=True, random_state=tuning.SEED).split(Xs):
+                m = SVR(C=C, epsilon=hyper["epsilon"][p], gamma=hyper["gamma"][p], tol=1e-3).fit(Xs[a], Ys[a])
+                sse += np.sum((m.predict(Xs[b]) - Ys[b]) ** 2)
+            out.append(sse / len(tr) * fs**2)
+        return np.mean(out)
+
+    gain = [(cv_mse(p, 10.0) - cv_mse(p, 1000.0)) / cv_mse(p, 10.0) for p in range(3)]
+    rec = got["C"]["1000"]
+    assert rec["n"] == 3 and rec["median_gain"] == pytest.approx(np.median(gain), rel=2e-3)  # both libsvm, tol 1e-3
+    assert rec["n_improving"] == int(np.sum(np.asarray(gain) > tuning.EDGE_RTOL))
+    assert rec["admm"]["n_solves"] == 3 * 2 * 2 and got["outer"] == [0, 1]
+
+    tuning.write(hyper, tmp_path / "h.ecsv")
+    tuning.write(folds, tmp_path / "f.ecsv")
+    monkeypatch.setattr(tracks, "xp_mdwarfs", lambda **kw: ts)
+    monkeypatch.setattr(tuning, "hyperparameters", lambda path=None: tuning._read(tuning.HYPER_DATASET, tmp_path / "h.ecsv"))
+    monkeypatch.setattr(tuning, "nested_folds", lambda path=None: tuning._read(tuning.FOLDS_DATASET, tmp_path / "f.ecsv"))
+    monkeypatch.setattr(tuning, "BEYOND_EDGE", {"C": (1000.0,)})
+    out_dir = tmp_path / "out"
+    assert cli.main(["tune", "--edges-only", "--out-dir", str(out_dir), "--quiet"]) == 0
+    assert [p.name for p in out_dir.iterdir()] == ["xp_mdwarfs_hyperparameters.ecsv"]
+    assert f"sha256 {datasets.sha256sum(out_dir / 'xp_mdwarfs_hyperparameters.ecsv')}" in capsys.readouterr().out
+    back = tuning._read(tuning.HYPER_DATASET, out_dir / "xp_mdwarfs_hyperparameters.ecsv")
+    assert back.meta["edge_beyond"]["C"]["1000"]["median_gain"] == pytest.approx(rec["median_gain"])
+    assert back.meta["grid_edge_improving_fraction"]["C"] == back.meta["edge_gain"]["C"]["improving"]
+    assert back.meta["edge_gain"]["C"]["high"]["n"] == 3 and np.array_equal(back["C"], hyper["C"])

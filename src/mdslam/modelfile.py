@@ -42,6 +42,8 @@ member                      shape                   meaning
 ``rchi2_threshold``         ()                      bad-fit flag threshold on rchi2 (optional)
 ``knn_threshold``           ()                      k-NN far-from-training threshold (optional)
 ``knn_k``                   ()                      neighbour rank of that distance (optional)
+``quick_flux``              (n_train, n_pix)        float32 model flux at the training labels: LM's starting
+                                                    grid (optional; computed at the first labelling if absent)
 ==========================  ======================  ========================================================
 
 Version 2 added the likelihood scale and the posterior calibration; the prior
@@ -187,6 +189,8 @@ def save_model(path, state: dict, params: dict) -> Path:
         arrays["noise_rank_grid"] = np.asarray(rk.get("ranks", []), int)
         arrays["noise_rank_score"] = np.asarray(rk.get("score", []), float)
         arrays["noise_rank"] = np.asarray(rk.get("rank", -1), int)
+    if state.get("quick_flux_") is not None:
+        arrays["quick_flux"] = np.asarray(state["quick_flux_"], np.float32)
     arrays["metadata"] = np.array(json.dumps(meta))
     path = Path(path)
     if path.suffix != ".npz":
@@ -301,6 +305,7 @@ def _state(meta: dict, arrays: dict[str, np.ndarray]) -> dict:
     state["chi2_scale_cv_"] = ({"grid": arrays["chi2_scale_grid"], "score": arrays["chi2_scale_score"]}
                                if "chi2_scale_grid" in arrays else None)
     state.update(_noise_state(arrays))
+    state["quick_flux_"] = np.asarray(arrays["quick_flux"], np.float32) if "quick_flux" in arrays else None
     return state
 
 
@@ -329,6 +334,7 @@ def _check_consistent(s: dict, path) -> None:
         "noise_factor/noise_diag": s.get("noise_factor_") is None or (
             s["noise_factor_"].ndim == 2 and s["noise_factor_"].shape[0] == n_pix
             and s["noise_diag_"].shape == (n_pix,)),
+        "quick_flux": s.get("quick_flux_") is None or s["quick_flux_"].shape == (n_train, n_pix),
     }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:

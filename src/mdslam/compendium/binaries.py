@@ -121,7 +121,9 @@ class SlamPairs:
     both_xp, one_xp, both_b20 : (n,) bool arrays
         Both components, exactly one, labelled by SLAM; both in B20.
     one : Table
-        The pairs with one SLAM component: its SLAM [Fe/H], sigma and the companion's literature Fe_H.
+        The pairs with one SLAM component: its SLAM [Fe/H], sigma (and ``sigma extrapolated``, the
+        SNR outside the error law's fitted range, when the labels have ``e_cv_extrapolated``) and
+        the companion's literature Fe_H.
     n_carmenes_in_xp, n_carmenes_in_b20 : int
         CARMENES stars among the labelled stars and in B20.
     flow : Table
@@ -147,7 +149,8 @@ def slam_pairs(pairs: Table, cif: Table, labels: Table, label_names: Sequence[st
     pairs, cif : Table
         :func:`carmenes_pairs` and the CARMENES star table.
     labels : Table
-        SLAM labels (``id`` Gaia source_id, ``flag``, ``fe_h``, ``e_fe_h_cv``).
+        SLAM labels (``id`` Gaia source_id, ``flag``, ``fe_h``, ``e_fe_h_cv``; optional
+        ``e_cv_extrapolated``).
     label_names : sequence of str
     b20 : Table
         B20 Table 6 (``RA``, ``DEC`` [deg], ``FE_H``).
@@ -161,7 +164,8 @@ def slam_pairs(pairs: Table, cif: Table, labels: Table, label_names: Sequence[st
     in_cif = np.isin(np.asarray(labels["id"]), crossmatch.normalize_gaia_id(cif["GaiaDR3_id"]))
     flow = selection.cut_flow(labels[in_cif], validation.flag_cuts(labels["flag"][in_cif], label_names))
     ok = labels[selection.combine(validation.flag_cuts(labels["flag"], label_names))]
-    px = crossmatch.attach_component_values(pairs, ok, right_col="id", value_cols=("fe_h", "e_fe_h_cv"))
+    extra = ("e_cv_extrapolated",) if "e_cv_extrapolated" in labels.colnames else ()
+    px = crossmatch.attach_component_values(pairs, ok, right_col="id", value_cols=("fe_h", "e_fe_h_cv", *extra))
     cb = crossmatch.match_sky(cif, b20, sky_radius_arcsec, left_ra="ra", left_dec="dec", right_ra="RA",
                               right_dec="DEC")
     px = crossmatch.attach_component_values(px, cb, right_col="GaiaDR3_id", value_cols=("FE_H",))
@@ -170,6 +174,8 @@ def slam_pairs(pairs: Table, cif: Table, labels: Table, label_names: Sequence[st
     one = px[one_xp]
     one["SLAM [Fe/H] (XP)"] = np.where(first, px["fe_h_1"], px["fe_h_2"])[one_xp]
     one["sigma SLAM"] = np.where(first, px["e_fe_h_cv_1"], px["e_fe_h_cv_2"])[one_xp]
+    if extra:  # the error law used outside the SNR range it was fitted on
+        one["sigma extrapolated"] = np.where(first, px["e_cv_extrapolated_1"], px["e_cv_extrapolated_2"])[one_xp] > 0.5
     one["companion literature Fe_H"] = np.where(first, px["feh2"], px["feh1"])[one_xp]
     return SlamPairs(px, px["has_1"] & px["has_2"], one_xp,
                      np.isfinite(px["FE_H_1"]) & np.isfinite(px["FE_H_2"]), one, int(in_cif.sum()), len(cb), flow)

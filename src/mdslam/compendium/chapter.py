@@ -226,17 +226,28 @@ def markdown_table(table: Any, floatfmt: str = ".3f", caption: str | None = None
 
 
 def comparison_table(rows: Iterable[Sequence[Any]]) -> Any:
-    """The results table of a chapter: quantity, the paper's value, ours (with its track).
+    """The results table of a chapter: quantity, the paper's value, ours (with its track)[, a note].
 
     Parameters
     ----------
     rows
-        ``(quantity, paper, here)`` triples of text.
+        ``(quantity, paper, here)`` triples of text, or ``(quantity, paper, here, note)``
+        quadruples: if any row has a note the table has the columns ``quantity | paper
+        (reference) | ours (track, n, cut) | note`` (a triple gets an empty note).
+
+    Returns
+    -------
+    IPython.display.Markdown
     """
     from IPython.display import Markdown
 
-    lines = ["| quantity | paper | here |", "|---|---|---|"]
-    lines += [f"| {_md_cell(a)} | {_md_cell(b)} | {_md_cell(c)} |" for a, b, c in rows]
+    rows = [tuple(r) for r in rows]
+    if any(len(r) == 4 for r in rows):
+        lines = ["| quantity | paper (reference) | ours (track, n, cut) | note |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join(_md_cell(c) for c in (*r, "")[:4]) + " |" for r in rows]
+    else:
+        lines = ["| quantity | paper | here |", "|---|---|---|"]
+        lines += [f"| {_md_cell(a)} | {_md_cell(b)} | {_md_cell(c)} |" for a, b, c in rows]
     return Markdown("\n".join(lines))
 
 

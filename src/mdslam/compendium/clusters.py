@@ -1,10 +1,12 @@
 """Chapter 5's analyses: Hyades members and OCCAM open clusters against SLAM [Fe/H] (L21 sec. 5.1).
 
 * :func:`hyades_counts`: members by L21's criteria under both readings of the parallax cut;
+* :func:`cv_skill`: CV scatter, label spread and skill of the unflagged training stars;
 * :func:`cluster_feh`: the cluster [Fe/H] of the OCCAM cluster table;
 * :func:`occam_overlap`: OCCAM members x a label table, one row per star, with the flag,
   membership and pre-main-sequence cuts counted;
-* :func:`table3`: L21 Table 3 per cluster (mean ± std, or the values when n < 5);
+* :func:`table3`: L21 Table 3 per cluster (mean ± std, or the values when n < 5), beside
+  L21's printed rows (:data:`LI2021_TABLE3`);
 * :func:`residuals`: this work's [Fe/H] minus the star's and the cluster's OCCAM [Fe/H]
   for named samples.
 
@@ -20,7 +22,7 @@ from astropy.table import Table
 
 from .. import catalogue, crossmatch, selection, validation
 
-__all__ = ["hyades_counts", "cv_scatter", "cluster_feh", "occam_overlap", "overlap_summary", "table3",
+__all__ = ["hyades_counts", "cv_skill", "LI2021_TABLE3", "cluster_feh", "occam_overlap", "overlap_summary", "table3",
            "residuals", "residual_table"]
 
 
@@ -46,26 +48,33 @@ def hyades_counts(tables: Mapping[str, Table], **gaia_columns) -> Table:
                                    "read as 0.04-0.05 kpc (20-25 mas)"))
 
 
-def cv_scatter(labels: Table, label_names: Sequence[str], name: str = "fe_h") -> tuple[float, int]:
-    """Standard deviation of SLAM - reference ``name`` over the unflagged training stars (CV labels).
+def cv_skill(labels: Table, label_names: Sequence[str], name: str = "fe_h", n_bins: int = 3) -> Table:
+    """CV scatter, label spread and skill of ``name`` on the unflagged training stars, all and per SNR bin.
 
     Parameters
     ----------
     labels : Table
         :func:`mdslam.compendium.tracks.xp_slam_labels` output (``in_train``, ``flag``,
-        ``<name>``, ``<name>_apogee``).
+        ``snr``, ``<name>``, ``<name>_apogee``): the training stars carry CV labels.
     label_names : sequence of str
-        The model's labels (for the flag cuts).
+        The model's labels (for the flag cuts of :func:`mdslam.validation.flag_cuts`).
+    name : str
+        The label.
+    n_bins : int
+        Equal-count SNR bins after the row of all stars.
 
     Returns
     -------
-    (float, int)
-        The scatter (label unit, NaN-ignoring) and the number of stars.
+    Table
+        :func:`mdslam.validation.skill_table` of ``name`` (``scatter`` the RMS of SLAM - reference
+        in the label's unit, ``label_std`` the spread of the reference labels, ``skill`` =
+        1 - MSE / Var); the first row is all unflagged training stars.
     """
     rows = np.asarray(labels["in_train"], bool) & selection.combine(validation.flag_cuts(labels["flag"],
                                                                                           label_names))
-    d = np.asarray(labels[name], float)[rows] - np.asarray(labels[f"{name}_apogee"], float)[rows]
-    return float(np.nanstd(d)), int(rows.sum())
+    t = labels[rows]
+    return validation.skill_table(np.asarray(t["snr"], float), np.asarray(t[name], float)[:, None],
+                                  np.asarray(t[f"{name}_apogee"], float)[:, None], [name], n_bins=n_bins)
 
 
 def cluster_feh(clusters: Table) -> dict[str, float]:
@@ -117,10 +126,32 @@ def _values(v) -> str:
     return catalogue.mean_std_text(v).split(" (n=")[0]
 
 
+#: L21 Table 3 as printed: cluster -> (<M_H_AP>, [Fe/H]_OCCAM, N); SLAM [M/H] of the LAMOST M dwarf
+#: members and the OCCAM (Donor et al. 2020) [Fe/H] of the same stars [dex]. The table lists 16
+#: clusters and 121 stars; L21's text (sec. 5.1) says 138 members of 15 clusters.
+LI2021_TABLE3 = {
+    "ASCC 16": ("-0.07 ± 0.03", "-0.04 ± 0.03", 5), "ASCC 21": ("-0.21 ± 0.03", "-0.12 ± 0.04", 2),
+    "Berkeley 19": ("-0.19", "-0.01", 1), "Berkeley 29": ("0.08", "0.09", 1), "Briceno 1": ("-0.06", "-0.03", 1),
+    "Chupina 1": ("-0.63", "-0.35", 1), "Chupina 3": ("-0.11", "-0.11", 1), "Chupina 5": ("-0.83", "-0.65", 1),
+    "Collinder 69": ("-0.20 ± 0.08", "-0.21 ± 0.14", 5), "Collinder 70": ("0.01", "-0.01", 1),
+    "Koposov 62": ("-0.05", "0.07", 1), "Melotte 20": ("0.05 ± 0.11", "0.05 ± 0.12", 21),
+    "Melotte 22": ("0.00 ± 0.13", "0.00 ± 0.09", 66), "NGC 2420": ("-0.23", "-0.26", 1),
+    "NGC 2682": ("-0.16 ± 0.25", "-0.22 ± 0.30", 7), "NGC 752": ("-0.17 ± 0.26", "-0.09 ± 0.11", 6)}
+
+
+def _paper_row(cluster: str) -> str:
+    """The L21 Table 3 row of ``cluster`` as text, "-" if the cluster is not in it."""
+    row = LI2021_TABLE3.get(str(cluster))
+    return "-" if row is None else f"{row[0]} / {row[1]} (N={row[2]})"
+
+
 def table3(stars: Table, select: np.ndarray, value: str, ref: str, cluster_ref: str | None = None, *,
            rows: np.ndarray | None = None, members: bool = True,
-           names: Sequence[str] = ("value", "reference", "last")) -> Table:
+           names: Sequence[str] = ("value", "reference", "last"), paper: bool = False) -> Table:
     """L21 Table 3 analogue: per cluster, N (members, PMS stars), this work's and the reference [Fe/H].
+
+    A star counts only where both its ``value`` and ``ref`` are known: NaN and the
+    catalogues' -9999 sentinels (:func:`mdslam.selection.column`) leave it out.
 
     Parameters
     ----------
@@ -139,27 +170,34 @@ def table3(stars: Table, select: np.ndarray, value: str, ref: str, cluster_ref: 
         Count the probability members too.
     names : three str
         Names of the last three columns.
+    paper : bool
+        Add the cluster's row of L21 Table 3 as printed (:data:`LI2021_TABLE3`; "-" if absent).
 
     Returns
     -------
     Table
-        ``Cluster``, ``N``, [``N prob. members``,] ``N PMS`` and the three columns: mean ± std,
-        or the values when n < 5.
+        ``Cluster``, ``N``, [``N prob. members``,] ``N PMS``, the three columns (mean ± std, or
+        the values when n < 5) [and ``L21 Table 3: <M_H_AP> / [Fe/H]_OCCAM (N)``].
     """
     per, _ = crossmatch.occam_comparison(stars, value, ref, select=select)
-    rows = select if rows is None else rows
+    v = np.asarray(selection.column(stars, value), float)
+    r = np.asarray(selection.column(stars, ref), float)
+    rows = (select if rows is None else np.asarray(rows, bool)) & np.isfinite(v) & np.isfinite(r)
     out = []
     for c in per["cluster"]:
         m = rows & (stars["cluster"] == c)
+        if not m.any():
+            continue
         counts = (int(m.sum()), int((m & stars["member"]).sum())) if members else (int(m.sum()),)
         if cluster_ref is not None:
             cl = stars[cluster_ref][m][0]
             last = f"{cl:+.2f}" if np.isfinite(cl) else "-"
         else:
-            last = _values(np.asarray(stars[value][m], float) - np.asarray(stars[ref][m], float))
-        out.append((c, *counts, int((m & stars["pms"]).sum()), _values(stars[value][m]), _values(stars[ref][m]),
-                    last))
-    return Table(rows=out, names=("Cluster", "N", *(("N prob. members",) if members else ()), "N PMS", *names))
+            last = _values(v[m] - r[m])
+        out.append((c, *counts, int((m & stars["pms"]).sum()), _values(v[m]), _values(r[m]), last,
+                    *((_paper_row(c),) if paper else ())))
+    return Table(rows=out, names=("Cluster", "N", *(("N prob. members",) if members else ()), "N PMS", *names,
+                                  *(("L21 Table 3: <M_H_AP> / [Fe/H]_OCCAM (N)",) if paper else ())))
 
 
 def residuals(stars: Mapping[str, Table], samples: Mapping[str, Mapping[str, np.ndarray]],

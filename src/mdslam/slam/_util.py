@@ -1,7 +1,11 @@
-"""Small helpers shared by the SLAM modules: worker count and progress bars."""
+"""Small helpers shared by the SLAM modules: worker count, progress bars, the one-thread BLAS limit."""
 
 from __future__ import annotations
 
+import functools
+import sys
+
+import threadpoolctl
 from joblib import effective_n_jobs
 
 
@@ -24,3 +28,32 @@ def _n_workers(n_jobs) -> int:
     if n_jobs == 0:
         raise ValueError("n_jobs=0: use None or 1 (one thread), -1 (all CPUs) or a positive count")
     return max(int(effective_n_jobs(n_jobs)), 1)
+
+
+def _blas_controller() -> threadpoolctl.ThreadpoolController:
+    """threadpoolctl's controller of the loaded BLAS/OpenMP libraries, scanned again only after imports.
+
+    ``threadpoolctl.get_cached_controller`` where threadpoolctl has it, else the same rule here:
+    a new scan when the number of imported modules has changed (a new library may have come in).
+    """
+    cached = getattr(threadpoolctl, "get_cached_controller", None)
+    return cached() if cached is not None else _controller_for(len(sys.modules))
+
+
+@functools.lru_cache(maxsize=1)
+def _controller_for(n_modules: int) -> threadpoolctl.ThreadpoolController:
+    """A controller made when ``n_modules`` modules were imported (the cache key)."""
+    return threadpoolctl.ThreadpoolController()
+
+
+def one_blas_thread():
+    """Context manager limiting BLAS to one thread, as ``threadpool_limits(limits=1, user_api="blas")``.
+
+    The same limit without a scan of the process's loaded libraries on every call: that scan
+    took 4-5 ms, a fifth of the CPU time of labelling 20 spectra with a 150-pixel model.
+
+    Returns
+    -------
+    A context manager; the limit is set when it is created and restored on exit.
+    """
+    return _blas_controller().limit(limits=1, user_api="blas")

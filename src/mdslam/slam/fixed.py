@@ -93,6 +93,8 @@ def fit_fixed(model: SLAM, X: np.ndarray, y: np.ndarray, ivar: np.ndarray | None
     model.error_law_ = None
     model.solver_info_ = {**info, "n_folds": 0}
     model._reset_cache()
+    model.quick_flux_ = None
+    model.quick_flux_ = infer.start_flux(model)           # LM's starting grid, stored with the model
     if _cv.check_likelihood(model.likelihood) == "correlated":
         _cv.fit_likelihood_scale(model, flux, labels, good, ivar, _iter_folds(n, model.cv, model.random_state))
     else:

@@ -61,8 +61,8 @@ def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.nd
 
 def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, *,
                         max_iter: int = 100, xtol: float = 1e-7, ftol: float = 1e-10,
-                        split: tuple[Callable, Callable] | None = None,
-                        sigma_tol: float | None = None, whiten: Whiten | None = None) -> LMResult:
+                        split: tuple[Callable, Callable] | None = None, sigma_tol: float | None = None,
+                        whiten: Whiten | None = None, damping: str = "fixed") -> LMResult:
     """Minimise ``sum_j w_ij (y_ij - f_j(theta_i))^2`` for every row ``i`` together.
 
     With ``whiten``, residuals ``W_i (y_i - f)`` and Jacobians ``W_i J``: for
@@ -90,6 +90,11 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         by more than ``sigma_tol`` of its standard error); tested before the step.  None: ``xtol``/``ftol`` only.
     whiten : callable, optional
         ``whiten(rows, X)``: ``W`` of the problems ``rows`` applied to (k, n) or (k, n, L) arrays.
+    damping : {"fixed", "nielsen"}
+        Update of the damping ``mu`` (:func:`_next_damping`): "fixed" multiplies it by 0.3 after an
+        accepted step and by 10 after a rejected one; "nielsen" follows the ratio of the actual
+        to the predicted chi2 decrease (Nielsen's rule: Madsen, Nielsen & Tingleff 2004, "Methods
+        for non-linear least squares problems", sec. 3.2).
 
     Returns
     -------
@@ -98,12 +103,8 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     m = theta0.shape[0]
     theta = np.array(theta0, float, copy=True)
     wh = whiten if whiten is not None else (lambda rows, X: X)
-    f, Jp = model(theta)
-    r, Jp = wh(slice(None), y - f), wh(slice(None), Jp)
-    Jp = Jp if Jp.flags.writeable else np.array(Jp)             # updated in place below
-    chi2 = (w * r * r).sum(axis=1)
-    A_all, g_all = _normal_equations(Jp, w, r)                  # refreshed for accepted rows only
-    mu = np.full(m, 1e-3)
+    r, Jp, chi2, A_all, g_all = _start(model, y, w, theta, wh)
+    mu, nu = np.full(m, 1e-3), np.full(m, 2.0)
     n_iter = np.zeros(m, int)
     converged = np.zeros(m, bool)
     active = np.arange(m)
@@ -124,26 +125,66 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         r_new, J_new = wh(active, y[active] - f_new), (None if J_new is None else wh(active, J_new))
         chi2_new = (wa * r_new * r_new).sum(axis=1)
         n_iter[active] += 1
-        acc = np.isfinite(chi2_new) & (chi2_new <= chi2[active])
+        decrease = chi2[active] - chi2_new
+        acc = np.isfinite(chi2_new) & (decrease >= 0)                 # = chi2_new <= chi2 where finite
         small_step = np.max(np.abs(step), axis=1) < xtol
-        small_df = acc & ((chi2[active] - chi2_new) <= ftol * np.maximum(chi2[active], 1e-300))
+        small_df = acc & (decrease <= ftol * np.maximum(chi2[active], 1e-300))
         ia = active[acc]
         if ia.size:
             theta[ia], r[ia], chi2[ia] = th_new[acc], r_new[acc], chi2_new[acc]
             Jp[ia] = J_acc = J_new[acc] if J_new is not None else wh(ia, split[1](th_new[acc]))
             A_all[ia], g_all[ia] = _normal_equations(J_acc, wa[acc], r_new[acc])
-        mu[active] = np.where(acc, np.maximum(mu[active] * 0.3, 1e-12), mu[active] * 10.0)
+        mu[active], nu[active] = _next_damping(damping, mu[active], nu[active], acc, decrease, step, g, dA)
         done = small_step | small_df | (mu[active] > 1e12)
         converged[active[done]] = True
         active = active[~done]
-    cov = _inverse(A_all)
     failed = ~np.all(np.isfinite(theta), axis=1) | ~np.isfinite(chi2)
-    return LMResult(theta, cov, chi2, n_iter, converged & ~failed, failed)
+    return LMResult(theta, _inverse(A_all), chi2, n_iter, converged & ~failed, failed)
+
+
+def _start(model: ModelFn, y: np.ndarray, w: np.ndarray, theta: np.ndarray, wh: Callable) -> tuple[np.ndarray, ...]:
+    """Residuals (m, n), Jacobian (m, n, L, writeable), chi2 (m,), ``J^T W J`` and ``J^T W r`` at ``theta``."""
+    f, Jp = model(theta)
+    r, Jp = wh(slice(None), y - f), wh(slice(None), Jp)
+    Jp = Jp if Jp.flags.writeable else np.array(Jp)             # updated in place by the caller
+    A, g = _normal_equations(Jp, w, r)                          # refreshed for accepted rows only
+    return r, Jp, (w * r * r).sum(axis=1), A, g
+
+
+def _damping_diagonal(dA: np.ndarray) -> np.ndarray:
+    """``D`` of the damped normal equations ``(A + mu D) s = g``: ``diag(A)`` kept positive, (k, L)."""
+    return dA + 1e-12 * dA.sum(axis=1, keepdims=True) + 1e-300
+
+
+def _next_damping(rule: str, mu: np.ndarray, nu: np.ndarray, acc: np.ndarray, decrease: np.ndarray,
+                  step: np.ndarray, g: np.ndarray, dA: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Damping ``mu`` (k,) and its growth factor ``nu`` (k,) for the next LM iteration.
+
+    ``"fixed"``: ``mu * 0.3`` after an accepted step, ``mu * 10`` after a rejected one.
+    ``"nielsen"``: after an accepted step ``mu * max(1/3, 1 - (2 rho - 1)^3)`` with ``rho`` the
+    actual chi2 ``decrease`` over the decrease ``s^T (g + mu D s)`` the linearised model
+    predicts, and ``nu = 2``; after a rejected one ``mu * nu`` and ``nu * 2``.  Either way ``mu``
+    stays >= 1e-12 after an accepted step.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``rule``.
+    """
+    if rule == "fixed":
+        return np.where(acc, np.maximum(mu * 0.3, 1e-12), mu * 10.0), nu
+    if rule != "nielsen":
+        raise ValueError(f"damping={rule!r}: must be 'fixed' or 'nielsen'")
+    predicted = np.einsum("ij,ij->i", step, g + mu[:, None] * _damping_diagonal(dA) * step)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.clip(decrease / np.maximum(predicted, 1e-300), 0.0, 1.0)
+    shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+    return (np.where(acc, np.maximum(mu * shrink, 1e-12), mu * nu), np.where(acc, 2.0, nu * 2.0))
 
 
 def _damped_step(A: np.ndarray, g: np.ndarray, dA: np.ndarray, mu: np.ndarray) -> np.ndarray:
     """LM steps ``(A + mu D)^-1 g`` (k, L), D the diagonal ``dA`` of ``A = J^T W J``, ``g = J^T W r``."""
-    damp = mu[:, None] * (dA + 1e-12 * dA.sum(axis=1, keepdims=True) + 1e-300)
+    damp = mu[:, None] * _damping_diagonal(dA)
     return np.linalg.solve(A + damp[:, :, None] * np.eye(A.shape[1]), g[..., None])[..., 0]
 
 
@@ -188,6 +229,11 @@ def _inverse(A: np.ndarray) -> np.ndarray:
     m, L = A.shape[0], A.shape[1]
     cov = np.full((m, L, L), np.nan)
     okA = np.all(np.isfinite(A), axis=(1, 2))
+    try:                                   # all at once (LAPACK per matrix, as below) unless one is singular
+        cov[okA] = np.linalg.inv(A[okA])
+        return cov
+    except np.linalg.LinAlgError:
+        pass
     for i in np.flatnonzero(okA):
         try:
             cov[i] = np.linalg.inv(A[i])

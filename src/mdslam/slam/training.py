@@ -77,6 +77,15 @@ def _kernel(X, gamma, kernel_rank, rel_cut=1e-12) -> KernelEig:
     return nystrom_kernel(X, gamma, int(kernel_rank), rel_cut=rel_cut)
 
 
+def _cv_solver(solver: str):
+    """The batched SVR solver of the CV and low-rank final fits: ADMM + polish, or coordinate descent."""
+    if solver == "dcd":
+        from .lowrank import solve_svr_dcd
+
+        return solve_svr_dcd
+    return solve_svr_staged
+
+
 def _support_index(ke: KernelEig) -> np.ndarray:
     """Training points of the kernel expansion: all (exact kernel) or the Nystrom landmarks."""
     return np.arange(ke.U.shape[0]) if ke.landmarks is None else ke.landmarks
@@ -122,7 +131,7 @@ def _prune_alive(sse, cnt_part, factor):
     return alive
 
 
-def _cv_kernel_step(ke, Kv, Ytr, Yte, gte, Cmask, Cs, es, gi, alive, sums, n_workers, tol):
+def _cv_kernel_step(ke, Kv, Ytr, Yte, gte, Cmask, Cs, es, gi, alive, sums, n_workers, tol, solver="admm"):
     """Solve every (C, epsilon) of one (gamma, fold) kernel and add its test residuals to ``sums``.
 
     ``alive`` (n_C, n_epsilon, n_gamma, n_pix) bool or None selects the pixels solved per
@@ -138,9 +147,9 @@ def _cv_kernel_step(ke, Kv, Ytr, Yte, gte, Cmask, Cs, es, gi, alive, sums, n_wor
         points = [pt for pt in points if pix_of[pt].size]
     if alive is None:
         problems = ((Cs[ci] if Cmask is None else Cs[ci] * Cmask, es[ei]) for ci, ei in points)
-        sols = _solve_grid(solve_svr_staged, ke, Ytr, problems, n_workers, tol=tol)
+        sols = _solve_grid(_cv_solver(solver), ke, Ytr, problems, n_workers, tol=tol)
     else:
-        sols = (_solve_parallel(solve_svr_staged, ke, Ytr[pix_of[ci, ei]],
+        sols = (_solve_parallel(_cv_solver(solver), ke, Ytr[pix_of[ci, ei]],
                                 Cs[ci] if Cmask is None else Cs[ci] * Cmask[pix_of[ci, ei]], es[ei],
                                 n_workers, tol=tol) for ci, ei in points)
     for (ci, ei), sol in zip(points, sols, strict=True):
@@ -155,7 +164,7 @@ def _cv_kernel_step(ke, Kv, Ytr, Yte, gte, Cmask, Cs, es, gi, alive, sums, n_wor
 
 
 def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, kernel_rank=None,
-                    prune=None, prune_after=2):
+                    prune=None, prune_after=2, solver="admm"):
     """Accumulate per-pixel CV sums over the grid: sse, se (nC, neps, ng, n_pix), count (n_pix,), info.
 
     ``kernel_rank``: None solves with the exact kernel; an int, with its Nystrom approximation
@@ -164,6 +173,9 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
     ``prune_after`` folds, a pixel's grid points whose partial CV-MSE exceeds ``f`` times the
     pixel's best are not solved in the other folds, and their ``sse`` is NaN.
     ``info["cv_unconverged_per_pixel"]`` (n_pix,) counts each pixel's CV solves above ``tol``.
+    ``solver``: "admm" (:func:`mdslam.svr.solve_svr_staged`) or, with ``kernel_rank``, "dcd"
+    (:func:`mdslam.slam.lowrank.solve_svr_dcd`); ``cv_mean_iterations`` counts ADMM iterations
+    or coordinate-descent passes.
     """
     n, n_pix = Ys.shape
     sse = np.zeros((Cs.size, es.size, gs.size, n_pix))
@@ -192,7 +204,8 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
         Kv = rbf_kernel(Xs[tr][_support_index(ke)], Xs[te], gs[gi])
         gtr = good[tr].T
         _cv_kernel_step(ke, Kv, np.ascontiguousarray(Ys[tr].T), Ys[te].T, good[te].T,
-                        None if gtr.all() else gtr.astype(float), Cs, es, gi, alive, sums, n_workers, tol)
+                        None if gtr.all() else gtr.astype(float), Cs, es, gi, alive, sums, n_workers, tol,
+                        solver)
     info = {"cv_mean_iterations": sums[2] / max(sums[3], 1), "cv_max_kkt_gap": sums[4],
             "cv_n_unconverged": int(sums[5].sum()), "cv_unconverged_per_pixel": sums[5]}
     if alive is not None:
@@ -203,12 +216,12 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
 
 
 def _refit_all(Xs, Ys, good, C_pix, eps_pix, gamma_pix, usable, tol, refit_tol, verbose, n_workers=1,
-               kernel_rank=None):
+               kernel_rank=None, solver="admm"):
     """Final SVR of every pixel on all training stars, exact optimum where reachable.
 
     With ``kernel_rank`` set the fits use the Nystrom kernel, are solved to ``tol`` (ADMM and
     polish, as the CV fits), and the returned coefficients are those of the exact-kernel
-    expansion over the landmarks (zero elsewhere).
+    expansion over the landmarks (zero elsewhere); ``solver`` as for :func:`_grid_search_cv`.
     """
     n, n_pix = Ys.shape
     dual = np.zeros((n_pix, n))
@@ -226,7 +239,7 @@ def _refit_all(Xs, Ys, good, C_pix, eps_pix, gamma_pix, usable, tol, refit_tol, 
             sol = _solve_parallel(solve_svr_exact, ke, Y, Cb, e, n_workers, tol=tol, final_tol=refit_tol)
             dual[pix] = sol.beta
         else:
-            sol = _solve_parallel(solve_svr_staged, ke, Y, Cb, e, n_workers, tol=tol)
+            sol = _solve_parallel(_cv_solver(solver), ke, Y, Cb, e, n_workers, tol=tol)
             dual[np.ix_(pix, ke.landmarks)] = ke.expansion(sol.beta)[0]
         b[pix] = sol.intercept
         max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
