@@ -304,7 +304,8 @@ def test_catalogue_model_is_refitted_at_the_tuned_hyperparameters(data_mirror, t
     assert len(ts) == hyper.meta["n_train"] == 393
     for k in ("C", "epsilon", "gamma"):
         assert np.array_equal(getattr(model, k + "_"), np.asarray(hyper[k])), k
-    ref = tuning.tuned_model(ts)
+    ref = tuning.tuned_model(ts, cv=5)                # the chapters' cv, which fits the correlated likelihood
+    assert model.likelihood == ref.likelihood == tuning.CATALOGUE_LIKELIHOOD == "correlated"
     np.testing.assert_allclose(model.predict(ts.spectra.flux[:20], ts.spectra.ivar[:20]),
                                ref.predict(ts.spectra.flux[:20], ts.spectra.ivar[:20]), rtol=1e-8)
     use = np.asarray(hyper["usable"], bool)

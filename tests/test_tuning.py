@@ -76,9 +76,16 @@ def test_hyperparameter_file_round_trip_gives_the_same_model(tmp_path):
     assert len(sha) == 64 and (tmp_path / "h.ecsv").stat().st_size < 1_000_000
     hyper = tuning.hyperparameters(tmp_path / "h.ecsv")
     assert hyper.meta["grid_edge_fraction"] == pytest.approx(ref.grid_edge_fraction_, nan_ok=True)
-    model = tuning.tuned_model(ts, hyper=hyper, prior="training")
+    model = tuning.tuned_model(ts, hyper=hyper, prior="training", likelihood="independent")
     assert model.chi2_scale_ == ref.chi2_scale_
     assert np.allclose(model.predict(flux[:8], ivar[:8]), ref.predict(flux[:8], ivar[:8]), rtol=1e-6)
+    # the catalogue's default: the correlated-pixel likelihood, fitted at the same per-pixel choices
+    cor = tuning.tuned_model(ts, hyper=hyper, cv=3)
+    assert cor.likelihood == tuning.CATALOGUE_LIKELIHOOD == "correlated" and cor.noise_factor_ is not None
+    assert np.array_equal(cor.C_, ref.C_) and np.array_equal(cor.gamma_, ref.gamma_)
+    t = cor.predict_table(flux[:8], ivar[:8])
+    assert t.meta["HEADLINE"] == "posterior mean (Li 2021 eq. 2), prior training, correlated-pixel likelihood"
+    assert t.meta["LIKELIHD"] == "correlated" and "correlated" in t["teff_ml"].description
     other = _training_set(flux[1:], ivar[1:], y[1:])
     with pytest.raises(ValueError, match="tuned on other stars"):
         tuning.tuned_model(other, hyper=hyper)

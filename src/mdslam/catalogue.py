@@ -141,7 +141,8 @@ def _label_columns(out: Table, pred: Table, n: str, headline: str, training_labe
                   "empirical uncertainty fitted to the CV scatter against SNR (Qiu eqs. 6-8)", unit)
     if f"{n}_ml" in pred.colnames:
         _copy_col(out, f"{col}_ML", np.asarray(pred[f"{n}_ml"], float),
-                  f"SLAM {what}, {_ML}: the label the FLAG bits (OUTSIDE_DOMAIN included) test", unit)
+                  f"SLAM {what}, {pred[f'{n}_ml'].description or _ML}: the label the FLAG bits "
+                  "(OUTSIDE_DOMAIN included) test", unit)
 
 
 #: The rule that picks the model of a star's headline Teff and log g (column descriptions, chapter 8).

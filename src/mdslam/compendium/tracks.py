@@ -321,7 +321,8 @@ def _fit_tuned(flux, y, ivar, wavelength, label_names, label_units, grid, cv, se
     from . import tuning
 
     return tuning.fit_tuned(tuning.hyperparameters(), flux, y, ivar, wavelength=wavelength,
-                            label_names=label_names, label_units=label_units, prior=grid["prior"], cv=cv)
+                            label_names=label_names, label_units=label_units, prior=grid["prior"],
+                            cv=cv, likelihood=grid.get("likelihood", "independent"))
 
 
 def _fit(flux, y, ivar, wavelength, label_names, label_units, grid, cv, seed):
@@ -352,7 +353,8 @@ def _fit_arguments(ts: TrainingSet, grid: dict | str | None, cv: int, seed: int)
                              f"other stars than this {ts.track} training set (N={len(ts)}); pass a grid")
         # "flags": the labels the flags come from, so that entries labelled under another rule are not reused
         key = {"tuned_sha256": next(iter(datasets.get(tuning.HYPER_DATASET).files.values())),
-               "prior": tuning.CATALOGUE_PRIOR, "flags": "maximum likelihood"}
+               "prior": tuning.CATALOGUE_PRIOR, "likelihood": tuning.CATALOGUE_LIKELIHOOD,
+               "flags": "maximum likelihood"}
     else:
         key = {k: tuple(map(float, v)) for k, v in dict(grid or BOOK_GRID).items()}
     return dict(flux=ts.spectra.flux, y=ts.y, ivar=ts.spectra.ivar, wavelength=ts.spectra.wavelength,

@@ -61,7 +61,7 @@ __all__ = ["TUNING_GRID", "TUNING_CV", "NESTED_OUTER", "NESTED_INNER", "SEED", "
            "pooled_hyperparameters", "edge_statistics", "EDGE_RTOL", "cv_mse_at", "edges_from_folds", "edge_beyond",
            "BEYOND_EDGE", "hyperparameter_table", "fold_table", "hyperparameters", "nested_table",
            "nested_folds", "fold_hyperparameters", "reevaluate", "tuned_model", "fit_tuned", "matches",
-           "CATALOGUE_PRIOR", "add_arguments", "run"]
+           "CATALOGUE_PRIOR", "CATALOGUE_LIKELIHOOD", "add_arguments", "run"]
 
 #: The tuning grid (standardised labels and fluxes): decades, 4 x 4 x 4 = 64 points, placed where
 #: the pixels' choices on a wider grid (C 0.1-100, epsilon 0.001-5, gamma 1e-4-10) fell.
@@ -753,11 +753,16 @@ def nested_folds(path: str | Path | None = None) -> Table:
 
 
 #: The catalogue's label estimator on the tuned model: the posterior mean with a Gaussian prior
-#: fitted to the training labels (Li 2021 eq. 2) and the cached CV-chosen chi2 scale, the best SLAM
-#: estimator of chapter 3's nested CV; the maximum-likelihood labels (eq. 3) stay in the ``_ml``
-#: columns and give the flags, the OUTSIDE_DOMAIN bits included (:func:`mdslam.slam.infer.infer`).
-#: None would make the maximum-likelihood labels the headline.
+#: fitted to the training labels (Li 2021 eq. 2) and the CV-chosen chi2 scale, under the
+#: correlated-pixel likelihood (:data:`CATALOGUE_LIKELIHOOD`): the best SLAM estimator of chapter 3's
+#: nested CV (``cor_post_cv``); the maximum-likelihood labels stay in the ``_ml`` columns and give
+#: the flags, the OUTSIDE_DOMAIN bits included (:func:`mdslam.slam.infer.infer`). None would make
+#: the maximum-likelihood labels the headline.
 CATALOGUE_PRIOR = "training"
+#: The catalogue model's likelihood: ``"correlated"`` (:mod:`mdslam.slam.noise`; its noise model,
+#: chi2 scale and posterior-std calibration chosen by 10-fold CV at the tuned hyperparameters
+#: whenever the model is refitted) or ``"independent"`` (Li 2021 eq. 3).
+CATALOGUE_LIKELIHOOD = "correlated"
 
 
 def matches(ts, hyper: Table | None = None) -> bool:
@@ -778,7 +783,8 @@ def matches(ts, hyper: Table | None = None) -> bool:
     return hyper.meta.get("training_key") == _training_key(ts)
 
 
-def tuned_model(ts, retune: bool = False, prior=CATALOGUE_PRIOR, hyper: Table | None = None):
+def tuned_model(ts, retune: bool = False, prior=CATALOGUE_PRIOR, hyper: Table | None = None,
+                likelihood: str = CATALOGUE_LIKELIHOOD, cv: int = TUNING_CV):
     """The catalogue's SLAM model at the tuned per-pixel hyperparameters.
 
     Parameters
@@ -795,6 +801,11 @@ def tuned_model(ts, retune: bool = False, prior=CATALOGUE_PRIOR, hyper: Table | 
         ``"training"``: posterior means with the CV chi^2 scale).
     hyper : Table, optional
         A hyperparameter table to use instead of the packaged one.
+    likelihood : str
+        ``"correlated"`` (default, :data:`CATALOGUE_LIKELIHOOD`) or ``"independent"``.
+    cv : int
+        Folds of the CV that fits the likelihood (noise model, chi^2 scale, posterior-std
+        calibration) and of the model's ``cv_predict``.
 
     Returns
     -------
@@ -806,13 +817,18 @@ def tuned_model(ts, retune: bool = False, prior=CATALOGUE_PRIOR, hyper: Table | 
         The cache was tuned on other stars.
     """
     if retune:
-        return tune_hyperparameters(ts).set_params(prior=prior)
-    hyper = hyperparameters() if hyper is None else hyper
+        model = tune_hyperparameters(ts)
+        if likelihood == model.likelihood:
+            return model.set_params(prior=prior)
+        hyper = hyperparameter_table(model, ts)              # refitted with the other likelihood
+    elif hyper is None:
+        hyper = hyperparameters()
     if not matches(ts, hyper):
         raise ValueError(f"{HYPER_DATASET}: tuned on other stars (key {hyper.meta.get('training_key')}, "
                          f"these {_training_key(ts)}); regenerate with 'mdslam tune' or pass retune=True")
     return fit_tuned(hyper, ts.spectra.flux, ts.y, ts.spectra.ivar, wavelength=ts.spectra.wavelength,
-                     label_names=ts.label_names, label_units=_units(ts), prior=prior)
+                     label_names=ts.label_names, label_units=_units(ts), prior=prior, likelihood=likelihood,
+                     cv=cv)
 
 
 def fit_tuned(hyper: Table, flux: np.ndarray, y: np.ndarray, ivar: np.ndarray | None, *,

@@ -505,7 +505,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         res = infer.infer(self, X, ivar, snr=snr)
         scale = None if res["posterior"] is None else infer.likelihood_scale(self)
         return _table.label_table(res, self.label_names_, self.label_units_, self.error_law_, ids,
-                                  prior=self.prior, chi2_scale=scale)
+                                  prior=self.prior, chi2_scale=scale, likelihood=self.likelihood)
 
     def domain_array(self) -> np.ndarray:
         """(n_label, 2) label domain (physical units) used for the outside-domain flags."""
@@ -526,7 +526,9 @@ class SLAM(RegressorMixin, BaseEstimator):
         nested : bool
             False (default): keep this model's per-pixel (C, epsilon, gamma) and
             refit the SVRs (and the standardisation) on each fold's training
-            part.  True: rerun the full grid search inside every fold (k times
+            part; with ``likelihood="correlated"`` each fold's noise model is
+            refitted, at the model's rank, on the CV residuals of its training
+            part only (the model's own saw the held-out stars').  True: rerun the full grid search inside every fold (k times
             the cost of ``fit``; no hyperparameter information leaks).
 
         Returns

@@ -14,6 +14,10 @@ from . import errorlaw, quality
 _FORMAL = "formal: sqrt(diag((J^T W J)^-1)), not scaled by rchi2"
 
 
+_ML = "maximum likelihood (Li 2021 eq. 3)"
+_ML_CORRELATED = "maximum likelihood, correlated-pixel chi2 (Li 2021 eq. 3 with the pixel covariance)"
+
+
 def _add(t: Table, name: str, values: np.ndarray, unit: str, description: str | None = None) -> None:
     """Column ``name`` of ``t`` with a unit (none for "") and an optional description."""
     t[name] = values
@@ -24,7 +28,7 @@ def _add(t: Table, name: str, values: np.ndarray, unit: str, description: str | 
 
 def label_table(res: dict[str, Any], label_names: Sequence[str], label_units: Sequence[str],
                 error_law: dict | None, ids: Any = None, *, prior: Any = None,
-                chi2_scale: float | None = None) -> Table:
+                chi2_scale: float | None = None, likelihood: str = "independent") -> Table:
     """One row per spectrum from the output of :func:`mdslam.slam.infer.infer`.
 
     Parameters
@@ -41,6 +45,9 @@ def label_table(res: dict[str, Any], label_names: Sequence[str], label_units: Se
         The model's prior, named in ``meta['HEADLINE']`` when ``res`` has a posterior.
     chi2_scale : float, optional
         The likelihood scale in use, ``meta['CHI2SCL']`` when ``res`` has a posterior.
+    likelihood : str
+        The model's likelihood, ``meta['LIKELIHD']``; ``"correlated"`` is named in
+        ``meta['HEADLINE']`` too.
 
     Returns
     -------
@@ -51,6 +58,7 @@ def label_table(res: dict[str, Any], label_names: Sequence[str], label_units: Se
     t["id"] = np.arange(n_spec) if ids is None else np.asarray(ids)
     t["snr"] = res["snr"]
     post = res["posterior"]
+    ml = _ML_CORRELATED if likelihood == "correlated" else _ML
     for li, (name, unit) in enumerate(zip(label_names, label_units, strict=True)):
         if post is None:
             _add(t, name, res["labels"][:, li], unit)
@@ -59,7 +67,7 @@ def label_table(res: dict[str, Any], label_names: Sequence[str], label_units: Se
             _add(t, name, res["labels"][:, li], unit, "posterior mean (Li 2021 eq. 2)")
             _add(t, f"e_{name}", post["std"][:, li], unit, "posterior standard deviation, CV-calibrated")
             _add(t, f"{name}_map", post["map"][:, li], unit, "posterior maximum (Li 2021 eq. 2)")
-            _add(t, f"{name}_ml", res["ml"][:, li], unit, "maximum likelihood (Li 2021 eq. 3)")
+            _add(t, f"{name}_ml", res["ml"][:, li], unit, ml)
             _add(t, f"e_{name}_ml", res["e_formal"][:, li], unit, _FORMAL)
         _add(t, f"e_{name}_cv", errorlaw.error_law_sigma(error_law, res["snr"], li), unit,
              "empirical: sqrt(floor^2 + (a/SNR)^2) fitted to the binned CV scatter")
@@ -73,11 +81,13 @@ def label_table(res: dict[str, Any], label_names: Sequence[str], label_units: Se
     t["flag"] = res["flag"].astype(np.int32)
     t["flag"].description = "; ".join(f"{int(b)}: {s}" for b, s in LABEL_FLAG_MEANING.items())
     t.meta["LABELS"] = ",".join(label_names)
+    t.meta["LIKELIHD"] = likelihood
     if post is None:
-        t.meta["HEADLINE"] = "maximum likelihood (Li 2021 eq. 3)"
+        t.meta["HEADLINE"] = ml
     else:
         t["posterior_n_eff"] = res["n_eff"]
         kind = prior if isinstance(prior, str) else type(prior).__name__
-        t.meta["HEADLINE"] = f"posterior mean (Li 2021 eq. 2), prior {kind}"
+        lik = ", correlated-pixel likelihood" if likelihood == "correlated" else ""
+        t.meta["HEADLINE"] = f"posterior mean (Li 2021 eq. 2), prior {kind}{lik}"
         t.meta["CHI2SCL"] = chi2_scale
     return t
