@@ -69,10 +69,10 @@ def start_flux(model: Any) -> np.ndarray:
     The fitted model keeps it as ``quick_flux_`` and its file stores it, so a freshly
     loaded model does not evaluate the forward model at every training label (for
     800 stars x 150 px this was ~30 ms, most of labelling 20 spectra).  It is kept in
-    float64: rounded to float32 it changed the ranking of the starting points (chi2 of a
-    spectrum at each training label) where two were within ~1e-4, and with it the labels
-    of the few spectra whose chi2 has two minima, so stored results (the packaged nested
-    cross-validation labels) were no longer reproduced.
+    float64, so that labels are bit-identical to evaluating the grid at labelling time;
+    rounded to float32 it can change the ranking of the starting points (chi2 of a
+    spectrum at each training label) where two are within ~1e-4, which moved labels by up
+    to 1e-3 of their formal errors.
 
     Returns
     -------
