@@ -105,8 +105,7 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     wh = whiten if whiten is not None else (lambda rows, X: X)
     r, Jp, chi2, A_all, g_all = _start(model, y, w, theta, wh)
     mu, nu = np.full(m, 1e-3), np.full(m, 2.0)
-    n_iter = np.zeros(m, int)
-    converged = np.zeros(m, bool)
+    n_iter, converged = np.zeros(m, int), np.zeros(m, bool)
     active = np.arange(m)
     for _ in range(int(max_iter)):
         if active.size == 0:
