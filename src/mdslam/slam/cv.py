@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 from astropy.table import Table, vstack
 from sklearn.base import clone
-from threadpoolctl import threadpool_limits
 
 from . import infer, inputs, noise, posterior, quality
-from ._util import _n_workers, _progress
+from ._util import _n_workers, _progress, one_blas_thread
 from .training import _iter_folds, _refit_all, _standardise
 
 #: Candidate chi2 scales ``s`` (likelihood ``exp(-chi2 / 2s)``) for ``chi2_scale="cv"``.
@@ -223,7 +222,7 @@ def _choose_chi2_scale(model: Any, subs: list, flux: np.ndarray, labels: np.ndar
         fobs = np.where(w > 0, Xte, 0.0)
         ok = (w > 0).sum(axis=1) > L
         idx = te[ok]
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread():
             th, cov, *_ = infer.lm_batch(sub, fobs[ok], w[ok])
             for k, s in enumerate(grid):
                 _, mu, C, _ = infer.posterior_batch(sub, fobs[ok], w[ok], th, s)
@@ -307,7 +306,7 @@ def refit_fixed(model: Any, flux: np.ndarray, labels: np.ndarray, good: np.ndarr
     sub.cv_mse_ = model.cv_mse_scaled_ * sub.flux_scale_**2
     sub.cv_md_ = model.cv_md_scaled_ * sub.flux_scale_
     sub.X_train_ = Xs
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         sub.dual_coef_, sub.intercept_, _ = _refit_all(Xs, Ys, good, model.C_, model.epsilon_, model.gamma_,
                                                        sub.pixel_usable_, model.tol, model.refit_tol, False,
                                                        _n_workers(model.n_jobs), getattr(model, "kernel_rank", None))

@@ -31,9 +31,9 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ..svr import KernelEig, SVRBatchSolution
+from ._util import one_blas_thread
 
 __all__ = ["BlockRunner", "pixel_blocks"]
 
@@ -79,27 +79,14 @@ def _concat(parts: list[SVRBatchSolution]) -> SVRBatchSolution:
                             state=tuple(cat([p.state[i] for p in parts]) for i in range(3)))
 
 
-def _one_blas_thread():
-    """BLAS limited to one thread, set by the calling thread for every block it runs.
-
-    OpenBLAS's thread count is process-wide, and threadpoolctl lets only one
-    thread at a time (the first to set it) change it: a limit set inside a
-    block running in a pool thread, or in a Dask worker thread of this
-    process, may silently do nothing, and the first block to finish would
-    restore the multithreaded BLAS under the others.  So the thread that
-    hands out the blocks holds the limit until they are all back.
-    """
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def _solve_block(fn: Callable, ke: KernelEig, Y: np.ndarray, C, eps, kw: dict) -> SVRBatchSolution:
     """One block on a worker, BLAS single-threaded (the result must not depend on the worker).
 
     In a worker process this sets the limit (Dask's nanny also starts workers
     with one BLAS thread); in a worker thread of the calling process the limit
-    is already held by the caller (:func:`_one_blas_thread`).
+    is already held by the caller (see :meth:`BlockRunner.solve`).
     """
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return fn(ke, Y, C, eps, **kw)
 
 
@@ -171,7 +158,11 @@ class BlockRunner:
         P = Y.shape[0]
         edges = pixel_blocks(P, self.n_workers)
         nb = edges.size - 1
-        with _one_blas_thread():
+        # OpenBLAS's thread count is process-wide and threadpoolctl lets only one thread at a time
+        # change it: a limit set inside a block running in a pool thread (or a Dask worker thread of
+        # this process) may do nothing, and the first block to finish would restore the multithreaded
+        # BLAS under the others. So the thread handing out the blocks holds the limit until all are back.
+        with one_blas_thread():
             if self.client is None and nb == 1:
                 return fn(ke, Y, C, eps, **kw)
             if self.client is None:
@@ -208,7 +199,7 @@ class BlockRunner:
                 yield self.solve(fn, ke, Y, C, eps, **kw)
             return
         pending: deque = deque()
-        with _one_blas_thread():
+        with one_blas_thread():
             for C, eps in problems:
                 pending.append((self._submit(fn, ke, Y, C, eps, kw), (fn, ke, Y, C, eps, kw)))
                 if len(pending) >= max(int(window), 1):

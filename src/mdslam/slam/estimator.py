@@ -33,13 +33,12 @@ import numpy as np
 from astropy.table import Table
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
 from .. import checks
 from . import cv as _cv
 from . import errorlaw, forward, infer, inputs, persistence, quality
 from . import table as _table
-from ._util import _n_workers
+from ._util import _n_workers, one_blas_thread
 from .distribute import BlockRunner
 from .training import _grid_edge_fraction, _grid_search_cv, _iter_folds, _refit_all, _standardise
 
@@ -316,7 +315,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         -------
         self
         """
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread():
             return self._fit(X, y, ivar, wavelength, label_names, label_units, client)
 
     def _fit(self, X, y, ivar, wavelength, label_names, label_units, client=None) -> SLAM:
