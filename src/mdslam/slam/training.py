@@ -70,20 +70,47 @@ def _solve_grid(fn, ke, Y, problems, n_workers, **kw):
     return runner.solve_many(fn, ke, Y, problems, **kw)
 
 
-def _kernel(X, gamma, kernel_rank, rel_cut=1e-12) -> KernelEig:
-    """Exact RBF kernel of ``X`` and its eigen decomposition, or (``kernel_rank`` set) its Nystrom approximation."""
+def _kernel(X, gamma, kernel_rank, rel_cut=1e-12, decompose=True) -> KernelEig:
+    """Exact RBF kernel of ``X`` and its eigen decomposition, or (``kernel_rank`` set) its Nystrom approximation.
+
+    ``decompose=False``: the exact kernel alone (no eigenpairs), all that the SMO solver reads.
+    """
+    if kernel_rank is None and not decompose:
+        return KernelEig(K=rbf_kernel(X, X, gamma), lam=np.zeros(0), U=np.zeros((X.shape[0], 0)))
     if kernel_rank is None:
         return KernelEig.from_kernel(rbf_kernel(X, X, gamma), rel_cut=rel_cut)
     return nystrom_kernel(X, gamma, int(kernel_rank), rel_cut=rel_cut)
 
 
 def _cv_solver(solver: str):
-    """The batched SVR solver of the CV and low-rank final fits: ADMM + polish, or coordinate descent."""
+    """The batched SVR solver of the CV and low-rank final fits: ADMM + polish, coordinate descent or SMO."""
     if solver == "dcd":
         from .lowrank import solve_svr_dcd
 
         return solve_svr_dcd
+    if solver == "smo":
+        from .smo import solve_svr_smo
+
+        return solve_svr_smo
     return solve_svr_staged
+
+
+def _smo_grid(ke, Ytr, Cmask, Cs, es, n_workers, tol):
+    """SMO solutions of every (C, epsilon) point, in the order of ``_cv_kernel_step``'s points.
+
+    Per epsilon the C values are solved in ascending order, each from the previous C's solution
+    (alpha seeding, :func:`mdslam.slam.smo.solve_svr_smo_path`).
+    """
+    from .smo import solve_svr_smo_path, split_path
+
+    order = np.argsort(Cs, kind="stable")
+    by_point = {}
+    for ei in range(es.size):
+        path = _solve_parallel(solve_svr_smo_path, ke, Ytr, 1.0 if Cmask is None else Cmask, es[ei], n_workers,
+                               tol=tol, Cs=Cs[order])
+        for ci, sol in zip(order, split_path(path), strict=True):
+            by_point[ci, ei] = sol
+    return (by_point[ci, ei] for ci in range(Cs.size) for ei in range(es.size))
 
 
 def _support_index(ke: KernelEig) -> np.ndarray:
@@ -145,7 +172,9 @@ def _cv_kernel_step(ke, Kv, Ytr, Yte, gte, Cmask, Cs, es, gi, alive, sums, n_wor
     else:
         pix_of = {(ci, ei): np.flatnonzero(alive[ci, ei, gi]) for ci, ei in points}
         points = [pt for pt in points if pix_of[pt].size]
-    if alive is None:
+    if alive is None and solver == "smo":
+        sols = _smo_grid(ke, Ytr, Cmask, Cs, es, n_workers, tol)
+    elif alive is None:
         problems = ((Cs[ci] if Cmask is None else Cs[ci] * Cmask, es[ei]) for ci, ei in points)
         sols = _solve_grid(_cv_solver(solver), ke, Ytr, problems, n_workers, tol=tol)
     else:
@@ -173,9 +202,10 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
     ``prune_after`` folds, a pixel's grid points whose partial CV-MSE exceeds ``f`` times the
     pixel's best are not solved in the other folds, and their ``sse`` is NaN.
     ``info["cv_unconverged_per_pixel"]`` (n_pix,) counts each pixel's CV solves above ``tol``.
-    ``solver``: "admm" (:func:`mdslam.svr.solve_svr_staged`) or, with ``kernel_rank``, "dcd"
-    (:func:`mdslam.slam.lowrank.solve_svr_dcd`); ``cv_mean_iterations`` counts ADMM iterations
-    or coordinate-descent passes.
+    ``solver``: "admm" (:func:`mdslam.svr.solve_svr_staged`), with ``kernel_rank`` "dcd"
+    (:func:`mdslam.slam.lowrank.solve_svr_dcd`), or with the exact kernel "smo"
+    (:mod:`mdslam.slam.smo`, C ladders seeded); ``cv_mean_iterations`` counts ADMM iterations,
+    coordinate-descent passes or SMO steps.
     """
     n, n_pix = Ys.shape
     sse = np.zeros((Cs.size, es.size, gs.size, n_pix))
@@ -200,7 +230,7 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
         # eigenvalues below 1e-8 of the largest are left out of the ADMM linear step only
         # (a third fewer columns at gamma 0.3 on the reference problem, same CV-MSE to 1e-5);
         # the KKT gap and the polish always use the full kernel, so the stopping rule is exact
-        ke = _kernel(Xs[tr], gs[gi], kernel_rank, rel_cut=1e-8)
+        ke = _kernel(Xs[tr], gs[gi], kernel_rank, rel_cut=1e-8, decompose=solver != "smo")
         Kv = rbf_kernel(Xs[tr][_support_index(ke)], Xs[te], gs[gi])
         gtr = good[tr].T
         _cv_kernel_step(ke, Kv, np.ascontiguousarray(Ys[tr].T), Ys[te].T, good[te].T,
