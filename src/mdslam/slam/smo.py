@@ -36,7 +36,7 @@ from ..svr import KernelEig, SVRBatchSolution, _as_target_array, kkt_gap
 __all__ = ["solve_svr_smo", "solve_svr_smo_path", "split_path"]
 
 _KERNELS: dict = {}
-_HELPERS = ("_select_i", "_select_j", "_shrink", "_reconstruct", "_update_pair", "_smo_pixel", "_seed_scale")
+_HELPERS = ("_offsets", "_select_i", "_select_j", "_shrink", "_reconstruct", "_update_pair", "_smo_pixel", "_seed_scale")
 #: libsvm's cap on SMO iterations is max(10^7, 100 l); the same here with l = 2n.
 _LIBSVM_MAX_ITER = 10_000_000
 
@@ -58,53 +58,56 @@ def _compiled(name: str):
     return _KERNELS[name]
 
 
-def _select_i(y, ap, an, Cv, eps, f, act, na):
-    """First variable (libsvm): the maximum of ``-y G`` over ``I_up`` among ``act[:na]``; ``(Gmax, i, si)``."""
-    Gmax, i, si = -1e300, -1, 0
+def _offsets(k, y, ap, an, Cv, eps, uy, ly, su, sl):
+    """Sample ``k``'s extreme ``-y G`` in ``I_up`` (``uy[k] - f[k]``, variable sign ``su[k]``) and in
+    ``I_low`` (``ly[k] - f[k]``, sign ``sl[k]``); excluded: -/+1e300.  Of a sample's two variables
+    only the larger (``I_up``) or smaller (``I_low``) value can be chosen by libsvm's rules."""
+    if an[k] > 0.0:                                     # alpha*_k in I_up: -y G = h + eps
+        uy[k], su[k] = y[k] + eps, -1
+    elif ap[k] < Cv[k]:                                 # alpha_k in I_up: -y G = h - eps
+        uy[k], su[k] = y[k] - eps, 1
+    else:
+        uy[k], su[k] = -1e300, 0
+    if ap[k] > 0.0:                                     # alpha_k in I_low
+        ly[k], sl[k] = y[k] - eps, 1
+    elif an[k] < Cv[k]:                                 # alpha*_k in I_low
+        ly[k], sl[k] = y[k] + eps, -1
+    else:
+        ly[k], sl[k] = 1e300, 0
+    return 0
+
+
+def _select_i(uy, f, act, na):
+    """First variable (libsvm): the maximum of ``-y G`` over ``I_up`` among ``act[:na]``; ``(Gmax, i)``."""
+    Gmax, i = -1e300, -1
     for t in range(na):
         k = act[t]
-        h = y[k] - f[k]
-        if ap[k] < Cv[k] and h - eps >= Gmax:
-            Gmax, i, si = h - eps, k, 1
-        if an[k] > 0.0 and h + eps >= Gmax:
-            Gmax, i, si = h + eps, k, -1
-    return Gmax, i, si
+        v = uy[k] - f[k]
+        if v >= Gmax and v > -1e299:
+            Gmax, i = v, k
+    return Gmax, i
 
 
-def _select_j(K, Kd, y, ap, an, Cv, eps, f, i, Gmax, act, na):
+def _select_j(K, Kd, ly, f, i, Gmax, act, na):
     """Second-order choice of the second variable (libsvm's WSS 3) for the first, sample ``i``.
 
-    Returns ``(j, sj, Gmax2)``: sample ``j`` and sign ``sj`` (+1: ``alpha_j``, -1: ``alpha*_j``),
-    ``-1`` if none; ``Gmax2 = -M(alpha)``, so that the gap is ``Gmax + Gmax2``.
+    Returns ``(j, Gmax2)``: sample ``j`` (its variable's sign is ``sl[j]``), ``-1`` if none;
+    ``Gmax2 = -M(alpha)``, so that the gap is ``Gmax + Gmax2``.
     """
-    Gmax2 = -1e300
-    obj_min = 1e300
-    jsel, sj = -1, 0
+    Gmax2, best, jsel = -1e300, 0.0, -1
     Kii = Kd[i]
     for t in range(na):
         k = act[t]
-        h = y[k] - f[k]
-        if ap[k] > 0.0:                                 # alpha_k in I_low: -y G = h - eps
-            v = h - eps
-            if -v >= Gmax2:
-                Gmax2 = -v
-            gd = Gmax - v
-            if gd > 0.0:
-                quad = Kii + Kd[k] - 2.0 * K[i, k]
-                od = -gd * gd / (quad if quad > 0.0 else 1e-12)
-                if od <= obj_min:
-                    obj_min, jsel, sj = od, k, 1
-        if an[k] < Cv[k]:                               # alpha*_k in I_low: -y G = h + eps
-            v = h + eps
-            if -v >= Gmax2:
-                Gmax2 = -v
-            gd = Gmax - v
-            if gd > 0.0:
-                quad = Kii + Kd[k] - 2.0 * K[i, k]
-                od = -gd * gd / (quad if quad > 0.0 else 1e-12)
-                if od <= obj_min:
-                    obj_min, jsel, sj = od, k, -1
-    return jsel, sj, Gmax2
+        v = ly[k] - f[k]
+        if -v > Gmax2:
+            Gmax2 = -v
+        gd = Gmax - v
+        if gd > 0.0:
+            quad = Kii + Kd[k] - 2.0 * K[i, k]
+            od = gd * gd / (quad if quad > 0.0 else 1e-12)
+            if od >= best:
+                best, jsel = od, k
+    return jsel, Gmax2
 
 
 def _shrink(y, ap, an, Cv, eps, f, act, na, m, M):
@@ -198,59 +201,64 @@ def _update_pair(K, Kd, y, ap, an, Cv, eps, f, i, si, j, sj):
 def _smo_pixel(K, Kd, y, ap, an, Cv, eps, f, tol, max_iter, shrinking):
     """SMO on one target until ``gap < tol``; ``ap``, ``an``, ``f = K (ap - an)`` updated in place.
 
-    With ``shrinking``, every ``min(n, 1000)`` steps the samples that cannot move are left out
+    With ``shrinking > 0``, every ``shrinking`` steps the samples that cannot move are left out
     of the passes (libsvm's rule), all are put back once the gap is below ``10 tol``, and the
     optimum on the active samples is confirmed on all before returning.  Returns ``(steps, gap)``.
     """
     n = y.size
     act = np.empty(n, np.int64)
+    uy, ly = np.empty(n), np.empty(n)
+    su, sl = np.empty(n, np.int64), np.empty(n, np.int64)
     n_all = 0
-    for k in range(n):                                  # samples with C_k = 0 never move
-        if Cv[k] > 0.0:
+    for k in range(n):
+        _offsets(k, y, ap, an, Cv, eps, uy, ly, su, sl)
+        if Cv[k] > 0.0:                                 # samples with C_k = 0 never move
             act[n_all] = k
             n_all += 1
-    na, every = n_all, min(n, 1000)
+    na, every = n_all, shrinking if shrinking > 0 else n + 1
     counter, unshrunk = every, False
-    Gmax, i, si = _select_i(y, ap, an, Cv, eps, f, act, na)
+    Gmax, i = _select_i(uy, f, act, na)
     it, gap = 0, 0.0
     while i >= 0 and it < max_iter:
         counter -= 1
-        if shrinking and counter == 0:
+        if counter == 0:
             counter = every
-            j, sj, Gmax2 = _select_j(K, Kd, y, ap, an, Cv, eps, f, i, Gmax, act, na)
+            j, Gmax2 = _select_j(K, Kd, ly, f, i, Gmax, act, na)
             if not unshrunk and Gmax + Gmax2 <= 10.0 * tol:
                 unshrunk = True
                 _reconstruct(K, y, ap, an, f, act, na, n_all)
                 na = n_all
             na = _shrink(y, ap, an, Cv, eps, f, act, na, Gmax, -Gmax2)
-            Gmax, i, si = _select_i(y, ap, an, Cv, eps, f, act, na)
-        j, sj, Gmax2 = _select_j(K, Kd, y, ap, an, Cv, eps, f, i, Gmax, act, na)
+            Gmax, i = _select_i(uy, f, act, na)
+        j, Gmax2 = _select_j(K, Kd, ly, f, i, Gmax, act, na)
         gap = max(Gmax + Gmax2, 0.0)
         if Gmax + Gmax2 < tol or j < 0:
             if na == n_all:
                 break
             _reconstruct(K, y, ap, an, f, act, na, n_all)   # optimal on the active set: check on all
             na, counter = n_all, 1
-            Gmax, i, si = _select_i(y, ap, an, Cv, eps, f, act, na)
+            Gmax, i = _select_i(uy, f, act, na)
             if i < 0:
                 break
-            j, sj, Gmax2 = _select_j(K, Kd, y, ap, an, Cv, eps, f, i, Gmax, act, na)
+            j, Gmax2 = _select_j(K, Kd, ly, f, i, Gmax, act, na)
             gap = max(Gmax + Gmax2, 0.0)
             if Gmax + Gmax2 < tol or j < 0:
                 break
-        dbi, dbj = _update_pair(K, Kd, y, ap, an, Cv, eps, f, i, si, j, sj)
+        dbi, dbj = _update_pair(K, Kd, y, ap, an, Cv, eps, f, i, su[i], j, sl[j])
         it += 1
         ii, jj = i, j
-        Gmax, i, si = -1e300, -1, 0
+        _offsets(ii, y, ap, an, Cv, eps, uy, ly, su, sl)
+        _offsets(jj, y, ap, an, Cv, eps, uy, ly, su, sl)
+        Gmax, i = -1e300, -1
         for t in range(na):                             # f += dbeta K[:, (i, j)], fused with the next choice of i
             k = act[t]
             fk = f[k] + dbi * K[ii, k] + dbj * K[jj, k]
             f[k] = fk
-            h = y[k] - fk
-            if ap[k] < Cv[k] and h - eps >= Gmax:
-                Gmax, i, si = h - eps, k, 1
-            if an[k] > 0.0 and h + eps >= Gmax:
-                Gmax, i, si = h + eps, k, -1
+            v = uy[k] - fk
+            if v >= Gmax:
+                Gmax, i = v, k
+        if Gmax < -1e299:
+            i = -1
     if na < n_all:                                      # stopped at max_iter with samples shrunk
         _reconstruct(K, y, ap, an, f, act, na, n_all)
     return it, gap
@@ -319,6 +327,17 @@ def _exact_kernel(ke: KernelEig) -> np.ndarray:
     return np.ascontiguousarray(ke.K, dtype=float)
 
 
+#: Steps between two shrinkings (None: libsvm's min(l, 1000) with l = 2n variables).
+SHRINK_EVERY: int | None = None
+
+
+def _period(shrinking: bool, n: int) -> int:
+    """Steps between shrinkings passed to the compiled loop (0: no shrinking)."""
+    if not shrinking:
+        return 0
+    return int(SHRINK_EVERY) if SHRINK_EVERY else min(2 * n, 1000)
+
+
 def _max_iter(max_iter: int | None, n: int) -> int:
     return int(max_iter) if max_iter is not None else max(_LIBSVM_MAX_ITER, 200 * n)
 
@@ -332,7 +351,7 @@ def _finish(K64, Y, Cf, ef, beta, iters, tol, max_iter, K, shrinking):
         sub_F = sub_b @ K64
         it2, g2 = np.zeros(redo.size, np.int64), np.zeros(redo.size)
         _compiled("_smo_batch")(K64, np.ascontiguousarray(np.diag(K64)), Y[redo], Cf[redo], ef[redo], sub_b,
-                                sub_F, float(tol), int(max_iter), bool(shrinking), it2, g2)
+                                sub_F, float(tol), int(max_iter), _period(shrinking, Y.shape[1]), it2, g2)
         beta[redo] = sub_b
         iters[redo] += it2
         gap[redo], b[redo] = kkt_gap(sub_b, Y[redo] - sub_b @ K64, Cf[redo], ef[redo, None])
@@ -396,7 +415,7 @@ def solve_svr_smo(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1e-3
     beta = np.zeros((P, n)) if warm is None else _feasible(np.array(warm[0], float), Cf)
     F = beta @ K64 if warm is not None else np.zeros((P, n))
     iters, gaps = np.zeros(P, np.int64), np.zeros(P)
-    _compiled("_smo_batch")(K, Kd, Y, Cf, ef, beta, F, float(tol), mi, bool(shrinking), iters, gaps)
+    _compiled("_smo_batch")(K, Kd, Y, Cf, ef, beta, F, float(tol), mi, _period(shrinking, Y.shape[1]), iters, gaps)
     gap, b = _finish(K64, Y, Cf, ef, beta, iters, tol, mi, K, shrinking)
     return SVRBatchSolution(beta=beta, intercept=b, gap=gap, n_iter=iters, converged=gap <= tol,
                             state=(beta, beta @ K64, iters.reshape(P, 1).astype(float)))
@@ -452,7 +471,7 @@ def solve_svr_smo_path(ke: KernelEig, Y: np.ndarray, C, epsilon, *, Cs, tol: flo
     beta, F = np.zeros((P, Cs.size, n)), np.zeros((P, Cs.size, n))
     iters, gaps = np.zeros((P, Cs.size), np.int64), np.zeros((P, Cs.size))
     _compiled("_smo_ladder")(K, Kd, Y, W, Cs, ef, modes[seed], beta, F, float(tol), mi,
-                             bool(shrinking), iters, gaps)
+                             _period(shrinking, Y.shape[1]), iters, gaps)
     gap, b = np.zeros((P, Cs.size)), np.zeros((P, Cs.size))
     for c in range(Cs.size):
         bc, ic = np.ascontiguousarray(beta[:, c]), np.ascontiguousarray(iters[:, c])
