@@ -342,7 +342,7 @@ def _max_iter(max_iter: int | None, n: int) -> int:
     return int(max_iter) if max_iter is not None else max(_LIBSVM_MAX_ITER, 200 * n)
 
 
-def _finish(K64, Y, Cf, ef, beta, iters, tol, max_iter, K, shrinking):
+def _finish(K64, Y, Cf, ef, beta, iters, gaps, tol, max_iter, K, shrinking):
     """float64 check of ``beta`` (P, n); rows above ``tol`` solved on in float64 if ``K`` was float32."""
     gap, b = kkt_gap(beta, Y - beta @ K64, Cf, ef[:, None])
     redo = np.flatnonzero(gap > tol)
@@ -354,6 +354,7 @@ def _finish(K64, Y, Cf, ef, beta, iters, tol, max_iter, K, shrinking):
                                 sub_F, float(tol), int(max_iter), _period(shrinking, Y.shape[1]), it2, g2)
         beta[redo] = sub_b
         iters[redo] += it2
+        gaps[redo] = g2
         gap[redo], b[redo] = kkt_gap(sub_b, Y[redo] - sub_b @ K64, Cf[redo], ef[redo, None])
     return gap, b
 
@@ -407,7 +408,8 @@ def solve_svr_smo(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1e-3
     SVRBatchSolution
         ``beta`` (n_target, n), ``intercept`` (n_target,) (mid-point of libsvm's interval
         for ``b``), ``gap`` (recomputed in float64 from ``beta``), ``n_iter`` = SMO steps,
-        ``converged``, ``state = (beta, K beta, n_iter)``.
+        ``converged``, ``state = (beta, K beta, m - M)``: the last is the solver's own
+        maximal-violating-pair gap over the ``2n`` variables, shape (n_target, 1).
     """
     K64, K, Kd, Y, Cf, ef = _prepare(ke, Y, C, epsilon, kernel_dtype)
     P, n = Y.shape
@@ -416,9 +418,9 @@ def solve_svr_smo(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1e-3
     F = beta @ K64 if warm is not None else np.zeros((P, n))
     iters, gaps = np.zeros(P, np.int64), np.zeros(P)
     _compiled("_smo_batch")(K, Kd, Y, Cf, ef, beta, F, float(tol), mi, _period(shrinking, Y.shape[1]), iters, gaps)
-    gap, b = _finish(K64, Y, Cf, ef, beta, iters, tol, mi, K, shrinking)
+    gap, b = _finish(K64, Y, Cf, ef, beta, iters, gaps, tol, mi, K, shrinking)
     return SVRBatchSolution(beta=beta, intercept=b, gap=gap, n_iter=iters, converged=gap <= tol,
-                            state=(beta, beta @ K64, iters.reshape(P, 1).astype(float)))
+                            state=(beta, beta @ K64, gaps.reshape(P, 1)))
 
 
 def _feasible(beta: np.ndarray, Cf: np.ndarray) -> np.ndarray:
@@ -474,8 +476,8 @@ def solve_svr_smo_path(ke: KernelEig, Y: np.ndarray, C, epsilon, *, Cs, tol: flo
                              _period(shrinking, Y.shape[1]), iters, gaps)
     gap, b = np.zeros((P, Cs.size)), np.zeros((P, Cs.size))
     for c in range(Cs.size):
-        bc, ic = np.ascontiguousarray(beta[:, c]), np.ascontiguousarray(iters[:, c])
-        gap[:, c], b[:, c] = _finish(K64, Y, Cs[c] * W, ef, bc, ic, tol, mi, K, shrinking)
+        bc, ic, gc = (np.ascontiguousarray(a[:, c]) for a in (beta, iters, gaps))
+        gap[:, c], b[:, c] = _finish(K64, Y, Cs[c] * W, ef, bc, ic, gc, tol, mi, K, shrinking)
         beta[:, c], iters[:, c] = bc, ic
     return SVRBatchSolution(beta=beta, intercept=b, gap=gap, n_iter=iters, converged=gap <= tol,
                             state=(beta, beta, beta))
