@@ -8,6 +8,8 @@ pixel's SVR at each (C, epsilon) of the grid is solved by
 * ``smo-f32``: the same with the kernel read in float32,
 * ``smo-seed``: :func:`mdslam.slam.smo.solve_svr_smo_path`, the C ladder of each epsilon with
   alpha seeding (each C from the previous C's solution),
+* ``admm-smo``: :func:`mdslam.slam.smo.solve_svr_admm_smo`, ADMM + polish to 3,000 iterations,
+  then SMO from its solution where still above tol,
 
 all in this process on one thread, CPU time (user + system).  Printed per solver: CPU per
 pixel-solve, the ratio against ``admm`` in the same run, mean / max iterations (ADMM iterations
@@ -80,7 +82,7 @@ def fold_problem(labels, flux, ivar, folds: int, fold: int):
 
 
 def run(args) -> None:
-    from mdslam.slam.smo import solve_svr_smo, solve_svr_smo_path, split_path
+    from mdslam.slam.smo import solve_svr_admm_smo, solve_svr_smo, solve_svr_smo_path, split_path
     from mdslam.svr import KernelEig, rbf_kernel, solve_svr_staged
 
     if args.problem == "reference":
@@ -116,6 +118,8 @@ def run(args) -> None:
         c0 = _cpu()
         if name == "admm":
             sols = per_point(lambda C, e: solve_svr_staged(ke, Ytr, C * W, e, tol=1e-3))
+        elif name == "admm-smo":
+            sols = per_point(lambda C, e: solve_svr_admm_smo(ke, Ytr, C * W, e, tol=1e-3))
         elif name in ("smo", "smo-f32"):
             dt = np.float32 if name == "smo-f32" else np.float64
             sols = per_point(lambda C, e, dt=dt: solve_svr_smo(ke, Ytr, C * W, e, tol=1e-3, kernel_dtype=dt))
@@ -155,7 +159,7 @@ def main(argv=None) -> int:
     ap.add_argument("--C", type=float, nargs="*", default=None)
     ap.add_argument("--epsilon", type=float, nargs="*", default=None)
     ap.add_argument("--solvers", nargs="*", default=["admm", "smo", "smo-f32", "smo-seed"],
-                    choices=["admm", "smo", "smo-f32", "smo-seed", "smo-seed-scale"])
+                    choices=["admm", "admm-smo", "smo", "smo-f32", "smo-seed", "smo-seed-scale"])
     ap.add_argument("--results", default=str(HERE / "results"))
     run(ap.parse_args(argv))
     return 0

@@ -16,7 +16,13 @@ import pytest
 from test_svr import _dual_objective, _libsvm, _smooth_pixels
 
 from mdslam.slam import smo
-from mdslam.slam.smo import _feasible, solve_svr_smo, solve_svr_smo_path, split_path
+from mdslam.slam.smo import (
+    _feasible,
+    solve_svr_admm_smo,
+    solve_svr_smo,
+    solve_svr_smo_path,
+    split_path,
+)
 from mdslam.svr import KernelEig, kkt_gap, nystrom_kernel, rbf_kernel
 
 needs_numba = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba (scale extra)")
@@ -50,6 +56,19 @@ def test_smo_reaches_libsvms_optimum(hard, C):
     tight = solve_svr_smo(ke, Y, C, 0.01, tol=1e-7)
     f_ref = B @ K + b[:, None]
     assert np.max(np.abs(tight.beta @ K + tight.intercept[:, None] - f_ref)) < 1e-4
+
+
+@needs_numba
+def test_admm_then_smo_finishes_what_admm_leaves(hard):
+    """C = 1000 with ADMM capped at 100 iterations (so SMO has to finish): every target at
+    gap <= 1e-3 (recomputed here) and dual objective within 1e-3 x (1 + |objective|) of libsvm."""
+    K, Y, _ = hard
+    ke = KernelEig.from_kernel(K)
+    sol = solve_svr_admm_smo(ke, Y, 1000.0, 0.01, tol=1e-3, admm_max_iter=100)
+    gap, _ = kkt_gap(sol.beta, Y - sol.beta @ K, np.full_like(Y, 1000.0), np.full((3, 1), 0.01))
+    assert np.all(gap <= 1e-3) and sol.converged.all() and np.all(np.abs(sol.beta.sum(axis=1)) < 1e-9)
+    ref = _dual_objective(_libsvm(K, Y, 1000.0, 0.01)[0], K, Y, 0.01)
+    assert np.all(_dual_objective(sol.beta, K, Y, 0.01) - ref <= 1e-3 * (1 + np.abs(ref)))
 
 
 @needs_numba
@@ -132,6 +151,7 @@ def test_missing_numba_is_a_one_line_error(monkeypatch):
 
 
 @needs_numba
+@pytest.mark.slow
 def test_slam_solver_smo_matches_admm():
     """SLAM(solver="smo") on 240 stars x 3 pixels, 2x2x2 grid, 3-fold: the same chosen
     hyperparameters as the ADMM path and CV-MSE within 0.5 % on every pixel (both solve to
@@ -149,5 +169,9 @@ def test_slam_solver_smo_matches_admm():
     assert np.all(np.abs(fast.cv_mse_ / admm.cv_mse_ - 1) <= 0.005)
     d = np.sqrt(np.mean((fast.predict_flux(labels) - admm.predict_flux(labels)) ** 2, axis=0))
     assert np.all(d <= 0.01 * np.sqrt(admm.cv_mse_))
-    with pytest.raises(ValueError, match="kernel_rank"):
-        SLAM(**grid, solver="smo", kernel_rank=50).fit(flux, labels)
+    hybrid = SLAM(**grid, solver="admm-smo").fit(flux, labels)
+    assert hybrid.solver_info_["cv_n_unconverged"] == 0
+    assert np.array_equal(admm.C_, hybrid.C_) and np.all(np.abs(hybrid.cv_mse_ / admm.cv_mse_ - 1) <= 0.005)
+    for solver in ("smo", "admm-smo"):
+        with pytest.raises(ValueError, match="kernel_rank"):
+            SLAM(**grid, solver=solver, kernel_rank=50).fit(flux, labels)

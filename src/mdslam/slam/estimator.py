@@ -154,7 +154,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         expansion coefficients over the landmarks (zero for the other stars), so the
         forward model keeps its form. Its error against the exact SVR is measured in
         ``benchmarks/README.md`` ("Nystrom path") and bounded in ``tests/test_svr.py``.
-    solver : "admm", "dcd" or "smo"
+    solver : "admm", "dcd", "smo" or "admm-smo"
         Solver of the SVR duals. ``"admm"`` (default): the
         batched ADMM with active-set polish of the exact path.  ``"dcd"``: dual coordinate
         descent on the ``r`` Nystrom features (:mod:`mdslam.slam.lowrank`, needs ``numba``,
@@ -162,6 +162,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         on SLAM's problems (``benchmarks/README.md``).  ``"smo"`` (exact kernel only): the CV
         solves by libsvm's SMO on the shared kernel (:mod:`mdslam.slam.smo`, needs ``numba``),
         each C seeded from the next smaller one; the final fits stay ADMM + polish.
+        ``"admm-smo"`` (exact kernel only, numba): ADMM + polish to 3,000 iterations, then
+        SMO from its solution for the CV solves still above ``tol`` (the large-C ones).
     cv_prune : None or float
         None (default): every grid point is solved in every CV fold (the exact grid
         search).  A factor ``f > 1``: after the first two folds, a pixel's grid points whose
@@ -344,11 +346,12 @@ class SLAM(RegressorMixin, BaseEstimator):
         kr = self.kernel_rank
         if kr is not None and (isinstance(kr, bool) or not isinstance(kr, (int, np.integer)) or kr < 1):
             raise ValueError(f"kernel_rank={kr!r}: must be None (exact kernel) or a positive int (Nystrom landmarks)")
-        if self.solver not in ("admm", "dcd", "smo"):
-            raise ValueError(f"solver={self.solver!r}: must be 'admm', 'dcd' or 'smo'")
-        if self.solver == "smo" and kr is not None:
-            raise ValueError(f"solver='smo' needs the exact kernel: kernel_rank={kr!r} must be None")
-        solver = "smo" if self.solver == "smo" else (self.solver if kr is not None else "admm")
+        if self.solver not in ("admm", "dcd", "smo", "admm-smo"):
+            raise ValueError(f"solver={self.solver!r}: must be 'admm', 'dcd', 'smo' or 'admm-smo'")
+        exact_only = self.solver in ("smo", "admm-smo")
+        if exact_only and kr is not None:
+            raise ValueError(f"solver={self.solver!r} needs the exact kernel: kernel_rank={kr!r} must be None")
+        solver = self.solver if exact_only else (self.solver if kr is not None else "admm")
         runner = BlockRunner.for_fit(None if self.n_jobs is None else _n_workers(self.n_jobs), client)
         prune = self.cv_prune
         if prune is not None and (isinstance(prune, bool) or not np.isfinite(prune) or prune <= 1):

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..svr import KernelEig, SVRBatchSolution, _as_target_array, kkt_gap
 
-__all__ = ["solve_svr_smo", "solve_svr_smo_path", "split_path"]
+__all__ = ["solve_svr_smo", "solve_svr_smo_path", "split_path", "solve_svr_admm_smo"]
 
 _KERNELS: dict = {}
 _HELPERS = ("_offsets", "_select_i", "_select_j", "_shrink", "_reconstruct", "_update_pair", "_smo_pixel", "_seed_scale")
@@ -492,3 +492,29 @@ def split_path(sol: SVRBatchSolution) -> list[SVRBatchSolution]:
                                     n_iter=sol.n_iter[:, c], converged=sol.converged[:, c],
                                     state=(beta, beta, beta)))
     return out
+
+
+def solve_svr_admm_smo(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1e-3,
+                       admm_max_iter: int = 3000, kernel_dtype=np.float64) -> SVRBatchSolution:
+    """ADMM + polish up to ``admm_max_iter`` iterations, then SMO from its solution where still above ``tol``.
+
+    At large C the ADMM path's slow targets stall near libsvm's tolerance while SMO from zero
+    needs ~10^6 steps; SMO started from the ADMM iterate needs 10^3-10^5
+    (``benchmarks/README.md``).  Signature as :func:`solve_svr_smo`; ``ke`` needs its
+    eigenpairs (ADMM) and ``K`` (SMO).  ``n_iter`` counts ADMM iterations plus SMO steps.
+    """
+    from ..svr import solve_svr_staged
+
+    Y = np.ascontiguousarray(Y, dtype=float)
+    P, n = Y.shape
+    Cf = np.ascontiguousarray(np.broadcast_to(_as_target_array(C, P, n), (P, n)), dtype=float)
+    ef = np.ascontiguousarray(_as_target_array(epsilon, P), dtype=float)[:, 0]
+    sol = solve_svr_staged(ke, Y, Cf, ef, tol=tol, max_iter=admm_max_iter)
+    todo = np.flatnonzero(sol.gap > tol)
+    if todo.size:
+        sub = solve_svr_smo(ke, Y[todo], Cf[todo], ef[todo], tol=tol, warm=(sol.beta[todo],),
+                            kernel_dtype=kernel_dtype)
+        sol.beta[todo], sol.intercept[todo], sol.gap[todo] = sub.beta, sub.intercept, sub.gap
+        sol.n_iter[todo] += sub.n_iter
+    sol.converged = sol.gap <= tol
+    return sol

@@ -92,6 +92,10 @@ def _cv_solver(solver: str):
         from .smo import solve_svr_smo
 
         return solve_svr_smo
+    if solver == "admm-smo":
+        from .smo import solve_svr_admm_smo
+
+        return solve_svr_admm_smo
     return solve_svr_staged
 
 
@@ -204,8 +208,9 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
     ``info["cv_unconverged_per_pixel"]`` (n_pix,) counts each pixel's CV solves above ``tol``.
     ``solver``: "admm" (:func:`mdslam.svr.solve_svr_staged`), with ``kernel_rank`` "dcd"
     (:func:`mdslam.slam.lowrank.solve_svr_dcd`), or with the exact kernel "smo"
-    (:mod:`mdslam.slam.smo`, C ladders seeded); ``cv_mean_iterations`` counts ADMM iterations,
-    coordinate-descent passes or SMO steps.
+    (:mod:`mdslam.slam.smo`, C ladders seeded) or "admm-smo" (ADMM to 3,000 iterations, then
+    SMO from its solution); ``cv_mean_iterations`` counts ADMM iterations, coordinate-descent
+    passes or SMO steps (both for "admm-smo").
     """
     n, n_pix = Ys.shape
     sse = np.zeros((Cs.size, es.size, gs.size, n_pix))
