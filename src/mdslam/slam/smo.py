@@ -19,9 +19,14 @@ may be read in float32 (``kernel_dtype``): ``f`` and the gradients stay float64.
 
 Per-sample ``C`` (``C_i = 0``: sample ``i`` excluded, libsvm's sample weight)
 and warm starts are supported.  :func:`solve_svr_smo_path` solves a ladder of
-``C`` values per pixel, each started from the previous solution scaled by the
-ratio of the ``C`` values (feasible: the box scales and ``sum beta`` stays 0),
-"alpha seeding" along the grid.
+``C`` values per pixel, each started from the previous solution ("alpha
+seeding" along the grid).  :func:`solve_svr_admm_smo` finishes with SMO the
+solves that the ADMM path leaves above ``tol`` (at large ``C``).
+
+On SLAM's problems SMO needs many steps (thousands at C = 1-10 and n = 640, up to
+~10^6 at C = 1000 and n = 900: the RBF kernels of smooth label sets are nearly
+singular), so from zero it is slower than the ADMM path; from ADMM's iterate it is
+the fast finish (``benchmarks/README.md``, "SMO on the shared kernel").
 
 The compiled loop needs ``numba`` (the ``scale`` extra); it is imported when a
 solve is first asked for, so the rest of the package runs without it.
