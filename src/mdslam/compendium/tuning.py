@@ -69,7 +69,7 @@ from astropy.table import Table, vstack
 
 __all__ = ["TUNING_GRID", "TUNING_CV", "NESTED_OUTER", "NESTED_INNER", "SEED", "HYPER_DATASET",
            "NESTED_DATASET", "FOLDS_DATASET", "tune_hyperparameters", "nested_cv", "assemble",
-           "pooled_hyperparameters", "edge_statistics", "edge_table", "skill_before_after", "EDGE_RTOL", "cv_mse_at", "edges_from_folds", "edge_beyond",
+           "pooled_hyperparameters", "edge_statistics", "edge_table", "edge_groups", "skill_before_after", "EDGE_RTOL", "cv_mse_at", "edges_from_folds", "edge_beyond",
            "BEYOND_EDGE", "hyperparameter_table", "fold_table", "hyperparameters", "nested_table",
            "nested_folds", "fold_hyperparameters", "reevaluate", "tuned_model", "fit_tuned", "matches",
            "CATALOGUE_PRIOR", "CATALOGUE_LIKELIHOOD", "TEFF_LOGG_DATASET", "ALPHA_DATASET", "TUNED_MODELS",
@@ -550,7 +550,8 @@ def edge_table(hyper: Table, book_model=None) -> Table:
         A hyperparameter file (:func:`hyperparameters`), with ``edge_gain`` in ``meta``.
     book_model : SLAM, optional
         The same stars' model fitted with a grid search on another grid (e.g.
-        :data:`mdslam.compendium.tracks.BOOK_GRID`): its ``grid_edge_fraction_``.
+        :data:`mdslam.compendium.tracks.BOOK_GRID`): its usable pixels whose choice is
+        its grid's lowest or highest value (every pixel, for a grid of two values).
 
     Returns
     -------
@@ -565,12 +566,47 @@ def edge_table(hyper: Table, book_model=None) -> Table:
         row = {"hyperparameter": k}
         if book_model is not None:
             row["book grid"] = ", ".join(f"{x:g}" for x in book_model.param_grid_[k])
-            row["on an edge (book)"] = float(book_model.grid_edge_fraction_[k])
+            g0 = np.asarray(book_model.param_grid_[k], float)
+            use = np.asarray(book_model.pixel_usable_, bool)
+            row["on an edge (book)"] = float(np.mean(np.isin(getattr(book_model, k + "_")[use], (g0.min(), g0.max()))))
         row.update({"tuning grid": ", ".join(f"{x:g}" for x in hyper.meta["grid"][k]),
                     "on an edge (tuned)": float(hyper.meta["grid_edge_fraction"][k]),
                     "flat edge": float(es["flat"]), "still-improving edge": float(es["improving"])})
         rows.append(row)
     return Table(rows=rows)
+
+
+def edge_groups(hyper: Table) -> dict:
+    """Where a tuned file's edge pixels sit: the smoothest corner of the grid, and its most regularised models.
+
+    Parameters
+    ----------
+    hyper : Table
+        A hyperparameter file (:func:`hyperparameters`).
+
+    Returns
+    -------
+    dict
+        Fractions of the usable pixels: ``smooth`` (the largest C with the smallest gamma:
+        a kernel nearly flat over the labels, i.e. close to a low-order polynomial),
+        ``diagonal`` (C * gamma equal to that corner's), ``weak`` (the smallest C or the
+        largest epsilon: the models closest to the mean spectrum); and the median
+        ``cv_mse_scaled`` (CV-MSE over the pixel's flux variance: 1 = the labels predict
+        nothing) of each group, ``mse_smooth``, ``mse_weak``, and of the other pixels, ``mse_rest``.
+    """
+    use = np.asarray(hyper["usable"], bool)
+    C, eps, gam = (np.asarray(hyper[k], float)[use] for k in ("C", "epsilon", "gamma"))
+    mse = np.asarray(hyper["cv_mse_scaled"], float)[use]
+    grid = {k: np.asarray(hyper.meta["grid"][k], float) for k in ("C", "epsilon", "gamma")}
+    smooth = (C == grid["C"].max()) & (gam == grid["gamma"].min())
+    diagonal = np.isclose(C * gam, grid["C"].max() * grid["gamma"].min())
+    weak = (C == grid["C"].min()) | (eps == grid["epsilon"].max())
+
+    def med(sel):
+        return float(np.median(mse[sel])) if sel.any() else float("nan")
+
+    return {"smooth": float(smooth.mean()), "diagonal": float(diagonal.mean()), "weak": float(weak.mean()),
+            "mse_smooth": med(smooth), "mse_weak": med(weak), "mse_rest": med(~smooth & ~weak)}
 
 
 def skill_before_after(before: dict, after: dict, label_names: Sequence[str],
