@@ -117,7 +117,8 @@ def _units(ts) -> list[str]:
 
 
 def tune_hyperparameters(ts, grid: dict | None = None, cv: int = TUNING_CV, seed: int = SEED,
-                         verbose: bool = False, prior: str | None = "training", cv_prune: float | None = None):
+                         verbose: bool = False, prior: str | None = "training", cv_prune: float | None = None,
+                         n_jobs: int | None = None):
     """Grid search with ``cv``-fold CV per pixel on all training stars.
 
     Parameters
@@ -137,6 +138,8 @@ def tune_hyperparameters(ts, grid: dict | None = None, cv: int = TUNING_CV, seed
         likelihood) skips that CV.
     cv_prune : None or float
         :class:`mdslam.slam.SLAM` ``cv_prune`` (None: every grid point in every fold).
+    n_jobs : int, optional
+        Worker threads of the grid search (:class:`mdslam.slam.SLAM` ``n_jobs``; None: one).
 
     Returns
     -------
@@ -146,7 +149,7 @@ def tune_hyperparameters(ts, grid: dict | None = None, cv: int = TUNING_CV, seed
     from ..slam import SLAM
 
     model = SLAM(cv=cv, random_state=seed, prior=prior, chi2_scale="cv", verbose=verbose, cv_prune=cv_prune,
-                 **dict(TUNING_GRID if grid is None else grid))
+                 n_jobs=n_jobs, **dict(TUNING_GRID if grid is None else grid))
     return model.fit(ts.spectra.flux, ts.y, ts.spectra.ivar, wavelength=ts.spectra.wavelength,
                      label_names=ts.label_names, label_units=_units(ts))
 
@@ -1101,7 +1104,7 @@ def _tables(args: argparse.Namespace, ts) -> list[tuple[str, Table]]:
         if getattr(args, "edges_only", False):
             raise ValueError(f"mdslam tune --edges-only: only for the catalogue model, not --model {model}")
         fitted = tune_hyperparameters(ts, cv=args.cv, verbose=not args.quiet, prior=TUNED_MODELS[model]["prior"],
-                                      cv_prune=args.cv_prune)
+                                      cv_prune=args.cv_prune, n_jobs=args.n_jobs)
         return [(TUNED_MODELS[model]["dataset"], hyperparameter_table(fitted, ts))]
     if getattr(args, "edges_only", False):
         hyper, folds = hyperparameters(), nested_folds()
