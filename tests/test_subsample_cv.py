@@ -99,12 +99,38 @@ def test_final_fit_uses_every_star(data, sub_model):
     assert sub_model.n_train_ == N and np.any(sub_model.dual_coef_[:, outside] != 0)
 
 
-def test_subsample_cv_uses_the_exact_kernel_whatever_kernel_rank(data, sub_model):
-    """With ``kernel_rank`` the subsample's CV is the exact-kernel one (same CV-MSE grid, bit for bit)."""
+@pytest.fixture(scope="module")
+def ny_model(data):
     flux, labels = data
-    ny = SLAM(**GRID, cv=5, random_state=SEED, chi2_scale=1.0, cv_subsample=M, kernel_rank=40).fit(flux, labels)
-    assert np.array_equal(ny.cv_mse_grid_, sub_model.cv_mse_grid_)
-    assert np.count_nonzero(ny.dual_coef_[0]) <= 40            # final fits: the Nystrom landmarks
+    return SLAM(**GRID, cv=5, random_state=SEED, chi2_scale=1.0, cv_subsample=M, kernel_rank=40).fit(flux, labels)
+
+
+def test_subsample_cv_uses_the_exact_kernel_whatever_kernel_rank(sub_model, ny_model):
+    """With ``kernel_rank`` the subsample's CV is the exact-kernel one (same CV-MSE grid, bit for bit)."""
+    assert np.array_equal(ny_model.cv_mse_grid_, sub_model.cv_mse_grid_)
+    assert np.count_nonzero(ny_model.dual_coef_[0]) <= 40            # final fits: the Nystrom landmarks
+
+
+def test_sparse_model_evaluates_its_support_stars_only(ny_model, monkeypatch):
+    """A Nystrom model's forward model runs over its landmarks only and equals the dense kernel
+    expansion over all 150 stars (by hand with numpy) to 1e-12, its label derivatives the dense path's."""
+    from mdslam.slam import forward
+
+    groups = ny_model._groups()
+    assert all(sv is not None and sv.size <= 2 * 40 for *_, sv in groups)
+    new = np.random.default_rng(2).uniform(-1.2, 1.2, (30, 3))
+    Th = (new - ny_model.label_mean_) / ny_model.label_scale_
+    d2 = ((Th[:, None, :] - ny_model.X_train_[None]) ** 2).sum(-1)
+    dense = np.exp(-d2[None] * ny_model.gamma_[:, None, None])                  # (n_pix, 30, 150)
+    ref = np.einsum("pmi,pi->mp", dense, ny_model.dual_coef_) + ny_model.intercept_
+    F, J = ny_model._model_scaled(Th, jacobian=True)
+    assert np.max(np.abs(F - ref)) < 1e-12
+    monkeypatch.setattr(forward, "SPARSE_SUPPORT", 0.0)
+    ny_model._reset_cache()
+    assert all(sv is None for *_, sv in ny_model._groups())
+    F0, J0 = ny_model._model_scaled(Th, jacobian=True)
+    ny_model._reset_cache()
+    assert np.allclose(F, F0, rtol=0, atol=1e-12) and np.allclose(J, J0, rtol=0, atol=1e-12)
 
 
 def test_subsample_is_recorded_in_the_model_file(sub_model, tmp_path):
