@@ -107,6 +107,10 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
     J = np.empty((m, n_pix, L)) if jacobian else None
     Xt = np.asarray(X_train, float)
     Xsv = [Xt if grp[4] is None else Xt[grp[4]] for grp in groups]     # each group's support stars
+    if groups and all(grp[4] is not None for grp in groups):          # distances to the support stars only
+        cols = np.unique(np.concatenate([grp[4] for grp in groups]))
+        Xt = Xt[cols]
+        groups = [(g, pix, BT, b, np.searchsorted(cols, sv)) for g, pix, BT, b, sv in groups]
     for lo in range(0, m, ROW_BLOCK):
         rows = slice(lo, min(lo + ROW_BLOCK, m))
         th = theta[rows]
