@@ -35,12 +35,27 @@ Two modes:
   passes over the stars, the fraction converged, CPU seconds per pixel-solve, and the largest
   difference between the two fitted functions at the training stars.
 
+* ``--target``: the target end to end, ``SLAM(cv_subsample=m, kernel_rank=r).fit`` on
+  ``--n-star`` stars x ``--n-pix`` pixels (the CV on ``m`` stars with the exact kernel, the
+  final fits on all stars with the Nystrom kernel): wall and CPU time with the CV, final fits
+  and kernels apart, peak memory, the rms of ``--n-test`` held-out mock stars' labels against
+  the truth, and the reference: libsvm (``sklearn.svm.SVR``) on ``--ref-pixels`` pixels at the
+  chosen hyperparameters, on one fold's training stars and on all stars, its full grid search
+  extrapolated by arithmetic (grid points x folds x 1596 px), and the Nystrom fits against it
+  (forward model at the test labels relative to sqrt(CV-MSE), labels of models of those pixels).
+* ``--subsample-accuracy``: ``SLAM(cv_subsample=m)`` for each ``m`` of ``--cv-subsample-list``
+  against the full CV, exact path, ``--exact-n`` stars (80 % training): fraction of pixels with
+  the same choice, the full CV-MSE at the subsample's choice relative to the full-CV best, the
+  subsample's CV-MSE relative to the full CV's at that point, and the test-label rms of each.
+
 Usage::
 
     python benchmarks/scale_15k.py --n-pix 16                     # the scale run on 16 pixels
     python benchmarks/scale_15k.py --accuracy --exact-n 2000 --n-pix 64
     python benchmarks/scale_15k.py --data mock.npz ...           # reuse a saved mock set
     python benchmarks/scale_15k.py --compare-solvers --sizes 1600 3200 12000 --n-pix 8
+    python benchmarks/scale_15k.py --target --n-pix 48 --cv-subsample 2000 --kernel-rank 2000
+    python benchmarks/scale_15k.py --subsample-accuracy --exact-n 2000 --n-pix 64 --cv-subsample-list 400 800
 
 The mock set is cached in ``benchmarks/results/`` (gitignored).
 """
