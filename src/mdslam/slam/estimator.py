@@ -186,7 +186,9 @@ class SLAM(RegressorMixin, BaseEstimator):
         stars, an upper estimate of the final model's error; how often the choice differs
         from the full CV's is measured in ``benchmarks/README.md`` ("Training at 15,000
         stars").  ``solver_info_["cv_n_stars"]`` (also in the model file) says how many
-        stars the CV used, ``solver_info_["cv_subsample_seed"]`` the seed of the draw.
+        stars the CV used, ``solver_info_["cv_subsample_seed"]`` the seed of the draw.  The
+        likelihood's CV (a ``prior`` with ``chi2_scale="cv"``, or ``likelihood="correlated"``)
+        still refits the model on folds of all stars.
 
     Attributes
     ----------
