@@ -35,12 +35,27 @@ Two modes:
   passes over the stars, the fraction converged, CPU seconds per pixel-solve, and the largest
   difference between the two fitted functions at the training stars.
 
+* ``--target``: the target end to end, ``SLAM(cv_subsample=m, kernel_rank=r).fit`` on
+  ``--n-star`` stars x ``--n-pix`` pixels (the CV on ``m`` stars with the exact kernel, the
+  final fits on all stars with the Nystrom kernel): wall and CPU time with the CV, final fits
+  and kernels apart, peak memory, the rms of ``--n-test`` held-out mock stars' labels against
+  the truth, and the reference: libsvm (``sklearn.svm.SVR``) on ``--ref-pixels`` pixels at the
+  chosen hyperparameters, on one fold's training stars and on all stars, its full grid search
+  extrapolated by arithmetic (grid points x folds x 1596 px), and the Nystrom fits against it
+  (forward model at the test labels relative to sqrt(CV-MSE), labels of models of those pixels).
+* ``--subsample-accuracy``: ``SLAM(cv_subsample=m)`` for each ``m`` of ``--cv-subsample-list``
+  against the full CV, exact path, ``--exact-n`` stars (80 % training): fraction of pixels with
+  the same choice, the full CV-MSE at the subsample's choice relative to the full-CV best, the
+  subsample's CV-MSE relative to the full CV's at that point, and the test-label rms of each.
+
 Usage::
 
     python benchmarks/scale_15k.py --n-pix 16                     # the scale run on 16 pixels
     python benchmarks/scale_15k.py --accuracy --exact-n 2000 --n-pix 64
     python benchmarks/scale_15k.py --data mock.npz ...           # reuse a saved mock set
     python benchmarks/scale_15k.py --compare-solvers --sizes 1600 3200 12000 --n-pix 8
+    python benchmarks/scale_15k.py --target --n-pix 48 --cv-subsample 2000 --kernel-rank 2000
+    python benchmarks/scale_15k.py --subsample-accuracy --exact-n 2000 --n-pix 64 --cv-subsample-list 400 800
 
 The mock set is cached in ``benchmarks/results/`` (gitignored).
 """
@@ -59,8 +74,9 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import realistic_grid  # noqa: E402
 from bench_astroslam import LoadSampler  # noqa: E402
-from realistic_grid import make_data  # noqa: E402
+from realistic_grid import _cpu, make_data  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 GRID = {"C": (1.0, 10.0), "epsilon": (0.03, 0.1), "gamma": (0.3, 1.0)}
@@ -193,6 +209,196 @@ def run_accuracy(args) -> dict:
             "nystrom_solver": ny.solver_info_, "exact_solver": ex.solver_info_}
 
 
+def make_test_data(n_star: int, seed: int = 2025) -> dict:
+    """Held-out mock LAMOST stars: ``make_data`` of ``realistic_grid.py`` with another seed."""
+    old = realistic_grid.SEED
+    realistic_grid.SEED = seed
+    try:
+        return make_data(n_star, None)
+    finally:
+        realistic_grid.SEED = old
+
+
+class PhaseTimer:
+    """CPU and wall seconds in SLAM.fit's CV grid search, its final fits and the kernels they build.
+
+    Wraps ``_grid_search_cv`` and ``_refit_all`` (as the estimator calls them) and
+    ``training._kernel`` (every kernel and its eigen decomposition or Nystrom factor, the
+    work shared by all pixels) for the time of the ``with`` block.
+    """
+
+    def __init__(self):
+        self.times: dict[str, list[float]] = {}
+
+    def __enter__(self):
+        from mdslam.slam import estimator, training
+
+        self._orig = [(estimator, "_grid_search_cv"), (estimator, "_refit_all"), (training, "_kernel")]
+        self._fns = [getattr(mod, name) for mod, name in self._orig]
+        for (mod, name), fn in zip(self._orig, self._fns, strict=True):
+            setattr(mod, name, self._wrap(name, fn))
+        return self
+
+    def _wrap(self, name, fn):
+        def timed(*a, **kw):
+            t0, c0 = time.perf_counter(), _cpu()
+            try:
+                return fn(*a, **kw)
+            finally:
+                wall_cpu = self.times.setdefault(name, [0.0, 0.0])
+                wall_cpu[0] += time.perf_counter() - t0
+                wall_cpu[1] += _cpu() - c0
+        return timed
+
+    def __exit__(self, *exc):
+        for (mod, name), fn in zip(self._orig, self._fns, strict=True):
+            setattr(mod, name, fn)
+
+
+def _label_rms(model, flux, ivar, truth) -> tuple[list[float], np.ndarray]:
+    """rms of the labels of held-out spectra against the truth (Teff K, log g, [Fe/H]) and the labels."""
+    lab = model.predict(flux, ivar)
+    ok = np.all(np.isfinite(lab), axis=1)
+    return np.sqrt(np.mean((lab[ok] - truth[ok]) ** 2, axis=0)).tolist(), lab
+
+
+def _sklearn_exact(model, flux, good, pix, fold_train) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """libsvm (``sklearn.svm.SVR``, tol 1e-3) on every training star at the model's (C, eps, gamma) of ``pix``.
+
+    Returns the dual coefficients (len(pix), n_train), intercepts, the mean CPU seconds per fit on
+    all stars, and per fit on the stars ``fold_train`` (one CV fold's training set, for the
+    reference's CV cost); the standardisation is the model's.
+    """
+    from sklearn.svm import SVR
+
+    Xs = model.X_train_
+    dual, b, cpu, cpu_fold = np.zeros((pix.size, Xs.shape[0])), np.zeros(pix.size), [], []
+    for k, j in enumerate(pix):
+        svr = SVR(C=model.C_[j], epsilon=model.epsilon_[j], gamma=model.gamma_[j], tol=1e-3, cache_size=2000)
+        y = (flux[:, j] - model.flux_mean_[j]) / model.flux_scale_[j]
+        for rows, times in ((fold_train, cpu_fold), (np.arange(Xs.shape[0]), cpu)):
+            g = rows[good[rows, j]]
+            c0 = time.process_time()
+            s = svr.fit(Xs[g], y[g])
+            times.append(time.process_time() - c0)
+        dual[k, g[s.support_]] = s.dual_coef_[0]
+        b[k] = s.intercept_[0]
+    return dual, b, float(np.mean(cpu)), float(np.mean(cpu_fold))
+
+
+def _exact_copy(model, pix, dual, b):
+    """The model restricted to the pixels ``pix``, with the given (exact) SVR coefficients or its own."""
+    import copy
+
+    sub = copy.copy(model)
+    for attr in ("C_", "epsilon_", "gamma_", "cv_mse_", "cv_mse_scaled_", "cv_md_", "cv_md_scaled_",
+                 "flux_mean_", "flux_scale_", "pixel_usable_", "wavelength_"):
+        setattr(sub, attr, getattr(model, attr)[pix])
+    sub.dual_coef_ = model.dual_coef_[pix] if dual is None else dual
+    sub.intercept_ = model.intercept_[pix] if b is None else b
+    sub.n_features_in_ = pix.size
+    sub.quick_flux_ = None
+    sub._reset_cache()
+    return sub
+
+
+def run_target(args) -> dict:
+    """Target 3 end to end: ``SLAM(cv_subsample, kernel_rank)`` on ``--n-star`` mock stars x ``--n-pix`` px.
+
+    Prints wall/CPU time of the fit (CV and final fits apart), peak memory, the test-label rms of
+    ``--n-test`` held-out mock stars, and the reference: libsvm on ``--ref-pixels`` pixels on all
+    stars at the chosen hyperparameters (CPU per fit, extrapolated to the full k-fold grid search:
+    a fit on (k-1)/k of the stars costs ((k-1)/k)^2 of it, times grid points x folds x 1596 px),
+    with the Nystrom forward model and labels against that exact SVR on those pixels.
+    """
+    from mdslam.slam import SLAM
+
+    d = load_data(args.data, args.n_star)
+    te = make_test_data(args.n_test)
+    pix = pixel_subset(d["flux"].shape[1], args.n_pix)
+    flux, ivar, labels = d["flux"][:, pix], d["ivar"][:, pix], d["labels"]
+    model = SLAM(C=GRID["C"], epsilon=GRID["epsilon"], gamma=GRID["gamma"], cv=args.folds, n_jobs=args.n_jobs,
+                 kernel_rank=args.kernel_rank, cv_subsample=args.cv_subsample, cv_prune=args.cv_prune,
+                 random_state=0, tol=args.tol)
+    with LoadSampler() as load, PhaseTimer() as phases:
+        t0, c0 = time.perf_counter(), _cpu()
+        model.fit(flux, labels, ivar, wavelength=d["wave"][pix])
+        wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    out = {"n_star": int(flux.shape[0]), "n_pix": int(pix.size), "n_test": args.n_test, "folds": args.folds,
+           "grid": GRID, "cv_subsample": args.cv_subsample, "kernel_rank": args.kernel_rank, "cv_prune": args.cv_prune,
+           "fit_wall_s": wall, "fit_cpu_s": cpu, "phases": phases.times, "load": load.summary(),
+           "peak_rss_gb": peak_rss_gb(), "solver_info": model.solver_info_,
+           "n_landmarks": int(np.count_nonzero(np.any(model.dual_coef_ != 0, axis=0))),
+           "shared_kernel_cpu_s": phases.times.get("_kernel", [0.0, 0.0])[1]}
+    tflux, tivar = te["flux"][:, pix], te["ivar"][:, pix]
+    out["test_rms"], lab_ny = _label_rms(model, tflux, tivar, te["labels"])
+    # the exact reference (libsvm) on a few pixels, same stars and hyperparameters
+    rp = np.linspace(0, pix.size - 1, min(max(args.ref_pixels, 4), pix.size)).round().astype(int)
+    good = (ivar > 0) & np.isfinite(flux)
+    fold_train = np.sort(np.random.default_rng(0).permutation(flux.shape[0])[flux.shape[0] // args.folds:])
+    dual, b, sk_cpu, sk_fold = _sklearn_exact(model, flux, good, rp, fold_train)
+    ex, ny = _exact_copy(model, rp, dual, b), _exact_copy(model, rp, None, None)
+    dF = ny.predict_flux(te["labels"]) - ex.predict_flux(te["labels"])
+    out["ref_pixels"] = rp.tolist()
+    out["dF_over_sqrt_cvmse"] = (np.sqrt(np.mean(dF**2, axis=0)) / np.sqrt(ex.cv_mse_)).tolist()
+    le, ln = ex.predict(tflux[:, rp], tivar[:, rp]), ny.predict(tflux[:, rp], tivar[:, rp])
+    ok = np.all(np.isfinite(le) & np.isfinite(ln), axis=1)
+    out["ref_label_rms_diff"] = np.sqrt(np.mean((ln[ok] - le[ok]) ** 2, axis=0)).tolist()
+    out["ref_label_rms_err_exact"] = np.sqrt(np.mean((le[ok] - te["labels"][ok]) ** 2, axis=0)).tolist()
+    out["sklearn_cpu_per_fit_s"], out["sklearn_cpu_per_fold_fit_s"] = sk_cpu, sk_fold
+    n_grid = int(np.prod([len(v) for v in GRID.values()]))
+    out["sklearn_extrapolated_s"] = (sk_fold * n_grid * args.folds + sk_cpu) * 1596
+    out["extrapolated_s"] = _extrapolate(out, d["flux"].shape[1])
+    return out
+
+
+def _extrapolate(out: dict, n_full: int) -> float:
+    """CPU seconds of the fit at ``n_full`` pixels: the run's, with everything but the shared kernel work
+    scaled linearly in the pixels (an upper bound: the batched solves get cheaper per pixel with more pixels)."""
+    cpu, n = out["fit_cpu_s"], out["n_pix"]
+    shared = out.get("shared_kernel_cpu_s", 0.0)
+    return shared + max(cpu - shared, 0.0) * n_full / n
+
+
+def run_subsample_accuracy(args) -> dict:
+    """Subsample CV against the full CV, both exact, on ``--exact-n`` stars (80 % train) x ``--n-pix`` px."""
+    from mdslam.slam import SLAM
+
+    d = load_data(args.data, args.exact_n)
+    pix = pixel_subset(d["flux"].shape[1], args.n_pix)
+    flux, ivar, labels = d["flux"][:, pix], d["ivar"][:, pix], d["labels"]
+    n_tr = int(0.8 * flux.shape[0])
+    kw = dict(C=GRID["C"], epsilon=GRID["epsilon"], gamma=GRID["gamma"], cv=5, n_jobs=args.n_jobs, random_state=0)
+    out = {"n_train": n_tr, "n_test": int(flux.shape[0] - n_tr), "n_pix": int(pix.size), "rows": []}
+    with LoadSampler() as load:
+        c0 = _cpu()
+        full = SLAM(**kw).fit(flux[:n_tr], labels[:n_tr], ivar[:n_tr])
+        out["full_cpu_s"] = _cpu() - c0
+        out["full_test_rms"], _ = _label_rms(full, flux[n_tr:], ivar[n_tr:], labels[n_tr:])
+        grid = full.cv_mse_grid_.reshape(pix.size, -1)                     # (n_pix, 8), standardised
+        use = full.pixel_usable_
+        best = grid.min(axis=1)
+        for m in args.cv_subsample_list:
+            c0 = _cpu()
+            sub = SLAM(**kw, cv_subsample=m).fit(flux[:n_tr], labels[:n_tr], ivar[:n_tr])
+            cpu = _cpu() - c0
+            Cs, es, gs = (np.asarray(GRID[k]) for k in ("C", "epsilon", "gamma"))
+            idx = np.ravel_multi_index((np.searchsorted(Cs, sub.C_), np.searchsorted(es, sub.epsilon_),
+                                        np.searchsorted(gs, sub.gamma_)), (Cs.size, es.size, gs.size))
+            at_choice = grid[np.arange(pix.size), idx]
+            regret = (at_choice / best)[use]
+            same = (sub.C_ == full.C_) & (sub.epsilon_ == full.epsilon_) & (sub.gamma_ == full.gamma_)
+            rms, _ = _label_rms(sub, flux[n_tr:], ivar[n_tr:], labels[n_tr:])
+            out["rows"].append({"m": m, "cpu_s": cpu, "same_choice": float(np.mean(same[use])),
+                                "regret_q": np.quantile(regret, [0.5, 0.99, 1.0]).tolist(),
+                                "sub_cvmse_over_full_q": np.quantile((sub.cv_mse_scaled_ / at_choice)[use],
+                                                                     [0.5, 0.99]).tolist(),
+                                "test_rms": rms})
+            print(json.dumps(out["rows"][-1]), flush=True)
+    out["load"] = load.summary()
+    return out
+
+
 def run_compare(args) -> dict:
     """ADMM + polish vs dual coordinate descent on the same Nystrom kernels: passes, CPU, agreement."""
     from sklearn.model_selection import KFold
@@ -228,8 +434,50 @@ def run_compare(args) -> dict:
     return {"rows": rows, "tol": args.tol, "max_epochs": args.max_epochs}
 
 
+def report_target(out: dict) -> None:
+    """One line per figure of ``--target``."""
+    ph = out["phases"]
+    t, lim = out["extrapolated_s"], "met" if out["extrapolated_s"] < TARGET_S else "not met"
+    ref = out["sklearn_extrapolated_s"]
+    print(f"target run: {out['n_star']} stars x {out['n_pix']} px, 8-point grid, {out['folds']}-fold CV on "
+          f"{out['solver_info']['cv_n_stars']} stars (cv_subsample), final fits on all stars, kernel_rank "
+          f"{out['kernel_rank']} ({out['n_landmarks']} landmarks in the model), cv_prune {out['cv_prune']}")
+    print(f"  fit {out['fit_wall_s']:.0f} s wall, {out['fit_cpu_s']:.0f} s CPU (CV {ph['_grid_search_cv'][1]:.0f} s, "
+          f"final fits {ph['_refit_all'][1]:.0f} s, kernels {ph['_kernel'][1]:.0f} s CPU); load "
+          f"{out['load']['load1_mean']:.1f}; peak RSS {out['peak_rss_gb']:.2f} GB (target < {TARGET_GB:.0f} GB)")
+    print(f"  CV mean ADMM iterations {out['solver_info']['cv_mean_iterations']:.0f}, CV solves above tol "
+          f"{out['solver_info']['cv_n_unconverged']}; final fits above tol {out['solver_info']['refit_n_above_tol']}")
+    if out["n_pix"] < 1596:
+        print(f"  extrapolated to 1596 px: {t:.0f} s CPU = {t / 60:.1f} min on one core (target < 30 min: {lim})")
+    print(f"  test labels ({out['n_test']} held-out mock stars), rms vs truth (Teff K, logg, [Fe/H]) "
+          f"{np.round(out['test_rms'], 4)}")
+    print(f"  reference: libsvm (sklearn SVR) {out['sklearn_cpu_per_fold_fit_s']:.1f} s CPU per fit on a fold's "
+          f"training stars, {out['sklearn_cpu_per_fit_s']:.1f} s on all (mean of {len(out['ref_pixels'])} px); full "
+          f"8-point {out['folds']}-fold search + final fits x 1596 px = {ref / 3600:.0f} h by arithmetic; ratio "
+          f"{ref / t:.0f}x")
+    print(f"  Nystrom vs libsvm on those px: forward model at test labels rms diff / sqrt(CV-MSE) "
+          f"{np.round(out['dF_over_sqrt_cvmse'], 4)} (bound 0.02); labels of {len(out['ref_pixels'])}-px models, "
+          f"rms diff {np.round(out['ref_label_rms_diff'], 4)} vs exact - truth {np.round(out['ref_label_rms_err_exact'], 4)}")
+
+
+def report_subsample(out: dict) -> None:
+    """One line per figure of ``--subsample-accuracy``."""
+    print(f"subsample CV vs full CV ({out['n_train']} train / {out['n_test']} test stars, {out['n_pix']} px, "
+          f"8-point grid, 5-fold, exact path; load {out['load']['load1_mean']:.1f}): full CV {out['full_cpu_s']:.0f} s "
+          f"CPU, test rms {np.round(out['full_test_rms'], 4)}")
+    for r in out["rows"]:
+        print(f"  m = {r['m']}: {r['cpu_s']:.0f} s CPU; same (C, eps, gamma) {r['same_choice']:.3f}; full CV-MSE at "
+              f"the choice / full-CV best: median, 99 %, max {np.round(r['regret_q'], 4)}; subsample CV-MSE / full "
+              f"CV-MSE at the choice: median, 99 % {np.round(r['sub_cvmse_over_full_q'], 3)}; test rms "
+              f"{np.round(r['test_rms'], 4)}")
+
+
 def report(out: dict, accuracy: bool) -> None:
     """One line per figure."""
+    if "phases" in out:
+        return report_target(out)
+    if "full_cpu_s" in out:
+        return report_subsample(out)
     if "rows" in out:
         for r in out["rows"]:
             a, c = r["admm"], r["dcd"]
@@ -280,10 +528,20 @@ def main(argv=None) -> int:
     ap.add_argument("--compare-solvers", action="store_true", help="ADMM vs coordinate descent, same kernels")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1600, 3200, 12000], help="training stars compared")
     ap.add_argument("--max-epochs", type=int, default=2000, help="coordinate-descent pass cap (--compare-solvers)")
+    ap.add_argument("--target", action="store_true", help="end to end: SLAM(cv_subsample, kernel_rank).fit")
+    ap.add_argument("--cv-subsample", type=int, default=2000, help="stars of the CV (--target)")
+    ap.add_argument("--cv-prune", type=float, default=None, help="SLAM(cv_prune) (--target)")
+    ap.add_argument("--n-test", type=int, default=500, help="held-out mock stars labelled (--target)")
+    ap.add_argument("--ref-pixels", type=int, default=4, help="pixels fitted by libsvm as the reference, >= 4 (--target)")
+    ap.add_argument("--subsample-accuracy", action="store_true", help="subsample CV vs full CV, exact path")
+    ap.add_argument("--cv-subsample-list", type=int, nargs="+", default=[500, 1000],
+                    help="subsample sizes compared (--subsample-accuracy)")
     ap.add_argument("--data", type=Path, default=None, help="saved mock set (npz: flux, ivar, labels, wave)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "scale_15k.json")
     args = ap.parse_args(argv)
-    out = run_compare(args) if args.compare_solvers else run_accuracy(args) if args.accuracy else run_scale(args)
+    modes = [(args.compare_solvers, run_compare), (args.accuracy, run_accuracy), (args.target, run_target),
+             (args.subsample_accuracy, run_subsample_accuracy), (True, run_scale)]
+    out = next(fn for on, fn in modes if on)(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=float))
     report(out, args.accuracy)

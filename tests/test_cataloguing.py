@@ -63,6 +63,27 @@ def test_colour_correlations_are_pearson_r_over_finite_stars():
     assert r["TEFF"] == pytest.approx(stats.pearsonr(bprp[used], np.asarray(tab["TEFF"])[used])[0])
 
 
+def test_colour_trend_table_matches_scipy_and_measures_shrinkage():
+    rng = np.random.default_rng(7)
+    bprp = rng.uniform(1.8, 3.2, 60)
+    mg = 5.0 + 2.5 * bprp + rng.normal(0, 0.3, 60)
+    truth = 4.3 + 0.13 * bprp + rng.normal(0, 0.08, 60)     # a log g trend of 0.13 dex/mag
+    shrunk = truth.mean() + 0.5 * (truth - truth.mean())     # half the spread about the mean
+    bprp[0] = np.nan                                          # no colour: left out of every row
+    t = cataloguing.colour_trend_table(bprp, mg, {"truth": (truth, None), "shrunk": (shrunk, truth)})
+    ok = np.isfinite(bprp)
+    assert list(t["n"]) == [59, 59]
+    assert t["r BP-RP"][0] == pytest.approx(stats.pearsonr(bprp[ok], truth[ok])[0], rel=1e-10)
+    assert t["r M_G"][1] == pytest.approx(stats.pearsonr(mg[ok], shrunk[ok])[0], rel=1e-10)
+    assert t["slope per mag BP-RP"][0] == pytest.approx(stats.linregress(bprp[ok], truth[ok]).slope, rel=1e-10)
+    # a shrinkage about the mean keeps r and halves every slope
+    assert t["r BP-RP"][1] == pytest.approx(t["r BP-RP"][0], rel=1e-10)
+    assert t["slope per mag BP-RP"][1] == pytest.approx(0.5 * t["slope per mag BP-RP"][0], rel=1e-10)
+    assert t["slope on reference"][1] == pytest.approx(0.5, rel=1e-10)
+    assert t["std"][1] == pytest.approx(0.5 * np.std(truth[ok]), rel=1e-10)
+    assert np.isnan(t["slope on reference"][0])
+
+
 def test_cv_skill_uses_unflagged_rows_and_reports_the_all_snr_row():
     rng = np.random.default_rng(2)
     truth = rng.normal(0, 1, 200)

@@ -304,3 +304,36 @@ def test_niu2023_sign_test_finds_the_flat_convention():
     assert abs(raw["slope"]) > 0.01 and raw["binned_spread"] > 0.005
     # adding Delta doubles every difference: twice the slope, twice the median
     assert added["slope"] == pytest.approx(2 * raw["slope"]) and added["median"] == pytest.approx(2 * raw["median"])
+
+
+def test_compare_groups_same_stars_by_hand():
+    slam = np.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0, np.nan])
+    apogee = np.array([0.0, 10.0, 10.0, 10.0, 50.0, 100.0, 0.0])
+    ref = np.zeros(7)
+    groups = {"all": np.ones(7, bool), "first two": np.arange(7) < 2}
+    t = val.compare_groups(groups, {"SLAM - ref": (slam, ref), "APOGEE - ref": (apogee, ref)})
+    # star 6 has no SLAM label: it leaves both differences, so n = 6 and the APOGEE row uses the same six
+    assert list(t["n"]) == [6, 2]
+    # SLAM - ref: 10..60, median 35, std sqrt(mean of 25^2, 15^2, 5^2 ...) = sqrt(291.667) = 17.0783
+    assert t["SLAM - ref median"][0] == pytest.approx(35.0)
+    assert t["SLAM - ref std"][0] == pytest.approx(17.078251, abs=1e-6)
+    # |d - 35| = 25, 15, 5, 5, 15, 25 -> MAD 15 -> 1.4826 * 15
+    assert t["SLAM - ref robust std"][0] == pytest.approx(22.239)
+    # APOGEE - ref: 0, 10, 10, 10, 50, 100 -> median 10; |d - 10| = 10, 0, 0, 0, 40, 90 -> MAD 5
+    assert t["APOGEE - ref median"][0] == pytest.approx(10.0)
+    assert t["APOGEE - ref robust std"][0] == pytest.approx(1.4826 * 5.0)
+    # two stars: the median stays, no scatter is quoted
+    assert t["SLAM - ref median"][1] == pytest.approx(15.0)
+    assert np.isnan(t["SLAM - ref std"][1]) and np.isnan(t["APOGEE - ref robust std"][1])
+
+
+def test_regression_slope_matches_scipy_and_shows_shrinkage():
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    truth = rng.normal(3800.0, 110.0, 200)
+    shrunk = 3800.0 + 0.6 * (truth - 3800.0) + rng.normal(0.0, 20.0, 200)
+    assert val.regression_slope(shrunk, truth) == pytest.approx(stats.linregress(truth, shrunk).slope, rel=1e-12)
+    # by hand: pred = 1 + 0.5 truth exactly
+    assert val.regression_slope([1.5, 2.0, 2.5, np.nan], [1.0, 2.0, 3.0, 4.0]) == pytest.approx(0.5)
+    assert np.isnan(val.regression_slope([1.0, 2.0], [5.0, 5.0]))

@@ -36,6 +36,7 @@ __all__ = [
     "NIU2023_VALID_TEFF",
     "MANN2015_TEFF_COEFFS",
     "MANN2015_RADIUS_COEFFS",
+    "MANN2015_RADIUS_MKS_RANGE",
     "MANN2019_MASS_COEFFS",
     "MANN2019_MASS_ZP",
     "BABUSIAUX2018_COEFFS",
@@ -380,6 +381,8 @@ def niu2023_corrected_feh(feh: ArrayLike, teff: ArrayLike, outside: str = "nan")
 MANN2015_TEFF_COEFFS: tuple[float, ...] = (3.172, -2.475, 1.082, -0.2231, 0.01738, 0.08776, 0.04355)
 #: Constant, linear, quadratic coefficients of Q25 eq. 13 (Mann et al. 2015, R from M_Ks).
 MANN2015_RADIUS_COEFFS: tuple[float, float, float] = (1.9515, -0.3520, 0.01680)
+#: The M_Ks range [mag] over which Mann et al. (2015) calibrate the radius relation of Q25 eq. 13.
+MANN2015_RADIUS_MKS_RANGE: tuple[float, float] = (4.6, 9.8)
 #: a_0..a_5 of Q25 eq. 14 (Mann et al. 2019, n=5, BIC 86 row of their Table 6).
 MANN2019_MASS_COEFFS: tuple[float, ...] = (-0.642, -0.208, -8.43e-4, 7.87e-3, 1.42e-4, -2.13e-4)
 MANN2019_MASS_ZP = 7.5

@@ -37,6 +37,8 @@ __all__ = [
     "robust_std",
     "Comparison",
     "compare",
+    "compare_groups",
+    "regression_slope",
     "binned_medians",
     "fit_gaussian",
     "PairStatistics",
@@ -521,6 +523,76 @@ def compare(x: np.ndarray, y: np.ndarray) -> Comparison:
     if d.size == 0:
         return Comparison(np.nan, np.nan, np.nan, np.nan, 0)
     return Comparison(float(np.median(d)), float(np.mean(d)), float(np.std(d)), robust_std(d), int(d.size))
+
+
+def compare_groups(groups: dict[str, np.ndarray], pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+                   min_n: int = MIN_N_SCATTER) -> Table:
+    """:func:`compare` of several differences on the same stars, one row per group of stars.
+
+    The like-with-like table of a comparison with a reference: e.g. SLAM - Mann
+    beside APOGEE - Mann and SLAM - APOGEE, each over exactly the same stars of
+    each group (a star enters a group's row only if every pair is finite for it).
+
+    Parameters
+    ----------
+    groups : dict
+        Group name -> (n,) bool mask of the stars in the group.
+    pairs : dict
+        Difference name -> ``(x, y)``, two (n,) arrays in one unit; the statistic is of ``x - y``.
+    min_n : int
+        Fewer stars than this: the std and robust std are NaN (the median is kept).
+
+    Returns
+    -------
+    Table
+        ``group``, ``n`` and, per difference ``<p>``, ``<p> median``, ``<p> std``
+        (ddof=0) and ``<p> robust std`` (1.4826 MAD).
+    """
+    arrays = {k: (np.asarray(x, float), np.asarray(y, float)) for k, (x, y) in pairs.items()}
+    cols: dict[str, list] = {"group": [], "n": []}
+    for name in arrays:
+        for s in ("median", "std", "robust std"):
+            cols[f"{name} {s}"] = []
+    for gname, mask in groups.items():
+        use = np.asarray(mask, bool).copy()
+        for x, y in arrays.values():
+            use &= np.isfinite(x) & np.isfinite(y)
+        cols["group"].append(gname)
+        cols["n"].append(int(use.sum()))
+        for name, (x, y) in arrays.items():
+            c = compare(x[use], y[use])
+            few = c.n < min_n
+            cols[f"{name} median"].append(c.median)
+            cols[f"{name} std"].append(np.nan if few else c.std)
+            cols[f"{name} robust std"].append(np.nan if few else c.robust_std)
+    return Table(cols)
+
+
+def regression_slope(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Least-squares slope of ``pred`` on ``truth`` (``pred = a + b truth``): 1 unbiased, < 1 shrunk.
+
+    A posterior mean regresses towards the prior mean: the slope of the labels
+    on the reference labels measures how strongly (about the skill score for
+    Gaussian labels and errors).
+
+    Parameters
+    ----------
+    pred, truth : (n,) arrays
+        Predicted and reference labels, one unit; NaN pairs are dropped.
+
+    Returns
+    -------
+    float
+        ``b``; NaN with fewer than 2 finite pairs or a constant ``truth``.
+    """
+    p = np.asarray(pred, float)
+    t = np.asarray(truth, float)
+    ok = np.isfinite(p) & np.isfinite(t)
+    if ok.sum() < 2:
+        return float("nan")
+    dt = t[ok] - t[ok].mean()
+    var = float(np.sum(dt**2))
+    return float(np.sum(dt * (p[ok] - p[ok].mean())) / var) if var > 0 else float("nan")
 
 
 def binned_medians(x: np.ndarray, dy: np.ndarray, bins: int | np.ndarray = 10,

@@ -25,7 +25,7 @@ from ..slam import describe_flag
 from .tracks import TrainingSet
 
 __all__ = ["error_law_table", "predict_all", "flag_counts", "ParallaxSample", "parallax_sample",
-           "load_isochrones", "isochrone_offset", "colour_correlations", "cv_skill", "halpha_activity",
+           "load_isochrones", "isochrone_offset", "colour_correlations", "colour_trend_table", "cv_skill", "halpha_activity",
            "cv_against_spread", "route_counts", "teff_logg_flags"]
 
 
@@ -197,6 +197,43 @@ def colour_correlations(bp_rp: np.ndarray, mg: np.ndarray, table: Table,
     """
     fin = np.isfinite(bp_rp) & np.isfinite(mg)
     return {c: float(np.corrcoef(bp_rp[fin], np.asarray(table[c], float)[fin])[0, 1]) for c in columns}, fin
+
+
+def colour_trend_table(bp_rp: np.ndarray, mg: np.ndarray,
+                       columns: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> Table:
+    """How closely each label set follows colour and absolute magnitude (the CMD of Q25 Fig. 9).
+
+    Parameters
+    ----------
+    bp_rp, mg : (n,) arrays
+        Gaia BP - RP and M_G [mag].
+    columns : dict
+        Row name -> ``(values, reference)``: (n,) label values and, optionally,
+        (n,) reference labels of the same stars (e.g. APOGEE's) or None.
+
+    Returns
+    -------
+    Table
+        Per row, over the stars with a finite colour, M_G and value: ``labels``,
+        ``n``, ``std`` (ddof=0, label unit), ``r BP-RP`` and ``r M_G`` (Pearson), ``slope per mag BP-RP``
+        (least squares, label unit per mag) and ``slope on reference``
+        (:func:`mdslam.validation.regression_slope` of the values on the
+        reference, 1 unshrunk; NaN without a reference).
+    """
+    x, m = np.asarray(bp_rp, float), np.asarray(mg, float)
+    rows = []
+    for name, (values, ref) in columns.items():
+        v = np.asarray(values, float)
+        use = np.isfinite(x) & np.isfinite(m) & np.isfinite(v)
+        if use.sum() < 3:
+            rows.append((name, int(use.sum()), np.nan, np.nan, np.nan, np.nan, np.nan))
+            continue
+        slope_ref = np.nan if ref is None else validation.regression_slope(v[use], np.asarray(ref, float)[use])
+        rows.append((name, int(use.sum()), float(np.std(v[use])), float(np.corrcoef(x[use], v[use])[0, 1]),
+                     float(np.corrcoef(m[use], v[use])[0, 1]), validation.regression_slope(v[use], x[use]),
+                     slope_ref))
+    return Table(rows=rows, names=("labels", "n", "std", "r BP-RP", "r M_G", "slope per mag BP-RP",
+                                   "slope on reference"), dtype=(str, int, float, float, float, float, float))
 
 
 def cv_skill(cv_table: Table, label_names: Sequence[str]) -> tuple[Table, Table, dict[str, object], np.ndarray]:

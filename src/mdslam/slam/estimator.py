@@ -40,7 +40,15 @@ from . import errorlaw, forward, infer, inputs, persistence, quality
 from . import table as _table
 from ._util import _n_workers, one_blas_thread
 from .distribute import BlockRunner
-from .training import _grid_edge_fraction, _grid_search_cv, _iter_folds, _refit_all, _standardise
+from .training import (
+    _grid_edge_fraction,
+    _grid_search_cv,
+    _iter_folds,
+    _refit_all,
+    _search_inputs,
+    _standardise,
+    cv_rows,
+)
 
 #: Qiu et al. 2025 Table 1 "usable range" (SLAM valid), for ``SLAM(domain=...)``.
 QIU2025_USABLE_RANGE = {"fe_h": (-0.6, 0.5), "teff": (3100.0, 3900.0), "logg": (4.45, 4.95)}
@@ -171,6 +179,20 @@ class SLAM(RegressorMixin, BaseEstimator):
         folds (their ``cv_mse_grid_`` entries are NaN); the fraction of CV solves saved is
         ``solver_info_["cv_pruned_fraction"]``.  How often this changes the choice is
         measured in ``benchmarks/README.md``.
+    cv_subsample : None or int
+        None (default): the hyperparameter CV runs on all training stars.  An int ``m``:
+        it runs on ``m`` training stars drawn at random (:func:`mdslam.sampling.draw`, seed
+        ``random_state``; all stars if ``m >= n``), with folds drawn on them as ``cv`` says
+        and the exact kernel whatever ``kernel_rank``; the final fits then use every
+        training star at each pixel's chosen ``(C, epsilon, gamma)`` (with ``kernel_rank``,
+        on its Nystrom kernel).  For training sets too large for a full CV (Li 2021's
+        15,000 stars).  ``cv_mse_`` is then the CV-MSE of SVRs trained on ``(k-1)/k m``
+        stars, an upper estimate of the final model's error; how often the choice differs
+        from the full CV's is measured in ``benchmarks/README.md`` ("Training at 15,000
+        stars").  ``solver_info_["cv_n_stars"]`` (also in the model file) says how many
+        stars the CV used, ``solver_info_["cv_subsample_seed"]`` the seed of the draw.  The
+        likelihood's CV (a ``prior`` with ``chi2_scale="cv"``, or ``likelihood="correlated"``)
+        still refits the model on folds of all stars.
 
     Attributes
     ----------
@@ -214,7 +236,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         ``a``, ``floor`` (n_label,) of ``sigma^2 = floor^2 + (a/SNR)^2`` and its
         ``snr_range``, set by :meth:`fit_error_law` (:mod:`mdslam.slam.errorlaw`).
     solver_info_ : dict
-        Mean ADMM iterations, largest KKT gaps of the CV and final fits.
+        Mean ADMM iterations, largest KKT gaps of the CV and final fits, stars and folds of
+        the CV (``cv_n_stars``, ``n_folds``).
     cv_unconverged_ : (n_pix,) int array
         CV solves per pixel stopped above libsvm's tolerance ``tol`` (at ``max_iter``);
         set by :meth:`fit`, not saved in the model file.
@@ -248,7 +271,7 @@ class SLAM(RegressorMixin, BaseEstimator):
                  chi2_scale: str | float = "cv", kernel_rank: int | None = None,
                  lm_float32: bool = False, lm_sigma_tol: float | None = None,
                  cv_prune: float | None = None, likelihood: str = "independent", lm_damping: str = "fixed",
-                 solver: str = "admm"):
+                 solver: str = "admm", cv_subsample: int | None = None):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -275,6 +298,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.cv_prune = cv_prune
         self.likelihood = likelihood
         self.solver = solver
+        self.cv_subsample = cv_subsample
 
     def set_params(self, **params) -> SLAM:
         """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.
@@ -356,8 +380,14 @@ class SLAM(RegressorMixin, BaseEstimator):
         prune = self.cv_prune
         if prune is not None and (isinstance(prune, bool) or not np.isfinite(prune) or prune <= 1):
             raise ValueError(f"cv_prune={prune!r}: must be None (every grid point in every fold) or a factor > 1")
-        sse, se, cnt, info = _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, self.tol, self.verbose, runner, kr,
-                                             prune=prune, solver=solver)
+        rows = cv_rows(n, self.cv_subsample, self.random_state, self.cv)     # all stars or a seeded subsample
+        Xc, Yc, gc, cv_folds, cv_kr, cv_solver = _search_inputs(Xs, Ys, good, rows, folds, self.cv,
+                                                                self.random_state, kr, solver)
+        sse, se, cnt, info = _grid_search_cv(Xc, Yc, gc, cv_folds, Cs, es, gs, self.tol, self.verbose, runner, cv_kr,
+                                             prune=prune, solver=cv_solver)
+        info["cv_n_stars"] = int(rows.size)
+        if rows.size < n and isinstance(self.random_state, (int, np.integer)):
+            info["cv_subsample_seed"] = int(self.random_state)
         self.cv_unconverged_ = info.pop("cv_unconverged_per_pixel")
         for attr, value in _cv.choose_hyperparameters(sse, se, cnt, Cs, es, gs).items():
             setattr(self, attr, value)
@@ -375,7 +405,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.n_train_ = n
         self.n_features_in_ = n_pix
         self.error_law_ = None
-        self.solver_info_ = {**info, **refit_info, "n_folds": len(folds)}
+        self.solver_info_ = {**info, **refit_info, "n_folds": len(cv_folds)}
         self._reset_cache()
         self.quick_flux_ = None
         self.quick_flux_ = infer.start_flux(self)          # LM's starting grid, stored with the model

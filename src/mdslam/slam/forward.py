@@ -15,8 +15,15 @@ from __future__ import annotations
 import numpy as np
 
 #: One group of pixels with the same RBF width: (gamma, pixel indices (n_g,),
-#: transposed dual coefficients (n_train, n_g), intercepts (n_g,)).
-PixelGroup = tuple[float, np.ndarray, np.ndarray, np.ndarray]
+#: transposed dual coefficients (n_s, n_g) of its support stars, intercepts (n_g,),
+#: support stars (n_s,) int array, or None for all n_train).
+PixelGroup = tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
+
+#: A group's kernel expansion runs over its support stars only (the training stars with a
+#: nonzero coefficient at one of its pixels) when they are fewer than this fraction of the
+#: training set: a Nystrom model's coefficients are zero off its landmarks (``SLAM(kernel_rank=m)``,
+#: e.g. 371 of 15,000 stars).  Otherwise over all stars, as before (the same bits).
+SPARSE_SUPPORT = 0.5
 
 
 def pixel_groups(gamma: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray,
@@ -37,12 +44,18 @@ def pixel_groups(gamma: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray
 
     Returns
     -------
-    list of (gamma, pixel index (n_g,), dual_coef[pix].T (n_train, n_g), intercept[pix] (n_g,)).
+    list of (gamma, pixel index (n_g,), dual_coef[pix][:, sv].T (n_s, n_g), intercept[pix] (n_g,), sv):
+    ``sv`` the support stars (n_s,) when fewer than :data:`SPARSE_SUPPORT` of the training
+    stars, else None (all ``n_train`` stars, ``n_s = n_train``).
     """
     groups = []
+    n_train = dual_coef.shape[1]
     for g in np.unique(gamma):
         pix = np.flatnonzero(gamma == g)
-        groups.append((float(g), pix, np.ascontiguousarray(dual_coef[pix].T, dtype=dtype), intercept[pix]))
+        sv = np.flatnonzero(np.any(dual_coef[pix] != 0, axis=0))
+        sv = sv if sv.size < SPARSE_SUPPORT * n_train else None
+        coef = dual_coef[pix] if sv is None else dual_coef[pix][:, sv]
+        groups.append((float(g), pix, np.ascontiguousarray(coef.T, dtype=dtype), intercept[pix], sv))
     return groups
 
 
@@ -85,13 +98,19 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
     -----
     Rows go in blocks of :data:`ROW_BLOCK`; the squared label distances of a
     block are computed once (as in :func:`mdslam.svr.rbf_kernel`, so the
-    kernel is the same to the last bit) and shared by all pixel groups.
+    kernel is the same to the last bit) and shared by all pixel groups; a
+    group with sparse support (:data:`SPARSE_SUPPORT`) takes its columns only.
     """
     theta = np.asarray(theta, float)
     m, L = theta.shape
     F = np.empty((m, n_pix))
     J = np.empty((m, n_pix, L)) if jacobian else None
     Xt = np.asarray(X_train, float)
+    Xsv = [Xt if grp[4] is None else Xt[grp[4]] for grp in groups]     # each group's support stars
+    if groups and all(grp[4] is not None for grp in groups):          # distances to the support stars only
+        cols = np.unique(np.concatenate([grp[4] for grp in groups]))
+        Xt = Xt[cols]
+        groups = [(g, pix, BT, b, np.searchsorted(cols, sv)) for g, pix, BT, b, sv in groups]
     for lo in range(0, m, ROW_BLOCK):
         rows = slice(lo, min(lo + ROW_BLOCK, m))
         th = theta[rows]
@@ -99,14 +118,14 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
         for li in range(L):
             diff = th[:, li, None] - Xt[None, :, li]
             d2 += diff * diff
-        for g, pix, BT, b in groups:
-            k = np.exp(np.multiply(d2, -g))                      # (block, n_train), = rbf_kernel(th, Xt, g)
+        for (g, pix, BT, b, sv), Xg in zip(groups, Xsv, strict=True):
+            k = np.exp(np.multiply(d2 if sv is None else d2[:, sv], -g))   # (block, n_s), = rbf_kernel(th, Xg, g)
             Fb = F[rows] if values or not jacobian else None
             Jb = J[rows] if jacobian else None
             if BT.dtype == np.float32:
-                _model_flux32(th, Xt, g, k, BT, b, pix, Fb, Jb)
+                _model_flux32(th, Xg, g, k, BT, b, pix, Fb, Jb)
             else:
-                _model_flux64(th, Xt, g, k, BT, b, pix, F[rows], Jb)
+                _model_flux64(th, Xg, g, k, BT, b, pix, F[rows], Jb)
     return F, J
 
 

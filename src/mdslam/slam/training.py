@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import KFold
 
+from ..sampling import draw
 from ..svr import (
     KernelEig,
     SVRBatchSolution,
@@ -33,6 +34,56 @@ def _iter_folds(n: int, cv, random_state) -> list[tuple[np.ndarray, np.ndarray]]
     if hasattr(cv, "split"):
         return [(np.asarray(a), np.asarray(b)) for a, b in cv.split(np.zeros((n, 1)))]
     return [(np.asarray(a), np.asarray(b)) for a, b in cv]
+
+
+def cv_rows(n: int, cv_subsample: int | None, random_state: int | None, cv=None) -> np.ndarray:
+    """Training stars of the hyperparameter CV: all of them, or a seeded random subsample.
+
+    Parameters
+    ----------
+    n : int
+        Training stars.
+    cv_subsample : None or int
+        None: all ``n`` stars.  An int ``m``: ``m`` stars drawn without replacement by
+        :func:`mdslam.sampling.draw` with seed ``random_state`` (all stars when ``m >= n``).
+    random_state : int or None
+        Seed of the draw (the model's ``random_state``).
+    cv : int, splitter or iterable of (train, test), optional
+        The model's folds; explicit (train, test) pairs index all ``n`` stars and cannot be
+        used on a subsample.
+
+    Returns
+    -------
+    (m,) int array
+        Sorted row indices (``arange(n)`` without a subsample).
+
+    Raises
+    ------
+    ValueError
+        ``cv_subsample`` not None or a positive int, or explicit folds with a subsample.
+    """
+    m = cv_subsample
+    if m is None:
+        return np.arange(n)
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+        raise ValueError(f"cv_subsample={m!r}: must be None (CV on all training stars) or a positive int")
+    rows = draw(n, int(m), random_state)
+    if rows.size < n and not (cv is None or isinstance(cv, (int, np.integer)) or hasattr(cv, "split")):
+        raise ValueError("cv_subsample with explicit (train, test) folds: give cv as an int or a splitter")
+    return rows
+
+
+def _search_inputs(Xs, Ys, good, rows, folds, cv, random_state, kernel_rank, solver):
+    """Data, folds, kernel rank and solver of the CV grid search: all stars, or the subsample ``rows``.
+
+    On a subsample (``rows`` shorter than ``Xs``) the folds are drawn afresh on its stars
+    (:func:`_iter_folds`) and the CV fits use the exact kernel and the ADMM solver (the
+    subsample is meant to be small enough for it); ``kernel_rank`` and ``solver`` then
+    apply to the final fits on all stars only.
+    """
+    if rows.size == Xs.shape[0]:
+        return Xs, Ys, good, folds, kernel_rank, solver
+    return Xs[rows], Ys[rows], good[rows], _iter_folds(rows.size, cv, random_state), None, "admm"
 
 
 def _n_folds(cv) -> int | None:
