@@ -65,8 +65,7 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
                         whiten: Whiten | None = None, damping: str = "fixed") -> LMResult:
     """Minimise ``sum_j w_ij (y_ij - f_j(theta_i))^2`` for every row ``i`` together.
 
-    With ``whiten``, residuals ``W_i (y_i - f)`` and Jacobians ``W_i J``: for
-    ``W^T W = Sigma^-1`` and ``w = 1`` the objective is ``r^T Sigma_i^-1 r``.
+    With ``whiten``, residuals ``W_i (y_i - f)``, Jacobians ``W_i J``: ``r^T Sigma_i^-1 r`` for ``W^T W = Sigma^-1``, ``w = 1``.
 
     Parameters
     ----------
@@ -76,13 +75,13 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         Data (0 where masked) and weights (0 = masked).
     theta0 : (m, L) array
         Starting parameters.
-    max_iter : int
-        Iteration cap.
+    max_iter : int or (m,) int array
+        Iteration cap (an array: one per problem).
     xtol, ftol : float
         Stop when the largest step component is below ``xtol``, or an accepted step lowers chi2 by less than ``ftol * chi2``.
     split : (values, jacobian), optional
-        ``values(theta) -> f`` and ``jacobian(theta) -> J``: trial points get
-        ``values`` only, the Jacobian is computed for accepted steps (a
+        ``values(theta) -> f`` and ``jacobian(theta) -> J``: trial points get ``values`` only, the Jacobian
+        is computed for accepted steps, rows of the ``theta`` of the ``values`` call just before (a
         rejected step then costs one model evaluation instead of both).
     sigma_tol : float, optional
         Also stop (converged) when the Gauss-Newton step ``s = A^-1 g`` (``A = J^T W J``, ``g = J^T W r``)
@@ -107,7 +106,8 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     mu, nu = np.full(m, 1e-3), np.full(m, 2.0)
     n_iter, converged = np.zeros(m, int), np.zeros(m, bool)
     active = np.arange(m)
-    for _ in range(int(max_iter)):
+    for _ in range(int(np.max(max_iter, initial=0))):
+        active = active[n_iter[active] < np.broadcast_to(max_iter, (m,))[active]]
         if active.size == 0:
             break
         A, g = A_all[active], g_all[active]
