@@ -54,7 +54,8 @@ ROW_BLOCK = 128
 
 
 def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup], n_pix: int,
-               jacobian: bool = False, values: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+               jacobian: bool = False, values: bool = True,
+               K: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Standardised model flux at standardised labels, and optionally its label derivatives.
 
     Parameters
@@ -75,6 +76,9 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
     values : bool
         False (with ``jacobian``): the float32 path skips the model flux
         (``F`` is then left unset); the float64 path computes it anyway.
+    K : (m, G * n_train) array, optional
+        :func:`kernel_rows` of ``theta`` for the groups' widths in order, if already
+        known (the same numbers as computed here, bit for bit).
 
     Returns
     -------
@@ -94,15 +98,18 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
     F = np.empty((m, n_pix))
     J = np.empty((m, n_pix, L)) if jacobian else None
     Xt = np.asarray(X_train, float)
+    n = Xt.shape[0]
     for lo in range(0, m, ROW_BLOCK):
         rows = slice(lo, min(lo + ROW_BLOCK, m))
         th = theta[rows]
-        d2 = np.zeros((th.shape[0], Xt.shape[0]))
-        for li in range(L):
-            diff = th[:, li, None] - Xt[None, :, li]
-            d2 += diff * diff
-        for g, pix, BT, b in groups:
-            k = np.exp(np.multiply(d2, -g))                      # (block, n_train), = rbf_kernel(th, Xt, g)
+        if K is None:
+            d2 = np.zeros((th.shape[0], n))
+            for li in range(L):
+                diff = th[:, li, None] - Xt[None, :, li]
+                d2 += diff * diff
+        for gi, (g, pix, BT, b) in enumerate(groups):
+            # (block, n_train), = rbf_kernel(th, Xt, g)
+            k = np.exp(np.multiply(d2, -g)) if K is None else K[rows, gi * n:(gi + 1) * n]
             Fb = F[rows] if values or not jacobian else None
             Jb = J[rows] if jacobian else None
             if BT.dtype == np.float32:

@@ -117,15 +117,23 @@ def _split_fns(model: Any, dtype: type) -> tuple:
     """(values, jacobian) of the model in flux units for :func:`mdslam.slam.lm.levenberg_marquardt`'s ``split``.
 
     The values (hence chi2 and the acceptance of LM steps) are always float64;
-    ``dtype`` sets the precision of the Jacobian's kernel products.
+    ``dtype`` sets the precision of the Jacobian's kernel products.  ``values`` keeps the
+    kernel rows of its last call and ``jacobian`` (called with rows of that call's labels,
+    the accepted trial points) reuses them: the same numbers, computed once.
     """
-    scale, mean = model.flux_scale_, model.flux_mean_
+    scale, mean, X = model.flux_scale_, model.flux_mean_, model.X_train_
+    gammas = np.array([g[0] for g in model._groups()])
+    last: dict[str, np.ndarray] = {}
 
     def values(th):
-        return mean + model._model_scaled(th)[0] * scale
+        last["th"], last["K"] = th, forward.kernel_rows(th, X, gammas)
+        return mean + forward.model_flux(th, X, model._groups(), model.n_features_in_, K=last["K"])[0] * scale
 
     def jacobian(th):
-        return model._model_scaled(th, jacobian=True, dtype=dtype, values=False)[1] * scale[None, :, None]
+        J = forward.model_flux(th, X, model._groups(dtype), model.n_features_in_, jacobian=True, values=False,
+                               K=_kernel_of(last, th))[1]
+        J *= scale[None, :, None]
+        return J
 
     return values, jacobian
 
