@@ -562,7 +562,7 @@ def _table(doc: dict) -> str:
 def _fast_options(a: argparse.Namespace) -> dict:
     """SLAM options of the fast labels given on the command line (LM tolerances, batch size)."""
     given = (("lm_xtol", a.lm_xtol), ("lm_ftol", a.lm_ftol), ("lm_sigma_tol", a.lm_sigma_tol),
-             ("batch_size", a.batch_size), ("lm_damping", a.lm_damping))
+             ("batch_size", a.batch_size), ("lm_damping", a.lm_damping), ("lm_rank", a.lm_rank))
     return {k: v for k, v in given if v}
 
 
@@ -582,6 +582,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="spectra per LM batch of the fast labels")
     ap.add_argument("--lm-damping", choices=("fixed", "nielsen"), default=None,
                     help="LM damping rule of the fast labels (SLAM(lm_damping=...))")
+    ap.add_argument("--lm-rank", type=int, default=None,
+                    help="LM first on the model projected onto this many principal spectra (SLAM(lm_rank=...))")
     ap.add_argument("--book", action="store_true", help="figure + table for book/scaling.md from the JSON")
     a = ap.parse_args()
     if a.book:

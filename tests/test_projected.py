@@ -138,3 +138,22 @@ def test_lm_iteration_cap_per_problem(decay):
     assert capped.n_iter[0] == 0 and not capped.converged[0] and np.array_equal(capped.theta[0], start[0])
     assert capped.n_iter[1] == 2 and not capped.converged[1]
     assert np.array_equal(capped.theta[2:], free.theta[2:]) and capped.converged[2:].all()
+
+
+def test_float32_jacobian_from_the_values_calls_kernel_rows_is_bit_identical(fitted):
+    """lm_float32: the Jacobian of rows of the last values call (kernel rows reused) equals, bit for bit, the
+    Jacobian computed from scratch; rows the values call did not see are computed afresh."""
+    model = copy.deepcopy(fitted).set_params(lm_float32=True)
+    rng = np.random.default_rng(4)
+    th = model.X_train_[:50] + rng.normal(0, 0.2, (50, 3))
+    values, jacobian = infer._split_fns(model, np.float32)
+    scale = model.flux_scale_[None, :, None]
+    rows = np.array([3, 7, 8, 40])
+    fresh = model._model_scaled(th[rows], jacobian=True, dtype=np.float32, values=False)[1] * scale
+    values(th)
+    assert np.array_equal(jacobian(th[rows]), fresh)
+    other = th[:5] + 0.01                                   # not from the last values call
+    ref = model._model_scaled(other, jacobian=True, dtype=np.float32, values=False)[1] * scale
+    assert np.array_equal(jacobian(other), ref)
+    F = values(th)
+    assert np.array_equal(F, model.flux_mean_ + model._model_scaled(th)[0] * model.flux_scale_)
