@@ -111,14 +111,15 @@ class SLAM(RegressorMixin, BaseEstimator):
         spectra the labels moved by <= 0.005 formal errors and the mean number of LM
         iterations fell from 24.5 to 20.3).
     lm_rank : None or int
-        LM fits the labels with the forward model projected onto its ``lm_rank``
+        LM first fits the labels with the forward model projected onto its ``lm_rank``
         leading principal spectra (:func:`mdslam.slam.infer.projected`: the model at the
-        training labels, in units of the model error), which makes each model evaluation
-        about ``n_pix / (n_gamma + n_pix / n_train) / lm_rank`` times cheaper; the
-        start grid stays exact.  None (default): the full model.  The projection error
-        is ``ProjectedModel.residual_chi2`` (chi2 per spectrum in units of the model
-        error); on the realistic mock LAMOST model (1596 px, 1000 stars) it is 2e-3 at
-        200 and 7e-6 at 300.
+        training labels, in units of the model error), whose kernel products cost
+        ``(n_gamma n_train + n_pix) lm_rank`` instead of ``n_train n_pix`` per spectrum,
+        then finishes on the full model, so the labels, chi2 and errors are the full
+        model's.  None (default): the full model only.  ``ProjectedModel.residual_chi2``
+        is the projection's error (chi2 per training spectrum in units of the model
+        error): on the realistic mock LAMOST model (1596 px, 1000 stars, 2 widths)
+        6e-3 at 200 and 3e-5 at 300 (``benchmarks/README.md``, "Labelling at survey scale").
     quick_grid : None or int
         Starting points for LM: None uses the training labels; an int ``m``
         adds a regular ``m**n_label`` grid spanning the training labels.
