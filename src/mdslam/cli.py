@@ -554,10 +554,10 @@ def _add_predict(sub) -> None:
 
 # ----------------------------------------------------------------------------- tune
 def _cmd_tune(args: argparse.Namespace) -> int:
-    """``mdslam tune``: regenerate the catalogue model's cached hyperparameters and nested-CV table."""
+    """``mdslam tune``: regenerate a tuned XP model's cached files (``--model``; default the catalogue's three)."""
     from .compendium import tracks, tuning
 
-    return tuning.run(args, tracks.xp_mdwarfs(**tracks.XP_CATALOGUE_WINDOW))
+    return tuning.run(args, tracks.tuned_training_set(args.model))
 
 
 def _add_tune(sub) -> None:
@@ -565,7 +565,8 @@ def _add_tune(sub) -> None:
 
     p = sub.add_parser(
         "tune", help="tune the catalogue's XP model on the tuning grid and score it by nested CV (10 outer "
-                     "folds, as the papers' 10-fold CV); writes the three cached files of the package data")
+                     "folds, as the papers' 10-fold CV); writes the three cached files of the package data; "
+                     "--model teff_logg|alpha: a plain grid search of the two- or four-label model, one file")
     tuning.add_arguments(p)
     p.set_defaults(func=_cmd_tune)
 

@@ -13,7 +13,7 @@ keyed by the training spectra, labels, grid, folds and seed, so the chapters
 share one training and one CV run. The XP functions (:func:`xp_slam_model`,
 :func:`xp_cv_labels`, :func:`xp_slam_labels`) default to the catalogue's tuned
 model (``grid=TUNED``, :mod:`mdslam.compendium.tuning`) on the stars it was
-tuned on.
+tuned on; ``grid=TUNED`` also fits the tuned two-label and four-label XP models.
 :func:`xp_slam_labels` gives every XP M dwarf a label that is never in-sample:
 CV for training stars, a prediction for the others.
 """
@@ -33,7 +33,8 @@ from .. import datasets, preprocess, sampling, selection, spectra, validation
 
 __all__ = ["TrainingSet", "xp_mdwarfs", "xp_teff_logg", "lamost_dr7", "train_test_split",
            "xp_all_mdwarfs", "LAMOST_GRID", "BOOK_GRID", "LI2021_TEFF", "MDWARF_TEFF_MAX", "XP_CATALOGUE_WINDOW",
-           "slam_model", "cv_labels", "xp_slam_model", "xp_cv_labels", "xp_slam_labels"]
+           "XP_ALPHA_LABELS", "tuned_training_set", "TUNED", "slam_model", "cv_labels", "xp_slam_model",
+           "xp_cv_labels", "xp_slam_labels"]
 
 #: The common LAMOST grid: 1596 log-lambda pixels, 6147-8888 A.
 LAMOST_GRID = dict(start=6147.0, stop=8888.0, n=1596)
@@ -257,6 +258,32 @@ def xp_teff_logg(snr_min: float = 30.0, n_max: int | None = None, seed: int = 42
                       label_names=("teff", "logg"), **window)
 
 
+#: The labels of the four-label XP model with ASPCAP [alpha/M] (Q25 Table 4's labels).
+XP_ALPHA_LABELS = ("teff", "logg", "fe_h", "alpha_m")
+
+
+def tuned_training_set(model: str = "catalogue") -> TrainingSet:
+    """The training set of a tuned XP model (a key of :data:`mdslam.compendium.tuning.TUNED_MODELS`).
+
+    ``"catalogue"``: :func:`xp_mdwarfs` in :data:`XP_CATALOGUE_WINDOW`;
+    ``"teff_logg"``: :func:`xp_teff_logg` below :data:`MDWARF_TEFF_MAX`;
+    ``"alpha"``: :func:`xp_mdwarfs` below :data:`MDWARF_TEFF_MAX` with :data:`XP_ALPHA_LABELS`.
+    All with the default SNR cut (XP SNR > 30), the stars ``mdslam tune --model`` tunes on.
+
+    Raises
+    ------
+    ValueError
+        ``model`` is none of the three.
+    """
+    if model == "catalogue":
+        return xp_mdwarfs(**XP_CATALOGUE_WINDOW)
+    if model == "teff_logg":
+        return xp_teff_logg(teff_max=MDWARF_TEFF_MAX)
+    if model == "alpha":
+        return xp_mdwarfs(teff_max=MDWARF_TEFF_MAX, label_names=XP_ALPHA_LABELS)
+    raise ValueError(f"model={model!r}: not a tuned model (catalogue, teff_logg, alpha)")
+
+
 def train_test_split(n: int, test_fraction: float = 0.25, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random split of ``n`` rows into (train, test) index arrays (Qiu 2025 sec. 2.4: 870/250)."""
     if not 0 < test_fraction < 1:
@@ -309,18 +336,19 @@ def _memoized(func, cache: bool, ignore: tuple[str, ...] = (), **kwargs):
     return cached(**kwargs)
 
 
-#: ``grid=TUNED``: the XP catalogue model at its cached per-pixel hyperparameters
-#: (:mod:`mdslam.compendium.tuning`: a wide grid, scored by nested CV), refitted
-#: without a grid search. Only for the stars it was tuned on.
+#: ``grid=TUNED``: an XP model at its cached per-pixel hyperparameters, refitted without a grid
+#: search: the file of :data:`mdslam.compendium.tuning.TUNED_MODELS` tuned on the training set
+#: (the catalogue's model, the two-label model of the cool dwarfs, the four-label model with
+#: [alpha/M]), with that model's prior and likelihood. Only for the stars a file was tuned on.
 TUNED = "tuned"
 
 
 def _fit_tuned(flux, y, ivar, wavelength, label_names, label_units, grid, cv, seed):
-    """The SLAM model of :func:`slam_model` with ``grid=TUNED``: refitted at the cached per-pixel
-    hyperparameters (``grid`` holds the cached file's sha256, so a new file is a new cache entry)."""
+    """The SLAM model of :func:`slam_model` with ``grid=TUNED``: refitted at the per-pixel hyperparameters
+    of the tuned file ``grid["dataset"]`` (``grid`` holds its sha256, so a new file is a new cache entry)."""
     from . import tuning
 
-    return tuning.fit_tuned(tuning.hyperparameters(), flux, y, ivar, wavelength=wavelength,
+    return tuning.fit_tuned(tuning.hyperparameters(dataset=grid["dataset"]), flux, y, ivar, wavelength=wavelength,
                             label_names=label_names, label_units=label_units, prior=grid["prior"],
                             cv=cv, likelihood=grid.get("likelihood", "independent"))
 
@@ -348,13 +376,14 @@ def _fit_arguments(ts: TrainingSet, grid: dict | str | None, cv: int, seed: int)
         from .. import datasets
         from . import tuning
 
-        if not tuning.matches(ts):
-            raise ValueError(f"grid={TUNED!r}: the tuned hyperparameters ({tuning.HYPER_DATASET}) belong to "
-                             f"other stars than this {ts.track} training set (N={len(ts)}); pass a grid")
+        try:
+            name, _ = tuning.tuned_hyperparameters(ts)
+        except ValueError as exc:
+            raise ValueError(f"grid={TUNED!r}: {exc}") from None
+        spec = tuning.TUNED_MODELS[name]
         # "flags": the labels the flags come from, so that entries labelled under another rule are not reused
-        key = {"tuned_sha256": next(iter(datasets.get(tuning.HYPER_DATASET).files.values())),
-               "prior": tuning.CATALOGUE_PRIOR, "likelihood": tuning.CATALOGUE_LIKELIHOOD,
-               "flags": "maximum likelihood"}
+        key = {"tuned_sha256": next(iter(datasets.get(spec["dataset"]).files.values())), "dataset": spec["dataset"],
+               "prior": spec["prior"], "likelihood": spec["likelihood"], "flags": "maximum likelihood"}
     else:
         key = {k: tuple(map(float, v)) for k, v in dict(grid or BOOK_GRID).items()}
     return dict(flux=ts.spectra.flux, y=ts.y, ivar=ts.spectra.ivar, wavelength=ts.spectra.wavelength,
@@ -383,7 +412,7 @@ def slam_model(ts: TrainingSet, grid: dict | str | None = None, cv: int = 5, see
     The model is kept by :class:`joblib.Memory` in ``datasets.cache_dir()/models``
     (``MDSLAM_CACHE``), keyed by the training spectra, labels, the grid
     (default :data:`BOOK_GRID`; :data:`TUNED`: the tuned per-pixel
-    hyperparameters of the XP catalogue model, no grid search), ``cv`` and ``seed``, so the chapters that need
+    hyperparameters of the XP model tuned on ``ts``, no grid search), ``cv`` and ``seed``, so the chapters that need
     the same model train it once. ``cache=False`` retrains and writes nothing; an
     unreadable cache entry is named in a warning and retrained.
 
