@@ -118,6 +118,16 @@ class SLAM(RegressorMixin, BaseEstimator):
         rejects fewer steps in curved chi2 valleys (same optimum: on 1,000 mock LAMOST
         spectra the labels moved by <= 0.005 formal errors and the mean number of LM
         iterations fell from 24.5 to 20.3).
+    lm_rank : None or int
+        LM first fits the labels with the forward model projected onto its ``lm_rank``
+        leading principal spectra (:func:`mdslam.slam.infer.projected`: the model at the
+        training labels, in units of the model error), whose kernel products cost
+        ``(n_gamma n_train + n_pix) lm_rank`` instead of ``n_train n_pix`` per spectrum,
+        then finishes on the full model, so the labels, chi2 and errors are the full
+        model's.  None (default): the full model only.  ``ProjectedModel.residual_chi2``
+        is the projection's error (chi2 per training spectrum in units of the model
+        error): on the realistic mock LAMOST model (1596 px, 1000 stars, 2 widths)
+        6e-3 at 200 and 3e-5 at 300 (``benchmarks/README.md``, "Labelling at survey scale").
     quick_grid : None or int
         Starting points for LM: None uses the training labels; an int ``m``
         adds a regular ``m**n_label`` grid spanning the training labels.
@@ -271,7 +281,7 @@ class SLAM(RegressorMixin, BaseEstimator):
                  chi2_scale: str | float = "cv", kernel_rank: int | None = None,
                  lm_float32: bool = False, lm_sigma_tol: float | None = None,
                  cv_prune: float | None = None, likelihood: str = "independent", lm_damping: str = "fixed",
-                 solver: str = "admm", cv_subsample: int | None = None):
+                 solver: str = "admm", cv_subsample: int | None = None, lm_rank: int | None = None):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -299,6 +309,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.likelihood = likelihood
         self.solver = solver
         self.cv_subsample = cv_subsample
+        self.lm_rank = lm_rank
 
     def set_params(self, **params) -> SLAM:
         """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.

@@ -12,6 +12,8 @@ matrix product per group.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 #: One group of pixels with the same RBF width: (gamma, pixel indices (n_g,),
@@ -65,7 +67,8 @@ ROW_BLOCK = 128
 
 
 def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup], n_pix: int,
-               jacobian: bool = False, values: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+               jacobian: bool = False, values: bool = True,
+               K: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Standardised model flux at standardised labels, and optionally its label derivatives.
 
     Parameters
@@ -86,6 +89,9 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
     values : bool
         False (with ``jacobian``): the float32 path skips the model flux
         (``F`` is then left unset); the float64 path computes it anyway.
+    K : (m, G * n_train) array, optional
+        :func:`kernel_rows` of ``theta`` for the groups' widths in order, if already
+        known (the same numbers as computed here, bit for bit).
 
     Returns
     -------
@@ -106,20 +112,26 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
     F = np.empty((m, n_pix))
     J = np.empty((m, n_pix, L)) if jacobian else None
     Xt = np.asarray(X_train, float)
+    n = Xt.shape[0]
     Xsv = [Xt if grp[4] is None else Xt[grp[4]] for grp in groups]     # each group's support stars
-    if groups and all(grp[4] is not None for grp in groups):          # distances to the support stars only
-        cols = np.unique(np.concatenate([grp[4] for grp in groups]))
-        Xt = Xt[cols]
-        groups = [(g, pix, BT, b, np.searchsorted(cols, sv)) for g, pix, BT, b, sv in groups]
+    Xd, svd = Xt, [grp[4] for grp in groups]                           # distances to Xd, columns svd
+    if K is None and groups and all(sv is not None for sv in svd):     # distances to the support stars only
+        cols = np.unique(np.concatenate(svd))
+        Xd, svd = Xt[cols], [np.searchsorted(cols, sv) for sv in svd]
     for lo in range(0, m, ROW_BLOCK):
         rows = slice(lo, min(lo + ROW_BLOCK, m))
         th = theta[rows]
-        d2 = np.zeros((th.shape[0], Xt.shape[0]))
-        for li in range(L):
-            diff = th[:, li, None] - Xt[None, :, li]
-            d2 += diff * diff
-        for (g, pix, BT, b, sv), Xg in zip(groups, Xsv, strict=True):
-            k = np.exp(np.multiply(d2 if sv is None else d2[:, sv], -g))   # (block, n_s), = rbf_kernel(th, Xg, g)
+        if K is None:
+            d2 = np.zeros((th.shape[0], Xd.shape[0]))
+            for li in range(L):
+                diff = th[:, li, None] - Xd[None, :, li]
+                d2 += diff * diff
+        for gi, ((g, pix, BT, b, _), Xg, sv) in enumerate(zip(groups, Xsv, svd, strict=True)):
+            if K is None:                                    # (block, n_s), = rbf_kernel(th, Xg, g)
+                k = np.exp(np.multiply(d2 if sv is None else d2[:, sv], -g))
+            else:                                            # K's columns are all n training stars
+                k = K[rows, gi * n:(gi + 1) * n]
+                k = k if sv is None else k[:, sv]
             Fb = F[rows] if values or not jacobian else None
             Jb = J[rows] if jacobian else None
             if BT.dtype == np.float32:
@@ -161,3 +173,141 @@ def _model_flux32(theta, Xt, g, k, BT, b, pix, F, J) -> None:
         F[:, pix] = prod[0] + b
     for li in range(L):
         J[:, pix, li] = (-2.0 * g) * prod[v + li]
+
+
+class ProjectedModel(NamedTuple):
+    """The forward model projected onto ``r`` spectral basis vectors (:func:`project`), flux units.
+
+    ``F_r(theta) = offset + (sum_g k_g(theta) @ coef_g) @ basis`` with ``k_g`` the kernel
+    row of width ``gammas[g]`` against the training labels; ``coef`` stacks the groups' blocks.
+    """
+
+    gammas: np.ndarray       #: (G,) RBF widths of the pixel groups
+    coef: np.ndarray         #: (G * n_train, r) basis coefficients per kernel column (float64)
+    coef_jac: np.ndarray     #: (G * n_train, r) ``-2 gamma_g coef_g``, in the Jacobian's dtype
+    basis: np.ndarray        #: (r, n_pix) basis spectra (float64)
+    basis_jac: np.ndarray    #: (r, n_pix) the same in the Jacobian's dtype
+    offset: np.ndarray       #: (n_pix,) flux
+    residual_chi2: float     #: mean chi2 of ``F - F_r`` over the spectra the basis was made from
+
+
+def project(groups: list[PixelGroup], flux_mean: np.ndarray, flux_scale: np.ndarray, grid_flux: np.ndarray,
+            sigma: np.ndarray, rank: int, jac_dtype: type = np.float64,
+            n_train: int | None = None) -> ProjectedModel:
+    """The forward model projected onto the ``rank`` leading principal spectra of ``grid_flux``.
+
+    The basis is the leading right singular vectors of ``(grid_flux - mean) / sigma``: a
+    model spectrum is replaced by its least-squares projection in the metric of the model's
+    own error ``sigma``, ``F_r = Fbar + ((F - Fbar) Q) P`` with ``Q = V_r / sigma`` and
+    ``P = sigma V_r^T`` (rows of ``V_r^T`` orthonormal), and ``F = flux_mean + flux_scale
+    (sum_g k_g B_g + b)``, so ``k_g`` multiplies ``coef_g = B_g (flux_scale Q)[pix_g]`` of
+    shape (n_train, r) instead of B_g (n_train, n_g): the kernel products cost
+    ``(G n_train + n_pix) r`` instead of ``n_train n_pix`` per spectrum.
+
+    Parameters
+    ----------
+    groups : list of PixelGroup
+        From :func:`pixel_groups` (float64).
+    flux_mean, flux_scale : (n_pix,) arrays
+        Standardisation of the flux (flux units).
+    grid_flux : (n_grid, n_pix) array
+        Model spectra spanning the label domain (the training labels' start grid), flux.
+    sigma : (n_pix,) array
+        Model error per pixel (flux; e.g. the square root of the CV-MSE), > 0.
+    rank : int
+        Number of basis spectra ``r`` (1 .. min(n_grid, n_pix)).
+    jac_dtype : numpy float type
+        Precision of the Jacobian's products (``np.float32`` with ``lm_float32``).
+    n_train : int, optional
+        Number of training stars; needed when every group has sparse support.
+
+    Returns
+    -------
+    ProjectedModel
+        With ``residual_chi2``, the mean over ``grid_flux`` of ``sum_j ((F_j - F_r,j) / sigma_j)^2``.
+
+    Raises
+    ------
+    ValueError
+        ``rank`` out of range.
+    """
+    n_grid, n_pix = grid_flux.shape
+    if not 1 <= int(rank) <= min(n_grid, n_pix):
+        raise ValueError(f"lm_rank={rank}: must be between 1 and {min(n_grid, n_pix)} "
+                         f"(training stars x pixels of the model)")
+    r = int(rank)
+    fbar = grid_flux.mean(axis=0)
+    _, s, vt = np.linalg.svd((grid_flux - fbar) / sigma, full_matrices=False)
+    Q = vt[:r].T / sigma[:, None]                                    # (n_pix, r)
+    P = vt[:r] * sigma[None, :]                                      # (r, n_pix)
+    b = np.empty(n_pix)
+    coef, gammas = [], []
+    n_train = n_train if n_train is not None else next(grp[2].shape[0] for grp in groups if grp[4] is None)
+    for g, pix, BT, bg, sv in groups:
+        if sv is not None:                               # a sparse group: its coefficients on all stars
+            full = np.zeros((n_train, BT.shape[1]), BT.dtype)
+            full[sv] = BT
+            BT = full
+        coef.append(BT @ (flux_scale[pix, None] * Q[pix]))
+        b[pix] = bg
+        gammas.append(g)
+    coef = np.vstack(coef)
+    cj = np.vstack([-2.0 * g * coef[i * n_train:(i + 1) * n_train] for i, g in enumerate(gammas)])
+    offset = fbar + ((flux_mean + flux_scale * b - fbar) @ Q) @ P
+    return ProjectedModel(np.asarray(gammas), coef, cj.astype(jac_dtype), P, P.astype(jac_dtype), offset,
+                          float((s[r:] ** 2).sum() / n_grid))
+
+
+def kernel_rows(theta: np.ndarray, X_train: np.ndarray, gammas: np.ndarray) -> np.ndarray:
+    """RBF kernel rows of ``theta`` (m, L) against ``X_train`` for each width, side by side: (m, G * n_train)."""
+    theta = np.asarray(theta, float)
+    d2 = np.zeros((theta.shape[0], X_train.shape[0]))
+    for li in range(theta.shape[1]):
+        diff = theta[:, li, None] - X_train[None, :, li]
+        d2 += diff * diff
+    return np.concatenate([np.exp(np.multiply(d2, -g)) for g in gammas], axis=1)
+
+
+def projected_flux(theta: np.ndarray, X_train: np.ndarray, pm: ProjectedModel, jacobian: bool = False,
+                   values: bool = True, K: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Model flux of the projected model (:func:`project`) and optionally its label derivatives.
+
+    Parameters
+    ----------
+    theta : (m, L) array
+        Standardised labels.
+    X_train : (n_train, L) array
+        Standardised training labels.
+    pm : ProjectedModel
+    jacobian, values : bool
+        Which of ``F`` and ``J`` to compute.
+    K : (m, G * n_train) array, optional
+        :func:`kernel_rows` of ``theta``, if already known.
+
+    Returns
+    -------
+    F : (m, n_pix) float64 array or None
+        Flux (not standardised).
+    J : (m, n_pix, L) float64 array or None
+        ``d F / d theta`` (flux per standardised label unit).
+    """
+    theta = np.asarray(theta, float)
+    m, L = theta.shape
+    n_pix = pm.basis.shape[1]
+    F = np.empty((m, n_pix)) if values else None
+    J = np.empty((m, n_pix, L)) if jacobian else None
+    G = len(pm.gammas)
+    for lo in range(0, m, ROW_BLOCK):
+        rows = slice(lo, min(lo + ROW_BLOCK, m))
+        th = theta[rows]
+        k = kernel_rows(th, X_train, pm.gammas) if K is None else K[rows]
+        if values:
+            F[rows] = (k @ pm.coef) @ pm.basis + pm.offset
+        if jacobian:
+            stack = np.empty((L,) + k.shape, pm.coef_jac.dtype)
+            for li in range(L):                              # k (theta_l - x_il), every width side by side
+                stack[li] = k * np.tile(th[:, li, None] - X_train[None, :, li], G)
+            prod = ((stack.reshape(-1, k.shape[1]) @ pm.coef_jac) @ pm.basis_jac).reshape(L, k.shape[0], n_pix)
+            for li in range(L):
+                J[rows, :, li] = prod[li]
+    return F, J

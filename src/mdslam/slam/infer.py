@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..flags import LabelFlag
-from . import inputs, lm, noise, posterior, quality
+from . import forward, inputs, lm, noise, posterior, quality
 from ._util import _n_workers, _progress, one_blas_thread
 
 
@@ -85,10 +85,16 @@ def start_flux(model: Any) -> np.ndarray:
 
 
 def check_lm_options(model: Any) -> None:
-    """Raise a one-line ValueError for an ``lm_damping`` that LM does not know (before any batch runs)."""
+    """Raise a one-line ValueError for an ``lm_damping`` or ``lm_rank`` that LM cannot use (before any batch runs)."""
     damping = getattr(model, "lm_damping", "fixed")
     if damping not in ("fixed", "nielsen"):
         raise ValueError(f"lm_damping={damping!r}: must be 'fixed' or 'nielsen'")
+    rank = getattr(model, "lm_rank", None)
+    if rank is not None:
+        n_max = min(model.X_train_.shape[0], model.n_features_in_)
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= n_max:
+            raise ValueError(f"lm_rank={rank!r}: must be None or between 1 and {n_max} "
+                             "(training stars x pixels of the model)")
 
 
 def _lm_dtype(model: Any) -> type:
@@ -111,17 +117,75 @@ def _split_fns(model: Any, dtype: type) -> tuple:
     """(values, jacobian) of the model in flux units for :func:`mdslam.slam.lm.levenberg_marquardt`'s ``split``.
 
     The values (hence chi2 and the acceptance of LM steps) are always float64;
-    ``dtype`` sets the precision of the Jacobian's kernel products.
+    ``dtype`` sets the precision of the Jacobian's kernel products.  ``values`` keeps the
+    kernel rows of its last call and ``jacobian`` (called with rows of that call's labels,
+    the accepted trial points) reuses them: the same numbers, computed once.
     """
-    scale, mean = model.flux_scale_, model.flux_mean_
+    scale, mean, X = model.flux_scale_, model.flux_mean_, model.X_train_
+    gammas = np.array([g[0] for g in model._groups()])
+    last: dict[str, np.ndarray] = {}
 
     def values(th):
-        return mean + model._model_scaled(th)[0] * scale
+        last["th"], last["K"] = th, forward.kernel_rows(th, X, gammas)
+        return mean + forward.model_flux(th, X, model._groups(), model.n_features_in_, K=last["K"])[0] * scale
 
     def jacobian(th):
-        return model._model_scaled(th, jacobian=True, dtype=dtype, values=False)[1] * scale[None, :, None]
+        J = forward.model_flux(th, X, model._groups(dtype), model.n_features_in_, jacobian=True, values=False,
+                               K=_kernel_of(last, th))[1]
+        J *= scale[None, :, None]
+        return J
 
     return values, jacobian
+
+
+def projected(model: Any, dtype: type = np.float64) -> forward.ProjectedModel:
+    """The forward model projected onto ``lm_rank`` principal spectra (:func:`mdslam.slam.forward.project`), cached.
+
+    The basis comes from the start grid (:func:`start_flux`, the model at every training
+    label) in the metric of the model's own error (the square root of :func:`model_variance`;
+    pixels without a positive finite one get the median), so the projection error of a model
+    spectrum is measured in units of that error (``ProjectedModel.residual_chi2``).
+    """
+    cache = model.__dict__.setdefault("_cache", {})
+    key = ("projected", int(model.lm_rank), np.dtype(dtype).name)
+    if key not in cache:
+        var = np.asarray(model_variance(model), float)
+        good = np.isfinite(var) & (var > 0)
+        sigma = np.sqrt(np.where(good, var, np.median(var[good]) if good.any() else 1.0))
+        cache[key] = forward.project(model._groups(), model.flux_mean_, model.flux_scale_, start_flux(model),
+                                     sigma, model.lm_rank, dtype, n_train=len(model.X_train_))
+    return cache[key]
+
+
+def _projected_fns(model: Any, dtype: type) -> tuple:
+    """(values, jacobian) of the projected model (:func:`projected`) for LM's ``split``, flux units.
+
+    ``values`` keeps the kernel rows of its last call; ``jacobian``, called with rows of that
+    call's labels (the accepted trial points), reuses them instead of recomputing the kernel.
+    """
+    pm, X = projected(model, dtype), model.X_train_
+    last: dict[str, np.ndarray] = {}
+
+    def values(th):
+        last["th"], last["K"] = th, forward.kernel_rows(th, X, pm.gammas)
+        return forward.projected_flux(th, X, pm, K=last["K"])[0]
+
+    def jacobian(th):
+        return forward.projected_flux(th, X, pm, jacobian=True, values=False, K=_kernel_of(last, th))[1]
+
+    return values, jacobian
+
+
+def _kernel_of(last: dict, th: np.ndarray) -> np.ndarray | None:
+    """Kernel rows of ``th`` (m, L) taken from the last ``values`` call, None if a row is not there."""
+    prev = last.get("th")
+    if prev is None or prev.shape[1] != th.shape[1]:
+        return None
+    if th is prev or (th.shape == prev.shape and np.array_equal(th, prev)):
+        return last["K"]
+    where = {row.tobytes(): i for i, row in enumerate(prev)}
+    idx = [where.get(row.tobytes(), -1) for row in np.ascontiguousarray(th)]
+    return None if min(idx, default=0) < 0 else last["K"][idx]
 
 
 def model_variance(model: Any) -> np.ndarray:
@@ -161,6 +225,10 @@ def lm_weights(w: np.ndarray, wh: noise.Whitener | None) -> np.ndarray:
 def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
     """Batched Levenberg-Marquardt (:mod:`mdslam.slam.lm`) in standardised label space.
 
+    With ``lm_rank`` set, LM first runs on the projected model (:func:`projected`) and then
+    on the full model from where it stopped, so the labels, chi2, covariance and convergence
+    are those of the full model; ``n_iter`` counts both runs, together at most ``lm_max_iter``.
+
     Parameters
     ----------
     model : SLAM
@@ -179,15 +247,23 @@ def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, .
     theta0 = lm.grid_start(fobs, w, G, FG, whiten=wh)
     wl = lm_weights(w, wh)
     dtype = _lm_dtype(model)
-    if dtype == np.float64:
-        fn, split = _model_fn(model), None
-    else:    # float32 Jacobian, float64 values: chi2, step acceptance and the optimum stay double precision
-        split = _split_fns(model, dtype)
-        fn = lambda th: (split[0](th), split[1](th))    # noqa: E731
-    r = lm.levenberg_marquardt(fn, fobs, wl, theta0, max_iter=model.lm_max_iter, xtol=model.lm_xtol,
-                               ftol=model.lm_ftol, split=split, sigma_tol=getattr(model, "lm_sigma_tol", None),
-                               whiten=wh, damping=getattr(model, "lm_damping", "fixed"))
-    return tuple(r)
+    n_first = np.zeros(fobs.shape[0], int)
+    if getattr(model, "lm_rank", None) is not None:
+        first = _run_lm(model, _projected_fns(model, dtype), fobs, wl, theta0, wh, model.lm_max_iter)
+        theta0 = np.where(np.isfinite(first.theta), first.theta, theta0)    # a failed row restarts at its grid start
+        n_first = first.n_iter
+    split = None if dtype == np.float64 else _split_fns(model, dtype)   # float32: the Jacobian only
+    r = _run_lm(model, split, fobs, wl, theta0, wh, model.lm_max_iter - n_first)
+    return tuple(r._replace(n_iter=r.n_iter + n_first))
+
+
+def _run_lm(model: Any, split: tuple | None, fobs: np.ndarray, wl: np.ndarray, theta0: np.ndarray,
+            wh: noise.Whitener | None, max_iter) -> lm.LMResult:
+    """:func:`mdslam.slam.lm.levenberg_marquardt` with the model's LM settings; ``split`` None: float64 model."""
+    fn = _model_fn(model) if split is None else (lambda th: (split[0](th), split[1](th)))
+    return lm.levenberg_marquardt(fn, fobs, wl, theta0, max_iter=max_iter, xtol=model.lm_xtol,
+                                  ftol=model.lm_ftol, split=split, sigma_tol=getattr(model, "lm_sigma_tol", None),
+                                  whiten=wh, damping=getattr(model, "lm_damping", "fixed"))
 
 
 def lm_one_by_one(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -398,6 +474,8 @@ def _fit_all(model: Any, fobs: np.ndarray, w: np.ndarray, idx_all: np.ndarray, s
 
     with one_blas_thread():
         quick_grid(model)                            # build the shared cache before threads start
+        if getattr(model, "lm_rank", None) is not None:
+            projected(model, _lm_dtype(model))
         if has_prior:
             prior(model)
         workers = max(1, min(nw, len(batches)))

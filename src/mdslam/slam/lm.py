@@ -65,8 +65,7 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
                         whiten: Whiten | None = None, damping: str = "fixed") -> LMResult:
     """Minimise ``sum_j w_ij (y_ij - f_j(theta_i))^2`` for every row ``i`` together.
 
-    With ``whiten``, residuals ``W_i (y_i - f)`` and Jacobians ``W_i J``: for
-    ``W^T W = Sigma^-1`` and ``w = 1`` the objective is ``r^T Sigma_i^-1 r``.
+    With ``whiten``, residuals ``W_i (y_i - f)``, Jacobians ``W_i J``: ``r^T Sigma_i^-1 r`` for ``W^T W = Sigma^-1``, ``w = 1``.
 
     Parameters
     ----------
@@ -76,13 +75,13 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         Data (0 where masked) and weights (0 = masked).
     theta0 : (m, L) array
         Starting parameters.
-    max_iter : int
-        Iteration cap.
+    max_iter : int or (m,) int array
+        Iteration cap (an array: one per problem).
     xtol, ftol : float
         Stop when the largest step component is below ``xtol``, or an accepted step lowers chi2 by less than ``ftol * chi2``.
     split : (values, jacobian), optional
-        ``values(theta) -> f`` and ``jacobian(theta) -> J``: trial points get
-        ``values`` only, the Jacobian is computed for accepted steps (a
+        ``values(theta) -> f`` and ``jacobian(theta) -> J``: trial points get ``values`` only, the Jacobian
+        is computed for accepted steps, rows of the ``theta`` of the ``values`` call just before (a
         rejected step then costs one model evaluation instead of both).
     sigma_tol : float, optional
         Also stop (converged) when the Gauss-Newton step ``s = A^-1 g`` (``A = J^T W J``, ``g = J^T W r``)
@@ -103,11 +102,12 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     m = theta0.shape[0]
     theta = np.array(theta0, float, copy=True)
     wh = whiten if whiten is not None else (lambda rows, X: X)
-    r, Jp, chi2, A_all, g_all = _start(model, y, w, theta, wh)
+    chi2, A_all, g_all = _start(model, y, w, theta, wh)
     mu, nu = np.full(m, 1e-3), np.full(m, 2.0)
     n_iter, converged = np.zeros(m, int), np.zeros(m, bool)
     active = np.arange(m)
-    for _ in range(int(max_iter)):
+    for _ in range(int(np.max(max_iter, initial=0))):
+        active = active[n_iter[active] < np.broadcast_to(max_iter, (m,))[active]]
         if active.size == 0:
             break
         A, g = A_all[active], g_all[active]
@@ -130,8 +130,8 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         small_df = acc & (decrease <= ftol * np.maximum(chi2[active], 1e-300))
         ia = active[acc]
         if ia.size:
-            theta[ia], r[ia], chi2[ia] = th_new[acc], r_new[acc], chi2_new[acc]
-            Jp[ia] = J_acc = J_new[acc] if J_new is not None else wh(ia, split[1](th_new[acc]))
+            theta[ia], chi2[ia] = th_new[acc], chi2_new[acc]
+            J_acc = J_new[acc] if J_new is not None else wh(ia, split[1](th_new[acc]))
             A_all[ia], g_all[ia] = _normal_equations(J_acc, wa[acc], r_new[acc])
         mu[active], nu[active] = _next_damping(damping, mu[active], nu[active], acc, decrease, step, g, dA)
         done = small_step | small_df | (mu[active] > 1e12)
@@ -142,12 +142,11 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
 
 
 def _start(model: ModelFn, y: np.ndarray, w: np.ndarray, theta: np.ndarray, wh: Callable) -> tuple[np.ndarray, ...]:
-    """Residuals (m, n), Jacobian (m, n, L, writeable), chi2 (m,), ``J^T W J`` and ``J^T W r`` at ``theta``."""
-    f, Jp = model(theta)
-    r, Jp = wh(slice(None), y - f), wh(slice(None), Jp)
-    Jp = Jp if Jp.flags.writeable else np.array(Jp)             # updated in place by the caller
-    A, g = _normal_equations(Jp, w, r)                          # refreshed for accepted rows only
-    return r, Jp, (w * r * r).sum(axis=1), A, g
+    """chi2 (m,), ``J^T W J`` (m, L, L) and ``J^T W r`` (m, L) at ``theta`` (the caller refreshes accepted rows)."""
+    f, J = model(theta)
+    r, J = wh(slice(None), y - f), wh(slice(None), J)
+    A, g = _normal_equations(J, w, r)
+    return (w * r * r).sum(axis=1), A, g
 
 
 def _damping_diagonal(dA: np.ndarray) -> np.ndarray:
