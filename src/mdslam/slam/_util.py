@@ -1,4 +1,5 @@
-"""Small helpers shared by the SLAM modules: worker count, progress bars, the one-thread BLAS limit."""
+"""Small helpers shared by the SLAM modules: worker count, progress bars, the one-thread BLAS limit,
+the numba compilation of the optional solvers."""
 
 from __future__ import annotations
 
@@ -57,3 +58,23 @@ def one_blas_thread():
     A context manager; the limit is set when it is created and restored on exit.
     """
     return _blas_controller().limit(limits=1, user_api="blas")
+
+
+def numba_compile(option: str, namespace: dict, helpers: tuple[str, ...], driver: str):
+    """``namespace[driver]`` compiled by numba (``nogil``, cached on disk), its ``helpers`` compiled first.
+
+    The helpers are replaced in ``namespace`` (the module's globals) by their compiled
+    versions, so that the compiled driver calls compiled code.  Without numba: an
+    ImportError of one line naming ``option`` (e.g. ``"solver='smo'"``) and the solver
+    that needs nothing more.
+    """
+    try:
+        import numba
+    except ImportError as exc:
+        raise ImportError(f"SLAM({option}) needs numba (pip install 'mdslam[scale]'); "
+                          "solver='admm' runs without it") from exc
+    jit = numba.njit(nogil=True, cache=True)
+    for name in helpers:
+        if not hasattr(namespace[name], "py_func"):
+            namespace[name] = jit(namespace[name])
+    return jit(namespace[driver])

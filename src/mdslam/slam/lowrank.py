@@ -41,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..svr import KernelEig, SVRBatchSolution, _as_target_array, kkt_gap
+from ._util import numba_compile
 
 __all__ = ["features", "solve_svr_dcd"]
 
@@ -52,17 +53,7 @@ def _compiled():
     """The numba-compiled solver (compiled once per process, cached on disk)."""
     global _KERNEL
     if _KERNEL is None:
-        try:
-            import numba
-        except ImportError as exc:                      # one line, naming the option
-            raise ImportError("SLAM(solver='dcd') needs numba (pip install 'mdslam[scale]'); "
-                              "solver='admm' runs without it") from exc
-        jit = numba.njit(nogil=True, cache=True)
-        g = globals()
-        for name in _HELPERS:                           # the compiled loop calls the compiled helpers
-            if not hasattr(g[name], "py_func"):
-                g[name] = jit(g[name])
-        _KERNEL = jit(_dcd_pixels)
+        _KERNEL = numba_compile("solver='dcd'", globals(), _HELPERS, "_dcd_pixels")
     return _KERNEL
 
 

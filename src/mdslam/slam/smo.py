@@ -37,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..svr import KernelEig, SVRBatchSolution, _as_target_array, kkt_gap
+from ._util import numba_compile
 
 __all__ = ["solve_svr_smo", "solve_svr_smo_path", "split_path", "solve_svr_admm_smo"]
 
@@ -49,17 +50,7 @@ _LIBSVM_MAX_ITER = 10_000_000
 def _compiled(name: str):
     """The numba-compiled driver ``name`` (compiled once per process, cached on disk)."""
     if name not in _KERNELS:
-        try:
-            import numba
-        except ImportError as exc:                      # one line, naming the option
-            raise ImportError("SLAM(solver='smo') needs numba (pip install 'mdslam[scale]'); "
-                              "solver='admm' runs without it") from exc
-        jit = numba.njit(nogil=True, cache=True)
-        g = globals()
-        for h in _HELPERS:                              # the drivers call the compiled helpers
-            if not hasattr(g[h], "py_func"):
-                g[h] = jit(g[h])
-        _KERNELS[name] = jit(g[name])
+        _KERNELS[name] = numba_compile("solver='smo'", globals(), _HELPERS, name)
     return _KERNELS[name]
 
 

@@ -1,0 +1,18 @@
+"""Mock spectra for the labelling tests: sigmoid line depths, smooth in 3 labels, Gaussian noise."""
+
+from __future__ import annotations
+
+import numpy as np
+
+LABELS = ["teff", "logg", "fe_h"]
+
+
+def sigmoid_spectra(n, n_pix=40, snr=80.0, seed=0):
+    """Mock spectra: sigmoid line depths, smooth in 3 labels, Gaussian noise. flux, ivar (n, n_pix), labels (n, 3)."""
+    rng = np.random.default_rng(seed)
+    lab = np.column_stack([rng.uniform(3100, 4100, n), rng.uniform(4.5, 5.1, n), rng.uniform(-0.8, 0.4, n)])
+    t, g, m = (lab[:, 0:1] - 3600) / 500, (lab[:, 1:2] - 4.8) / 0.3, (lab[:, 2:3] + 0.2) / 0.6
+    c = np.random.default_rng(99).normal(0, 1, (5, n_pix))
+    z = c[0] * t + 0.6 * c[1] * g + 0.8 * c[2] * m + 0.4 * c[3] * t * m + 0.3 * c[4] * t**2
+    flux = 1.0 - 0.5 / (1.0 + np.exp(-z)) + rng.normal(0, 1 / snr, z.shape)
+    return flux, np.full(z.shape, snr**2), lab
