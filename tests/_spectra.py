@@ -16,3 +16,16 @@ def sigmoid_spectra(n, n_pix=40, snr=80.0, seed=0):
     z = c[0] * t + 0.6 * c[1] * g + 0.8 * c[2] * m + 0.4 * c[3] * t * m + 0.3 * c[4] * t**2
     flux = 1.0 - 0.5 / (1.0 + np.exp(-z)) + rng.normal(0, 1 / snr, z.shape)
     return flux, np.full(z.shape, snr**2), lab
+
+
+def sigmoid_lines(n, n_pix, seed, coef_seed):
+    """n stars x n_pix pixels of smooth sigmoid lines in 3 standardised labels (uniform in +-1.5), SNR 100.
+
+    Returns flux (n, n_pix) and labels (n, 3).
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.uniform(-1.5, 1.5, (n, 3))
+    c = np.random.default_rng(coef_seed).normal(0, 1, (3, n_pix))
+    z = c[0] * labels[:, :1] + 0.6 * c[1] * labels[:, 1:2] + 0.4 * c[2] * labels[:, :1] * labels[:, 2:3]
+    flux = 1.0 - 0.5 / (1.0 + np.exp(-z)) + rng.normal(0, 0.01, z.shape)
+    return flux, labels

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _spectra import sigmoid_lines
 from sklearn.model_selection import KFold
 from sklearn.svm import SVR
 
@@ -22,12 +23,7 @@ FACTOR = 1.2
 @pytest.fixture(scope="module")
 def data():
     """120 stars x 8 pixels of smooth sigmoid lines in 3 labels, SNR 100."""
-    rng = np.random.default_rng(11)
-    labels = rng.uniform(-1.5, 1.5, (120, 3))
-    c = np.random.default_rng(7).normal(0, 1, (3, 8))
-    z = c[0] * labels[:, :1] + 0.6 * c[1] * labels[:, 1:2] + 0.4 * c[2] * labels[:, :1] * labels[:, 2:3]
-    flux = 1.0 - 0.5 / (1.0 + np.exp(-z)) + rng.normal(0, 0.01, z.shape)
-    return flux, labels
+    return sigmoid_lines(120, 8, seed=11, coef_seed=7)
 
 
 @pytest.fixture(scope="module")
