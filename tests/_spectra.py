@@ -1,4 +1,4 @@
-"""Mock spectra for the labelling tests: sigmoid line depths, smooth in 3 labels, Gaussian noise."""
+"""Test data and references shared by the SLAM tests: mock spectra (sigmoid lines in 3 labels), libsvm CV-MSE grids."""
 
 from __future__ import annotations
 
@@ -29,3 +29,19 @@ def sigmoid_lines(n, n_pix, seed, coef_seed):
     z = c[0] * labels[:, :1] + 0.6 * c[1] * labels[:, 1:2] + 0.4 * c[2] * labels[:, :1] * labels[:, 2:3]
     flux = 1.0 - 0.5 / (1.0 + np.exp(-z)) + rng.normal(0, 0.01, z.shape)
     return flux, labels
+
+
+def libsvm_cv_mse_grid(X, Y, folds, grid):
+    """The independent reference: CV-MSE of every pixel and (C, epsilon, gamma) of ``grid`` by libsvm
+    (sklearn's SVR, tol 1e-7) over ``folds``; shape (n_pix, n_C, n_epsilon, n_gamma)."""
+    from sklearn.svm import SVR
+
+    mse = np.zeros((Y.shape[1], len(grid["C"]), len(grid["epsilon"]), len(grid["gamma"])))
+    for j in range(Y.shape[1]):
+        for ic, C in enumerate(grid["C"]):
+            for ie, e in enumerate(grid["epsilon"]):
+                for ig, g in enumerate(grid["gamma"]):
+                    sq = [(SVR(C=C, epsilon=e, gamma=g, tol=1e-7).fit(X[tr], Y[tr, j]).predict(X[te]) - Y[te, j]) ** 2
+                          for tr, te in folds]
+                    mse[j, ic, ie, ig] = np.concatenate(sq).mean()
+    return mse

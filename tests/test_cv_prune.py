@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _spectra import sigmoid_lines
+from _spectra import libsvm_cv_mse_grid, sigmoid_lines
 from sklearn.model_selection import KFold
-from sklearn.svm import SVR
 
 from mdslam.slam import SLAM
 
@@ -39,15 +38,7 @@ def _libsvm_partial_mse(flux, labels, n_folds_done):
     X = (labels - labels.mean(0)) / labels.std(0)
     Y = (flux - flux.mean(0)) / flux.std(0)
     folds = list(KFold(5).split(X))[:n_folds_done]
-    mse = np.zeros((Y.shape[1], 2, 2, 3))
-    for j in range(Y.shape[1]):
-        for ic, C in enumerate(GRID["C"]):
-            for ie, e in enumerate(GRID["epsilon"]):
-                for ig, g in enumerate(GRID["gamma"]):
-                    sq = [(SVR(C=C, epsilon=e, gamma=g, tol=1e-7).fit(X[tr], Y[tr, j]).predict(X[te]) - Y[te, j]) ** 2
-                          for tr, te in folds]
-                    mse[j, ic, ie, ig] = np.concatenate(sq).mean()
-    return mse
+    return libsvm_cv_mse_grid(X, Y, folds, GRID)
 
 
 def test_pruned_points_are_those_libsvm_puts_above_the_factor(data, fits):

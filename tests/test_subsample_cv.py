@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _spectra import sigmoid_lines
+from _spectra import libsvm_cv_mse_grid, sigmoid_lines
 from sklearn.model_selection import KFold
 from sklearn.svm import SVR
 
@@ -64,14 +64,7 @@ def test_choices_are_libsvm_cv_on_the_subsample(data, sub_model):
     rows = np.sort(np.random.default_rng(SEED).choice(N, M, replace=False))
     X, Y = X[rows], Y[rows]
     folds = list(KFold(5, shuffle=True, random_state=SEED).split(X))
-    ref = np.zeros((Y.shape[1], 2, 2, 2))
-    for j in range(Y.shape[1]):
-        for ic, C in enumerate(GRID["C"]):
-            for ie, e in enumerate(GRID["epsilon"]):
-                for ig, g in enumerate(GRID["gamma"]):
-                    sq = [(SVR(C=C, epsilon=e, gamma=g, tol=1e-7).fit(X[tr], Y[tr, j]).predict(X[te]) - Y[te, j]) ** 2
-                          for tr, te in folds]
-                    ref[j, ic, ie, ig] = np.concatenate(sq).mean()
+    ref = libsvm_cv_mse_grid(X, Y, folds, GRID)
     assert np.allclose(sub_model.cv_mse_grid_, ref, rtol=2e-3, atol=0)
     best = np.unravel_index(ref.reshape(len(ref), -1).argmin(1), (2, 2, 2))
     assert np.array_equal(sub_model.C_, np.asarray(GRID["C"])[best[0]])
