@@ -117,3 +117,25 @@ def test_mdslam_tune_model_writes_one_file_from_a_plain_grid_search(tmp_path, ca
     assert stats["low"]["n"] == low.sum() and stats["high"]["n"] == high.sum()
     with pytest.raises(ValueError, match="--edges-only: only for the catalogue model"):
         cli.main(["tune", "--model", "teff_logg", "--edges-only", "--out-dir", str(tmp_path)])
+
+
+def test_mdslam_tune_grid_options_and_solver_reach_the_search(tmp_path, monkeypatch):
+    """``--C``/``--epsilon``/``--gamma`` replace the tuning grid's values and ``--solver`` the SLAM solver of a
+    ``--model`` search: the file's grid is the values given, its solver the one asked, and each pixel's C
+    equals a search run directly with that grid and solver; the catalogue model refuses them; a
+    non-positive value is an argument error."""
+    from mdslam import cli
+
+    toy = _toy()
+    monkeypatch.setattr(tracks, "xp_mdwarfs", lambda **kw: toy)
+    grid = dict(C=(0.3, 30.0), epsilon=(0.02,), gamma=(0.4,))
+    assert cli.main(["tune", "--model", "alpha", "--cv", "3", "--out-dir", str(tmp_path), "--quiet",
+                     "--C", "0.3,30", "--epsilon", "0.02", "--gamma", "0.4", "--solver", "admm-smo"]) == 0
+    hyper = tuning.hyperparameters(tmp_path / "xp_alpha_hyperparameters.ecsv")
+    assert hyper.meta["grid"] == {k: list(v) for k, v in grid.items()} and hyper.meta["solver"] == "admm-smo"
+    ref = tuning.tune_hyperparameters(toy, grid=grid, cv=3, prior=None, solver="admm-smo")
+    assert np.array_equal(np.asarray(hyper["C"], float), ref.C_)
+    with pytest.raises(ValueError, match="--C --solver: only for --model"):
+        cli.main(["tune", "--C", "1,10", "--solver", "admm-smo", "--out-dir", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        cli.main(["tune", "--model", "alpha", "--gamma", "0,1"])

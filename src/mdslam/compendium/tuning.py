@@ -118,7 +118,7 @@ def _units(ts) -> list[str]:
 
 def tune_hyperparameters(ts, grid: dict | None = None, cv: int = TUNING_CV, seed: int = SEED,
                          verbose: bool = False, prior: str | None = "training", cv_prune: float | None = None,
-                         n_jobs: int | None = None):
+                         n_jobs: int | None = None, solver: str = "admm"):
     """Grid search with ``cv``-fold CV per pixel on all training stars.
 
     Parameters
@@ -140,6 +140,9 @@ def tune_hyperparameters(ts, grid: dict | None = None, cv: int = TUNING_CV, seed
         :class:`mdslam.slam.SLAM` ``cv_prune`` (None: every grid point in every fold).
     n_jobs : int, optional
         Worker threads of the grid search (:class:`mdslam.slam.SLAM` ``n_jobs``; None: one).
+    solver : str
+        :class:`mdslam.slam.SLAM` ``solver`` (default ``"admm"``; ``"admm-smo"`` finishes
+        the large-C solves that ADMM leaves above libsvm's tolerance).
 
     Returns
     -------
@@ -149,7 +152,7 @@ def tune_hyperparameters(ts, grid: dict | None = None, cv: int = TUNING_CV, seed
     from ..slam import SLAM
 
     model = SLAM(cv=cv, random_state=seed, prior=prior, chi2_scale="cv", verbose=verbose, cv_prune=cv_prune,
-                 n_jobs=n_jobs, **dict(TUNING_GRID if grid is None else grid))
+                 n_jobs=n_jobs, solver=solver, **dict(TUNING_GRID if grid is None else grid))
     return model.fit(ts.spectra.flux, ts.y, ts.spectra.ivar, wavelength=ts.spectra.wavelength,
                      label_names=ts.label_names, label_units=_units(ts))
 
@@ -194,6 +197,7 @@ def hyperparameter_table(model, ts) -> Table:
                    + ("" if prune is None else f", cv_prune={prune:g} (grid points above {prune:g} x a pixel's "
                       "best CV-MSE after two folds not solved in the other folds)")),
         "cv": n_folds, "cv_prune": None if prune is None else float(prune), "seed": int(model.random_state or 0),
+        "solver": str(model.solver),
         "n_train": int(model.n_train_), "training_key": _training_key(ts), "label_names": list(model.label_names_),
         "grid_edge_fraction": {k: float(v) for k, v in model.grid_edge_fraction_.items()},
         "edge_gain": stats, "grid_edge_improving_fraction": {k: stats[k]["improving"] for k in grid},
@@ -1075,6 +1079,17 @@ def _package_dir() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+def _values(text: str) -> tuple[float, ...]:
+    """Comma-separated positive numbers of a ``mdslam tune`` grid option, e.g. ``"1,10,100"``."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not comma-separated numbers") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: grid values must be positive")
+    return values
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``mdslam tune``."""
     p.add_argument("--model", choices=tuple(TUNED_MODELS), default="catalogue",
@@ -1091,6 +1106,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="SLAM cv_prune of that search: after two folds, skip grid points above this factor times "
                         "a pixel's best CV-MSE (default: none skipped)")
     p.add_argument("--n-jobs", type=int, default=None, help="worker threads of the grid search (default one)")
+    p.add_argument("--solver", default="admm", choices=("admm", "admm-smo"),
+                   help="SLAM solver of the --model teff_logg|alpha search (default admm; admm-smo finishes the "
+                        "large-C solves at libsvm's tolerance)")
+    for k in ("C", "epsilon", "gamma"):
+        p.add_argument(f"--{k}", type=_values, default=None, metavar="V1,V2,...",
+                       help=f"{k} values of that search (default the tuning grid's: "
+                            f"{','.join(f'{v:g}' for v in TUNING_GRID[k])})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--edges-only", action="store_true",
                    help="no grid search: rescore the grid edges of the stored hyperparameter file from the stored "
@@ -1103,9 +1125,15 @@ def _tables(args: argparse.Namespace, ts) -> list[tuple[str, Table]]:
     if model != "catalogue":
         if getattr(args, "edges_only", False):
             raise ValueError(f"mdslam tune --edges-only: only for the catalogue model, not --model {model}")
-        fitted = tune_hyperparameters(ts, cv=args.cv, verbose=not args.quiet, prior=TUNED_MODELS[model]["prior"],
-                                      cv_prune=args.cv_prune, n_jobs=args.n_jobs)
+        grid = {k: getattr(args, k, None) or TUNING_GRID[k] for k in ("C", "epsilon", "gamma")}
+        fitted = tune_hyperparameters(ts, grid=grid, cv=args.cv, verbose=not args.quiet,
+                                      prior=TUNED_MODELS[model]["prior"], cv_prune=args.cv_prune,
+                                      n_jobs=args.n_jobs, solver=getattr(args, "solver", "admm"))
         return [(TUNED_MODELS[model]["dataset"], hyperparameter_table(fitted, ts))]
+    given = [f"--{k}" for k in ("C", "epsilon", "gamma") if getattr(args, k, None)]
+    given += ["--solver"] if getattr(args, "solver", "admm") != "admm" else []
+    if given:
+        raise ValueError(f"mdslam tune {' '.join(given)}: only for --model teff_logg|alpha, not the catalogue model")
     if getattr(args, "edges_only", False):
         hyper, folds = hyperparameters(), nested_folds()
         stats = edges_from_folds(ts, hyper, folds)
