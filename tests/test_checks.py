@@ -192,3 +192,32 @@ def test_fit_flags_bits():
                            knn_threshold=1.0, knn_k=1, flux_level=1.0)
     assert out.tolist() == [0, int(LabelFlag.FAR_FROM_TRAINING),
                             int(LabelFlag.BAD_FIT | LabelFlag.NOT_NORMALISED)]
+
+
+def test_row_nanmedian_equals_numpys_row_loop():
+    """Random rows (>= 600 values, where np.nanmedian goes row by row, and 7) with NaN, +-inf, odd and even
+    counts of finite values, all-missing rows: the numbers of np.nanmedian with inf as NaN, bit for bit; the
+    flux-level flags equal those of that reference."""
+    rng = np.random.default_rng(5)
+    for n_pix in (1596, 7):
+        a = rng.normal(1.0, 0.3, (400, n_pix))
+        a[rng.random(a.shape) < 0.1] = np.nan
+        a[rng.random(a.shape) < 0.01] = np.inf
+        a[rng.random(a.shape) < 0.01] = -np.inf
+        a[:100] = rng.normal(1.0, 0.3, (100, n_pix))               # complete rows
+        a[100] = np.nan
+        a[101, 1:] = np.nan
+        a[200:250] *= 100.0                                         # not normalised
+        a[250:300] *= 0.01
+        ref = np.full(a.shape[0], np.nan)
+        for i, row in enumerate(np.where(np.isfinite(a), a, np.nan)):
+            if np.isfinite(row).any():
+                ref[i] = np.nanmedian(row)
+        got = checks.row_nanmedian(a)
+        assert np.array_equal(got, ref, equal_nan=True), n_pix
+        with np.errstate(invalid="ignore"):
+            ratio = ref / 1.1
+        want = np.isfinite(a).any(axis=1) & ((ratio < checks.FLUX_LEVEL_RANGE[0])
+                                             | (ratio > checks.FLUX_LEVEL_RANGE[1]) | ~np.isfinite(ratio))
+        assert np.array_equal(checks.flux_level_problem(a, 1.1), want)
+        assert want.any() and not want.all()

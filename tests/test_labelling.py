@@ -187,3 +187,47 @@ def test_slam_nielsen_damping_labels_agree_with_the_default(fitted):
         assert np.all(np.abs(niel[n] - ref[n]) <= 0.01 * ref[f"e_{n}"]), n
     with pytest.raises(ValueError, match="lm_damping='lazy'"):
         copy.deepcopy(fitted).set_params(lm_damping="lazy").predict_table(flux, ivar)
+
+
+def _decay_curvature(x):
+    """``sum_j u_j d^2 f_j / d theta^2`` of the decay model ``a exp(-b x) + c``, written out."""
+    def curvature(th, u):
+        a, b = th[:, 0:1], th[:, 1:2]
+        e = np.exp(-b * x[None, :])
+        R = np.zeros((th.shape[0], 3, 3))
+        R[:, 0, 1] = R[:, 1, 0] = np.sum(u * (-x[None, :] * e), axis=1)
+        R[:, 1, 1] = np.sum(u * (a * x[None, :] ** 2 * e), axis=1)
+        return R
+    return curvature
+
+
+def test_lm_newton_steps_reach_the_least_squares_optimum_in_fewer_iterations(decay):
+    """curvature (Newton steps near the minimum): scipy's optimum within 1e-6 standard errors, the Gauss-Newton
+    covariance, and fewer iterations than Gauss-Newton where the residuals are large (data from another curve)."""
+    _decay = decay.model
+    x, truth, sigma, y, w = decay.problem(6, 10, 60)
+    y = y + 0.3 * np.sin(3 * x)[None, :]                          # a misfit: large residuals
+    start = np.tile([1.0, 1.0, 0.0], (10, 1))
+    kw = dict(max_iter=300, xtol=1e-12, ftol=1e-15)
+    gn = lm.levenberg_marquardt(lambda th: _decay(th, x), y, w, start, **kw)
+    newton = lm.levenberg_marquardt(lambda th: _decay(th, x), y, w, start, curvature=_decay_curvature(x), **kw)
+    assert newton.converged.all()
+    assert newton.n_iter.sum() < gn.n_iter.sum()
+    for i in range(10):
+        sw = np.sqrt(w[i])
+        ref = least_squares(lambda p, sw=sw, yi=y[i]: sw * (yi - _decay(p[None], x)[0][0]), [1.0, 1.0, 0.0],
+                            jac=lambda p, sw=sw: -sw[:, None] * _decay(p[None], x)[1][0], xtol=1e-15, ftol=1e-15)
+        err = np.sqrt(np.diag(np.linalg.inv(ref.jac.T @ ref.jac)))
+        assert np.all(np.abs(newton.theta[i] - ref.x) <= 1e-6 * err), i
+        assert np.allclose(newton.cov[i], np.linalg.inv(ref.jac.T @ ref.jac), rtol=1e-6), i
+
+
+def test_newton_matrix_is_the_hessian_only_near_a_minimum_and_where_positive_definite():
+    """H = A - R where the Gauss-Newton step is within NEWTON_RADIUS formal errors and H is positive definite;
+    A elsewhere (far from the minimum, or an indefinite H)."""
+    A = np.tile(np.diag([4.0, 1.0]), (3, 1, 1))
+    R = np.array([[[1.0, 0.0], [0.0, 0.5]], [[1.0, 0.0], [0.0, 0.5]], [[0.0, 0.0], [0.0, 2.0]]])
+    g = np.array([[0.2, 0.1], [20.0, 0.0], [0.2, 0.1]])        # GN steps 0.11, 10, 0.11 formal errors
+    M = lm.newton_matrix(A, R, g)
+    assert np.array_equal(M[0], A[0] - R[0])
+    assert np.array_equal(M[1], A[1]) and np.array_equal(M[2], A[2])

@@ -57,7 +57,7 @@ def test_projected_model_at_full_rank_is_the_kernel_expansion(fitted):
     m = forward.ROW_BLOCK + 9
     th = model.X_train_[rng.integers(0, model.n_train_, m)] + rng.normal(0, 0.3, (m, 3))
     F_ref, J_ref = _full_flux(model, th)
-    values, jacobian = infer._projected_fns(model, np.float64)
+    values, jacobian, _ = infer._projected_fns(model, np.float64)
     F = values(th)
     assert np.allclose(F, F_ref, rtol=1e-10, atol=1e-10)
     rows = np.flatnonzero(rng.random(m) < 0.5)
@@ -135,7 +135,7 @@ def test_float32_jacobian_from_the_values_calls_kernel_rows_is_bit_identical(fit
     model = copy.deepcopy(fitted).set_params(lm_float32=True)
     rng = np.random.default_rng(4)
     th = model.X_train_[:50] + rng.normal(0, 0.2, (50, 3))
-    values, jacobian = infer._split_fns(model, np.float32)
+    values, jacobian, _ = infer._split_fns(model, np.float32)
     scale = model.flux_scale_[None, :, None]
     rows = np.array([3, 7, 8, 40])
     fresh = model._model_scaled(th[rows], jacobian=True, dtype=np.float32, values=False)[1] * scale
@@ -172,3 +172,52 @@ def test_sparse_groups_take_their_columns_of_the_kernel_rows_and_of_the_projecti
     Fp, Jp = forward.projected_flux(th, model.X_train_, pm, jacobian=True)
     np.testing.assert_allclose(Fp, F_ref, rtol=0, atol=1e-9)
     np.testing.assert_allclose(Jp, J_ref, rtol=0, atol=1e-8)
+
+
+def _fd_hessian(phi, th, h=1e-3):
+    """Central finite-difference Hessian (m, L, L) of a scalar function of each row of ``th``."""
+    m, L = th.shape
+    H = np.empty((m, L, L))
+    for a in range(L):
+        for b in range(L):
+            ea, eb = h * np.eye(L)[a], h * np.eye(L)[b]
+            H[:, a, b] = (phi(th + ea + eb) - phi(th + ea - eb) - phi(th - ea + eb) + phi(th - ea - eb)) / (4 * h * h)
+    return H
+
+
+def test_residual_curvature_is_the_second_derivative_of_u_dot_flux(fitted):
+    """R = sum_j u_j d^2 F_j / d theta^2 (the term Gauss-Newton leaves out): finite differences of u . F for the
+    kernel expansion written out pixel by pixel (two widths, float64) and of the projected model's u . F_r."""
+    model = copy.deepcopy(fitted).set_params(lm_rank=8)
+    rng = np.random.default_rng(3)
+    th = model.X_train_[:6] + 0.05 * rng.standard_normal((6, 3))
+    u = rng.standard_normal((6, model.n_features_in_))
+
+    def phi(t):
+        return np.einsum("mj,mj->m", u, _full_flux(model, t)[0])
+
+    R = forward.residual_curvature(th, model.X_train_, model._groups(), model.flux_scale_, u)
+    H = _fd_hessian(phi, th)
+    assert np.allclose(R, H, rtol=1e-4, atol=1e-5 * np.abs(H).max())
+    assert np.allclose(R, R.transpose(0, 2, 1))
+    pm = infer.projected(model)
+    Rp = forward.projected_residual_curvature(th, model.X_train_, pm, u)
+    Hp = _fd_hessian(lambda t: np.einsum("mj,mj->m", u, forward.projected_flux(t, model.X_train_, pm)[0]), th)
+    assert np.allclose(Rp, Hp, rtol=1e-4, atol=1e-5 * np.abs(Hp).max())
+
+
+def test_slam_lm_newton_reaches_the_same_labels_in_fewer_iterations(trained):
+    """lm_newton=True (alone, and with lm_rank and lm_float32): labels within 0.01 formal errors of the default
+    float64 Gauss-Newton path, the same flags, chi2 to 1e-6, fewer LM iterations in total than the same
+    settings without it."""
+    flux, ivar, _ = _spectra(120, seed=13)
+    ref = copy.deepcopy(trained).predict_table(flux, ivar)
+    for opts in ({}, {"lm_rank": 8, "lm_float32": True}):
+        base = copy.deepcopy(trained).set_params(**opts).predict_table(flux, ivar)
+        new = copy.deepcopy(trained).set_params(lm_newton=True, **opts).predict_table(flux, ivar)
+        assert np.array_equal(ref["flag"], new["flag"]), opts
+        assert np.allclose(new["chi2"], ref["chi2"], rtol=1e-6), opts
+        assert np.sum(new["n_iter"]) < np.sum(base["n_iter"]), opts
+        for n in LABELS:
+            assert np.all(np.abs(new[n] - ref[n]) <= 0.01 * ref[f"e_{n}"]), (opts, n)
+            assert np.allclose(new[f"e_{n}"], ref[f"e_{n}"], rtol=1e-3), (opts, n)

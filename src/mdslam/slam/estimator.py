@@ -128,6 +128,12 @@ class SLAM(RegressorMixin, BaseEstimator):
         is the projection's error (chi2 per training spectrum in units of the model
         error): on the realistic mock LAMOST model (1596 px, 1000 stars, 2 widths)
         6e-3 at 200 and 3e-5 at 300 (``benchmarks/README.md``, "Labelling at survey scale").
+    lm_newton : bool
+        LM steps with the Hessian of chi2, ``J^T W J`` minus the residuals' curvature term
+        (:func:`mdslam.slam.forward.residual_curvature`, one product of the size of a model
+        evaluation per accepted step), where it is positive definite, instead of ``J^T W J``
+        alone (Gauss-Newton, False: the default).  Gauss-Newton converges slowly where the
+        residuals are large; the formal errors stay ``(J^T W J)^-1``.  Independent likelihood only.
     quick_grid : None or int
         Starting points for LM: None uses the training labels; an int ``m``
         adds a regular ``m**n_label`` grid spanning the training labels.
@@ -281,7 +287,8 @@ class SLAM(RegressorMixin, BaseEstimator):
                  chi2_scale: str | float = "cv", kernel_rank: int | None = None,
                  lm_float32: bool = False, lm_sigma_tol: float | None = None,
                  cv_prune: float | None = None, likelihood: str = "independent", lm_damping: str = "fixed",
-                 solver: str = "admm", cv_subsample: int | None = None, lm_rank: int | None = None):
+                 solver: str = "admm", cv_subsample: int | None = None, lm_rank: int | None = None,
+                 lm_newton: bool = False):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -310,6 +317,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.solver = solver
         self.cv_subsample = cv_subsample
         self.lm_rank = lm_rank
+        self.lm_newton = lm_newton
 
     def set_params(self, **params) -> SLAM:
         """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.

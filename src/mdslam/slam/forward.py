@@ -311,3 +311,82 @@ def projected_flux(theta: np.ndarray, X_train: np.ndarray, pm: ProjectedModel, j
             for li in range(L):
                 J[rows, :, li] = prod[li]
     return F, J
+
+
+def _rbf_curvature(theta: np.ndarray, Xs: np.ndarray, gamma: float, ck: np.ndarray) -> np.ndarray:
+    """``sum_i ck_i d^2 k_i / k_i`` per row: (m, L, L), ``ck`` (m, n_s) = coefficient x kernel row.
+
+    ``d^2 exp(-g |t - x_i|^2) / dt_l dt_k = k_i (4 g^2 d_il d_ik - 2 g delta_lk)``, ``d_i = t - x_i``.
+    """
+    m, L = theta.shape
+    out = np.empty((m, L, L))
+    d = [theta[:, li, None] - Xs[None, :, li] for li in range(L)]
+    ckd = [ck * d[li] for li in range(L)]
+    tot = ck.sum(axis=1)
+    for li in range(L):
+        for lk in range(li, L):
+            v = 4.0 * gamma * gamma * np.einsum("ij,ij->i", ckd[li], d[lk])
+            if li == lk:
+                v -= 2.0 * gamma * tot
+            out[:, li, lk] = out[:, lk, li] = v
+    return out
+
+
+def residual_curvature(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup], flux_scale: np.ndarray,
+                       u: np.ndarray, K: np.ndarray | None = None) -> np.ndarray:
+    """``R = sum_j u_j d^2 F_j / d theta^2`` of the model flux ``F`` (flux units): (m, L, L).
+
+    With ``u = w r`` (weights times residuals) the Hessian of ``chi2 / 2`` is
+    ``J^T W J - R``: ``R`` is the term Gauss-Newton leaves out.  It is contracted over
+    the pixels first, ``c_i = sum_j u_j s_j beta_ij`` (one product of the size of a model
+    evaluation), then over the training stars with the RBF's second derivatives.
+
+    Parameters
+    ----------
+    theta : (m, L) array
+        Standardised labels.
+    X_train : (n_train, L) array
+        Standardised training labels.
+    groups : list of PixelGroup
+        From :func:`pixel_groups` (float64).
+    flux_scale : (n_pix,) array
+        Flux per standardised flux unit.
+    u : (m, n_pix) array
+        Weights times residuals (flux^-1).
+    K : (m, G * n_train) array, optional
+        :func:`kernel_rows` of ``theta`` for the groups' widths in order.
+
+    Returns
+    -------
+    (m, L, L) float64 array, flux^-1 x flux per standardised label unit squared (chi2 units).
+    """
+    theta = np.asarray(theta, float)
+    Xt = np.asarray(X_train, float)
+    n = Xt.shape[0]
+    if K is None:
+        K = kernel_rows(theta, Xt, np.array([grp[0] for grp in groups]))
+    out = np.zeros((theta.shape[0], theta.shape[1], theta.shape[1]))
+    for gi, (g, pix, BT, _, sv) in enumerate(groups):
+        k = K[:, gi * n:(gi + 1) * n]
+        k, Xs = (k, Xt) if sv is None else (k[:, sv], Xt[sv])
+        c = (u[:, pix] * flux_scale[pix]) @ np.asarray(BT, float).T          # (m, n_s)
+        out += _rbf_curvature(theta, Xs, g, c * k)
+    return out
+
+
+def projected_residual_curvature(theta: np.ndarray, X_train: np.ndarray, pm: ProjectedModel, u: np.ndarray,
+                                 K: np.ndarray | None = None) -> np.ndarray:
+    """:func:`residual_curvature` of the projected model (:func:`project`): (m, L, L).
+
+    ``c = (u @ basis^T) @ coef^T`` costs ``(n_pix + G n_train) r`` per spectrum.
+    """
+    theta = np.asarray(theta, float)
+    n = X_train.shape[0]
+    if K is None:
+        K = kernel_rows(theta, X_train, pm.gammas)
+    c = (u @ pm.basis.T) @ pm.coef.T                                       # (m, G * n_train)
+    out = np.zeros((theta.shape[0], theta.shape[1], theta.shape[1]))
+    for gi, g in enumerate(pm.gammas):
+        cols = slice(gi * n, (gi + 1) * n)
+        out += _rbf_curvature(theta, X_train, float(g), c[:, cols] * K[:, cols])
+    return out

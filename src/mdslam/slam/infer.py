@@ -114,12 +114,12 @@ def _model_fn(model: Any, dtype: type = np.float64) -> lm.ModelFn:
 
 
 def _split_fns(model: Any, dtype: type) -> tuple:
-    """(values, jacobian) of the model in flux units for :func:`mdslam.slam.lm.levenberg_marquardt`'s ``split``.
+    """(values, jacobian, curvature) of the model in flux units for :func:`mdslam.slam.lm.levenberg_marquardt`.
 
     The values (hence chi2 and the acceptance of LM steps) are always float64;
     ``dtype`` sets the precision of the Jacobian's kernel products.  ``values`` keeps the
-    kernel rows of its last call and ``jacobian`` (called with rows of that call's labels,
-    the accepted trial points) reuses them: the same numbers, computed once.
+    kernel rows of its last call and ``jacobian`` and ``curvature`` (called with rows of that
+    call's labels, the accepted trial points) reuse them: the same numbers, computed once.
     """
     scale, mean, X = model.flux_scale_, model.flux_mean_, model.X_train_
     gammas = np.array([g[0] for g in model._groups()])
@@ -135,7 +135,10 @@ def _split_fns(model: Any, dtype: type) -> tuple:
         J *= scale[None, :, None]
         return J
 
-    return values, jacobian
+    def curvature(th, u):
+        return forward.residual_curvature(th, X, model._groups(), scale, u, K=_kernel_of(last, th))
+
+    return values, jacobian, curvature
 
 
 def projected(model: Any, dtype: type = np.float64) -> forward.ProjectedModel:
@@ -158,10 +161,10 @@ def projected(model: Any, dtype: type = np.float64) -> forward.ProjectedModel:
 
 
 def _projected_fns(model: Any, dtype: type) -> tuple:
-    """(values, jacobian) of the projected model (:func:`projected`) for LM's ``split``, flux units.
+    """(values, jacobian, curvature) of the projected model (:func:`projected`) for LM, flux units.
 
-    ``values`` keeps the kernel rows of its last call; ``jacobian``, called with rows of that
-    call's labels (the accepted trial points), reuses them instead of recomputing the kernel.
+    ``values`` keeps the kernel rows of its last call; ``jacobian`` and ``curvature``, called with
+    rows of that call's labels (the accepted trial points), reuse them instead of recomputing the kernel.
     """
     pm, X = projected(model, dtype), model.X_train_
     last: dict[str, np.ndarray] = {}
@@ -173,7 +176,10 @@ def _projected_fns(model: Any, dtype: type) -> tuple:
     def jacobian(th):
         return forward.projected_flux(th, X, pm, jacobian=True, values=False, K=_kernel_of(last, th))[1]
 
-    return values, jacobian
+    def curvature(th, u):
+        return forward.projected_residual_curvature(th, X, pm, u, K=_kernel_of(last, th))
+
+    return values, jacobian, curvature
 
 
 def _kernel_of(last: dict, th: np.ndarray) -> np.ndarray | None:
@@ -259,11 +265,20 @@ def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, .
 
 def _run_lm(model: Any, split: tuple | None, fobs: np.ndarray, wl: np.ndarray, theta0: np.ndarray,
             wh: noise.Whitener | None, max_iter) -> lm.LMResult:
-    """:func:`mdslam.slam.lm.levenberg_marquardt` with the model's LM settings; ``split`` None: float64 model."""
+    """:func:`mdslam.slam.lm.levenberg_marquardt` with the model's LM settings.
+
+    ``split``: (values, jacobian, curvature) of :func:`_split_fns` or :func:`_projected_fns`; None: the
+    float64 model.  The curvature (Newton steps) only with ``lm_newton`` and the independent likelihood.
+    """
     fn = _model_fn(model) if split is None else (lambda th: (split[0](th), split[1](th)))
+    curvature = None
+    if getattr(model, "lm_newton", False) and wh is None:
+        curvature = split[2] if split is not None else (
+            lambda th, u: forward.residual_curvature(th, model.X_train_, model._groups(), model.flux_scale_, u))
     return lm.levenberg_marquardt(fn, fobs, wl, theta0, max_iter=max_iter, xtol=model.lm_xtol,
-                                  ftol=model.lm_ftol, split=split, sigma_tol=getattr(model, "lm_sigma_tol", None),
-                                  whiten=wh, damping=getattr(model, "lm_damping", "fixed"))
+                                  ftol=model.lm_ftol, split=None if split is None else split[:2],
+                                  sigma_tol=getattr(model, "lm_sigma_tol", None), whiten=wh,
+                                  damping=getattr(model, "lm_damping", "fixed"), curvature=curvature)
 
 
 def lm_one_by_one(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:

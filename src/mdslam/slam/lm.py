@@ -20,6 +20,8 @@ ModelFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 #: ``whiten(rows, X (k, n) or (k, n, L)) -> W_rows X``: a linear map per problem
 #: (:class:`mdslam.slam.noise.Whitener`) applied to residuals and Jacobians.
 Whiten = Callable[[object, np.ndarray], np.ndarray]
+#: ``curvature(theta (k, L), u (k, n)) -> sum_j u_j d^2 f_j / d theta^2 (k, L, L)``.
+Curvature = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class LMResult(NamedTuple):
@@ -62,7 +64,8 @@ def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.nd
 def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, *,
                         max_iter: int = 100, xtol: float = 1e-7, ftol: float = 1e-10,
                         split: tuple[Callable, Callable] | None = None, sigma_tol: float | None = None,
-                        whiten: Whiten | None = None, damping: str = "fixed") -> LMResult:
+                        whiten: Whiten | None = None, damping: str = "fixed",
+                        curvature: Curvature | None = None) -> LMResult:
     """Minimise ``sum_j w_ij (y_ij - f_j(theta_i))^2`` for every row ``i`` together.
 
     With ``whiten``, residuals ``W_i (y_i - f)``, Jacobians ``W_i J``: ``r^T Sigma_i^-1 r`` for ``W^T W = Sigma^-1``, ``w = 1``.
@@ -90,19 +93,19 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     whiten : callable, optional
         ``whiten(rows, X)``: ``W`` of the problems ``rows`` applied to (k, n) or (k, n, L) arrays.
     damping : {"fixed", "nielsen"}
-        Update of the damping ``mu`` (:func:`_next_damping`): "fixed" multiplies it by 0.3 after an
-        accepted step and by 10 after a rejected one; "nielsen" follows the ratio of the actual
-        to the predicted chi2 decrease (Nielsen's rule: Madsen, Nielsen & Tingleff 2004, "Methods
-        for non-linear least squares problems", sec. 3.2).
+        Update of the damping ``mu`` (:func:`_next_damping`): "fixed" x0.3 / x10 after an accepted / rejected
+        step; "nielsen" from the actual over the predicted chi2 decrease (Madsen, Nielsen & Tingleff 2004).
+    curvature : callable, optional
+        ``curvature(theta, u = w r) -> R`` (:data:`Curvature`): Newton steps where the Hessian of chi2 is
+        positive definite (:func:`newton_matrix`); ``sigma_tol`` then measures ``H^-1 g``.  Not with ``whiten``.
 
     Returns
     -------
     LMResult
     """
-    m = theta0.shape[0]
-    theta = np.array(theta0, float, copy=True)
+    m, theta = theta0.shape[0], np.array(theta0, float, copy=True)
     wh = whiten if whiten is not None else (lambda rows, X: X)
-    chi2, A_all, g_all = _start(model, y, w, theta, wh)
+    chi2, A_all, g_all, R_all = _start(model, y, w, theta, wh, curvature)
     mu, nu = np.full(m, 1e-3), np.full(m, 2.0)
     n_iter, converged = np.zeros(m, int), np.zeros(m, bool)
     active = np.arange(m)
@@ -112,13 +115,13 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
             break
         A, g = A_all[active], g_all[active]
         dA = np.diagonal(A, axis1=1, axis2=2)
-        if sigma_tol is not None and (near := _gn_decrement(A, g, dA) < sigma_tol**2).any():
+        M = A if R_all is None else newton_matrix(A, R_all[active], g)
+        if sigma_tol is not None and (near := _decrement(M, A, g, dA, R_all is not None) < sigma_tol**2).any():
             converged[active[near]] = True
-            active, A, g, dA = active[~near], A[~near], g[~near], dA[~near]
+            active, A, g, dA, M = active[~near], A[~near], g[~near], dA[~near], M[~near]
             if active.size == 0:
                 break
-        wa = w[active]
-        step = _damped_step(A, g, dA, mu[active])
+        wa, step = w[active], _damped_step(M, g, dA, mu[active])
         th_new = theta[active] + step
         f_new, J_new = model(th_new) if split is None else (split[0](th_new), None)
         r_new, J_new = wh(active, y[active] - f_new), (None if J_new is None else wh(active, J_new))
@@ -128,11 +131,10 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         acc = np.isfinite(chi2_new) & (decrease >= 0)                 # = chi2_new <= chi2 where finite
         small_step = np.max(np.abs(step), axis=1) < xtol
         small_df = acc & (decrease <= ftol * np.maximum(chi2[active], 1e-300))
-        ia = active[acc]
-        if ia.size:
-            theta[ia], chi2[ia] = th_new[acc], chi2_new[acc]
-            J_acc = J_new[acc] if J_new is not None else wh(ia, split[1](th_new[acc]))
-            A_all[ia], g_all[ia] = _normal_equations(J_acc, wa[acc], r_new[acc])
+        if acc.any():
+            theta[active[acc]], chi2[active[acc]] = th_new[acc], chi2_new[acc]
+            _refresh(active[acc], th_new[acc], wa[acc], r_new[acc], None if J_new is None else J_new[acc],
+                     (A_all, g_all, R_all), split, wh, curvature)
         mu[active], nu[active] = _next_damping(damping, mu[active], nu[active], acc, decrease, step, g, dA)
         done = small_step | small_df | (mu[active] > 1e12)
         converged[active[done]] = True
@@ -141,12 +143,27 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     return LMResult(theta, _inverse(A_all), chi2, n_iter, converged & ~failed, failed)
 
 
-def _start(model: ModelFn, y: np.ndarray, w: np.ndarray, theta: np.ndarray, wh: Callable) -> tuple[np.ndarray, ...]:
-    """chi2 (m,), ``J^T W J`` (m, L, L) and ``J^T W r`` (m, L) at ``theta`` (the caller refreshes accepted rows)."""
+def _start(model: ModelFn, y: np.ndarray, w: np.ndarray, theta: np.ndarray, wh: Callable,
+           curvature: Curvature | None = None) -> tuple:
+    """chi2 (m,), ``J^T W J`` (m, L, L), ``J^T W r`` (m, L) and the curvature (m, L, L) or None at ``theta``."""
     f, J = model(theta)
     r, J = wh(slice(None), y - f), wh(slice(None), J)
     A, g = _normal_equations(J, w, r)
-    return (w * r * r).sum(axis=1), A, g
+    return (w * r * r).sum(axis=1), A, g, None if curvature is None else curvature(theta, w * r)
+
+
+def _refresh(ia: np.ndarray, th: np.ndarray, w: np.ndarray, r: np.ndarray, J: np.ndarray | None, state: tuple,
+             split: tuple | None, wh: Callable, curvature: Curvature | None) -> None:
+    """``J^T W J``, ``J^T W r`` and the curvature (``state``, in place) of the accepted rows ``ia`` at ``th``.
+
+    Without ``J`` (``split``) the Jacobian is computed here, and then the curvature, both reusing the
+    kernel rows of the ``values`` call that tried ``th``.
+    """
+    A_all, g_all, R_all = state
+    J = J if J is not None else wh(ia, split[1](th))
+    A_all[ia], g_all[ia] = _normal_equations(J, w, r)
+    if R_all is not None:
+        R_all[ia] = curvature(th, w * r)
 
 
 def _damping_diagonal(dA: np.ndarray) -> np.ndarray:
@@ -190,6 +207,54 @@ def _normal_equations(J: np.ndarray, w: np.ndarray, r: np.ndarray) -> tuple[np.n
     """``A = J^T W J`` (m, L, L) and ``g = J^T W r`` (m, L) of each row."""
     JW = (J * w[:, :, None]).transpose(0, 2, 1)
     return np.matmul(JW, J), np.matmul(JW, r[:, :, None])[..., 0]
+
+
+#: Newton steps (``curvature``) only where the Gauss-Newton step is below this many formal
+#: errors, ``g^T A^-1 g < NEWTON_RADIUS^2``: farther out the path stays Gauss-Newton's, which
+#: decides the basin of chi2 it ends in; the Hessian then removes the slow linear tail.
+NEWTON_RADIUS = 1.0
+
+
+def newton_matrix(A: np.ndarray, R: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The matrix of LM's steps: ``H = A - R`` (the Hessian of chi2 / 2) where LM is near a minimum, else ``A``.
+
+    Parameters
+    ----------
+    A : (k, L, L) array
+        ``J^T W J``.
+    R : (k, L, L) array
+        ``sum_j w_j r_j d^2 f_j / d theta^2`` (the residual curvature).
+    g : (k, L) array
+        ``J^T W r``.
+
+    Returns
+    -------
+    (k, L, L) array: ``H`` where the Gauss-Newton step is within :data:`NEWTON_RADIUS` formal
+    errors and ``H`` is positive definite (its smallest eigenvalue above 1e-3 of ``A``'s
+    largest diagonal element), else ``A``.
+    """
+    H = A - R
+    near = _gn_decrement(A, g, np.diagonal(A, axis1=1, axis2=2)) < NEWTON_RADIUS**2
+    ok = near & np.all(np.isfinite(H), axis=(1, 2))
+    lam = np.full(A.shape[0], -np.inf)
+    lam[ok] = np.linalg.eigvalsh(H[ok])[:, 0]
+    pd = lam > 1e-3 * np.max(np.diagonal(A, axis1=1, axis2=2), axis=1)
+    return np.where(pd[:, None, None], H, A)
+
+
+def _decrement(M: np.ndarray, A: np.ndarray, g: np.ndarray, dA: np.ndarray, newton: bool) -> np.ndarray:
+    """The step ``s = M^-1 g`` in formal errors squared, ``s^T A s`` (m,); ``g^T A^-1 g`` when ``M`` is ``A``."""
+    if not newton:
+        return _gn_decrement(A, g, dA)
+    reg = M + (1e-12 * dA.sum(axis=1) + 1e-300)[:, None, None] * np.eye(A.shape[1])
+    out = np.full(A.shape[0], np.inf)
+    ok = np.all(np.isfinite(reg), axis=(1, 2)) & np.all(np.isfinite(g), axis=1)
+    try:
+        s = np.linalg.solve(reg[ok], g[ok][..., None])
+    except np.linalg.LinAlgError:
+        return out
+    out[ok] = np.einsum("ilk,ilj,ijk->i", s, A[ok], s)
+    return out
 
 
 def _gn_decrement(A: np.ndarray, g: np.ndarray, dA: np.ndarray) -> np.ndarray:
