@@ -565,7 +565,8 @@ def _table(doc: dict) -> str:
 def _fast_options(a: argparse.Namespace) -> dict:
     """SLAM options of the fast labels given on the command line (LM tolerances, batch size)."""
     given = (("lm_xtol", a.lm_xtol), ("lm_ftol", a.lm_ftol), ("lm_sigma_tol", a.lm_sigma_tol),
-             ("batch_size", a.batch_size), ("lm_damping", a.lm_damping), ("lm_rank", a.lm_rank))
+             ("batch_size", a.batch_size), ("lm_damping", a.lm_damping), ("lm_rank", a.lm_rank),
+             ("lm_newton", a.lm_newton))
     return {k: v for k, v in given if v}
 
 
@@ -587,6 +588,8 @@ def main() -> None:
                     help="LM damping rule of the fast labels (SLAM(lm_damping=...))")
     ap.add_argument("--lm-rank", type=int, default=None,
                     help="LM first on the model projected onto this many principal spectra (SLAM(lm_rank=...))")
+    ap.add_argument("--lm-newton", action="store_true",
+                    help="LM steps with the Hessian of chi2 near the minimum (SLAM(lm_newton=True))")
     ap.add_argument("--book", action="store_true", help="figure + table for book/scaling.md from the JSON")
     a = ap.parse_args()
     if a.book:

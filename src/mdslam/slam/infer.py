@@ -234,6 +234,9 @@ def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, .
     With ``lm_rank`` set, LM first runs on the projected model (:func:`projected`) and then
     on the full model from where it stopped, so the labels, chi2, covariance and convergence
     are those of the full model; ``n_iter`` counts both runs, together at most ``lm_max_iter``.
+    With ``lm_newton`` too, the Newton steps are the projected stage's: the full-model stage
+    starts at the projected optimum and takes Gauss-Newton steps (mostly none), which saves
+    the curvature term (a product of the size of a model evaluation) of every spectrum at its start.
 
     Parameters
     ----------
@@ -259,20 +262,22 @@ def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, .
         theta0 = np.where(np.isfinite(first.theta), first.theta, theta0)    # a failed row restarts at its grid start
         n_first = first.n_iter
     split = None if dtype == np.float64 else _split_fns(model, dtype)   # float32: the Jacobian only
-    r = _run_lm(model, split, fobs, wl, theta0, wh, model.lm_max_iter - n_first)
+    r = _run_lm(model, split, fobs, wl, theta0, wh, model.lm_max_iter - n_first,
+                newton=getattr(model, "lm_rank", None) is None)
     return tuple(r._replace(n_iter=r.n_iter + n_first))
 
 
 def _run_lm(model: Any, split: tuple | None, fobs: np.ndarray, wl: np.ndarray, theta0: np.ndarray,
-            wh: noise.Whitener | None, max_iter) -> lm.LMResult:
+            wh: noise.Whitener | None, max_iter, newton: bool = True) -> lm.LMResult:
     """:func:`mdslam.slam.lm.levenberg_marquardt` with the model's LM settings.
 
     ``split``: (values, jacobian, curvature) of :func:`_split_fns` or :func:`_projected_fns`; None: the
-    float64 model.  The curvature (Newton steps) only with ``lm_newton`` and the independent likelihood.
+    float64 model.  The curvature (Newton steps) only with ``newton``, ``lm_newton`` and the independent
+    likelihood.
     """
     fn = _model_fn(model) if split is None else (lambda th: (split[0](th), split[1](th)))
     curvature = None
-    if getattr(model, "lm_newton", False) and wh is None:
+    if newton and getattr(model, "lm_newton", False) and wh is None:
         curvature = split[2] if split is not None else (
             lambda th, u: forward.residual_curvature(th, model.X_train_, model._groups(), model.flux_scale_, u))
     return lm.levenberg_marquardt(fn, fobs, wl, theta0, max_iter=max_iter, xtol=model.lm_xtol,
