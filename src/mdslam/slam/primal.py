@@ -172,14 +172,30 @@ def _newton_stage(Phi, Y, C, eps, W, b, delta, max_steps, rtol=1e-10):
     return steps
 
 
-def _finish(Phi, ke, Y, C, eps, beta):
-    """Exact active-set step (reduced KKT of the stars strictly inside the box); (beta, b) per pixel."""
+def _finish(Phi, ke, Y, C, eps, beta, gap, bb, tol, fallback):
+    """Exact active-set step, then ADMM for the targets still above ``tol``; ``beta``, ``gap``, ``bb`` in place.
+
+    The step solves the reduced KKT system of the stars strictly inside the box
+    (:func:`mdslam.svr.polish_svr_batch`'s) and is kept where it lowers libsvm's gap.
+    Returns the (P,) bool mask of the targets solved again by ADMM + polish.
+    """
     fp = (beta > 0) & (beta < C)
     fm = (beta < 0) & (beta > -C)
     start = np.where(beta >= C, C, np.where(beta <= -C, -C, 0.0))
     start[C <= 0] = 0.0
-    nb, b = _reduced_kkt_solve(ke, Y, start, fp, fm, eps[:, 0])
-    return np.clip(nb, -C, C), b
+    fb, _ = _reduced_kkt_solve(ke, Y, start, fp, fm, eps[:, 0])
+    fb = np.clip(fb, -C, C)
+    fgap, fb_mid = kkt_gap(fb, Y - (fb @ Phi) @ Phi.T, C, eps)
+    better = fgap < gap
+    beta[better], gap[better], bb[better] = fb[better], fgap[better], fb_mid[better]
+    went = (gap > tol) & fallback
+    redo = np.flatnonzero(went)
+    if redo.size:
+        from ..svr import solve_svr_staged
+
+        sub = solve_svr_staged(ke, Y[redo], C[redo], eps[redo, 0], tol=tol)
+        beta[redo], gap[redo], bb[redo] = sub.beta, sub.gap, sub.intercept
+    return went
 
 
 def solve_svr_newton(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1e-3, subsample: int | None = 2000,
@@ -253,18 +269,7 @@ def solve_svr_newton(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1
         W[again], b[again] = Wa, ba
         beta[again], gap[again], bb[again] = _dual_point(Phi, Y[again], Cf[again], ef[again], Wa, ba,
                                                          LAST_DELTA * tol / 4)
-    fb, _ = _finish(Phi, ke, Y, Cf, ef, beta)
-    fgap, fb_mid = kkt_gap(fb, Y - (fb @ Phi) @ Phi.T, Cf, ef)
-    better = fgap < gap
-    beta[better], gap[better], bb[better] = fb[better], fgap[better], fb_mid[better]
-    redo = np.flatnonzero(gap > tol) if fallback else np.zeros(0, int)
-    if redo.size:
-        from ..svr import solve_svr_staged
-
-        sub = solve_svr_staged(ke, Y[redo], Cf[redo], ef[redo, 0], tol=tol)
-        beta[redo], gap[redo], bb[redo] = sub.beta, sub.gap, sub.intercept
-    went = np.zeros(P, bool)
-    went[redo] = True
+    went = _finish(Phi, ke, Y, Cf, ef, beta, gap, bb, tol, fallback)
     return SVRBatchSolution(beta=beta, intercept=bb, gap=gap, n_iter=steps, converged=gap <= tol,
                             state=(W, b, went))
 
