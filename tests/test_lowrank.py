@@ -182,8 +182,8 @@ def test_newton_masked_stars_are_removed_exactly(easy):
 
 def test_newton_steps_do_not_grow_with_n():
     """The same smooth pixels with 4x the stars (400 -> 1,600; C = 10, tol 1e-3): Newton steps on all
-    stars grow by less than a third (measured 56-69 -> 52-60), where ADMM's iterations grow 2-4x on the
-    same pixels (measured mean 98 -> 465); both converge without the fallback."""
+    stars grow by less than a third (measured 53-69 -> 52-60), where ADMM's iterations grow 2-4x on the
+    same pixels (measured mean 100 -> 465); both converge without the fallback."""
     from mdslam.slam.primal import solve_svr_newton
     from mdslam.svr import solve_svr_staged
 
