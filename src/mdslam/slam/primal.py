@@ -10,24 +10,29 @@ the primal of the dual that :func:`mdslam.svr.solve_svr_batch` solves on that ke
 tube edge (quadratic for ``epsilon < |res| < epsilon + delta``, linear beyond), which is
 the same as adding ``sum_i delta / (2 C_i) beta_i^2`` to the dual.  The smoothed objective
 is piecewise quadratic in the ``r + 1`` unknowns; Newton's method with an exact line search
-reaches its minimum in a few steps whatever ``n`` (Keerthi & DeCoste 2005's finite Newton
-method, here for the L1 loss): a step costs two products of the ``(P, r)`` parameters
+reaches its minimum in a finite number of steps (Keerthi & DeCoste 2005's finite Newton
+method, here for the L1 loss), which on SLAM's pixels does not grow with ``n`` (50-70 on
+all stars at n = 400-15,000, C = 10; ADMM needs 100-1,500 iterations): a step costs two products of the ``(P, r)`` parameters
 with ``Phi`` over all pixels of the block (``O(n r)`` per pixel, as one ADMM iteration)
 and, per pixel, an ``(r + 1)``-square Hessian ``I + Phi_B^T (C / delta) Phi_B`` over the
 stars ``B`` in the band, which shrinks to the free support vectors (at most ``r + 1``) as
-``delta`` does.  ``delta`` is lowered stage by stage (continuation) and the first stages
-run on a random subsample of the stars with ``C`` scaled by ``n / m`` (the same objective
-per star), so the work on all ``n`` stars is a few Newton steps from a good start.
+``delta`` does, but not with ``n`` (hundreds of stars at 15,000).  ``delta`` is lowered
+stage by stage (continuation; a narrow band from a cold start takes many more steps) and
+the first stages run on a random subsample of the stars with ``C`` scaled by ``n / m``
+(the same objective per star).  What that costs against ADMM is in
+``benchmarks/README.md`` ("Training at 15,000 stars").
 
 The dual point ``beta_i = C_i sign(res_i) min(1, (|res_i| - epsilon)_+ / delta)`` is
 always inside the box, its ``sum`` is the ``b``-gradient, and every star in the band sits
 within ``delta`` of the tube edge, so libsvm's maximal-violating-pair gap is at most about
-``2 delta``: the last stage uses ``delta = tol / 4`` and a pixel is accepted when libsvm's
+``2 delta``: the last stage uses ``delta = 0.4 tol`` (one more at ``0.1 tol`` for a pixel still
+above ``tol``) and a pixel is accepted when libsvm's
 gap and ``|sum beta|`` recomputed in float64 from ``beta`` on every star
 (:func:`mdslam.svr.kkt_gap` with ``h = y - K~ beta``) are <= ``tol``, as the other
 solvers.  A last active-set step (the reduced KKT system of the stars strictly inside the
 box, as :func:`mdslam.svr.polish_svr_batch`) then lands on the exact optimum of the
-low-rank problem where the sets are right; it is kept only where it lowers the gap.
+low-rank problem where the sets are right; it is kept only where it lowers the gap.  A
+pixel still above ``tol`` is solved again by ADMM + polish (:func:`mdslam.svr.solve_svr_staged`).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ __all__ = ["solve_svr_newton"]
 #: band widths of the continuation stages, in units of the pixel's epsilon
 DELTA_STAGES = (1.0, 0.1)
 #: band width of the last stage, in units of ``tol``: libsvm's gap there is about 2 delta (measured 0.9 tol
-#: at 1 / 2.2 on the mock LAMOST pixels at 15,000 stars)
+#: at 1 / 2.2 on 8 mock LAMOST pixels at 15,000 stars)
 LAST_DELTA = 0.4
 
 
