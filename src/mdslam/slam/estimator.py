@@ -181,8 +181,10 @@ class SLAM(RegressorMixin, BaseEstimator):
         Newton's method in the ``r + 1`` primal unknowns on the Nystrom features, smoothed
         loss with continuation (:mod:`mdslam.slam.primal`), the same problem and stopping
         rule, ADMM for any solve it leaves above ``tol``; its steps do not grow with ``n``
-        as ADMM's iterations do, the choice for the final fits of a ``cv_subsample`` fit on
-        many stars (``benchmarks/README.md``, "Training at 15,000 stars").  ``"smo"`` (exact kernel only): the CV
+        as ADMM's iterations do, but each costs a Hessian per pixel: for the final fits of a
+        ``cv_subsample`` fit on 15,000 stars 4x less CPU than ADMM at gamma 0.3 and 1.3-1.8x
+        less at gamma 1 in 16-pixel batches, by arithmetic slower than ADMM batched over all pixels at
+        gamma 1 (``benchmarks/README.md``, "Training at 15,000 stars").  ``"smo"`` (exact kernel only): the CV
         solves by libsvm's SMO on the shared kernel (:mod:`mdslam.slam.smo`, needs ``numba``),
         each C seeded from the next smaller one; the final fits stay ADMM + polish.
         ``"admm-smo"`` (exact kernel only, numba): ADMM + polish to 3,000 iterations, then
