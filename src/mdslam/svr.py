@@ -589,8 +589,9 @@ def polish_svr_batch(
     zero, and free (on the tube edge, ``f_i - y_i = -+epsilon``) sets; the
     free coefficients and ``b`` then solve the reduced KKT system
     ``[[K_FF, 1], [1^T, 0]] [beta_F, b] = [y_F -+ eps - K_FB beta_B, -sum beta_B]``
-    exactly (primal-dual active-set / semismooth Newton, OSQP's "polish").
-    A target keeps the polished solution only if its KKT gap went down, so
+    exactly (primal-dual active-set / semismooth Newton, OSQP's "polish");
+    each further step re-splits the sets at the Newton iterate before it is
+    clipped to the box.  A target keeps the polished solution only if its KKT gap went down, so
     this never makes a solution worse.  When the sets are right the gap
     drops to rounding level (~1e-12), i.e. the exact optimum libsvm
     approaches.
@@ -630,8 +631,8 @@ def polish_svr_batch(
         fp = (vt > thr) & ~up & (Ct > 0)
         fm = (vt < -thr) & ~lo & (Ct > 0)
         beta = np.where(up, Ct, np.where(lo, -Ct, 0.0))
-        beta, b = _reduced_kkt_solve(ke, Yt, beta, fp, fm, et[:, 0])
-        beta = np.clip(beta, -Ct, Ct)
+        beta_n, b = _reduced_kkt_solve(ke, Yt, beta, fp, fm, et[:, 0])
+        beta = np.clip(beta_n, -Ct, Ct)
         h = Yt - ke.matmul(beta)
         gap, bmid = kkt_gap(beta, h, Ct, et)
         better = gap < gap_best[todo]
@@ -639,9 +640,16 @@ def polish_svr_batch(
         beta_best[idx] = beta[better]
         b_best[idx] = bmid[better]
         gap_best[idx] = gap[better]
-        # next split from this iterate: v = beta - g / rho with g = K beta + b - y
-        g = -h + np.where(np.isfinite(b), b, bmid)[:, None]
-        v[todo] = beta - g * tt
+        # next split from the Newton iterate before clipping: v = beta_n - g / rho with
+        # g = K beta_n + b - y (on its free set g = -+eps exactly, so a free coefficient that left
+        # its box moves to the bound or to zero); split from the clipped iterate instead, a set
+        # one or two samples off the optimum's can come back at every step
+        if np.array_equal(beta_n, beta):
+            hn = h
+        else:
+            hn = Yt - ke.matmul(beta_n)
+        g = -hn + np.where(np.isfinite(b), b, bmid)[:, None]
+        v[todo] = beta_n - g * tt
     return SVRBatchSolution(beta=beta_best, intercept=b_best, gap=gap_best, n_iter=sol.n_iter,
                             converged=gap_best <= tol,
                             state=sol.state)
