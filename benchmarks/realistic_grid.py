@@ -54,6 +54,7 @@ from bench_astroslam import VENV, LoadSampler, _worker_cpu, ensure_venv  # noqa:
 HERE = Path(__file__).resolve().parent
 SEED = 2024
 TARGET_S = 15 * 60
+PRUNE_AFTER = 2          # folds solved in full before cv_prune drops points (SLAM's rule)
 
 
 def make_data(n_star: int, n_pix: int | None, seed: int = SEED) -> dict:
@@ -94,7 +95,7 @@ def run_mdslam(d: dict, folds: int, n_jobs: int, cv_prune: float | None = None, 
     from mdslam.slam import SLAM
 
     model = SLAM(cv=KFold(folds), n_jobs=n_jobs, cv_prune=cv_prune, solver=solver)   # the default 120-point grid
-    with LoadSampler() as load:
+    with LoadSampler() as load, _PartialSums(len(model.gamma) * PRUNE_AFTER) as partial:
         t0, c0 = time.perf_counter(), _cpu()
         model.fit(d["flux"], d["labels"], d["ivar"], wavelength=d["wave"])
         dt, cpu = time.perf_counter() - t0, _cpu() - c0
@@ -104,6 +105,8 @@ def run_mdslam(d: dict, folds: int, n_jobs: int, cv_prune: float | None = None, 
            "cv_mse_scaled": model.cv_mse_scaled_, "cv_mse_grid": model.cv_mse_grid_, "C": model.C_,
            "epsilon": model.epsilon_, "gamma": model.gamma_,
            "grid": {k: np.asarray(v).tolist() for k, v in model.param_grid_.items()}}
+    if cv_prune is None:
+        out["sse_partial"] = partial.sse
     if test is not None:
         lab = model.predict(test["flux"], test["ivar"])
         ok = np.all(np.isfinite(lab), axis=1)
@@ -112,19 +115,67 @@ def run_mdslam(d: dict, folds: int, n_jobs: int, cv_prune: float | None = None, 
     return out
 
 
+class _PartialSums:
+    """Within ``with``: copy the CV's squared-error sums after its first ``n_calls`` (fold, gamma) kernels.
+
+    Wraps :func:`mdslam.slam.training._cv_kernel_step` (one call per fold and gamma, folds in
+    order); with ``n_calls`` = n_gamma x :data:`PRUNE_AFTER`, ``sse`` (n_C, n_epsilon, n_gamma,
+    n_pix) holds what ``cv_prune`` decides on, so one exact search gives the choice of any factor.
+    """
+
+    def __init__(self, n_calls: int):
+        self.n_calls, self.calls, self.sse = n_calls, 0, None
+
+    def __enter__(self):
+        from mdslam.slam import training
+
+        self._mod, self._orig = training, training._cv_kernel_step
+
+        def step(*a, **k):
+            self._orig(*a, **k)
+            self.calls += 1
+            if self.calls == self.n_calls:
+                self.sse = np.array(a[10][0])          # sums[0]: sse
+        training._cv_kernel_step = step
+        return self
+
+    def __exit__(self, *exc):
+        self._mod._cv_kernel_step = self._orig
+
+
+def simulate_prune(exact: dict, factor: float, folds: int) -> dict:
+    """The choices of ``cv_prune=factor`` from the exact search's partial and full CV sums.
+
+    A point stays if its CV-MSE after :data:`PRUNE_AFTER` folds is <= ``factor`` x the pixel's best
+    there (as :func:`mdslam.slam.training._prune_alive`; the per-pixel test count cancels);
+    the pruned search then picks the lowest full CV-MSE among the points that stayed, which
+    are the exact search's values (same folds, same solves).  Returns the choice index
+    (n_pix, 3) and the fraction of CV solves skipped.
+    """
+    from mdslam.slam.training import _prune_alive
+
+    sse = np.asarray(exact["sse_partial"])
+    alive = _prune_alive(sse, np.ones(sse.shape[-1]), factor)               # (nC, neps, ng, n_pix)
+    g = np.where(np.moveaxis(alive, -1, 0), np.asarray(exact["cv_mse_grid"]), np.inf)
+    best = np.argmin(g.reshape(g.shape[0], -1), axis=1)
+    idx = np.column_stack(np.unravel_index(best, g.shape[1:]))
+    return {"index": idx, "skipped": (1 - alive.mean()) * (folds - PRUNE_AFTER) / folds}
+
+
 def grid_index(m: dict) -> np.ndarray:
     """Index (n_pix, 3) of each pixel's chosen (C, epsilon, gamma) in the grid of the run ``m``."""
     return np.column_stack([np.argmin(np.abs(np.log(np.asarray(m["grid"][k])[None, :] / np.asarray(m[k])[:, None])),
                                       axis=1) for k in ("C", "epsilon", "gamma")])
 
 
-def compare_prune(exact: dict, pruned: dict) -> dict:
+def compare_prune(exact: dict, pruned: dict | np.ndarray) -> dict:
     """The pruned search's choices against the exact search's, on the exact search's CV-MSE grid.
 
-    Returns the fraction of pixels with the same (C, epsilon, gamma), and per pixel the exact
-    CV-MSE at the pruned choice over the exact best (1 where the choice is the same).
+    ``pruned`` is a run or its choice index (n_pix, 3).  Returns the fraction of pixels with the
+    same (C, epsilon, gamma), and per pixel the exact CV-MSE at the pruned choice over the exact
+    best (1 where the choice is the same).
     """
-    ie, ip = grid_index(exact), grid_index(pruned)
+    ie, ip = grid_index(exact), (pruned if isinstance(pruned, np.ndarray) else grid_index(pruned))
     same = np.all(ie == ip, axis=1)
     g = np.asarray(exact["cv_mse_grid"])
     at = g[np.arange(g.shape[0]), ip[:, 0], ip[:, 1], ip[:, 2]]
@@ -243,6 +294,20 @@ def _print_compare(exact: dict, pruned: dict) -> dict:
     return {"same_fraction": c["same_fraction"], "regret": r.tolist()}
 
 
+def _print_simulated(exact: dict, folds: int, factors=(1.1, 1.2, 1.5, 2.0, 3.0)) -> dict:
+    """The choice check of ``cv_prune`` per factor, from the exact search's sums (:func:`simulate_prune`)."""
+    res = {}
+    for f in factors:
+        sim = simulate_prune(exact, f, folds)
+        c = compare_prune(exact, sim["index"])
+        r = c["regret"]
+        print(f"{'  cv_prune ' + str(f) + ' from the exact sums':44s} skips {sim['skipped']:.3f} of the CV solves; same "
+              f"(C, eps, gamma) on {c['same_fraction']:.3f} of the pixels; CV-MSE at its choice / best: median "
+              f"{np.median(r):.4f}, max {r.max():.4f}")
+        res[str(f)] = {"skipped": sim["skipped"], "same_fraction": c["same_fraction"], "regret": r.tolist()}
+    return res
+
+
 def _print_astroslam(a: dict, m: dict | None, n_pix: int) -> None:
     """astroslam's time on its pixels, extrapolated to ``n_pix`` and to 1596 px, and the ratios to ``m``."""
     pix = np.asarray(a["pixels"])
@@ -301,16 +366,20 @@ def main(argv=None) -> int:
         for f in prunes:
             m = run_mdslam(d, args.folds, args.n_jobs, f, args.solver, test)
             _print_mdslam(m, n_pix, args.folds)
+            if f is None and m.get("sse_partial") is not None:
+                out["simulated_prune"] = _print_simulated(m, args.folds)
             tag = f"prune{f}" if f else "exact"
             np.savez(outdir / f"realistic_{n_pix}px_{tag}.npz", **{k: v for k, v in m.items() if isinstance(v, np.ndarray)})
             out[f"mdslam_{tag}"] = {k: v for k, v in m.items() if not isinstance(v, np.ndarray)}
             runs.append(m)
+            if args.fixed_cost and len(runs) == 1:
+                out["fixed_cost"] = fixed_cost(d, args.folds, m["grid"]["gamma"])
+                _print_fixed(out["fixed_cost"], runs, n_pix)
             sys.stdout.flush()
         if len(runs) == 2:
             out["compare_prune"] = _print_compare(*runs)
-        if args.fixed_cost:
-            out["fixed_cost"] = fc = fixed_cost(d, args.folds, runs[0]["grid"]["gamma"])
-            _print_fixed(fc, runs, n_pix)
+            if args.fixed_cost:
+                _print_fixed(out["fixed_cost"], runs, n_pix)
     a = None
     if args.astroslam_json:
         a = json.loads(Path(args.astroslam_json).read_text())
