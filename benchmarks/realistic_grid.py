@@ -344,6 +344,8 @@ def _parse(argv) -> argparse.Namespace:
     ap.add_argument("--n-test", type=int, default=200, help="held-out mock stars labelled by each model (0: none)")
     ap.add_argument("--fixed-cost", action="store_true",
                     help="also time the shared kernels and eigendecompositions alone, and split the CPU per pixel")
+    ap.add_argument("--keep", default=None, metavar="I,J,...",
+                    help="train on these pixels of the --n-pix subset only (indices, comma-separated)")
     ap.add_argument("--skip-mdslam", action="store_true", help="astroslam alone (its pixels of the --n-pix subset)")
     ap.add_argument("--results", default=str(HERE / "results" / "realistic"))
     return ap.parse_args(argv)
@@ -355,6 +357,12 @@ def main(argv=None) -> int:
     outdir.mkdir(parents=True, exist_ok=True)
     d = make_data(args.n_star, args.n_pix)
     test = make_data(args.n_test, args.n_pix, seed=SEED + 1) if args.n_test > 0 and not args.skip_mdslam else None
+    if args.keep:
+        keep = np.array([int(i) for i in args.keep.split(",")])
+        if keep.min() < 0 or keep.max() >= d["flux"].shape[1]:
+            raise SystemExit(f"--keep {args.keep}: indices must lie in 0..{d['flux'].shape[1] - 1} (the --n-pix subset)")
+        d = {k: v[..., keep] if k != "labels" else v for k, v in d.items()}
+        test = None if test is None else {k: v[..., keep] if k != "labels" else v for k, v in test.items()}
     n_star, n_pix = d["flux"].shape
     print(f"# mock LAMOST {n_star} stars x {n_pix} px, {args.folds}-fold CV (unshuffled), n_jobs {args.n_jobs}, "
           f"{os.cpu_count()} cores; load at start {os.getloadavg()[0]:.2f}; "
