@@ -319,7 +319,7 @@ def run_target(args) -> dict:
     flux, ivar, labels = d["flux"][:, pix], d["ivar"][:, pix], d["labels"]
     model = SLAM(C=GRID["C"], epsilon=GRID["epsilon"], gamma=GRID["gamma"], cv=args.folds, n_jobs=args.n_jobs,
                  kernel_rank=args.kernel_rank, cv_subsample=args.cv_subsample, cv_prune=args.cv_prune,
-                 random_state=0, tol=args.tol)
+                 random_state=0, tol=args.tol, solver=args.solver)
     with LoadSampler() as load, PhaseTimer() as phases:
         t0, c0 = time.perf_counter(), _cpu()
         model.fit(flux, labels, ivar, wavelength=d["wave"][pix])
@@ -399,39 +399,62 @@ def run_subsample_accuracy(args) -> dict:
     return out
 
 
+def _compare_solvers():
+    """The solvers ``--compare-solvers`` can run, by name: (function, extra keywords from ``args``)."""
+    from mdslam.slam.lowrank import solve_svr_dcd
+    from mdslam.slam.primal import solve_svr_newton
+    from mdslam.svr import solve_svr_staged
+
+    return {"admm": (solve_svr_staged, lambda a: {}), "dcd": (solve_svr_dcd, lambda a: {"max_epochs": a.max_epochs}),
+            "newton": (solve_svr_newton, lambda a: {})}
+
+
 def run_compare(args) -> dict:
-    """ADMM + polish vs dual coordinate descent on the same Nystrom kernels: passes, CPU, agreement."""
+    """The Nystrom path's solvers on the same kernels and stopping rule: iterations, CPU, agreement.
+
+    For each ``n`` of ``--sizes``: one 5-fold training fold of the first ``5 n / 4`` stars, or all
+    ``n`` loaded stars with ``--all-stars`` (a final fit); ``--gamma``, C = 10, epsilon = 0.05.
+    """
     from sklearn.model_selection import KFold
 
-    from mdslam.slam.lowrank import solve_svr_dcd
     from mdslam.slam.training import _standardise
-    from mdslam.svr import nystrom_kernel, solve_svr_staged
+    from mdslam.svr import nystrom_kernel
 
-    d = load_data(args.data, max(args.sizes) * 5 // 4 + 1)
+    fns = _compare_solvers()
+    d = load_data(args.data, max(args.sizes) if args.all_stars else max(args.sizes) * 5 // 4 + 1)
     pix = pixel_subset(d["flux"].shape[1], args.n_pix)
     rows = []
     for n in args.sizes:
-        m = n * 5 // 4                                   # one 5-fold training fold has n stars
+        m = n if args.all_stars else n * 5 // 4                  # one 5-fold training fold has n stars
         flux, ivar, labels = d["flux"][:m, pix], d["ivar"][:m, pix], d["labels"][:m]
         good = (ivar > 0) & np.isfinite(flux)
         Xs, Ys, _ = _standardise(flux, labels, good)
-        tr = next(iter(KFold(5, shuffle=True, random_state=0).split(Xs)))[0]
-        ke = nystrom_kernel(Xs[tr], 0.3, args.kernel_rank, tol=1e-7, rel_cut=1e-8)
+        tr = np.arange(m) if args.all_stars else next(iter(KFold(5, shuffle=True, random_state=0).split(Xs)))[0]
+        ke = nystrom_kernel(Xs[tr], args.gamma, args.kernel_rank, tol=args.nystrom_tol,
+                            rel_cut=1e-12 if args.all_stars else 1e-8)      # as the final fits, the CV fits
         Y, Cb = np.ascontiguousarray(Ys[tr].T), 10.0 * good[tr].T
-        solve_svr_dcd(ke, Y[:1], Cb[:1], 0.05, tol=args.tol, max_epochs=1)      # compile outside the timing
-        row = {"n": int(tr.size), "rank": int(ke.lam.size), "n_pix": int(pix.size)}
+        if "dcd" in args.solvers:
+            fns["dcd"][0](ke, Y[:1], Cb[:1], 0.05, tol=args.tol, max_epochs=1)      # compile outside the timing
+        row = {"n": int(tr.size), "rank": int(ke.lam.size), "n_pix": int(pix.size), "gamma": args.gamma}
         sols = {}
-        for name, fn, kw in (("admm", solve_svr_staged, {}), ("dcd", solve_svr_dcd, {"max_epochs": args.max_epochs})):
-            c0 = time.process_time()
-            sols[name] = sol = fn(ke, Y, Cb, 0.05, tol=args.tol, **kw)
-            row[name] = {"cpu_per_solve_s": (time.process_time() - c0) / pix.size,
-                         "mean_iter": float(sol.n_iter.mean()), "converged": float(sol.converged.mean()),
-                         "max_gap": float(sol.gap.max())}
+        with LoadSampler() as load:
+            for name in args.solvers:
+                fn, kw = fns[name]
+                c0 = time.process_time()
+                sols[name] = sol = fn(ke, Y, Cb, 0.05, tol=args.tol, **kw(args))
+                row[name] = {"cpu_per_solve_s": (time.process_time() - c0) / pix.size,
+                             "mean_iter": float(sol.n_iter.mean()), "converged": float(sol.converged.mean()),
+                             "max_gap": float(sol.gap.max())}
+                if name == "newton":
+                    row[name]["fallback"] = int(np.sum(sol.state[2]))
+                print(json.dumps(row), flush=True)
+        row["load"] = load.summary()
         f = {k: ke.matmul(v.beta) + v.intercept[:, None] for k, v in sols.items()}
-        row["max_abs_f_diff"] = float(np.abs(f["admm"] - f["dcd"]).max())
+        first = args.solvers[0]
+        row["max_abs_f_diff"] = {k: float(np.abs(f[k] - f[first]).max()) for k in args.solvers[1:]}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return {"rows": rows, "tol": args.tol, "max_epochs": args.max_epochs}
+    return {"rows": rows, "tol": args.tol, "max_epochs": args.max_epochs, "solvers": args.solvers}
 
 
 def report_target(out: dict) -> None:
@@ -480,12 +503,13 @@ def report(out: dict, accuracy: bool) -> None:
         return report_subsample(out)
     if "rows" in out:
         for r in out["rows"]:
-            a, c = r["admm"], r["dcd"]
-            print(f"n {r['n']:6d} rank {r['rank']:4d} {r['n_pix']} px: ADMM {a['mean_iter']:.0f} iterations, "
-                  f"{a['converged']:.2f} converged, {a['cpu_per_solve_s']:.3f} s CPU per pixel-solve | DCD "
-                  f"{c['mean_iter']:.0f} passes, {c['converged']:.2f} converged (cap {out['max_epochs']} epochs), "
-                  f"{c['cpu_per_solve_s']:.3f} s | ratio DCD/ADMM CPU "
-                  f"{c['cpu_per_solve_s'] / a['cpu_per_solve_s']:.2f}; max |f_admm - f_dcd| {r['max_abs_f_diff']:.2e}")
+            parts = [f"{k} {r[k]['mean_iter']:.0f} iterations/passes/steps, {r[k]['converged']:.2f} converged, "
+                     f"{r[k]['cpu_per_solve_s']:.3f} s CPU per pixel-solve" for k in out["solvers"]]
+            first = out["solvers"][0]
+            ratios = ", ".join(f"{first}/{k} CPU {r[first]['cpu_per_solve_s'] / r[k]['cpu_per_solve_s']:.2f} (max |f diff| "
+                               f"{r['max_abs_f_diff'][k]:.1e})" for k in out["solvers"][1:])
+            print(f"n {r['n']:6d} rank {r['rank']:4d} gamma {r['gamma']} {r['n_pix']} px (load "
+                  f"{r['load']['load1_mean']:.1f}): " + " | ".join(parts) + f"; {ratios}")
         return
     if accuracy:
         print(f"accuracy ({out['n_train']} train / {out['n_test']} test stars, {out['n_pix']} px, 8-point grid,"
@@ -524,10 +548,15 @@ def main(argv=None) -> int:
     ap.add_argument("--exact-n", type=int, default=2000, help="stars of the exact-path reference")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--accuracy", action="store_true", help="error of the approximate path vs exact")
-    ap.add_argument("--solver", choices=("admm", "dcd"), default="admm", help="solver of the Nystrom path")
+    ap.add_argument("--solver", choices=("admm", "dcd", "newton"), default="admm", help="solver of the Nystrom path")
     ap.add_argument("--compare-solvers", action="store_true", help="ADMM vs coordinate descent, same kernels")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1600, 3200, 12000], help="training stars compared")
     ap.add_argument("--max-epochs", type=int, default=2000, help="coordinate-descent pass cap (--compare-solvers)")
+    ap.add_argument("--solvers", nargs="+", choices=("admm", "dcd", "newton"), default=["admm", "dcd"],
+                    help="solvers compared, the first is the reference (--compare-solvers)")
+    ap.add_argument("--all-stars", action="store_true", help="kernel of all --sizes stars, not a CV fold (--compare-solvers)")
+    ap.add_argument("--gamma", type=float, default=0.3, help="RBF width (--compare-solvers)")
+    ap.add_argument("--nystrom-tol", type=float, default=1e-7, help="Nystrom residual (--compare-solvers)")
     ap.add_argument("--target", action="store_true", help="end to end: SLAM(cv_subsample, kernel_rank).fit")
     ap.add_argument("--cv-subsample", type=int, default=2000, help="stars of the CV (--target)")
     ap.add_argument("--cv-prune", type=float, default=None, help="SLAM(cv_prune) (--target)")

@@ -100,6 +100,21 @@ def test_subsample_cv_uses_the_exact_kernel_whatever_kernel_rank(sub_model, ny_m
     assert np.count_nonzero(ny_model.dual_coef_[0]) <= 40            # final fits: the Nystrom landmarks
 
 
+def test_newton_final_fits_solve_the_same_low_rank_problem(data, ny_model):
+    """``solver="newton"``: the final fits on all stars reach libsvm's tolerance on the same Nystrom kernel
+    as the ADMM final fits (same CV, bit for bit), so the two forward models at new labels agree within
+    a few tol (standardised flux, 5e-3; both stop at KKT gap 1e-3) and within the Nystrom path's 2 % of
+    sqrt(CV-MSE) bound of each other."""
+    flux, labels = data
+    nt = SLAM(**GRID, cv=5, random_state=SEED, chi2_scale=1.0, cv_subsample=M, kernel_rank=40,
+              solver="newton").fit(flux, labels)
+    assert np.array_equal(nt.cv_mse_grid_, ny_model.cv_mse_grid_) and nt.solver_info_["refit_n_above_tol"] == 0
+    new = np.random.default_rng(1).uniform(-1.2, 1.2, (40, 3))
+    d = (nt.predict_flux(new) - ny_model.predict_flux(new)) / ny_model.flux_scale_
+    assert np.max(np.abs(d)) < 5e-3
+    assert np.all(np.sqrt(np.mean(d**2, axis=0)) <= 0.02 * np.sqrt(ny_model.cv_mse_scaled_))
+
+
 def test_sparse_model_evaluates_its_support_stars_only(ny_model, monkeypatch):
     """A Nystrom model's forward model runs over its landmarks only and equals the dense kernel
     expansion over all 150 stars (by hand with numpy) to 1e-12, its label derivatives the dense path's."""

@@ -367,155 +367,210 @@ def solve_svr_batch(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1e
                             converged=out_gap <= tol, state=(out_z, out_u, out_rho))
 
 
-# one ADMM loop whose dozen per-target state arrays shrink together as targets converge:
-# split into functions, they would all be passed and returned at every check
-# long: shared per-target state of one ADMM loop
+class _LinearStep:
+    """The ADMM linear step on one kernel in arithmetic ``dt``, for every target's ``rho`` at once.
+
+    With ``K = U diag(lam) U^T``, ``x = (K + rho I)^-1 (r - nu 1)`` under ``sum x = 0`` is
+    ``x = U (D * U^T r') + r' / rho`` with ``D = 1/(lam + rho) - 1/rho`` and ``r' = r - nu 1``;
+    ``nu`` follows from ``sum x = 0`` and ``den = 1^T (K + rho I)^-1 1``.
+    """
+
+    def __init__(self, ke: KernelEig, dt: np.dtype):
+        self.dt = dt
+        self.Ut = ke.U.astype(dt)
+        self.UtT = np.ascontiguousarray(self.Ut.T)
+        self.Kt = ke.K.astype(dt) if ke.K is not None else None
+        self.lam_t = ke.lam.astype(dt)
+        self.lam64 = ke.lam.astype(float)
+        self.c64 = ke.U.sum(axis=0)
+        self.c2 = self.c64 * self.c64
+        self.resid = max(float(ke.U.shape[0]) - float(self.c2.sum()), 0.0)   # |1 - U U^T 1|^2
+
+    def kmul(self, B: np.ndarray) -> np.ndarray:
+        """``B K`` in the working precision (low rank: ``U (lam * U^T B)``, O(n r)); (P, n)."""
+        if self.Kt is not None:
+            return B @ self.Kt
+        return ((B @ self.Ut) * self.lam_t) @ self.UtT
+
+    def factors(self, rh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``D`` (P, r), ``D * c`` (P, r) and ``den`` (P,) for penalties ``rh`` (P,), in ``dt``.
+
+        Computed in float64 and in forms without cancellation (for small rho the naive
+        ``n/rho + sum D c^2`` loses all digits).
+        """
+        lam64, r64 = self.lam64, rh.astype(float)[:, None]
+        D = -lam64[None, :] / (r64 * (lam64[None, :] + r64))
+        den = self.resid / r64[:, 0] + (self.c2[None, :] / (lam64[None, :] + r64)).sum(axis=1)
+        return D.astype(self.dt), (D * self.c64).astype(self.dt), den.astype(self.dt)
+
+
+class _PhaseState:
+    """Per-target arrays of one ADMM phase in the working precision; rows = the targets still running.
+
+    ``active`` indexes the phase's targets; ``Y, C, nC, eps`` are the problem, ``z, u, rho``
+    the ADMM state, ``x`` and ``zold`` the last iterate's linear-step output and previous ``z``
+    (for the residuals of the ``rho`` adaptation), ``D, Dc, den`` the linear-step factors.
+    """
+
+    ROWS = ("active", "Y", "C", "nC", "eps", "z", "u", "rho", "x", "zold", "D", "Dc", "den")
+
+    def __init__(self, lin: _LinearStep, Y, Cf, ef, z, u, rho):
+        dt = lin.dt
+        self.active = np.arange(Y.shape[0])
+        self.Y, self.C, self.eps = Y.astype(dt), Cf.astype(dt), ef.astype(dt)
+        self.nC = -self.C
+        self.z, self.u, self.rho = z.astype(dt), u.astype(dt), rho.astype(dt)
+        self.D, self.Dc, self.den = lin.factors(self.rho)
+        self.x = np.empty_like(self.z)
+        self.zold = self.z
+
+    def keep(self, keep: np.ndarray) -> None:
+        """Keep the rows ``keep`` (bool over the running targets) of every array."""
+        for name in self.ROWS:
+            setattr(self, name, getattr(self, name)[keep])
+
+
+def _admm_steps(st: _PhaseState, lin: _LinearStep, a, n_steps: int) -> None:
+    """``n_steps`` over-relaxed ADMM iterations of every running target, in place on ``st``."""
+    zt, ut, rh, x = st.z, st.u, st.rho, st.x
+    Ya, Ca, nCa, ea, D, Dc, den = st.Y, st.C, st.nC, st.eps, st.D, st.Dc, st.den
+    Ut, UtT = lin.Ut, lin.UtT
+    zold = st.zold
+    for _ in range(n_steps):
+        w = zt - ut
+        r = w
+        r *= rh[:, None]
+        r += Ya                                       # r = y + rho (z - u)
+        q = r @ Ut                                    # (P, r)
+        nu = (r.sum(axis=1) / rh + np.einsum("pk,pk->p", q, Dc)) / den
+        q *= D
+        q -= nu[:, None] * Dc
+        np.matmul(q, UtT, out=x)
+        r -= nu[:, None]
+        r /= rh[:, None]
+        x += r                                        # x = (K+rho)^-1 (r - nu 1), sum x = 0
+        v = x * a
+        v += (1 - a) * zt
+        v += ut
+        zold = zt
+        t = ea / rh[:, None]
+        zt = np.minimum(v, t)                         # (minimum/maximum: 2-4x faster than np.clip)
+        np.maximum(zt, -t, out=zt)
+        np.subtract(v, zt, out=zt)                    # soft threshold by eps/rho
+        np.minimum(zt, Ca, out=zt)                    # box
+        np.maximum(zt, nCa, out=zt)
+        ut = v
+        ut -= zt
+    st.z, st.u, st.zold = zt, ut, zold
+
+
+def _admm_check(st: _PhaseState, lin: _LinearStep, ke: KernelEig, Y, Cf, ef, tol: float, it: int,
+                max_iter: int, best_gap: np.ndarray, stall: np.ndarray):
+    """KKT check of the running targets: which leave the batch, with their float64 solution.
+
+    The gap is computed in the working precision; candidates are confirmed in float64 (a
+    float32 "yes" that float64 contradicts goes on, unless stalled: float32 rounding floor).
+    ``best_gap`` and ``stall`` (per phase target) are updated in place.
+
+    Returns
+    -------
+    done : (n_active,) bool; z64 : (n_done, n) float64 or None; gap, b : (n_active,) float64
+    (meaningful where ``done``).
+    """
+    active, f32 = st.active, lin.dt != np.float64
+    h = st.Y - lin.kmul(st.z)
+    gap, b = kkt_gap(st.z, h, st.C, st.eps)
+    improved = gap < 0.5 * best_gap[active]
+    best_gap[active] = np.minimum(best_gap[active], gap)
+    stall[active] = np.where(improved, 0, stall[active] + 1)
+    done = (gap <= tol) | (it >= max_iter)
+    if f32:
+        done |= stall[active] >= 30                   # float32 rounding floor: hand over
+    z64 = None
+    if done.any():
+        z64 = st.z[done].astype(float)
+        h64 = Y[active[done]] - ke.matmul(z64)
+        gap64, b64 = kkt_gap(z64, h64, Cf[active[done]], ef[active[done]])
+        if f32:                                       # float32 said yes but float64 says no: go on
+            retry = (gap64 > tol) & (it < max_iter) & (stall[active[done]] < 30)
+            if retry.any():
+                done_idx = np.flatnonzero(done)
+                done[done_idx[retry]] = False
+                z64, gap64, b64 = z64[~retry], gap64[~retry], b64[~retry]
+        gap = np.full(active.size, np.inf)
+        b = np.zeros(active.size)
+        gap[done] = gap64
+        b[done] = b64
+    return done, z64, gap, b
+
+
+def _admm_adapt_rho(st: _PhaseState, lin: _LinearStep) -> None:
+    """OSQP-style rebalancing of primal and dual residuals, per target, in place on ``st``.
+
+    ``rho`` changes by the square root of their ratio (clipped to [0.2, 5]) where that is
+    outside [0.5, 2]; the scaled dual ``u`` and the linear-step factors follow.
+    """
+    x, zt, ut, rh, zold, Ya = st.x, st.z, st.u, st.rho, st.zold, st.Y
+    rp = np.abs(x - zt).max(axis=1) / np.maximum(
+        np.maximum(np.abs(x).max(axis=1), np.abs(zt).max(axis=1)), 1e-30)
+    rd = rh * np.abs(zt - zold).max(axis=1) / np.maximum(
+        np.maximum(rh * np.abs(ut).max(axis=1), np.abs(Ya).max(axis=1)), 1e-30)
+    fac = np.sqrt(rp / np.maximum(rd, 1e-30))
+    fac = np.clip(fac, 0.2, 5.0)
+    fac = np.where((fac > 2.0) | (fac < 0.5), fac, 1.0).astype(lin.dt)
+    if np.any(fac != 1):
+        ut /= fac[:, None]
+        st.rho = np.clip(rh * fac, 1e-4, 1e4).astype(lin.dt)
+        st.D, st.Dc, st.den = lin.factors(st.rho)
+
+
+def _store_phase(out: list, idx: np.ndarray, z64: np.ndarray, b, gap, it: int, u, rho) -> None:
+    """Write finished targets ``idx`` into the phase outputs (beta, b, gap, n_iter, z, u, rho)."""
+    out_beta, out_b, out_gap, out_it, out_z, out_u, out_rho = out
+    out_beta[idx] = z64
+    out_b[idx] = b
+    out_gap[idx] = gap
+    out_it[idx] = it
+    out_z[idx] = z64
+    out_u[idx] = u
+    out_rho[idx] = rho
+
+
 def _admm_phase(ke, Y, Cf, ef, z, u, rho, tol, max_iter, alpha, check_every,
                 adapt_every, dt, first_check=0):
     """ADMM iterations in arithmetic ``dt``; returns float64 results per target.
 
     A target leaves the batch when its float64 KKT gap is <= tol, or when it
-    stops improving in float32 (rounding floor), or at ``max_iter``.
+    stops improving in float32 (rounding floor), or at ``max_iter``.  Returns the
+    list (beta, b, gap, n_iter, z, u, rho) of :func:`_empty_phase_result`.
     """
     P, n = Y.shape
-    out_beta, out_b, out_gap, out_it, out_z, out_u, out_rho = _empty_phase_result(P, n)
+    out = _empty_phase_result(P, n)
     if P == 0:
-        return out_beta, out_b, out_gap, out_it, out_z, out_u, out_rho
-
-    lam, U = ke.lam, ke.U
-    Ut = U.astype(dt)
-    UtT = np.ascontiguousarray(Ut.T)
-    if ke.K is not None:
-        Kt = ke.K.astype(dt)
-
-        def kmul(B):
-            return B @ Kt
-    else:                                                 # low rank: K~ B = U (lam * U^T B), O(n r)
-        lam_t = lam.astype(dt)
-
-        def kmul(B):
-            return ((B @ Ut) * lam_t) @ UtT
+        return out
+    lin = _LinearStep(ke, dt)
+    st = _PhaseState(lin, Y, Cf, ef, z, u, rho)
     a = dt.type(alpha)
-
-    active = np.arange(P)
-    Ya = Y.astype(dt)
-    Ca = Cf.astype(dt)
-    nCa = -Ca
-    ea = ef.astype(dt)
-    zt = z.astype(dt)
-    ut = u.astype(dt)
-    rh = rho.astype(dt)
     best_gap = np.full(P, np.inf)
     stall = np.zeros(P, int)
-
-    lam64 = lam.astype(float)
-    c64 = U.sum(axis=0)
-    c2 = c64 * c64
-    resid = max(float(n) - float(c2.sum()), 0.0)         # |1 - U U^T 1|^2
-
-    def factors(rh):
-        # D = 1/(lam + rho) - 1/rho and den = 1^T (K + rho I)^-1 1, in float64 and in forms
-        # without cancellation (for small rho the naive n/rho + sum D c^2 loses all digits)
-        r64 = rh.astype(float)[:, None]
-        D = -lam64[None, :] / (r64 * (lam64[None, :] + r64))
-        den = resid / r64[:, 0] + (c2[None, :] / (lam64[None, :] + r64)).sum(axis=1)
-        return D.astype(dt), (D * c64).astype(dt), den.astype(dt)
-
-    D, Dc, den = factors(rh)
     it = 0
-    x = np.empty_like(zt)
-    zold = zt
-    while active.size and it < max_iter:
+    while st.active.size and it < max_iter:
         n_inner = check_every if it >= first_check else max(check_every, first_check - it)
-        for _ in range(min(n_inner, max_iter - it)):
-            w = zt - ut
-            r = w
-            r *= rh[:, None]
-            r += Ya                                       # r = y + rho (z - u)
-            q = r @ Ut                                    # (P, r)
-            nu = (r.sum(axis=1) / rh + np.einsum("pk,pk->p", q, Dc)) / den
-            q *= D
-            q -= nu[:, None] * Dc
-            np.matmul(q, UtT, out=x)
-            r -= nu[:, None]
-            r /= rh[:, None]
-            x += r                                        # x = (K+rho)^-1 (r - nu 1), sum x = 0
-            v = x * a
-            v += (1 - a) * zt
-            v += ut
-            zold = zt
-            t = ea / rh[:, None]
-            zt = np.minimum(v, t)                         # (minimum/maximum: 2-4x faster than np.clip)
-            np.maximum(zt, -t, out=zt)
-            np.subtract(v, zt, out=zt)                    # soft threshold by eps/rho
-            np.minimum(zt, Ca, out=zt)                    # box
-            np.maximum(zt, nCa, out=zt)
-            ut = v
-            ut -= zt
-            it += 1
-        # KKT check in the working precision; candidates are confirmed in float64
-        h = Ya - kmul(zt)
-        gap, b = kkt_gap(zt, h, Ca, ea)
-        improved = gap < 0.5 * best_gap[active]
-        best_gap[active] = np.minimum(best_gap[active], gap)
-        stall[active] = np.where(improved, 0, stall[active] + 1)
-        done = (gap <= tol) | (it >= max_iter)
-        if dt != np.float64:
-            done |= stall[active] >= 30                   # float32 rounding floor: hand over
-        z64 = None
+        n_steps = min(n_inner, max_iter - it)
+        _admm_steps(st, lin, a, n_steps)
+        it += n_steps
+        done, z64, gap, b = _admm_check(st, lin, ke, Y, Cf, ef, tol, it, max_iter, best_gap, stall)
         if done.any():
-            z64 = zt[done].astype(float)
-            h64 = Y[active[done]] - ke.matmul(z64)
-            gap64, b64 = kkt_gap(z64, h64, Cf[active[done]], ef[active[done]])
-            if dt != np.float64:                          # float32 said yes but float64 says no: go on
-                retry = (gap64 > tol) & (it < max_iter) & (stall[active[done]] < 30)
-                if retry.any():
-                    done_idx = np.flatnonzero(done)
-                    done[done_idx[retry]] = False
-                    z64, gap64, b64 = z64[~retry], gap64[~retry], b64[~retry]
-            gap = np.full(active.size, np.inf)
-            b = np.zeros(active.size)
-            gap[done] = gap64
-            b[done] = b64
-        if done.any():
-            idx = active[done]
-            out_beta[idx] = z64
-            out_b[idx] = b[done]
-            out_gap[idx] = gap[done]
-            out_it[idx] = it
-            out_z[idx] = z64
-            out_u[idx] = ut[done]
-            out_rho[idx] = rh[done]
-            keep = ~done
-            active = active[keep]
-            zt, ut, rh, x, zold = zt[keep], ut[keep], rh[keep], x[keep], zold[keep]
-            Ya, Ca, nCa, ea = Ya[keep], Ca[keep], nCa[keep], ea[keep]
-            D, Dc, den = D[keep], Dc[keep], den[keep]
-        if active.size and adapt_every and it % adapt_every == 0:
-            # OSQP-style rebalancing of primal and dual residuals, per target
-            rp = np.abs(x - zt).max(axis=1) / np.maximum(
-                np.maximum(np.abs(x).max(axis=1), np.abs(zt).max(axis=1)), 1e-30)
-            rd = rh * np.abs(zt - zold).max(axis=1) / np.maximum(
-                np.maximum(rh * np.abs(ut).max(axis=1), np.abs(Ya).max(axis=1)), 1e-30)
-            fac = np.sqrt(rp / np.maximum(rd, 1e-30))
-            fac = np.clip(fac, 0.2, 5.0)
-            fac = np.where((fac > 2.0) | (fac < 0.5), fac, 1.0).astype(dt)
-            if np.any(fac != 1):
-                ut /= fac[:, None]
-                rh = np.clip(rh * fac, 1e-4, 1e4).astype(dt)
-                D, Dc, den = factors(rh)
-    if active.size:  # hit max_iter inside the inner loop
-        z64 = zt.astype(float)
-        h = Y[active] - ke.matmul(z64)
-        gap, b = kkt_gap(z64, h, Cf[active], ef[active])
-        out_beta[active] = z64
-        out_b[active] = b
-        out_gap[active] = gap
-        out_it[active] = it
-        out_z[active] = z64
-        out_u[active] = ut
-        out_rho[active] = rh
-    return out_beta, out_b, out_gap, out_it, out_z, out_u, out_rho
+            _store_phase(out, st.active[done], z64, b[done], gap[done], it, st.u[done], st.rho[done])
+            st.keep(~done)
+        if st.active.size and adapt_every and it % adapt_every == 0:
+            _admm_adapt_rho(st, lin)
+    if st.active.size:  # hit max_iter inside the inner loop
+        z64 = st.z.astype(float)
+        h = Y[st.active] - ke.matmul(z64)
+        gap, b = kkt_gap(z64, h, Cf[st.active], ef[st.active])
+        _store_phase(out, st.active, z64, b, gap, it, st.u, st.rho)
+    return out
 
 
 def polish_svr_batch(
@@ -534,8 +589,9 @@ def polish_svr_batch(
     zero, and free (on the tube edge, ``f_i - y_i = -+epsilon``) sets; the
     free coefficients and ``b`` then solve the reduced KKT system
     ``[[K_FF, 1], [1^T, 0]] [beta_F, b] = [y_F -+ eps - K_FB beta_B, -sum beta_B]``
-    exactly (primal-dual active-set / semismooth Newton, OSQP's "polish").
-    A target keeps the polished solution only if its KKT gap went down, so
+    exactly (primal-dual active-set / semismooth Newton, OSQP's "polish");
+    each further step re-splits the sets at the Newton iterate before it is
+    clipped to the box.  A target keeps the polished solution only if its KKT gap went down, so
     this never makes a solution worse.  When the sets are right the gap
     drops to rounding level (~1e-12), i.e. the exact optimum libsvm
     approaches.
@@ -575,8 +631,8 @@ def polish_svr_batch(
         fp = (vt > thr) & ~up & (Ct > 0)
         fm = (vt < -thr) & ~lo & (Ct > 0)
         beta = np.where(up, Ct, np.where(lo, -Ct, 0.0))
-        beta, b = _reduced_kkt_solve(ke, Yt, beta, fp, fm, et[:, 0])
-        beta = np.clip(beta, -Ct, Ct)
+        beta_n, b = _reduced_kkt_solve(ke, Yt, beta, fp, fm, et[:, 0])
+        beta = np.clip(beta_n, -Ct, Ct)
         h = Yt - ke.matmul(beta)
         gap, bmid = kkt_gap(beta, h, Ct, et)
         better = gap < gap_best[todo]
@@ -584,9 +640,16 @@ def polish_svr_batch(
         beta_best[idx] = beta[better]
         b_best[idx] = bmid[better]
         gap_best[idx] = gap[better]
-        # next split from this iterate: v = beta - g / rho with g = K beta + b - y
-        g = -h + np.where(np.isfinite(b), b, bmid)[:, None]
-        v[todo] = beta - g * tt
+        # next split from the Newton iterate before clipping: v = beta_n - g / rho with
+        # g = K beta_n + b - y (on its free set g = -+eps exactly, so a free coefficient that left
+        # its box moves to the bound or to zero); split from the clipped iterate instead, a set
+        # one or two samples off the optimum's can come back at every step
+        if np.array_equal(beta_n, beta):
+            hn = h
+        else:
+            hn = Yt - ke.matmul(beta_n)
+        g = -hn + np.where(np.isfinite(b), b, bmid)[:, None]
+        v[todo] = beta_n - g * tt
     return SVRBatchSolution(beta=beta_best, intercept=b_best, gap=gap_best, n_iter=sol.n_iter,
                             converged=gap_best <= tol,
                             state=sol.state)

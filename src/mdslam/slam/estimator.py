@@ -178,12 +178,19 @@ class SLAM(RegressorMixin, BaseEstimator):
         expansion coefficients over the landmarks (zero for the other stars), so the
         forward model keeps its form. Its error against the exact SVR is measured in
         ``benchmarks/README.md`` ("Nystrom path") and bounded in ``tests/test_svr.py``.
-    solver : "admm", "dcd", "smo" or "admm-smo"
+    solver : "admm", "dcd", "newton", "smo" or "admm-smo"
         Solver of the SVR duals. ``"admm"`` (default): the
         batched ADMM with active-set polish of the exact path.  ``"dcd"``: dual coordinate
         descent on the ``r`` Nystrom features (:mod:`mdslam.slam.lowrank`, needs ``numba``,
         the ``scale`` extra), the same problem and stopping rule; measured slower than ADMM
-        on SLAM's problems (``benchmarks/README.md``).  ``"smo"`` (exact kernel only): the CV
+        on SLAM's problems (``benchmarks/README.md``).  ``"newton"`` (with ``kernel_rank``):
+        Newton's method in the ``r + 1`` primal unknowns on the Nystrom features, smoothed
+        loss with continuation (:mod:`mdslam.slam.primal`), the same problem and stopping
+        rule, ADMM for any solve it leaves above ``tol``; its steps do not grow with ``n``
+        as ADMM's iterations do, but each costs a Hessian per pixel: for the final fits of a
+        ``cv_subsample`` fit on 15,000 stars 4x less CPU than ADMM at gamma 0.3 and 1.3-1.8x
+        less at gamma 1 in 16-pixel batches, by arithmetic slower than ADMM batched over all pixels at
+        gamma 1 (``benchmarks/README.md``, "Training at 15,000 stars").  ``"smo"`` (exact kernel only): the CV
         solves by libsvm's SMO on the shared kernel (:mod:`mdslam.slam.smo`, needs ``numba``),
         each C seeded from the next smaller one; the final fits stay ADMM + polish.
         ``"admm-smo"`` (exact kernel only, numba): ADMM + polish to 3,000 iterations, then
@@ -389,8 +396,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         kr = self.kernel_rank
         if kr is not None and (isinstance(kr, bool) or not isinstance(kr, (int, np.integer)) or kr < 1):
             raise ValueError(f"kernel_rank={kr!r}: must be None (exact kernel) or a positive int (Nystrom landmarks)")
-        if self.solver not in ("admm", "dcd", "smo", "admm-smo"):
-            raise ValueError(f"solver={self.solver!r}: must be 'admm', 'dcd', 'smo' or 'admm-smo'")
+        if self.solver not in ("admm", "dcd", "newton", "smo", "admm-smo"):
+            raise ValueError(f"solver={self.solver!r}: must be 'admm', 'dcd', 'newton', 'smo' or 'admm-smo'")
         exact_only = self.solver in ("smo", "admm-smo")
         if exact_only and kr is not None:
             raise ValueError(f"solver={self.solver!r} needs the exact kernel: kernel_rank={kr!r} must be None")

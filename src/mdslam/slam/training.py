@@ -134,7 +134,11 @@ def _kernel(X, gamma, kernel_rank, rel_cut=1e-12, decompose=True) -> KernelEig:
 
 
 def _cv_solver(solver: str):
-    """The batched SVR solver of the CV and low-rank final fits: ADMM + polish, coordinate descent or SMO."""
+    """The batched SVR solver of the CV and low-rank final fits: ADMM + polish, coordinate descent, primal Newton or SMO."""
+    if solver == "newton":
+        from .primal import solve_svr_newton
+
+        return solve_svr_newton
     if solver == "dcd":
         from .lowrank import solve_svr_dcd
 
@@ -258,7 +262,7 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
     pixel's best are not solved in the other folds, and their ``sse`` is NaN.
     ``info["cv_unconverged_per_pixel"]`` (n_pix,) counts each pixel's CV solves above ``tol``.
     ``solver``: "admm" (:func:`mdslam.svr.solve_svr_staged`), with ``kernel_rank`` "dcd"
-    (:func:`mdslam.slam.lowrank.solve_svr_dcd`), or with the exact kernel "smo"
+    (:func:`mdslam.slam.lowrank.solve_svr_dcd`) or "newton" (:func:`mdslam.slam.primal.solve_svr_newton`), or with the exact kernel "smo"
     (:mod:`mdslam.slam.smo`, C ladders seeded) or "admm-smo" (ADMM to 3,000 iterations, then
     SMO from its solution); ``cv_mean_iterations`` counts ADMM iterations, coordinate-descent
     passes or SMO steps (both for "admm-smo").
