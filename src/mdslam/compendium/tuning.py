@@ -1081,11 +1081,10 @@ def _package_dir() -> Path:
 
 def _values(text: str) -> tuple[float, ...]:
     """Comma-separated positive numbers of a ``mdslam tune`` grid option, e.g. ``"1,10,100"``."""
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: not comma-separated numbers") from None
-    if not values or min(values) <= 0:
+    from ..checks import parse_floats
+
+    values = parse_floats(text, "grid option")
+    if min(values) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: grid values must be positive")
     return values
 
