@@ -222,18 +222,21 @@ def make_test_data(n_star: int, seed: int = 2025) -> dict:
 class PhaseTimer:
     """CPU and wall seconds in SLAM.fit's CV grid search, its final fits and the kernels they build.
 
-    Wraps ``_grid_search_cv`` and ``_refit_all`` (as the estimator calls them) and
+    Wraps ``_grid_search_cv`` and ``_refit_all`` (as the estimator calls them),
     ``training._kernel`` (every kernel and its eigen decomposition or Nystrom factor, the
-    work shared by all pixels) for the time of the ``with`` block.
+    work shared by all pixels), and after the fits ``infer.start_flux`` (the labelling's start
+    grid) and ``infer.training_rchi2`` (labelling the training set for the fit-quality
+    threshold) for the time of the ``with`` block.
     """
 
     def __init__(self):
         self.times: dict[str, list[float]] = {}
 
     def __enter__(self):
-        from mdslam.slam import estimator, training
+        from mdslam.slam import estimator, infer, training
 
-        self._orig = [(estimator, "_grid_search_cv"), (estimator, "_refit_all"), (training, "_kernel")]
+        self._orig = [(estimator, "_grid_search_cv"), (estimator, "_refit_all"), (training, "_kernel"),
+                      (infer, "start_flux"), (infer, "training_rchi2")]
         self._fns = [getattr(mod, name) for mod, name in self._orig]
         for (mod, name), fn in zip(self._orig, self._fns, strict=True):
             setattr(mod, name, self._wrap(name, fn))
@@ -399,6 +402,49 @@ def run_subsample_accuracy(args) -> dict:
     return out
 
 
+class NewtonProfile:
+    """Steps per continuation stage of ``solve_svr_newton`` and the CPU of its band Hessian solves.
+
+    Wraps ``primal._newton_stage`` (stars, median band width, mean and max steps, CPU per stage)
+    and ``primal._newton_direction`` (the per-pixel Hessians, their Cholesky factors and solves)
+    for the time of the ``with`` block; process CPU time, so meant for one-thread runs.
+    """
+
+    def __init__(self):
+        self.stages: list[dict] = []
+        self.hessian_cpu_s = 0.0
+
+    def __enter__(self):
+        from mdslam.slam import primal
+
+        self._mod, self._fns = primal, (primal._newton_stage, primal._newton_direction)
+        stage, direction = self._fns
+
+        def timed_stage(Phi, Y, C, eps, W, b, delta, *a, **kw):
+            c0 = time.process_time()
+            steps = stage(Phi, Y, C, eps, W, b, delta, *a, **kw)
+            self.stages.append({"n": int(Phi.shape[0]), "delta": float(np.median(delta)), "steps_mean":
+                                float(steps.mean()), "steps_max": int(steps.max()), "cpu_s": time.process_time() - c0})
+            return steps
+
+        def timed_direction(*a, **kw):
+            c0 = time.process_time()
+            try:
+                return direction(*a, **kw)
+            finally:
+                self.hessian_cpu_s += time.process_time() - c0
+
+        primal._newton_stage, primal._newton_direction = timed_stage, timed_direction
+        return self
+
+    def __exit__(self, *exc):
+        self._mod._newton_stage, self._mod._newton_direction = self._fns
+
+    def share(self, total_cpu_s: float) -> float:
+        """Fraction of ``total_cpu_s`` spent in the Hessian solves."""
+        return self.hessian_cpu_s / max(total_cpu_s, 1e-300)
+
+
 def _compare_solvers():
     """The solvers ``--compare-solvers`` can run, by name: (function, extra keywords from ``args``)."""
     from mdslam.slam.lowrank import solve_svr_dcd
@@ -406,7 +452,7 @@ def _compare_solvers():
     from mdslam.svr import solve_svr_staged
 
     return {"admm": (solve_svr_staged, lambda a: {}), "dcd": (solve_svr_dcd, lambda a: {"max_epochs": a.max_epochs}),
-            "newton": (solve_svr_newton, lambda a: {})}
+            "newton": (solve_svr_newton, lambda a: json.loads(a.newton_kw))}
 
 
 def run_compare(args) -> dict:
@@ -441,12 +487,15 @@ def run_compare(args) -> dict:
             for name in args.solvers:
                 fn, kw = fns[name]
                 c0 = time.process_time()
-                sols[name] = sol = fn(ke, Y, Cb, 0.05, tol=args.tol, **kw(args))
+                with NewtonProfile() as prof:
+                    sols[name] = sol = fn(ke, Y, Cb, 0.05, tol=args.tol, **kw(args))
                 row[name] = {"cpu_per_solve_s": (time.process_time() - c0) / pix.size,
                              "mean_iter": float(sol.n_iter.mean()), "converged": float(sol.converged.mean()),
                              "max_gap": float(sol.gap.max())}
                 if name == "newton":
                     row[name]["fallback"] = int(np.sum(sol.state[2]))
+                    row[name]["stages"], row[name]["hessian_cpu_share"] = prof.stages, prof.share(
+                        time.process_time() - c0)
                 print(json.dumps(row), flush=True)
         row["load"] = load.summary()
         f = {k: ke.matmul(v.beta) + v.intercept[:, None] for k, v in sols.items()}
@@ -454,7 +503,8 @@ def run_compare(args) -> dict:
         row["max_abs_f_diff"] = {k: float(np.abs(f[k] - f[first]).max()) for k in args.solvers[1:]}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    return {"rows": rows, "tol": args.tol, "max_epochs": args.max_epochs, "solvers": args.solvers}
+    return {"rows": rows, "tol": args.tol, "max_epochs": args.max_epochs, "solvers": args.solvers,
+            "newton_kw": args.newton_kw}
 
 
 def report_target(out: dict) -> None:
@@ -466,10 +516,13 @@ def report_target(out: dict) -> None:
           f"{out['solver_info']['cv_n_stars']} stars (cv_subsample), final fits on all stars, kernel_rank "
           f"{out['kernel_rank']} ({out['n_landmarks']} landmarks in the model), cv_prune {out['cv_prune']}")
     print(f"  fit {out['fit_wall_s']:.0f} s wall, {out['fit_cpu_s']:.0f} s CPU (CV {ph['_grid_search_cv'][1]:.0f} s, "
-          f"final fits {ph['_refit_all'][1]:.0f} s, kernels {ph['_kernel'][1]:.0f} s CPU); load "
+          f"final fits {ph['_refit_all'][1]:.0f} s, kernels {ph['_kernel'][1]:.0f} s, start grid "
+          f"{ph.get('start_flux', [0, 0])[1]:.0f} s, training-set labelling {ph.get('training_rchi2', [0, 0])[1]:.0f} s "
+          f"CPU); load "
           f"{out['load']['load1_mean']:.1f}; peak RSS {out['peak_rss_gb']:.2f} GB (target < {TARGET_GB:.0f} GB)")
     print(f"  CV mean ADMM iterations {out['solver_info']['cv_mean_iterations']:.0f}, CV solves above tol "
-          f"{out['solver_info']['cv_n_unconverged']}; final fits above tol {out['solver_info']['refit_n_above_tol']}")
+          f"{out['solver_info']['cv_n_unconverged']}; final fits above tol {out['solver_info']['refit_n_above_tol']}; "
+          f"CV solves skipped by cv_prune {out['solver_info'].get('cv_pruned_fraction', 0.0):.1%}")
     if out["n_pix"] < 1596:
         print(f"  extrapolated to 1596 px: {t:.0f} s CPU = {t / 60:.1f} min on one core (target < 30 min: {lim})")
     print(f"  test labels ({out['n_test']} held-out mock stars), rms vs truth (Teff K, logg, [Fe/H]) "
@@ -510,6 +563,11 @@ def report(out: dict, accuracy: bool) -> None:
                                f"{r['max_abs_f_diff'][k]:.1e})" for k in out["solvers"][1:])
             print(f"n {r['n']:6d} rank {r['rank']:4d} gamma {r['gamma']} {r['n_pix']} px (load "
                   f"{r['load']['load1_mean']:.1f}): " + " | ".join(parts) + f"; {ratios}")
+            if "newton" in r:
+                print(f"  newton {out['newton_kw']}: Hessian solves {r['newton']['hessian_cpu_share']:.0%} of its CPU; "
+                      "stages (stars, delta, mean / max steps, CPU s): " + "; ".join(
+                          f"{g['n']} {g['delta']:.1e} {g['steps_mean']:.1f}/{g['steps_max']} {g['cpu_s']:.1f}"
+                          for g in r["newton"]["stages"]))
         return
     if accuracy:
         print(f"accuracy ({out['n_train']} train / {out['n_test']} test stars, {out['n_pix']} px, 8-point grid,"
@@ -554,6 +612,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-epochs", type=int, default=2000, help="coordinate-descent pass cap (--compare-solvers)")
     ap.add_argument("--solvers", nargs="+", choices=("admm", "dcd", "newton"), default=["admm", "dcd"],
                     help="solvers compared, the first is the reference (--compare-solvers)")
+    ap.add_argument("--newton-kw", default="{}", help="JSON keywords of solve_svr_newton, e.g. "
+                    "'{\"stage_rtol\": 1e-10, \"float32_hessian\": false}' (--compare-solvers)")
     ap.add_argument("--all-stars", action="store_true", help="kernel of all --sizes stars, not a CV fold (--compare-solvers)")
     ap.add_argument("--gamma", type=float, default=0.3, help="RBF width (--compare-solvers)")
     ap.add_argument("--nystrom-tol", type=float, default=1e-7, help="Nystrom residual (--compare-solvers)")

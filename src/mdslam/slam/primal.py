@@ -43,6 +43,7 @@ from scipy.linalg.blas import dsyrk
 from scipy.linalg.lapack import dpotrf, dpotrs
 
 from ..svr import KernelEig, SVRBatchSolution, _as_target_array, _reduced_kkt_solve, kkt_gap
+from ._util import numba_compile
 from .lowrank import features
 
 __all__ = ["solve_svr_newton"]
@@ -70,30 +71,83 @@ def _objective(W, R, C, eps, delta):
     return 0.5 * np.einsum("pk,pk->p", W, W) + (C * loss).sum(axis=1)
 
 
+def _ls_terms_numpy(R, dR, C, eps, delta, s, todo):
+    """Loss parts of the derivative and curvature along the step at ``s`` for the pixels ``todo``.
+
+    ``g_p = sum_i beta_i(R + s dR) dR_i`` and ``h_p = sum_{i in band} (C_i / delta) dR_i^2``,
+    (len(todo),) each; NumPy, used where numba is missing (:func:`_ls_terms` is the compiled twin).
+    """
+    Rt, dRt, dt = R[todo], dR[todo], delta[todo, None]
+    beta, band = _beta(Rt + s[todo, None] * dRt, C[todo], eps[todo], dt)
+    return (beta * dRt).sum(axis=1), ((C[todo] / dt) * band * dRt * dRt).sum(axis=1)
+
+
+def _ls_terms(R, dR, C, eps, delta, s, todo):
+    """:func:`_ls_terms_numpy` as one loop over the stars per pixel, no temporaries (compiled by numba)."""
+    g = np.zeros(todo.size)
+    h = np.zeros(todo.size)
+    for j in range(todo.size):
+        p = todo[j]
+        e, d, sp = eps[p, 0], delta[p], s[p]
+        gp, hp = 0.0, 0.0
+        for i in range(R.shape[1]):
+            c = C[p, i]
+            if c <= 0.0:
+                continue
+            r = R[p, i] + sp * dR[p, i]
+            a = (abs(r) - e) / d
+            if a <= 0.0:
+                continue
+            sg = c if r > 0.0 else -c
+            if a >= 1.0:
+                gp += sg * dR[p, i]
+            else:
+                gp += sg * a * dR[p, i]
+                hp += c / d * dR[p, i] * dR[p, i]
+        g[j], h[j] = gp, hp
+    return g, h
+
+
+_LS_KERNEL = None
+
+
+def _ls_kernel():
+    """The compiled :func:`_ls_terms` (numba, compiled once per process and cached), or the NumPy twin."""
+    global _LS_KERNEL
+    if _LS_KERNEL is None:
+        try:
+            _LS_KERNEL = numba_compile("solver='newton'", globals(), (), "_ls_terms")
+        except ImportError:
+            _LS_KERNEL = _ls_terms_numpy
+    return _LS_KERNEL
+
+
 def _line_search(W, dW, R, dR, C, eps, delta, n_eval=30):
     """Exact minimiser ``s`` in (0, 1] (or beyond 1 up to 4) of the convex piecewise-quadratic objective along the step.
 
     Newton's method on the monotone derivative, safeguarded by bisection of a bracket; O(n) per
-    evaluation and pixel.
+    evaluation and pixel, evaluated only for the pixels not yet done.
     """
-    ww, wd, dd = (np.einsum("pk,pk->p", a, b) for a, b in ((W, W), (W, dW), (dW, dW)))
-    del ww
+    terms = _ls_kernel()
+    wd, dd = (np.einsum("pk,pk->p", a, b) for a, b in ((W, dW), (dW, dW)))
     lo = np.zeros(W.shape[0])
     hi = np.full(W.shape[0], 4.0)
     s = np.ones(W.shape[0])
+    todo = np.arange(W.shape[0])
     for _ in range(n_eval):
-        Rs = R + s[:, None] * dR
-        beta, band = _beta(Rs, C, eps, delta[:, None])
-        g = wd + s * dd + (beta * dR).sum(axis=1)
-        h = dd + ((C / delta[:, None]) * band * dR * dR).sum(axis=1)
-        lo = np.where(g < 0, s, lo)
-        hi = np.where(g > 0, s, hi)
-        done = (np.abs(g) <= 1e-12 * np.maximum(h, 1e-300) * np.maximum(s, 1e-3)) | (hi - lo <= 1e-10)
-        if done.all():
+        gl, hl = terms(R, dR, C, eps, delta, s, todo)
+        st = s[todo]
+        g = wd[todo] + st * dd[todo] + gl
+        h = dd[todo] + hl
+        lo[todo] = np.where(g < 0, st, lo[todo])
+        hi[todo] = np.where(g > 0, st, hi[todo])
+        done = (np.abs(g) <= 1e-12 * np.maximum(h, 1e-300) * np.maximum(st, 1e-3)) | (hi[todo] - lo[todo] <= 1e-10)
+        sn = st - g / np.maximum(h, 1e-300)
+        bad = ~((sn > lo[todo]) & (sn < hi[todo]))
+        s[todo] = np.where(done, st, np.where(bad, 0.5 * (lo[todo] + hi[todo]), sn))
+        todo = todo[~done]
+        if todo.size == 0:
             break
-        sn = s - g / np.maximum(h, 1e-300)
-        bad = ~((sn > lo) & (sn < hi))
-        s = np.where(done, s, np.where(bad, 0.5 * (lo + hi), sn))
     return s
 
 
@@ -148,7 +202,8 @@ def _newton_direction(Phi, band, C, delta, GW, Gb, ridge):
 def _newton_stage(Phi, Y, C, eps, W, b, delta, max_steps, rtol=1e-10):
     """Newton steps on the smoothed primal of band width ``delta`` (P,) until the objective stalls.
 
-    ``W`` (P, r) and ``b`` (P,) are updated in place; returns the Newton steps taken per pixel.
+    A pixel stops when a step lowers its objective by less than ``rtol`` of its value.  ``W`` (P, r)
+    and ``b`` (P,) are updated in place; returns the Newton steps taken per pixel.
     """
     P = Y.shape[0]
     R = Y - W @ Phi.T - b[:, None]
@@ -204,7 +259,7 @@ def _finish(Phi, ke, Y, C, eps, beta, gap, bb, tol, fallback):
 
 
 def solve_svr_newton(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1e-3, subsample: int | None = 2000,
-                     max_steps: int = 60, seed: int = 0, fallback: bool = True) -> SVRBatchSolution:
+                     max_steps: int = 60, seed: int = 0, fallback: bool = True, stage_rtol: float = 1e-10) -> SVRBatchSolution:
     """Solve ``n_target`` epsilon-SVRs on a low-rank kernel by Newton's method in the ``r + 1`` primal unknowns.
 
     The same problem and stopping rule as :func:`mdslam.svr.solve_svr_staged` with the
@@ -236,6 +291,9 @@ def solve_svr_newton(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1
     fallback : bool
         Targets still above ``tol`` after the Newton stages and the active-set step are solved
         again by :func:`mdslam.svr.solve_svr_staged` (ADMM + polish) on the same kernel.
+    stage_rtol : float
+        Relative objective decrease below which a step ends a continuation stage other than the
+        last (those only hand a start to the next); the last stages stop at 1e-10.
 
     Returns
     -------
@@ -258,19 +316,20 @@ def solve_svr_newton(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1
         rows = np.sort(np.random.default_rng(seed).choice(n, int(subsample), replace=False))
         Ps, Ys, Cs = np.ascontiguousarray(Phi[rows]), Y[:, rows], Cf[:, rows] * (n / rows.size)
         for delta in stages:
-            _newton_stage(Ps, Ys, Cs, ef, W, b, delta, max_steps)
+            _newton_stage(Ps, Ys, Cs, ef, W, b, delta, max_steps, stage_rtol)
         stages = stages[-1:]
     while stages[-1].max() > 20 * LAST_DELTA * tol:                 # down by 10 per stage
         stages.append(np.maximum(0.1 * stages[-1], LAST_DELTA * tol))
     steps = np.zeros(P, int)
-    for delta in stages + [np.full(P, LAST_DELTA * tol)]:
-        steps += _newton_stage(Phi, Y, Cf, ef, W, b, delta, max_steps)
+    for delta in stages:
+        steps += _newton_stage(Phi, Y, Cf, ef, W, b, delta, max_steps, stage_rtol)
+    steps += _newton_stage(Phi, Y, Cf, ef, W, b, np.full(P, LAST_DELTA * tol), max_steps, 1e-10)
     beta, gap, bb = _dual_point(Phi, Y, Cf, ef, W, b, LAST_DELTA * tol)
     again = np.flatnonzero(gap > tol)                             # one more stage, 4x narrower, for those
     if again.size:
         Wa, ba = W[again], b[again]
         steps[again] += _newton_stage(Phi, Y[again], Cf[again], ef[again], Wa, ba,
-                                      np.full(again.size, LAST_DELTA * tol / 4), max_steps)
+                                      np.full(again.size, LAST_DELTA * tol / 4), max_steps, 1e-10)
         W[again], b[again] = Wa, ba
         beta[again], gap[again], bb[again] = _dual_point(Phi, Y[again], Cf[again], ef[again], Wa, ba,
                                                          LAST_DELTA * tol / 4)
