@@ -201,9 +201,10 @@ def test_newton_steps_do_not_grow_with_n():
 
 @pytest.mark.parametrize("stage_rtol", [1e-10, 1e-6, 1e-3])
 def test_newton_stage_stall_reaches_libsvm(stage_rtol):
-    """Whatever stall ends the continuation stages before the last (``stage_rtol``: 1e-10, 1e-6 and a loose
-    1e-3), the Newton stages end at the same optimum: fitted values within 1e-4 of libsvm (tol 1e-9) on the
-    same K~ at C = 10, tol 1e-5, no ADMM fallback, and the reported gap is libsvm's criterion from beta."""
+    """Whatever stall ends the continuation stages before the last (``stage_rtol`` 1e-10, the default 1e-6,
+    a loose 1e-3), the Newton stages end at the same optimum: fitted values within 1e-4 of libsvm (tol 1e-9)
+    on the same K~ at C = 10, tol 1e-5, no ADMM fallback, and the reported gap is libsvm's criterion
+    recomputed from beta."""
     from mdslam.slam.primal import solve_svr_newton
 
     X, Y = _smooth_pixels(300, 3, snr=100.0, seed=6)

@@ -16,10 +16,13 @@ all stars at n = 400-15,000, C = 10; ADMM needs 100-1,500 iterations): a step co
 with ``Phi`` over all pixels of the block (``O(n r)`` per pixel, as one ADMM iteration)
 and, per pixel, an ``(r + 1)``-square Hessian ``I + Phi_B^T (C / delta) Phi_B`` over the
 stars ``B`` in the band, which shrinks to the free support vectors (at most ``r + 1``) as
-``delta`` does, but not with ``n`` (hundreds of stars at 15,000).  ``delta`` is lowered
+``delta`` does, but not with ``n`` (hundreds of stars at 15,000), and the line search, ~10
+evaluations of the loss's derivative along the step over the ``n`` stars (one compiled loop
+per pixel with numba, the ``scale`` extra; NumPy without it).  ``delta`` is lowered
 stage by stage (continuation; a narrow band from a cold start takes many more steps) and
 the first stages run on a random subsample of the stars with ``C`` scaled by ``n / m``
-(the same objective per star).  What that costs against ADMM is in
+(the same objective per star); the stages before the last stop at a looser objective stall
+(``stage_rtol``, they only hand a start to the next).  What that costs against ADMM is in
 ``benchmarks/README.md`` ("Training at 15,000 stars").
 
 The dual point ``beta_i = C_i sign(res_i) min(1, (|res_i| - epsilon)_+ / delta)`` is
@@ -232,6 +235,25 @@ def _newton_stage(Phi, Y, C, eps, W, b, delta, max_steps, rtol=1e-10):
     return steps
 
 
+def _continuation(Phi, Y, C, eps, W, b, tol, rows, max_steps, rtol):
+    """The continuation stages before the last: ``delta`` = epsilon and epsilon / 10 on the stars ``rows``
+    (None: skipped) with ``C`` scaled by ``n / len(rows)``, then down by 10 per stage on all stars
+    to ``20 LAST_DELTA tol``; ``W``, ``b`` in place; returns the Newton steps on all stars per target."""
+    P, n = Y.shape
+    stages = [np.maximum(f * eps[:, 0], LAST_DELTA * tol) for f in DELTA_STAGES]
+    if rows is not None:
+        Ps, Ys, Cs = np.ascontiguousarray(Phi[rows]), Y[:, rows], C[:, rows] * (n / rows.size)
+        for delta in stages:
+            _newton_stage(Ps, Ys, Cs, eps, W, b, delta, max_steps, rtol)
+        stages = stages[-1:]
+    while stages[-1].max() > 20 * LAST_DELTA * tol:                 # down by 10 per stage
+        stages.append(np.maximum(0.1 * stages[-1], LAST_DELTA * tol))
+    steps = np.zeros(P, int)
+    for delta in stages:
+        steps += _newton_stage(Phi, Y, C, eps, W, b, delta, max_steps, rtol)
+    return steps
+
+
 def _finish(Phi, ke, Y, C, eps, beta, gap, bb, tol, fallback):
     """Exact active-set step, then ADMM for the targets still above ``tol``; ``beta``, ``gap``, ``bb`` in place.
 
@@ -259,7 +281,7 @@ def _finish(Phi, ke, Y, C, eps, beta, gap, bb, tol, fallback):
 
 
 def solve_svr_newton(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1e-3, subsample: int | None = 2000,
-                     max_steps: int = 60, seed: int = 0, fallback: bool = True, stage_rtol: float = 1e-10) -> SVRBatchSolution:
+                     max_steps: int = 60, seed: int = 0, fallback: bool = True, stage_rtol: float = 1e-6) -> SVRBatchSolution:
     """Solve ``n_target`` epsilon-SVRs on a low-rank kernel by Newton's method in the ``r + 1`` primal unknowns.
 
     The same problem and stopping rule as :func:`mdslam.svr.solve_svr_staged` with the
@@ -311,18 +333,10 @@ def solve_svr_newton(ke: KernelEig, Y: np.ndarray, C, epsilon, *, tol: float = 1
         raise ValueError("C and epsilon must be non-negative")
     Phi = features(ke)
     W, b = np.zeros((P, Phi.shape[1])), np.zeros(P)
-    stages = [np.maximum(f * ef[:, 0], LAST_DELTA * tol) for f in DELTA_STAGES]
+    rows = None
     if subsample is not None and subsample < n:
         rows = np.sort(np.random.default_rng(seed).choice(n, int(subsample), replace=False))
-        Ps, Ys, Cs = np.ascontiguousarray(Phi[rows]), Y[:, rows], Cf[:, rows] * (n / rows.size)
-        for delta in stages:
-            _newton_stage(Ps, Ys, Cs, ef, W, b, delta, max_steps, stage_rtol)
-        stages = stages[-1:]
-    while stages[-1].max() > 20 * LAST_DELTA * tol:                 # down by 10 per stage
-        stages.append(np.maximum(0.1 * stages[-1], LAST_DELTA * tol))
-    steps = np.zeros(P, int)
-    for delta in stages:
-        steps += _newton_stage(Phi, Y, Cf, ef, W, b, delta, max_steps, stage_rtol)
+    steps = _continuation(Phi, Y, Cf, ef, W, b, tol, rows, max_steps, stage_rtol)
     steps += _newton_stage(Phi, Y, Cf, ef, W, b, np.full(P, LAST_DELTA * tol), max_steps, 1e-10)
     beta, gap, bb = _dual_point(Phi, Y, Cf, ef, W, b, LAST_DELTA * tol)
     again = np.flatnonzero(gap > tol)                             # one more stage, 4x narrower, for those
