@@ -481,6 +481,11 @@ def run_compare(args) -> dict:
         Y, Cb = np.ascontiguousarray(Ys[tr].T), 10.0 * good[tr].T
         if "dcd" in args.solvers:
             fns["dcd"][0](ke, Y[:1], Cb[:1], 0.05, tol=args.tol, max_epochs=1)      # compile outside the timing
+        if "newton" in args.solvers:                                                 # its line search, too
+            from mdslam.slam.primal import _ls_kernel
+
+            z = np.zeros((1, 2))
+            _ls_kernel()(z, z, z + 1.0, z[:, :1], np.ones(1), np.ones(1), np.arange(1))
         row = {"n": int(tr.size), "rank": int(ke.lam.size), "n_pix": int(pix.size), "gamma": args.gamma}
         sols = {}
         with LoadSampler() as load:
