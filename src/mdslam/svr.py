@@ -541,15 +541,13 @@ def _admm_steps(st: _PhaseState, lin: _LinearStep, a, n_steps: int) -> None:
 def _dense_step(groups: list, r: np.ndarray, x: np.ndarray) -> None:
     """``x = M (r - nu 1)`` with ``sum x = 0`` for each penalty level's block of rows, in place on ``x``.
 
-    ``groups``: (slice, ``M`` (n, n), ``c = M 1`` (n,), ``den = 1^T c``) per level; ``r``, ``x`` (P, n).
-    ``nu = c^T r / den``, so ``x = M r - nu c`` (``M`` symmetric).
+    ``groups``: (slice, ``M`` (n, n), ``c = M 1`` (n,), ``den = 1^T c``) per level; ``r``, ``x`` (P, n);
+    ``nu = c^T r / den`` (``M`` symmetric).  ``r`` is overwritten by ``r - nu 1``.
     """
     for sl, M, c, den in groups:
-        xs = x[sl]
         rs = r[sl]
-        np.matmul(rs, M, out=xs)
-        nu = (rs @ c) / den
-        xs -= nu[:, None] * c
+        rs -= ((rs @ c) / den)[:, None]
+        np.matmul(rs, M, out=x[sl])
 
 
 def _admm_check(st: _PhaseState, lin: _LinearStep, ke: KernelEig, Y, Cf, ef, tol: float, it: int,
