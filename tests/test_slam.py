@@ -561,3 +561,13 @@ def test_prior_needs_a_chosen_scale(trained):
     with pytest.raises(ValueError, match="chose no chi2 scale"):
         m.predict(np.ones((1, 48)))
     assert np.all(np.isfinite(m.set_params(chi2_scale=3.0).predict(make_spectra(2, seed=3)[0])))
+
+
+def test_cv_eigenvalue_cut_scales_with_the_largest_C():
+    """The CV kernels' eigenvalue cut is 1e-6 / max(C) within [1e-8, 1e-7] (by hand)."""
+    from mdslam.slam.training import _cv_rel_cut
+
+    assert _cv_rel_cut(np.array([1.0, 10.0])) == pytest.approx(1e-7)
+    assert _cv_rel_cut(np.array([0.1])) == pytest.approx(1e-7)
+    assert _cv_rel_cut(np.array([1.0, 30.0])) == pytest.approx(1e-6 / 30)
+    assert _cv_rel_cut(np.array([1.0, 1000.0])) == pytest.approx(1e-8)

@@ -41,9 +41,13 @@ against the exact SVR is measured in ``benchmarks/README.md``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+#: Largest ``n`` for which the ADMM linear step uses dense ``(K + rho I)^-1`` matrices (float32:
+#: ``4 n^2`` bytes per penalty level) instead of the eigenbasis.
+DENSE_STEP_MAX_N = 4000
 
 __all__ = ["rbf_kernel", "KernelEig", "nystrom_kernel", "SVRBatchSolution", "kkt_gap", "solve_svr_batch", "polish_svr_batch",
            "solve_svr_staged", "solve_svr_exact"]
@@ -91,6 +95,9 @@ class KernelEig:
         over which the fitted function is an exact kernel expansion.
     factor : (m, n) array or None
         Low rank only: ``L^T`` of the pivoted Cholesky factor, ``K~ = L L^T``.
+    cache : dict
+        Matrices derived from the kernel by the solvers (the dense ADMM steps), shared by
+        every solve on it.
     """
 
     K: np.ndarray | None
@@ -98,6 +105,7 @@ class KernelEig:
     U: np.ndarray
     landmarks: np.ndarray | None = None
     factor: np.ndarray | None = None
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_kernel(cls, K: np.ndarray, rel_cut: float = 1e-12) -> KernelEig:
@@ -375,8 +383,12 @@ class _LinearStep:
     ``nu`` follows from ``sum x = 0`` and ``den = 1^T (K + rho I)^-1 1``.
     """
 
+    #: Penalty levels of the dense step: ``rho`` rounded to ``10**(k / RHO_STEPS)``.
+    RHO_STEPS = 4
+
     def __init__(self, ke: KernelEig, dt: np.dtype):
         self.dt = dt
+        self.ke = ke
         self.Ut = ke.U.astype(dt)
         self.UtT = np.ascontiguousarray(self.Ut.T)
         self.Kt = ke.K.astype(dt) if ke.K is not None else None
@@ -385,6 +397,35 @@ class _LinearStep:
         self.c64 = ke.U.sum(axis=0)
         self.c2 = self.c64 * self.c64
         self.resid = max(float(ke.U.shape[0]) - float(self.c2.sum()), 0.0)   # |1 - U U^T 1|^2
+        n, r = ke.U.shape
+        # more than n/2 eigenvectors: one (n, n) product with (K + rho I)^-1 per penalty level
+        # costs less than the two (n, r) products of the eigenbasis (the penalties are then
+        # rounded to levels so that the few matrices are formed once per kernel)
+        self.dense = ke.K is not None and 2 * r > n and n <= DENSE_STEP_MAX_N
+
+    def level(self, rh: np.ndarray) -> np.ndarray:
+        """Dense step: the penalty level index ``k`` of each ``rh`` (P,), ``rho = 10**(k / RHO_STEPS)``."""
+        return np.rint(self.RHO_STEPS * np.log10(rh.astype(float))).astype(int)
+
+    def dense_factors(self, k: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """``M = (K + rho I)^-1`` (n, n), ``c = M 1`` (n,) and ``den = 1^T M 1`` at level ``k``, in ``dt``.
+
+        ``K`` is the truncated ``U diag(lam) U^T`` of the eigen step (same operator); the
+        matrices are kept on the kernel (``KernelEig.cache``) for every later solve.
+        """
+        key = ("dense", np.dtype(self.dt).str, int(k))
+        hit = self.ke.cache.get(key)
+        if hit is None:
+            rho = 10.0 ** (k / self.RHO_STEPS)
+            U = self.ke.U
+            D = -self.lam64 / (rho * (self.lam64 + rho))               # 1/(lam+rho) - 1/rho
+            M = (U * D) @ U.T
+            M[np.diag_indices_from(M)] += 1.0 / rho
+            c = U @ (self.c64 / (self.lam64 + rho)) + (1.0 - U @ self.c64) / rho
+            den = float(self.resid / rho + (self.c2 / (self.lam64 + rho)).sum())
+            hit = (M.astype(self.dt), c.astype(self.dt), den)
+            self.ke.cache[key] = hit
+        return hit
 
     def kmul(self, B: np.ndarray) -> np.ndarray:
         """``B K`` in the working precision (low rank: ``U (lam * U^T B)``, O(n r)); (P, n)."""
@@ -419,15 +460,44 @@ class _PhaseState:
         self.active = np.arange(Y.shape[0])
         self.Y, self.C, self.eps = Y.astype(dt), Cf.astype(dt), ef.astype(dt)
         self.nC = -self.C
-        self.z, self.u, self.rho = z.astype(dt), u.astype(dt), rho.astype(dt)
-        self.D, self.Dc, self.den = lin.factors(self.rho)
+        self.z, self.u = z.astype(dt), u.astype(dt)
         self.x = np.empty_like(self.z)
         self.zold = self.z
+        self.set_rho(lin, rho)
 
-    def keep(self, keep: np.ndarray) -> None:
+    def set_rho(self, lin: _LinearStep, rho: np.ndarray) -> None:
+        """New penalties ``rho`` (P,) and their linear-step factors.
+
+        Dense step: ``rho`` is rounded to its level and the rows are sorted by level, so
+        that each level's targets are one contiguous block (``groups``: slice, ``M``,
+        ``c``, ``den``).
+        """
+        if not lin.dense:
+            self.rho = rho.astype(lin.dt)
+            self.D, self.Dc, self.den = lin.factors(self.rho)
+            return
+        lev = lin.level(rho)
+        order = np.argsort(lev, kind="stable")
+        if np.any(order[1:] < order[:-1]):
+            for name in self.ROWS[:7] + ("x", "zold"):
+                setattr(self, name, getattr(self, name)[order])
+            lev = lev[order]
+        self.rho = (10.0 ** (lev / lin.RHO_STEPS)).astype(lin.dt)
+        self.D = self.Dc = self.den = np.zeros((lev.size, 0), lin.dt)
+        self._group(lin, lev)
+
+    def _group(self, lin: _LinearStep, lev: np.ndarray) -> None:
+        """``groups`` of the dense step from the sorted levels ``lev`` (P,)."""
+        ks, starts = np.unique(lev, return_index=True)
+        ends = np.append(starts[1:], lev.size)[:ks.size]
+        self.groups = [(slice(a, b), *lin.dense_factors(k)) for k, a, b in zip(ks, starts, ends, strict=True)]
+
+    def keep(self, keep: np.ndarray, lin: _LinearStep | None = None) -> None:
         """Keep the rows ``keep`` (bool over the running targets) of every array."""
         for name in self.ROWS:
             setattr(self, name, getattr(self, name)[keep])
+        if lin is not None and lin.dense:
+            self._group(lin, lin.level(self.rho))
 
 
 def _admm_steps(st: _PhaseState, lin: _LinearStep, a, n_steps: int) -> None:
@@ -436,19 +506,23 @@ def _admm_steps(st: _PhaseState, lin: _LinearStep, a, n_steps: int) -> None:
     Ya, Ca, nCa, ea, D, Dc, den = st.Y, st.C, st.nC, st.eps, st.D, st.Dc, st.den
     Ut, UtT = lin.Ut, lin.UtT
     zold = st.zold
+    groups = st.groups if lin.dense else None
     for _ in range(n_steps):
         w = zt - ut
         r = w
         r *= rh[:, None]
         r += Ya                                       # r = y + rho (z - u)
-        q = r @ Ut                                    # (P, r)
-        nu = (r.sum(axis=1) / rh + np.einsum("pk,pk->p", q, Dc)) / den
-        q *= D
-        q -= nu[:, None] * Dc
-        np.matmul(q, UtT, out=x)
-        r -= nu[:, None]
-        r /= rh[:, None]
-        x += r                                        # x = (K+rho)^-1 (r - nu 1), sum x = 0
+        if groups is not None:
+            _dense_step(groups, r, x)
+        else:
+            q = r @ Ut                                # (P, r)
+            nu = (r.sum(axis=1) / rh + np.einsum("pk,pk->p", q, Dc)) / den
+            q *= D
+            q -= nu[:, None] * Dc
+            np.matmul(q, UtT, out=x)
+            r -= nu[:, None]
+            r /= rh[:, None]
+            x += r                                    # x = (K+rho)^-1 (r - nu 1), sum x = 0
         v = x * a
         v += (1 - a) * zt
         v += ut
@@ -462,6 +536,18 @@ def _admm_steps(st: _PhaseState, lin: _LinearStep, a, n_steps: int) -> None:
         ut = v
         ut -= zt
     st.z, st.u, st.zold = zt, ut, zold
+
+
+def _dense_step(groups: list, r: np.ndarray, x: np.ndarray) -> None:
+    """``x = M (r - nu 1)`` with ``sum x = 0`` for each penalty level's block of rows, in place on ``x``.
+
+    ``groups``: (slice, ``M`` (n, n), ``c = M 1`` (n,), ``den = 1^T c``) per level; ``r``, ``x`` (P, n);
+    ``nu = c^T r / den`` (``M`` symmetric).  ``r`` is overwritten by ``r - nu 1``.
+    """
+    for sl, M, c, den in groups:
+        rs = r[sl]
+        rs -= ((rs @ c) / den)[:, None]
+        np.matmul(rs, M, out=x[sl])
 
 
 def _admm_check(st: _PhaseState, lin: _LinearStep, ke: KernelEig, Y, Cf, ef, tol: float, it: int,
@@ -519,9 +605,12 @@ def _admm_adapt_rho(st: _PhaseState, lin: _LinearStep) -> None:
     fac = np.clip(fac, 0.2, 5.0)
     fac = np.where((fac > 2.0) | (fac < 0.5), fac, 1.0).astype(lin.dt)
     if np.any(fac != 1):
-        ut /= fac[:, None]
-        st.rho = np.clip(rh * fac, 1e-4, 1e4).astype(lin.dt)
-        st.D, st.Dc, st.den = lin.factors(st.rho)
+        rho_new = np.clip(rh * fac, 1e-4, 1e4)
+        if lin.dense:                                 # u scales with the level actually used
+            ut *= (rh / (10.0 ** (lin.level(rho_new) / lin.RHO_STEPS)).astype(lin.dt))[:, None]
+        else:
+            ut /= fac[:, None]
+        st.set_rho(lin, rho_new)
 
 
 def _store_phase(out: list, idx: np.ndarray, z64: np.ndarray, b, gap, it: int, u, rho) -> None:
@@ -562,7 +651,7 @@ def _admm_phase(ke, Y, Cf, ef, z, u, rho, tol, max_iter, alpha, check_every,
         done, z64, gap, b = _admm_check(st, lin, ke, Y, Cf, ef, tol, it, max_iter, best_gap, stall)
         if done.any():
             _store_phase(out, st.active[done], z64, b[done], gap[done], it, st.u[done], st.rho[done])
-            st.keep(~done)
+            st.keep(~done, lin)
         if st.active.size and adapt_every and it % adapt_every == 0:
             _admm_adapt_rho(st, lin)
     if st.active.size:  # hit max_iter inside the inner loop
@@ -674,6 +763,7 @@ def _reduced_kkt_solve(ke, Y, beta, fp, fm, eps):
     free = fp | fm
     b = np.full(P, np.nan)
     rhs_full = Y - eps[:, None] * np.where(fp, 1.0, -1.0) - ke.matmul(beta)
+    Kflat = ke.K.reshape(-1) if ke.K is not None else None
     for p in range(P):
         F = np.flatnonzero(free[p])
         m = F.size
@@ -681,7 +771,8 @@ def _reduced_kkt_solve(ke, Y, beta, fp, fm, eps):
             continue
         # LAPACK's Cholesky directly (scipy's cho_factor/cho_solve call the same routines with
         # ~0.1 ms of argument checks each, a third of the polish on SLAM's problems)
-        KFF = ke.K.take(F, axis=0).take(F, axis=1) if ke.K is not None else (ke.U[F] * ke.lam) @ ke.U[F].T
+        # one gather from the flat kernel (a third of the time of two axis gathers at m ~ 150)
+        KFF = Kflat.take(F[:, None] * n + F) if ke.K is not None else (ke.U[F] * ke.lam) @ ke.U[F].T
         r = rhs_full[p, F]
         s = -(beta[p].sum())
         try:
