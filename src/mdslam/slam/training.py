@@ -116,9 +116,9 @@ def _solve_parallel(fn, ke, Y, C, eps, n_workers, **kw) -> SVRBatchSolution:
 
 
 def _solve_grid(fn, ke, Y, problems, n_workers, **kw):
-    """Solutions for each (C, eps) of ``problems`` in order; on a cluster several are in flight at once."""
+    """Solutions for each (C, eps) of ``problems`` in order; on a cluster all are submitted before this returns."""
     runner = n_workers if isinstance(n_workers, BlockRunner) else BlockRunner(n_workers)
-    return runner.solve_many(fn, ke, Y, problems, **kw)
+    return runner.submit_many(fn, ke, Y, problems, **kw)
 
 
 def _kernel(X, gamma, kernel_rank, rel_cut=1e-12, decompose=True) -> KernelEig:
@@ -218,13 +218,14 @@ def _prune_alive(sse, cnt_part, factor):
 
 
 def _cv_kernel_step(ke, Kv, Ytr, Yte, gte, Cmask, Cs, es, gi, alive, sums, n_workers, tol, solver="admm"):
-    """Solve every (C, epsilon) of one (gamma, fold) kernel and add its test residuals to ``sums``.
+    """Solve every (C, epsilon) of one (gamma, fold) kernel; the returned function adds its test residuals to ``sums``.
 
     ``alive`` (n_C, n_epsilon, n_gamma, n_pix) bool or None selects the pixels solved per
     point (None: all).  ``sums`` = [sse, se, n_iter, n_solves, max_gap, n_unconv (n_pix,)],
-    updated in place.
+    updated in place when the returned function is called.  On a Dask cluster the problems
+    are submitted before this returns (:meth:`BlockRunner.submit_many`), so the caller can
+    build the next kernel while they are solved.
     """
-    sse, se = sums[0], sums[1]
     points = [(ci, ei) for ci in range(Cs.size) for ei in range(es.size)]
     if alive is None:
         pix_of = {pt: slice(None) for pt in points}
@@ -240,6 +241,12 @@ def _cv_kernel_step(ke, Kv, Ytr, Yte, gte, Cmask, Cs, es, gi, alive, sums, n_wor
         sols = (_solve_parallel(_cv_solver(solver), ke, Ytr[pix_of[ci, ei]],
                                 Cs[ci] if Cmask is None else Cs[ci] * Cmask[pix_of[ci, ei]], es[ei],
                                 n_workers, tol=tol) for ci, ei in points)
+    return lambda: _cv_kernel_sums(ke, Kv, Yte, gte, gi, points, pix_of, sols, sums)
+
+
+def _cv_kernel_sums(ke, Kv, Yte, gte, gi, points, pix_of, sols, sums):
+    """Add the test residuals of one kernel's solutions ``sols`` (in the order of ``points``) to ``sums``."""
+    sse, se = sums[0], sums[1]
     for (ci, ei), sol in zip(points, sols, strict=True):
         pix = pix_of[ci, ei]
         res = (ke.expansion(sol.beta)[0] @ Kv + sol.intercept[:, None] - Yte[pix]) * gte[pix]
@@ -279,9 +286,14 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
     steps = [(k, gi) for k in range(len(folds)) for gi in range(gs.size)]
     bar = _progress(steps, verbose, "SLAM CV grid", unit="kernel",
                     postfix=f"{n_pix} px x {Cs.size * es.size} (C, eps)")
+    # on a cluster the sums of a kernel are added after the next kernel's problems are submitted
+    ahead = isinstance(n_workers, BlockRunner) and n_workers.client is not None
+    pending = []
     for k, gi in bar:
         tr, te = folds[k]
         if prune_now and k == prune_after and gi == 0:
+            while pending:
+                pending.pop()()
             alive = _prune_alive(sse, cnt_part, float(prune))
         if gi == 0:
             cnt_part += good[te].sum(axis=0)
@@ -293,9 +305,17 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
         ke = _kernel(Xs[tr], gs[gi], kernel_rank, rel_cut=1e-8, decompose=solver != "smo")
         Kv = rbf_kernel(Xs[tr][_support_index(ke)], Xs[te], gs[gi])
         gtr = good[tr].T
-        _cv_kernel_step(ke, Kv, np.ascontiguousarray(Ys[tr].T), Ys[te].T, good[te].T,
-                        None if gtr.all() else gtr.astype(float), Cs, es, gi, alive, sums, n_workers, tol,
-                        solver)
+        add = _cv_kernel_step(ke, Kv, np.ascontiguousarray(Ys[tr].T), Ys[te].T, good[te].T,
+                              None if gtr.all() else gtr.astype(float), Cs, es, gi, alive, sums, n_workers, tol,
+                              solver)
+        while pending:
+            pending.pop()()
+        if ahead:
+            pending.append(add)
+        else:
+            add()
+    while pending:
+        pending.pop()()
     info = {"cv_mean_iterations": sums[2] / max(sums[3], 1), "cv_max_kkt_gap": sums[4],
             "cv_n_unconverged": int(sums[5].sum()), "cv_unconverged_per_pixel": sums[5]}
     if alive is not None:
