@@ -2,25 +2,27 @@
 
 References, measured in the same run: the in-process fit with one thread (``n_jobs=1``) and
 with two (``n_jobs=2``: pixel blocks in two threads of this process).  Measured:
-``SLAM.fit(..., client=...)`` with ``n_jobs=2`` (the block layout of the 2-thread fit) on a
-cluster of :func:`mdslam.batch.local_cluster` with 1 and with 2 worker *processes* of one
-thread each; the kernels and their eigen decompositions are computed in this process once per
-(gamma, fold) and scattered.  The clusters are started, and the package imported on their
+``SLAM.fit(..., client=...)`` on a cluster of :func:`mdslam.batch.local_cluster` with 1 worker
+*process* (``n_jobs=1``) and with 2 (``n_jobs=2``), one thread each: the layout of the pixel
+blocks is that of the in-process fit with the same ``n_jobs`` (what ``n_jobs=None`` gives on
+these clusters); the kernels and their eigen decompositions are computed in this process once
+per (gamma, fold) and scattered.  The clusters are started, and the package imported on their
 workers, before the clock starts (a one-off 2-3 s of CPU per worker).  Every Dask model must be bit-identical to the 2-thread in-process
 model: the script checks it.
 
 For each run: wall time of the fit, wall time of its block-solving phases (the CV grid search
 and the final fits, the part that runs on the workers; the rest of ``fit``, the start grid and
 the likelihood, runs in this process), and CPU time of this process plus its worker processes
-(user + system).  Printed ratios: Dask 1 worker against in process with 1 thread (like with
-like: one core solving), in process 2 threads against 1 thread, and Dask 2 workers against 1
+(user + system; the workers' share apart).  Printed ratios: in process 2 threads against 1
+thread, Dask 1 worker against in process with 1 thread (like with like: one core solving, the
+same blocks), Dask 2 workers against in process with 2 threads, and Dask 2 workers against 1
 worker, each for the whole fit and for the block phases.  ``--repeat`` runs the four
 configurations in turn that many times (alternating, for a machine shared with other jobs) and
 prints each run; the ratios use the medians.
 
 Data: mock LAMOST M dwarfs on the LAMOST grid (``realistic_grid.make_data``: known labels,
 ``--n-star`` stars, ``--n-pix`` evenly spaced pixels), grid 2 C x 2 epsilon x 2 gamma, 5-fold.
-``--large`` (800 stars x 800 px) makes the per-pixel solves dominate the fixed costs of the
+``--large`` (600 stars x 800 px) makes the per-pixel solves dominate the fixed costs of the
 fit (the kernels' eigen decompositions and the in-process likelihood fit).
 
 Usage::
@@ -53,20 +55,21 @@ from realistic_grid import make_data  # noqa: E402
 
 GRID = {"C": (1.0, 10.0), "epsilon": (0.05, 0.1), "gamma": (0.3, 1.0)}
 FITTED = ("dual_coef_", "intercept_", "cv_mse_grid_", "C_", "epsilon_", "gamma_")
-CONFIGS = (("in process, 1 thread", 1, 0), ("in process, 2 threads", 2, 0),
-           ("Dask, 1 worker process", 2, 1), ("Dask, 2 worker processes", 2, 2))
+#: (name, n_jobs, Dask worker processes or 0 in process, index of the in-process run it must equal)
+CONFIGS = (("in process, 1 thread", 1, 0, None), ("in process, 2 threads", 2, 0, None),
+           ("Dask, 1 worker process", 1, 1, 0), ("Dask, 2 worker processes", 2, 2, 1))
 
 
-def tree_cpu() -> float:
-    """User + system CPU seconds of this process (all threads) and of its live child processes."""
+def tree_cpu() -> np.ndarray:
+    """User + system CPU seconds of this process (all threads) and of its live child processes, (2,)."""
     me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
+    out = np.array([sum(me.cpu_times()[:2]), 0.0])
     for child in me.children(recursive=True):
         try:
-            total += sum(child.cpu_times()[:2])
+            out[1] += sum(child.cpu_times()[:2])
         except psutil.Error:
             pass
-    return total
+    return out
 
 
 @contextmanager
@@ -95,7 +98,7 @@ def phase_clock(out: dict):
 
 
 def timed_fit(d: dict, n_jobs: int, client=None) -> dict:
-    """One fit: model, wall (s), block-phase wall (s), CPU of this process and its workers (s), load."""
+    """One fit: model, wall (s), block-phase wall (s), CPU of this process + its workers and of the workers (s), load."""
     from mdslam.slam import SLAM
 
     model = SLAM(**GRID, cv=5, random_state=0, n_jobs=n_jobs)
@@ -104,7 +107,8 @@ def timed_fit(d: dict, n_jobs: int, client=None) -> dict:
         c0, t0 = tree_cpu(), time.perf_counter()
         model.fit(d["flux"], d["labels"], d["ivar"], wavelength=d["wave"], client=client)
         wall, cpu = time.perf_counter() - t0, tree_cpu() - c0
-    return {"model": model, "wall": wall, "blocks": times["blocks"], "cpu": cpu, "load": load.summary()}
+    return {"model": model, "wall": wall, "blocks": times["blocks"], "cpu": cpu.sum(), "cpu_workers": cpu[1],
+            "load": load.summary()}
 
 
 def run_config(d: dict, n_jobs: int, n_dask: int) -> dict:
@@ -125,39 +129,38 @@ def _ratio(runs: dict, a: str, b: str, key: str) -> float:
     return float(np.median([r[key] for r in runs[a]]) / np.median([r[key] for r in runs[b]]))
 
 
-def report(runs: dict, n_pix: int) -> bool:
-    """Print the runs and the ratios; True if every Dask model is bit-identical to the 2-thread one."""
-    ref = runs[CONFIGS[1][0]][0]["model"]
-    ok = True
-    for name, _, n_dask in CONFIGS:
-        for r in runs[name]:
-            same = ""
-            if n_dask:
-                s = all(np.array_equal(getattr(r["model"], k), getattr(ref, k), equal_nan=True) for k in FITTED)
-                ok &= s
-                same = f"  bit-identical to in process (2 threads): {s}"
-            print(f"{name:26s} wall {r['wall']:8.2f} s (blocks {r['blocks']:7.2f} s, {n_pix / r['wall']:6.2f} px/s)"
-                  f"  CPU {r['cpu']:8.2f} s  load {r['load']['load1_mean']:.1f} (max {r['load']['load1_max']:.1f})"
-                  f"{same}", flush=True)
+def print_run(name: str, r: dict, n_pix: int, ref=None) -> bool | None:
+    """One line for run ``r``; with ``ref`` (the in-process model of the same layout) whether it is bit-identical."""
+    same = None
+    if ref is not None:
+        same = all(np.array_equal(getattr(r["model"], k), getattr(ref, k), equal_nan=True) for k in FITTED)
+    print(f"{name:26s} wall {r['wall']:8.2f} s (blocks {r['blocks']:7.2f} s, {n_pix / r['wall']:6.2f} px/s)"
+          f"  CPU {r['cpu']:8.2f} s (workers {r['cpu_workers']:7.2f})  load {r['load']['load1_mean']:.1f} (max {r['load']['load1_max']:.1f})"
+          + ("" if same is None else f"  bit-identical to in process, same n_jobs: {same}"), flush=True)
+    return same
+
+
+def print_ratios(runs: dict) -> None:
+    """The three ratios of the docstring, from the medians of the runs."""
     one, two, d1, d2 = (c[0] for c in CONFIGS)
     for label, a, b in (("in process 2 threads vs 1 thread (speed-up)", one, two),
                         ("Dask 1 worker vs in process 1 thread (speed)", one, d1),
+                        ("Dask 2 workers vs in process 2 threads (speed)", two, d2),
                         ("Dask 2 workers vs 1 worker (speed-up)", d1, d2)):
         print(f"{label:46s} wall {_ratio(runs, a, b, 'wall'):5.2f}x  blocks {_ratio(runs, a, b, 'blocks'):5.2f}x  "
-              f"CPU {_ratio(runs, b, a, 'cpu'):5.2f} (CPU of the second / the first)")
-    return ok
+              f"CPU {_ratio(runs, b, a, 'cpu'):5.2f} (CPU of the second / the first)", flush=True)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-star", type=int, default=300)
     ap.add_argument("--n-pix", type=int, default=400)
-    ap.add_argument("--large", action="store_true", help="800 stars x 800 px")
+    ap.add_argument("--large", action="store_true", help="600 stars x 800 px")
     ap.add_argument("--smoke", action="store_true", help="60 stars x 32 px (the script runs)")
     ap.add_argument("--repeat", type=int, default=1, help="cycles through the four configurations")
     args = ap.parse_args(argv)
     if args.large:
-        args.n_star, args.n_pix = 800, 800
+        args.n_star, args.n_pix = 600, 800
     if args.smoke:
         args.n_star, args.n_pix = 60, 32
     if args.repeat < 1:
@@ -169,13 +172,20 @@ def main(argv=None) -> int:
                      "distributed.comm.timeouts.tcp": "600s"})
     d = make_data(args.n_star, args.n_pix)
     n_pix = d["flux"].shape[1]
-    print(f"# {args.n_star} mock LAMOST stars x {n_pix} px, 2x2x2 grid, 5-fold; Dask fits with n_jobs=2 "
-          f"(the 2-thread block layout); {os.cpu_count()} CPUs; {args.repeat} cycle(s)", flush=True)
-    runs = {name: [] for name, _, _ in CONFIGS}
-    for _ in range(args.repeat):
-        for name, n_jobs, n_dask in CONFIGS:
-            runs[name].append(run_config(d, n_jobs, n_dask))
-    return 0 if report(runs, n_pix) else 1
+    print(f"# {args.n_star} mock LAMOST stars x {n_pix} px, 2x2x2 grid, 5-fold; n_jobs = threads or Dask "
+          f"workers (the block layout); {os.cpu_count()} CPUs; {args.repeat} cycle(s)", flush=True)
+    runs = {c[0]: [] for c in CONFIGS}
+    ok = True
+    for cycle in range(args.repeat):
+        for name, n_jobs, n_dask, same_as in CONFIGS:
+            r = run_config(d, n_jobs, n_dask)
+            runs[name].append(r)
+            ref = None if same_as is None else runs[CONFIGS[same_as][0]][0]["model"]   # in-process runs come first
+            ok &= print_run(name, r, n_pix, ref) is not False
+            if same_as is not None or cycle:
+                r["model"] = None                          # keep the first in-process models only
+    print_ratios(runs)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
