@@ -336,23 +336,32 @@ def _refit_all(Xs, Ys, good, C_pix, eps_pix, gamma_pix, usable, tol, refit_tol, 
     n, n_pix = Ys.shape
     dual = np.zeros((n_pix, n))
     b = np.zeros(n_pix)
-    max_gap = 0.0
-    n_unconv = 0
-    gammas = np.unique(gamma_pix[usable])
-    for g in _progress(gammas, verbose, "SLAM refit", unit="gamma"):
+    info = {"refit_max_kkt_gap": 0.0, "refit_n_above_tol": 0}
+    runner = n_workers if isinstance(n_workers, BlockRunner) else BlockRunner(n_workers)
+    fn, kw = ((solve_svr_exact, {"tol": tol, "final_tol": refit_tol}) if kernel_rank is None
+              else (_cv_solver(solver), {"tol": tol}))
+    pending = []                         # on a cluster every gamma's fits are submitted before any is read
+    for g in _progress(np.unique(gamma_pix[usable]), verbose, "SLAM refit", unit="gamma"):
         pix = np.flatnonzero((gamma_pix == g) & usable)
         ke = _kernel(Xs, g, kernel_rank)
-        Y = np.ascontiguousarray(Ys[:, pix].T)
-        Cb = C_pix[pix, None] * good[:, pix].T
-        e = eps_pix[pix]
-        if kernel_rank is None:
-            sol = _solve_parallel(solve_svr_exact, ke, Y, Cb, e, n_workers, tol=tol, final_tol=refit_tol)
-            dual[pix] = sol.beta
-        else:
-            sol = _solve_parallel(_cv_solver(solver), ke, Y, Cb, e, n_workers, tol=tol)
-            dual[np.ix_(pix, ke.landmarks)] = ke.expansion(sol.beta)[0]
-        b[pix] = sol.intercept
-        max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
-        n_unconv += int((sol.gap > (refit_tol if kernel_rank is None else tol)).sum())
+        sols = runner.submit_many(fn, ke, np.ascontiguousarray(Ys[:, pix].T),
+                                  [(C_pix[pix, None] * good[:, pix].T, eps_pix[pix])], **kw)
+        pending.append((pix, ke, sols))
+        while pending and runner.client is None:
+            _store_refit(*pending.pop(), dual, b, info, refit_tol if kernel_rank is None else tol)
+    for job in pending:
+        _store_refit(*job, dual, b, info, refit_tol if kernel_rank is None else tol)
     # unusable pixels: model = training mean (dual 0, b 0 in scaled units)
-    return dual, b, {"refit_max_kkt_gap": max_gap, "refit_n_above_tol": n_unconv}
+    return dual, b, info
+
+
+def _store_refit(pix, ke, sols, dual, b, info, tol):
+    """Put one gamma group's final fit (the single solution of ``sols``) into ``dual``, ``b`` and ``info``."""
+    (sol,) = sols
+    if ke.landmarks is None:
+        dual[pix] = sol.beta
+    else:
+        dual[np.ix_(pix, ke.landmarks)] = ke.expansion(sol.beta)[0]
+    b[pix] = sol.intercept
+    info["refit_max_kkt_gap"] = max(info["refit_max_kkt_gap"], float(sol.gap.max(initial=0.0)))
+    info["refit_n_above_tol"] += int((sol.gap > tol).sum())
