@@ -13,7 +13,10 @@ model: the script checks it.
 For each run: wall time of the fit, wall time of its block-solving phases (the CV grid search
 and the final fits, the part that runs on the workers; the rest of ``fit``, the start grid and
 the likelihood, runs in this process), and CPU time of this process plus its worker processes
-(user + system; the workers' share apart).  Printed ratios: in process 2 threads against 1
+(user + system; the workers' share apart) and, on a cluster, the fraction of the block phases'
+wall time the workers spent in tasks (Dask's task stream: the sum of the tasks' compute times
+over workers x wall; the rest is time a worker waited for this process or for the other
+worker's last block of a kernel).  Printed ratios: in process 2 threads against 1
 thread, Dask 1 worker against in process with 1 thread (like with like: one core solving, the
 same blocks), Dask 2 workers against in process with 2 threads, and Dask 2 workers against 1
 worker, each for the whole fit and for the block phases.  ``--repeat`` runs the four
@@ -46,7 +49,8 @@ import argparse  # noqa: E402
 import importlib  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from contextlib import contextmanager, nullcontext  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
@@ -103,12 +107,26 @@ def timed_fit(d: dict, n_jobs: int, client=None) -> dict:
 
     model = SLAM(**GRID, cv=5, random_state=0, n_jobs=n_jobs)
     times = {"blocks": 0.0}
-    with LoadSampler(every=2.0) as load, phase_clock(times):
+    stream = task_stream(client)
+    with LoadSampler(every=2.0) as load, phase_clock(times), stream as tasks:
         c0, t0 = tree_cpu(), time.perf_counter()
         model.fit(d["flux"], d["labels"], d["ivar"], wavelength=d["wave"], client=client)
         wall, cpu = time.perf_counter() - t0, tree_cpu() - c0
+    busy = np.nan
+    if client is not None:
+        compute = sum(s["stop"] - s["start"] for t in tasks.data for s in t["startstops"] if s["action"] == "compute")
+        busy = compute / (len(client.nthreads()) * times["blocks"])
     return {"model": model, "wall": wall, "blocks": times["blocks"], "cpu": cpu.sum(), "cpu_workers": cpu[1],
-            "load": load.summary()}
+            "busy": busy, "load": load.summary()}
+
+
+def task_stream(client):
+    """Dask's record of the tasks run while it is open (``.data``), or a no-op without a client."""
+    if client is None:
+        return nullcontext(SimpleNamespace(data=[]))
+    from distributed import get_task_stream
+
+    return get_task_stream(client)
 
 
 def run_config(d: dict, n_jobs: int, n_dask: int) -> dict:
@@ -135,7 +153,9 @@ def print_run(name: str, r: dict, n_pix: int, ref=None) -> bool | None:
     if ref is not None:
         same = all(np.array_equal(getattr(r["model"], k), getattr(ref, k), equal_nan=True) for k in FITTED)
     print(f"{name:26s} wall {r['wall']:8.2f} s (blocks {r['blocks']:7.2f} s, {n_pix / r['wall']:6.2f} px/s)"
-          f"  CPU {r['cpu']:8.2f} s (workers {r['cpu_workers']:7.2f})  load {r['load']['load1_mean']:.1f} (max {r['load']['load1_max']:.1f})"
+          f"  CPU {r['cpu']:8.2f} s (workers {r['cpu_workers']:7.2f})"
+          + ("" if np.isnan(r["busy"]) else f"  workers busy {100 * r['busy']:5.1f} % of the block phases")
+          + f"  load {r['load']['load1_mean']:.1f} (max {r['load']['load1_max']:.1f})"
           + ("" if same is None else f"  bit-identical to in process, same n_jobs: {same}"), flush=True)
     return same
 
