@@ -134,8 +134,8 @@ class BlockRunner:
     the blocks of a problem whose futures were cancelled or whose worker
     was killed are scattered again and resubmitted once (with a warning).
     On the first use of a client its workers are asked for
-    :data:`MALLOC_ENV`; set (Dask's nanny sets it), the blocks took 1.8x
-    the CPU time, and a :class:`RuntimeWarning` says how to start the
+    :data:`MALLOC_ENV`; set (Dask's nanny sets it), the blocks took 1.6-1.9x
+    the CPU time (``benchmarks/README.md``), and a :class:`RuntimeWarning` says how to start the
     workers without it (:func:`mdslam.batch.local_cluster`).
     """
 
@@ -317,7 +317,7 @@ class BlockRunner:
         bad = sorted({str(v) for v in dict(values).values() if v is not None})
         if bad:
             warnings.warn(f"Dask workers run with {MALLOC_ENV}={','.join(bad)} (Dask's nanny default): the "
-                          "pixel blocks take about 1.8x the CPU time; start them without it "
+                          "pixel blocks take 1.6-1.9x the CPU time; start them without it "
                           "(mdslam.batch.local_cluster, or the Dask option distributed.nanny.pre-spawn-environ)",
                           RuntimeWarning, stacklevel=4)
 
