@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from test_slam import make_spectra
@@ -148,3 +150,97 @@ def test_in_process_blocks_do_not_depend_on_the_callers_blas_threads(problem):
     with threadpool_limits(limits=1, user_api="blas"):
         limited = BlockRunner(3).solve(solve_svr_staged, ke, Y, 10.0, 0.05, tol=1e-3)
     assert np.array_equal(free.beta, limited.beta) and np.array_equal(free.n_iter, limited.n_iter)
+
+
+def test_malloc_env_is_read_in_worker_processes_only(monkeypatch):
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in the starting process too, where it has no effect."""
+    from mdslam.slam.distribute import MALLOC_ENV, _worker_malloc_env
+
+    monkeypatch.setenv(MALLOC_ENV, "65536")
+    assert _worker_malloc_env(os.getpid()) is None            # a worker thread of the caller's process
+    assert _worker_malloc_env(os.getpid() + 1) == "65536"     # a worker process started with it
+
+
+class MallocClient(CountingClient):
+    """Workers that report Dask's MALLOC_TRIM_THRESHOLD_ (as nanny-started worker processes do)."""
+
+    def run(self, fn, *args, **kw):
+        return {"tcp://w1": "65536", "tcp://w2": None}
+
+
+def test_workers_with_dask_malloc_setting_are_named_once(problem, cluster):
+    """One warning naming the variable and the way out; the solution is unchanged."""
+    flux, ivar, lab = problem
+    X = (lab - lab.mean(0)) / lab.std(0)
+    Y = ((flux - flux.mean(0)) / flux.std(0)).T
+    ke = KernelEig.from_kernel(rbf_kernel(X, X, 0.5))
+    runner = BlockRunner(2, MallocClient(cluster))
+    with pytest.warns(RuntimeWarning, match="MALLOC_TRIM_THRESHOLD_=65536.*local_cluster") as rec:
+        a = runner.solve(solve_svr_staged, ke, Y, 1.0, 0.05, tol=1e-3)
+        runner.solve(solve_svr_staged, ke, Y, 10.0, 0.05, tol=1e-3)
+    assert sum("MALLOC_TRIM" in str(w.message) for w in rec) == 1
+    assert np.array_equal(a.beta, BlockRunner(2).solve(solve_svr_staged, ke, Y, 1.0, 0.05, tol=1e-3).beta)
+
+
+class SubmitCountingClient(CountingClient):
+    """Counts ``submit`` calls."""
+
+    def __init__(self, client):
+        super().__init__(client)
+        self.submitted = 0
+
+    def submit(self, *args, **kw):
+        self.submitted += 1
+        return self.client.submit(*args, **kw)
+
+
+def test_submit_many_puts_every_problem_on_the_cluster_before_it_is_read(problem, cluster):
+    """All (C, epsilon) blocks submitted at the call; the solutions, in order, equal the in-process ones."""
+    flux, ivar, lab = problem
+    X = (lab - lab.mean(0)) / lab.std(0)
+    Y = ((flux - flux.mean(0)) / flux.std(0)).T
+    ke = KernelEig.from_kernel(rbf_kernel(X, X, 0.3))
+    problems = [(1.0, 0.05), (10.0, 0.05), (1.0, 0.01)]
+    spy = SubmitCountingClient(cluster)
+    sols = BlockRunner(2, spy).submit_many(solve_svr_staged, ke, Y, problems, tol=1e-3)
+    n_blocks = pixel_blocks(Y.shape[0], 2).size - 1
+    assert spy.submitted == len(problems) * n_blocks and spy.scattered.count("KernelEig") == 1
+    for (C, eps), sol in zip(problems, sols, strict=True):
+        ref = BlockRunner(2).solve(solve_svr_staged, ke, Y, C, eps, tol=1e-3)
+        assert np.array_equal(sol.beta, ref.beta) and np.array_equal(sol.n_iter, ref.n_iter)
+        assert sol.state == ()                               # the warm-start state is not sent back
+
+
+def test_pruned_fit_on_dask_scatters_each_kernel_once(problem, cluster):
+    """cv_prune on a cluster: the in-process model bit for bit, one scatter per kernel (not per grid point)."""
+    flux, ivar, lab = problem
+    kw = dict(GRID, cv=3, random_state=3, cv_prune=1.05)
+    ref = SLAM(**kw, n_jobs=2).fit(flux, lab, ivar)
+    spy = CountingClient(cluster)
+    dist = SLAM(**kw).fit(flux, lab, ivar, client=spy)
+    for name in FITTED:
+        assert np.array_equal(getattr(dist, name), getattr(ref, name), equal_nan=True), name
+    assert ref.solver_info_["cv_pruned_fraction"] > 0                  # the pruned path was taken
+    assert spy.scattered.count("KernelEig") <= len(GRID["gamma"]) * 3 + np.unique(ref.gamma_).size
+
+
+def test_dask_fit_benchmark_clock_and_options(problem, monkeypatch):
+    """benchmarks/dask_fit.py: the block-phase clock wraps the fit and is removed after; bad --repeat is refused."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    dask_fit = pytest.importorskip("dask_fit")
+    from mdslam.slam import estimator
+
+    before = estimator._grid_search_cv, estimator._refit_all
+    flux, ivar, lab = problem
+    d = {"flux": flux[:, :24], "ivar": ivar[:, :24], "labels": lab, "wave": np.arange(24.0)}
+    r = dask_fit.timed_fit(d, n_jobs=1)
+    assert (estimator._grid_search_cv, estimator._refit_all) == before
+    assert 0 < r["blocks"] <= r["wall"] and r["cpu_workers"] == 0.0    # in process: no worker processes
+    ref = SLAM(**dask_fit.GRID, cv=5, random_state=0, n_jobs=1).fit(flux[:, :24], lab, ivar[:, :24])
+    assert np.array_equal(r["model"].dual_coef_, ref.dual_coef_)      # the clock does not change the fit
+    with pytest.raises(SystemExit):
+        dask_fit.main(["--repeat", "0"])
+    sys.modules.pop("dask_fit", None)

@@ -7,8 +7,12 @@ independently and put back together.  :class:`BlockRunner` runs the blocks
 either in a thread pool of this process or on a Dask cluster
 (``dask.distributed.Client``, the ``scale`` extra): there the kernel and
 its eigen decomposition are scattered to every worker once per kernel, the
-targets once per block and kernel, and only ``C``, ``epsilon`` and the
-solutions travel for each point of the (C, epsilon) grid.
+targets once per block and target matrix, and only ``C``, ``epsilon`` and the
+solutions travel for each point of the (C, epsilon) grid (the solutions
+without the solver's warm-start state, which no caller reads).
+:meth:`BlockRunner.submit_many` puts every (C, epsilon) problem of a kernel
+on the cluster at once, so that the grid search can build the next kernel
+and read the last kernel's solutions while the workers solve.
 
 The block layout depends on the number of blocks asked for (``n_workers``),
 never on where the blocks run, and a block's solution depends only on its
@@ -24,6 +28,8 @@ package runs without the extra.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +42,11 @@ from ..svr import KernelEig, SVRBatchSolution
 from ._util import one_blas_thread
 
 __all__ = ["BlockRunner", "pixel_blocks"]
+
+#: Environment variable that Dask's nanny sets in its worker processes (``65536`` by default).
+#: With it set, glibc serves every allocation above 128 kB by ``mmap`` and gives it back at
+#: once, so each of the solver's (pixels x stars) temporaries costs fresh page faults.
+MALLOC_ENV = "MALLOC_TRIM_THRESHOLD_"
 
 
 def pixel_blocks(n_pix: int, n_workers: int) -> np.ndarray:
@@ -76,7 +87,7 @@ def _concat(parts: list[SVRBatchSolution]) -> SVRBatchSolution:
     return SVRBatchSolution(beta=cat([p.beta for p in parts]), intercept=cat([p.intercept for p in parts]),
                             gap=cat([p.gap for p in parts]), n_iter=cat([p.n_iter for p in parts]),
                             converged=cat([p.converged for p in parts]),
-                            state=tuple(cat([p.state[i] for p in parts]) for i in range(3)))
+                            state=tuple(cat([p.state[i] for p in parts]) for i in range(len(parts[0].state))))
 
 
 def _solve_block(fn: Callable, ke: KernelEig, Y: np.ndarray, C, eps, kw: dict) -> SVRBatchSolution:
@@ -87,7 +98,17 @@ def _solve_block(fn: Callable, ke: KernelEig, Y: np.ndarray, C, eps, kw: dict) -
     is already held by the caller (see :meth:`BlockRunner.solve`).
     """
     with one_blas_thread():
-        return fn(ke, Y, C, eps, **kw)
+        return dataclasses.replace(fn(ke, Y, C, eps, **kw), state=())
+
+
+def _worker_malloc_env(caller_pid: int) -> str | None:
+    """The value of :data:`MALLOC_ENV` in a Dask worker's process (run on each worker).
+
+    None in the caller's own process (workers in threads): glibc reads the variable at
+    process start, and Dask's nanny sets it in the environment of the process that starts
+    worker processes after that process has started.
+    """
+    return None if os.getpid() == caller_pid else os.environ.get(MALLOC_ENV)
 
 
 class BlockRunner:
@@ -104,19 +125,26 @@ class BlockRunner:
 
     Notes
     -----
-    With a client, the last kernel (:class:`~mdslam.svr.KernelEig`) and
-    target matrix given to :meth:`solve` are kept scattered on the cluster
-    (recognised by identity, not content): the grid search calls
-    :meth:`solve` once per (C, epsilon) with the same kernel and targets.
-    Scattered data lost with a worker cannot be recovered by Dask: the
-    blocks of a problem whose futures were cancelled or whose worker was
-    killed are scattered again and resubmitted once (with a warning).
+    With a client, the last kernel (:class:`~mdslam.svr.KernelEig`) and,
+    apart from it, the last target matrix given to :meth:`solve` are kept
+    scattered on the cluster (recognised by identity, not content): the
+    grid search calls :meth:`solve` once per (C, epsilon) with the same
+    kernel and targets, or (``cv_prune``) with the same kernel and other
+    targets.  Scattered data lost with a worker cannot be recovered by Dask:
+    the blocks of a problem whose futures were cancelled or whose worker
+    was killed are scattered again and resubmitted once (with a warning).
+    On the first use of a client its workers are asked for
+    :data:`MALLOC_ENV`; set (Dask's nanny sets it), the blocks took 1.6-1.9x
+    the CPU time (``benchmarks/README.md``), and a :class:`RuntimeWarning` says how to start the
+    workers without it (:func:`mdslam.batch.local_cluster`).
     """
 
     def __init__(self, n_workers: int = 1, client: Any = None):
         self.n_workers = max(int(n_workers), 1)
         self.client = client
-        self._held: tuple | None = None        # (ke, Y, edges, ke future, Y-block futures)
+        self._held_ke: tuple | None = None     # (ke, its future on every worker)
+        self._held_y: tuple | None = None      # (Y, edges, Y-block futures)
+        self._checked = client is None
 
     @classmethod
     def for_fit(cls, n_workers: int | None, client: Any = None) -> BlockRunner:
@@ -153,7 +181,8 @@ class BlockRunner:
         Returns
         -------
         SVRBatchSolution
-            Over all ``n_pix`` targets, in their order.
+            Over all ``n_pix`` targets, in their order; on a cluster without
+            the warm-start ``state`` (an empty tuple: it is not sent back).
         """
         P = Y.shape[0]
         edges = pixel_blocks(P, self.n_workers)
@@ -207,6 +236,36 @@ class BlockRunner:
             while pending:
                 yield self._gather(*pending.popleft())
 
+    def submit_many(self, fn: Callable, ke: KernelEig, Y: np.ndarray, problems: Iterable[tuple],
+                    **kw) -> Iterator[SVRBatchSolution]:
+        """Like :meth:`solve_many`, but on a cluster every problem is submitted before this returns.
+
+        The caller can then do other work (build the next kernel, read the
+        previous kernel's solutions) while the workers solve; the solutions
+        are gathered in order as the returned iterator is read.  In process
+        the problems are solved as it is read (:meth:`solve_many`).
+
+        Parameters
+        ----------
+        fn, ke, Y, **kw : as for :meth:`solve`.
+        problems : iterable of (C, eps)
+
+        Returns
+        -------
+        iterator of SVRBatchSolution, one per problem, in order.
+        """
+        if self.client is None:
+            return self.solve_many(fn, ke, Y, problems, **kw)
+        with one_blas_thread():
+            sent = [(self._submit(fn, ke, Y, C, eps, kw), (fn, ke, Y, C, eps, kw)) for C, eps in problems]
+        return self._gather_all(sent)
+
+    def _gather_all(self, sent: list) -> Iterator[SVRBatchSolution]:
+        """The solutions of :meth:`submit_many`'s problems, gathered in order."""
+        with one_blas_thread():
+            for futures, problem in sent:
+                yield self._gather(futures, problem)
+
     def _gather(self, futures: list, problem: tuple) -> SVRBatchSolution:
         """The blocks' solutions; if a worker was lost with scattered data, scatter again and resubmit once."""
         try:
@@ -216,7 +275,7 @@ class BlockRunner:
                 raise
             warnings.warn(f"pixel blocks lost with a Dask worker ({type(exc).__name__}): scattering the kernel "
                           "again and resubmitting them", RuntimeWarning, stacklevel=3)
-            self._held = None
+            self.release()
             if hasattr(self.client, "wait_for_workers"):     # a lost worker is restarted by its nanny
                 self.client.wait_for_workers(1, timeout=120)
             return _concat(self.client.gather(self._submit(*problem)))
@@ -234,16 +293,34 @@ class BlockRunner:
         return futures
 
     def _scattered(self, ke: KernelEig, Y: np.ndarray, edges: np.ndarray) -> tuple:
-        """Futures of ``ke`` (on every worker) and of the target blocks, scattered once per (ke, Y)."""
-        h = self._held
-        if h is not None and h[0] is ke and h[1] is Y and np.array_equal(h[2], edges):
-            return h[3], h[4]
-        self._held = None                      # drop the previous kernel's futures first
-        ke_f = self.client.scatter(ke, broadcast=True, hash=False)
-        y_f = self.client.scatter([Y[edges[k]:edges[k + 1]] for k in range(edges.size - 1)], hash=False)
-        self._held = (ke, Y, edges, ke_f, y_f)
-        return ke_f, y_f
+        """Futures of ``ke`` (on every worker) and of the target blocks, each scattered once while held."""
+        if not self._checked:
+            self._checked = True
+            self._check_malloc()
+        hk = self._held_ke
+        if hk is None or hk[0] is not ke:
+            self._held_ke = None               # drop the previous kernel's future first
+            self._held_ke = (ke, self.client.scatter(ke, broadcast=True, hash=False))
+        hy = self._held_y
+        if hy is None or hy[0] is not Y or not np.array_equal(hy[1], edges):
+            self._held_y = None
+            y_f = self.client.scatter([Y[edges[k]:edges[k + 1]] for k in range(edges.size - 1)], hash=False)
+            self._held_y = (Y, edges, y_f)
+        return self._held_ke[1], self._held_y[2]
+
+    def _check_malloc(self) -> None:
+        """Warn once if the cluster's workers run with :data:`MALLOC_ENV` set."""
+        try:
+            values = self.client.run(_worker_malloc_env, os.getpid())
+        except Exception:  # noqa: BLE001 - a client without ``run`` or a failed call: no check, no error
+            return
+        bad = sorted({str(v) for v in dict(values).values() if v is not None})
+        if bad:
+            warnings.warn(f"Dask workers run with {MALLOC_ENV}={','.join(bad)} (Dask's nanny default): the "
+                          "pixel blocks take 1.6-1.9x the CPU time; start them without it "
+                          "(mdslam.batch.local_cluster, or the Dask option distributed.nanny.pre-spawn-environ)",
+                          RuntimeWarning, stacklevel=4)
 
     def release(self) -> None:
-        """Forget the scattered kernel and targets (their cluster memory is freed)."""
-        self._held = None
+        """Forget the scattered kernel and targets (their cluster memory is freed once no task needs them)."""
+        self._held_ke = self._held_y = None

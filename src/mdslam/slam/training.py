@@ -116,9 +116,9 @@ def _solve_parallel(fn, ke, Y, C, eps, n_workers, **kw) -> SVRBatchSolution:
 
 
 def _solve_grid(fn, ke, Y, problems, n_workers, **kw):
-    """Solutions for each (C, eps) of ``problems`` in order; on a cluster several are in flight at once."""
+    """Solutions for each (C, eps) of ``problems`` in order; on a cluster all are submitted before this returns."""
     runner = n_workers if isinstance(n_workers, BlockRunner) else BlockRunner(n_workers)
-    return runner.solve_many(fn, ke, Y, problems, **kw)
+    return runner.submit_many(fn, ke, Y, problems, **kw)
 
 
 def _kernel(X, gamma, kernel_rank, rel_cut=1e-12, decompose=True) -> KernelEig:
@@ -229,13 +229,14 @@ def _cv_rel_cut(Cs: np.ndarray) -> float:
 
 
 def _cv_kernel_step(ke, Kv, Ytr, Yte, gte, Cmask, Cs, es, gi, alive, sums, n_workers, tol, solver="admm"):
-    """Solve every (C, epsilon) of one (gamma, fold) kernel and add its test residuals to ``sums``.
+    """Solve every (C, epsilon) of one (gamma, fold) kernel; the returned function adds its test residuals to ``sums``.
 
     ``alive`` (n_C, n_epsilon, n_gamma, n_pix) bool or None selects the pixels solved per
     point (None: all).  ``sums`` = [sse, se, n_iter, n_solves, max_gap, n_unconv (n_pix,)],
-    updated in place.
+    updated in place when the returned function is called.  On a Dask cluster the problems
+    are submitted before this returns (:meth:`BlockRunner.submit_many`), so the caller can
+    build the next kernel while they are solved.
     """
-    sse, se = sums[0], sums[1]
     points = [(ci, ei) for ci in range(Cs.size) for ei in range(es.size)]
     if alive is None:
         pix_of = {pt: slice(None) for pt in points}
@@ -251,6 +252,12 @@ def _cv_kernel_step(ke, Kv, Ytr, Yte, gte, Cmask, Cs, es, gi, alive, sums, n_wor
         sols = (_solve_parallel(_cv_solver(solver), ke, Ytr[pix_of[ci, ei]],
                                 Cs[ci] if Cmask is None else Cs[ci] * Cmask[pix_of[ci, ei]], es[ei],
                                 n_workers, tol=tol) for ci, ei in points)
+    return lambda: _cv_kernel_sums(ke, Kv, Yte, gte, gi, points, pix_of, sols, sums)
+
+
+def _cv_kernel_sums(ke, Kv, Yte, gte, gi, points, pix_of, sols, sums):
+    """Add the test residuals of one kernel's solutions ``sols`` (in the order of ``points``) to ``sums``."""
+    sse, se = sums[0], sums[1]
     for (ci, ei), sol in zip(points, sols, strict=True):
         pix = pix_of[ci, ei]
         res = (ke.expansion(sol.beta)[0] @ Kv + sol.intercept[:, None] - Yte[pix]) * gte[pix]
@@ -290,9 +297,14 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
     steps = [(k, gi) for k in range(len(folds)) for gi in range(gs.size)]
     bar = _progress(steps, verbose, "SLAM CV grid", unit="kernel",
                     postfix=f"{n_pix} px x {Cs.size * es.size} (C, eps)")
+    # on a cluster the sums of a kernel are added after the next kernel's problems are submitted
+    ahead = isinstance(n_workers, BlockRunner) and n_workers.client is not None
+    pending = []
     for k, gi in bar:
         tr, te = folds[k]
         if prune_now and k == prune_after and gi == 0:
+            while pending:
+                pending.pop()()
             alive = _prune_alive(sse, cnt_part, float(prune))
         if gi == 0:
             cnt_part += good[te].sum(axis=0)
@@ -305,9 +317,17 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
         ke = _kernel(Xs[tr], gs[gi], kernel_rank, rel_cut=cut, decompose=solver != "smo")
         Kv = rbf_kernel(Xs[tr][_support_index(ke)], Xs[te], gs[gi])
         gtr = good[tr].T
-        _cv_kernel_step(ke, Kv, np.ascontiguousarray(Ys[tr].T), Ys[te].T, good[te].T,
-                        None if gtr.all() else gtr.astype(float), Cs, es, gi, alive, sums, n_workers, tol,
-                        solver)
+        add = _cv_kernel_step(ke, Kv, np.ascontiguousarray(Ys[tr].T), Ys[te].T, good[te].T,
+                              None if gtr.all() else gtr.astype(float), Cs, es, gi, alive, sums, n_workers, tol,
+                              solver)
+        while pending:
+            pending.pop()()
+        if ahead:
+            pending.append(add)
+        else:
+            add()
+    while pending:
+        pending.pop()()
     info = {"cv_mean_iterations": sums[2] / max(sums[3], 1), "cv_max_kkt_gap": sums[4],
             "cv_n_unconverged": int(sums[5].sum()), "cv_unconverged_per_pixel": sums[5]}
     if alive is not None:
@@ -328,23 +348,32 @@ def _refit_all(Xs, Ys, good, C_pix, eps_pix, gamma_pix, usable, tol, refit_tol, 
     n, n_pix = Ys.shape
     dual = np.zeros((n_pix, n))
     b = np.zeros(n_pix)
-    max_gap = 0.0
-    n_unconv = 0
-    gammas = np.unique(gamma_pix[usable])
-    for g in _progress(gammas, verbose, "SLAM refit", unit="gamma"):
+    info = {"refit_max_kkt_gap": 0.0, "refit_n_above_tol": 0}
+    runner = n_workers if isinstance(n_workers, BlockRunner) else BlockRunner(n_workers)
+    fn, kw = ((solve_svr_exact, {"tol": tol, "final_tol": refit_tol}) if kernel_rank is None
+              else (_cv_solver(solver), {"tol": tol}))
+    pending = []                         # on a cluster every gamma's fits are submitted before any is read
+    for g in _progress(np.unique(gamma_pix[usable]), verbose, "SLAM refit", unit="gamma"):
         pix = np.flatnonzero((gamma_pix == g) & usable)
         ke = _kernel(Xs, g, kernel_rank)
-        Y = np.ascontiguousarray(Ys[:, pix].T)
-        Cb = C_pix[pix, None] * good[:, pix].T
-        e = eps_pix[pix]
-        if kernel_rank is None:
-            sol = _solve_parallel(solve_svr_exact, ke, Y, Cb, e, n_workers, tol=tol, final_tol=refit_tol)
-            dual[pix] = sol.beta
-        else:
-            sol = _solve_parallel(_cv_solver(solver), ke, Y, Cb, e, n_workers, tol=tol)
-            dual[np.ix_(pix, ke.landmarks)] = ke.expansion(sol.beta)[0]
-        b[pix] = sol.intercept
-        max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
-        n_unconv += int((sol.gap > (refit_tol if kernel_rank is None else tol)).sum())
+        sols = runner.submit_many(fn, ke, np.ascontiguousarray(Ys[:, pix].T),
+                                  [(C_pix[pix, None] * good[:, pix].T, eps_pix[pix])], **kw)
+        pending.append((pix, ke, sols))
+        while pending and runner.client is None:
+            _store_refit(*pending.pop(), dual, b, info, refit_tol if kernel_rank is None else tol)
+    for job in pending:
+        _store_refit(*job, dual, b, info, refit_tol if kernel_rank is None else tol)
     # unusable pixels: model = training mean (dual 0, b 0 in scaled units)
-    return dual, b, {"refit_max_kkt_gap": max_gap, "refit_n_above_tol": n_unconv}
+    return dual, b, info
+
+
+def _store_refit(pix, ke, sols, dual, b, info, tol):
+    """Put one gamma group's final fit (the single solution of ``sols``) into ``dual``, ``b`` and ``info``."""
+    (sol,) = sols
+    if ke.landmarks is None:
+        dual[pix] = sol.beta
+    else:
+        dual[np.ix_(pix, ke.landmarks)] = ke.expansion(sol.beta)[0]
+    b[pix] = sol.intercept
+    info["refit_max_kkt_gap"] = max(info["refit_max_kkt_gap"], float(sol.gap.max(initial=0.0)))
+    info["refit_n_above_tol"] += int((sol.gap > tol).sum())
