@@ -407,6 +407,10 @@ class _LinearStep:
         """Dense step: the penalty level index ``k`` of each ``rh`` (P,), ``rho = 10**(k / RHO_STEPS)``."""
         return np.rint(self.RHO_STEPS * np.log10(rh.astype(float))).astype(int)
 
+    def level_rho(self, k):
+        """Dense step: the penalty ``10**(k / RHO_STEPS)`` of level(s) ``k``."""
+        return 10.0 ** (k / self.RHO_STEPS)
+
     def dense_factors(self, k: int) -> tuple[np.ndarray, np.ndarray, float]:
         """``M = (K + rho I)^-1`` (n, n), ``c = M 1`` (n,) and ``den = 1^T M 1`` at level ``k``, in ``dt``.
 
@@ -416,7 +420,7 @@ class _LinearStep:
         key = ("dense", np.dtype(self.dt).str, int(k))
         hit = self.ke.cache.get(key)
         if hit is None:
-            rho = 10.0 ** (k / self.RHO_STEPS)
+            rho = self.level_rho(k)
             U = self.ke.U
             D = -self.lam64 / (rho * (self.lam64 + rho))               # 1/(lam+rho) - 1/rho
             M = (U * D) @ U.T
@@ -482,7 +486,7 @@ class _PhaseState:
             for name in self.ROWS[:7] + ("x", "zold"):
                 setattr(self, name, getattr(self, name)[order])
             lev = lev[order]
-        self.rho = (10.0 ** (lev / lin.RHO_STEPS)).astype(lin.dt)
+        self.rho = lin.level_rho(lev).astype(lin.dt)
         self.D = self.Dc = self.den = np.zeros((lev.size, 0), lin.dt)
         self._group(lin, lev)
 
@@ -607,7 +611,7 @@ def _admm_adapt_rho(st: _PhaseState, lin: _LinearStep) -> None:
     if np.any(fac != 1):
         rho_new = np.clip(rh * fac, 1e-4, 1e4)
         if lin.dense:                                 # u scales with the level actually used
-            ut *= (rh / (10.0 ** (lin.level(rho_new) / lin.RHO_STEPS)).astype(lin.dt))[:, None]
+            ut *= (rh / lin.level_rho(lin.level(rho_new)).astype(lin.dt))[:, None]
         else:
             ut /= fac[:, None]
         st.set_rho(lin, rho_new)

@@ -300,6 +300,7 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
     # on a cluster the sums of a kernel are added after the next kernel's problems are submitted
     ahead = isinstance(n_workers, BlockRunner) and n_workers.client is not None
     pending = []
+    cut = _cv_rel_cut(Cs) if kernel_rank is None else 1e-8
     for k, gi in bar:
         tr, te = folds[k]
         if prune_now and k == prune_after and gi == 0:
@@ -313,7 +314,6 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
         # small eigenvalues of an exact kernel are left out of the ADMM linear step only
         # (:func:`_cv_rel_cut`); the KKT gap and the polish always use the full kernel, so the
         # stopping rule is exact
-        cut = _cv_rel_cut(Cs) if kernel_rank is None else 1e-8
         ke = _kernel(Xs[tr], gs[gi], kernel_rank, rel_cut=cut, decompose=solver != "smo")
         Kv = rbf_kernel(Xs[tr][_support_index(ke)], Xs[te], gs[gi])
         gtr = good[tr].T
