@@ -95,7 +95,7 @@ def run_mdslam(d: dict, folds: int, n_jobs: int, cv_prune: float | None = None, 
     from mdslam.slam import SLAM
 
     model = SLAM(cv=KFold(folds), n_jobs=n_jobs, cv_prune=cv_prune, solver=solver)   # the default 120-point grid
-    with LoadSampler() as load, _PartialSums(len(model.gamma) * PRUNE_AFTER) as partial:
+    with LoadSampler() as load, _PartialSums(len(model.gamma) * PRUNE_AFTER, len(model.gamma)) as partial:
         t0, c0 = time.perf_counter(), _cpu()
         model.fit(d["flux"], d["labels"], d["ivar"], wavelength=d["wave"])
         dt, cpu = time.perf_counter() - t0, _cpu() - c0
@@ -107,6 +107,8 @@ def run_mdslam(d: dict, folds: int, n_jobs: int, cv_prune: float | None = None, 
            "grid": {k: np.asarray(v).tolist() for k, v in model.param_grid_.items()}}
     if cv_prune is None:
         out["sse_partial"] = partial.sse
+        out["sse_per_fold"] = np.array(partial.per_fold)
+    out["kernel_cpu_s"] = np.array(partial.kernel_cpu_s)
     if test is not None:
         lab = model.predict(test["flux"], test["ivar"])
         ok = np.all(np.isfinite(lab), axis=1)
@@ -121,10 +123,14 @@ class _PartialSums:
     Wraps :func:`mdslam.slam.training._cv_kernel_step` (one call per fold and gamma, folds in
     order); with ``n_calls`` = n_gamma x :data:`PRUNE_AFTER`, ``sse`` (n_C, n_epsilon, n_gamma,
     n_pix) holds what ``cv_prune`` decides on, so one exact search gives the choice of any factor.
+    ``per_fold`` (n_fold, n_C, n_epsilon, n_gamma, n_pix) keeps each fold's own sums (every
+    ``n_gamma`` calls) and ``kernel_cpu_s`` (n_fold x n_gamma,) the process CPU of each call
+    (its solves and test residuals), from which any subset of folds can be scored.
     """
 
-    def __init__(self, n_calls: int):
+    def __init__(self, n_calls: int, n_gamma: int | None = None):
         self.n_calls, self.calls, self.sse = n_calls, 0, None
+        self.n_gamma, self.per_fold, self.kernel_cpu_s = n_gamma, [], []
 
     def __enter__(self):
         from mdslam.slam import training
@@ -132,10 +138,19 @@ class _PartialSums:
         self._mod, self._orig = training, training._cv_kernel_step
 
         def step(*a, **k):
-            self._orig(*a, **k)
-            self.calls += 1
-            if self.calls == self.n_calls:
-                self.sse = np.array(a[10][0])          # sums[0]: sse
+            c0 = _cpu()
+            add = self._orig(*a, **k)
+
+            def add_timed():
+                add()
+                self.kernel_cpu_s.append(_cpu() - c0)
+                self.calls += 1
+                total = np.array(a[10][0])          # sums[0]: sse
+                if self.calls == self.n_calls:
+                    self.sse = total
+                if self.n_gamma and self.calls % self.n_gamma == 0:
+                    self.per_fold.append(total - sum(self.per_fold) if self.per_fold else total)
+            return add_timed
         training._cv_kernel_step = step
         return self
 

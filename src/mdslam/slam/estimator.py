@@ -216,6 +216,17 @@ class SLAM(RegressorMixin, BaseEstimator):
         stars the CV used, ``solver_info_["cv_subsample_seed"]`` the seed of the draw.  The
         likelihood's CV (a ``prior`` with ``chi2_scale="cv"``, or ``likelihood="correlated"``)
         still refits the model on folds of all stars.
+    cv_screen : None, int or dict
+        None (default): the exact grid search.  An int ``k``, or a dict with ``keep`` (``k``),
+        ``n_star`` and ``folds``: the screened search (:mod:`mdslam.slam.screen`, exact kernel,
+        without ``cv_prune``): the whole grid is first cross-validated with ``folds`` folds
+        (default 3) on ``n_star`` stars (default 300) drawn with seed ``random_state``, then
+        each pixel's ``k`` points (default 5) of lowest CV-MSE there get the full CV of
+        ``cv``; the others' ``cv_mse_grid_`` entries are NaN.  Every full-CV solve is held
+        to ``tol`` and counted per pixel in ``cv_unconverged_`` as in the exact search;
+        ``solver_info_`` gives ``cv_screened_fraction`` (full-CV solves not made) and
+        ``cv_screen_n_unconverged`` (the proxy's solves above ``tol``).  Its choices, CV-MSE
+        regret and time against the exact search: ``benchmarks/README.md`` ("Realistic grid").
 
     Attributes
     ----------
@@ -295,7 +306,7 @@ class SLAM(RegressorMixin, BaseEstimator):
                  lm_float32: bool = False, lm_sigma_tol: float | None = None,
                  cv_prune: float | None = None, likelihood: str = "independent", lm_damping: str = "fixed",
                  solver: str = "admm", cv_subsample: int | None = None, lm_rank: int | None = None,
-                 lm_newton: bool = False):
+                 lm_newton: bool = False, cv_screen: int | dict | None = None):
         self.C = C
         self.epsilon = epsilon
         self.gamma = gamma
@@ -325,6 +336,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         self.cv_subsample = cv_subsample
         self.lm_rank = lm_rank
         self.lm_newton = lm_newton
+        self.cv_screen = cv_screen
 
     def set_params(self, **params) -> SLAM:
         """Set parameters (scikit-learn); a fitted model keeps its state and drops its prediction cache.
@@ -410,7 +422,8 @@ class SLAM(RegressorMixin, BaseEstimator):
         Xc, Yc, gc, cv_folds, cv_kr, cv_solver = _search_inputs(Xs, Ys, good, rows, folds, self.cv,
                                                                 self.random_state, kr, solver)
         sse, se, cnt, info = _grid_search_cv(Xc, Yc, gc, cv_folds, Cs, es, gs, self.tol, self.verbose, runner, cv_kr,
-                                             prune=prune, solver=cv_solver)
+                                             prune=prune, solver=cv_solver, screen=self.cv_screen,
+                                             random_state=self.random_state)
         info["cv_n_stars"] = int(rows.size)
         if rows.size < n and isinstance(self.random_state, (int, np.integer)):
             info["cv_subsample_seed"] = int(self.random_state)

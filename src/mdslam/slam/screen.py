@@ -1,0 +1,176 @@
+"""Screened CV grid search: a cheap proxy ranks the grid, the full k-fold CV solves the best few points.
+
+SLAM's exact hyperparameter search (:func:`mdslam.slam.training._grid_search_cv`) solves every
+grid point in every fold.  The screened search (``SLAM(cv_screen=...)``) does it in two stages:
+
+1. **proxy**: the whole grid with a few folds on a seeded random subsample of the training stars
+   (:func:`mdslam.sampling.draw`), every point of every pixel;
+2. **full CV on the kept points**: per pixel the ``keep`` points of lowest proxy CV-MSE get the
+   full k-fold CV of the exact search (same folds, same solver, same ``tol``), all pixels'
+   kept points with one gamma solved as one batch per (fold, gamma) kernel with per-target C
+   and epsilon.
+
+The choice is the kept point of lowest full CV-MSE; points not kept have NaN in ``sse``.
+Every stage-2 solve is checked against ``tol`` and counted per pixel, as in the exact search;
+the proxy's solves above ``tol`` are counted apart (they only rank).  How often the choice
+differs from the exact search's, and the CV-MSE regret, are measured in ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..sampling import draw
+from ..svr import rbf_kernel
+from ._util import _progress
+from .training import (
+    _cv_rel_cut,
+    _cv_solver,
+    _grid_search_cv,
+    _iter_folds,
+    _kernel,
+    _solve_parallel,
+    _support_index,
+)
+
+#: Defaults of the proxy: stars in the subsample, its folds, points kept per pixel.
+SCREEN_DEFAULTS = {"n_star": 300, "folds": 3, "keep": 5}
+
+
+def check_screen(screen: Any) -> dict[str, int]:
+    """The screened search's settings from ``SLAM(cv_screen=...)``.
+
+    Parameters
+    ----------
+    screen : int or mapping
+        An int ``k``: keep ``k`` points per pixel, the proxy of :data:`SCREEN_DEFAULTS`.  A
+        mapping with any of ``keep``, ``n_star`` (stars of the proxy's subsample) and
+        ``folds`` (its folds, >= 2), the rest from :data:`SCREEN_DEFAULTS`.
+
+    Returns
+    -------
+    dict with int ``keep``, ``n_star``, ``folds``.
+
+    Raises
+    ------
+    ValueError
+        An unknown key, or a value that is not a positive int (``folds`` < 2).
+    """
+    spec = {"keep": screen} if not isinstance(screen, Mapping) else dict(screen)
+    bad = set(spec) - set(SCREEN_DEFAULTS)
+    if bad:
+        raise ValueError(f"cv_screen: unknown key(s) {sorted(bad)}; allowed: {sorted(SCREEN_DEFAULTS)}")
+    out = {**SCREEN_DEFAULTS, **spec}
+    for k, v in out.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (2 if k == "folds" else 1):
+            raise ValueError(f"cv_screen {k}={v!r}: must be an int >= {2 if k == 'folds' else 1}")
+    return {k: int(v) for k, v in out.items()}
+
+
+def keep_best(mse: np.ndarray, keep: int) -> np.ndarray:
+    """Per pixel, the ``keep`` grid points of lowest proxy CV-MSE.
+
+    Parameters
+    ----------
+    mse : (n_C, n_epsilon, n_gamma, n_pix) array
+        Proxy CV-MSE (standardised flux^2; NaN or inf: not ranked).
+    keep : int
+        Points kept per pixel (all if >= the grid size).
+
+    Returns
+    -------
+    (n_C, n_epsilon, n_gamma, n_pix) bool array.  A pixel without any finite proxy value keeps
+    every point (its full search is the exact one).
+    """
+    flat = mse.reshape(-1, mse.shape[-1])
+    m = np.where(np.isfinite(flat), flat, np.inf)
+    order = np.argsort(m, axis=0, kind="stable")[:min(keep, m.shape[0])]
+    alive = np.zeros(m.shape, bool)
+    np.put_along_axis(alive, order, True, axis=0)
+    alive[:, ~np.isfinite(m).any(axis=0)] = True
+    return alive.reshape(mse.shape)
+
+
+def screened_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, solver="admm",
+                       screen: Any = 5, random_state=0):
+    """The screened grid search: proxy on a subsample, full CV on each pixel's kept points.
+
+    Arguments and returns as :func:`mdslam.slam.training._grid_search_cv` (exact kernel);
+    ``screen`` as :func:`check_screen`, ``random_state`` seeds the subsample and its folds.
+    ``sse`` and ``se`` are NaN at the points not kept.  ``info`` adds ``cv_screen`` (the
+    settings), ``cv_screen_n_unconverged`` (the proxy's solves above ``tol``) and
+    ``cv_screened_fraction`` (the full search's solves not made).
+    """
+    spec = check_screen(screen)
+    n, n_pix = Ys.shape
+    rows = draw(n, spec["n_star"], random_state)
+    pfolds = _iter_folds(rows.size, spec["folds"], random_state)
+    psse, _, pcnt, pinfo = _grid_search_cv(Xs[rows], Ys[rows], good[rows], pfolds, Cs, es, gs, tol, verbose,
+                                           n_workers, solver=solver)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alive = keep_best(psse / pcnt, spec["keep"])
+    sse, se, cnt, info = masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_workers, solver)
+    info.update(cv_screen=spec, cv_screen_n_unconverged=pinfo["cv_n_unconverged"],
+                cv_screened_fraction=float(1.0 - alive.mean()))
+    return sse, se, cnt, info
+
+
+def masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_workers=1, solver="admm"):
+    """Full k-fold CV sums of the grid points ``alive`` only, one batched solve per (fold, gamma).
+
+    Parameters
+    ----------
+    Xs : (n, L) array
+        Standardised labels.
+    Ys, good : (n, n_pix) arrays
+        Standardised fluxes and their good-pixel mask.
+    folds : list of (train, test) index arrays
+    Cs, es, gs : (n_C,), (n_epsilon,), (n_gamma,) arrays
+        The grid.
+    alive : (n_C, n_epsilon, n_gamma, n_pix) bool array
+        The (point, pixel) pairs solved.
+    tol : float
+        KKT gap of every solve (libsvm's criterion).
+    verbose : bool
+    n_workers : int or BlockRunner
+    solver : str
+        As :func:`mdslam.slam.training._grid_search_cv` (exact kernel).
+
+    Returns
+    -------
+    sse, se : (n_C, n_epsilon, n_gamma, n_pix) arrays, NaN where not ``alive``.
+    cnt : (n_pix,) array
+        Test points per pixel.
+    info : dict
+        ``cv_mean_iterations``, ``cv_max_kkt_gap``, ``cv_n_unconverged`` and
+        ``cv_unconverged_per_pixel`` (n_pix,) of these solves.
+    """
+    n_pix = Ys.shape[1]
+    sse = np.zeros((Cs.size, es.size, gs.size, n_pix))
+    se = np.zeros_like(sse)
+    cnt = sum(good[te].sum(axis=0) for _, te in folds).astype(float)
+    unconv = np.zeros(n_pix, int)
+    n_iter, n_solves, max_gap = 0, 0, 0.0
+    fn, cut = _cv_solver(solver), _cv_rel_cut(Cs)
+    steps = [(k, gi) for k in range(len(folds)) for gi in range(gs.size) if alive[:, :, gi].any()]
+    for k, gi in _progress(steps, verbose, "SLAM screened CV", unit="kernel"):
+        tr, te = folds[k]
+        ci, ei, pix = np.nonzero(alive[:, :, gi])            # one target per kept (C, epsilon, pixel)
+        ke = _kernel(Xs[tr], gs[gi], None, rel_cut=cut, decompose=solver != "smo")
+        Kv = rbf_kernel(Xs[tr][_support_index(ke)], Xs[te], gs[gi])
+        C = Cs[ci][:, None] * good[tr][:, pix].T
+        sol = _solve_parallel(fn, ke, np.ascontiguousarray(Ys[tr][:, pix].T), C, es[ei], n_workers, tol=tol)
+        res = (ke.expansion(sol.beta)[0] @ Kv + sol.intercept[:, None] - Ys[te][:, pix].T) * good[te][:, pix].T
+        sse[ci, ei, gi, pix] += (res * res).sum(axis=1)
+        se[ci, ei, gi, pix] += res.sum(axis=1)
+        n_iter, n_solves = n_iter + int(sol.n_iter.sum()), n_solves + pix.size
+        max_gap = max(max_gap, float(sol.gap.max(initial=0.0)))
+        np.add.at(unconv, pix, ~sol.converged)
+    sse[~alive] = np.nan
+    se[~alive] = np.nan
+    info = {"cv_mean_iterations": n_iter / max(n_solves, 1), "cv_max_kkt_gap": max_gap,
+            "cv_n_unconverged": int(unconv.sum()), "cv_unconverged_per_pixel": unconv}
+    return sse, se, cnt, info

@@ -1,0 +1,116 @@
+"""The screened CV grid search (``SLAM(cv_screen=...)``, :mod:`mdslam.slam.screen`).
+
+References: scikit-learn's ``SVR`` (libsvm) cross-validated over the same standardised data,
+grid and folds (the exact search's answer), and the exact search of ``SLAM`` itself
+(``cv_screen=None``) for the points both solve.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _spectra import libsvm_cv_mse_grid, sigmoid_lines
+from sklearn.model_selection import KFold
+
+from mdslam.slam import SLAM, screen
+
+GRID = {"C": (1.0, 10.0), "epsilon": (0.03, 0.3), "gamma": (0.03, 0.3, 3.0)}
+SCREEN = {"keep": 3, "n_star": 100, "folds": 3}
+
+
+@pytest.fixture(scope="module")
+def data():
+    """150 stars x 6 pixels of smooth sigmoid lines in 3 labels, SNR 100, standardised as SLAM does."""
+    flux, labels = sigmoid_lines(150, 6, seed=3, coef_seed=5)
+    X = (labels - labels.mean(0)) / labels.std(0)
+    Y = (flux - flux.mean(0)) / flux.std(0)
+    return flux, labels, X, Y
+
+
+@pytest.fixture(scope="module")
+def fits(data):
+    flux, labels = data[:2]
+    exact = SLAM(**GRID, cv=KFold(5), chi2_scale=1.0).fit(flux, labels)
+    screened = SLAM(**GRID, cv=KFold(5), chi2_scale=1.0, cv_screen=SCREEN).fit(flux, labels)
+    return exact, screened
+
+
+@pytest.fixture(scope="module")
+def libsvm_mse(data):
+    """libsvm's 5-fold CV-MSE of every pixel and grid point, (n_pix, n_C, n_epsilon, n_gamma)."""
+    X, Y = data[2:]
+    return libsvm_cv_mse_grid(X, Y, list(KFold(5).split(X)), GRID)
+
+
+def test_screened_search_returns_the_exact_choice(fits, libsvm_mse):
+    """Where libsvm's best point is clear (the second best >= 1 % worse; 4 of the 6 pixels) the
+    screened choice is that point; on every pixel it is the exact search's; 3 of 12 points per
+    pixel get the full CV."""
+    exact, screened = fits
+    flat = libsvm_mse.reshape(len(libsvm_mse), -1)
+    two = np.sort(flat, axis=1)[:, :2]
+    clear = two[:, 1] > 1.01 * two[:, 0]
+    assert clear.sum() >= 4, "the test problem should have a clear best point on most pixels"
+    best = np.array(np.unravel_index(flat.argmin(1), libsvm_mse.shape[1:])).T
+    for k, name in enumerate(("C", "epsilon", "gamma")):
+        assert np.array_equal(getattr(screened, name + "_")[clear], np.asarray(GRID[name])[best[clear, k]])
+        assert np.array_equal(getattr(screened, name + "_"), getattr(exact, name + "_"))
+    kept = np.isfinite(screened.cv_mse_grid_)
+    assert np.all(kept.reshape(len(kept), -1).sum(1) == SCREEN["keep"])
+    assert screened.solver_info_["cv_screened_fraction"] == pytest.approx(1 - 3 / 12)
+    assert screened.solver_info_["cv_screen"] == SCREEN
+    # the kept points' full CV-MSE is the exact search's (both solve to libsvm's gap 1e-3)
+    assert np.allclose(screened.cv_mse_grid_[kept], exact.cv_mse_grid_[kept], rtol=2e-3, atol=0)
+    assert np.allclose(screened.dual_coef_, exact.dual_coef_, atol=1e-9)
+
+
+def test_stage_two_solves_equal_libsvm_at_the_chosen_point(data, libsvm_mse):
+    """The full CV of one (C, epsilon, gamma) per pixel, solved in one batch per (fold, gamma)
+    with per-target C and epsilon, gives libsvm's CV-MSE there (both at KKT gap 1e-6)."""
+    X, Y = data[2:]
+    Cs, es, gs = (np.asarray(GRID[k]) for k in ("C", "epsilon", "gamma"))
+    n_pix = Y.shape[1]
+    alive = np.zeros((Cs.size, es.size, gs.size, n_pix), bool)
+    pick = np.random.default_rng(0).integers(0, [Cs.size, es.size, gs.size], (n_pix, 3))
+    pick[:2] = [[1, 0, 2], [1, 0, 1]]               # C = 10, the hardest corner, on two pixels
+    alive[pick[:, 0], pick[:, 1], pick[:, 2], np.arange(n_pix)] = True
+    folds = list(KFold(5).split(X))
+    sse, _, cnt, info = screen.masked_search_cv(X, Y, np.ones_like(Y, bool), folds, Cs, es, gs, alive, 1e-6,
+                                                False)
+    got = (sse / cnt)[pick[:, 0], pick[:, 1], pick[:, 2], np.arange(n_pix)]
+    want = libsvm_mse[np.arange(n_pix), pick[:, 0], pick[:, 1], pick[:, 2]]
+    assert np.allclose(got, want, rtol=1e-4, atol=0)
+    assert np.isnan(sse[~alive]).all()
+    assert info["cv_n_unconverged"] == 0 and info["cv_max_kkt_gap"] <= 1e-6
+
+
+def test_solves_above_tol_are_counted_per_pixel(data, monkeypatch):
+    """A solve left above ``tol`` is counted on its own pixel, once per fold and kept point."""
+    X, Y = data[2:]
+    Cs, es, gs = (np.asarray(GRID[k]) for k in ("C", "epsilon", "gamma"))
+    real, stall_pix = screen._cv_solver("admm"), 4
+
+    def stalls_on_one_pixel(ke, Yb, C, eps, **kw):
+        sol = real(ke, Yb, C, eps, **kw)
+        sol.converged = sol.converged & ~np.isin(Yb[:, 0], Y[:, stall_pix])    # rows of that pixel
+        return sol
+
+    monkeypatch.setattr(screen, "_cv_solver", lambda name: stalls_on_one_pixel)
+    alive = np.zeros((Cs.size, es.size, gs.size, Y.shape[1]), bool)
+    alive[0, :, 1, :] = True                                                  # 2 points per pixel
+    alive[1, 0, 2, :3] = True                                                 # and a third on 3 pixels
+    folds = list(KFold(5).split(X))
+    _, _, _, info = screen.masked_search_cv(X, Y, np.ones_like(Y, bool), folds, Cs, es, gs, alive, 1e-3, False)
+    want = np.zeros(Y.shape[1], int)
+    want[stall_pix] = 2 * len(folds)                 # 2 kept points x 5 folds, on that pixel alone
+    assert np.array_equal(info["cv_unconverged_per_pixel"], want)
+    assert info["cv_n_unconverged"] == want.sum()
+
+
+def test_bad_cv_screen_is_a_one_line_error(data):
+    flux, labels = data[:2]
+    for bad, msg in ((0, "keep=0"), ({"folds": 1}, "folds=1"), ({"kep": 3}, "unknown key"), (2.5, "keep=2.5")):
+        with pytest.raises(ValueError, match=msg):
+            SLAM(**GRID, cv=KFold(5), cv_screen=bad).fit(flux, labels)
+    with pytest.raises(ValueError, match="cv_prune None"):
+        SLAM(**GRID, cv=KFold(5), cv_screen=3, cv_prune=1.5).fit(flux, labels)
