@@ -84,7 +84,7 @@ def _cpu(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def run_mdslam(d: dict, folds: int, n_jobs: int, cv_prune: float | None = None, solver: str = "admm",
-               test: dict | None = None) -> dict:
+               test: dict | None = None, cv_screen=None) -> dict:
     """Fit ``SLAM`` with the default 120-point grid on ``d``; times (s), solver report, choices, test rms.
 
     With ``test`` (held-out stars of :func:`make_data`) the fitted model labels them and
@@ -94,12 +94,15 @@ def run_mdslam(d: dict, folds: int, n_jobs: int, cv_prune: float | None = None, 
 
     from mdslam.slam import SLAM
 
-    model = SLAM(cv=KFold(folds), n_jobs=n_jobs, cv_prune=cv_prune, solver=solver)   # the default 120-point grid
-    with LoadSampler() as load, _PartialSums(len(model.gamma) * PRUNE_AFTER, len(model.gamma)) as partial:
+    model = SLAM(cv=KFold(folds), n_jobs=n_jobs, cv_prune=cv_prune, solver=solver,   # the default 120-point grid
+                 cv_screen=cv_screen)
+    with (LoadSampler() as load, _PartialSums(len(model.gamma) * PRUNE_AFTER, len(model.gamma)) as partial,
+          _ScreenTimes() as st):
         t0, c0 = time.perf_counter(), _cpu()
         model.fit(d["flux"], d["labels"], d["ivar"], wavelength=d["wave"])
         dt, cpu = time.perf_counter() - t0, _cpu() - c0
     out = {"train_s": dt, "train_cpu_s": cpu, "cv_prune": cv_prune, "solver": solver, "solver_info": model.solver_info_,
+           "cv_screen": cv_screen, "screen_cpu_s": st.cpu,
            "load": load.summary(), "cv_unconverged": model.cv_unconverged_,
            "grid_points": int(np.prod([len(v) for v in model.param_grid_.values()])),
            "cv_mse_scaled": model.cv_mse_scaled_, "cv_mse_grid": model.cv_mse_grid_, "C": model.C_,
@@ -115,6 +118,41 @@ def run_mdslam(d: dict, folds: int, n_jobs: int, cv_prune: float | None = None, 
         out["test_rms"] = np.sqrt(np.mean((lab[ok] - test["labels"][ok]) ** 2, axis=0))
         out["test_n_fitted"] = int(ok.sum())
     return out
+
+
+class _ScreenTimes:
+    """Within ``with``: CPU seconds (process, all threads) of the screened search's parts.
+
+    ``cpu["proxy"]`` the stage-1 grid search on the subsample, ``cpu["stage2"]`` the full CV of
+    the kept points, of which ``cpu["stage2_kernels"]`` builds the shared (fold, gamma) kernels,
+    their eigendecompositions and fold-to-test kernels (the rest: the per-pixel solves).
+    """
+
+    def __init__(self):
+        self.cpu = {"proxy": 0.0, "stage2": 0.0, "stage2_kernels": 0.0}
+
+    def _timed(self, fn, key):
+        def run(*a, **k):
+            c0 = _cpu()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.cpu[key] += _cpu() - c0
+        return run
+
+    def __enter__(self):
+        from mdslam.slam import screen
+
+        self._mod = screen
+        self._orig = {k: getattr(screen, k) for k in ("_grid_search_cv", "masked_search_cv", "_kernel", "rbf_kernel")}
+        for name, key in (("_grid_search_cv", "proxy"), ("masked_search_cv", "stage2"), ("_kernel", "stage2_kernels"),
+                          ("rbf_kernel", "stage2_kernels")):
+            setattr(screen, name, self._timed(self._orig[name], key))
+        return self
+
+    def __exit__(self, *exc):
+        for k, v in self._orig.items():
+            setattr(self._mod, k, v)
 
 
 class _PartialSums:
@@ -195,6 +233,86 @@ def compare_prune(exact: dict, pruned: dict | np.ndarray) -> dict:
     g = np.asarray(exact["cv_mse_grid"])
     at = g[np.arange(g.shape[0]), ip[:, 0], ip[:, 1], ip[:, 2]]
     return {"same_fraction": float(same.mean()), "regret": at / np.asarray(exact["cv_mse_scaled"])}
+
+
+def compare_grids(exact_grid: np.ndarray, grid: np.ndarray) -> dict:
+    """A search's choice (lowest finite entry of ``grid``) against the exact search's, both (n_pix, n_C, n_eps, n_gamma).
+
+    Returns the fraction of pixels with the same (C, epsilon, gamma) and per pixel the exact
+    CV-MSE at the search's choice over the exact best (the regret, 1 where the choice is the same).
+    """
+    fe = np.asarray(exact_grid).reshape(len(exact_grid), -1)
+    fs = np.asarray(grid).reshape(len(grid), -1)
+    ie, js = np.argmin(fe, axis=1), np.argmin(np.where(np.isfinite(fs), fs, np.inf), axis=1)
+    rows = np.arange(len(fe))
+    return {"same_fraction": float(np.mean(ie == js)), "regret": fe[rows, js] / fe[rows, ie]}
+
+
+def proxy_rank(exact_grid: np.ndarray, proxy: np.ndarray, keeps=(1, 3, 5, 8, 12)) -> dict:
+    """How well a proxy CV-MSE (n_pix, n_C, n_eps, n_gamma) ranks the exact search's grid.
+
+    Per ``k`` of ``keeps``: the fraction of pixels whose exact best point is among the proxy's
+    ``k`` best, and the regret of the screened search that keeps them (exact CV-MSE of the best
+    kept point over the exact best: median, max), and the fraction of kept points at C >= 100.
+    """
+    fe = np.asarray(exact_grid).reshape(len(exact_grid), -1)
+    fp = np.asarray(proxy).reshape(len(proxy), -1)
+    order = np.argsort(np.where(np.isfinite(fp), fp, np.inf), axis=1, kind="stable")
+    ie = np.argmin(fe, axis=1)
+    n_c = np.asarray(exact_grid).shape[1]
+    big_c = np.repeat(np.arange(n_c), fe.shape[1] // n_c) >= n_c - 2
+    out = {}
+    for k in keeps:
+        top = order[:, :k]
+        reg = np.take_along_axis(fe, top, axis=1).min(axis=1) / fe[np.arange(len(fe)), ie]
+        out[k] = {"contains": float(np.mean((top == ie[:, None]).any(axis=1))), "regret_median": float(np.median(reg)),
+                  "regret_max": float(reg.max()), "large_C_fraction": float(big_c[top].mean())}
+    return out
+
+
+def run_proxy(d: dict, n_star: int, folds: int, solver: str, n_jobs: int, seed: int = 0) -> dict:
+    """The screened search's stage 1 alone: the whole grid by CV with ``folds`` folds on ``n_star`` stars.
+
+    As :func:`mdslam.slam.screen.screened_search_cv` draws them (seed ``seed``, SLAM's
+    ``random_state``); returns the proxy CV-MSE grid (n_pix, n_C, n_eps, n_gamma), its CPU
+    seconds and its solves above tol.
+    """
+    from mdslam.sampling import draw
+    from mdslam.slam import DEFAULT_C, DEFAULT_EPSILON, DEFAULT_GAMMA
+    from mdslam.slam.training import _grid_search_cv, _iter_folds, _standardise
+
+    good = np.isfinite(d["flux"]) & (d["ivar"] > 0)
+    Xs, Ys, _ = _standardise(np.where(good, d["flux"], 0.0), d["labels"], good)
+    rows = draw(len(Xs), n_star, seed)
+    c0 = _cpu()
+    sse, _, cnt, info = _grid_search_cv(Xs[rows], Ys[rows], good[rows], _iter_folds(rows.size, folds, seed),
+                                        *(np.asarray(v, float) for v in (DEFAULT_C, DEFAULT_EPSILON, DEFAULT_GAMMA)),
+                                        1e-3, False, n_jobs, solver=solver)
+    return {"mse": np.moveaxis(sse / cnt, -1, 0), "cpu_s": _cpu() - c0, "n_unconverged": info["cv_n_unconverged"]}
+
+
+def _print_proxies(exact: dict, d: dict, specs: str, solver: str, n_jobs: int, folds: int) -> dict:
+    """Rank quality of the subsample proxies ``specs`` ("n_star:folds,...") and of the exact search's first folds."""
+    eg = np.asarray(exact["cv_mse_grid"])
+    cands = []
+    if "sse_per_fold" in exact:
+        per = np.asarray(exact["sse_per_fold"])
+        for f in (1, 2, 3):
+            cands.append((f"first {f} of the {folds} folds (all stars)", np.moveaxis(per[:f].sum(0), -1, 0), None))
+    for spec in specs.split(","):
+        m, f = (int(v) for v in spec.split(":"))
+        r = run_proxy(d, m, f, solver, n_jobs)
+        cands.append((f"{m} stars, {f} folds", r["mse"], r))
+    res = {}
+    for name, mse, r in cands:
+        pr = proxy_rank(eg, mse)
+        extra = "" if r is None else f"; {r['cpu_s']:.1f} s CPU = {r['cpu_s'] / len(eg):.2f} s per px, " \
+                                     f"{r['n_unconverged']} solves above tol"
+        print(f"{'proxy ' + name:44s} " + "; ".join(
+            f"k={k}: best kept {v['contains']:.2f}, regret med {v['regret_median']:.4f} max {v['regret_max']:.4f}, "
+            f"C>=100 {v['large_C_fraction']:.2f}" for k, v in pr.items()) + extra, flush=True)
+        res[name] = {"rank": pr, **({} if r is None else {"cpu_s": r["cpu_s"], "n_unconverged": r["n_unconverged"]})}
+    return res
 
 
 def fixed_cost(d: dict, folds: int, gammas) -> dict:
@@ -323,6 +441,33 @@ def _print_simulated(exact: dict, folds: int, factors=(1.1, 1.2, 1.5, 2.0, 3.0))
     return res
 
 
+def _print_screen(m: dict, exact: dict | None, n_pix: int) -> dict:
+    """The screened fit's CPU split (proxy, shared kernels, per-pixel solves, final fits) and its choices vs ``exact``."""
+    c, si = m["screen_cpu_s"], m["solver_info"]
+    solves = c["stage2"] - c["stage2_kernels"]
+    rest = m["train_cpu_s"] - c["proxy"] - c["stage2"]
+    print(f"{'  screened search CPU split':44s} proxy {c['proxy']:.1f} s ({c['proxy'] / n_pix:.2f} s per px); full CV "
+          f"of the kept points {c['stage2']:.1f} s = shared kernels {c['stage2_kernels']:.1f} s + solves {solves:.1f} s "
+          f"({solves / n_pix:.2f} s per px); final fits and the rest {rest:.1f} s ({rest / n_pix:.2f} s per px)")
+    print(f"{'  kept points / full-CV solves not made':44s} {si['cv_screen']}; {si['cv_screened_fraction']:.3f} of the "
+          f"exact search's solves not made; proxy solves above tol {si['cv_screen_n_unconverged']}")
+    per_px = (c["proxy"] + solves + rest) / n_pix
+    fixed = c["stage2_kernels"]
+    print(f"{'  to 1596 px (kernels fixed, the rest per px)':44s} {fixed:.0f} + 1596 x {per_px:.2f} = "
+          f"{fixed + 1596 * per_px:.0f} s CPU ({(fixed + 1596 * per_px) / 2 / 60:.1f} min on 2 free cores)")
+    res = {"cpu": c, "per_px_cpu_s": per_px}
+    if exact is not None:
+        cg = compare_grids(exact["cv_mse_grid"], m["cv_mse_grid"])
+        r = cg["regret"]
+        print(f"{'  vs the exact search':44s} same (C, eps, gamma) on {cg['same_fraction']:.3f} of the pixels; exact "
+              f"CV-MSE at the screened choice / exact best: median {np.median(r):.4f}, max {r.max():.4f}")
+        if "test_rms" in exact and "test_rms" in m:
+            print(f"{'  test rms (Teff K, logg, FeH) exact | screened':44s} {np.round(exact['test_rms'], 4).tolist()} | "
+                  f"{np.round(m['test_rms'], 4).tolist()}")
+        res.update(same_fraction=cg["same_fraction"], regret=r.tolist())
+    return res
+
+
 def _print_astroslam(a: dict, m: dict | None, n_pix: int) -> None:
     """astroslam's time on its pixels, extrapolated to ``n_pix`` and to 1596 px, and the ratios to ``m``."""
     pix = np.asarray(a["pixels"])
@@ -355,6 +500,12 @@ def _parse(argv) -> argparse.Namespace:
     ap.add_argument("--cv-prune", type=float, default=None, help="SLAM(cv_prune=F) (default: the exact grid search)")
     ap.add_argument("--compare-prune", type=float, default=None, metavar="F",
                     help="fit twice in one process, exact search then cv_prune=F, and compare the choices")
+    ap.add_argument("--cv-screen", default=None, metavar="K|JSON",
+                    help='SLAM(cv_screen=...): an int (points kept per pixel) or a JSON dict, e.g. \'{"keep": 5, "n_star": 300}\'')
+    ap.add_argument("--exact-npz", default=None, help="a saved exact search (realistic_<n>px_exact.npz) of the same "
+                    "pixels: compare the screened choices with it, and rank the --proxy-eval proxies against it")
+    ap.add_argument("--proxy-eval", default=None, metavar="M:F,...",
+                    help="stage 1 alone on M stars with F folds per item, ranked against --exact-npz (no fit)")
     ap.add_argument("--solver", default="admm", choices=("admm", "admm-smo", "smo"), help="SLAM(solver=...) of the CV solves")
     ap.add_argument("--n-test", type=int, default=200, help="held-out mock stars labelled by each model (0: none)")
     ap.add_argument("--fixed-cost", action="store_true",
@@ -384,7 +535,19 @@ def main(argv=None) -> int:
           f"CPU = user + system of all threads", flush=True)
     out: dict = {"n_star": n_star, "n_pix": n_pix, "folds": args.folds}
     runs: list[dict] = []
-    if not args.skip_mdslam:
+    exact = dict(np.load(args.exact_npz)) if args.exact_npz else None
+    if args.proxy_eval:
+        if exact is None:
+            raise SystemExit("--proxy-eval needs --exact-npz")
+        out["proxies"] = _print_proxies(exact, d, args.proxy_eval, args.solver, args.n_jobs, args.folds)
+    elif args.cv_screen:
+        spec = json.loads(args.cv_screen)
+        m = run_mdslam(d, args.folds, args.n_jobs, None, args.solver, test, cv_screen=spec)
+        _print_mdslam(m, n_pix, args.folds)
+        out["screen"] = _print_screen(m, exact, n_pix)
+        np.savez(outdir / f"realistic_{n_pix}px_screen.npz", **{k: v for k, v in m.items() if isinstance(v, np.ndarray)})
+        out["mdslam_screen"] = {k: v for k, v in m.items() if not isinstance(v, np.ndarray)}
+    elif not args.skip_mdslam:
         prunes = [None, args.compare_prune] if args.compare_prune else [args.cv_prune]
         for f in prunes:
             m = run_mdslam(d, args.folds, args.n_jobs, f, args.solver, test)

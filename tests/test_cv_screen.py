@@ -36,6 +36,13 @@ def fits(data):
 
 
 @pytest.fixture(scope="module")
+def fold_screened(data):
+    """The screen whose proxy is the first fold of the full CV (its solves reused)."""
+    flux, labels = data[:2]
+    return SLAM(**GRID, cv=KFold(5), chi2_scale=1.0, cv_screen={"keep": 3, "first_folds": 1}).fit(flux, labels)
+
+
+@pytest.fixture(scope="module")
 def libsvm_mse(data):
     """libsvm's 5-fold CV-MSE of every pixel and grid point, (n_pix, n_C, n_epsilon, n_gamma)."""
     X, Y = data[2:]
@@ -58,10 +65,23 @@ def test_screened_search_returns_the_exact_choice(fits, libsvm_mse):
     kept = np.isfinite(screened.cv_mse_grid_)
     assert np.all(kept.reshape(len(kept), -1).sum(1) == SCREEN["keep"])
     assert screened.solver_info_["cv_screened_fraction"] == pytest.approx(1 - 3 / 12)
-    assert screened.solver_info_["cv_screen"] == SCREEN
+    assert screened.solver_info_["cv_screen"] == {**SCREEN, "first_folds": 0}
     # the kept points' full CV-MSE is the exact search's (both solve to libsvm's gap 1e-3)
     assert np.allclose(screened.cv_mse_grid_[kept], exact.cv_mse_grid_[kept], rtol=2e-3, atol=0)
     assert np.allclose(screened.dual_coef_, exact.dual_coef_, atol=1e-9)
+
+
+def test_first_fold_screen_keeps_the_exact_choice_and_cv_mse(fits, fold_screened):
+    """With the first fold as the proxy, every fold's solves of the kept points add up to the
+    exact search's CV-MSE there, and the choice is the exact one; 12 + 4 x 3 of 5 x 12 solves made."""
+    exact = fits[0]
+    kept = np.isfinite(fold_screened.cv_mse_grid_)
+    assert np.all(kept.reshape(len(kept), -1).sum(1) == 3)
+    assert np.allclose(fold_screened.cv_mse_grid_[kept], exact.cv_mse_grid_[kept], rtol=2e-3, atol=0)
+    for name in ("C_", "epsilon_", "gamma_"):
+        assert np.array_equal(getattr(fold_screened, name), getattr(exact, name))
+    assert fold_screened.solver_info_["cv_screened_fraction"] == pytest.approx(1 - (12 + 4 * 3) / 60)
+    assert fold_screened.solver_info_["cv_n_unconverged"] == 0
 
 
 def test_stage_two_solves_equal_libsvm_at_the_chosen_point(data, libsvm_mse):

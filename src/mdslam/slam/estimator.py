@@ -218,11 +218,12 @@ class SLAM(RegressorMixin, BaseEstimator):
         still refits the model on folds of all stars.
     cv_screen : None, int or dict
         None (default): the exact grid search.  An int ``k``, or a dict with ``keep`` (``k``),
-        ``n_star`` and ``folds``: the screened search (:mod:`mdslam.slam.screen`, exact kernel,
-        without ``cv_prune``): the whole grid is first cross-validated with ``folds`` folds
-        (default 3) on ``n_star`` stars (default 300) drawn with seed ``random_state``, then
-        each pixel's ``k`` points (default 5) of lowest CV-MSE there get the full CV of
-        ``cv``; the others' ``cv_mse_grid_`` entries are NaN.  Every full-CV solve is held
+        ``n_star``, ``folds`` and ``first_folds``: the screened search (:mod:`mdslam.slam.screen`,
+        exact kernel, without ``cv_prune``): the whole grid is first cross-validated with
+        ``folds`` folds (default 3) on ``n_star`` stars (default 300) drawn with seed
+        ``random_state`` (or, ``first_folds`` = f > 0, on the first f folds of ``cv``, whose
+        solves are reused), then each pixel's ``k`` points (default 5) of lowest CV-MSE there
+        get the full CV of ``cv``; the others' ``cv_mse_grid_`` entries are NaN.  Every full-CV solve is held
         to ``tol`` and counted per pixel in ``cv_unconverged_`` as in the exact search;
         ``solver_info_`` gives ``cv_screened_fraction`` (full-CV solves not made) and
         ``cv_screen_n_unconverged`` (the proxy's solves above ``tol``).  Its choices, CV-MSE

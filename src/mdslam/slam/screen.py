@@ -4,7 +4,8 @@ SLAM's exact hyperparameter search (:func:`mdslam.slam.training._grid_search_cv`
 grid point in every fold.  The screened search (``SLAM(cv_screen=...)``) does it in two stages:
 
 1. **proxy**: the whole grid with a few folds on a seeded random subsample of the training stars
-   (:func:`mdslam.sampling.draw`), every point of every pixel;
+   (:func:`mdslam.sampling.draw`), every point of every pixel; or the first fold(s) of the
+   full CV itself, whose solves stage 2 then reuses;
 2. **full CV on the kept points**: per pixel the ``keep`` points of lowest proxy CV-MSE get the
    full k-fold CV of the exact search (same folds, same solver, same ``tol``), all pixels'
    kept points with one gamma solved as one batch per (fold, gamma) kernel with per-target C
@@ -37,7 +38,7 @@ from .training import (
 )
 
 #: Defaults of the proxy: stars in the subsample, its folds, points kept per pixel.
-SCREEN_DEFAULTS = {"n_star": 300, "folds": 3, "keep": 5}
+SCREEN_DEFAULTS = {"n_star": 300, "folds": 3, "keep": 5, "first_folds": 0}
 
 
 def check_screen(screen: Any) -> dict[str, int]:
@@ -47,12 +48,14 @@ def check_screen(screen: Any) -> dict[str, int]:
     ----------
     screen : int or mapping
         An int ``k``: keep ``k`` points per pixel, the proxy of :data:`SCREEN_DEFAULTS`.  A
-        mapping with any of ``keep``, ``n_star`` (stars of the proxy's subsample) and
-        ``folds`` (its folds, >= 2), the rest from :data:`SCREEN_DEFAULTS`.
+        mapping with any of ``keep``, ``n_star`` (stars of the proxy's subsample),
+        ``folds`` (its folds, >= 2) and ``first_folds`` (> 0: the proxy is instead the
+        first ``first_folds`` folds of the full CV on all stars, whose solves the full CV
+        reuses), the rest from :data:`SCREEN_DEFAULTS`.
 
     Returns
     -------
-    dict with int ``keep``, ``n_star``, ``folds``.
+    dict with int ``keep``, ``n_star``, ``folds``, ``first_folds``.
 
     Raises
     ------
@@ -65,8 +68,9 @@ def check_screen(screen: Any) -> dict[str, int]:
         raise ValueError(f"cv_screen: unknown key(s) {sorted(bad)}; allowed: {sorted(SCREEN_DEFAULTS)}")
     out = {**SCREEN_DEFAULTS, **spec}
     for k, v in out.items():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (2 if k == "folds" else 1):
-            raise ValueError(f"cv_screen {k}={v!r}: must be an int >= {2 if k == 'folds' else 1}")
+        low = {"folds": 2, "first_folds": 0}.get(k, 1)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ValueError(f"cv_screen {k}={v!r}: must be an int >= {low}")
     return {k: int(v) for k, v in out.items()}
 
 
@@ -106,6 +110,8 @@ def screened_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=
     """
     spec = check_screen(screen)
     n, n_pix = Ys.shape
+    if spec["first_folds"]:
+        return _screen_first_folds(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers, solver, spec)
     rows = draw(n, spec["n_star"], random_state)
     pfolds = _iter_folds(rows.size, spec["folds"], random_state)
     psse, _, pcnt, pinfo = _grid_search_cv(Xs[rows], Ys[rows], good[rows], pfolds, Cs, es, gs, tol, verbose,
@@ -116,6 +122,28 @@ def screened_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=
     info.update(cv_screen=spec, cv_screen_n_unconverged=pinfo["cv_n_unconverged"],
                 cv_screened_fraction=float(1.0 - alive.mean()))
     return sse, se, cnt, info
+
+
+def _screen_first_folds(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers, solver, spec):
+    """The screened search whose proxy is the first ``spec["first_folds"]`` folds of ``folds`` (all points).
+
+    Those folds' solves are part of the full CV: the kept points add the other folds' sums,
+    and every solve above ``tol`` (both stages) counts in ``cv_unconverged_per_pixel``.
+    """
+    f = min(spec["first_folds"], len(folds) - 1)
+    psse, pse, pcnt, pinfo = _grid_search_cv(Xs, Ys, good, folds[:f], Cs, es, gs, tol, verbose, n_workers,
+                                             solver=solver)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alive = keep_best(psse / pcnt, spec["keep"])
+    sse, se, cnt, info = masked_search_cv(Xs, Ys, good, folds[f:], Cs, es, gs, alive, tol, verbose, n_workers, solver)
+    n1, n2 = psse.size * f, int(alive.sum()) * (len(folds) - f)
+    info.update(cv_mean_iterations=(pinfo["cv_mean_iterations"] * n1 + info["cv_mean_iterations"] * n2) / (n1 + n2),
+                cv_max_kkt_gap=max(pinfo["cv_max_kkt_gap"], info["cv_max_kkt_gap"]),
+                cv_unconverged_per_pixel=info["cv_unconverged_per_pixel"] + pinfo["cv_unconverged_per_pixel"],
+                cv_screen=spec, cv_screen_n_unconverged=pinfo["cv_n_unconverged"],
+                cv_screened_fraction=float(1.0 - (n1 + n2) / (psse.size * len(folds))))
+    info["cv_n_unconverged"] = int(info["cv_unconverged_per_pixel"].sum())
+    return sse + psse, se + pse, cnt + pcnt, info
 
 
 def masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_workers=1, solver="admm"):
