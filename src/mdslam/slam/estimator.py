@@ -40,6 +40,7 @@ from . import errorlaw, forward, infer, inputs, persistence, quality
 from . import table as _table
 from ._util import _n_workers, one_blas_thread
 from .distribute import BlockRunner
+from .screen import screen_search
 from .training import (
     _grid_edge_fraction,
     _grid_search_cv,
@@ -422,9 +423,9 @@ class SLAM(RegressorMixin, BaseEstimator):
         rows = cv_rows(n, self.cv_subsample, self.random_state, self.cv)     # all stars or a seeded subsample
         Xc, Yc, gc, cv_folds, cv_kr, cv_solver = _search_inputs(Xs, Ys, good, rows, folds, self.cv,
                                                                 self.random_state, kr, solver)
-        sse, se, cnt, info = _grid_search_cv(Xc, Yc, gc, cv_folds, Cs, es, gs, self.tol, self.verbose, runner, cv_kr,
-                                             prune=prune, solver=cv_solver, screen=self.cv_screen,
-                                             random_state=self.random_state)
+        search = _grid_search_cv if self.cv_screen is None else screen_search(self.cv_screen, self.random_state)
+        sse, se, cnt, info = search(Xc, Yc, gc, cv_folds, Cs, es, gs, self.tol, self.verbose, runner, cv_kr,
+                                    prune=prune, solver=cv_solver)
         info["cv_n_stars"] = int(rows.size)
         if rows.size < n and isinstance(self.random_state, (int, np.integer)):
             info["cv_subsample_seed"] = int(self.random_state)

@@ -98,6 +98,34 @@ def keep_best(mse: np.ndarray, keep: int) -> np.ndarray:
     return alive.reshape(mse.shape)
 
 
+def screen_search(screen: Any, random_state: int | None = 0):
+    """The screened search as a function with the signature of :func:`mdslam.slam.training._grid_search_cv`.
+
+    Parameters
+    ----------
+    screen : int or mapping
+        ``SLAM(cv_screen=...)``, checked by :func:`check_screen`.
+    random_state : int or None
+        Seed of the proxy's subsample and folds.
+
+    Returns
+    -------
+    callable ``(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, kernel_rank=None,
+    prune=None, solver="admm")`` running :func:`screened_search_cv`; it raises ValueError for a
+    ``kernel_rank`` or ``prune`` (the screen needs the exact kernel and no pruning).
+    """
+    check_screen(screen)
+
+    def search(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, kernel_rank=None, prune=None,
+               solver="admm"):
+        if kernel_rank is not None or prune is not None:
+            raise ValueError("cv_screen needs the exact kernel of the CV (kernel_rank None or a cv_subsample) "
+                             "and cv_prune None")
+        return screened_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers, solver, screen,
+                                  random_state)
+    return search
+
+
 def screened_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, solver="admm",
                        screen: Any = 5, random_state=0):
     """The screened grid search: proxy on a subsample, full CV on each pixel's kept points.

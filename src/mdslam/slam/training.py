@@ -270,7 +270,7 @@ def _cv_kernel_sums(ke, Kv, Yte, gte, gi, points, pix_of, sols, sums):
 
 
 def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, kernel_rank=None,
-                    prune=None, prune_after=2, solver="admm", screen=None, random_state=0):
+                    prune=None, prune_after=2, solver="admm"):
     """Accumulate per-pixel CV sums over the grid: sse, se (nC, neps, ng, n_pix), count (n_pix,), info.
 
     ``kernel_rank``: None solves with the exact kernel; an int, with its Nystrom approximation
@@ -283,17 +283,8 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
     (:func:`mdslam.slam.lowrank.solve_svr_dcd`) or "newton" (:func:`mdslam.slam.primal.solve_svr_newton`), or with the exact kernel "smo"
     (:mod:`mdslam.slam.smo`, C ladders seeded) or "admm-smo" (ADMM to 3,000 iterations, then
     SMO from its solution); ``cv_mean_iterations`` counts ADMM iterations, coordinate-descent
-    passes or SMO steps (both for "admm-smo").  ``screen`` not None (exact kernel, no ``prune``):
-    the screened search of :func:`mdslam.slam.screen.screened_search_cv` (seed ``random_state``).
+    passes or SMO steps (both for "admm-smo").
     """
-    if screen is not None:
-        from .screen import screened_search_cv
-
-        if kernel_rank is not None or prune is not None:
-            raise ValueError("cv_screen needs the exact kernel of the CV (kernel_rank None or a cv_subsample) "
-                             "and cv_prune None")
-        return screened_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers, solver, screen,
-                                  random_state)
     n, n_pix = Ys.shape
     sse = np.zeros((Cs.size, es.size, gs.size, n_pix))
     se = np.zeros_like(sse)
