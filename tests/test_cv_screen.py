@@ -134,3 +134,19 @@ def test_bad_cv_screen_is_a_one_line_error(data):
             SLAM(**GRID, cv=KFold(5), cv_screen=bad).fit(flux, labels)
     with pytest.raises(ValueError, match="cv_prune None"):
         SLAM(**GRID, cv=KFold(5), cv_screen=3, cv_prune=1.5).fit(flux, labels)
+
+
+def test_a_gamma_group_without_support_vectors_is_modelled(fits):
+    """A large chosen epsilon can leave every pixel of a gamma group without support vectors
+    (as on 64 px of the realistic grid); the model flux there is the intercept, its Jacobian 0."""
+    import copy
+
+    model = copy.deepcopy(fits[0])
+    g0 = model.gamma_[0]
+    flat = model.gamma_ == g0
+    model.dual_coef_[flat] = 0.0
+    model._reset_cache()
+    th = np.zeros((3, model.X_train_.shape[1]))
+    F, J = model._model_scaled(th, jacobian=True)
+    assert np.allclose(F[:, flat], model.intercept_[flat])
+    assert np.all(J[:, flat] == 0) and np.any(J[:, ~flat] != 0)

@@ -149,7 +149,7 @@ def _model_flux64(theta, Xt, g, k, BT, b, pix, F, J) -> None:
     L = theta.shape[1]
     # d k(theta, x_i) / d theta_l = -2 gamma (theta_l - x_il) k: one stacked product
     stack = np.concatenate([k[None], k[None] * Xt.T[:, None, :]], axis=0)   # (1+L, m, n_train)
-    prod = (stack.reshape(-1, Xt.shape[0]) @ BT).reshape(1 + L, k.shape[0], -1)
+    prod = (stack.reshape(stack.shape[0] * stack.shape[1], Xt.shape[0]) @ BT).reshape(1 + L, k.shape[0], -1)
     kb = prod[0]
     F[:, pix] = kb + b
     for li in range(L):
@@ -168,7 +168,7 @@ def _model_flux32(theta, Xt, g, k, BT, b, pix, F, J) -> None:
         stack[0] = k
     for li in range(L):                                  # k (theta_l - x_il): no difference of large terms
         stack[v + li] = k * (theta[:, li, None] - Xt[None, :, li])
-    prod = (stack.reshape(-1, Xt.shape[0]) @ BT).reshape(v + L, k.shape[0], -1)
+    prod = (stack.reshape(stack.shape[0] * stack.shape[1], Xt.shape[0]) @ BT).reshape(v + L, k.shape[0], -1)
     if v:
         F[:, pix] = prod[0] + b
     for li in range(L):
