@@ -25,12 +25,17 @@ Usage::
     python benchmarks/realistic_grid.py --n-pix 16 --solver admm-smo --compare-prune 1.5 --fixed-cost \
         --astroslam-pixels 0                                   # does cv_prune keep the choices?
     python benchmarks/realistic_grid.py --n-pix 16 --skip-mdslam --astroslam-pixels 2  # astroslam alone
+    python benchmarks/realistic_grid.py --n-pix 16 --solver admm-smo --astroslam-pixels 0 \
+        --cv-screen '{"keep": 8}' --exact-npz results/realistic/realistic_16px_exact.npz     # screened vs exact
 
 astroslam runs in its own virtual environment (``$ASTROSLAM_VENV``, see ``bench_astroslam.py``).
 Prints one line per figure with the ratio (astroslam / mdslam) and the machine load; CPU times
 are user + system of all threads (mdslam) and of astroslam's joblib workers, sampled every 2 s.
 Each mdslam fit's per-pixel arrays (choices, CV-MSE grid, unconverged counts) are saved beside
-``realistic.json`` as ``realistic_<n_pix>px_<exact|pruneF>.npz``.
+``realistic.json`` as ``realistic_<n_pix>px_<exact|pruneF|screen>.npz``; an exact run also keeps
+each fold's CV sums (``sse_per_fold``), from which ``--proxy-eval`` scores the first folds as a
+screening proxy.  ``--cv-screen`` fits ``SLAM(cv_screen=...)`` and splits its CPU into the
+proxy, the shared kernels, the kept points' solves and the final fits.
 """
 
 from __future__ import annotations
