@@ -791,13 +791,15 @@ def _reduced_kkt_solve(ke, Y, beta, fp, fm, eps):
         cf, info = dpotrf(KFF.T, lower=1, clean=0, overwrite_a=1)   # KFF.T: Fortran order, no copy
         if info == 0:
             sol, info = dpotrs(cf, rhs, lower=1, overwrite_b=1)
-        den = sol[:, 1].sum() if info == 0 else 0.0
+        s0, den = np.add.reduce(sol, axis=0).tolist() if info == 0 else (0.0, 0.0)
         if den != 0.0:
-            bp = (sol[:, 0].sum() - s_all[p]) / den
-            bf = sol[:, 0] - bp * sol[:, 1]
+            bp = (s0 - s_all[p]) / den
+            bf = sol[:, 0] - bp * sol[:, 1]          # finite if bp and both column sums are
+            ok = math.isfinite(bp) and math.isfinite(s0) and math.isfinite(den)
         else:
             bf, bp = _bordered_solve(ke, F, r_all[lo:hi], s_all[p])
-        if math.isfinite(bp) and math.isfinite(bf.sum()):
+            ok = math.isfinite(bp) and bool(np.isfinite(bf).all())
+        if ok:
             beta[p, F] = bf
             b[p] = bp
     return beta, b
