@@ -275,6 +275,17 @@ class PhaseTimer:
             g["wall_s"] = g.pop("t1") - g.pop("t0")
         return list(out.values())
 
+    def blocks_in_flight(self) -> float:
+        """Mean number of final-fit blocks running, from the first block's start to the last one's end.
+
+        With ``n_jobs`` threads, ``n_jobs`` means no thread waited for work; unlike CPU / wall it
+        does not fall when other jobs share the cores.
+        """
+        if not self.blocks:
+            return float("nan")
+        t0, t1 = min(b["t0"] for b in self.blocks), max(b["t1"] for b in self.blocks)
+        return sum(b["t1"] - b["t0"] for b in self.blocks) / max(t1 - t0, 1e-9)
+
     def _wrap(self, name, fn):
         def timed(*a, **kw):
             t0, c0 = time.perf_counter(), _cpu()
@@ -285,6 +296,7 @@ class PhaseTimer:
                 self._in_refit = self._in_refit and name != "_refit_all"
                 if name == "_refit_all":
                     self.groups = self.refit_groups()
+                    self.in_flight = self.blocks_in_flight()
                     self._kes.clear()
                 wall_cpu = self.times.setdefault(name, [0.0, 0.0])
                 wall_cpu[0] += time.perf_counter() - t0
@@ -371,7 +383,7 @@ def run_target(args) -> dict:
            "peak_rss_gb": peak_rss_gb(), "solver_info": model.solver_info_,
            "n_landmarks": int(np.count_nonzero(np.any(model.dual_coef_ != 0, axis=0))),
            "shared_kernel_cpu_s": phases.times.get("_kernel", [0.0, 0.0])[1],
-           "refit_groups": getattr(phases, "groups", [])}
+           "refit_groups": getattr(phases, "groups", []), "refit_blocks_in_flight": getattr(phases, "in_flight", None)}
     if args.fit_only:
         return out
     tflux, tivar = te["flux"][:, pix], te["ivar"][:, pix]
@@ -595,6 +607,8 @@ def print_phases(out: dict) -> None:
     for key, label in names.items():
         pw, pc = out["phases"].get(key, [0.0, 0.0])
         print(f"  {label:32s} {pw:8.1f} s wall {pc:8.1f} s CPU {pc / max(pw, 1e-9):5.2f} cores")
+    if out.get("refit_blocks_in_flight") is not None:
+        print(f"  final fits: {out['refit_blocks_in_flight']:.2f} blocks running on average (n_jobs threads: none idle)")
     for i, g in enumerate(out.get("refit_groups", [])):
         print(f"  final fits, gamma group {i}: {g['n_pix']} px in {g['n_block']} blocks, {g['cpu_s']:.1f} s CPU in "
               f"the blocks, {g['wall_s']:.1f} s from its first block's start to its last block's end")

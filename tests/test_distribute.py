@@ -284,7 +284,7 @@ def test_final_fits_in_one_pool_equal_the_group_by_group_fits(newton_model, prob
         assert np.array_equal(b[pix], sol.intercept)
     dual1, b1, _ = _refit_all(*args, 1, 60, "newton")
     scale = np.abs(dual1).max()
-    assert np.abs(dual - dual1).max() <= 1e-6 * scale and np.allclose(b, b1, rtol=0, atol=1e-6)
+    assert np.abs(dual - dual1).max() <= 1e-9 * scale and np.allclose(b, b1, rtol=0, atol=1e-9)
 
 
 def test_training_set_labelling_on_threads_equals_one_thread(newton_model, problem):
@@ -302,4 +302,4 @@ def test_training_set_labelling_on_threads_equals_one_thread(newton_model, probl
     finally:
         m.set_params(n_jobs=2, batch_size=256)
     assert np.isfinite(one).all() and one.size == flux.shape[0]
-    assert np.allclose(two, one, rtol=1e-9, atol=0), np.abs(two / one - 1).max()
+    assert np.allclose(two, one, rtol=1e-12, atol=0), np.abs(two / one - 1).max()
