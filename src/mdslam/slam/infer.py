@@ -408,6 +408,8 @@ def training_rchi2(model: Any, flux: np.ndarray, good: np.ndarray, ivar: np.ndar
     out = np.full(X.shape[0], np.nan)
     ok = n_good > L
     idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return out
     nw = _n_workers(model.n_jobs)
     # one batch on one thread; with n_jobs > 1 batches of at most batch_size on n_jobs threads, as predict
     bs = idx.size if nw == 1 else max(1, min(int(model.batch_size), -(-idx.size // nw)))
