@@ -12,7 +12,10 @@ solutions travel for each point of the (C, epsilon) grid (the solutions
 without the solver's warm-start state, which no caller reads).
 :meth:`BlockRunner.submit_many` puts every (C, epsilon) problem of a kernel
 on the cluster at once, so that the grid search can build the next kernel
-and read the last kernel's solutions while the workers solve.
+and read the last kernel's solutions while the workers solve;
+:meth:`BlockRunner.solve_groups` does the same for problems of different
+kernels (the final fits' gamma groups), and in process puts all their blocks
+in one thread pool, so that no thread waits for another group's slowest block.
 
 The block layout depends on the number of blocks asked for (``n_workers``),
 never on where the blocks run, and a block's solution depends only on its
