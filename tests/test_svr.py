@@ -257,3 +257,40 @@ def test_cv_solver_with_dense_step_matches_libsvm(C):
     pred_sk = np.array([SVR(C=C, epsilon=eps, gamma=g, tol=1e-7).fit(X[tr], y[tr]).predict(X[te]) for y in Y])
     resid = np.sqrt(np.mean((pred_sk - Y[:, te]) ** 2, axis=1))
     assert np.all(np.sqrt(np.mean((pred - pred_sk) ** 2, axis=1)) < 1e-2 * resid)
+
+
+def test_reduced_kkt_solves_equal_the_bordered_systems_by_hand():
+    """The polish's reduced solves for targets with different free sets (sizes 0 to 40, fixed samples at
+    +-C or 0) equal ``[[K_FF, 1], [1^T, 0]] [beta_F, b] = [y_F -+ eps - K_FB beta_B, -sum beta_B]``
+    solved by ``numpy.linalg.solve`` one target at a time; a target without free samples keeps
+    ``b = NaN`` and its coefficients."""
+    from mdslam.svr import _reduced_kkt_solve
+
+    rng = np.random.default_rng(4)
+    X, Y = _smooth_pixels(60, 5, snr=100.0, seed=2)
+    K = rbf_kernel(X, X, 0.5)
+    C, eps = 2.0, 0.05
+    sizes = [0, 1, 7, 25, 40]
+    fp, fm = np.zeros(Y.shape, bool), np.zeros(Y.shape, bool)
+    beta = np.zeros(Y.shape)
+    for p, m in enumerate(sizes):
+        perm = rng.permutation(60)
+        F, B = perm[:m], perm[m:m + 10]
+        fp[p, F[: m // 2]], fm[p, F[m // 2:]] = True, True
+        beta[p, B] = C * rng.choice([-1.0, 1.0], B.size)
+    beta0 = beta.copy()
+    out, b = _reduced_kkt_solve(KernelEig.from_kernel(K), Y, beta.copy(), fp, fm, np.full(5, eps))
+    for p, m in enumerate(sizes):
+        F = np.flatnonzero(fp[p] | fm[p])
+        if m == 0:
+            assert np.isnan(b[p]) and np.array_equal(out[p], beta0[p])
+            continue
+        A = np.zeros((m + 1, m + 1))
+        A[:m, :m], A[:m, m], A[m, :m] = K[np.ix_(F, F)], 1.0, 1.0
+        sgn = np.where(fp[p, F], 1.0, -1.0)
+        rhs = np.append(Y[p, F] - eps * sgn - K[F] @ beta0[p], -beta0[p].sum())
+        ref = np.linalg.solve(A, rhs)
+        assert np.allclose(out[p, F], ref[:m], rtol=1e-6, atol=1e-8 * np.abs(ref[:m]).max())
+        assert b[p] == pytest.approx(ref[m], rel=1e-8, abs=1e-10)
+        fixed = np.setdiff1d(np.arange(60), F)
+        assert np.array_equal(out[p, fixed], beta0[p, fixed])

@@ -41,6 +41,7 @@ against the exact SVR is measured in ``benchmarks/README.md``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -760,50 +761,64 @@ def _reduced_kkt_solve(ke, Y, beta, fp, fm, eps):
     fails (``K_FF`` numerically singular) the bordered system is solved by LU
     (least squares if singular too).  Targets without free samples keep
     ``b = NaN`` (not fixed by the equalities).
+
+    The free sets, right-hand sides and ``s`` of all targets are gathered before the loop,
+    which then holds little besides the gather of ``K_FF`` and the two LAPACK calls.
     """
     from scipy.linalg.lapack import dpotrf, dpotrs
 
     P, n = Y.shape
-    free = fp | fm
     b = np.full(P, np.nan)
     rhs_full = Y - eps[:, None] * np.where(fp, 1.0, -1.0) - ke.matmul(beta)
+    s_all = -beta.sum(axis=1)
+    rows, cols = np.nonzero(fp | fm)
+    bounds = np.searchsorted(rows, np.arange(P + 1)).tolist()
+    r_all = rhs_full[rows, cols]
     Kflat = ke.K.reshape(-1) if ke.K is not None else None
     for p in range(P):
-        F = np.flatnonzero(free[p])
-        m = F.size
+        lo, hi = bounds[p], bounds[p + 1]
+        m = hi - lo
         if m == 0:
             continue
+        F = cols[lo:hi]
         # LAPACK's Cholesky directly (scipy's cho_factor/cho_solve call the same routines with
         # ~0.1 ms of argument checks each, a third of the polish on SLAM's problems)
         # one gather from the flat kernel (a third of the time of two axis gathers at m ~ 150)
         KFF = Kflat.take(F[:, None] * n + F) if ke.K is not None else (ke.U[F] * ke.lam) @ ke.U[F].T
-        r = rhs_full[p, F]
-        s = -(beta[p].sum())
-        try:
-            cf, info = dpotrf(KFF.T, lower=1, clean=0, overwrite_a=1)   # KFF.T: Fortran order, no copy
-            if info != 0:
-                raise ValueError(f"dpotrf info {info}")
-            sol, info = dpotrs(cf, np.column_stack([r, np.ones(m)]), lower=1, overwrite_b=1)
-            if info != 0:
-                raise ValueError(f"dpotrs info {info}")
-            den = sol[:, 1].sum()
-            bp = (sol[:, 0].sum() - s) / den
-            bf = sol[:, 0] - bp * sol[:, 1]
-        except (ValueError, ZeroDivisionError):
-            A = np.zeros((m + 1, m + 1))
-            A[:m, :m] = ke.K[np.ix_(F, F)] if ke.K is not None else (ke.U[F] * ke.lam) @ ke.U[F].T
-            A[:m, m] = 1.0
-            A[m, :m] = 1.0
-            R = np.append(r, s)
-            try:
-                S = np.linalg.solve(A, R)
-            except np.linalg.LinAlgError:
-                S = np.linalg.lstsq(A, R, rcond=None)[0]
-            bf, bp = S[:m], S[m]
-        if np.isfinite(bp) and np.all(np.isfinite(bf)):
+        rhs = np.empty((m, 2), order="F")
+        rhs[:, 0] = r_all[lo:hi]
+        rhs[:, 1] = 1.0
+        cf, info = dpotrf(KFF.T, lower=1, clean=0, overwrite_a=1)   # KFF.T: Fortran order, no copy
+        if info == 0:
+            sol, info = dpotrs(cf, rhs, lower=1, overwrite_b=1)
+        s0, den = np.add.reduce(sol, axis=0).tolist() if info == 0 else (0.0, 0.0)
+        if den != 0.0:
+            bp = (s0 - s_all[p]) / den
+            bf = sol[:, 0] - bp * sol[:, 1]          # finite if bp and both column sums are
+            ok = math.isfinite(bp) and math.isfinite(s0) and math.isfinite(den)
+        else:
+            bf, bp = _bordered_solve(ke, F, r_all[lo:hi], s_all[p])
+            ok = math.isfinite(bp) and bool(np.isfinite(bf).all())
+        if ok:
             beta[p, F] = bf
             b[p] = bp
     return beta, b
+
+
+def _bordered_solve(ke: KernelEig, F: np.ndarray, r: np.ndarray, s: float) -> tuple[np.ndarray, float]:
+    """The reduced KKT system of free set ``F`` (m,) by LU of the bordered matrix (least squares if
+    singular): ``beta_F`` (m,) and ``b``, for right-hand side ``r`` (m,) and ``s``."""
+    m = F.size
+    A = np.zeros((m + 1, m + 1))
+    A[:m, :m] = ke.K[np.ix_(F, F)] if ke.K is not None else (ke.U[F] * ke.lam) @ ke.U[F].T
+    A[:m, m] = 1.0
+    A[m, :m] = 1.0
+    R = np.append(r, s)
+    try:
+        S = np.linalg.solve(A, R)
+    except np.linalg.LinAlgError:
+        S = np.linalg.lstsq(A, R, rcond=None)[0]
+    return S[:m], float(S[m])
 
 
 def solve_svr_staged(
