@@ -231,23 +231,73 @@ class PhaseTimer:
 
     def __init__(self):
         self.times: dict[str, list[float]] = {}
+        self.blocks: list[dict] = []       # final-fit solver calls: kernel, pixels, start/end wall, thread CPU
+        self._in_refit = False
+        self._kes: list = []
 
     def __enter__(self):
-        from mdslam.slam import estimator, infer, training
+        from mdslam.slam import estimator, infer, primal, training
 
         self._orig = [(estimator, "_grid_search_cv"), (estimator, "_refit_all"), (training, "_kernel"),
                       (infer, "start_flux"), (infer, "training_rchi2")]
         self._fns = [getattr(mod, name) for mod, name in self._orig]
         for (mod, name), fn in zip(self._orig, self._fns, strict=True):
             setattr(mod, name, self._wrap(name, fn))
+        self._orig.append((primal, "solve_svr_newton"))
+        self._fns.append(primal.solve_svr_newton)
+        primal.solve_svr_newton = self._wrap_block(primal.solve_svr_newton)
         return self
+
+    def _wrap_block(self, fn):
+        """Time every Newton call of the final fits (a pixel block): wall span and the calling thread's CPU."""
+        def timed(ke, Y, *a, **kw):
+            if not self._in_refit:
+                return fn(ke, Y, *a, **kw)
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return fn(ke, Y, *a, **kw)
+            finally:
+                self._kes.append(ke)           # alive until the final fits end, so its id names it
+                self.blocks.append({"kernel": id(ke), "n_pix": int(Y.shape[0]), "t0": t0,
+                                    "t1": time.perf_counter(), "cpu": time.thread_time() - c0})
+        return timed
+
+    def refit_groups(self) -> list[dict]:
+        """Per kernel (gamma group) of the final fits, in order of first block: pixels, blocks, CPU, wall span."""
+        out: dict[int, dict] = {}
+        for b in self.blocks:
+            g = out.setdefault(b["kernel"], {"n_pix": 0, "n_block": 0, "cpu_s": 0.0, "t0": b["t0"], "t1": b["t1"]})
+            g["n_pix"] += b["n_pix"]
+            g["n_block"] += 1
+            g["cpu_s"] += b["cpu"]
+            g["t0"], g["t1"] = min(g["t0"], b["t0"]), max(g["t1"], b["t1"])
+        for g in out.values():
+            g["wall_s"] = g.pop("t1") - g.pop("t0")
+        return list(out.values())
+
+    def blocks_in_flight(self) -> float:
+        """Mean number of final-fit blocks running, from the first block's start to the last one's end.
+
+        With ``n_jobs`` threads, ``n_jobs`` means no thread waited for work; unlike CPU / wall it
+        does not fall when other jobs share the cores.
+        """
+        if not self.blocks:
+            return float("nan")
+        t0, t1 = min(b["t0"] for b in self.blocks), max(b["t1"] for b in self.blocks)
+        return sum(b["t1"] - b["t0"] for b in self.blocks) / max(t1 - t0, 1e-9)
 
     def _wrap(self, name, fn):
         def timed(*a, **kw):
             t0, c0 = time.perf_counter(), _cpu()
+            self._in_refit = name == "_refit_all" or self._in_refit
             try:
                 return fn(*a, **kw)
             finally:
+                self._in_refit = self._in_refit and name != "_refit_all"
+                if name == "_refit_all":
+                    self.groups = self.refit_groups()
+                    self.in_flight = self.blocks_in_flight()
+                    self._kes.clear()
                 wall_cpu = self.times.setdefault(name, [0.0, 0.0])
                 wall_cpu[0] += time.perf_counter() - t0
                 wall_cpu[1] += _cpu() - c0
@@ -332,7 +382,10 @@ def run_target(args) -> dict:
            "fit_wall_s": wall, "fit_cpu_s": cpu, "phases": phases.times, "load": load.summary(),
            "peak_rss_gb": peak_rss_gb(), "solver_info": model.solver_info_,
            "n_landmarks": int(np.count_nonzero(np.any(model.dual_coef_ != 0, axis=0))),
-           "shared_kernel_cpu_s": phases.times.get("_kernel", [0.0, 0.0])[1]}
+           "shared_kernel_cpu_s": phases.times.get("_kernel", [0.0, 0.0])[1],
+           "refit_groups": getattr(phases, "groups", []), "refit_blocks_in_flight": getattr(phases, "in_flight", None)}
+    if args.fit_only:
+        return out
     tflux, tivar = te["flux"][:, pix], te["ivar"][:, pix]
     out["test_rms"], lab_ny = _label_rms(model, tflux, tivar, te["labels"])
     # the exact reference (libsvm) on a few pixels, same stars and hyperparameters
@@ -515,6 +568,9 @@ def run_compare(args) -> dict:
 def report_target(out: dict) -> None:
     """One line per figure of ``--target``."""
     ph = out["phases"]
+    print_phases(out)
+    if "extrapolated_s" not in out:
+        return
     t, lim = out["extrapolated_s"], "met" if out["extrapolated_s"] < TARGET_S else "not met"
     ref = out["sklearn_extrapolated_s"]
     print(f"target run: {out['n_star']} stars x {out['n_pix']} px, 8-point grid, {out['folds']}-fold CV on "
@@ -539,6 +595,23 @@ def report_target(out: dict) -> None:
     print(f"  Nystrom vs libsvm on those px: forward model at test labels rms diff / sqrt(CV-MSE) "
           f"{np.round(out['dF_over_sqrt_cvmse'], 4)} (bound 0.02); labels of {len(out['ref_pixels'])}-px models, "
           f"rms diff {np.round(out['ref_label_rms_diff'], 4)} vs exact - truth {np.round(out['ref_label_rms_err_exact'], 4)}")
+
+
+def print_phases(out: dict) -> None:
+    """Wall, CPU and cores used (CPU / wall) of the fit and of each phase; the final fits per gamma group."""
+    names = {"_grid_search_cv": "CV", "_refit_all": "final fits", "_kernel": "kernels (in CV and final fits)",
+             "start_flux": "start grid", "training_rchi2": "training-set labelling"}
+    w, c = out["fit_wall_s"], out["fit_cpu_s"]
+    print(f"fit phases ({out['n_star']} stars x {out['n_pix']} px, load {out['load']['load1_mean']:.1f}, peak RSS "
+          f"{out['peak_rss_gb']:.2f} GB): whole fit {w:.1f} s wall, {c:.1f} s CPU, {c / w:.2f} cores")
+    for key, label in names.items():
+        pw, pc = out["phases"].get(key, [0.0, 0.0])
+        print(f"  {label:32s} {pw:8.1f} s wall {pc:8.1f} s CPU {pc / max(pw, 1e-9):5.2f} cores")
+    if out.get("refit_blocks_in_flight") is not None:
+        print(f"  final fits: {out['refit_blocks_in_flight']:.2f} blocks running on average (n_jobs threads: none idle)")
+    for i, g in enumerate(out.get("refit_groups", [])):
+        print(f"  final fits, gamma group {i}: {g['n_pix']} px in {g['n_block']} blocks, {g['cpu_s']:.1f} s CPU in "
+              f"the blocks, {g['wall_s']:.1f} s from its first block's start to its last block's end")
 
 
 def report_subsample(out: dict) -> None:
@@ -627,6 +700,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cv-prune", type=float, default=None, help="SLAM(cv_prune) (--target)")
     ap.add_argument("--n-test", type=int, default=500, help="held-out mock stars labelled (--target)")
     ap.add_argument("--ref-pixels", type=int, default=4, help="pixels fitted by libsvm as the reference, >= 4 (--target)")
+    ap.add_argument("--fit-only", action="store_true",
+                    help="stop after the fit and print its phases, no test labels or libsvm reference (--target)")
     ap.add_argument("--subsample-accuracy", action="store_true", help="subsample CV vs full CV, exact path")
     ap.add_argument("--cv-subsample-list", type=int, nargs="+", default=[500, 1000],
                     help="subsample sizes compared (--subsample-accuracy)")

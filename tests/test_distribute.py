@@ -244,3 +244,62 @@ def test_dask_fit_benchmark_clock_and_options(problem, monkeypatch):
     with pytest.raises(SystemExit):
         dask_fit.main(["--repeat", "0"])
     sys.modules.pop("dask_fit", None)
+
+
+@pytest.fixture(scope="module")
+def newton_model(problem):
+    """A Nystrom model (primal Newton final fits) fitted with two threads."""
+    flux, ivar, lab = problem
+    return SLAM(**GRID, cv=3, random_state=3, kernel_rank=60, solver="newton", n_jobs=2).fit(flux, lab, ivar)
+
+
+def _refit_inputs(model, problem):
+    from mdslam.slam.training import _standardise
+
+    flux, ivar, lab = problem
+    good = (ivar > 0) & np.isfinite(flux)
+    Xs, Ys, _ = _standardise(np.where(good, flux, 0.0), lab, good)
+    return Xs, Ys, good
+
+
+def test_final_fits_in_one_pool_equal_the_group_by_group_fits(newton_model, problem):
+    """All gamma groups' blocks in one pool of 2 threads: each group's duals are those of that group
+    solved alone with the same blocks (``BlockRunner.solve``), bit for bit; 1 thread (one block per group)
+    agrees to rounding."""
+    from mdslam.slam.primal import solve_svr_newton
+    from mdslam.slam.training import _kernel, _refit_all
+
+    m = newton_model
+    Xs, Ys, good = _refit_inputs(m, problem)
+    # three gamma groups of 60, 26 and 10 px (the last one block even with two workers)
+    gam = np.repeat([0.1, 0.5, 1.0], [60, 26, 10])[np.random.default_rng(0).permutation(96)]
+    args = (Xs, Ys, good, m.C_, m.epsilon_, gam, m.pixel_usable_, m.tol, m.refit_tol, False)
+    dual, b, info = _refit_all(*args, 2, 60, "newton")
+    for g in (0.1, 0.5, 1.0):
+        pix = np.flatnonzero((gam == g) & m.pixel_usable_)
+        ke = _kernel(Xs, g, 60)
+        sol = BlockRunner(2).solve(solve_svr_newton, ke, np.ascontiguousarray(Ys[:, pix].T),
+                                   m.C_[pix, None] * good[:, pix].T, m.epsilon_[pix], tol=m.tol)
+        assert np.array_equal(dual[np.ix_(pix, ke.landmarks)], ke.expansion(sol.beta)[0])
+        assert np.array_equal(b[pix], sol.intercept)
+    dual1, b1, _ = _refit_all(*args, 1, 60, "newton")
+    scale = np.abs(dual1).max()
+    assert np.abs(dual - dual1).max() <= 1e-9 * scale and np.allclose(b, b1, rtol=0, atol=1e-9)
+
+
+def test_training_set_labelling_on_threads_equals_one_thread(newton_model, problem):
+    """The fit-quality reduced chi2 of the training spectra: 2 threads in batches of 16 = 1 thread in one batch."""
+    from mdslam.slam import infer
+
+    flux, ivar, _ = problem
+    good = (ivar > 0) & np.isfinite(flux)
+    m = newton_model
+    m.set_params(n_jobs=1)
+    one = infer.training_rchi2(m, np.where(good, flux, 0.0), good, ivar)
+    m.set_params(n_jobs=2, batch_size=16)
+    try:
+        two = infer.training_rchi2(m, np.where(good, flux, 0.0), good, ivar)
+    finally:
+        m.set_params(n_jobs=2, batch_size=256)
+    assert np.isfinite(one).all() and one.size == flux.shape[0]
+    assert np.allclose(two, one, rtol=1e-12, atol=0), np.abs(two / one - 1).max()

@@ -12,7 +12,10 @@ solutions travel for each point of the (C, epsilon) grid (the solutions
 without the solver's warm-start state, which no caller reads).
 :meth:`BlockRunner.submit_many` puts every (C, epsilon) problem of a kernel
 on the cluster at once, so that the grid search can build the next kernel
-and read the last kernel's solutions while the workers solve.
+and read the last kernel's solutions while the workers solve;
+:meth:`BlockRunner.solve_groups` does the same for problems of different
+kernels (the final fits' gamma groups), and in process puts all their blocks
+in one thread pool, so that no thread waits for another group's slowest block.
 
 The block layout depends on the number of blocks asked for (``n_workers``),
 never on where the blocks run, and a block's solution depends only on its
@@ -33,7 +36,7 @@ import os
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -259,6 +262,54 @@ class BlockRunner:
         with one_blas_thread():
             sent = [(self._submit(fn, ke, Y, C, eps, kw), (fn, ke, Y, C, eps, kw)) for C, eps in problems]
         return self._gather_all(sent)
+
+    def solve_groups(self, fn: Callable, problems: Iterable[tuple], *, window: int = 2,
+                     **kw) -> list[SVRBatchSolution]:
+        """Solutions of ``fn(ke, Y, C, eps, **kw)`` for each ``(ke, Y, C, eps)`` of ``problems``, in order.
+
+        Each problem is cut into the blocks of :meth:`solve` (:func:`pixel_blocks`), so each
+        solution is bit-identical to :meth:`solve`'s.  With one worker in process the problems
+        are solved one after the other.  With more, the blocks of every problem go to one pool
+        of ``n_workers`` threads as ``problems`` is read, in its order: a thread that finishes
+        the last blocks of one problem starts on the next problem's blocks instead of waiting
+        for the slowest block, and ``problems`` (a generator may build the next kernel) is
+        read while the earlier blocks run; the next problem is read once the one ``window``
+        places before it is solved, so that at most ``window`` problems' inputs are held.  With a client every problem is submitted before
+        the first solution is gathered.  With more than one worker or a client, ``problems``
+        is read with BLAS limited to one thread (the limit is process-wide and held for the
+        blocks, see :meth:`solve`).
+
+        Parameters
+        ----------
+        fn, **kw : as for :meth:`solve`.
+        problems : iterable of (ke, Y, C, eps)
+            Kernel, targets ``(n_pix, n)`` and bounds of each problem, as for :meth:`solve`.
+        window : int
+            Problems in the thread pool at once (in process, more than one worker).
+
+        Returns
+        -------
+        list of SVRBatchSolution, one per problem (without ``state`` on a cluster).
+        """
+        if self.client is None and self.n_workers == 1:
+            return [self.solve(fn, ke, Y, C, eps, **kw) for ke, Y, C, eps in problems]
+        with one_blas_thread():
+            if self.client is not None:
+                sent = [(self._submit(fn, ke, Y, C, eps, kw), (fn, ke, Y, C, eps, kw)) for ke, Y, C, eps in problems]
+                return [self._gather(futures, problem) for futures, problem in sent]
+            with ThreadPoolExecutor(max_workers=self.n_workers) as ex:
+                sent, it = [], iter(problems)
+                while True:
+                    if len(sent) >= window:          # at most ``window`` problems (kernels) held at once
+                        wait(sent[-window])
+                    if (problem := next(it, None)) is None:
+                        break
+                    ke, Y, C, eps = problem
+                    P = Y.shape[0]
+                    edges = pixel_blocks(P, self.n_workers)
+                    sent.append([ex.submit(fn, ke, Y[lo:hi], _rows(C, lo, hi, P), _rows(eps, lo, hi, P), **kw)
+                                 for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
+                return [_concat([f.result() for f in futs]) for futs in sent]
 
     def _gather_all(self, sent: list) -> Iterator[SVRBatchSolution]:
         """The solutions of :meth:`submit_many`'s problems, gathered in order."""

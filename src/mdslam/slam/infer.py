@@ -391,6 +391,12 @@ def training_rchi2(model: Any, flux: np.ndarray, good: np.ndarray, ivar: np.ndar
     Returns
     -------
     (n_train,) array; NaN where too few pixels are good.
+
+    Notes
+    -----
+    With ``n_jobs`` > 1 the spectra go in batches (``batch_size``, at most an ``n_jobs``-th of
+    them) to ``n_jobs`` threads, as in :meth:`~mdslam.slam.SLAM.predict`; with one job, in
+    one batch.
     """
     check_lm_options(model)
     X = np.where(good, flux, np.nan)
@@ -401,11 +407,22 @@ def training_rchi2(model: Any, flux: np.ndarray, good: np.ndarray, ivar: np.ndar
     L = model.label_mean_.size
     out = np.full(X.shape[0], np.nan)
     ok = n_good > L
-    if ok.any():
-        with one_blas_thread():
-            quick_grid(model)
-            c2 = lm_batch(model, fobs[ok], w[ok])[2]
-        out[ok] = quality.rchi2(c2, n_good[ok], L)
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return out
+    nw = _n_workers(model.n_jobs)
+    # one batch on one thread; with n_jobs > 1 batches of at most batch_size on n_jobs threads, as predict
+    bs = idx.size if nw == 1 else max(1, min(int(model.batch_size), -(-idx.size // nw)))
+    batches = [idx[i:i + bs] for i in range(0, idx.size, bs)]
+    with one_blas_thread():
+        quick_grid(model)                            # the shared caches, built before the threads start
+        if getattr(model, "lm_rank", None) is not None:
+            projected(model, _lm_dtype(model))
+        workers = max(1, min(nw, len(batches)))
+        with ThreadPoolExecutor(max_workers=workers) if workers > 1 else contextlib.nullcontext() as ex:
+            run = (lambda bidx: lm_batch(model, fobs[bidx], w[bidx])[2])       # noqa: E731
+            for bidx, c2 in zip(batches, map(run, batches) if ex is None else ex.map(run, batches), strict=True):
+                out[bidx] = quality.rchi2(c2, n_good[bidx], L)
     return out
 
 

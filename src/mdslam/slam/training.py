@@ -344,6 +344,10 @@ def _refit_all(Xs, Ys, good, C_pix, eps_pix, gamma_pix, usable, tol, refit_tol, 
     With ``kernel_rank`` set the fits use the Nystrom kernel, are solved to ``tol`` (ADMM and
     polish, as the CV fits), and the returned coefficients are those of the exact-kernel
     expansion over the landmarks (zero elsewhere); ``solver`` as for :func:`_grid_search_cv`.
+    The gamma groups go to :meth:`BlockRunner.solve_groups`, largest gamma first (its pixels
+    took the most solver time), so with several workers every group's pixel blocks share one
+    pool and the next kernel is built while the earlier blocks run; each block is the one a
+    group-by-group fit solves, so the duals are bit-identical to it.
     """
     n, n_pix = Ys.shape
     dual = np.zeros((n_pix, n))
@@ -352,25 +356,30 @@ def _refit_all(Xs, Ys, good, C_pix, eps_pix, gamma_pix, usable, tol, refit_tol, 
     runner = n_workers if isinstance(n_workers, BlockRunner) else BlockRunner(n_workers)
     fn, kw = ((solve_svr_exact, {"tol": tol, "final_tol": refit_tol}) if kernel_rank is None
               else (_cv_solver(solver), {"tol": tol}))
-    pending = []                         # on a cluster every gamma's fits are submitted before any is read
-    for g in _progress(np.unique(gamma_pix[usable]), verbose, "SLAM refit", unit="gamma"):
-        pix = np.flatnonzero((gamma_pix == g) & usable)
-        ke = _kernel(Xs, g, kernel_rank)
-        sols = runner.submit_many(fn, ke, np.ascontiguousarray(Ys[:, pix].T),
-                                  [(C_pix[pix, None] * good[:, pix].T, eps_pix[pix])], **kw)
-        pending.append((pix, ke, sols))
-        while pending and runner.client is None:
-            _store_refit(*pending.pop(), dual, b, info, refit_tol if kernel_rank is None else tol)
-    for job in pending:
-        _store_refit(*job, dual, b, info, refit_tol if kernel_rank is None else tol)
+    groups = [np.flatnonzero((gamma_pix == g) & usable) for g in np.unique(gamma_pix[usable])[::-1]]
+    kes = []
+
+    def problems():
+        for g, pix in zip(_progress(np.unique(gamma_pix[usable])[::-1], verbose, "SLAM refit", unit="gamma"),
+                          groups, strict=True):
+            ke = _kernel(Xs, g, kernel_rank)
+            kes.append(ke if ke.landmarks is not None else None)    # an exact kernel is not kept past its fit
+            yield ke, np.ascontiguousarray(Ys[:, pix].T), C_pix[pix, None] * good[:, pix].T, eps_pix[pix]
+
+    sols = runner.solve_groups(fn, problems(), **kw)
+    for pix, ke, sol in zip(groups, kes, sols, strict=True):
+        _store_refit(pix, ke, (sol,), dual, b, info, refit_tol if kernel_rank is None else tol)
     # unusable pixels: model = training mean (dual 0, b 0 in scaled units)
     return dual, b, info
 
 
 def _store_refit(pix, ke, sols, dual, b, info, tol):
-    """Put one gamma group's final fit (the single solution of ``sols``) into ``dual``, ``b`` and ``info``."""
+    """Put one gamma group's final fit (the single solution of ``sols``) into ``dual``, ``b`` and ``info``.
+
+    ``ke`` None: an exact kernel (the duals are the coefficients as they are).
+    """
     (sol,) = sols
-    if ke.landmarks is None:
+    if ke is None or ke.landmarks is None:
         dual[pix] = sol.beta
     else:
         dual[np.ix_(pix, ke.landmarks)] = ke.expansion(sol.beta)[0]
