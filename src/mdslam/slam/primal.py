@@ -42,8 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.linalg import LinAlgError
-from scipy.linalg.blas import dsyrk
-from scipy.linalg.lapack import dpotrf, dpotrs
+from scipy.linalg.lapack import dpotrs
 
 from ..svr import KernelEig, SVRBatchSolution, _as_target_array, _reduced_kkt_solve, kkt_gap
 from ._util import numba_compile
@@ -155,11 +154,12 @@ def _line_search(W, dW, R, dR, C, eps, delta, n_eval=30):
 
 
 def _solve_spd(H, G):
-    """``H^-1 G`` for a symmetric positive definite ``H`` whose upper triangle is set (LAPACK Cholesky)."""
-    cf, info = dpotrf(H, lower=0, clean=0, overwrite_a=1)
-    if info != 0:
-        raise LinAlgError(f"dpotrf info {info}")
-    x, info = dpotrs(cf, G, lower=0)
+    """``H^-1 G`` for a symmetric positive definite ``H`` (Cholesky; LinAlgError otherwise).
+
+    The factorisation is NumPy's, which releases the GIL; SciPy's LAPACK wrappers hold it, so
+    two threads factorising at once ran one after the other (``benchmarks/README.md``).
+    """
+    x, info = dpotrs(np.linalg.cholesky(H), G, lower=1)
     return x
 
 
@@ -182,7 +182,7 @@ def _newton_direction(Phi, band, C, delta, GW, Gb, ridge):
         if B.size == 0:
             X = G
         elif B.size < r:
-            S = dsyrk(1.0, A.T, trans=1)                     # upper triangle of A A^T
+            S = A @ A.T                                      # NumPy's syrk releases the GIL, SciPy's does not
             S[np.diag_indices(B.size)] += 1.0 / dvec
             try:
                 X = G - A.T @ _solve_spd(S, A @ G)
@@ -190,7 +190,7 @@ def _newton_direction(Phi, band, C, delta, GW, Gb, ridge):
                 X = np.linalg.solve(np.eye(r) + (A.T * dvec) @ A, G)
         else:
             As = A * np.sqrt(dvec)[:, None]
-            M = dsyrk(1.0, As.T)                             # upper triangle of As^T As
+            M = As.T @ As
             M[np.diag_indices(r)] += 1.0
             try:
                 X = _solve_spd(M, G)
