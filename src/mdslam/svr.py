@@ -297,6 +297,34 @@ def _start_state(Cfull: np.ndarray, n: int, rho0: float | None, warm) -> tuple[n
     return np.zeros((P, n)), np.zeros((P, n)), r0
 
 
+def warm_state_on_rows(state: tuple, rows_from: np.ndarray, rows_to: np.ndarray,
+                       C) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An ADMM state ``(z, u, rho)`` of solves on the samples ``rows_from``, moved to the samples ``rows_to``.
+
+    Parameters
+    ----------
+    state : (z, u, rho)
+        ``z``, ``u`` (P, len(rows_from)), ``rho`` (P,): :attr:`SVRBatchSolution.state`.
+    rows_from, rows_to : int arrays
+        Indices of the two solves' samples in one data set (e.g. two CV folds' training stars).
+    C : float, (P,) or (P, len(rows_to)) array
+        Box of the new solves.
+
+    Returns
+    -------
+    (z, u, rho) for :func:`solve_svr_batch`'s ``warm``: the shared samples' entries, 0 on the
+    samples new in ``rows_to``; ``z`` clipped to ``[-C, C]``.
+    """
+    pos = np.full(int(max(rows_from.max(), rows_to.max())) + 1, -1)
+    pos[rows_from] = np.arange(rows_from.size)
+    j = pos[rows_to]
+    shared = j >= 0
+    z, u, rho = (np.asarray(a, float) for a in state)
+    Cf = _as_target_array(C, z.shape[0], rows_to.size)
+    z1 = np.where(shared, z[:, np.maximum(j, 0)], 0.0)
+    return np.clip(z1, -Cf, Cf), np.where(shared, u[:, np.maximum(j, 0)], 0.0), rho.copy()
+
+
 def _empty_phase_result(P: int, n: int) -> list[np.ndarray]:
     """Per-target outputs of an ADMM phase: beta, b, gap, n_iter, z, u, rho."""
     return [np.zeros((P, n)), np.zeros(P), np.full(P, np.inf), np.zeros(P, int),
@@ -831,6 +859,8 @@ def solve_svr_staged(
     stops: tuple[int, ...] = (80, 160, 320),
     polish_steps: int = 3,
     max_iter: int = 20000,
+    warm: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    first_check: int = 50,
 ) -> SVRBatchSolution:
     """ADMM interleaved with polish attempts: the fast way to libsvm's tolerance.
 
@@ -841,9 +871,15 @@ def solve_svr_staged(
 
     Parameters
     ----------
-    ke, Y, C, epsilon, tol, max_iter : as for :func:`solve_svr_batch`.
+    ke, Y, C, epsilon, tol, max_iter, warm : as for :func:`solve_svr_batch`.
+        A warm state from another CV fold's solution (its training stars' entries, 0 on the
+        others) or from a neighbouring ``(C, epsilon)`` did not save CPU on the reference
+        problem of ``benchmarks/`` (``cv_warm_start.py``): about a third of the stars change set
+        between folds, so neither ADMM nor the polish starts closer to the optimum.
     stops : iterations at which to try polishing.
     polish_steps : active-set Newton steps per attempt.
+    first_check : int
+        Iterations before the first KKT check (capped at ``stops[0]``).
 
     Returns
     -------
@@ -854,7 +890,7 @@ def solve_svr_staged(
     Cf = np.ascontiguousarray(np.broadcast_to(_as_target_array(C, P, n), (P, n)))
     ef = np.ascontiguousarray(_as_target_array(epsilon, P))[:, 0]
     first = stops[0] if stops else max_iter
-    sol = solve_svr_batch(ke, Y, Cf, ef, tol=tol, max_iter=first, first_check=min(50, first))
+    sol = solve_svr_batch(ke, Y, Cf, ef, tol=tol, max_iter=first, first_check=min(first_check, first), warm=warm)
     for k in range(len(stops)):
         todo = np.flatnonzero(sol.gap > tol)
         if todo.size == 0:
