@@ -340,3 +340,59 @@ def test_cv_solves_warm_started_from_the_previous_fold():
             mse["cold"].append(e["cold"])
             mse["warm"].append(e["warm"])
     assert np.array_equal(np.argmin(mse["warm"], axis=0), np.argmin(mse["cold"], axis=0))
+
+
+@pytest.mark.parametrize("gamma, per_sample_C", [(1.0, False), (0.1, False), (1.0, True)])
+def test_compiled_admm_passes_equal_the_numpy_passes(monkeypatch, gamma, per_sample_C):
+    """The numba passes of the ADMM iterations and KKT checks give bit for bit the NumPy passes'
+    solutions, iteration counts and penalties (dense step at gamma 1, eigenbasis step at gamma 0.1;
+    C per target and per sample, with masked samples), through the float32 phase and the float64
+    one that follows."""
+    pytest.importorskip("numba")
+    import mdslam.svr as svr
+
+    X, Y = _smooth_pixels(200, 12, snr=300.0, seed=11)
+    ke = KernelEig.from_kernel(rbf_kernel(X, X, gamma), rel_cut=1e-8)
+    assert svr._LinearStep(ke, np.dtype(np.float32)).dense == (gamma == 1.0)
+    C = 10.0
+    if per_sample_C:
+        C = np.full(Y.shape, 10.0)
+        C[:, ::7] = 0.0                                 # masked pixels
+    runs = []
+    for compiled in (False, True):
+        monkeypatch.setattr(svr, "_COMPILED", {} if compiled else {"prox": None, "bounds": None})
+        ke.cache.clear()
+        runs.append(svr.solve_svr_batch(ke, Y, C, 0.05, tol=1e-5))
+    numpy_run, compiled_run = runs
+    assert svr._compiled("prox") is not None and svr._compiled("bounds") is not None
+    assert np.all(numpy_run.n_iter >= 20)
+    for a, b in zip((numpy_run.beta, numpy_run.intercept, numpy_run.n_iter, *numpy_run.state),
+                    (compiled_run.beta, compiled_run.intercept, compiled_run.n_iter, *compiled_run.state), strict=True):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_kkt_gap_equals_the_numpy_gap(monkeypatch, dtype):
+    """kkt_gap's compiled pass against its NumPy passes on coefficients at both bounds, inside,
+    at zero, on masked samples (C = 0), rows with every sample at a bound and a row with NaN."""
+    pytest.importorskip("numba")
+    import mdslam.svr as svr
+
+    rng = np.random.default_rng(2)
+    P, n = 40, 30
+    C = np.where(rng.random((P, n)) < 0.1, 0.0, rng.choice([1.0, 10.0], (P, 1))).astype(dtype)
+    beta = (rng.choice([-1.0, 0.0, 1.0, 0.3, -0.7], (P, n)) * C).astype(dtype)
+    beta[:3] = C[:3]                                     # every sample at the upper bound
+    beta[3] = -C[3]
+    h = rng.normal(0, 1, (P, n)).astype(dtype)
+    h[5, 4] = np.nan
+    eps = rng.uniform(0, 0.1, (P, 1)).astype(dtype)
+    out = []
+    for compiled in (False, True):
+        monkeypatch.setattr(svr, "_COMPILED", {} if compiled else {"bounds": None})
+        out.append(svr.kkt_gap(beta, h, C, eps))
+        out.append(svr.kkt_gap(beta, h, C[:, :1], eps))
+    assert svr._compiled("bounds") is not None
+    for a, b in zip(out[:2], out[2:], strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True)

@@ -20,7 +20,8 @@ penalty ``rho`` adapted on the fly.  The linear step needs
 decomposition ``K = U diag(lam) U^T`` (computed once per kernel) it is two
 matrix products for all targets at once, whatever each target's ``rho``.
 The proximal step (soft threshold by ``epsilon/rho``, clip to the box) is
-element-wise.  Iterations run in float32 by default and every target is
+element-wise; with numba installed it and the KKT check's bounds run as single
+compiled passes, bit-identical to the NumPy passes used without it.  Iterations run in float32 by default and every target is
 checked in float64 against libsvm's own stopping rule: the KKT gap
 ``max_{i in I_low} (y_i - f_i) - min_{i in I_up} (y_i - f_i) <= tol`` (the
 "maximal violating pair" gap, with ``f`` without ``b``), so a solution
@@ -253,18 +254,9 @@ def kkt_gap(beta: np.ndarray, h: np.ndarray, C: np.ndarray, eps: np.ndarray) -> 
     b : (P,) intercept, mid-point of the feasible interval (libsvm takes the
         mean over free support vectors; at convergence both agree to ``gap``).
     """
-    # branch-free (np.where and masked assignment on these unpredictable masks are 3-10x slower):
     # lo = h + eps where beta < 0 else h - eps, excluded (-inf) at the upper bound; up mirrored
     big = 1e30
-    two_eps = 2 * eps
-    lo = h - eps
-    lo += (beta < 0) * two_eps
-    lo -= (beta >= C) * big
-    up = h + eps
-    up -= (beta > 0) * two_eps
-    up += (beta <= -C) * big
-    LB = lo.max(axis=1)
-    UB = up.min(axis=1)
+    LB, UB = _bounds_on_b(beta, h, C, eps, big)
     LB[LB < -0.1 * big] = -np.inf
     UB[UB > 0.1 * big] = np.inf
     gap = np.maximum(LB - UB, 0.0)
@@ -274,6 +266,63 @@ def kkt_gap(beta: np.ndarray, h: np.ndarray, C: np.ndarray, eps: np.ndarray) -> 
     gap = np.where(fl & fu, gap, 0.0)
     gap = np.maximum(gap, np.abs(beta.sum(axis=1)))
     return gap, b
+
+
+def _bounds_on_b(beta, h, C, eps, big: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per target the largest lower and smallest upper bound on the intercept (:func:`kkt_gap`).
+
+    One compiled pass (:func:`_bounds_pass`) where numba is installed and the four arrays
+    share a dtype, else NumPy passes; the same values (bounds excluded at the box: ``-big``
+    and ``+big`` in NumPy, skipped in the compiled pass; NaN propagates in both).
+    """
+    fused = _compiled("bounds")
+    if (fused is not None and beta.ndim == h.ndim == C.ndim == eps.ndim == 2 and eps.shape[1] == 1
+            and C.shape[1] in (1, beta.shape[1]) and beta.dtype == h.dtype == C.dtype == eps.dtype):
+        LB = np.empty(beta.shape[0], beta.dtype)
+        UB = np.empty_like(LB)
+        fused(beta, h, C, eps, LB, UB)
+        return LB, UB
+    # branch-free (np.where and masked assignment on these unpredictable masks are 3-10x slower)
+    two_eps = 2 * eps
+    lo = h - eps
+    lo += (beta < 0) * two_eps
+    lo -= (beta >= C) * big
+    up = h + eps
+    up -= (beta > 0) * two_eps
+    up += (beta <= -C) * big
+    return lo.max(axis=1), up.min(axis=1)
+
+
+def _bounds_pass(beta, h, C, eps, LB, UB):
+    """The compiled pass of :func:`_bounds_on_b`: ``LB``, ``UB`` (P,) filled in place."""
+    P, n = beta.shape
+    cs = 1 if C.shape[1] > 1 else 0
+    for p in range(P):
+        e = eps[p, 0]
+        two_e = e + e                                 # (2 * e would be float64 in numba)
+        lb = -np.inf
+        ub = np.inf
+        for j in range(n):
+            bj = beta[p, j]
+            cj = C[p, j * cs]
+            hj = h[p, j]
+            if hj != hj:                              # NaN, as NumPy's max / min give it
+                lb = ub = hj
+                break
+            if not bj >= cj:
+                lo = hj - e
+                if bj < 0:
+                    lo += two_e
+                if lo > lb or lo != lo:
+                    lb = lo
+            if not bj <= -cj:
+                up = hj + e
+                if bj > 0:
+                    up -= two_e
+                if up < ub or up != up:
+                    ub = up
+        LB[p] = lb
+        UB[p] = ub
 
 
 def _as_target_array(v, P: int, n: int | None = None) -> np.ndarray:
@@ -534,7 +583,84 @@ class _PhaseState:
 
 
 def _admm_steps(st: _PhaseState, lin: _LinearStep, a, n_steps: int) -> None:
-    """``n_steps`` over-relaxed ADMM iterations of every running target, in place on ``st``."""
+    """``n_steps`` over-relaxed ADMM iterations of every running target, in place on ``st``.
+
+    With numba the element-wise part of an iteration (over-relaxation, soft threshold, box,
+    dual update and the next right-hand side) is one compiled pass (:func:`_prox_pass`),
+    bit-identical to the NumPy passes of :func:`_admm_steps_numpy`, which run without it.
+    """
+    fused = _compiled("prox")
+    if fused is None:
+        _admm_steps_numpy(st, lin, a, n_steps)
+        return
+    zt, ut, rh, x = st.z, st.u, st.rho, st.x
+    b = 1 - a
+    r = zt - ut
+    r *= rh[:, None]
+    r += st.Y                                         # r = y + rho (z - u)
+    znew = np.empty_like(zt)
+    for _ in range(n_steps):
+        _linear_step(st, lin, r, x)
+        fused(x, zt, ut, rh, st.Y, st.C, st.nC, st.eps, a, b, znew, r)
+        zt, znew = znew, zt                           # znew now holds the previous z
+    st.z, st.u, st.zold = zt, ut, znew
+
+
+def _linear_step(st: _PhaseState, lin: _LinearStep, r: np.ndarray, x: np.ndarray) -> None:
+    """``x = (K + rho I)^-1 (r - nu 1)`` with ``sum x = 0`` per target, in place on ``x`` (``r`` is overwritten)."""
+    if lin.dense:
+        _dense_step(st.groups, r, x)
+        return
+    rh, D, Dc, den = st.rho, st.D, st.Dc, st.den
+    q = r @ lin.Ut                                    # (P, r)
+    nu = (r.sum(axis=1) / rh + np.einsum("pk,pk->p", q, Dc)) / den
+    q *= D
+    q -= nu[:, None] * Dc
+    np.matmul(q, lin.UtT, out=x)
+    r -= nu[:, None]
+    r /= rh[:, None]
+    x += r
+
+
+def _prox_pass(x, z, u, rh, Y, C, nC, eps, a, b, znew, r):
+    """One element-wise pass of an ADMM iteration (compiled by numba; the same operations in the
+    same order as :func:`_admm_steps_numpy`): ``v = a x + b z + u``, ``znew`` = ``v`` soft-thresholded
+    by ``eps/rho`` and clipped to the box, ``u <- v - znew``, ``r <- (znew - u) rho + y``."""
+    P, n = x.shape
+    cs = 1 if C.shape[1] > 1 else 0                   # C, nC: (P, n) per sample or (P, 1)
+    for p in range(P):
+        rp = rh[p]
+        t = eps[p, 0] / rp
+        mt = -t
+        for j in range(n):
+            v = x[p, j] * a + b * z[p, j] + u[p, j]
+            w = v - max(min(v, t), mt)
+            w = max(min(w, C[p, j * cs]), nC[p, j * cs])
+            uu = v - w
+            znew[p, j] = w
+            u[p, j] = uu
+            r[p, j] = (w - uu) * rp + Y[p, j]
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(name: str):
+    """The numba compilation (``nogil``, cached on disk) of ``_prox_pass`` (``"prox"``) or
+    ``_bounds_pass`` (``"bounds"``), or None without numba."""
+    if name not in _COMPILED:
+        try:
+            import numba
+        except ImportError:
+            _COMPILED[name] = None
+        else:
+            fn = {"prox": _prox_pass, "bounds": _bounds_pass}[name]
+            _COMPILED[name] = numba.njit(nogil=True, cache=True)(fn)
+    return _COMPILED[name]
+
+
+def _admm_steps_numpy(st: _PhaseState, lin: _LinearStep, a, n_steps: int) -> None:
+    """The iterations of :func:`_admm_steps` in NumPy passes (without numba)."""
     zt, ut, rh, x = st.z, st.u, st.rho, st.x
     Ya, Ca, nCa, ea, D, Dc, den = st.Y, st.C, st.nC, st.eps, st.D, st.Dc, st.den
     Ut, UtT = lin.Ut, lin.UtT
