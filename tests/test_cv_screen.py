@@ -219,3 +219,32 @@ def test_first_fold_screen_with_prune_counts_the_proxy_folds(fits, data):
     made = 12 * n_pix + 4 * n_pix + 3 * kept.sum()          # proxy fold, second fold of the kept, 3 more
     assert model.solver_info_["cv_screened_fraction"] == pytest.approx(1 - made / (12 * n_pix * 5))
     assert model.solver_info_["cv_screen"]["prune"] == 1.02
+
+
+def test_admm_iter_moves_the_smo_finish_not_the_answer(data, libsvm_mse, monkeypatch):
+    """``admm_iter`` (the ``admm_max_iter`` of "admm-smo" in stage 2) changes how the kept points
+    are solved, not what: with 20 the solves are handed to SMO early, every one ends at ``tol``
+    (1e-6), and the CV-MSE is libsvm's as with the default 3,000."""
+    pytest.importorskip("numba")
+    X, Y = data[2:]
+    Cs, es, gs = (np.asarray(GRID[k]) for k in ("C", "epsilon", "gamma"))
+    alive = _kept_points(Cs, es, gs, Y.shape[1], seed=2, keep=3)
+    folds = list(KFold(5).split(X))
+    good = np.ones_like(Y, bool)
+    real, seen = screen._cv_solver("admm-smo"), []
+
+    def recorded(*a, **kw):
+        seen.append(kw.get("admm_max_iter"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(screen, "_cv_solver", lambda name: recorded)
+    runs = [screen.masked_search_cv(X, Y, good, folds, Cs, es, gs, alive, 1e-6, False, solver="admm-smo",
+                                    admm_iter=it) for it in (None, 20)]
+    assert set(seen) == {None, 20}
+    want = np.moveaxis(libsvm_mse, 0, -1)[alive]
+    for sse, _, cnt, info in runs:
+        assert info["cv_n_unconverged"] == 0 and info["cv_max_kkt_gap"] <= 1e-6
+        assert np.allclose((sse / cnt)[alive], want, rtol=1e-4, atol=0)
+    assert screen.check_screen({"admm_iter": 300})["admm_iter"] == 300
+    with pytest.raises(ValueError, match="admm_iter=0"):
+        screen.check_screen({"admm_iter": 0})

@@ -14,7 +14,12 @@ grid point in every fold.  The screened search (``SLAM(cv_screen=...)``) does it
 The choice is the kept point of lowest full CV-MSE; points not kept have NaN in ``sse``.
 With ``prune`` (a factor ``f``) stage 2 also drops, after its first ``prune_after`` folds, the
 kept points whose CV-MSE so far is above ``f`` times the pixel's best kept point (the rule of
-``SLAM(cv_prune=f)`` applied to the kept points); ``f = inf`` drops none.
+``SLAM(cv_prune=f)`` applied to the kept points); ``f = inf`` drops none.  ``admm_iter`` is
+the ``admm_max_iter`` of ``solver="admm-smo"`` in stage 2 (:func:`mdslam.slam.smo.solve_svr_admm_smo`:
+ADMM iterations after its polish stops at 80 / 160 / 320, before the SMO finish; 3,000 in the
+exact search): every solve still ends at ``tol``, fewer ADMM iterations only move where SMO
+takes over (the CV-MSE then differs within the solver's tolerance, measured in
+``benchmarks/README.md``).
 Every stage-2 solve is checked against ``tol`` and counted per pixel, as in the exact search;
 the proxy's solves above ``tol`` are counted apart (they only rank).  How often the choice
 differs from the exact search's, and the CV-MSE regret, are measured in ``benchmarks/README.md``.
@@ -42,8 +47,9 @@ from .training import (
 )
 
 #: Defaults of the proxy: stars in the subsample, its folds, points kept per pixel; stage 2's
-#: pruning factor (None: none) and the folds it waits for.
-SCREEN_DEFAULTS = {"n_star": 300, "folds": 3, "keep": 5, "first_folds": 0, "prune": None, "prune_after": 2}
+#: pruning factor (None: none), the folds it waits for, and the ADMM iterations of "admm-smo".
+SCREEN_DEFAULTS = {"n_star": 300, "folds": 3, "keep": 5, "first_folds": 0, "prune": None, "prune_after": 2,
+                   "admm_iter": 3000}
 
 
 def check_screen(screen: Any) -> dict[str, Any]:
@@ -58,12 +64,13 @@ def check_screen(screen: Any) -> dict[str, Any]:
         first ``first_folds`` folds of the full CV on all stars, whose solves the full CV
         reuses), ``prune`` (None, or a factor ``f > 1``, ``inf`` allowed: after ``prune_after``
         folds of the full CV, counting the ``first_folds`` ones, the kept points above ``f`` x the
-        pixel's best so far get no more folds), the rest from :data:`SCREEN_DEFAULTS`.
+        pixel's best so far get no more folds), ``admm_iter`` (the ``admm_max_iter`` of ``solver="admm-smo"``
+        in stage 2), the rest from :data:`SCREEN_DEFAULTS`.
 
     Returns
     -------
-    dict with int ``keep``, ``n_star``, ``folds``, ``first_folds``, ``prune_after`` and ``prune``
-    (None or float).
+    dict with int ``keep``, ``n_star``, ``folds``, ``first_folds``, ``prune_after``, ``admm_iter``
+    and ``prune`` (None or float).
 
     Raises
     ------
@@ -159,7 +166,8 @@ def screened_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=
     with np.errstate(invalid="ignore", divide="ignore"):
         alive = keep_best(psse / pcnt, spec["keep"])
     sse, se, cnt, info = masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_workers, solver,
-                                          prune=spec["prune"], prune_after=spec["prune_after"])
+                                          prune=spec["prune"], prune_after=spec["prune_after"],
+                                          admm_iter=spec["admm_iter"])
     info.update(cv_screen=spec, cv_screen_n_unconverged=pinfo["cv_n_unconverged"],
                 cv_screened_fraction=float(1.0 - info.pop("cv_n_solves") / (alive.size * len(folds))))
     return sse, se, cnt, info
@@ -178,7 +186,7 @@ def _screen_first_folds(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers
         alive = keep_best(psse / pcnt, spec["keep"])
     sse, se, cnt, info = masked_search_cv(Xs, Ys, good, folds[f:], Cs, es, gs, alive, tol, verbose, n_workers, solver,
                                           prune=spec["prune"], prune_after=max(spec["prune_after"] - f, 0),
-                                          prior=(psse, pcnt))
+                                          prior=(psse, pcnt), admm_iter=spec["admm_iter"])
     n1, n2 = psse.size * f, info.pop("cv_n_solves")
     info.update(cv_mean_iterations=(pinfo["cv_mean_iterations"] * n1 + info["cv_mean_iterations"] * n2) / (n1 + n2),
                 cv_max_kkt_gap=max(pinfo["cv_max_kkt_gap"], info["cv_max_kkt_gap"]),
@@ -190,7 +198,7 @@ def _screen_first_folds(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers
 
 
 def masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_workers=1, solver="admm",
-                     prune=None, prune_after=2, prior=None):
+                     prune=None, prune_after=2, prior=None, admm_iter=None):
     """Full k-fold CV sums of the grid points ``alive`` only, one batched solve per (fold, gamma).
 
     Parameters
@@ -220,6 +228,9 @@ def masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_wor
     prior : (sse, cnt) or None
         Sums of folds solved before ``folds`` ((n_C, n_epsilon, n_gamma, n_pix) and (n_pix,)),
         added to the partial CV-MSE of the pruning only.
+    admm_iter : int or None
+        ``solver="admm-smo"``: its ``admm_max_iter`` (ADMM iterations after the polish stops, before
+        the SMO finish; None: the solver's 3,000).
 
     Returns
     -------
@@ -237,6 +248,7 @@ def masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_wor
     unconv = np.zeros(n_pix, int)
     n_iter, n_solves, max_gap = 0, 0, 0.0
     fn, cut = _cv_solver(solver), _cv_rel_cut(Cs)
+    kw = {"admm_max_iter": int(admm_iter)} if solver == "admm-smo" and admm_iter is not None else {}
     alive = alive.copy()
     steps = [(k, gi) for k in range(len(folds)) for gi in range(gs.size) if alive[:, :, gi].any()]
     pruned = prune is None
@@ -251,7 +263,7 @@ def masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_wor
         ke = _kernel(Xs[tr], gs[gi], None, rel_cut=cut, decompose=solver != "smo")
         Kv = rbf_kernel(Xs[tr][_support_index(ke)], Xs[te], gs[gi])
         C = Cs[ci][:, None] * good[tr][:, pix].T
-        sol = _solve_parallel(fn, ke, np.ascontiguousarray(Ys[tr][:, pix].T), C, es[ei], n_workers, tol=tol)
+        sol = _solve_parallel(fn, ke, np.ascontiguousarray(Ys[tr][:, pix].T), C, es[ei], n_workers, tol=tol, **kw)
         res = (ke.expansion(sol.beta)[0] @ Kv + sol.intercept[:, None] - Ys[te][:, pix].T) * good[te][:, pix].T
         sse[ci, ei, gi, pix] += (res * res).sum(axis=1)
         se[ci, ei, gi, pix] += res.sum(axis=1)
