@@ -228,7 +228,7 @@ class SLAM(RegressorMixin, BaseEstimator):
         ``f > 1``, default None) and ``prune_after`` (default 2): after that many folds of the full CV, the
         kept points above ``f`` times the pixel's best kept point so far get no more folds (NaN too;
         ``f = inf`` drops none); ``admm_iter`` (default 3,000): the ``admm_max_iter`` of ``solver="admm-smo"``
-        (ADMM iterations after its polish stops, before the SMO finish) in the full CV of the kept points.  Every full-CV solve is held
+        (ADMM iterations after its polish stops, before the SMO finish) in the proxy and the full CV.  Every full-CV solve is held
         to ``tol`` and counted per pixel in ``cv_unconverged_`` as in the exact search;
         ``solver_info_`` gives ``cv_screened_fraction`` (full-CV solves not made) and
         ``cv_screen_n_unconverged`` (the proxy's solves above ``tol``).  Its choices, CV-MSE

@@ -15,7 +15,7 @@ The choice is the kept point of lowest full CV-MSE; points not kept have NaN in 
 With ``prune`` (a factor ``f``) stage 2 also drops, after its first ``prune_after`` folds, the
 kept points whose CV-MSE so far is above ``f`` times the pixel's best kept point (the rule of
 ``SLAM(cv_prune=f)`` applied to the kept points); ``f = inf`` drops none.  ``admm_iter`` is
-the ``admm_max_iter`` of ``solver="admm-smo"`` in stage 2 (:func:`mdslam.slam.smo.solve_svr_admm_smo`:
+the ``admm_max_iter`` of ``solver="admm-smo"`` in both stages (:func:`mdslam.slam.smo.solve_svr_admm_smo`:
 ADMM iterations after its polish stops at 80 / 160 / 320, before the SMO finish; 3,000 in the
 exact search): every solve still ends at ``tol``, fewer ADMM iterations only move where SMO
 takes over (the CV-MSE then differs within the solver's tolerance, measured in
@@ -27,6 +27,7 @@ differs from the exact search's, and the CV-MSE regret, are measured in ``benchm
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,7 +66,7 @@ def check_screen(screen: Any) -> dict[str, Any]:
         reuses), ``prune`` (None, or a factor ``f > 1``, ``inf`` allowed: after ``prune_after``
         folds of the full CV, counting the ``first_folds`` ones, the kept points above ``f`` x the
         pixel's best so far get no more folds), ``admm_iter`` (the ``admm_max_iter`` of ``solver="admm-smo"``
-        in stage 2), the rest from :data:`SCREEN_DEFAULTS`.
+        in both stages), the rest from :data:`SCREEN_DEFAULTS`.
 
     Returns
     -------
@@ -162,7 +163,7 @@ def screened_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=
     rows = draw(n, spec["n_star"], random_state)
     pfolds = _iter_folds(rows.size, spec["folds"], random_state)
     psse, _, pcnt, pinfo = _grid_search_cv(Xs[rows], Ys[rows], good[rows], pfolds, Cs, es, gs, tol, verbose,
-                                           n_workers, solver=solver)
+                                           n_workers, solver=_proxy_solver(solver, spec["admm_iter"]))
     with np.errstate(invalid="ignore", divide="ignore"):
         alive = keep_best(psse / pcnt, spec["keep"])
     sse, se, cnt, info = masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_workers, solver,
@@ -173,6 +174,13 @@ def screened_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=
     return sse, se, cnt, info
 
 
+def _proxy_solver(solver: str, admm_iter: int):
+    """The proxy's solver: ``solver``, with ``admm_max_iter=admm_iter`` if it is "admm-smo"."""
+    if solver != "admm-smo":
+        return solver
+    return functools.partial(_cv_solver(solver), admm_max_iter=int(admm_iter))
+
+
 def _screen_first_folds(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers, solver, spec):
     """The screened search whose proxy is the first ``spec["first_folds"]`` folds of ``folds`` (all points).
 
@@ -181,7 +189,7 @@ def _screen_first_folds(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers
     """
     f = min(spec["first_folds"], len(folds) - 1)
     psse, pse, pcnt, pinfo = _grid_search_cv(Xs, Ys, good, folds[:f], Cs, es, gs, tol, verbose, n_workers,
-                                             solver=solver)
+                                             solver=_proxy_solver(solver, spec["admm_iter"]))
     with np.errstate(invalid="ignore", divide="ignore"):
         alive = keep_best(psse / pcnt, spec["keep"])
     sse, se, cnt, info = masked_search_cv(Xs, Ys, good, folds[f:], Cs, es, gs, alive, tol, verbose, n_workers, solver,
