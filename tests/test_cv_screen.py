@@ -248,3 +248,26 @@ def test_admm_iter_moves_the_smo_finish_not_the_answer(data, libsvm_mse, monkeyp
     assert screen.check_screen({"admm_iter": 300})["admm_iter"] == 300
     with pytest.raises(ValueError, match="admm_iter=0"):
         screen.check_screen({"admm_iter": 0})
+
+
+def test_admm_iter_reaches_the_proxy_and_keeps_the_choice(fits, data, monkeypatch):
+    """``admm_iter`` caps "admm-smo" in the proxy (100-star folds of 66-67 stars) and in the full CV
+    (folds of 120): the fit makes the exact search's choices, its kept points' CV-MSE the exact one."""
+    pytest.importorskip("numba")
+    exact = fits[0]
+    flux, labels = data[:2]
+    real, sizes = screen._cv_solver("admm-smo"), set()
+
+    def recorded(ke, Yb, C, eps, **kw):
+        sizes.add((Yb.shape[1], kw.get("admm_max_iter")))
+        return real(ke, Yb, C, eps, **kw)
+
+    monkeypatch.setattr(screen, "_cv_solver", lambda name: recorded)
+    model = SLAM(**GRID, cv=KFold(5), chi2_scale=1.0, solver="admm-smo",
+                 cv_screen={**SCREEN, "admm_iter": 20}).fit(flux, labels)
+    assert {n for n, it in sizes if it == 20} >= {66, 67, 120} and {it for _, it in sizes} == {20}
+    kept = np.isfinite(model.cv_mse_grid_)
+    assert np.allclose(model.cv_mse_grid_[kept], exact.cv_mse_grid_[kept], rtol=2e-3, atol=0)
+    for name in ("C_", "epsilon_", "gamma_"):
+        assert np.array_equal(getattr(model, name), getattr(exact, name))
+    assert model.solver_info_["cv_n_unconverged"] == 0
