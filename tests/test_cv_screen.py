@@ -65,7 +65,7 @@ def test_screened_search_returns_the_exact_choice(fits, libsvm_mse):
     kept = np.isfinite(screened.cv_mse_grid_)
     assert np.all(kept.reshape(len(kept), -1).sum(1) == SCREEN["keep"])
     assert screened.solver_info_["cv_screened_fraction"] == pytest.approx(1 - 3 / 12)
-    assert screened.solver_info_["cv_screen"] == {**SCREEN, "first_folds": 0}
+    assert screened.solver_info_["cv_screen"] == {**screen.SCREEN_DEFAULTS, **SCREEN}
     # the kept points' full CV-MSE is the exact search's (both solve to libsvm's gap 1e-3)
     assert np.allclose(screened.cv_mse_grid_[kept], exact.cv_mse_grid_[kept], rtol=2e-3, atol=0)
     assert np.allclose(screened.dual_coef_, exact.dual_coef_, atol=1e-9)
@@ -132,6 +132,9 @@ def test_bad_cv_screen_is_a_one_line_error(data):
     for bad, msg in ((0, "keep=0"), ({"folds": 1}, "folds=1"), ({"kep": 3}, "unknown key"), (2.5, "keep=2.5")):
         with pytest.raises(ValueError, match=msg):
             SLAM(**GRID, cv=KFold(5), cv_screen=bad).fit(flux, labels)
+    for bad in (1.0, 0.5, float("nan"), "1.2", True):
+        with pytest.raises(ValueError, match="prune="):
+            SLAM(**GRID, cv=KFold(5), cv_screen={"keep": 3, "prune": bad}).fit(flux, labels)
     with pytest.raises(ValueError, match="cv_prune None"):
         SLAM(**GRID, cv=KFold(5), cv_screen=3, cv_prune=1.5).fit(flux, labels)
 
@@ -150,3 +153,121 @@ def test_a_gamma_group_without_support_vectors_is_modelled(fits):
     F, J = model._model_scaled(th, jacobian=True)
     assert np.allclose(F[:, flat], model.intercept_[flat])
     assert np.all(J[:, flat] == 0) and np.any(J[:, ~flat] != 0)
+
+
+def _kept_points(Cs, es, gs, n_pix, seed=1, keep=5):
+    """``keep`` distinct random grid points per pixel, (n_C, n_epsilon, n_gamma, n_pix) bool."""
+    rng = np.random.default_rng(seed)
+    alive = np.zeros((Cs.size * es.size * gs.size, n_pix), bool)
+    for p in range(n_pix):
+        alive[rng.choice(alive.shape[0], keep, replace=False), p] = True
+    return alive.reshape(Cs.size, es.size, gs.size, n_pix)
+
+
+def test_prune_inf_is_the_unpruned_search(data):
+    """``prune=inf`` drops no kept point: the same sums, bit for bit, and the same solves."""
+    X, Y = data[2:]
+    Cs, es, gs = (np.asarray(GRID[k]) for k in ("C", "epsilon", "gamma"))
+    alive = _kept_points(Cs, es, gs, Y.shape[1])
+    folds = list(KFold(5).split(X))
+    good = np.ones_like(Y, bool)
+    plain = screen.masked_search_cv(X, Y, good, folds, Cs, es, gs, alive, 1e-3, False)
+    inf = screen.masked_search_cv(X, Y, good, folds, Cs, es, gs, alive, 1e-3, False, prune=np.inf)
+    for a, b in zip(plain[:3], inf[:3], strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    assert inf[3]["cv_n_solves"] == plain[3]["cv_n_solves"] == alive.sum() * len(folds)
+
+
+def test_prune_drops_the_kept_points_above_f_times_the_best_after_two_folds(data):
+    """After two folds the kept points above f x the pixel's best partial CV-MSE (computed here
+    from a separate run of those two folds) get no more folds; the rest keep their full CV-MSE."""
+    X, Y = data[2:]
+    Cs, es, gs = (np.asarray(GRID[k]) for k in ("C", "epsilon", "gamma"))
+    alive = _kept_points(Cs, es, gs, Y.shape[1])
+    folds = list(KFold(5).split(X))
+    good = np.ones_like(Y, bool)
+    f = 1.05
+    part, _, cnt2, _ = screen.masked_search_cv(X, Y, good, folds[:2], Cs, es, gs, alive, 1e-3, False)
+    want = np.zeros_like(alive)
+    for p in range(Y.shape[1]):
+        mse = part[..., p] / cnt2[p]
+        want[..., p] = alive[..., p] & (mse <= f * np.nanmin(mse))
+    assert 0 < want.sum() < alive.sum(), "the test factor should drop some kept points, not all"
+    full = screen.masked_search_cv(X, Y, good, folds, Cs, es, gs, alive, 1e-3, False)[0]
+    sse, _, _, info = screen.masked_search_cv(X, Y, good, folds, Cs, es, gs, alive, 1e-3, False, prune=f)
+    assert np.array_equal(np.isfinite(sse), want)
+    assert np.allclose(sse[want], full[want], rtol=2e-3, atol=0)
+    assert info["cv_n_solves"] == 2 * alive.sum() + 3 * want.sum()
+    assert info["cv_n_unconverged"] == 0
+
+
+def test_first_fold_screen_with_prune_counts_the_proxy_folds(fits, data):
+    """With the first fold as the proxy and ``prune_after=2``, the pruning follows the second fold
+    (the proxy's fold counts); the choice is the exact search's best among the points that survive."""
+    exact = fits[0]
+    flux, labels = data[:2]
+    spec = {"keep": 4, "first_folds": 1, "prune": 1.02}
+    model = SLAM(**GRID, cv=KFold(5), chi2_scale=1.0, cv_screen=spec).fit(flux, labels)
+    kept = np.isfinite(model.cv_mse_grid_)
+    n_pix = kept.shape[0]
+    assert kept.sum() < 4 * n_pix and np.all(kept.reshape(n_pix, -1).sum(1) >= 1)
+    assert np.allclose(model.cv_mse_grid_[kept], exact.cv_mse_grid_[kept], rtol=2e-3, atol=0)
+    best = np.where(kept, exact.cv_mse_grid_, np.inf).reshape(n_pix, -1).argmin(1)
+    idx = np.unravel_index(best, kept.shape[1:])
+    for k, name in enumerate(("C", "epsilon", "gamma")):
+        assert np.array_equal(getattr(model, name + "_"), np.asarray(GRID[name])[idx[k]])
+    made = 12 * n_pix + 4 * n_pix + 3 * kept.sum()          # proxy fold, second fold of the kept, 3 more
+    assert model.solver_info_["cv_screened_fraction"] == pytest.approx(1 - made / (12 * n_pix * 5))
+    assert model.solver_info_["cv_screen"]["prune"] == 1.02
+
+
+def test_admm_iter_moves_the_smo_finish_not_the_answer(data, libsvm_mse, monkeypatch):
+    """``admm_iter`` (the ``admm_max_iter`` of "admm-smo" in stage 2) changes how the kept points
+    are solved, not what: with 20 the solves are handed to SMO early, every one ends at ``tol``
+    (1e-6), and the CV-MSE is libsvm's as with the default 3,000."""
+    pytest.importorskip("numba")
+    X, Y = data[2:]
+    Cs, es, gs = (np.asarray(GRID[k]) for k in ("C", "epsilon", "gamma"))
+    alive = _kept_points(Cs, es, gs, Y.shape[1], seed=2, keep=3)
+    folds = list(KFold(5).split(X))
+    good = np.ones_like(Y, bool)
+    real, seen = screen._cv_solver("admm-smo"), []
+
+    def recorded(*a, **kw):
+        seen.append(kw.get("admm_max_iter"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(screen, "_cv_solver", lambda name: recorded)
+    runs = [screen.masked_search_cv(X, Y, good, folds, Cs, es, gs, alive, 1e-6, False, solver="admm-smo",
+                                    admm_iter=it) for it in (None, 20)]
+    assert set(seen) == {None, 20}
+    want = np.moveaxis(libsvm_mse, 0, -1)[alive]
+    for sse, _, cnt, info in runs:
+        assert info["cv_n_unconverged"] == 0 and info["cv_max_kkt_gap"] <= 1e-6
+        assert np.allclose((sse / cnt)[alive], want, rtol=1e-4, atol=0)
+    assert screen.check_screen({"admm_iter": 300})["admm_iter"] == 300
+    with pytest.raises(ValueError, match="admm_iter=0"):
+        screen.check_screen({"admm_iter": 0})
+
+
+def test_admm_iter_reaches_the_proxy_and_keeps_the_choice(fits, data, monkeypatch):
+    """``admm_iter`` caps "admm-smo" in the proxy (100-star folds of 66-67 stars) and in the full CV
+    (folds of 120): the fit makes the exact search's choices, its kept points' CV-MSE the exact one."""
+    pytest.importorskip("numba")
+    exact = fits[0]
+    flux, labels = data[:2]
+    real, sizes = screen._cv_solver("admm-smo"), set()
+
+    def recorded(ke, Yb, C, eps, **kw):
+        sizes.add((Yb.shape[1], kw.get("admm_max_iter")))
+        return real(ke, Yb, C, eps, **kw)
+
+    monkeypatch.setattr(screen, "_cv_solver", lambda name: recorded)
+    model = SLAM(**GRID, cv=KFold(5), chi2_scale=1.0, solver="admm-smo",
+                 cv_screen={**SCREEN, "admm_iter": 20}).fit(flux, labels)
+    assert {n for n, it in sizes if it == 20} >= {66, 67, 120} and {it for _, it in sizes} == {20}
+    kept = np.isfinite(model.cv_mse_grid_)
+    assert np.allclose(model.cv_mse_grid_[kept], exact.cv_mse_grid_[kept], rtol=2e-3, atol=0)
+    for name in ("C_", "epsilon_", "gamma_"):
+        assert np.array_equal(getattr(model, name), getattr(exact, name))
+    assert model.solver_info_["cv_n_unconverged"] == 0

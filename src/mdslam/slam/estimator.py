@@ -224,7 +224,11 @@ class SLAM(RegressorMixin, BaseEstimator):
         ``folds`` folds (default 3) on ``n_star`` stars (default 300) drawn with seed
         ``random_state`` (or, ``first_folds`` = f > 0, on the first f folds of ``cv``, whose
         solves are reused), then each pixel's ``k`` points (default 5) of lowest CV-MSE there
-        get the full CV of ``cv``; the others' ``cv_mse_grid_`` entries are NaN.  Every full-CV solve is held
+        get the full CV of ``cv``; the others' ``cv_mse_grid_`` entries are NaN.  ``prune`` (a factor
+        ``f > 1``, default None) and ``prune_after`` (default 2): after that many folds of the full CV, the
+        kept points above ``f`` times the pixel's best kept point so far get no more folds (NaN too;
+        ``f = inf`` drops none); ``admm_iter`` (default 3,000): the ``admm_max_iter`` of ``solver="admm-smo"``
+        (ADMM iterations after its polish stops, before the SMO finish) in the proxy and the full CV.  Every full-CV solve is held
         to ``tol`` and counted per pixel in ``cv_unconverged_`` as in the exact search;
         ``solver_info_`` gives ``cv_screened_fraction`` (full-CV solves not made) and
         ``cv_screen_n_unconverged`` (the proxy's solves above ``tol``).  Its choices, CV-MSE

@@ -12,6 +12,14 @@ grid point in every fold.  The screened search (``SLAM(cv_screen=...)``) does it
    and epsilon.
 
 The choice is the kept point of lowest full CV-MSE; points not kept have NaN in ``sse``.
+With ``prune`` (a factor ``f``) stage 2 also drops, after its first ``prune_after`` folds, the
+kept points whose CV-MSE so far is above ``f`` times the pixel's best kept point (the rule of
+``SLAM(cv_prune=f)`` applied to the kept points); ``f = inf`` drops none.  ``admm_iter`` is
+the ``admm_max_iter`` of ``solver="admm-smo"`` in both stages (:func:`mdslam.slam.smo.solve_svr_admm_smo`:
+ADMM iterations after its polish stops at 80 / 160 / 320, before the SMO finish; 3,000 in the
+exact search): every solve still ends at ``tol``, fewer ADMM iterations only move where SMO
+takes over (the CV-MSE then differs within the solver's tolerance, measured in
+``benchmarks/README.md``).
 Every stage-2 solve is checked against ``tol`` and counted per pixel, as in the exact search;
 the proxy's solves above ``tol`` are counted apart (they only rank).  How often the choice
 differs from the exact search's, and the CV-MSE regret, are measured in ``benchmarks/README.md``.
@@ -19,6 +27,7 @@ differs from the exact search's, and the CV-MSE regret, are measured in ``benchm
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,15 +42,18 @@ from .training import (
     _grid_search_cv,
     _iter_folds,
     _kernel,
+    _prune_alive,
     _solve_parallel,
     _support_index,
 )
 
-#: Defaults of the proxy: stars in the subsample, its folds, points kept per pixel.
-SCREEN_DEFAULTS = {"n_star": 300, "folds": 3, "keep": 5, "first_folds": 0}
+#: Defaults of the proxy: stars in the subsample, its folds, points kept per pixel; stage 2's
+#: pruning factor (None: none), the folds it waits for, and the ADMM iterations of "admm-smo".
+SCREEN_DEFAULTS = {"n_star": 300, "folds": 3, "keep": 5, "first_folds": 0, "prune": None, "prune_after": 2,
+                   "admm_iter": 3000}
 
 
-def check_screen(screen: Any) -> dict[str, int]:
+def check_screen(screen: Any) -> dict[str, Any]:
     """The screened search's settings from ``SLAM(cv_screen=...)``.
 
     Parameters
@@ -51,27 +63,35 @@ def check_screen(screen: Any) -> dict[str, int]:
         mapping with any of ``keep``, ``n_star`` (stars of the proxy's subsample),
         ``folds`` (its folds, >= 2) and ``first_folds`` (> 0: the proxy is instead the
         first ``first_folds`` folds of the full CV on all stars, whose solves the full CV
-        reuses), the rest from :data:`SCREEN_DEFAULTS`.
+        reuses), ``prune`` (None, or a factor ``f > 1``, ``inf`` allowed: after ``prune_after``
+        folds of the full CV, counting the ``first_folds`` ones, the kept points above ``f`` x the
+        pixel's best so far get no more folds), ``admm_iter`` (the ``admm_max_iter`` of ``solver="admm-smo"``
+        in both stages), the rest from :data:`SCREEN_DEFAULTS`.
 
     Returns
     -------
-    dict with int ``keep``, ``n_star``, ``folds``, ``first_folds``.
+    dict with int ``keep``, ``n_star``, ``folds``, ``first_folds``, ``prune_after``, ``admm_iter``
+    and ``prune`` (None or float).
 
     Raises
     ------
     ValueError
-        An unknown key, or a value that is not a positive int (``folds`` < 2).
+        An unknown key, a count that is not a positive int (``folds`` < 2), or a ``prune`` that is
+        not None or a number > 1.
     """
     spec = {"keep": screen} if not isinstance(screen, Mapping) else dict(screen)
     bad = set(spec) - set(SCREEN_DEFAULTS)
     if bad:
         raise ValueError(f"cv_screen: unknown key(s) {sorted(bad)}; allowed: {sorted(SCREEN_DEFAULTS)}")
     out = {**SCREEN_DEFAULTS, **spec}
+    f = out.pop("prune")
     for k, v in out.items():
         low = {"folds": 2, "first_folds": 0}.get(k, 1)
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
             raise ValueError(f"cv_screen {k}={v!r}: must be an int >= {low}")
-    return {k: int(v) for k, v in out.items()}
+    if f is not None and (isinstance(f, bool) or not isinstance(f, (int, float, np.number)) or not f > 1):
+        raise ValueError(f"cv_screen prune={f!r}: must be None or a factor > 1")
+    return {**{k: int(v) for k, v in out.items()}, "prune": None if f is None else float(f)}
 
 
 def keep_best(mse: np.ndarray, keep: int) -> np.ndarray:
@@ -143,13 +163,22 @@ def screened_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=
     rows = draw(n, spec["n_star"], random_state)
     pfolds = _iter_folds(rows.size, spec["folds"], random_state)
     psse, _, pcnt, pinfo = _grid_search_cv(Xs[rows], Ys[rows], good[rows], pfolds, Cs, es, gs, tol, verbose,
-                                           n_workers, solver=solver)
+                                           n_workers, solver=_proxy_solver(solver, spec["admm_iter"]))
     with np.errstate(invalid="ignore", divide="ignore"):
         alive = keep_best(psse / pcnt, spec["keep"])
-    sse, se, cnt, info = masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_workers, solver)
+    sse, se, cnt, info = masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_workers, solver,
+                                          prune=spec["prune"], prune_after=spec["prune_after"],
+                                          admm_iter=spec["admm_iter"])
     info.update(cv_screen=spec, cv_screen_n_unconverged=pinfo["cv_n_unconverged"],
-                cv_screened_fraction=float(1.0 - alive.mean()))
+                cv_screened_fraction=float(1.0 - info.pop("cv_n_solves") / (alive.size * len(folds))))
     return sse, se, cnt, info
+
+
+def _proxy_solver(solver: str, admm_iter: int):
+    """The proxy's solver: ``solver``, with ``admm_max_iter=admm_iter`` if it is "admm-smo"."""
+    if solver != "admm-smo":
+        return solver
+    return functools.partial(_cv_solver(solver), admm_max_iter=int(admm_iter))
 
 
 def _screen_first_folds(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers, solver, spec):
@@ -160,11 +189,13 @@ def _screen_first_folds(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers
     """
     f = min(spec["first_folds"], len(folds) - 1)
     psse, pse, pcnt, pinfo = _grid_search_cv(Xs, Ys, good, folds[:f], Cs, es, gs, tol, verbose, n_workers,
-                                             solver=solver)
+                                             solver=_proxy_solver(solver, spec["admm_iter"]))
     with np.errstate(invalid="ignore", divide="ignore"):
         alive = keep_best(psse / pcnt, spec["keep"])
-    sse, se, cnt, info = masked_search_cv(Xs, Ys, good, folds[f:], Cs, es, gs, alive, tol, verbose, n_workers, solver)
-    n1, n2 = psse.size * f, int(alive.sum()) * (len(folds) - f)
+    sse, se, cnt, info = masked_search_cv(Xs, Ys, good, folds[f:], Cs, es, gs, alive, tol, verbose, n_workers, solver,
+                                          prune=spec["prune"], prune_after=max(spec["prune_after"] - f, 0),
+                                          prior=(psse, pcnt), admm_iter=spec["admm_iter"])
+    n1, n2 = psse.size * f, info.pop("cv_n_solves")
     info.update(cv_mean_iterations=(pinfo["cv_mean_iterations"] * n1 + info["cv_mean_iterations"] * n2) / (n1 + n2),
                 cv_max_kkt_gap=max(pinfo["cv_max_kkt_gap"], info["cv_max_kkt_gap"]),
                 cv_unconverged_per_pixel=info["cv_unconverged_per_pixel"] + pinfo["cv_unconverged_per_pixel"],
@@ -174,7 +205,8 @@ def _screen_first_folds(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers
     return sse + psse, se + pse, cnt + pcnt, info
 
 
-def masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_workers=1, solver="admm"):
+def masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_workers=1, solver="admm",
+                     prune=None, prune_after=2, prior=None, admm_iter=None):
     """Full k-fold CV sums of the grid points ``alive`` only, one batched solve per (fold, gamma).
 
     Parameters
@@ -194,15 +226,28 @@ def masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_wor
     n_workers : int or BlockRunner
     solver : str
         As :func:`mdslam.slam.training._grid_search_cv` (exact kernel).
+    prune : float or None
+        None: every ``alive`` point in every fold.  A factor ``f > 1``: before fold ``prune_after``
+        (0-based) the points whose CV-MSE so far (with ``prior``) is above ``f`` times the
+        pixel's best alive point are dropped from ``alive`` (:func:`mdslam.slam.training._prune_alive`);
+        ``inf`` drops none.
+    prune_after : int
+        Folds of ``folds`` solved before the pruning.
+    prior : (sse, cnt) or None
+        Sums of folds solved before ``folds`` ((n_C, n_epsilon, n_gamma, n_pix) and (n_pix,)),
+        added to the partial CV-MSE of the pruning only.
+    admm_iter : int or None
+        ``solver="admm-smo"``: its ``admm_max_iter`` (ADMM iterations after the polish stops, before
+        the SMO finish; None: the solver's 3,000).
 
     Returns
     -------
-    sse, se : (n_C, n_epsilon, n_gamma, n_pix) arrays, NaN where not ``alive``.
+    sse, se : (n_C, n_epsilon, n_gamma, n_pix) arrays, NaN where not ``alive`` or pruned.
     cnt : (n_pix,) array
         Test points per pixel.
     info : dict
-        ``cv_mean_iterations``, ``cv_max_kkt_gap``, ``cv_n_unconverged`` and
-        ``cv_unconverged_per_pixel`` (n_pix,) of these solves.
+        ``cv_mean_iterations``, ``cv_max_kkt_gap``, ``cv_n_unconverged``,
+        ``cv_unconverged_per_pixel`` (n_pix,) and ``cv_n_solves`` of these solves.
     """
     n_pix = Ys.shape[1]
     sse = np.zeros((Cs.size, es.size, gs.size, n_pix))
@@ -211,14 +256,22 @@ def masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_wor
     unconv = np.zeros(n_pix, int)
     n_iter, n_solves, max_gap = 0, 0, 0.0
     fn, cut = _cv_solver(solver), _cv_rel_cut(Cs)
+    kw = {"admm_max_iter": int(admm_iter)} if solver == "admm-smo" and admm_iter is not None else {}
+    alive = alive.copy()
     steps = [(k, gi) for k in range(len(folds)) for gi in range(gs.size) if alive[:, :, gi].any()]
+    pruned = prune is None
     for k, gi in _progress(steps, verbose, "SLAM screened CV", unit="kernel"):
+        if not pruned and k >= prune_after:
+            alive &= _pruned(sse, alive, good, folds[:k], float(prune), prior)
+            pruned = True
+        if not alive[:, :, gi].any():
+            continue
         tr, te = folds[k]
         ci, ei, pix = np.nonzero(alive[:, :, gi])            # one target per kept (C, epsilon, pixel)
         ke = _kernel(Xs[tr], gs[gi], None, rel_cut=cut, decompose=solver != "smo")
         Kv = rbf_kernel(Xs[tr][_support_index(ke)], Xs[te], gs[gi])
         C = Cs[ci][:, None] * good[tr][:, pix].T
-        sol = _solve_parallel(fn, ke, np.ascontiguousarray(Ys[tr][:, pix].T), C, es[ei], n_workers, tol=tol)
+        sol = _solve_parallel(fn, ke, np.ascontiguousarray(Ys[tr][:, pix].T), C, es[ei], n_workers, tol=tol, **kw)
         res = (ke.expansion(sol.beta)[0] @ Kv + sol.intercept[:, None] - Ys[te][:, pix].T) * good[te][:, pix].T
         sse[ci, ei, gi, pix] += (res * res).sum(axis=1)
         se[ci, ei, gi, pix] += res.sum(axis=1)
@@ -228,5 +281,14 @@ def masked_search_cv(Xs, Ys, good, folds, Cs, es, gs, alive, tol, verbose, n_wor
     sse[~alive] = np.nan
     se[~alive] = np.nan
     info = {"cv_mean_iterations": n_iter / max(n_solves, 1), "cv_max_kkt_gap": max_gap,
-            "cv_n_unconverged": int(unconv.sum()), "cv_unconverged_per_pixel": unconv}
+            "cv_n_unconverged": int(unconv.sum()), "cv_unconverged_per_pixel": unconv, "cv_n_solves": n_solves}
     return sse, se, cnt, info
+
+
+def _pruned(sse, alive, good, done, factor, prior):
+    """The ``alive`` points that stay after the folds ``done``: partial CV-MSE <= ``factor`` x the pixel's best alive."""
+    part = np.where(alive, sse, np.nan)
+    cnt = sum((good[te].sum(axis=0) for _, te in done), np.zeros(sse.shape[-1]))
+    if prior is not None:
+        part, cnt = part + prior[0], cnt + prior[1]
+    return _prune_alive(part, cnt, factor)

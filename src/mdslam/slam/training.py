@@ -133,8 +133,13 @@ def _kernel(X, gamma, kernel_rank, rel_cut=1e-12, decompose=True) -> KernelEig:
     return nystrom_kernel(X, gamma, int(kernel_rank), rel_cut=rel_cut)
 
 
-def _cv_solver(solver: str):
-    """The batched SVR solver of the CV and low-rank final fits: ADMM + polish, coordinate descent, primal Newton or SMO."""
+def _cv_solver(solver):
+    """The batched SVR solver of the CV and low-rank final fits: ADMM + polish, coordinate descent, primal Newton or SMO.
+
+    ``solver`` is a name, or a callable with the solvers' signature (returned as it is).
+    """
+    if callable(solver):
+        return solver
     if solver == "newton":
         from .primal import solve_svr_newton
 
