@@ -662,26 +662,13 @@ def _compiled(name: str):
 def _admm_steps_numpy(st: _PhaseState, lin: _LinearStep, a, n_steps: int) -> None:
     """The iterations of :func:`_admm_steps` in NumPy passes (without numba)."""
     zt, ut, rh, x = st.z, st.u, st.rho, st.x
-    Ya, Ca, nCa, ea, D, Dc, den = st.Y, st.C, st.nC, st.eps, st.D, st.Dc, st.den
-    Ut, UtT = lin.Ut, lin.UtT
+    Ya, Ca, nCa, ea = st.Y, st.C, st.nC, st.eps
     zold = st.zold
-    groups = st.groups if lin.dense else None
     for _ in range(n_steps):
-        w = zt - ut
-        r = w
+        r = zt - ut
         r *= rh[:, None]
         r += Ya                                       # r = y + rho (z - u)
-        if groups is not None:
-            _dense_step(groups, r, x)
-        else:
-            q = r @ Ut                                # (P, r)
-            nu = (r.sum(axis=1) / rh + np.einsum("pk,pk->p", q, Dc)) / den
-            q *= D
-            q -= nu[:, None] * Dc
-            np.matmul(q, UtT, out=x)
-            r -= nu[:, None]
-            r /= rh[:, None]
-            x += r                                    # x = (K+rho)^-1 (r - nu 1), sum x = 0
+        _linear_step(st, lin, r, x)
         v = x * a
         v += (1 - a) * zt
         v += ut
