@@ -190,7 +190,17 @@ def load_astroslam(path: Path, data: Path) -> dict:
     return a
 
 
-def run_mdslam(data: Path, outdir: Path, n_jobs: int = 2, cv_prune: float | None = None) -> dict:
+def _prune_arg(text: str):
+    """``--cv-prune``: a factor, or ``harmonic[:c]`` (the schedule of :func:`mdslam.slam.harmonic_prune` for 5 folds)."""
+    if text.startswith("harmonic"):
+        from mdslam.slam import harmonic_prune
+
+        c = text.partition(":")[2]
+        return harmonic_prune(5, float(c) if c else 0.2)
+    return float(text)
+
+
+def run_mdslam(data: Path, outdir: Path, n_jobs: int = 2, cv_prune=None) -> dict:
     from sklearn.model_selection import KFold
 
     import mdslam
@@ -369,8 +379,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="every k-th pixel, all 800 stars: both codes' cost is a sum over pixels, so the ratios "
                          "hold for the full set (astroslam's full run takes 17-35 min on 2 free cores)")
     ap.add_argument("--n-jobs", type=int, default=2, help="mdslam's worker threads (astroslam runs n_jobs=2)")
-    ap.add_argument("--cv-prune", type=float, default=None,
-                    help="SLAM(cv_prune=F): stop grid points above F x a pixel's best CV-MSE after 2 folds")
+    ap.add_argument("--cv-prune", type=_prune_arg, default=None,
+                    help="SLAM(cv_prune=F): stop grid points above F x a pixel's best CV-MSE after 2 folds; "
+                         "'harmonic' or 'harmonic:c': after every fold k, above (1 + c / k) x the best "
+                         "(mdslam.slam.harmonic_prune, c = 0.2 by default)")
     ap.add_argument("--labels-only", action="store_true",
                     help="only the labelling figures, on the mdslam model of the last run in the same directory")
     return ap

@@ -47,6 +47,7 @@ from . import _util, training
 from .estimator import DEFAULT_C, DEFAULT_EPSILON, DEFAULT_GAMMA, QIU2025_USABLE_RANGE, SLAM
 from .fixed import fit_fixed
 from .quality import describe_flag
+from .training import harmonic_prune
 
 # private helpers, importable from here as before the split (tests, benchmarks)
 _n_workers = _util._n_workers
@@ -60,4 +61,4 @@ _solve_parallel = training._solve_parallel
 _standardise = training._standardise
 
 __all__ = ["SLAM", "QIU2025_USABLE_RANGE", "DEFAULT_C", "DEFAULT_EPSILON", "DEFAULT_GAMMA", "describe_flag",
-           "fit_fixed"]
+           "fit_fixed", "harmonic_prune"]

@@ -48,6 +48,7 @@ from .training import (
     _refit_all,
     _search_inputs,
     _standardise,
+    check_prune,
     cv_rows,
 )
 
@@ -196,13 +197,16 @@ class SLAM(RegressorMixin, BaseEstimator):
         each C seeded from the next smaller one; the final fits stay ADMM + polish.
         ``"admm-smo"`` (exact kernel only, numba): ADMM + polish to 3,000 iterations, then
         SMO from its solution for the CV solves still above ``tol`` (the large-C ones).
-    cv_prune : None or float
+    cv_prune : None, float or sequence of floats
         None (default): every grid point is solved in every CV fold (the exact grid
         search).  A factor ``f > 1``: after the first two folds, a pixel's grid points whose
         CV-MSE so far is above ``f`` times the pixel's best are not solved in the remaining
         folds (their ``cv_mse_grid_`` entries are NaN); the fraction of CV solves saved is
-        ``solver_info_["cv_pruned_fraction"]``.  How often this changes the choice is
-        measured in ``benchmarks/README.md``.
+        ``solver_info_["cv_pruned_fraction"]``.  A sequence ``(f_1, f_2, ...)`` prunes after
+        every fold: after ``k`` folds, the points above ``f_k`` times the best of those still
+        solved (``inf`` skips a step).  :func:`mdslam.slam.harmonic_prune` gives the schedule
+        ``f_k = 1 + 0.2 / k``: loose where one fold's MSE is noisy, tighter as folds add up.
+        How often each changes the choice is measured in ``benchmarks/README.md``.
     cv_subsample : None or int
         None (default): the hyperparameter CV runs on all training stars.  An int ``m``:
         it runs on ``m`` training stars drawn at random (:func:`mdslam.sampling.draw`, seed
@@ -421,9 +425,7 @@ class SLAM(RegressorMixin, BaseEstimator):
             raise ValueError(f"solver={self.solver!r} needs the exact kernel: kernel_rank={kr!r} must be None")
         solver = self.solver if exact_only else (self.solver if kr is not None else "admm")
         runner = BlockRunner.for_fit(None if self.n_jobs is None else _n_workers(self.n_jobs), client)
-        prune = self.cv_prune
-        if prune is not None and (isinstance(prune, bool) or not np.isfinite(prune) or prune <= 1):
-            raise ValueError(f"cv_prune={prune!r}: must be None (every grid point in every fold) or a factor > 1")
+        prune = check_prune(self.cv_prune)
         rows = cv_rows(n, self.cv_subsample, self.random_state, self.cv)     # all stars or a seeded subsample
         Xc, Yc, gc, cv_folds, cv_kr, cv_solver = _search_inputs(Xs, Ys, good, rows, folds, self.cv,
                                                                 self.random_state, kr, solver)

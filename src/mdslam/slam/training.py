@@ -198,7 +198,7 @@ def _standardise(flux, labels, good):
     return Xs, Ys, (lm, ls, fm, fs)
 
 
-def _prune_alive(sse, cnt_part, factor):
+def _prune_alive(sse, cnt_part, factor, alive=None):
     """Grid points still solved per pixel: partial CV-MSE <= ``factor`` x the pixel's best partial CV-MSE.
 
     Parameters
@@ -209,6 +209,9 @@ def _prune_alive(sse, cnt_part, factor):
         Test points in those folds.
     factor : float
         Pruning factor (> 1).
+    alive : (n_C, n_epsilon, n_gamma, n_pix) bool array, optional
+        Points still solved before this step (an earlier step of a schedule): the others stay
+        dropped and do not count for the best (their sums stopped at an earlier fold).
 
     Returns
     -------
@@ -216,10 +219,66 @@ def _prune_alive(sse, cnt_part, factor):
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         mse = sse / cnt_part
+    if alive is not None:
+        mse = np.where(alive, mse, np.nan)
     best = np.min(np.where(np.isfinite(mse), mse, np.inf), axis=(0, 1, 2))
-    alive = mse <= factor * best
-    alive |= ~np.isfinite(best) | (cnt_part <= 0)
-    return alive
+    keep = mse <= factor * best
+    keep |= ~np.isfinite(best) | (cnt_part <= 0)
+    return keep if alive is None else keep & alive
+
+
+def prune_schedule(prune, n_folds: int, prune_after: int = 2) -> dict[int, float]:
+    """The pruning steps of ``SLAM(cv_prune=...)`` as ``{k: f}``: before fold ``k`` (after ``k`` folds), factor ``f``.
+
+    ``prune``: None (no step); a factor ``f``: one step after ``prune_after`` folds; a
+    sequence ``(f_1, f_2, ...)``: factor ``f_k`` after ``k`` folds (``inf`` skips that step;
+    entries past the last fold are unused).  Steps after the last fold are dropped.
+    """
+    if prune is None:
+        return {}
+    if np.ndim(prune) == 0:
+        steps = {int(prune_after): float(prune)}
+    else:
+        steps = {k + 1: float(f) for k, f in enumerate(prune)}
+    return {k: f for k, f in steps.items() if 1 <= k < n_folds and np.isfinite(f)}
+
+
+def check_prune(prune):
+    """``SLAM(cv_prune=...)`` checked: None, a finite factor > 1, or a non-empty sequence of factors > 1 (``inf`` allowed).
+
+    Returns the factor as a float or the sequence as a tuple of floats; raises a one-line
+    ``ValueError`` naming the value otherwise.
+    """
+    msg = (f"cv_prune={prune!r}: must be None (every grid point in every fold), a factor > 1, "
+           "or a sequence of factors > 1 (one per fold done; inf skips a step)")
+    if prune is None:
+        return None
+    if isinstance(prune, (str, bytes)):
+        raise ValueError(msg)
+    if np.ndim(prune) == 0:
+        if isinstance(prune, bool) or not isinstance(prune, (int, float, np.integer, np.floating)):
+            raise ValueError(msg)
+        if not np.isfinite(prune) or prune <= 1:
+            raise ValueError(msg)
+        return float(prune)
+    seq = list(prune)
+    if not seq or any(isinstance(f, bool) or not isinstance(f, (int, float, np.integer, np.floating))
+                      or np.isnan(f) or f <= 1 for f in seq):
+        raise ValueError(msg)
+    return tuple(float(f) for f in seq)
+
+
+def harmonic_prune(n_folds: int, c: float = 0.2) -> tuple[float, ...]:
+    """The pruning schedule ``f_k = 1 + c / k`` after ``k = 1 .. n_folds - 1`` folds, for ``SLAM(cv_prune=...)``.
+
+    A point is dropped once its CV-MSE over the folds done is more than ``c / k`` above the
+    pixel's best: loose after one fold, where a fold's MSE is noisy, and tighter as the
+    folds add up.  ``c = 0.2`` kept the exact search's choice on every pixel of three
+    reference problems (``benchmarks/README.md``, "Pruning schedule").
+    """
+    if not c > 0:
+        raise ValueError(f"c={c!r}: must be > 0")
+    return tuple(1.0 + c / k for k in range(1, int(n_folds)))
 
 
 def _cv_rel_cut(Cs: np.ndarray) -> float:
@@ -282,7 +341,9 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
     of at most that many landmarks (:func:`mdslam.svr.nystrom_kernel`).  ``prune``: None solves
     every grid point in every fold (the exact grid search); a factor ``f > 1``: after the first
     ``prune_after`` folds, a pixel's grid points whose partial CV-MSE exceeds ``f`` times the
-    pixel's best are not solved in the other folds, and their ``sse`` is NaN.
+    pixel's best are not solved in the other folds, and their ``sse`` is NaN; a sequence of
+    factors prunes after each fold in turn (:func:`prune_schedule`), each step against the best of
+    the points still solved.
     ``info["cv_unconverged_per_pixel"]`` (n_pix,) counts each pixel's CV solves above ``tol``.
     ``solver``: "admm" (:func:`mdslam.svr.solve_svr_staged`), with ``kernel_rank`` "dcd"
     (:func:`mdslam.slam.lowrank.solve_svr_dcd`) or "newton" (:func:`mdslam.slam.primal.solve_svr_newton`), or with the exact kernel "smo"
@@ -297,7 +358,7 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
     for _, te in folds:
         cnt += good[te].sum(axis=0)
     sums = [sse, se, 0, 0, 0.0, np.zeros(n_pix, int)]
-    prune_now = prune is not None and len(folds) > prune_after
+    schedule = prune_schedule(prune, len(folds), prune_after)
     alive, cnt_part = None, np.zeros(n_pix)
     steps = [(k, gi) for k in range(len(folds)) for gi in range(gs.size)]
     bar = _progress(steps, verbose, "SLAM CV grid", unit="kernel",
@@ -308,10 +369,10 @@ def _grid_search_cv(Xs, Ys, good, folds, Cs, es, gs, tol, verbose, n_workers=1, 
     cut = _cv_rel_cut(Cs) if kernel_rank is None else 1e-8
     for k, gi in bar:
         tr, te = folds[k]
-        if prune_now and k == prune_after and gi == 0:
+        if k in schedule and gi == 0:
             while pending:
                 pending.pop()()
-            alive = _prune_alive(sse, cnt_part, float(prune))
+            alive = _prune_alive(sse, cnt_part, schedule[k], alive)
         if gi == 0:
             cnt_part += good[te].sum(axis=0)
         if alive is not None and not alive[:, :, gi].any():
