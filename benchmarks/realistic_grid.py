@@ -201,23 +201,36 @@ class _PartialSums:
         self._mod._cv_kernel_step = self._orig
 
 
-def simulate_prune(exact: dict, factor: float, folds: int) -> dict:
-    """The choices of ``cv_prune=factor`` from the exact search's partial and full CV sums.
+def simulate_prune(exact: dict, prune, folds: int) -> dict:
+    """The choices of ``cv_prune=prune`` (a factor or a schedule) from the exact search's partial and full CV sums.
 
-    A point stays if its CV-MSE after :data:`PRUNE_AFTER` folds is <= ``factor`` x the pixel's best
-    there (as :func:`mdslam.slam.training._prune_alive`; the per-pixel test count cancels);
-    the pruned search then picks the lowest full CV-MSE among the points that stayed, which
-    are the exact search's values (same folds, same solves).  Returns the choice index
-    (n_pix, 3) and the fraction of CV solves skipped.
+    A point stays while its CV-MSE over the folds done is <= the step's factor x the best of the
+    pixel's points still solved (:func:`mdslam.slam.training._prune_alive` at each step of
+    :func:`mdslam.slam.training.prune_schedule`; the per-pixel test count cancels); the pruned
+    search then picks the lowest full CV-MSE among the points that stayed, which are the exact
+    search's values (same folds, same solves).  A schedule needs the per-fold sums
+    (``sse_per_fold``); a factor uses them or the sums after :data:`PRUNE_AFTER` folds.
+    Returns the choice index (n_pix, 3) and the fraction of CV solves skipped.
     """
-    from mdslam.slam.training import _prune_alive
+    from mdslam.slam.training import _prune_alive, prune_schedule
 
-    sse = np.asarray(exact["sse_partial"])
-    alive = _prune_alive(sse, np.ones(sse.shape[-1]), factor)               # (nC, neps, ng, n_pix)
+    steps = prune_schedule(prune, folds, PRUNE_AFTER)
+    per_fold = exact.get("sse_per_fold")
+    if per_fold is None:
+        if np.ndim(prune) != 0:
+            raise SystemExit("a cv_prune schedule needs the per-fold sums (sse_per_fold) of the exact run")
+        per_fold = [np.asarray(exact["sse_partial"])] + [0.0] * (PRUNE_AFTER - 1)
+    per_fold = [np.asarray(a, float) for a in per_fold]
+    shape = np.shape(exact["cv_mse_grid"])[1:] + (np.shape(exact["cv_mse_grid"])[0],)
+    alive, skipped = np.ones(shape, bool), 0.0
+    for k in range(folds):
+        if k in steps:
+            alive = _prune_alive(sum(per_fold[:k]), np.ones(shape[-1]), steps[k], alive)
+        skipped += 1 - alive.mean()
     g = np.where(np.moveaxis(alive, -1, 0), np.asarray(exact["cv_mse_grid"]), np.inf)
     best = np.argmin(g.reshape(g.shape[0], -1), axis=1)
     idx = np.column_stack(np.unravel_index(best, g.shape[1:]))
-    return {"index": idx, "skipped": (1 - alive.mean()) * (folds - PRUNE_AFTER) / folds}
+    return {"index": idx, "skipped": skipped / folds}
 
 
 def grid_index(m: dict) -> np.ndarray:
@@ -432,17 +445,23 @@ def _print_compare(exact: dict, pruned: dict) -> dict:
     return {"same_fraction": c["same_fraction"], "regret": r.tolist()}
 
 
-def _print_simulated(exact: dict, folds: int, factors=(1.1, 1.2, 1.5, 2.0, 3.0)) -> dict:
-    """The choice check of ``cv_prune`` per factor, from the exact search's sums (:func:`simulate_prune`)."""
+def _print_simulated(exact: dict, folds: int, factors=(1.1, 1.2, 1.5, 2.0, 3.0), harmonic=(0.2, 0.5, 1.0)) -> dict:
+    """The choice check of ``cv_prune`` per factor and per schedule ``harmonic_prune(folds, c)``, from the
+    exact search's sums (:func:`simulate_prune`; the schedules need its per-fold sums)."""
+    from mdslam.slam import harmonic_prune
+
     res = {}
-    for f in factors:
+    runs = [(str(f), f) for f in factors]
+    if exact.get("sse_per_fold") is not None:
+        runs += [(f"harmonic_prune({folds}, {c})", harmonic_prune(folds, c)) for c in harmonic]
+    for name, f in runs:
         sim = simulate_prune(exact, f, folds)
         c = compare_prune(exact, sim["index"])
         r = c["regret"]
-        print(f"{'  cv_prune ' + str(f) + ' from the exact sums':44s} skips {sim['skipped']:.3f} of the CV solves; same "
+        print(f"{'  cv_prune ' + name + ' from the exact sums':44s} skips {sim['skipped']:.3f} of the CV solves; same "
               f"(C, eps, gamma) on {c['same_fraction']:.3f} of the pixels; CV-MSE at its choice / best: median "
               f"{np.median(r):.4f}, max {r.max():.4f}")
-        res[str(f)] = {"skipped": sim["skipped"], "same_fraction": c["same_fraction"], "regret": r.tolist()}
+        res[name] = {"skipped": sim["skipped"], "same_fraction": c["same_fraction"], "regret": r.tolist()}
     return res
 
 
@@ -493,6 +512,21 @@ def _print_astroslam(a: dict, m: dict | None, n_pix: int) -> None:
           f"{r.min():.4f}-{r.max():.4f}; same (C, eps, gamma) on {same:.2f} of them")
 
 
+def simulate_only(args) -> int:
+    """``--simulate-prune``: the pruning lines of :func:`_print_simulated` for the saved exact search
+    ``--exact-npz`` (run on the default grid), without a fit."""
+    from mdslam.slam import DEFAULT_C, DEFAULT_EPSILON, DEFAULT_GAMMA
+
+    if not args.exact_npz:
+        raise SystemExit("--simulate-prune needs --exact-npz")
+    exact = dict(np.load(args.exact_npz))
+    exact["grid"] = {"C": list(DEFAULT_C), "epsilon": list(DEFAULT_EPSILON), "gamma": list(DEFAULT_GAMMA)}
+    n_pix = np.shape(exact["cv_mse_grid"])[0]
+    print(f"# {args.exact_npz}: exact search on {n_pix} px, {args.folds}-fold CV; cv_prune simulated from its sums")
+    _print_simulated(exact, args.folds)
+    return 0
+
+
 def _parse(argv) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-star", type=int, default=1000)
@@ -507,6 +541,8 @@ def _parse(argv) -> argparse.Namespace:
                     help="fit twice in one process, exact search then cv_prune=F, and compare the choices")
     ap.add_argument("--cv-screen", default=None, metavar="K|JSON",
                     help='SLAM(cv_screen=...): an int (points kept per pixel) or a JSON dict, e.g. \'{"keep": 5, "n_star": 300}\'')
+    ap.add_argument("--simulate-prune", action="store_true",
+                    help="no fit: the choices of cv_prune factors and schedules, simulated from --exact-npz's sums")
     ap.add_argument("--exact-npz", default=None, help="a saved exact search (realistic_<n>px_exact.npz) of the same "
                     "pixels: compare the screened choices with it, and rank the --proxy-eval proxies against it")
     ap.add_argument("--proxy-eval", default=None, metavar="M:F,...",
@@ -526,6 +562,8 @@ def main(argv=None) -> int:
     args = _parse(argv)
     outdir = Path(args.results)
     outdir.mkdir(parents=True, exist_ok=True)
+    if args.simulate_prune:
+        return simulate_only(args)
     d = make_data(args.n_star, args.n_pix)
     test = make_data(args.n_test, args.n_pix, seed=SEED + 1) if args.n_test > 0 and not args.skip_mdslam else None
     if args.keep:

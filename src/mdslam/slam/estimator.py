@@ -205,8 +205,9 @@ class SLAM(RegressorMixin, BaseEstimator):
         ``solver_info_["cv_pruned_fraction"]``.  A sequence ``(f_1, f_2, ...)`` prunes after
         every fold: after ``k`` folds, the points above ``f_k`` times the best of those still
         solved (``inf`` skips a step).  :func:`mdslam.slam.harmonic_prune` gives the schedule
-        ``f_k = 1 + 0.2 / k``: loose where one fold's MSE is noisy, tighter as folds add up.
-        How often each changes the choice is measured in ``benchmarks/README.md``.
+        ``f_k = 1 + c / k``: loose where one fold's MSE is noisy, tighter as folds add up.
+        How often each changes the choice depends on the problem (how far apart the grid
+        points' CV-MSE are, how many test stars a fold has): ``benchmarks/README.md``.
     cv_subsample : None or int
         None (default): the hyperparameter CV runs on all training stars.  An int ``m``:
         it runs on ``m`` training stars drawn at random (:func:`mdslam.sampling.draw`, seed
