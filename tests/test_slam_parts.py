@@ -84,3 +84,55 @@ def test_choose_hyperparameters_takes_each_pixels_lowest_cv_mse():
     assert out["pixel_usable_"].tolist() == [True, True, False, True]
     assert out["cv_mse_scaled_"][2] == np.inf and np.isnan(out["cv_md_scaled_"][2])
     assert out["cv_mse_grid_"].shape == (4, 2, 3, 2)
+
+
+def test_snr_equals_numpys_nanmedian_bit_for_bit():
+    """Random batches with masked pixels, zero ivar and odd and even counts of good pixels."""
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        n, p = rng.integers(1, 30), rng.integers(1, 200)
+        flux = rng.normal(1.0, 0.3, (n, p))
+        ivar = rng.gamma(2.0, 500.0, (n, p)) * (rng.random((n, p)) > 0.1)
+        ok = rng.random((n, p)) > rng.random()
+        with np.errstate(invalid="ignore"):
+            s = np.where(ok & (ivar > 0), np.abs(flux) * np.sqrt(ivar), np.nan)
+        has = np.isfinite(s).any(axis=1)
+        ref = np.full(n, np.nan)
+        ref[has] = np.nanmedian(s[has], axis=1)
+        assert np.array_equal(quality.snr(flux, ok, ivar), ref, equal_nan=True)
+
+
+def test_pixel_groups_of_interleaved_gammas_and_the_float32_copy():
+    """Pixels of two widths interleaved (fancy-indexed rows) and of one width (a view of the rows):
+    the groups hold each pixel's coefficients; the float32 groups derived from the float64 ones
+    equal those built directly."""
+    from mdslam.slam import SLAM, forward
+
+    rng = np.random.default_rng(2)
+    dual = rng.normal(size=(6, 10)) * (rng.random((6, 10)) > 0.3)
+    b = rng.normal(size=6)
+    for gamma in (np.array([0.3, 1.0, 0.3, 1.0, 1.0, 0.3]), np.full(6, 0.5), np.array([1.0, 1.0, 1.0, 0.3, 0.3, 0.3])):
+        groups = forward.pixel_groups(gamma, dual, b)
+        assert sorted(np.concatenate([g[1] for g in groups]).tolist()) == list(range(6))
+        for g, pix, coef, bb, sv in groups:
+            assert np.all(gamma[pix] == g) and np.array_equal(bb, b[pix])
+            full = dual[pix] if sv is None else dual[pix][:, sv]
+            assert np.array_equal(coef, full.T) and coef.flags["C_CONTIGUOUS"]
+        model = SLAM()
+        model.gamma_, model.dual_coef_, model.intercept_ = gamma, dual, b
+        model._groups()
+        for (g1, p1, c1, b1, s1), (g2, p2, c2, b2, s2) in zip(model._groups(np.float32),
+                                                              forward.pixel_groups(gamma, dual, b, np.float32),
+                                                              strict=True):
+            assert g1 == g2 and np.array_equal(p1, p2) and c1.dtype == c2.dtype == np.float32
+            assert np.array_equal(c1, c2) and c1.flags["C_CONTIGUOUS"] and np.array_equal(b1, b2)
+            assert (s1 is None and s2 is None) or np.array_equal(s1, s2)
+
+
+def test_table_units_parse_as_a_column_would():
+    from astropy.table import Column
+
+    from mdslam.slam.table import _unit
+
+    for text in ("K", "dex", "", "not_a_unit"):
+        assert _unit(text) == Column([1.0], unit=text or None).unit

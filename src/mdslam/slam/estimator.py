@@ -476,7 +476,10 @@ class SLAM(RegressorMixin, BaseEstimator):
             self._cache = cache = {}
         key = "groups" if dtype == np.float64 else f"groups_{np.dtype(dtype).name}"
         if key not in cache:
-            cache[key] = forward.pixel_groups(self.gamma_, self.dual_coef_, self.intercept_, dtype)
+            if key != "groups" and "groups" in cache:       # the float64 groups in another precision
+                cache[key] = [(g, pix, coef.astype(dtype), b, sv) for g, pix, coef, b, sv in cache["groups"]]
+            else:
+                cache[key] = forward.pixel_groups(self.gamma_, self.dual_coef_, self.intercept_, dtype)
         return cache[key]
 
     def _model_scaled(self, Th: np.ndarray, jacobian: bool = False, dtype: type = np.float64,

@@ -54,9 +54,11 @@ def pixel_groups(gamma: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray
     n_train = dual_coef.shape[1]
     for g in np.unique(gamma):
         pix = np.flatnonzero(gamma == g)
-        sv = np.flatnonzero(np.any(dual_coef[pix] != 0, axis=0))
+        # a run of consecutive pixels (e.g. all of them) is a view, not a copy
+        rows = dual_coef[pix[0]:pix[-1] + 1] if pix[-1] - pix[0] + 1 == pix.size else dual_coef[pix]
+        sv = np.flatnonzero(np.any(rows != 0, axis=0))
         sv = sv if sv.size < SPARSE_SUPPORT * n_train else None
-        coef = dual_coef[pix] if sv is None else dual_coef[pix][:, sv]
+        coef = rows if sv is None else rows[:, sv]
         groups.append((float(g), pix, np.ascontiguousarray(coef.T, dtype=dtype), intercept[pix], sv))
     return groups
 
