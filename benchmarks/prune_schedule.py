@@ -81,22 +81,16 @@ def per_fold_sums(path: Path, n_jobs: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def replay(sse: np.ndarray, cnt: np.ndarray, prune) -> dict:
-    """A pruned search's solves and choices from the exact per-fold sums (:func:`mdslam.slam.training._prune_alive`
-    at each step of :func:`mdslam.slam.training.prune_schedule`)."""
-    from mdslam.slam.training import _prune_alive, prune_schedule
+    """A pruned search's solves and choices from the exact per-fold sums (:func:`mdslam.slam.training.replay_prune`)."""
+    from mdslam.slam.training import replay_prune
 
-    n_fold, n_pix = sse.shape[0], sse.shape[-1]
-    steps = prune_schedule(prune, n_fold)
+    n_pix = sse.shape[-1]
     full = (sse.sum(0) / cnt.sum(0)).reshape(-1, n_pix)
     best = full.argmin(0)
-    alive, solves = np.ones(sse.shape[1:], bool), 0
-    for k in range(n_fold):
-        if k in steps:
-            alive = _prune_alive(sse[:k].sum(0), cnt[:k].sum(0), steps[k], alive)
-        solves += alive.sum()
+    alive, solved = replay_prune(sse, prune, cnt)
     choice = np.where(alive.reshape(-1, n_pix), full, np.inf).argmin(0)
     regret = full[choice, np.arange(n_pix)] / full[best, np.arange(n_pix)]
-    return {"solved": solves / sse.size, "same": float((choice == best).mean()),
+    return {"solved": solved, "same": float((choice == best).mean()),
             "within_0.5pct": float((regret <= 1.005).mean()), "max_regret": float(regret.max())}
 
 

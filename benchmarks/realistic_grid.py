@@ -205,32 +205,26 @@ def simulate_prune(exact: dict, prune, folds: int) -> dict:
     """The choices of ``cv_prune=prune`` (a factor or a schedule) from the exact search's partial and full CV sums.
 
     A point stays while its CV-MSE over the folds done is <= the step's factor x the best of the
-    pixel's points still solved (:func:`mdslam.slam.training._prune_alive` at each step of
-    :func:`mdslam.slam.training.prune_schedule`; the per-pixel test count cancels); the pruned
-    search then picks the lowest full CV-MSE among the points that stayed, which are the exact
-    search's values (same folds, same solves).  A schedule needs the per-fold sums
+    pixel's points still solved (:func:`mdslam.slam.training.replay_prune`; the per-pixel test
+    count cancels); the pruned search then picks the lowest full CV-MSE among the points that
+    stayed, which are the exact search's values (same folds, same solves).  A schedule needs the per-fold sums
     (``sse_per_fold``); a factor uses them or the sums after :data:`PRUNE_AFTER` folds.
     Returns the choice index (n_pix, 3) and the fraction of CV solves skipped.
     """
-    from mdslam.slam.training import _prune_alive, prune_schedule
+    from mdslam.slam.training import replay_prune
 
-    steps = prune_schedule(prune, folds, PRUNE_AFTER)
     per_fold = exact.get("sse_per_fold")
     if per_fold is None:
         if np.ndim(prune) != 0:
             raise SystemExit("a cv_prune schedule needs the per-fold sums (sse_per_fold) of the exact run")
-        per_fold = [np.asarray(exact["sse_partial"])] + [0.0] * (PRUNE_AFTER - 1)
-    per_fold = [np.asarray(a, float) for a in per_fold]
-    shape = np.shape(exact["cv_mse_grid"])[1:] + (np.shape(exact["cv_mse_grid"])[0],)
-    alive, skipped = np.ones(shape, bool), 0.0
-    for k in range(folds):
-        if k in steps:
-            alive = _prune_alive(sum(per_fold[:k]), np.ones(shape[-1]), steps[k], alive)
-        skipped += 1 - alive.mean()
+        partial = np.asarray(exact["sse_partial"], float)       # the sums of the first PRUNE_AFTER folds
+        per_fold = np.zeros((folds,) + partial.shape)
+        per_fold[0] = partial
+    alive, solved = replay_prune(per_fold, prune, prune_after=PRUNE_AFTER)
     g = np.where(np.moveaxis(alive, -1, 0), np.asarray(exact["cv_mse_grid"]), np.inf)
     best = np.argmin(g.reshape(g.shape[0], -1), axis=1)
     idx = np.column_stack(np.unravel_index(best, g.shape[1:]))
-    return {"index": idx, "skipped": skipped / folds}
+    return {"index": idx, "skipped": 1.0 - solved}
 
 
 def grid_index(m: dict) -> np.ndarray:

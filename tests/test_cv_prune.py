@@ -15,7 +15,7 @@ from _spectra import libsvm_cv_mse_grid, sigmoid_lines
 from sklearn.model_selection import KFold
 
 from mdslam.slam import SLAM, harmonic_prune
-from mdslam.slam.training import check_prune, prune_schedule
+from mdslam.slam.training import check_prune, prune_schedule, replay_prune
 
 GRID = {"C": (1.0, 10.0), "epsilon": (0.03, 0.1), "gamma": (0.03, 0.3, 3.0)}
 FACTOR = 1.2
@@ -143,3 +143,16 @@ def test_bad_schedules_are_one_line_errors(data):
         SLAM(**GRID, cv=3, cv_prune=(1.2, 0.9)).fit(flux[:30], labels[:30])
     assert check_prune([2, 1.5]) == (2.0, 1.5)
     assert check_prune((1.3, float("inf"))) == (1.3, float("inf"))
+
+
+def test_replay_prune_by_hand():
+    """Two points of one pixel, three folds, per-fold sums A = 1, 1, 1 and B = 1.5, 3, 3: after fold 1
+    B / A = 1.5 <= 1.6 stays; after fold 2 4.5 / 2 > 1.2 goes, so 5 of the 6 solves are made."""
+    sse = np.array([[1.0, 1.5], [1.0, 3.0], [1.0, 3.0]]).reshape(3, 1, 1, 2, 1)
+    alive, solved = replay_prune(sse, (1.6, 1.2))
+    assert alive.ravel().tolist() == [True, False] and solved == pytest.approx(5 / 6)
+    alive, solved = replay_prune(sse, 1.2, prune_after=1)       # a factor: one step, here after fold 1
+    assert alive.ravel().tolist() == [True, False] and solved == pytest.approx(4 / 6)
+    # the test counts are the pixel's, the same for both points: they do not change the ratio
+    alive, _ = replay_prune(sse, (1.6, 1.2), cnt_per_fold=np.array([[160.0], [150.0], [170.0]]))
+    assert alive.ravel().tolist() == [True, False]

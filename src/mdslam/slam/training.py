@@ -8,6 +8,8 @@ Dask cluster (:mod:`mdslam.slam.distribute`).
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from sklearn.model_selection import KFold
 
@@ -249,23 +251,52 @@ def check_prune(prune):
     Returns the factor as a float or the sequence as a tuple of floats; raises a one-line
     ``ValueError`` naming the value otherwise.
     """
-    msg = (f"cv_prune={prune!r}: must be None (every grid point in every fold), a factor > 1, "
-           "or a sequence of factors > 1 (one per fold done; inf skips a step)")
+    def factor(f, allow_inf: bool) -> bool:                   # NaN fails ``f > 1``
+        return (isinstance(f, numbers.Real) and not isinstance(f, bool) and f > 1
+                and (allow_inf or bool(np.isfinite(f))))
+
     if prune is None:
         return None
-    if isinstance(prune, (str, bytes)):
-        raise ValueError(msg)
-    if np.ndim(prune) == 0:
-        if isinstance(prune, bool) or not isinstance(prune, (int, float, np.integer, np.floating)):
-            raise ValueError(msg)
-        if not np.isfinite(prune) or prune <= 1:
-            raise ValueError(msg)
+    if np.ndim(prune) == 0 and factor(prune, allow_inf=False):
         return float(prune)
-    seq = list(prune)
-    if not seq or any(isinstance(f, bool) or not isinstance(f, (int, float, np.integer, np.floating))
-                      or np.isnan(f) or f <= 1 for f in seq):
-        raise ValueError(msg)
-    return tuple(float(f) for f in seq)
+    if np.ndim(prune) == 1 and not isinstance(prune, (str, bytes)) and len(prune) \
+            and all(factor(f, allow_inf=True) for f in prune):
+        return tuple(float(f) for f in prune)
+    raise ValueError(f"cv_prune={prune!r}: must be None (every grid point in every fold), a factor > 1, "
+                     "or a sequence of factors > 1 (one per fold done; inf skips a step)")
+
+
+def replay_prune(sse_per_fold, prune, cnt_per_fold=None, prune_after: int = 2) -> tuple[np.ndarray, float]:
+    """The points a pruned grid search keeps, replayed on the per-fold sums of the exact search.
+
+    A pruned search solves the same problems as the exact one for the points it keeps, so the
+    exact search's squared-error sums per fold tell which points each step of
+    :func:`prune_schedule` drops (:func:`_prune_alive`), without solving anything again.
+
+    Parameters
+    ----------
+    sse_per_fold : (n_fold, n_C, n_epsilon, n_gamma, n_pix) array
+    prune : as ``SLAM(cv_prune=...)``
+    cnt_per_fold : (n_fold, n_pix) array, optional
+        Test points per fold; None: equal counts (they cancel within a pixel).
+    prune_after : int
+        Folds before the single step of a factor.
+
+    Returns
+    -------
+    alive : (n_C, n_epsilon, n_gamma, n_pix) bool array, the points solved in every fold;
+    solved : float, the fraction of the exact search's (fold, point, pixel) solves made.
+    """
+    sse = np.asarray(sse_per_fold, float)
+    n_fold = sse.shape[0]
+    cnt = np.ones((n_fold, sse.shape[-1])) if cnt_per_fold is None else np.asarray(cnt_per_fold, float)
+    steps = prune_schedule(prune, n_fold, prune_after)
+    alive, solved = np.ones(sse.shape[1:], bool), 0
+    for k in range(n_fold):
+        if k in steps:
+            alive = _prune_alive(sse[:k].sum(axis=0), cnt[:k].sum(axis=0), steps[k], alive)
+        solved += int(alive.sum())
+    return alive, solved / sse.size
 
 
 def harmonic_prune(n_folds: int, c: float = 0.2) -> tuple[float, ...]:
