@@ -16,6 +16,7 @@ Usage::
     python benchmarks/bench_astroslam.py --quick    # 150 px, 400 training stars (a few min)
     python benchmarks/bench_astroslam.py --skip-astroslam   # reuse the last astroslam result
     python benchmarks/bench_astroslam.py --astroslam-json RUN.json   # a saved astroslam run on the same data
+    python benchmarks/bench_astroslam.py --blas-autodetect   # mdslam without an OPENBLAS_CORETYPE pin
 
 astroslam takes 17-35 min on 2 cores: run it once (its result JSON records the data's
 sha256, the date and the machine load) and pass it with ``--astroslam-json``.  Its labelling
@@ -25,7 +26,10 @@ labels are timed on a freshly loaded model for each setting of ``LABEL_CONFIGS``
 without the stored start grid (the one-off evaluation of the model at every training label).
 
 Prints one line per figure (ratio = astroslam / mdslam, > 1 means mdslam is better)
-and writes ``benchmarks/results/<tag>/bench.json``.  Machine load (1-min load average
+and writes ``benchmarks/results/<tag>/bench.json``.  The header names the CPU and the BLAS
+kernels of each side: where the environment pins OpenBLAS to AVX2 kernels (``OPENBLAS_CORETYPE``,
+``OPENBLAS_L2_SIZE``) for older builds, ``--blas-autodetect`` runs the script again without the pin
+for mdslam, while astroslam's processes (an older OpenBLAS) keep it.  Machine load (1-min load average
 and CPU pressure) is sampled through both runs and printed: other jobs share the cores.
 """
 
@@ -49,6 +53,26 @@ from _sampling import PeriodicSampler
 HERE = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("ASTROSLAM_BENCH_DIR", HERE.parent.parent / "shared" / "bench" / "astroslam"))
 VENV = Path(os.environ.get("ASTROSLAM_VENV", HERE / "results" / "astroslam-venv"))
+#: OpenBLAS settings that ``--blas-autodetect`` lifts from mdslam's process (astroslam's keeps them).
+BLAS_PIN_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_PINNED = "MDSLAM_BENCH_ASTROSLAM_BLAS"
+
+
+def _astroslam_env() -> dict:
+    """The environment of astroslam's processes: this one's, with any OpenBLAS pin lifted for mdslam put back."""
+    env = dict(os.environ)
+    env.update(json.loads(env.pop(_PINNED, "{}")))
+    return env
+
+
+def _lift_blas_pin(argv: list) -> None:
+    """``--blas-autodetect``: run this script again without ``BLAS_PIN_VARS``, so that numpy's OpenBLAS
+    picks its kernels from the CPU; astroslam's old numpy and OpenBLAS still run with them."""
+    pinned = {k: os.environ[k] for k in BLAS_PIN_VARS if k in os.environ}
+    if pinned:
+        env = {k: v for k, v in os.environ.items() if k not in BLAS_PIN_VARS}
+        env[_PINNED] = json.dumps(pinned)
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
 SCORE_KEYS = ("cv_mse_scaled", "flux_scale", "flux_mean", "C", "epsilon", "gamma")
 GRID = dict(C=(1.0, 10.0), epsilon=(0.05, 0.1), gamma=(0.3, 1.0))
 N_TEST = 20
@@ -82,8 +106,8 @@ def ensure_venv() -> Path:
     if py.exists():
         return py
     print(f"creating the astroslam venv at {VENV} (README recipe)", flush=True)
-    subprocess.run(["python3", "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-r", str(SHARED / "requirements.txt")],
+    subprocess.run(["python3", "-m", "venv", str(VENV)], check=True, env=_astroslam_env())
+    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-r", str(SHARED / "requirements.txt")], env=_astroslam_env(),
                    check=True)
     utils = next((VENV / "lib").glob("python3.*/site-packages/slam/utils.py"))
     text = utils.read_text().replace(
@@ -122,7 +146,7 @@ def run_astroslam(py: Path, data: Path, outdir: Path) -> dict:
     c0 = _cpu(resource.RUSAGE_CHILDREN)
     with LoadSampler() as load, open(outdir / "astroslam.log", "w") as log:
         proc = subprocess.Popen([str(py), str(SHARED / "bench_astroslam.py"), str(data), "2", str(N_TEST),
-                                 str(outdir)], stdout=log, stderr=subprocess.STDOUT)
+                                 str(outdir)], stdout=log, stderr=subprocess.STDOUT, env=_astroslam_env())
         workers = _worker_cpu(proc)
         if proc.wait() != 0:
             raise SystemExit(f"astroslam failed (exit {proc.returncode}): see {outdir / 'astroslam.log'}")
@@ -130,7 +154,7 @@ def run_astroslam(py: Path, data: Path, outdir: Path) -> dict:
     cpu = _cpu(resource.RUSAGE_CHILDREN) - c0
     res = json.loads((outdir / "astroslam_result.json").read_text())
     subprocess.run([str(py), str(HERE / "_astroslam_scores.py"), str(outdir / "astroslam_model.dump"),
-                    str(outdir / "astroslam_scores.npz")], check=True, capture_output=True)
+                    str(outdir / "astroslam_scores.npz")], check=True, capture_output=True, env=_astroslam_env())
     res["wall_s"] = wall
     # CPU seconds (user + system) of the whole astroslam process tree, its joblib workers included;
     # the split of the run into training and labelling is astroslam's own wall-clock split
@@ -301,7 +325,7 @@ def astroslam_label_cpu(py: Path, dump: Path, data: Path, out: Path) -> dict | N
     if not dump.exists():
         return None
     subprocess.run([str(py), str(HERE / "_astroslam_labels.py"), str(dump), str(data), str(N_TEST), str(out)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env=_astroslam_env())
     return json.loads(out.read_text())
 
 
@@ -383,6 +407,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="SLAM(cv_prune=F): stop grid points above F x a pixel's best CV-MSE after 2 folds; "
                          "'harmonic' or 'harmonic:c': after every fold k, above (1 + c / k) x the best "
                          "(mdslam.slam.harmonic_prune, c = 0.2 by default)")
+    ap.add_argument("--blas-autodetect", action="store_true",
+                    help="run mdslam without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (its OpenBLAS picks the kernels "
+                         "from the CPU); astroslam's processes keep them")
     ap.add_argument("--labels-only", action="store_true",
                     help="only the labelling figures, on the mdslam model of the last run in the same directory")
     return ap
@@ -410,7 +437,10 @@ def labels_only(a: dict, a_cpu: dict | None, data: Path, outdir: Path) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
+    if args.blas_autodetect:
+        _lift_blas_pin(argv)
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     tag = "quick" if args.quick else ("full" if args.pixel_step == 1 else f"step{args.pixel_step}")
@@ -420,6 +450,12 @@ def main(argv=None) -> int:
     print(f"# data {data.name}; grid {GRID}; 5-fold CV (astroslam's unshuffled folds for both); "
           f"{N_TEST} test spectra; {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}",
           flush=True)
+    from mdslam.blasinfo import blas_libraries, cpu_model
+
+    pins = {k: v for k, v in _astroslam_env().items() if k in BLAS_PIN_VARS}
+    print(f"# CPU: {cpu_model()}; BLAS: mdslam " + "; ".join(f"{d.get('internal_api')} {d.get('version')} {d.get('architecture')} kernels"
+                                         for d in blas_libraries())
+          + f"; astroslam's processes with {pins or 'no OpenBLAS pin'}", flush=True)
     saved = Path(args.astroslam_json) if args.astroslam_json else (
         outdir / "astroslam_run.json" if args.skip_astroslam else None)
     if saved is not None and saved.exists():

@@ -160,6 +160,15 @@ def _add_book(sub) -> None:
 
 
 # ----------------------------------------------------------------------------- train
+def _blas_note() -> None:
+    """One line on stderr where OpenBLAS runs AVX2 kernels on an AVX-512 CPU (:func:`mdslam.blasinfo.coretype_hint`)."""
+    from .blasinfo import coretype_hint
+
+    hint = coretype_hint()
+    if hint:
+        print(f"note: {hint}", file=sys.stderr)
+
+
 def _floats(text: str) -> tuple[float, ...]:
     """Comma-separated numbers of an option (``mdslam.checks.parse_floats`` names the option on error)."""
     return tuple(float(v) for v in text.split(",") if v.strip())
@@ -206,6 +215,7 @@ def _train(args: argparse.Namespace) -> int:
     checks.check_training_labels(y[keep], cols, units, source=args.labels)   # still varied after the cuts
     checks.check_cv(args.cv, int(keep.sum()))
     print(f"training on {keep.sum()} of {len(y)} spectra ({(~keep).sum()} excluded), {flux.shape[1]} pixels")
+    _blas_note()
     domain = slam.QIU2025_USABLE_RANGE if args.domain == "qiu2025" else None
     model = slam.SLAM(C=grid["C"], epsilon=grid["epsilon"], gamma=grid["gamma"],
                       cv=args.cv, random_state=args.seed, domain=domain, verbose=True,
@@ -377,6 +387,7 @@ def _cmd_train_grid(args: argparse.Namespace) -> int:
     kw = dict(C=_floats(args.C), epsilon=_floats(args.epsilon), gamma=_floats(args.gamma),
               n_jobs=args.n_jobs)
     print(f"grid: {grid.provenance} ({len(grid)} spectra x {grid.wavelength.size} px)")
+    _blas_note()
     given = {"teff": args.teff_range, "m_h": args.m_h_range, "logg": args.logg_range}
     ranges = None
     if any(v is not None for v in given.values()):
