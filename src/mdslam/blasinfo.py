@@ -116,8 +116,8 @@ def coretype_hint(libraries: Iterable[Mapping] | None = None, flags: Iterable[st
         pinned = environ.get("OPENBLAS_CORETYPE")
         if pinned:
             return (f"{head} because OPENBLAS_CORETYPE={pinned} is set: unset it (and OPENBLAS_L2_SIZE) for this "
-                    "command alone and OpenBLAS picks its AVX-512 kernels (SLAM.fit took 1.47x less CPU so on "
-                    "an AMD EPYC Zen 5; see mdslam.blasinfo)")
+                    "command alone and OpenBLAS picks its AVX-512 kernels (with them SLAM.fit took 1.47x less "
+                    "CPU on an AMD EPYC Zen 5; see mdslam.blasinfo)")
         return (f"{head}: OPENBLAS_CORETYPE=SkylakeX, set before Python starts, selects its AVX-512 kernels "
                 "(SLAM.fit took 1.47x less CPU with them on an AMD EPYC Zen 5; see mdslam.blasinfo)")
     return None
