@@ -65,6 +65,16 @@ def _astroslam_env() -> dict:
     return env
 
 
+def _machine() -> dict:
+    """The CPU, the kernels of each BLAS library loaded here (mdslam's side) and astroslam's OpenBLAS pin."""
+    from mdslam.blasinfo import blas_libraries, cpu_model
+
+    return {"cpu": cpu_model(),
+            "mdslam_blas": [f"{d.get('internal_api')} {d.get('version')} {d.get('architecture')} kernels"
+                            for d in blas_libraries()],
+            "astroslam_blas_env": {k: v for k, v in _astroslam_env().items() if k in BLAS_PIN_VARS}}
+
+
 def _lift_blas_pin(argv: list) -> None:
     """``--blas-autodetect``: run this script again without ``BLAS_PIN_VARS``, so that numpy's OpenBLAS
     picks its kernels from the CPU; astroslam's old numpy and OpenBLAS still run with them."""
@@ -429,7 +439,7 @@ def labels_only(a: dict, a_cpu: dict | None, data: Path, outdir: Path) -> int:
     ld = load.summary()
     print(f"{'machine load during the mdslam labels':46s} mean {ld['load1_mean']:.2f} max {ld['load1_max']:.2f} "
           f"psi {ld['cpu_pressure_some_avg10_mean']} ({os.cpu_count()} cores)")
-    out = {"astroslam_labels_this_run": a_cpu, "mdslam_labels": timings, "load": ld,
+    out = {"machine": _machine(), "astroslam_labels_this_run": a_cpu, "mdslam_labels": timings, "load": ld,
            "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (outdir / "labels.json").write_text(json.dumps(out, indent=1))
     print(f"\n# wrote {outdir / 'labels.json'}")
@@ -450,12 +460,9 @@ def main(argv=None) -> int:
     print(f"# data {data.name}; grid {GRID}; 5-fold CV (astroslam's unshuffled folds for both); "
           f"{N_TEST} test spectra; {platform.node()} {os.cpu_count()} cores, python {platform.python_version()}",
           flush=True)
-    from mdslam.blasinfo import blas_libraries, cpu_model
-
-    pins = {k: v for k, v in _astroslam_env().items() if k in BLAS_PIN_VARS}
-    print(f"# CPU: {cpu_model()}; BLAS: mdslam " + "; ".join(f"{d.get('internal_api')} {d.get('version')} {d.get('architecture')} kernels"
-                                         for d in blas_libraries())
-          + f"; astroslam's processes with {pins or 'no OpenBLAS pin'}", flush=True)
+    machine = _machine()
+    print(f"# CPU: {machine['cpu']}; BLAS: mdslam {'; '.join(machine['mdslam_blas'])}; astroslam's processes with "
+          f"{machine['astroslam_blas_env'] or 'no OpenBLAS pin'}", flush=True)
     saved = Path(args.astroslam_json) if args.astroslam_json else (
         outdir / "astroslam_run.json" if args.skip_astroslam else None)
     if saved is not None and saved.exists():
@@ -515,7 +522,8 @@ def main(argv=None) -> int:
           f"max {la['load1_max']:.2f} psi {la['cpu_pressure_some_avg10_mean']}; mdslam mean "
           f"{lm['load1_mean']:.2f} max {lm['load1_max']:.2f} psi {lm['cpu_pressure_some_avg10_mean']} "
           f"({os.cpu_count()} cores)")
-    out = {"astroslam": a, "astroslam_labels_this_run": a_cpu, "mdslam": {k: v for k, v in m.items() if k not in ("cv_mse", "cv_mse_scaled")},
+    out = {"machine": _machine(), "astroslam": a, "astroslam_labels_this_run": a_cpu,
+           "mdslam": {k: v for k, v in m.items() if k not in ("cv_mse", "cv_mse_scaled")},
            "cv_mse_ratio": {"frac_le": float(np.mean(ratio_cv <= 1)),
                             "frac_le_0.5pct": float(np.mean(ratio_cv <= 1.005)),
                             "median": float(np.median(ratio_cv))}}
