@@ -57,32 +57,6 @@ VENV = Path(os.environ.get("ASTROSLAM_VENV", HERE / "results" / "astroslam-venv"
 BLAS_PIN_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _PINNED = "MDSLAM_BENCH_ASTROSLAM_BLAS"
 
-
-def _astroslam_env() -> dict:
-    """The environment of astroslam's processes: this one's, with any OpenBLAS pin lifted for mdslam put back."""
-    env = dict(os.environ)
-    env.update(json.loads(env.pop(_PINNED, "{}")))
-    return env
-
-
-def _machine() -> dict:
-    """The CPU, the kernels of each BLAS library loaded here (mdslam's side) and astroslam's OpenBLAS pin."""
-    from mdslam.blasinfo import blas_libraries, cpu_model
-
-    return {"cpu": cpu_model(),
-            "mdslam_blas": [f"{d.get('internal_api')} {d.get('version')} {d.get('architecture')} kernels"
-                            for d in blas_libraries()],
-            "astroslam_blas_env": {k: v for k, v in _astroslam_env().items() if k in BLAS_PIN_VARS}}
-
-
-def _lift_blas_pin(argv: list) -> None:
-    """``--blas-autodetect``: run this script again without ``BLAS_PIN_VARS``, so that numpy's OpenBLAS
-    picks its kernels from the CPU; astroslam's old numpy and OpenBLAS still run with them."""
-    pinned = {k: os.environ[k] for k in BLAS_PIN_VARS if k in os.environ}
-    if pinned:
-        env = {k: v for k, v in os.environ.items() if k not in BLAS_PIN_VARS}
-        env[_PINNED] = json.dumps(pinned)
-        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
 SCORE_KEYS = ("cv_mse_scaled", "flux_scale", "flux_mean", "C", "epsilon", "gamma")
 GRID = dict(C=(1.0, 10.0), epsilon=(0.05, 0.1), gamma=(0.3, 1.0))
 N_TEST = 20
@@ -111,14 +85,40 @@ class LoadSampler(PeriodicSampler):
                 else None, "n_samples": len(self.samples)}
 
 
+def _astroslam_env() -> dict:
+    """The environment of astroslam's processes: this one's, with any OpenBLAS pin lifted for mdslam put back."""
+    env = dict(os.environ)
+    env.update(json.loads(env.pop(_PINNED, "{}")))
+    return env
+
+
+def _machine() -> dict:
+    """The CPU, the kernels of each BLAS library loaded here (mdslam's side) and astroslam's OpenBLAS pin."""
+    from mdslam.blasinfo import blas_libraries, cpu_model
+
+    return {"cpu": cpu_model(),
+            "mdslam_blas": [f"{d.get('internal_api')} {d.get('version')} {d.get('architecture')} kernels"
+                            for d in blas_libraries()],
+            "astroslam_blas_env": {k: v for k, v in _astroslam_env().items() if k in BLAS_PIN_VARS}}
+
+
+def _lift_blas_pin(argv: list) -> None:
+    """``--blas-autodetect``: run this script again without ``BLAS_PIN_VARS``, so that numpy's OpenBLAS
+    picks its kernels from the CPU; astroslam's old numpy and OpenBLAS still run with them."""
+    pinned = {k: os.environ[k] for k in BLAS_PIN_VARS if k in os.environ}
+    if pinned:
+        env = {k: v for k, v in os.environ.items() if k not in BLAS_PIN_VARS}
+        env[_PINNED] = json.dumps(pinned)
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
+
 def ensure_venv() -> Path:
     py = VENV / "bin" / "python"
     if py.exists():
         return py
     print(f"creating the astroslam venv at {VENV} (README recipe)", flush=True)
     subprocess.run(["python3", "-m", "venv", str(VENV)], check=True, env=_astroslam_env())
-    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-r", str(SHARED / "requirements.txt")], env=_astroslam_env(),
-                   check=True)
+    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-r", str(SHARED / "requirements.txt")],
+                   check=True, env=_astroslam_env())
     utils = next((VENV / "lib").glob("python3.*/site-packages/slam/utils.py"))
     text = utils.read_text().replace(
         "from collections import OrderedDict, Set, Mapping, deque",

@@ -29,6 +29,9 @@ AVX2_CORES = frozenset({"haswell", "zen", "sandybridge"})
 #: The AVX-512 subsets OpenBLAS's SkylakeX kernels use.
 SKYLAKEX_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
 
+#: What the AVX-512 kernels were measured to give (``benchmarks/README.md``), quoted by the hint.
+_MEASURED = "with them SLAM.fit took 1.47x less CPU on an AMD EPYC Zen 5; see mdslam.blasinfo"
+
 
 def _cpuinfo_fields(cpuinfo: str | None) -> dict[str, str]:
     """The ``key: value`` lines of the first CPU in ``/proc/cpuinfo`` (``cpuinfo``: its text; read
@@ -116,8 +119,7 @@ def coretype_hint(libraries: Iterable[Mapping] | None = None, flags: Iterable[st
         pinned = environ.get("OPENBLAS_CORETYPE")
         if pinned:
             return (f"{head} because OPENBLAS_CORETYPE={pinned} is set: unset it (and OPENBLAS_L2_SIZE) for this "
-                    "command alone and OpenBLAS picks its AVX-512 kernels (with them SLAM.fit took 1.47x less "
-                    "CPU on an AMD EPYC Zen 5; see mdslam.blasinfo)")
+                    f"command alone and OpenBLAS picks its AVX-512 kernels ({_MEASURED})")
         return (f"{head}: OPENBLAS_CORETYPE=SkylakeX, set before Python starts, selects its AVX-512 kernels "
-                "(SLAM.fit took 1.47x less CPU with them on an AMD EPYC Zen 5; see mdslam.blasinfo)")
+                f"({_MEASURED})")
     return None
