@@ -162,6 +162,20 @@ def test_knn_distance_against_brute_force():
     assert thr == pytest.approx(np.quantile(np.sort(d_self, axis=1)[:, 2], checks.KNN_QUANTILE))
 
 
+def test_knn_distance_same_numbers_with_all_pairs_and_with_a_tree(monkeypatch):
+    """Few pairs (every distance computed) and many (a k-d tree): the same numbers bit for bit, NaN rows NaN."""
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(400, 3))
+    ref[7] = ref[8]                                          # a tie
+    pts = np.vstack([rng.normal(size=(50, 3)) * 1.5, ref[:5], [[np.nan, 0.0, 0.0]]])
+    few = [checks.knn_distance(pts, ref, k=k) for k in (1, 5)] + [checks.knn_distance(ref, ref, 5, exclude_self=True)]
+    monkeypatch.setattr(checks, "KNN_BRUTE_PAIRS", 0)
+    many = [checks.knn_distance(pts, ref, k=k) for k in (1, 5)] + [checks.knn_distance(ref, ref, 5, exclude_self=True)]
+    for a, b in zip(few, many, strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    assert np.isnan(few[0][-1]) and np.array_equal(few[0][50:55], np.zeros(5))
+
+
 def test_rchi2_threshold_rule():
     r = np.linspace(0.2, 1.0, 101)
     assert checks.rchi2_threshold(r) == pytest.approx(max(2.0, 1.0 * np.quantile(r, 0.99)))
@@ -205,6 +219,7 @@ def test_row_nanmedian_equals_numpys_row_loop():
         a[rng.random(a.shape) < 0.01] = np.inf
         a[rng.random(a.shape) < 0.01] = -np.inf
         a[:100] = rng.normal(1.0, 0.3, (100, n_pix))               # complete rows
+        assert np.array_equal(checks.row_nanmedian(a[:100]), np.median(a[:100], axis=1))    # only complete ones
         a[100] = np.nan
         a[101, 1:] = np.nan
         a[200:250] *= 100.0                                         # not normalised

@@ -126,6 +126,42 @@ def test_stored_start_grid_gives_the_labels_of_the_grid_evaluated_at_labelling(f
         assert np.array_equal(np.asarray(t[name]), np.asarray(t_ref[name]), equal_nan=True), name
 
 
+def test_lm_start_values_given_save_one_evaluation_and_change_nothing(decay):
+    """``f0`` = the model at the start (as the start grid holds it): the same result bit for bit, one
+    ``values`` call fewer."""
+    _decay = decay.model
+    x, _, _, y, w = decay.problem(6, 10, 40)
+    start = np.tile([1.5, 1.0, 0.0], (10, 1))
+    calls = []
+
+    def values(th):
+        calls.append(th.shape[0])
+        return _decay(th, x)[0]
+
+    split = (values, lambda th: _decay(th, x)[1])
+    kw = dict(max_iter=50, split=split, sigma_tol=0.01)
+
+    def both(th):                                        # the model as SLAM's LM gets it: values, then J
+        return split[0](th), split[1](th)
+
+    plain = lm.levenberg_marquardt(both, y, w, start, **kw)
+    n_plain, calls[:] = len(calls), []
+    given = lm.levenberg_marquardt(both, y, w, start, f0=values(start), **kw)
+    assert len(calls) == n_plain                         # the one call above replaces the start's
+    for a, b in zip(plain, given, strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_grid_index_is_the_grid_point_of_least_chi2():
+    """The row of least sum w (y - f)^2, written out point by point."""
+    rng = np.random.default_rng(4)
+    grid_model = rng.normal(size=(30, 12))
+    y = grid_model[[3, 17, 29]] + rng.normal(0, 0.05, (3, 12))
+    w = rng.uniform(1, 4, (3, 12))
+    chi2 = ((y[:, None, :] - grid_model[None]) ** 2 * w[:, None, :]).sum(axis=2)
+    assert lm.grid_index(y, w, grid_model).tolist() == np.argmin(chi2, axis=1).tolist() == [3, 17, 29]
+
+
 def test_batched_covariance_equals_per_matrix_inverse():
     """lm._inverse: one batched call, bit-identical to np.linalg.inv per matrix; NaN where singular or not finite."""
     rng = np.random.default_rng(3)

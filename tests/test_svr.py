@@ -20,8 +20,23 @@ from mdslam.svr import (
     rbf_kernel,
     solve_svr_exact,
     solve_svr_staged,
+    squared_distances,
     warm_state_on_rows,
 )
+
+
+def test_squared_distances_by_hand_and_the_kernel_of_sklearn():
+    """|a - b|^2 of a 3-4-5 triangle and a zero distance; no dimensions gives zeros; the RBF kernel built on
+    them equals sklearn's."""
+    from sklearn.metrics.pairwise import rbf_kernel as sk_rbf
+
+    A = np.array([[0.0, 0.0], [3.0, 4.0]])
+    B = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 1.0]])
+    assert squared_distances(A, B).tolist() == [[25.0, 0.0, 2.0], [0.0, 25.0, 13.0]]
+    assert squared_distances(np.empty((2, 0)), np.empty((3, 0))).tolist() == [[0.0] * 3] * 2
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(7, 3)), rng.normal(size=(11, 3))
+    assert np.allclose(rbf_kernel(X, Y, 0.7), sk_rbf(X, Y, gamma=0.7), rtol=1e-13, atol=0)
 
 
 def _smooth_pixels(n: int, n_pix: int, snr: float, seed: int):

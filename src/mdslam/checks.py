@@ -34,6 +34,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .svr import squared_distances
+
 __all__ = [
     "InputError",
     "PLAUSIBLE_RANGES",
@@ -450,6 +452,8 @@ def row_nanmedian(a: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, float)
     fin = np.isfinite(a)
+    if a.shape[1] and fin.all():                         # no missing value: one np.median
+        return np.median(a, axis=1)
     cnt = fin.sum(axis=1)
     out = np.full(a.shape[0], np.nan)
     full = cnt == a.shape[1]
@@ -477,6 +481,12 @@ def rchi2_threshold(rchi2_train: np.ndarray) -> float:
     return float(max(RCHI2_FLOOR, RCHI2_FACTOR * np.quantile(r, RCHI2_QUANTILE)))
 
 
+#: :func:`knn_distance` computes every point-reference distance when there are at most this many
+#: pairs (a batch of spectra against a training set: faster than building a k-d tree for them);
+#: beyond, a k-d tree.  Both give the same numbers (the squared distance summed label by label).
+KNN_BRUTE_PAIRS = 2**21
+
+
 def knn_distance(points: np.ndarray, reference: np.ndarray, k: int = KNN_K,
                  exclude_self: bool = False) -> np.ndarray:
     """Euclidean distance of each point to its ``k``-th nearest reference point.
@@ -496,16 +506,21 @@ def knn_distance(points: np.ndarray, reference: np.ndarray, k: int = KNN_K,
     -------
     (m,) array of distances (standardised label units).
     """
-    from scipy.spatial import cKDTree
-
     p = np.array(points, float, ndmin=2)
     ref = np.array(reference, float, ndmin=2)
     kk = min(int(k) + (1 if exclude_self else 0), ref.shape[0])
     out = np.full(p.shape[0], np.nan)
     ok = np.all(np.isfinite(p), axis=1)
-    if ok.any() and kk >= 1:
-        d, _ = cKDTree(ref).query(p[ok], k=kk)
-        out[ok] = d if d.ndim == 1 else d[:, -1]
+    if not ok.any() or kk < 1:
+        return out
+    if ok.sum() * ref.shape[0] <= KNN_BRUTE_PAIRS:       # all distances, then the k-th smallest of each row
+        d2 = squared_distances(p[ok], ref)
+        out[ok] = np.sqrt(np.partition(d2, kk - 1, axis=1)[:, kk - 1])
+        return out
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(ref).query(p[ok], k=kk)
+    out[ok] = d if d.ndim == 1 else d[:, -1]
     return out
 
 

@@ -51,7 +51,7 @@ import numpy as np
 #: ``4 n^2`` bytes per penalty level) instead of the eigenbasis.
 DENSE_STEP_MAX_N = 4000
 
-__all__ = ["rbf_kernel", "KernelEig", "nystrom_kernel", "SVRBatchSolution", "kkt_gap", "solve_svr_batch", "polish_svr_batch",
+__all__ = ["rbf_kernel", "squared_distances", "KernelEig", "nystrom_kernel", "SVRBatchSolution", "kkt_gap", "solve_svr_batch", "polish_svr_batch",
            "solve_svr_staged", "solve_svr_exact"]
 
 
@@ -71,14 +71,37 @@ def rbf_kernel(A: np.ndarray, B: np.ndarray, gamma: float) -> np.ndarray:
     (n_a, n_b) float64 array.  Squared distances are summed dimension by
     dimension from differences (no ``|a|^2 + |b|^2 - 2 a.b`` cancellation).
     """
-    A = np.asarray(A, float)
-    B = np.asarray(B, float)
-    d2 = np.zeros((A.shape[0], B.shape[0]))
-    for k in range(A.shape[1]):
-        diff = A[:, k, None] - B[None, :, k]
-        d2 += diff * diff
+    d2 = squared_distances(A, B)
     np.multiply(d2, -gamma, out=d2)
     return np.exp(d2, out=d2)
+
+
+def squared_distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``|a - b|^2`` of every pair, summed dimension by dimension from differences (no cancellation).
+
+    Parameters
+    ----------
+    A : (n_a, n_dim) array
+    B : (n_b, n_dim) array
+
+    Returns
+    -------
+    (n_a, n_b) float64 array, the squared distances of :func:`rbf_kernel` (the same numbers
+    wherever they are computed: the sum runs over the dimensions in order, in two buffers).
+    """
+    A = np.asarray(A, float)
+    Bt = np.ascontiguousarray(np.asarray(B, float).T)          # (n_dim, n_b): contiguous columns
+    d2 = np.zeros((A.shape[0], Bt.shape[1]))
+    if A.shape[1] == 0:
+        return d2
+    np.subtract(A[:, 0, None], Bt[0], out=d2)
+    np.multiply(d2, d2, out=d2)
+    buf = np.empty_like(d2)
+    for k in range(1, A.shape[1]):
+        np.subtract(A[:, k, None], Bt[k], out=buf)
+        np.multiply(buf, buf, out=buf)
+        d2 += buf
+    return d2
 
 
 @dataclass

@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..svr import squared_distances
+
 #: One group of pixels with the same RBF width: (gamma, pixel indices (n_g,),
 #: transposed dual coefficients (n_s, n_g) of its support stars, intercepts (n_g,),
 #: support stars (n_s,) int array, or None for all n_train).
@@ -124,10 +126,7 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
         rows = slice(lo, min(lo + ROW_BLOCK, m))
         th = theta[rows]
         if K is None:
-            d2 = np.zeros((th.shape[0], Xd.shape[0]))
-            for li in range(L):
-                diff = th[:, li, None] - Xd[None, :, li]
-                d2 += diff * diff
+            d2 = squared_distances(th, Xd)
         for gi, ((g, pix, BT, b, _), Xg, sv) in enumerate(zip(groups, Xsv, svd, strict=True)):
             if K is None:                                    # (block, n_s), = rbf_kernel(th, Xg, g)
                 k = np.exp(np.multiply(d2 if sv is None else d2[:, sv], -g))
@@ -136,17 +135,28 @@ def model_flux(theta: np.ndarray, X_train: np.ndarray, groups: list[PixelGroup],
                 k = k if sv is None else k[:, sv]
             Fb = F[rows] if values or not jacobian else None
             Jb = J[rows] if jacobian else None
+            cols = _columns(pix)
             if BT.dtype == np.float32:
-                _model_flux32(th, Xg, g, k, BT, b, pix, Fb, Jb)
+                _model_flux32(th, Xg, g, k, BT, b, cols, Fb, Jb)
             else:
-                _model_flux64(th, Xg, g, k, BT, b, pix, F[rows], Jb)
+                _model_flux64(th, Xg, g, k, BT, b, cols, F[rows], Jb)
     return F, J
+
+
+def _columns(pix: np.ndarray) -> np.ndarray | slice:
+    """A group's pixel indices as a slice where they are a run (a view to write into), else as they are."""
+    return slice(int(pix[0]), int(pix[-1]) + 1) if pix.size and pix[-1] - pix[0] + 1 == pix.size else pix
 
 
 def _model_flux64(theta, Xt, g, k, BT, b, pix, F, J) -> None:
     """One pixel group and row block of :func:`model_flux` in float64 (fills ``F`` and ``J`` in place)."""
     if J is None:
-        F[:, pix] = k @ BT + b
+        if isinstance(pix, slice):                       # the product straight into F: no temporary
+            Fp = F[:, pix]
+            np.matmul(k, BT, out=Fp)
+            Fp += b
+        else:
+            F[:, pix] = k @ BT + b
         return
     L = theta.shape[1]
     # d k(theta, x_i) / d theta_l = -2 gamma (theta_l - x_il) k: one stacked product
@@ -168,13 +178,14 @@ def _model_flux32(theta, Xt, g, k, BT, b, pix, F, J) -> None:
     stack = np.empty((v + L,) + k.shape, np.float32)
     if v:
         stack[0] = k
+    XtT, diff = np.ascontiguousarray(Xt.T), np.empty(k.shape)
     for li in range(L):                                  # k (theta_l - x_il): no difference of large terms
-        stack[v + li] = k * (theta[:, li, None] - Xt[None, :, li])
+        np.subtract(theta[:, li, None], XtT[li], out=diff)
+        np.multiply(k, diff, out=stack[v + li], casting="same_kind")    # in float64, rounded once
     prod = (stack.reshape(stack.shape[0] * stack.shape[1], Xt.shape[0]) @ BT).reshape(v + L, k.shape[0], -1)
     if v:
         F[:, pix] = prod[0] + b
-    for li in range(L):
-        J[:, pix, li] = (-2.0 * g) * prod[v + li]
+    J[:, pix, :] = np.multiply(prod[v:], -2.0 * g).transpose(1, 2, 0)     # (m, n_g, L) in one copy
 
 
 class ProjectedModel(NamedTuple):
@@ -262,11 +273,10 @@ def project(groups: list[PixelGroup], flux_mean: np.ndarray, flux_scale: np.ndar
 
 def kernel_rows(theta: np.ndarray, X_train: np.ndarray, gammas: np.ndarray) -> np.ndarray:
     """RBF kernel rows of ``theta`` (m, L) against ``X_train`` for each width, side by side: (m, G * n_train)."""
-    theta = np.asarray(theta, float)
-    d2 = np.zeros((theta.shape[0], X_train.shape[0]))
-    for li in range(theta.shape[1]):
-        diff = theta[:, li, None] - X_train[None, :, li]
-        d2 += diff * diff
+    d2 = squared_distances(theta, X_train)
+    if len(gammas) == 1:                                 # in place: the same numbers, no copies
+        np.multiply(d2, -float(gammas[0]), out=d2)
+        return np.exp(d2, out=d2)
     return np.concatenate([np.exp(np.multiply(d2, -g)) for g in gammas], axis=1)
 
 

@@ -256,27 +256,28 @@ def lm_batch(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, .
     """
     G, FG = quick_grid(model)
     wh = whitener(model, w)
-    theta0 = lm.grid_start(fobs, w, G, FG, whiten=wh)
+    i0 = lm.grid_index(fobs, w, FG, whiten=wh)
+    theta0, f0 = G[i0], FG[i0]                       # the start and the model there (the grid's flux)
     wl = lm_weights(w, wh)
     dtype = _lm_dtype(model)
     n_first = np.zeros(fobs.shape[0], int)
     if getattr(model, "lm_rank", None) is not None:
         first = _run_lm(model, _projected_fns(model, dtype), fobs, wl, theta0, wh, model.lm_max_iter)
         theta0 = np.where(np.isfinite(first.theta), first.theta, theta0)    # a failed row restarts at its grid start
-        n_first = first.n_iter
+        n_first, f0 = first.n_iter, None
     split = None if dtype == np.float64 else _split_fns(model, dtype)   # float32: the Jacobian only
     r = _run_lm(model, split, fobs, wl, theta0, wh, model.lm_max_iter - n_first,
-                newton=getattr(model, "lm_rank", None) is None)
+                newton=getattr(model, "lm_rank", None) is None, f0=f0)
     return tuple(r._replace(n_iter=r.n_iter + n_first))
 
 
 def _run_lm(model: Any, split: tuple | None, fobs: np.ndarray, wl: np.ndarray, theta0: np.ndarray,
-            wh: noise.Whitener | None, max_iter, newton: bool = True) -> lm.LMResult:
+            wh: noise.Whitener | None, max_iter, newton: bool = True, f0: np.ndarray | None = None) -> lm.LMResult:
     """:func:`mdslam.slam.lm.levenberg_marquardt` with the model's LM settings.
 
     ``split``: (values, jacobian, curvature) of :func:`_split_fns` or :func:`_projected_fns`; None: the
     float64 model.  The curvature (Newton steps) only with ``newton``, ``lm_newton`` and the independent
-    likelihood.
+    likelihood.  ``f0``: the model flux at ``theta0`` if known (LM's ``f0``).
     """
     fn = _model_fn(model) if split is None else (lambda th: (split[0](th), split[1](th)))
     curvature = None
@@ -286,7 +287,7 @@ def _run_lm(model: Any, split: tuple | None, fobs: np.ndarray, wl: np.ndarray, t
     return lm.levenberg_marquardt(fn, fobs, wl, theta0, max_iter=max_iter, xtol=model.lm_xtol,
                                   ftol=model.lm_ftol, split=None if split is None else split[:2],
                                   sigma_tol=getattr(model, "lm_sigma_tol", None), whiten=wh,
-                                  damping=getattr(model, "lm_damping", "fixed"), curvature=curvature)
+                                  damping=getattr(model, "lm_damping", "fixed"), curvature=curvature, f0=f0)
 
 
 def lm_one_by_one(model: Any, fobs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -55,17 +55,22 @@ def grid_start(y: np.ndarray, w: np.ndarray, grid: np.ndarray, grid_model: np.nd
     -------
     (m, L) array, the grid point of lowest chi2 per row (by three matrix products).
     """
+    return grid[grid_index(y, w, grid_model, whiten)]
+
+
+def grid_index(y: np.ndarray, w: np.ndarray, grid_model: np.ndarray, whiten: Whiten | None = None) -> np.ndarray:
+    """Row of ``grid_model`` (g, n) of lowest chi2 for each problem, (m,) int: :func:`grid_start`'s choice."""
     if whiten is not None:
-        return grid[np.argmin(whiten.grid_chi2(y, grid_model), axis=1)].copy()
+        return np.argmin(whiten.grid_chi2(y, grid_model), axis=1)
     chi2_grid = ((w * y**2).sum(axis=1)[:, None] - 2.0 * (w * y) @ grid_model.T + w @ (grid_model**2).T)
-    return grid[np.argmin(chi2_grid, axis=1)].copy()
+    return np.argmin(chi2_grid, axis=1)
 
 
 def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, *,
                         max_iter: int = 100, xtol: float = 1e-7, ftol: float = 1e-10,
                         split: tuple[Callable, Callable] | None = None, sigma_tol: float | None = None,
                         whiten: Whiten | None = None, damping: str = "fixed",
-                        curvature: Curvature | None = None) -> LMResult:
+                        curvature: Curvature | None = None, f0: np.ndarray | None = None) -> LMResult:
     """Minimise ``sum_j w_ij (y_ij - f_j(theta_i))^2`` for every row ``i`` together.
 
     With ``whiten``, residuals ``W_i (y_i - f)``, Jacobians ``W_i J``: ``r^T Sigma_i^-1 r`` for ``W^T W = Sigma^-1``, ``w = 1``.
@@ -98,6 +103,9 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     curvature : callable, optional
         ``curvature(theta, u = w r) -> R`` (:data:`Curvature`): Newton steps where the Hessian of chi2 is
         positive definite (:func:`newton_matrix`); ``sigma_tol`` then measures ``H^-1 g``.  Not with ``whiten``.
+    f0 : (m, n) array, optional
+        The model values at ``theta0`` where already known (the model evaluated on a grid of starting
+        points, :func:`grid_index`): with ``split`` the start then costs a Jacobian only.
 
     Returns
     -------
@@ -105,12 +113,15 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     """
     m, theta = theta0.shape[0], np.array(theta0, float, copy=True)
     wh = whiten if whiten is not None else (lambda rows, X: X)
-    chi2, A_all, g_all, R_all = _start(model, y, w, theta, wh, curvature)
+    start_fn = model if f0 is None or split is None else (lambda th: (np.asarray(f0, float), split[1](th)))
+    chi2, A_all, g_all, R_all = _start(start_fn, y, w, theta, wh, curvature)
     mu, nu = np.full(m, 1e-3), np.full(m, 2.0)
     n_iter, converged = np.zeros(m, int), np.zeros(m, bool)
     active = np.arange(m)
+    caps = None if np.ndim(max_iter) == 0 else np.broadcast_to(max_iter, (m,))   # one cap: the loop's own bound
     for _ in range(int(np.max(max_iter, initial=0))):
-        active = active[n_iter[active] < np.broadcast_to(max_iter, (m,))[active]]
+        if caps is not None:
+            active = active[n_iter[active] < caps[active]]
         if active.size == 0:
             break
         A, g = A_all[active], g_all[active]
@@ -199,8 +210,14 @@ def _next_damping(rule: str, mu: np.ndarray, nu: np.ndarray, acc: np.ndarray, de
 
 def _damped_step(A: np.ndarray, g: np.ndarray, dA: np.ndarray, mu: np.ndarray) -> np.ndarray:
     """LM steps ``(A + mu D)^-1 g`` (k, L), D the diagonal ``dA`` of ``A = J^T W J``, ``g = J^T W r``."""
-    damp = mu[:, None] * _damping_diagonal(dA)
-    return np.linalg.solve(A + damp[:, :, None] * np.eye(A.shape[1]), g[..., None])[..., 0]
+    return np.linalg.solve(_plus_diagonal(A, mu[:, None] * _damping_diagonal(dA)), g[..., None])[..., 0]
+
+
+def _plus_diagonal(A: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``A + diag(d)`` of each (L, L) matrix, A (k, L, L) and d (k, L) or (k, 1): a new array."""
+    out = A.copy()
+    np.einsum("kii->ki", out)[...] += d                  # a writable view of the diagonals
+    return out
 
 
 def _normal_equations(J: np.ndarray, w: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -246,27 +263,29 @@ def _decrement(M: np.ndarray, A: np.ndarray, g: np.ndarray, dA: np.ndarray, newt
     """The step ``s = M^-1 g`` in formal errors squared, ``s^T A s`` (m,); ``g^T A^-1 g`` when ``M`` is ``A``."""
     if not newton:
         return _gn_decrement(A, g, dA)
-    reg = M + (1e-12 * dA.sum(axis=1) + 1e-300)[:, None, None] * np.eye(A.shape[1])
+    reg = _plus_diagonal(M, (1e-12 * dA.sum(axis=1) + 1e-300)[:, None])
     out = np.full(A.shape[0], np.inf)
-    ok = np.all(np.isfinite(reg), axis=(1, 2)) & np.all(np.isfinite(g), axis=1)
+    ok = np.isfinite(reg).all(axis=(1, 2)) & np.isfinite(g).all(axis=1)
+    every = bool(ok.all())                               # the usual case: no copies of the rows
     try:
-        s = np.linalg.solve(reg[ok], g[ok][..., None])
+        s = np.linalg.solve(reg if every else reg[ok], (g if every else g[ok])[..., None])
     except np.linalg.LinAlgError:
         return out
-    out[ok] = np.einsum("ilk,ilj,ijk->i", s, A[ok], s)
+    out[ok] = np.einsum("ilk,ilj,ijk->i", s, A if every else A[ok], s)
     return out
 
 
 def _gn_decrement(A: np.ndarray, g: np.ndarray, dA: np.ndarray) -> np.ndarray:
     """``g^T A^-1 g`` per row (m,), the Gauss-Newton chi2 decrease; inf where ``A`` is singular."""
-    reg = A + (1e-12 * dA.sum(axis=1) + 1e-300)[:, None, None] * np.eye(A.shape[1])
+    reg = _plus_diagonal(A, (1e-12 * dA.sum(axis=1) + 1e-300)[:, None])
     out = np.full(A.shape[0], np.inf)
-    ok = np.all(np.isfinite(reg), axis=(1, 2)) & np.all(np.isfinite(g), axis=1)
+    ok = np.isfinite(reg).all(axis=(1, 2)) & np.isfinite(g).all(axis=1)
+    every = bool(ok.all())                               # the usual case: no copies of the rows
     try:
-        s = np.linalg.solve(reg[ok], g[ok][..., None])[..., 0]
+        s = np.linalg.solve(reg if every else reg[ok], (g if every else g[ok])[..., None])[..., 0]
     except np.linalg.LinAlgError:
         return out
-    out[ok] = np.einsum("ij,ij->i", s, g[ok])
+    out[ok] = np.einsum("ij,ij->i", s, g if every else g[ok])
     return out
 
 

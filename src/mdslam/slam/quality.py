@@ -55,9 +55,7 @@ def snr(flux: np.ndarray, ok: np.ndarray, ivar: np.ndarray | None) -> np.ndarray
         return out
     with np.errstate(invalid="ignore"):
         s = np.where(ok & (ivar > 0), np.abs(flux) * np.sqrt(np.where(ivar > 0, ivar, 0)), np.nan)
-    has = np.isfinite(s).any(axis=1)
-    out[has] = checks.row_nanmedian(s[has])      # np.nanmedian's numbers in one sort
-    return out
+    return checks.row_nanmedian(s)               # np.nanmedian's numbers in one sort (NaN: no good pixel)
 
 
 def input_flags(fittable: np.ndarray, n_good: np.ndarray, snr: np.ndarray, *, min_good: float,
