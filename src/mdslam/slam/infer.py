@@ -130,7 +130,10 @@ def _split_fns(model: Any, dtype: type) -> tuple:
 
     def values(th):
         last["th"], last["K"] = th, forward.kernel_rows(th, X, gammas)
-        return mean + forward.model_flux(th, X, model._groups(), model.n_features_in_, K=last["K"])[0] * scale
+        F = forward.model_flux(th, X, model._groups(), model.n_features_in_, K=last["K"])[0]
+        F *= scale                                       # mean + F * scale, in place
+        F += mean
+        return F
 
     def jacobian(th):
         J = forward.model_flux(th, X, model._groups(dtype), model.n_features_in_, jacobian=True, values=False,

@@ -143,8 +143,10 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         small_step = np.max(np.abs(step), axis=1) < xtol
         small_df = acc & (decrease <= ftol * np.maximum(chi2[active], 1e-300))
         if acc.any():
-            theta[active[acc]], chi2[active[acc]] = th_new[acc], chi2_new[acc]
-            _refresh(active[acc], th_new[acc], wa[acc], r_new[acc], None if J_new is None else J_new[acc],
+            sel = slice(None) if acc.all() else acc              # all accepted (the usual case): no row copies
+            ia = active[sel]
+            theta[ia], chi2[ia] = th_new[sel], chi2_new[sel]
+            _refresh(ia, th_new[sel], wa[sel], r_new[sel], None if J_new is None else J_new[sel],
                      (A_all, g_all, R_all), split, wh, curvature)
         mu[active], nu[active] = _next_damping(damping, mu[active], nu[active], acc, decrease, step, g, dA)
         done = small_step | small_df | (mu[active] > 1e12)
