@@ -18,9 +18,8 @@ Usage::
     python benchmarks/bench_astroslam.py --astroslam-json RUN.json   # a saved astroslam run on the same data
     python benchmarks/bench_astroslam.py --blas-autodetect   # mdslam without an OPENBLAS_CORETYPE pin
 
-astroslam takes 7.5-35 min on 2 cores (7.5 min on an AMD EPYC, Zen 5): run it once (its result JSON
-records the data's
-sha256, the date and the machine load) and pass it with ``--astroslam-json``.  Its labelling
+astroslam takes 7.5-35 min on 2 cores (7.5 min on an AMD EPYC, Zen 5): run it once (its result
+JSON records the data's sha256, the date and the machine load) and pass it with ``--astroslam-json``.  Its labelling
 is timed again in every run (CPU time, ``_astroslam_labels.py`` on the saved model dump in
 its venv), so that the labels-per-spectrum ratio compares CPU times of the same run; mdslam's
 labels are timed on a freshly loaded model for each setting of ``LABEL_CONFIGS``, with and
