@@ -104,8 +104,7 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
         ``curvature(theta, u = w r) -> R`` (:data:`Curvature`): Newton steps where the Hessian of chi2 is
         positive definite (:func:`newton_matrix`); ``sigma_tol`` then measures ``H^-1 g``.  Not with ``whiten``.
     f0 : (m, n) array, optional
-        The model values at ``theta0`` where already known (the model evaluated on a grid of starting
-        points, :func:`grid_index`): with ``split`` the start then costs a Jacobian only.
+        The model at ``theta0`` if known (a grid of starting points, :func:`grid_index`): with ``split`` no ``values`` call there.
 
     Returns
     -------
@@ -120,8 +119,7 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
     active = np.arange(m)
     caps = None if np.ndim(max_iter) == 0 else np.broadcast_to(max_iter, (m,))   # one cap: the loop's own bound
     for _ in range(int(np.max(max_iter, initial=0))):
-        if caps is not None:
-            active = active[n_iter[active] < caps[active]]
+        active = active if caps is None else active[n_iter[active] < caps[active]]
         if active.size == 0:
             break
         A, g = A_all[active], g_all[active]
@@ -132,22 +130,16 @@ def levenberg_marquardt(model: ModelFn, y: np.ndarray, w: np.ndarray, theta0: np
             active, A, g, dA, M = active[~near], A[~near], g[~near], dA[~near], M[~near]
             if active.size == 0:
                 break
-        wa, step = w[active], _damped_step(M, g, dA, mu[active])
-        th_new = theta[active] + step
-        f_new, J_new = model(th_new) if split is None else (split[0](th_new), None)
-        r_new, J_new = wh(active, y[active] - f_new), (None if J_new is None else wh(active, J_new))
-        chi2_new = (wa * r_new * r_new).sum(axis=1)
+        step = _damped_step(M, g, dA, mu[active])
+        th_new, r_new, J_new, chi2_new = _trial(theta[active] + step, active, model, split, wh, y, w)
         n_iter[active] += 1
         decrease = chi2[active] - chi2_new
         acc = np.isfinite(chi2_new) & (decrease >= 0)                 # = chi2_new <= chi2 where finite
         small_step = np.max(np.abs(step), axis=1) < xtol
         small_df = acc & (decrease <= ftol * np.maximum(chi2[active], 1e-300))
         if acc.any():
-            sel = slice(None) if acc.all() else acc              # all accepted (the usual case): no row copies
-            ia = active[sel]
-            theta[ia], chi2[ia] = th_new[sel], chi2_new[sel]
-            _refresh(ia, th_new[sel], wa[sel], r_new[sel], None if J_new is None else J_new[sel],
-                     (A_all, g_all, R_all), split, wh, curvature)
+            _accept(active, acc, (th_new, chi2_new, r_new, J_new), w, (theta, chi2, A_all, g_all, R_all),
+                    split, wh, curvature)
         mu[active], nu[active] = _next_damping(damping, mu[active], nu[active], acc, decrease, step, g, dA)
         done = small_step | small_df | (mu[active] > 1e12)
         converged[active[done]] = True
@@ -163,6 +155,26 @@ def _start(model: ModelFn, y: np.ndarray, w: np.ndarray, theta: np.ndarray, wh: 
     r, J = wh(slice(None), y - f), wh(slice(None), J)
     A, g = _normal_equations(J, w, r)
     return (w * r * r).sum(axis=1), A, g, None if curvature is None else curvature(theta, w * r)
+
+
+def _trial(th: np.ndarray, rows: np.ndarray, model: ModelFn, split: tuple | None, wh: Callable,
+           y: np.ndarray, w: np.ndarray) -> tuple:
+    """The model at trial points ``th`` of the problems ``rows``: (th, residuals, J or None with ``split``, chi2)."""
+    f, J = model(th) if split is None else (split[0](th), None)
+    r, J = wh(rows, y[rows] - f), (None if J is None else wh(rows, J))
+    return th, r, J, (w[rows] * r * r).sum(axis=1)
+
+
+def _accept(active: np.ndarray, acc: np.ndarray, trial: tuple, w: np.ndarray, state: tuple,
+            split: tuple | None, wh: Callable, curvature: Curvature | None) -> None:
+    """Move the problems ``active[acc]`` to their trial points (:func:`_trial`'s output): ``state``
+    (theta, chi2, ``J^T W J``, ``J^T W r``, curvature) updated in place."""
+    th, c2, r, J = trial
+    theta, chi2, A_all, g_all, R_all = state
+    sel = slice(None) if acc.all() else acc              # all accepted (the usual case): no row copies
+    ia = active[sel]
+    theta[ia], chi2[ia] = th[sel], c2[sel]
+    _refresh(ia, th[sel], w[ia], r[sel], None if J is None else J[sel], (A_all, g_all, R_all), split, wh, curvature)
 
 
 def _refresh(ia: np.ndarray, th: np.ndarray, w: np.ndarray, r: np.ndarray, J: np.ndarray | None, state: tuple,
