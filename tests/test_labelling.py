@@ -28,14 +28,23 @@ def fitted():
 
 def test_blocked_forward_model_equals_the_kernel_expansion(fitted):
     """More rows than one block: F and dF/dtheta equal sum_i beta_ij k_i (+ b_j) written out per pixel."""
+    _check_expansion(fitted, np.where(np.arange(fitted.n_features_in_) % 3 == 0, 0.5, 0.1))   # two groups
+    half = fitted.n_features_in_ // 2                                                     # two runs of pixels
+    _check_expansion(fitted, np.where(np.arange(fitted.n_features_in_) < half, 0.5, 0.1))
+
+
+def _check_expansion(fitted, gamma):
+    """F and dF/dtheta of ``fitted`` with RBF widths ``gamma`` per pixel against the expansion per pixel."""
     model = copy.deepcopy(fitted)
-    model.gamma_ = np.where(np.arange(model.n_features_in_) % 3 == 0, 0.5, 0.1)   # two pixel groups
+    model.gamma_ = gamma
     model._reset_cache()
     rng = np.random.default_rng(2)
     m = 2 * forward.ROW_BLOCK + 7
     th = model.X_train_[rng.integers(0, model.n_train_, m)] + rng.normal(0, 0.2, (m, 3))
     F, J = model._model_scaled(th, jacobian=True)
     Fv, _ = model._model_scaled(th)
+    _, J32 = model._model_scaled(th, jacobian=True, dtype=np.float32)        # the float32 products
+    assert np.allclose(J32, J, rtol=1e-4, atol=1e-5 * np.abs(J).max())
     for j in range(model.n_features_in_):
         k = rbf_kernel(th, model.X_train_, model.gamma_[j])       # (m, n_train)
         beta = model.dual_coef_[j]
@@ -150,6 +159,15 @@ def test_lm_start_values_given_save_one_evaluation_and_change_nothing(decay):
     assert len(calls) == n_plain                         # the one call above replaces the start's
     for a, b in zip(plain, given, strict=True):
         assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_plus_diagonal_adds_to_the_diagonals_only():
+    rng = np.random.default_rng(7)
+    A, d = rng.normal(size=(4, 3, 3)), rng.normal(size=(4, 3))
+    out = lm._plus_diagonal(A, d)
+    assert np.array_equal(out, A + np.stack([np.diag(x) for x in d]))
+    assert np.array_equal(lm._plus_diagonal(A, d[:, :1]), A + d[:, :1, None] * np.eye(3))
+    assert not np.shares_memory(out, A)
 
 
 def test_grid_index_is_the_grid_point_of_least_chi2():
