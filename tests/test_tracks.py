@@ -277,9 +277,11 @@ def test_xp_model_error_laws_do_not_grow_with_snr(data_mirror, tmp_path, monkeyp
 
 
 def test_xp_functions_use_the_light_grid_with_a_warning_on_other_stars(tmp_path, monkeypatch):
-    """The tuned hyperparameters belong to the catalogue's 393 stars: on other stars the XP functions
-    say so and fall back to the light grid (here patched to the toy grid)."""
+    """The tuned hyperparameters belong to the catalogue's 393 stars: on other stars (archive mode) the XP
+    functions say so and search the light grid (here patched to the toy grid) with the catalogue model's
+    prior and likelihood, so the catalogue has the same columns (posterior and maximum-likelihood labels)."""
     from mdslam import datasets
+    from mdslam.compendium import tuning
 
     monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(tracks, "BOOK_GRID", TOY_GRID)
@@ -287,6 +289,10 @@ def test_xp_functions_use_the_light_grid_with_a_warning_on_other_stars(tmp_path,
     with pytest.warns(UserWarning, match="tuned hyperparameters belong to other stars"):
         model, _ = tracks.xp_slam_model(ts=toy, cv=3)
     assert {k: tuple(v) for k, v in model.param_grid_.items()} == {k: tuple(v) for k, v in TOY_GRID.items()}
+    spec = tuning.TUNED_MODELS["catalogue"]
+    assert (model.prior, model.likelihood) == (spec["prior"], spec["likelihood"]) == ("training", "correlated")
+    t = model.predict_table(toy.spectra.flux[:3], toy.spectra.ivar[:3])
+    assert {f"{n}_ml" for n in toy.label_names} <= set(t.colnames)
     with pytest.raises(ValueError, match="belong to other stars"):
         tracks.slam_model(toy, grid=tracks.TUNED)
 

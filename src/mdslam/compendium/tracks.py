@@ -385,7 +385,8 @@ def _fit_arguments(ts: TrainingSet, grid: dict | str | None, cv: int, seed: int)
         key = {"tuned_sha256": next(iter(datasets.get(spec["dataset"]).files.values())), "dataset": spec["dataset"],
                "prior": spec["prior"], "likelihood": spec["likelihood"], "flags": "maximum likelihood"}
     else:
-        key = {k: tuple(map(float, v)) for k, v in dict(grid or BOOK_GRID).items()}
+        key = {k: v if isinstance(v, str) or v is None else tuple(map(float, v))    # a prior or likelihood by name
+               for k, v in dict(grid or BOOK_GRID).items()}
     return dict(flux=ts.spectra.flux, y=ts.y, ivar=ts.spectra.ivar, wavelength=ts.spectra.wavelength,
                 label_names=list(ts.label_names),
                 label_units=[str(ts.labels[n].unit or "") for n in ts.label_names],
@@ -394,16 +395,20 @@ def _fit_arguments(ts: TrainingSet, grid: dict | str | None, cv: int, seed: int)
 
 def _xp_grid(ts: TrainingSet, grid):
     """The grid of the XP functions: ``grid``, or by default :data:`TUNED` when the cache was tuned
-    on ``ts``, else :data:`BOOK_GRID` with a warning that says so."""
+    on ``ts``, else :data:`BOOK_GRID` searched with the catalogue model's label estimator (its prior
+    and likelihood, :data:`mdslam.compendium.tuning.TUNED_MODELS`), with a warning that says so:
+    the catalogue's columns (posterior and maximum-likelihood labels) are then those of the tuned model."""
     if grid is not None:
         return grid
     from . import tuning
 
     if tuning.matches(ts):
         return TUNED
+    spec = tuning.TUNED_MODELS["catalogue"]
     warnings.warn(f"the tuned hyperparameters belong to other stars than this XP training set (N={len(ts)}): "
-                  "using the light book grid", UserWarning, stacklevel=3)
-    return BOOK_GRID
+                  f"using the light book grid with the catalogue's prior ({spec['prior']!r}) and likelihood "
+                  f"({spec['likelihood']!r})", UserWarning, stacklevel=3)
+    return {**BOOK_GRID, "prior": spec["prior"], "likelihood": spec["likelihood"]}
 
 
 def slam_model(ts: TrainingSet, grid: dict | str | None = None, cv: int = 5, seed: int = 0, cache: bool = True):
