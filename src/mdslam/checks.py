@@ -452,8 +452,9 @@ def row_nanmedian(a: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, float)
     fin = np.isfinite(a)
-    if a.shape[1] and fin.all():                         # no missing value: one np.median
-        return np.median(a, axis=1)
+    if a.shape[1] and fin.all():                         # no missing value: one sort, np.median's numbers
+        srt, n = np.sort(a, axis=1), a.shape[1]
+        return srt[:, n // 2] if n % 2 else np.mean(np.stack([srt[:, n // 2 - 1], srt[:, n // 2]]), axis=0)
     cnt = fin.sum(axis=1)
     out = np.full(a.shape[0], np.nan)
     full = cnt == a.shape[1]
