@@ -277,30 +277,36 @@ def _decrement(M: np.ndarray, A: np.ndarray, g: np.ndarray, dA: np.ndarray, newt
     """The step ``s = M^-1 g`` in formal errors squared, ``s^T A s`` (m,); ``g^T A^-1 g`` when ``M`` is ``A``."""
     if not newton:
         return _gn_decrement(A, g, dA)
-    reg = _plus_diagonal(M, (1e-12 * dA.sum(axis=1) + 1e-300)[:, None])
     out = np.full(A.shape[0], np.inf)
-    ok = np.isfinite(reg).all(axis=(1, 2)) & np.isfinite(g).all(axis=1)
-    every = bool(ok.all())                               # the usual case: no copies of the rows
-    try:
-        s = np.linalg.solve(reg if every else reg[ok], (g if every else g[ok])[..., None])
-    except np.linalg.LinAlgError:
-        return out
-    out[ok] = np.einsum("ilk,ilj,ijk->i", s, A if every else A[ok], s)
+    s, ok = _regularised_solve(M, g, dA)
+    if s is not None:
+        out[ok] = np.einsum("ilk,ilj,ijk->i", s, _rows(A, ok), s)
     return out
 
 
 def _gn_decrement(A: np.ndarray, g: np.ndarray, dA: np.ndarray) -> np.ndarray:
     """``g^T A^-1 g`` per row (m,), the Gauss-Newton chi2 decrease; inf where ``A`` is singular."""
-    reg = _plus_diagonal(A, (1e-12 * dA.sum(axis=1) + 1e-300)[:, None])
     out = np.full(A.shape[0], np.inf)
-    ok = np.isfinite(reg).all(axis=(1, 2)) & np.isfinite(g).all(axis=1)
-    every = bool(ok.all())                               # the usual case: no copies of the rows
-    try:
-        s = np.linalg.solve(reg if every else reg[ok], (g if every else g[ok])[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        return out
-    out[ok] = np.einsum("ij,ij->i", s, g if every else g[ok])
+    s, ok = _regularised_solve(A, g, dA)
+    if s is not None:
+        out[ok] = np.einsum("ij,ij->i", s[..., 0], _rows(g, ok))
     return out
+
+
+def _regularised_solve(M: np.ndarray, g: np.ndarray, dA: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(M + eps I)^-1 g`` (``eps = 1e-12 trace(A) + 1e-300``, ``dA`` the diagonal of ``A``) on the rows where
+    both are finite: (solutions (n_ok, L, 1), or None where a matrix is singular; the rows ``ok`` (m,) bool)."""
+    reg = _plus_diagonal(M, (1e-12 * dA.sum(axis=1) + 1e-300)[:, None])
+    ok = np.isfinite(reg).all(axis=(1, 2)) & np.isfinite(g).all(axis=1)
+    try:
+        return np.linalg.solve(_rows(reg, ok), _rows(g, ok)[..., None]), ok
+    except np.linalg.LinAlgError:
+        return None, ok
+
+
+def _rows(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """``x[ok]``, or ``x`` itself (no copy) when every row is ``ok``, the usual case."""
+    return x if ok.all() else x[ok]
 
 
 def covariance(J: np.ndarray, w: np.ndarray) -> np.ndarray:

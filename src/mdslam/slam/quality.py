@@ -49,10 +49,8 @@ def snr(flux: np.ndarray, ok: np.ndarray, ivar: np.ndarray | None) -> np.ndarray
     -------
     (n,) array; NaN without ivar or without a good pixel.
     """
-    n = flux.shape[0]
-    out = np.full(n, np.nan)
     if ivar is None:
-        return out
+        return np.full(flux.shape[0], np.nan)
     with np.errstate(invalid="ignore"):
         s = np.where(ok & (ivar > 0), np.abs(flux) * np.sqrt(np.where(ivar > 0, ivar, 0)), np.nan)
     return checks.row_nanmedian(s)               # np.nanmedian's numbers in one sort (NaN: no good pixel)
